@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+/** The `awq` command line. Each subcommand lives in its own file and registers itself here. */
+import { Command, CommanderError } from 'commander';
+
+import { AwqError } from '../errors.js';
+import { version } from '../version.js';
+import { registerDoctor } from './doctor.js';
+
+const program = new Command();
+program
+  .name('awq')
+  .description('Activation-aware weight quantization (AWQ): quantize, evaluate and benchmark 4-bit models')
+  .version(version, '-v, --version')
+  .showHelpAfterError()
+  .exitOverride();
+
+registerDoctor(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode;
+  } else if (err instanceof AwqError) {
+    process.stderr.write(`awq: ${err.message} (${err.code})\n`);
+    process.exitCode = err.code === 'ERR_AWQ_ABORTED' ? 130 : 1;
+  } else {
+    process.stderr.write(`awq: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * Typed errors. Every error this package throws is an `AwqError` with a stable `code`; native
+ * errors arrive with the same codes (native/core/errors.h) and are mapped onto these classes.
+ */
+
+export type AwqErrorCode =
+  | 'ERR_AWQ_INVALID_ARGUMENT'
+  | 'ERR_AWQ_BAD_CHECKPOINT'
+  | 'ERR_AWQ_UNSUPPORTED_ARCHITECTURE'
+  | 'ERR_AWQ_BAD_CONFIG'
+  | 'ERR_AWQ_NON_FINITE'
+  | 'ERR_AWQ_OUT_OF_MEMORY'
+  | 'ERR_AWQ_ABORTED'
+  | 'ERR_AWQ_CUDA'
+  | 'ERR_AWQ_NATIVE_LOAD'
+  | 'ERR_AWQ_IO'
+  | 'ERR_AWQ_INTERNAL';
+
+export class AwqError extends Error {
+  readonly code: AwqErrorCode;
+  constructor(code: AwqErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A function argument has the wrong type, shape or value. */
+export class InvalidArgumentError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_INVALID_ARGUMENT', message, options);
+  }
+}
+
+/** A checkpoint file or folder is malformed, truncated or inconsistent. */
+export class BadCheckpointError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_BAD_CHECKPOINT', message, options);
+  }
+}
+
+/** The model's architecture (config.json `model_type`) is not one this package handles. */
+export class UnsupportedArchitectureError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_UNSUPPORTED_ARCHITECTURE', message, options);
+  }
+}
+
+/** A configuration (config.json, quantization options) is missing a field or has a wrong one. */
+export class BadConfigError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_BAD_CONFIG', message, options);
+  }
+}
+
+/** NaN or Inf in weights or activations. */
+export class NonFiniteError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_NON_FINITE', message, options);
+  }
+}
+
+export class OutOfMemoryError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_OUT_OF_MEMORY', message, options);
+  }
+}
+
+/** The caller's AbortSignal fired; nothing that looks complete was written. */
+export class AbortedError extends AwqError {
+  constructor(message = 'aborted', options?: { cause?: unknown }) {
+    super('ERR_AWQ_ABORTED', message, options);
+  }
+}
+
+export class CudaError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_CUDA', message, options);
+  }
+}
+
+/** No native binary could be loaded. */
+export class NativeLoadError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_NATIVE_LOAD', message, options);
+  }
+}
+
+/** A file system operation failed (disk full, permissions, ...). */
+export class IoError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_IO', message, options);
+  }
+}
+
+export class InternalError extends AwqError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AWQ_INTERNAL', message, options);
+  }
+}
+
+const byCode: Record<string, new (message: string, options?: { cause?: unknown }) => AwqError> = {
+  ERR_AWQ_INVALID_ARGUMENT: InvalidArgumentError,
+  ERR_AWQ_BAD_CHECKPOINT: BadCheckpointError,
+  ERR_AWQ_UNSUPPORTED_ARCHITECTURE: UnsupportedArchitectureError,
+  ERR_AWQ_BAD_CONFIG: BadConfigError,
+  ERR_AWQ_NON_FINITE: NonFiniteError,
+  ERR_AWQ_OUT_OF_MEMORY: OutOfMemoryError,
+  ERR_AWQ_ABORTED: AbortedError,
+  ERR_AWQ_CUDA: CudaError,
+  ERR_AWQ_NATIVE_LOAD: NativeLoadError,
+  ERR_AWQ_IO: IoError,
+  ERR_AWQ_INTERNAL: InternalError,
+};
+
+/** Turns an error thrown by the native addon (a plain Error with `code`) into its typed class. */
+export function fromNativeError(err: unknown): unknown {
+  if (err instanceof AwqError || !(err instanceof Error)) return err;
+  const code = (err as Error & { code?: unknown }).code;
+  const Ctor = typeof code === 'string' ? byCode[code] : undefined;
+  if (!Ctor) return err;
+  const typed = new Ctor(err.message);
+  if (err.stack) typed.stack = err.stack.replace(/^Error:/, `${typed.name}:`);
+  return typed;
+}
+
+/** Wraps a Node.js file system error with the path it concerns. */
+export function ioError(what: string, err: unknown): AwqError {
+  const e = err as NodeJS.ErrnoException;
+  const detail = e?.code === 'ENOSPC' ? 'no space left on device' : (e?.message ?? String(err));
+  return new IoError(`${what}: ${detail}`, { cause: err });
+}

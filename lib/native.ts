@@ -1,0 +1,140 @@
+/**
+ * The one place that loads a native binary and declares what it exports. Everything else in
+ * lib/ calls `native()` and gets typed functions whose errors are already `AwqError`s.
+ *
+ * Load order: an explicit AWQ_NATIVE_BINARY path; else the CUDA build (build-cuda/, from
+ * `npm run build:cuda`) when it loads and a CUDA device answers; else the CPU build
+ * (prebuilds/ or build/, through node-gyp-build). A failed load lists every path tried and why.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { fromNativeError, NativeLoadError } from './errors.js';
+
+export type Isa = 'portable' | 'avx2' | 'avx512';
+
+export interface RawCudaDevice {
+  index: number;
+  name: string;
+  computeCapability: string;
+  memoryBytes: number;
+}
+
+export interface RawBackends {
+  cpu: { isa: Isa; threads: number; cores: number; features: string };
+  cuda: { compiled: boolean; devices: RawCudaDevice[]; reason: string | null };
+}
+
+/** The raw surface of native/addon. Shapes are validated in TypeScript before these calls. */
+export interface NativeBinding {
+  readonly cudaBuild: boolean;
+  backends(): RawBackends;
+  setThreads(threads: number): number;
+  setIsaCap(isa: Isa): Isa;
+  /** Per-column mean |x| of a row-major [rows, cols] matrix (REFERENCE.md section 4). */
+  activationStats(x: Float32Array, rows: number, cols: number, device?: 'cpu' | 'cuda'): Promise<Float32Array>;
+}
+
+export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+interface Loaded {
+  binding: NativeBinding;
+  path: string;
+}
+
+let loaded: Loaded | undefined;
+/** What the loader tried before settling on a binary (for `awq doctor`). */
+const loadNotes: string[] = [];
+
+function wrapErrors<T extends object>(raw: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    if (typeof value !== 'function') {
+      out[key] = value;
+      continue;
+    }
+    const fn = value as (...args: unknown[]) => unknown;
+    out[key] = (...args: unknown[]) => {
+      let result: unknown;
+      try {
+        result = fn(...args);
+      } catch (err) {
+        throw fromNativeError(err);
+      }
+      if (result instanceof Promise) {
+        return result.catch((err: unknown) => {
+          throw fromNativeError(err);
+        });
+      }
+      return result;
+    };
+  }
+  return out as T;
+}
+
+function load(): Loaded {
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  const attempt = (path: string): NativeBinding | undefined => {
+    try {
+      return require(path) as NativeBinding;
+    } catch (err) {
+      tried.push(`${path}: ${(err as Error).message.split('\n')[0]}`);
+      return undefined;
+    }
+  };
+
+  const explicit = process.env.AWQ_NATIVE_BINARY;
+  if (explicit) {
+    const b = attempt(explicit);
+    if (b) return { binding: b, path: explicit };
+    throw new NativeLoadError(`AWQ_NATIVE_BINARY could not be loaded:\n  ${tried.join('\n  ')}`);
+  }
+
+  const cudaPath = join(packageRoot, 'build-cuda', 'Release', 'awq.node');
+  if (process.env.AWQ_NO_CUDA !== '1' && existsSync(cudaPath)) {
+    const b = attempt(cudaPath);
+    if (b) {
+      if (b.backends().cuda.devices.length > 0) return { binding: b, path: cudaPath };
+      const why = b.backends().cuda.reason ?? 'no device';
+      tried.push(`${cudaPath}: loaded, but no CUDA device answered (${why}); using the CPU build`);
+      loadNotes.push(`the CUDA build loads, but no device answered: ${why}`);
+    }
+  }
+
+  try {
+    const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+    const cpuPath = nodeGypBuild.path(packageRoot);
+    const b = attempt(cpuPath);
+    if (b) return { binding: b, path: cpuPath };
+  } catch (err) {
+    tried.push(`node-gyp-build in ${packageRoot}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  throw new NativeLoadError(
+    `no native awq binary could be loaded. Tried:\n  ${tried.join('\n  ')}\n` +
+      'Build one with `npm run build:native` (CPU) or `npm run build:cuda` (CUDA).',
+  );
+}
+
+/** The loaded native binding (loaded once, on first use). */
+export function native(): NativeBinding {
+  if (!loaded) {
+    const l = load();
+    loaded = { binding: wrapErrors(l.binding), path: l.path };
+  }
+  return loaded.binding;
+}
+
+/** Notes from loading (e.g. why a present CUDA build was not used). */
+export function nativeLoadNotes(): readonly string[] {
+  native();
+  return loadNotes;
+}
+
+/** Path of the binary `native()` loaded. */
+export function nativePath(): string {
+  native();
+  return loaded!.path;
+}

@@ -1,0 +1,64 @@
+// Argument unwrapping for bindings: TypedArrays are borrowed zero-copy (the caller's memory is
+// read in place) and every mismatch becomes a typed ERR_AWQ_INVALID_ARGUMENT naming the argument.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+#include "../core/errors.h"
+
+namespace awq::addon {
+
+template <typename T>
+struct Borrowed {
+  T* data = nullptr;
+  size_t length = 0;
+};
+
+[[noreturn]] inline void bad_arg(const std::string& msg) {
+  throw awq::Error(awq::ErrorCode::InvalidArgument, msg);
+}
+
+template <typename T>
+inline const char* typed_array_name();
+template <> inline const char* typed_array_name<float>() { return "Float32Array"; }
+template <> inline const char* typed_array_name<int32_t>() { return "Int32Array"; }
+template <> inline const char* typed_array_name<uint16_t>() { return "Uint16Array"; }
+template <> inline const char* typed_array_name<uint8_t>() { return "Uint8Array"; }
+
+template <typename T>
+inline napi_typedarray_type typed_array_type();
+template <> inline napi_typedarray_type typed_array_type<float>() { return napi_float32_array; }
+template <> inline napi_typedarray_type typed_array_type<int32_t>() { return napi_int32_array; }
+template <> inline napi_typedarray_type typed_array_type<uint16_t>() { return napi_uint16_array; }
+template <> inline napi_typedarray_type typed_array_type<uint8_t>() { return napi_uint8_array; }
+
+template <typename T>
+Borrowed<T> typed_array(const Napi::Value& v, const char* name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != typed_array_type<T>()) {
+    bad_arg(std::string(name) + ": expected a " + typed_array_name<T>());
+  }
+  auto arr = v.As<Napi::TypedArrayOf<T>>();
+  return {arr.Data(), arr.ElementLength()};
+}
+
+inline int64_t integer(const Napi::Value& v, const char* name, int64_t min_value = 0) {
+  if (!v.IsNumber()) bad_arg(std::string(name) + ": expected an integer");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < static_cast<double>(min_value)) {
+    bad_arg(std::string(name) + ": expected an integer >= " + std::to_string(min_value) +
+            ", got " + std::to_string(d));
+  }
+  return static_cast<int64_t>(d);
+}
+
+// Optional Int32Array(1) that JS sets to 1 when the caller's AbortSignal fires.
+inline const int32_t* cancel_flag(const Napi::Value& v) {
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  auto a = typed_array<int32_t>(v, "abortFlag");
+  if (a.length < 1) bad_arg("abortFlag: expected an Int32Array of length 1");
+  return a.data;
+}
+
+}  // namespace awq::addon

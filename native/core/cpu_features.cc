@@ -1,0 +1,121 @@
+#include "cpu_features.h"
+
+#include <cpuid.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+namespace awq {
+namespace {
+
+uint64_t xgetbv0() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool osxsave = c & (1u << 27);
+  const bool has_fma = c & (1u << 12);
+  const bool has_f16c = c & (1u << 29);
+  const bool has_avx = c & (1u << 28);
+  if (!osxsave || !has_avx) return f;
+  const uint64_t xcr0 = xgetbv0();
+  const bool ymm_ok = (xcr0 & 0x6) == 0x6;
+  const bool zmm_ok = (xcr0 & 0xe6) == 0xe6;
+  const bool amx_ok = (xcr0 & 0x60000) == 0x60000;
+  if (!ymm_ok) return f;
+  f.fma = has_fma;
+  f.f16c = has_f16c;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    f.avx2 = b & (1u << 5);
+    if (zmm_ok) {
+      f.avx512f = b & (1u << 16);
+      f.avx512dq = b & (1u << 17);
+      f.avx512bw = b & (1u << 30);
+      f.avx512vl = b & (1u << 31);
+      f.avx512vnni = c & (1u << 11);
+    }
+    f.amx_bf16 = amx_ok && (d & (1u << 22));
+  }
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+    f.avxvnni = a & (1u << 4);
+    f.avx512bf16 = zmm_ok && (a & (1u << 5));
+  }
+  return f;
+}
+
+Isa detected_isa(const CpuFeatures& f) {
+  if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c) return Isa::Avx512;
+  if (f.avx2 && f.fma && f.f16c) return Isa::Avx2;
+  return Isa::Portable;
+}
+
+Isa env_cap() {
+  const char* env = std::getenv("AWQ_ISA");
+  if (!env) return Isa::Avx512;
+  if (!std::strcmp(env, "portable")) return Isa::Portable;
+  if (!std::strcmp(env, "avx2")) return Isa::Avx2;
+  return Isa::Avx512;
+}
+
+std::atomic<int> g_cap{-1};
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = detect();
+  return f;
+}
+
+Isa active_isa() {
+  int cap = g_cap.load();
+  if (cap < 0) {
+    cap = static_cast<int>(env_cap());
+    g_cap.store(cap);
+  }
+  const Isa best = detected_isa(cpu_features());
+  return static_cast<Isa>(std::min(static_cast<int>(best), cap));
+}
+
+Isa set_isa_cap(Isa cap) {
+  g_cap.store(static_cast<int>(cap));
+  return active_isa();
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+std::string cpu_feature_list() {
+  const CpuFeatures& f = cpu_features();
+  std::string s;
+  auto add = [&](bool on, const char* name) {
+    if (!on) return;
+    if (!s.empty()) s += ' ';
+    s += name;
+  };
+  add(f.avx2, "avx2");
+  add(f.fma, "fma");
+  add(f.f16c, "f16c");
+  add(f.avx512f, "avx512f");
+  add(f.avx512bw, "avx512bw");
+  add(f.avx512vl, "avx512vl");
+  add(f.avx512dq, "avx512dq");
+  add(f.avx512vnni, "avx512vnni");
+  add(f.avx512bf16, "avx512bf16");
+  add(f.avxvnni, "avxvnni");
+  add(f.amx_bf16, "amx-bf16");
+  return s;
+}
+
+}  // namespace awq

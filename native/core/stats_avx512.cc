@@ -1,0 +1,35 @@
+// AVX-512 versions of the stats kernels (see stats_avx2.cc for the include rule).
+#include <immintrin.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+
+#include "stats.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+
+namespace awq::detail {
+
+bool accumulate_abs_avx512(const float* row, float* acc, int64_t cols) {
+  const __m512 fmax = _mm512_set1_ps(FLT_MAX);
+  __mmask16 bad = 0;
+  int64_t j = 0;
+  for (; j + 16 <= cols; j += 16) {
+    const __m512 a = _mm512_abs_ps(_mm512_loadu_ps(row + j));
+    bad |= _mm512_cmp_ps_mask(a, fmax, _CMP_NLE_UQ);
+    _mm512_storeu_ps(acc + j, _mm512_add_ps(_mm512_loadu_ps(acc + j), a));
+  }
+  if (j < cols) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (cols - j)) - 1);
+    const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, row + j));
+    bad |= _mm512_mask_cmp_ps_mask(m, a, fmax, _CMP_NLE_UQ);
+    _mm512_mask_storeu_ps(acc + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, acc + j), a));
+  }
+  return bad == 0;
+}
+
+}  // namespace awq::detail
+
+#pragma GCC pop_options

@@ -1,0 +1,164 @@
+#include "threadpool.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace awq {
+namespace {
+
+thread_local bool t_inside_region = false;
+
+class Pool {
+ public:
+  explicit Pool(int threads) { resize(threads); }
+  ~Pool() { stop(); }
+
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int threads) {
+    std::lock_guard<std::mutex> region(region_mutex_);
+    stop();
+    stopping_ = false;
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { work(i); });
+  }
+
+  void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
+    if (n <= 0) return;
+    if (t_inside_region || threads() == 1 || n <= grain) {
+      fn(0, n, 0);
+      return;
+    }
+    std::lock_guard<std::mutex> region(region_mutex_);
+    const int t = threads();
+    // A few chunks per thread balance uneven work without much scheduling overhead.
+    int64_t chunks = std::min<int64_t>(static_cast<int64_t>(t) * 4, (n + grain - 1) / grain);
+    chunks = std::max<int64_t>(chunks, 1);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      fn_ = &fn;
+      n_ = n;
+      chunk_count_ = chunks;
+      next_chunk_.store(0);
+      pending_ = t - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    run_chunks(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  void run_chunks(int thread_index) {
+    t_inside_region = true;
+    for (;;) {
+      const int64_t c = next_chunk_.fetch_add(1);
+      if (c >= chunk_count_) break;
+      const int64_t begin = n_ * c / chunk_count_;
+      const int64_t end = n_ * (c + 1) / chunk_count_;
+      try {
+        (*fn_)(begin, end, thread_index);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+        next_chunk_.store(chunk_count_);  // stop handing out work
+      }
+    }
+    t_inside_region = false;
+  }
+
+  void work(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+      }
+      run_chunks(index);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--pending_ == 0) done_.notify_one();
+      }
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex region_mutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  bool stopping_ = false;
+  uint64_t generation_ = 0;
+  const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
+  int64_t n_ = 0, chunk_count_ = 0;
+  std::atomic<int64_t> next_chunk_{0};
+  int pending_ = 0;
+  std::exception_ptr error_;
+};
+
+int default_threads() {
+  if (const char* env = std::getenv("AWQ_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  return available_cores();
+}
+
+std::mutex g_pool_mutex;
+std::unique_ptr<Pool> g_pool;
+
+Pool& pool() {
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  if (!g_pool) g_pool = std::make_unique<Pool>(default_threads());
+  return *g_pool;
+}
+
+}  // namespace
+
+int available_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc > 0 ? static_cast<int>(hc) : 1;
+}
+
+int num_threads() { return pool().threads(); }
+
+void set_threads(int n) {
+  const int want = n > 0 ? n : default_threads();
+  Pool& p = pool();
+  if (p.threads() != want) p.resize(want);
+}
+
+void parallel_for(int64_t n, int64_t grain,
+                  const std::function<void(int64_t, int64_t, int)>& fn) {
+  pool().run(n, std::max<int64_t>(grain, 1), fn);
+}
+
+}  // namespace awq

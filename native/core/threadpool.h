@@ -1,0 +1,26 @@
+// One process-wide pool of worker threads shared by every CPU kernel.
+//
+// parallel_for splits [0, n) into contiguous chunks, runs them on the pool and on the calling
+// thread, and returns when all are done. Calls from different threads are serialized (one
+// parallel region at a time), so kernels started by concurrent AsyncWorkers take turns instead
+// of oversubscribing the cores. Nested parallel_for from inside a task runs inline.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+namespace awq {
+
+// Number of threads a parallel region uses (workers + caller). Defaults to the cores this
+// process may run on; AWQ_THREADS in the environment overrides the default.
+int num_threads();
+// Resizes the pool; n <= 0 restores the default.
+void set_threads(int n);
+// Cores available to this process (affinity mask aware).
+int available_cores();
+
+// fn(begin, end, thread_index) over chunks of at least `grain` items.
+void parallel_for(int64_t n, int64_t grain,
+                  const std::function<void(int64_t, int64_t, int)>& fn);
+
+}  // namespace awq

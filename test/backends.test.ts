@@ -1,0 +1,36 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { backends, setThreads, version } from '../dist/index.js';
+
+const cli = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+
+describe('backends and the CLI skeleton', () => {
+  it('reports the CPU ISA and threads, and CUDA devices or why none', () => {
+    const b = backends();
+    expect(['portable', 'avx2', 'avx512']).toContain(b.cpu.isa);
+    expect(b.cpu.threads).toBeGreaterThanOrEqual(1);
+    if (b.cuda === null) expect(b.cudaUnavailable).toMatch(/\w/);
+    else expect(b.cuda.devices.length).toBeGreaterThan(0);
+  });
+
+  it('resizes the shared thread pool', () => {
+    const before = backends().cpu.threads;
+    expect(setThreads(1)).toBe(1);
+    expect(setThreads(0)).toBe(backends().cpu.cores);
+    setThreads(before);
+    expect(() => setThreads(-1)).toThrow(/threads/);
+  });
+
+  it('awq --version, --help and doctor', () => {
+    expect(execFileSync('node', [cli, '--version'], { encoding: 'utf8' }).trim()).toBe(version);
+    expect(execFileSync('node', [cli, '--help'], { encoding: 'utf8' })).toContain('doctor');
+    const doc = execFileSync('node', [cli, 'doctor'], { encoding: 'utf8' });
+    expect(doc).toMatch(/cpu: (portable|avx2|avx512) kernels, \d+ threads/);
+    expect(doc).toMatch(/cuda: /);
+    const json = JSON.parse(execFileSync('node', [cli, 'doctor', '--json'], { encoding: 'utf8' }));
+    expect(json.cpu.threads).toBeGreaterThan(0);
+  });
+});
