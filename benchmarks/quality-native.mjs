@@ -124,6 +124,9 @@ let h = embed(evalIds);
 for (const w of fake) h = await decoderLayerForward(arch, w, h, seqlen);
 const nll = await lmHeadNll(h, seqlen, tensor('model.norm.weight'), config.rms_norm_eps, E, config.vocab_size, evalIds);
 const ppl = Math.exp(nll.nllSum / nll.count);
-const result = { method: opts.method, wBit: opts.wBit, groupSize: opts.groupSize, calibBlocks: blocks, windows, perplexity: ppl, quantizeSeconds: quantSeconds, phaseSeconds: Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, k === 'gflop' ? v : v / 1000])) };
+// REFERENCE.md section 8, first 64 windows
+const REFERENCE = { 'awq-4-128': 128.10, 'rtn-4-128': 129.07, 'awq-3-128': 132.85, 'rtn-3-128': 134.36 };
+const reference = windows === 64 ? REFERENCE[`${opts.method}-${opts.wBit}-${opts.groupSize}`] : undefined;
+const result = { method: opts.method, wBit: opts.wBit, groupSize: opts.groupSize, calibBlocks: blocks, windows, perplexity: ppl, reference: reference ?? null, quantizeSeconds: quantSeconds, phaseSeconds: Object.fromEntries(Object.entries(totals).map(([k, v]) => [k, k === 'gflop' ? v : v / 1000])) };
 if (args.json) console.log(JSON.stringify(result));
-else console.log(`${opts.method} w${opts.wBit} g${opts.groupSize}: perplexity ${ppl.toFixed(3)} on ${windows} windows; calibration ${blocks} blocks; quantize ${quantSeconds.toFixed(1)} s; phases (s) ${JSON.stringify(result.phaseSeconds)}`);
+else console.log(`${opts.method} w${opts.wBit} g${opts.groupSize}: perplexity ${ppl.toFixed(3)} on ${windows} windows${reference ? ` (reference ${reference}, ${((ppl / reference - 1) * 100).toFixed(2)}%)` : ''}; calibration ${blocks} blocks; quantize ${quantSeconds.toFixed(1)} s; phases (s) ${JSON.stringify(result.phaseSeconds)}`);

@@ -58,6 +58,7 @@ export interface RawQuantOptions {
   awq: boolean;
   nGrid: number;
   maxShrink: number;
+  fp16SearchScales: boolean;
 }
 
 export interface RawQuantizedLinear {

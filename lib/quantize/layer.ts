@@ -62,6 +62,12 @@ export interface QuantOptions {
   nGrid?: number;
   /** Largest clip shrink, default 0.5 (nGrid * maxShrink steps). */
   maxShrink?: number;
+  /**
+   * Round the scales of the search's candidate pseudo-quantizations to fp16 too (default false:
+   * candidates use fp32 scales, as the reference run does; the final integer quantization always
+   * uses fp16-rounded scales, which is what the checkpoint stores).
+   */
+  fp16SearchScales?: boolean;
 }
 
 export interface QuantizedLinear {
@@ -299,6 +305,7 @@ function validateOptions(o: QuantOptions, arch: LayerArch) {
     awq: o.method === 'awq',
     nGrid,
     maxShrink,
+    fp16SearchScales: o.fp16SearchScales === true,
   };
 }
 

@@ -33,6 +33,7 @@ SearchOptions parse_options(const Napi::Value& v) {
   Napi::Value ms = field(o, "options", "maxShrink");
   if (!ms.IsNumber()) bad_arg("options.maxShrink: expected a number");
   s.max_shrink = static_cast<float>(ms.As<Napi::Number>().DoubleValue());
+  s.fp16_search_scales = field(o, "options", "fp16SearchScales", false).ToBoolean().Value();
   return s;
 }
 

@@ -37,7 +37,8 @@ bool quantize_rows(const float* w, int64_t r0, int64_t r1, int64_t cols, const Q
           mx = std::max(mx, src[k]);
           mn = std::min(mn, src[k]);
         }
-        s = round_to_fp16(std::max(mx - mn, 1e-5f) / qmax);
+        s = std::max(mx - mn, 1e-5f) / qmax;
+        if (p.fp16_scale) s = round_to_fp16(s);
         z = std::min(std::max(-std::nearbyint(mn / s), 0.f), qmax);
         lo = 0.f;
         hi = qmax;
@@ -45,7 +46,8 @@ bool quantize_rows(const float* w, int64_t r0, int64_t r1, int64_t cols, const Q
         const float half = static_cast<float>(1 << (p.bits - 1));
         float mx = 0.f;
         for (int64_t k = 0; k < g; ++k) mx = std::max(mx, std::fabs(src[k]));
-        s = round_to_fp16(std::max(mx, 1e-5f) / (half - 1.f));
+        s = std::max(mx, 1e-5f) / (half - 1.f);
+        if (p.fp16_scale) s = round_to_fp16(s);
         // symmetric q in [-half, half-1] is stored shifted by `half`: same (q - z) * s
         z = half;
         lo = 0.f;

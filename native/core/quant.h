@@ -18,6 +18,9 @@ struct QuantParams {
   int bits = 4;           // 2..8
   int64_t group = 128;    // group size along the input dimension; must divide cols
   bool zero_point = true;  // asymmetric with zero point; false: symmetric
+  // Round s to fp16 before computing q (what the checkpoint stores). The search's candidate
+  // pseudo-quantizations keep s in fp32, as AutoAWQ's search does (see search.h).
+  bool fp16_scale = true;
 };
 
 // Validates bits and group against cols (throws InvalidArgument naming them).

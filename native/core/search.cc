@@ -185,7 +185,7 @@ ClipResult clip_search(float* W, int64_t out, int64_t in, const float* X, int64_
         const float m = m0[r * groups + j] * shrink;
         for (int64_t k = 0; k < g; ++k) D[r * g + k] = std::min(std::max(Wj[r * g + k], -m), m);
       }
-      quantize_rows(D.data(), 0, out, g, QuantParams{p.bits, g, p.zero_point}, D.data(), nullptr, nullptr, nullptr);
+      quantize_rows(D.data(), 0, out, g, QuantParams{p.bits, g, p.zero_point, p.fp16_scale}, D.data(), nullptr, nullptr, nullptr);
       for (int64_t e = 0; e < out * g; ++e) D[e] -= Wj[e];
       // E = Xj * D^T: the output error of every row at every sampled token
       sgemm(Trans::N, Trans::T, ns, out, g, 1.f, Xj.data(), g, D.data(), g, 0.f, E.data(), out);
@@ -319,7 +319,7 @@ struct LayerState {
     res.salient = top_channels(x_mean, 8);
     std::vector<std::pair<const float*, int64_t>> lin;
     for (int id : ids) lin.emplace_back(W[id].data(), rows(id));
-    const QuantParams p = opt.params(in);
+    const QuantParams p = opt.search_params(in);
     weight_mean(lin, in, p.group, w_mean.data());
     std::vector<std::vector<float>> cand(ids.size());
     for (size_t k = 0; k < ids.size(); ++k) cand[k].resize(W[ids[k]].size());
@@ -478,7 +478,7 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
           {kV, &st.x_attn}, {kO, &st.x_o}, {kGate, &st.x_mlp}, {kUp, &st.x_mlp}, {kDown, &st.x_down}};
       for (const auto& [id, X] : clip_inputs) {
         const int64_t in = st.cols(id);
-        ClipResult c = clip_search(st.W[id].data(), st.rows(id), in, X->data(), n, opt.params(in), opt.n_grid,
+        ClipResult c = clip_search(st.W[id].data(), st.rows(id), in, X->data(), n, opt.search_params(in), opt.n_grid,
                                    opt.max_shrink, cancel, &st.flops);
         c.linear = id;
         report.clips.push_back(c);

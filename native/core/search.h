@@ -30,7 +30,17 @@ struct SearchOptions {
   bool awq = true;  // false: RTN (no scaling, no clipping)
   int n_grid = 20;
   float max_shrink = 0.5f;
+  // Whether the search's candidate pseudo-quantizations (scale and clip search) round s to fp16.
+  // The final quantization always does (the checkpoint stores fp16). Default false: the search
+  // then picks the same ratios as the reference run of REFERENCE.md section 8 (layer 3 of
+  // llama-22m flips 0.40 -> 0.45 with rounding; measured 128.26 vs 128.10 perplexity).
+  bool fp16_search_scales = false;
   QuantParams params(int64_t in) const { return QuantParams{bits, group_size < 0 ? in : group_size, zero_point}; }
+  QuantParams search_params(int64_t in) const {
+    QuantParams p = params(in);
+    p.fp16_scale = fp16_search_scales;
+    return p;
+  }
 };
 
 struct GroupResult {

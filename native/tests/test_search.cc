@@ -180,9 +180,10 @@ TEST(search_fold_is_exact_and_losses_match_fp64) {
     for (int i : {0, 7, 13}) {
       scale_candidate(xm.data(), wm.data(), 64, static_cast<float>(i / 20.0), true, s.data());
       std::vector<float> q(L.q.size()), k(L.k.size()), v(L.v.size());
-      scaled_fake_quant(L.w.q, L.arch.q_out(), 64, s.data(), QuantParams{4, 32, true}, q.data());
-      scaled_fake_quant(L.w.k, L.arch.kv_out(), 64, s.data(), QuantParams{4, 32, true}, k.data());
-      scaled_fake_quant(L.w.v, L.arch.kv_out(), 64, s.data(), QuantParams{4, 32, true}, v.data());
+      const QuantParams sp{4, 32, true, false};  // the search keeps candidate scales in fp32
+      scaled_fake_quant(L.w.q, L.arch.q_out(), 64, s.data(), sp, q.data());
+      scaled_fake_quant(L.w.k, L.arch.kv_out(), 64, s.data(), sp, k.data());
+      scaled_fake_quant(L.w.v, L.arch.kv_out(), 64, s.data(), sp, v.data());
       const Vd yq = ref_attention(L.arch, L.w, ref.x_attn, T, S, q.data(), k.data(), v.data(), L.w.o, nullptr);
       double loss = 0;
       for (size_t e = 0; e < yq.size(); ++e) loss += (yq[e] - ref.attn_out[e]) * (yq[e] - ref.attn_out[e]);
