@@ -136,6 +136,35 @@ TEST(gemm_deterministic_across_threads_and_nested) {
   });
 }
 
+// X^T X and X X^T with beta == 0 take the symmetric path (upper tiles computed, mirrored): the
+// result must equal the reference and be exactly symmetric; with beta != 0, or a different
+// operand, the general path runs and must agree too.
+TEST(gemm_symmetric_gram) {
+  for_each_isa([](Isa) {
+    uint32_t seed = 200;
+    for (int64_t n : {1, 7, 40, 149})
+      for (int64_t d : {3, 300})
+        for (Trans ta : {Trans::N, Trans::T}) {
+          // ta == T: C = X^T X with X stored [d, n]; ta == N: C = X X^T with X stored [n, d].
+          const GemmCase c{ta, ta == Trans::N ? Trans::T : Trans::N, n, n, d, 1.5f, 0.f};
+          Operands o;
+          o.lda = o.ldb = (ta == Trans::N ? d : n) + 5;
+          o.ldc = n + 1;
+          o.A = random_floats((ta == Trans::N ? n : d) * o.lda, seed++);
+          o.B = o.A;  // same values, different buffer: check_case takes the general path
+          o.C = random_floats(n * o.ldc, seed++);
+          const std::vector<float> general = check_case(c, o);
+          std::vector<float> C = o.C;  // B aliased to A: the symmetric path
+          sgemm(c.ta, c.tb, n, n, d, c.alpha, o.A.data(), o.lda, o.A.data(), o.lda, 0.f, C.data(), o.ldc);
+          CHECK(C == general);
+          bool symmetric = true;
+          for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < n; ++j) symmetric &= C[i * o.ldc + j] == C[j * o.ldc + i];
+          CHECK(symmetric);
+        }
+  });
+}
+
 // NaN in A poisons exactly its row of C; NaN in B exactly its column; with beta == 0 a NaN
 // already in C is overwritten, never read; with beta != 0 it propagates.
 TEST(gemm_nan_semantics) {
