@@ -146,6 +146,16 @@ const GemmKernel& gemm_kernel_avx2() {
   return k;
 }
 
+PackPanelFn pack_panel_avx2_for_width(int w) {
+  switch (w) {
+    case 6: return pack_panel<6>;
+    case 14: return pack_panel<14>;
+    case 16: return pack_panel<16>;
+    case 32: return pack_panel<32>;
+    default: return nullptr;
+  }
+}
+
 }  // namespace awq::detail
 
 #pragma GCC pop_options

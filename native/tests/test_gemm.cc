@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "../core/gemm.h"
+#include "../core/gemm_kernels.h"
 #include "../core/threadpool.h"
 #include "test.h"
 #include "util.h"
@@ -163,6 +164,36 @@ TEST(gemm_symmetric_gram) {
           CHECK(symmetric);
         }
   });
+}
+
+// Panel packing for every micro-kernel width (AVX2 6/16, AVX-512 14/32), both source layouts,
+// partial lanes and step counts around the 8-step transpose: exact values, zero padding, and
+// nothing written past the panel (the packer overlaps stores inside it).
+TEST(gemm_pack_panels_all_widths) {
+  if (active_isa() < Isa::Avx2) SKIP("needs AVX2");
+  const float guard = -12345.f;
+  for (int w : {6, 14, 16, 32}) {
+    const detail::PackPanelFn pack = detail::pack_panel_avx2_for_width(w);
+    CHECK(pack != nullptr);
+    if (!pack) continue;
+    for (bool contiguous : {true, false})
+      for (int lanes : {1, w - 1, w})
+        for (int64_t k : {1, 7, 8, 9, 17, 64}) {
+          const int64_t ld = (contiguous ? lanes : k) + 3;
+          const auto src = random_floats((contiguous ? k : lanes) * ld, 77);
+          std::vector<float> out(w * k + 16, guard);
+          pack(src.data(), ld, contiguous, lanes, k, out.data());
+          int bad = 0;
+          for (int64_t s = 0; s < k; ++s)
+            for (int l = 0; l < w; ++l) {
+              const float want = l >= lanes ? 0.f : contiguous ? src[s * ld + l] : src[l * ld + s];
+              bad += out[s * w + l] != want;
+            }
+          for (size_t i = w * k; i < out.size(); ++i) bad += out[i] != guard;
+          if (bad) std::fprintf(stderr, "  w %d lanes %d k %ld contiguous %d: %d wrong\n", w, lanes, static_cast<long>(k), contiguous, bad);
+          CHECK(bad == 0);
+        }
+  }
 }
 
 // NaN in A poisons exactly its row of C; NaN in B exactly its column; with beta == 0 a NaN
