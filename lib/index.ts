@@ -3,3 +3,39 @@ export * from './errors.js';
 export { backends, setThreads, type Backends, type CudaDevice } from './backends.js';
 export { activationStats } from './quantize/stats.js';
 export { version } from './version.js';
+export {
+  DTYPE_SIZE,
+  MAX_HEADER_BYTES,
+  SafetensorsFile,
+  SafetensorsWriter,
+  isDtype,
+  numel,
+  type Dtype,
+  type SafetensorsWriterOptions,
+  type TensorInfo,
+} from './checkpoint/safetensors.js';
+export { prepareOutputDir, type OutputDir, type PrepareOutputOptions } from './checkpoint/output-dir.js';
+export { ModelFolder, WeightFiles, copyAuxiliaryFiles, readRawConfig } from './checkpoint/model-folder.js';
+export {
+  AwqCheckpoint,
+  AwqCheckpointWriter,
+  dequantizeAwq,
+  openAwqCheckpoint,
+  packAwq,
+  parseAwqQuantization,
+  unpackAwq,
+  type AwqDims,
+  type AwqLinearTensors,
+  type AwqPackInput,
+  type AwqPacked,
+  type AwqQuantization,
+  type AwqUnpacked,
+  type AwqWriterOptions,
+} from './checkpoint/awq-format.js';
+export {
+  SUPPORTED_MODEL_TYPES,
+  parseModelConfig,
+  type ModelConfig,
+  type ModelType,
+  type RopeScaling,
+} from './models/config.js';

@@ -35,6 +35,26 @@ export interface NativeBinding {
   setIsaCap(isa: Isa): Isa;
   /** Per-column mean |x| of a row-major [rows, cols] matrix (REFERENCE.md section 4). */
   activationStats(x: Float32Array, rows: number, cols: number, device?: 'cpu' | 'cuda'): Promise<Float32Array>;
+
+  // --- checkpoints (lib/checkpoint): AWQ packing (REFERENCE.md section 6), fp16/bf16 conversion ---
+  /** q [out,in], zeros/scales [out,in/g] -> [qweight [in,out/8], qzeros [in/g,out/8], scales fp16 [in/g,out]]. */
+  packAwq(
+    q: Uint8Array, zeros: Uint8Array, scales: Float32Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<[Int32Array, Int32Array, Uint16Array]>;
+  /** The inverse of packAwq: [q [out,in], zeros [out,in/g], scales [out,in/g]]. */
+  unpackAwq(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<[Uint8Array, Uint8Array, Float32Array]>;
+  /** w [out, in] = (q - z) * s. */
+  dequantizeAwq(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<Float32Array>;
+  /** Widens fp16/bf16 bit patterns into dst (same length). */
+  convertToF32(src: Uint16Array, dtype: 'F16' | 'BF16', dst: Float32Array): Promise<void>;
+  /** Narrows into dst (same length); reports the first NaN/Inf input and first finite overflow (-1: none). */
+  convertFromF32(
+    src: Float32Array, dtype: 'F16' | 'BF16', dst: Uint16Array,
+  ): Promise<{ firstNonFinite: number; firstOverflow: number }>;
 }
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
