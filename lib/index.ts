@@ -39,3 +39,4 @@ export {
   type ModelType,
   type RopeScaling,
 } from './models/config.js';
+export { inspectCheckpoint, type InspectReport } from './cli/inspect.js';

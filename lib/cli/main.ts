@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { AwqError } from '../errors.js';
 import { version } from '../version.js';
 import { registerDoctor } from './doctor.js';
+import { registerInspect } from './inspect.js';
 
 const program = new Command();
 program
@@ -15,6 +16,7 @@ program
   .exitOverride();
 
 registerDoctor(program);
+registerInspect(program);
 
 try {
   await program.parseAsync(process.argv);
