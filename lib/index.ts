@@ -40,3 +40,12 @@ export {
   type RopeScaling,
 } from './models/config.js';
 export { inspectCheckpoint, type InspectReport } from './cli/inspect.js';
+  buildCalibrationBlocks,
+  loadCalibrationTexts,
+  defaultCalibrationPath,
+  type CalibrationSource,
+  type CalibrationOptions,
+  type CalibrationBlocks,
+} from './calib/dataset.js';
+export { loadTokenizer, type TextTokenizer } from './calib/tokenizer.js';
+export type { ProgressEvent, ProgressListener } from './progress.js';
