@@ -40,6 +40,7 @@ export {
   type RopeScaling,
 } from './models/config.js';
 export { inspectCheckpoint, type InspectReport } from './cli/inspect.js';
+export {
   buildCalibrationBlocks,
   loadCalibrationTexts,
   defaultCalibrationPath,
