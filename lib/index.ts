@@ -50,3 +50,25 @@ export {
 } from './calib/dataset.js';
 export { loadTokenizer, type TextTokenizer } from './calib/tokenizer.js';
 export type { ProgressEvent, ProgressListener } from './progress.js';
+export {
+  decoderLayerForward,
+  lmHeadNll,
+  pseudoQuantize,
+  quantizeDecoderLayer,
+  LINEAR_NAMES,
+  type ClipReport,
+  type GroupReport,
+  type LayerArch,
+  type LayerPhase,
+  type LayerReport,
+  type LayerWeights,
+  type LinearName,
+  type QuantizedLayer,
+  type QuantizedLinear,
+  type QuantOptions,
+} from './quantize/layer.js';
+export { quantize, type QuantizeOptions, type QuantizeResult, type QuantizationReport, type LayerSummary } from './quantize/pipeline.js';
+export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/perplexity.js';
+export { adapterFor, type ArchitectureAdapter } from './models/adapters.js';
+export { ropeInvFreq } from './models/rope.js';
+export { openModelWeights, loadLayerWeights, type ModelWeights } from './models/weights.js';

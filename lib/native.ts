@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { fromNativeError, NativeLoadError } from './errors.js';
+import type { LayerArch, LayerWeights } from './quantize/layer.js';
 
 export type Isa = 'portable' | 'avx2' | 'avx512';
 
@@ -55,6 +56,50 @@ export interface NativeBinding {
   convertFromF32(
     src: Float32Array, dtype: 'F16' | 'BF16', dst: Uint16Array,
   ): Promise<{ firstNonFinite: number; firstOverflow: number }>;
+  // --- decoder-layer numerics (native/addon/layer*.cc, wrapped by lib/quantize/layer.ts) ---
+  /** Full-precision decoder-layer forward over blocks of `seqlen` tokens. */
+  decoderLayerForward(arch: LayerArch, weights: LayerWeights, hidden: Float32Array, seqlen: number, abortFlag?: Int32Array): Promise<Float32Array>;
+  /** REFERENCE.md section 1, dequantized (round-to-nearest, no scaling or clipping). */
+  pseudoQuantize(w: Float32Array, out: number, inF: number, wBit: number, groupSize: number, zeroPoint: boolean): Promise<Float32Array>;
+  /** Next-token NLL summed over positions 1..seqlen-1 of every window (REFERENCE.md section 7). */
+  lmHeadNll(hidden: Float32Array, hiddenSize: number, seqlen: number, finalNorm: Float32Array, eps: number, lmHead: Float32Array, vocab: number, tokens: Int32Array, abortFlag?: Int32Array): Promise<{ nllSum: number; count: number }>;
+  /** Sections 3-5 for one decoder layer: forward, scale search + fold, clip search, integer quantization. */
+  quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
+}
+
+/** Options of quantizeDecoderLayer as the addon reads them (groupSize already resolved per linear in native code). */
+export interface RawQuantOptions {
+  wBit: number;
+  groupSize: number;
+  zeroPoint: boolean;
+  duoScaling: boolean;
+  clip: boolean;
+  awq: boolean;
+  nGrid: number;
+  maxShrink: number;
+}
+
+export interface RawQuantizedLinear {
+  out: number;
+  in: number;
+  groupSize: number;
+  q: Uint8Array;
+  zeros: Uint8Array;
+  scales: Float32Array;
+  bias?: Float32Array;
+}
+
+export interface RawQuantizedLayer {
+  linears: Record<string, RawQuantizedLinear>;
+  inputNorm: Float32Array;
+  postNorm: Float32Array;
+  output: Float32Array;
+  report: {
+    groups: { group: string; linears: string[]; foldedInto: string; skipped?: string; bestRatio: number; lossAtBest: number; lossAtZero: number; losses: number[]; salientChannels: { channel: number; stat: number }[] }[];
+    clip: { linear: string; meanShrink: number; shrinkHistogram: number[] }[];
+    timingsMs: { forward: number; scaleSearch: number; clipSearch: number; quantize: number };
+    gflop: number;
+  };
 }
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');

@@ -386,6 +386,21 @@ export class AwqCheckpointWriter {
     });
   }
 
+  /** A small extra file (e.g. the quantization report) placed in the output folder. */
+  async addFile(name: string, content: string): Promise<void> {
+    this.checkOpen();
+    if (!/^[\w.-]+$/.test(name) || name.endsWith('.safetensors') || name === 'config.json') {
+      throw new InvalidArgumentError(`file name '${name}': expected a plain name that is not a weight file or config.json`);
+    }
+    await this.guard(async () => {
+      try {
+        await writeFile(join(this.output.tempDir, name), content);
+      } catch (err) {
+        throw ioError(`writing ${join(this.output.tempDir, name)}`, err);
+      }
+    });
+  }
+
   /**
    * Writes config.json (rawConfig with quantization_config and torch_dtype float16), copies the
    * auxiliary files of the source folder, and renames the folder into place.
