@@ -2,6 +2,7 @@
 export * from './errors.js';
 export { backends, setThreads, type Backends, type CudaDevice } from './backends.js';
 export { activationStats } from './quantize/stats.js';
+export { denseGemm, fmaPeakGflops, type DenseGemmOptions } from './gemm.js';
 export { version } from './version.js';
 export {
   DTYPE_SIZE,

@@ -36,6 +36,11 @@ void micro_6x16(int64_t k, const float* a, const float* b, float* c, int64_t ldc
   // accumulator to the stack inside the loop (15 of 16 registers are live), costing ~half the
   // throughput. Here the register allocator still picks the registers, but the schedule is fixed.
   // (Accumulators are outputs zeroed inside: "+x" would count twice against GCC's 30 operands.)
+  // C is touched only after the k loop: start pulling its rows in now.
+  for (int i = 0; i < kMr; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + kNr - 1), _MM_HINT_T0);
+  }
   __m256 b0, b1, av;
   int64_t k4 = k / 4, kr = k % 4;
 #define AWQ_ASM_ROW(AOFF, C0, C1)                    \
