@@ -65,6 +65,25 @@ export interface NativeBinding {
   lmHeadNll(hidden: Float32Array, hiddenSize: number, seqlen: number, finalNorm: Float32Array, eps: number, lmHead: Float32Array, vocab: number, tokens: Int32Array, abortFlag?: Int32Array): Promise<{ nllSum: number; count: number }>;
   /** Sections 3-5 for one decoder layer: forward, scale search + fold, clip search, integer quantization. */
   quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
+  // Dense fp32 GEMM (native/addon/gemm.cc).
+  /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    lda: number,
+    b: Float32Array,
+    ldb: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+  ): Promise<Float32Array>;
+  /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
+  fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;
 }
 
 /** Options of quantizeDecoderLayer as the addon reads them (groupSize already resolved per linear in native code). */
