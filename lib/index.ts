@@ -2,7 +2,55 @@
 export * from './errors.js';
 export { backends, setThreads, type Backends, type CudaDevice } from './backends.js';
 export { activationStats } from './quantize/stats.js';
+export { denseGemm, fmaPeakGflops, type DenseGemmOptions } from './gemm.js';
 export { version } from './version.js';
+export {
+  DTYPE_SIZE,
+  MAX_HEADER_BYTES,
+  SafetensorsFile,
+  SafetensorsWriter,
+  isDtype,
+  numel,
+  type Dtype,
+  type SafetensorsWriterOptions,
+  type TensorInfo,
+} from './checkpoint/safetensors.js';
+export { prepareOutputDir, type OutputDir, type PrepareOutputOptions } from './checkpoint/output-dir.js';
+export { ModelFolder, WeightFiles, copyAuxiliaryFiles, readRawConfig } from './checkpoint/model-folder.js';
+export {
+  AwqCheckpoint,
+  AwqCheckpointWriter,
+  dequantizeAwq,
+  openAwqCheckpoint,
+  packAwq,
+  parseAwqQuantization,
+  unpackAwq,
+  type AwqDims,
+  type AwqLinearTensors,
+  type AwqPackInput,
+  type AwqPacked,
+  type AwqQuantization,
+  type AwqUnpacked,
+  type AwqWriterOptions,
+} from './checkpoint/awq-format.js';
+export {
+  SUPPORTED_MODEL_TYPES,
+  parseModelConfig,
+  type ModelConfig,
+  type ModelType,
+  type RopeScaling,
+} from './models/config.js';
+export { inspectCheckpoint, type InspectReport } from './cli/inspect.js';
+export {
+  buildCalibrationBlocks,
+  loadCalibrationTexts,
+  defaultCalibrationPath,
+  type CalibrationSource,
+  type CalibrationOptions,
+  type CalibrationBlocks,
+} from './calib/dataset.js';
+export { loadTokenizer, type TextTokenizer } from './calib/tokenizer.js';
+export type { ProgressEvent, ProgressListener } from './progress.js';
 export {
   decoderLayerForward,
   lmHeadNll,
@@ -20,3 +68,8 @@ export {
   type QuantizedLinear,
   type QuantOptions,
 } from './quantize/layer.js';
+export { quantize, type QuantizeOptions, type QuantizeResult, type QuantizationReport, type LayerSummary } from './quantize/pipeline.js';
+export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/perplexity.js';
+export { adapterFor, type ArchitectureAdapter } from './models/adapters.js';
+export { ropeInvFreq } from './models/rope.js';
+export { openModelWeights, loadLayerWeights, type ModelWeights } from './models/weights.js';

@@ -37,6 +37,25 @@ export interface NativeBinding {
   /** Per-column mean |x| of a row-major [rows, cols] matrix (REFERENCE.md section 4). */
   activationStats(x: Float32Array, rows: number, cols: number, device?: 'cpu' | 'cuda'): Promise<Float32Array>;
 
+  // --- checkpoints (lib/checkpoint): AWQ packing (REFERENCE.md section 6), fp16/bf16 conversion ---
+  /** q [out,in], zeros/scales [out,in/g] -> [qweight [in,out/8], qzeros [in/g,out/8], scales fp16 [in/g,out]]. */
+  packAwq(
+    q: Uint8Array, zeros: Uint8Array, scales: Float32Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<[Int32Array, Int32Array, Uint16Array]>;
+  /** The inverse of packAwq: [q [out,in], zeros [out,in/g], scales [out,in/g]]. */
+  unpackAwq(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<[Uint8Array, Uint8Array, Float32Array]>;
+  /** w [out, in] = (q - z) * s. */
+  dequantizeAwq(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<Float32Array>;
+  /** Widens fp16/bf16 bit patterns into dst (same length). */
+  convertToF32(src: Uint16Array, dtype: 'F16' | 'BF16', dst: Float32Array): Promise<void>;
+  /** Narrows into dst (same length); reports the first NaN/Inf input and first finite overflow (-1: none). */
+  convertFromF32(
+    src: Float32Array, dtype: 'F16' | 'BF16', dst: Uint16Array,
+  ): Promise<{ firstNonFinite: number; firstOverflow: number }>;
   // --- decoder-layer numerics (native/addon/layer*.cc, wrapped by lib/quantize/layer.ts) ---
   /** Full-precision decoder-layer forward over blocks of `seqlen` tokens. */
   decoderLayerForward(arch: LayerArch, weights: LayerWeights, hidden: Float32Array, seqlen: number, abortFlag?: Int32Array): Promise<Float32Array>;
@@ -46,6 +65,25 @@ export interface NativeBinding {
   lmHeadNll(hidden: Float32Array, hiddenSize: number, seqlen: number, finalNorm: Float32Array, eps: number, lmHead: Float32Array, vocab: number, tokens: Int32Array, abortFlag?: Int32Array): Promise<{ nllSum: number; count: number }>;
   /** Sections 3-5 for one decoder layer: forward, scale search + fold, clip search, integer quantization. */
   quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
+  // Dense fp32 GEMM (native/addon/gemm.cc).
+  /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    lda: number,
+    b: Float32Array,
+    ldb: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+  ): Promise<Float32Array>;
+  /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
+  fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;
 }
 
 /** Options of quantizeDecoderLayer as the addon reads them (groupSize already resolved per linear in native code). */
@@ -82,6 +120,25 @@ export interface RawQuantizedLayer {
     timingsMs: { forward: number; scaleSearch: number; clipSearch: number; quantize: number };
     gflop: number;
   };
+  // Dense fp32 GEMM (native/addon/gemm.cc).
+  /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    lda: number,
+    b: Float32Array,
+    ldb: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+  ): Promise<Float32Array>;
+  /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
+  fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;
 }
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');

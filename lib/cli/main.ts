@@ -5,6 +5,9 @@ import { Command, CommanderError } from 'commander';
 import { AwqError } from '../errors.js';
 import { version } from '../version.js';
 import { registerDoctor } from './doctor.js';
+import { registerEval } from './eval.js';
+import { registerQuantize } from './quantize.js';
+import { registerInspect } from './inspect.js';
 
 const program = new Command();
 program
@@ -15,6 +18,9 @@ program
   .exitOverride();
 
 registerDoctor(program);
+registerQuantize(program);
+registerEval(program);
+registerInspect(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -10,7 +10,9 @@
 //
 // Packing absorbs the transposes and strides, so one micro-kernel serves all four cases. The
 // first kc block applies the caller's beta, later ones accumulate (beta = 1), so beta == 0
-// never reads C. Elsewhere the portable reference below runs (also the benchmarks' baseline).
+// never reads C. A product that is symmetric by construction (X^T X, X X^T with beta == 0: the
+// Gram matrices of the scale search) computes only the upper triangle's tiles and mirrors them.
+// Elsewhere the portable reference below runs (also the benchmarks' baseline).
 #include "gemm.h"
 
 #include <algorithm>
@@ -84,16 +86,37 @@ int64_t balanced_block(int64_t total, int64_t max_block, int64_t multiple, int64
   return std::min(round_up(ceil_div(total, blocks), multiple), round_up(total, multiple));
 }
 
+// Copies the upper triangle of the square C[n, n] onto the lower one, in cache-sized tiles.
+void mirror_upper_to_lower(float* C, int64_t n, int64_t ldc) {
+  constexpr int64_t kTile = 32;
+  const int64_t tiles = ceil_div(n, kTile);
+  parallel_for(tiles, 1, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t bi = t0; bi < t1; ++bi) {
+      const int64_t r0 = bi * kTile, r1 = std::min(n, r0 + kTile);
+      for (int64_t c0 = 0; c0 <= r0; c0 += kTile) {
+        const int64_t c1 = std::min(n, c0 + kTile);
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < std::min(c1, r); ++c) C[r * ldc + c] = C[c * ldc + r];
+      }
+    }
+  });
+}
+
+// symmetric: op(A) op(B) is known to be symmetric (A^T A or A A^T, beta == 0), so only micro-tiles
+// touching the upper triangle are computed and the rest is mirrored. Each element is still
+// computed in the same order as the full product would, so the result is bitwise the same.
 void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M, int64_t N,
                    int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-                   int64_t ldb, float beta, float* C, int64_t ldc) {
+                   int64_t ldb, float beta, float* C, int64_t ldc, bool symmetric) {
   const int64_t mr = kern.mr, nr = kern.nr;
   const int64_t threads = in_parallel_region() ? 1 : num_threads();
   const int64_t kc_max = balanced_block(K, kern.kc, 1);
   const int64_t nc_max = balanced_block(N, kern.nc, nr);
   // Row blocks: a multiple of the thread count when that keeps them reasonably tall, so every
   // thread gets the same number of equal blocks.
-  const int64_t mc = balanced_block(M, kern.mc, mr, M >= threads * 4 * mr ? threads : 1);
+  // (Symmetric: row blocks near the bottom have little work, so use more blocks than threads.)
+  const int64_t block_multiple = symmetric && threads > 1 ? 4 * threads : threads;
+  const int64_t mc = balanced_block(M, kern.mc, mr, M >= block_multiple * 4 * mr ? block_multiple : 1);
   const int64_t m_blocks = ceil_div(M, mc);
   // Too few row blocks to occupy every thread (short M): also split the B micro-panels.
   const int64_t n_groups = m_blocks >= 2 * threads || threads == 1 ? 1 : ceil_div(2 * threads, m_blocks);
@@ -134,6 +157,7 @@ void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M
             const int n = static_cast<int>(std::min(nr, N - j));
             const float* bp = packed_b + q * nr * kc;
             for (int64_t i = 0; i < m; i += mr) {
+              if (symmetric && j + n <= ic + i) continue;  // strictly below the diagonal
               kern.micro(kc, packed_a + i * kc, bp, C + (ic + i) * ldc + j, ldc, alpha, beta_here,
                          static_cast<int>(std::min(mr, m - i)), n);
             }
@@ -142,6 +166,7 @@ void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M
       });
     }
   }
+  if (symmetric) mirror_upper_to_lower(C, M, ldc);
 }
 
 const detail::GemmKernel* pick_kernel() {
@@ -167,7 +192,9 @@ void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, con
     return;
   }
   if (const detail::GemmKernel* kern = pick_kernel()) {
-    sgemm_blocked(*kern, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    // X^T X (Gram matrices) and X X^T: the same operand on both sides, transposed on one.
+    const bool symmetric = A == B && lda == ldb && ta != tb && M == N && beta == 0.f;
+    sgemm_blocked(*kern, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, symmetric);
   } else {
     sgemm_reference(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }

@@ -36,6 +36,11 @@ void micro_6x16(int64_t k, const float* a, const float* b, float* c, int64_t ldc
   // accumulator to the stack inside the loop (15 of 16 registers are live), costing ~half the
   // throughput. Here the register allocator still picks the registers, but the schedule is fixed.
   // (Accumulators are outputs zeroed inside: "+x" would count twice against GCC's 30 operands.)
+  // C is touched only after the k loop: start pulling its rows in now.
+  for (int i = 0; i < kMr; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + kNr - 1), _MM_HINT_T0);
+  }
   __m256 b0, b1, av;
   int64_t k4 = k / 4, kr = k % 4;
 #define AWQ_ASM_ROW(AOFF, C0, C1)                    \
@@ -139,6 +144,16 @@ const GemmKernel& gemm_kernel_avx2() {
   // block sits in a 512 KiB L2; an nc-wide B block (3 MiB) lives in L3.
   static const GemmKernel k{"avx2-6x16", kMr, kNr, 256, 144, 3072, pack_a_6, pack_b_16, micro_6x16};
   return k;
+}
+
+PackPanelFn pack_panel_avx2_for_width(int w) {
+  switch (w) {
+    case 6: return pack_panel<6>;
+    case 14: return pack_panel<14>;
+    case 16: return pack_panel<16>;
+    case 32: return pack_panel<32>;
+    default: return nullptr;
+  }
 }
 
 }  // namespace awq::detail

@@ -33,6 +33,9 @@ struct GemmKernel {
 };
 
 const GemmKernel& gemm_kernel_avx2();
+// Test hook: the x86 panel packer built for width w (6, 14, 16 or 32) in the AVX2 file, so the
+// AVX-512 widths' packing logic is also checked on CPUs without AVX-512; nullptr for other w.
+PackPanelFn pack_panel_avx2_for_width(int w);
 const GemmKernel& gemm_kernel_avx512();
 
 }  // namespace awq::detail
