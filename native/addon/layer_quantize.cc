@@ -4,6 +4,8 @@
 // reports phase changes through a thread-safe function.
 #include <napi.h>
 
+#include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -115,16 +117,31 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
               if (f) f->Release();
             }
           } release{tsfn};
+          // Each phase is delivered before the work goes on (waiting at most a second, so a
+          // JS thread that is shutting down cannot hang the worker): the caller sees every
+          // phase before the promise settles.
           auto on_phase = [&](const char* phase) {
             if (!tsfn) return;
-            tsfn->BlockingCall(new std::string(phase), [](Napi::Env env, Napi::Function cb, std::string* p) {
-              std::unique_ptr<std::string> owned(p);
+            struct Call {
+              std::string phase;
+              std::promise<void> done;
+            };
+            auto* call = new Call{phase, {}};
+            std::future<void> done = call->done.get_future();
+            const napi_status st = tsfn->BlockingCall(call, [](Napi::Env env, Napi::Function cb, Call* c) {
               try {
-                cb.Call({Napi::String::New(env, *owned)});
+                cb.Call({Napi::String::New(env, c->phase)});
               } catch (const Napi::Error&) {
                 // a throwing progress callback must not break the job
               }
+              c->done.set_value();
+              delete c;
             });
+            if (st != napi_ok) {
+              delete call;
+              return;
+            }
+            done.wait_for(std::chrono::seconds(1));
           };
           quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, out, *report, CancelFlag(flag), on_phase);
         },
