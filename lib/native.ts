@@ -35,6 +35,28 @@ export interface NativeBinding {
   setIsaCap(isa: Isa): Isa;
   /** Per-column mean |x| of a row-major [rows, cols] matrix (REFERENCE.md section 4). */
   activationStats(x: Float32Array, rows: number, cols: number, device?: 'cpu' | 'cuda'): Promise<Float32Array>;
+
+  // ---- int4 GEMM (native/addon/int4.cc; lib/gemm/int4-linear.ts is the typed facade) ----
+  /** Repacks AutoAWQ tensors (REFERENCE.md section 6); group 0 means one group per row. */
+  int4PackAwq(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, bias: Uint16Array | null,
+    inFeatures: number, outFeatures: number, groupSize: number,
+  ): Promise<Int4Handle>;
+  /** Repacks quantizer output: q [out, in], zeros and scales [out, in/group]. */
+  int4PackQuantized(
+    q: Uint8Array, zeros: Uint8Array, scales: Float32Array, bias: Float32Array | null,
+    inFeatures: number, outFeatures: number, groupSize: number,
+  ): Promise<Int4Handle>;
+  int4Info(w: Int4Handle): { in: number; out: number; group: number; bytes: number };
+  /** y[m, out] = x[m, in] W^T (+ bias); dtype 0 f32, 1 f16, 2 bf16 (x a Uint16Array); mode 0 exact, 1 int8. */
+  int4Forward(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Promise<Float32Array>;
+  int4ForwardSync(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Float32Array;
+  int4Dequantize(w: Int4Handle, dst: Float32Array): Float32Array;
+}
+
+/** Opaque native handle of repacked int4 weights (freed by the garbage collector). */
+export interface Int4Handle {
+  readonly __brand: 'awq.Int4Handle';
 }
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
