@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 
 import { AwqError } from '../errors.js';
 import { version } from '../version.js';
+import { registerBench } from './bench.js';
 import { registerDoctor } from './doctor.js';
 
 const program = new Command();
@@ -15,6 +16,7 @@ program
   .exitOverride();
 
 registerDoctor(program);
+registerBench(program);
 
 try {
   await program.parseAsync(process.argv);

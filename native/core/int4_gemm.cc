@@ -142,7 +142,7 @@ std::shared_ptr<Int4Weights> pack_int4_quantized(const uint8_t* q, const uint8_t
 void int4_dequantize(const Int4Weights& w, float* dst) {
   const detail::Int4Kernels& kern = detail::int4_kernels();
   parallel_for(w.out, 8, [&](int64_t n0, int64_t n1, int) {
-    kern.dequant_panel(w, n0, n1 - n0, 0, w.in, dst + n0 * w.in, w.in);
+    kern.dequant_rows(w, n0, n1 - n0, 0, w.in, dst + n0 * w.in, w.in);
   });
 }
 
@@ -213,12 +213,27 @@ void dequant_panel_portable(const Int4Weights& w, int64_t n0, int64_t nr, int64_
   }
 }
 
-void dot_panel_portable(int64_t M, int64_t N, int64_t kc, const float* A, int64_t lda,
-                        const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+void pack_panel_portable(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst) {
+  for (int64_t t = 0; t * kSliver < nr; ++t)
+    for (int64_t k = k0; k < k0 + kc; ++k)
+      for (int64_t r = 0; r < kSliver; ++r) {
+        const int64_t n = n0 + t * kSliver + r;
+        float v = 0.f;
+        if (n < n0 + nr) {
+          const int64_t g = n * w.groups + k / w.group;
+          v = static_cast<float>(int4_at(w, n, k) - w.zeros[g]) * w.scales[g];
+        }
+        dst[t * kc * kSliver + (k - k0) * kSliver + r] = v;
+      }
+}
+
+void gemm_panel_portable(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel,
+                         float* C, int64_t ldc, bool accumulate) {
   for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
+    for (int64_t j = 0; j < nr; ++j) {
+      const float* b = panel + (j / kSliver) * kc * kSliver + (j % kSliver);
       float acc = 0.f;
-      for (int64_t k = 0; k < kc; ++k) acc += A[i * lda + k] * B[j * ldb + k];
+      for (int64_t k = 0; k < kc; ++k) acc += A[i * lda + k] * b[k * kSliver];
       C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc : acc;
     }
 }
@@ -246,8 +261,8 @@ void decode_int8_portable(const Int4Weights& w, const Int8Activations& a, float*
 
 }  // namespace
 
-const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, dot_panel_portable,
-                                   decode_int8_portable};
+const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, pack_panel_portable,
+                                   gemm_panel_portable, decode_int8_portable};
 
 const Int4Kernels& int4_kernels() {
   switch (active_isa()) {
@@ -264,10 +279,6 @@ namespace {
 // Rows of x up to this count take the streaming (decode) path; above it, the panel path that
 // dequantizes each weight panel once and reuses it for every row.
 constexpr int64_t kDecodeMaxM = 8;
-// Prefill blocking: a panel of kPanelN output rows by kPanelK inputs (64 KiB of fp32) stays in L2
-// while every row of x passes over it.
-constexpr int64_t kPanelN = 64;
-constexpr int64_t kPanelK = 256;
 
 void check_finite_input(const float* x, int64_t M, int64_t in) {
   // One pass over x is small next to the product (in * out work per row).
@@ -302,15 +313,18 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
   } else if (M <= kDecodeMaxM) {
     parallel_for(N, 16, [&](int64_t n0, int64_t n1, int) { kern.decode(w, x, K, M, y, N, n0, n1); });
   } else {
-    const int64_t panels = (N + kPanelN - 1) / kPanelN;
+    using detail::kPanelK;
+    using detail::kPanelRows;
+    const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
     parallel_for(panels, 1, [&](int64_t p0, int64_t p1, int) {
-      std::vector<float> panel(kPanelN * kPanelK);
+      AlignedBytes panel(kPanelRows * kPanelK * sizeof(float));
+      float* pf = reinterpret_cast<float*>(panel.data());
       for (int64_t p = p0; p < p1; ++p) {
-        const int64_t n0 = p * kPanelN, nr = std::min(kPanelN, N - n0);
+        const int64_t n0 = p * kPanelRows, nr = std::min(kPanelRows, N - n0);
         for (int64_t k0 = 0; k0 < K; k0 += kPanelK) {
           const int64_t kc = std::min(kPanelK, K - k0);
-          kern.dequant_panel(w, n0, nr, k0, kc, panel.data(), kPanelK);
-          kern.dot_panel(M, nr, kc, x + k0, K, panel.data(), kPanelK, y + n0, N, k0 > 0);
+          kern.pack_panel(w, n0, nr, k0, kc, pf);
+          kern.gemm_panel(M, nr, kc, x + k0, K, pf, y + n0, N, k0 > 0);
         }
       }
     });

@@ -113,52 +113,44 @@ void dequant_panel_avx512(const Int4Weights& w, int64_t n0, int64_t nr, int64_t 
   }
 }
 
-// C tile MR x NR of dot products over kc (a multiple of 16): 24 accumulators at 4 x 6.
-template <int MR, int NR>
-void dot_tile(int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-              bool accumulate) {
-  __m512 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; k += 16) {
-    __m512 a[MR];
-    for (int i = 0; i < MR; ++i) a[i] = _mm512_loadu_ps(A + i * lda + k);
-    for (int j = 0; j < NR; ++j) {
-      const __m512 b = _mm512_loadu_ps(B + j * ldb + k);
-      for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(a[i], b, acc[i][j]);
-    }
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) {
-      float& c = C[i * ldc + j];
-      c = (accumulate ? c : 0.f) + _mm512_reduce_add_ps(acc[i][j]);
-    }
-}
-
-using DotTileFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, bool);
+// C[MR, nr] (+)= A[MR, kc] * sliver^T: per k one load of the 16-wide sliver row and MR
+// broadcasts feed MR FMAs (12 accumulators).
 template <int MR>
-DotTileFn dot_tile_for(int nr) {
-  switch (nr) {
-    case 1: return dot_tile<MR, 1>;
-    case 2: return dot_tile<MR, 2>;
-    case 3: return dot_tile<MR, 3>;
-    case 4: return dot_tile<MR, 4>;
-    case 5: return dot_tile<MR, 5>;
-    default: return dot_tile<MR, 6>;
+void sliver_kernel(int64_t kc, const float* A, int64_t lda, const float* B, float* C, int64_t ldc, int64_t nr,
+                   bool accumulate) {
+  __m512 acc[MR];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b = _mm512_load_ps(B + k * 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(A[i * lda + k]), b, acc[i]);
+  }
+  const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    float* c = C + i * ldc;
+    if (accumulate) acc[i] = _mm512_add_ps(acc[i], _mm512_maskz_loadu_ps(keep, c));
+    _mm512_mask_storeu_ps(c, keep, acc[i]);
   }
 }
 
-void dot_panel_avx512(int64_t M, int64_t N, int64_t kc, const float* A, int64_t lda, const float* B,
-                      int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  for (int64_t i = 0; i < M; i += 4) {
-    const int mr = static_cast<int>(std::min<int64_t>(4, M - i));
-    for (int64_t j = 0; j < N; j += 6) {
-      const int nr = static_cast<int>(std::min<int64_t>(6, N - j));
-      const DotTileFn fn = mr == 4   ? dot_tile_for<4>(nr)
-                           : mr == 3 ? dot_tile_for<3>(nr)
-                           : mr == 2 ? dot_tile_for<2>(nr)
-                                     : dot_tile_for<1>(nr);
-      fn(kc, A + i * lda, lda, B + j * ldb, ldb, C + i * ldc + j, ldc, accumulate);
+template <int MR>
+void run_sliver(int64_t kc, const float* A, int64_t lda, const float* B, float* C, int64_t ldc, int64_t nr, bool accumulate) {
+  sliver_kernel<MR>(kc, A, lda, B, C, ldc, nr, accumulate);
+}
+
+void gemm_panel_avx512(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel, float* C,
+                       int64_t ldc, bool accumulate) {
+  using Fn = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, bool);
+  static const Fn by_rows[13] = {nullptr,         run_sliver<1>,  run_sliver<2>, run_sliver<3>, run_sliver<4>,
+                                 run_sliver<5>,   run_sliver<6>,  run_sliver<7>, run_sliver<8>, run_sliver<9>,
+                                 run_sliver<10>,  run_sliver<11>, run_sliver<12>};
+  for (int64_t i = 0; i < M; i += 12) {
+    const int64_t mr = std::min<int64_t>(12, M - i);
+    for (int64_t t = 0; t * kSliver < nr; ++t) {
+      by_rows[mr](kc, A + i * lda, lda, panel + t * kc * kSliver, C + i * ldc + t * kSliver, ldc,
+                  std::min<int64_t>(kSliver, nr - t * kSliver), accumulate);
     }
   }
 }
@@ -213,7 +205,8 @@ void decode_int8_avx512(const Int4Weights& w, const Int8Activations& a, float* y
 
 }  // namespace
 
-const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, dot_panel_avx512, decode_int8_avx512};
+const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, pack_panel_avx2, gemm_panel_avx512,
+                                 decode_int8_avx512};
 
 }  // namespace awq::detail
 
