@@ -3,6 +3,7 @@
 #include "int4_gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -280,6 +281,20 @@ namespace {
 // dequantizes each weight panel once and reuses it for every row.
 constexpr int64_t kDecodeMaxM = 8;
 
+// Runs fn(i, thread index) for i in [0, n) with the items handed out one at a time from a shared counter:
+// on a machine shared with other processes, a descheduled thread then delays one small item,
+// not a quarter of the work (parallel_for's static chunks).
+template <typename Fn>
+void for_each_item(int64_t n, const Fn& fn) {
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(num_threads(), n), 1, [&](int64_t, int64_t, int thread) {
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i, thread);
+  });
+}
+
+// Output rows per work item of the streaming paths (64 rows of in = 4096 is 128 KiB of weights).
+constexpr int64_t kDecodeRows = 64;
+
 void check_finite_input(const float* x, int64_t M, int64_t in) {
   // One pass over x is small next to the product (in * out work per row).
   int64_t bad = -1;
@@ -309,23 +324,26 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
                                           std::to_string(w.group));
     detail::Int8Activations a;
     detail::quantize_activations_int8(x, M, K, a);
-    parallel_for(N, 16, [&](int64_t n0, int64_t n1, int) { kern.decode_int8(w, a, y, N, n0, n1); });
+    for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
+      kern.decode_int8(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
+    });
   } else if (M <= kDecodeMaxM) {
-    parallel_for(N, 16, [&](int64_t n0, int64_t n1, int) { kern.decode(w, x, K, M, y, N, n0, n1); });
+    for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
+      kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
+    });
   } else {
     using detail::kPanelK;
     using detail::kPanelRows;
     const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
-    parallel_for(panels, 1, [&](int64_t p0, int64_t p1, int) {
-      AlignedBytes panel(kPanelRows * kPanelK * sizeof(float));
-      float* pf = reinterpret_cast<float*>(panel.data());
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t n0 = p * kPanelRows, nr = std::min(kPanelRows, N - n0);
-        for (int64_t k0 = 0; k0 < K; k0 += kPanelK) {
-          const int64_t kc = std::min(kPanelK, K - k0);
-          kern.pack_panel(w, n0, nr, k0, kc, pf);
-          kern.gemm_panel(M, nr, kc, x + k0, K, pf, y + n0, N, k0 > 0);
-        }
+    std::vector<AlignedBytes> scratch(num_threads());  // one panel buffer per pool thread
+    for_each_item(panels, [&](int64_t p, int thread) {
+      if (!scratch[thread].data()) scratch[thread] = AlignedBytes(kPanelRows * kPanelK * sizeof(float));
+      float* pf = reinterpret_cast<float*>(scratch[thread].data());
+      const int64_t n0 = p * kPanelRows, nr = std::min(kPanelRows, N - n0);
+      for (int64_t k0 = 0; k0 < K; k0 += kPanelK) {
+        const int64_t kc = std::min(kPanelK, K - k0);
+        kern.pack_panel(w, n0, nr, k0, kc, pf);
+        kern.gemm_panel(M, nr, kc, x + k0, K, pf, y + n0, N, k0 > 0);
       }
     });
   }

@@ -196,12 +196,14 @@ void sliver_kernel(int64_t kc, const float* A, int64_t lda, const float* B, floa
 
 void gemm_panel_avx2(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel, float* C,
                      int64_t ldc, bool accumulate) {
+  // Rows of x outer: 6 rows x kc of x (6 KiB) stay in L1 while the 64 KiB panel streams from L2,
+  // so x is read from memory once per panel (the sliver-outer order re-reads all of it per sliver).
   for (int64_t i = 0; i < M; i += 6) {
     const int64_t mr = std::min<int64_t>(6, M - i);
+    const float* a = A + i * lda;
     for (int64_t t = 0; t * kSliver < nr; ++t) {
       const float* B = panel + t * kc * kSliver;
       const int64_t cols = std::min<int64_t>(kSliver, nr - t * kSliver);
-      const float* a = A + i * lda;
       float* c = C + i * ldc + t * kSliver;
       switch (mr) {
         case 1: sliver_kernel<1>(kc, a, lda, B, c, ldc, cols, accumulate); break;

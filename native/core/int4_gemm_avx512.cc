@@ -146,7 +146,7 @@ void gemm_panel_avx512(int64_t M, int64_t nr, int64_t kc, const float* A, int64_
   static const Fn by_rows[13] = {nullptr,         run_sliver<1>,  run_sliver<2>, run_sliver<3>, run_sliver<4>,
                                  run_sliver<5>,   run_sliver<6>,  run_sliver<7>, run_sliver<8>, run_sliver<9>,
                                  run_sliver<10>,  run_sliver<11>, run_sliver<12>};
-  for (int64_t i = 0; i < M; i += 12) {
+  for (int64_t i = 0; i < M; i += 12) {  // rows of x outer (see the AVX2 file)
     const int64_t mr = std::min<int64_t>(12, M - i);
     for (int64_t t = 0; t * kSliver < nr; ++t) {
       by_rows[mr](kc, A + i * lda, lda, panel + t * kc * kSliver, C + i * ldc + t * kSliver, ldc,
