@@ -2,12 +2,82 @@
 export * from './errors.js';
 export { backends, setThreads, type Backends, type CudaDevice } from './backends.js';
 export { activationStats } from './quantize/stats.js';
+export { denseGemm, fmaPeakGflops, type DenseGemmOptions } from './gemm.js';
 export { version } from './version.js';
 export {
-  Int4Linear,
+  DTYPE_SIZE,
+  MAX_HEADER_BYTES,
+  SafetensorsFile,
+  SafetensorsWriter,
+  isDtype,
+  numel,
+  type Dtype,
+  type SafetensorsWriterOptions,
+  type TensorInfo,
+} from './checkpoint/safetensors.js';
+export { prepareOutputDir, type OutputDir, type PrepareOutputOptions } from './checkpoint/output-dir.js';
+export { ModelFolder, WeightFiles, copyAuxiliaryFiles, readRawConfig } from './checkpoint/model-folder.js';
+export {
+  AwqCheckpoint,
+  AwqCheckpointWriter,
+  dequantizeAwq,
+  openAwqCheckpoint,
+  packAwq,
+  parseAwqQuantization,
+  unpackAwq,
+  type AwqDims,
   type AwqLinearTensors,
+  type AwqPackInput,
+  type AwqPacked,
+  type AwqQuantization,
+  type AwqUnpacked,
+  type AwqWriterOptions,
+} from './checkpoint/awq-format.js';
+export {
+  SUPPORTED_MODEL_TYPES,
+  parseModelConfig,
+  type ModelConfig,
+  type ModelType,
+  type RopeScaling,
+} from './models/config.js';
+export { inspectCheckpoint, type InspectReport } from './cli/inspect.js';
+export {
+  buildCalibrationBlocks,
+  loadCalibrationTexts,
+  defaultCalibrationPath,
+  type CalibrationSource,
+  type CalibrationOptions,
+  type CalibrationBlocks,
+} from './calib/dataset.js';
+export { loadTokenizer, type TextTokenizer } from './calib/tokenizer.js';
+export type { ProgressEvent, ProgressListener } from './progress.js';
+export {
+  decoderLayerForward,
+  lmHeadNll,
+  pseudoQuantize,
+  quantizeDecoderLayer,
+  LINEAR_NAMES,
+  type ClipReport,
+  type GroupReport,
+  type LayerArch,
+  type LayerPhase,
+  type LayerReport,
+  type LayerWeights,
+  type LinearName,
+  type QuantizedLayer,
+  type QuantizedLinear,
+  type QuantOptions,
+} from './quantize/layer.js';
+export { quantize, type QuantizeOptions, type QuantizeResult, type QuantizationReport, type LayerSummary } from './quantize/pipeline.js';
+export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/perplexity.js';
+export { adapterFor, type ArchitectureAdapter } from './models/adapters.js';
+export { ropeInvFreq } from './models/rope.js';
+export { openModelWeights, loadLayerWeights, type ModelWeights } from './models/weights.js';
+export {
+  Int4Linear,
   type QuantizedLinearTensors,
   type Int4Input,
   type Int4Mode,
   type Int4ForwardOptions,
 } from './gemm/int4-linear.js';
+export { loadAwq, type LoadedAwq } from './gemm/load-awq.js';

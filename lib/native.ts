@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { fromNativeError, NativeLoadError } from './errors.js';
+import type { LayerArch, LayerWeights } from './quantize/layer.js';
 
 export type Isa = 'portable' | 'avx2' | 'avx512';
 
@@ -36,6 +37,54 @@ export interface NativeBinding {
   /** Per-column mean |x| of a row-major [rows, cols] matrix (REFERENCE.md section 4). */
   activationStats(x: Float32Array, rows: number, cols: number, device?: 'cpu' | 'cuda'): Promise<Float32Array>;
 
+  // --- checkpoints (lib/checkpoint): AWQ packing (REFERENCE.md section 6), fp16/bf16 conversion ---
+  /** q [out,in], zeros/scales [out,in/g] -> [qweight [in,out/8], qzeros [in/g,out/8], scales fp16 [in/g,out]]. */
+  packAwq(
+    q: Uint8Array, zeros: Uint8Array, scales: Float32Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<[Int32Array, Int32Array, Uint16Array]>;
+  /** The inverse of packAwq: [q [out,in], zeros [out,in/g], scales [out,in/g]]. */
+  unpackAwq(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<[Uint8Array, Uint8Array, Float32Array]>;
+  /** w [out, in] = (q - z) * s. */
+  dequantizeAwq(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, outFeatures: number, inFeatures: number, groupSize: number,
+  ): Promise<Float32Array>;
+  /** Widens fp16/bf16 bit patterns into dst (same length). */
+  convertToF32(src: Uint16Array, dtype: 'F16' | 'BF16', dst: Float32Array): Promise<void>;
+  /** Narrows into dst (same length); reports the first NaN/Inf input and first finite overflow (-1: none). */
+  convertFromF32(
+    src: Float32Array, dtype: 'F16' | 'BF16', dst: Uint16Array,
+  ): Promise<{ firstNonFinite: number; firstOverflow: number }>;
+  // --- decoder-layer numerics (native/addon/layer*.cc, wrapped by lib/quantize/layer.ts) ---
+  /** Full-precision decoder-layer forward over blocks of `seqlen` tokens. */
+  decoderLayerForward(arch: LayerArch, weights: LayerWeights, hidden: Float32Array, seqlen: number, abortFlag?: Int32Array): Promise<Float32Array>;
+  /** REFERENCE.md section 1, dequantized (round-to-nearest, no scaling or clipping). */
+  pseudoQuantize(w: Float32Array, out: number, inF: number, wBit: number, groupSize: number, zeroPoint: boolean): Promise<Float32Array>;
+  /** Next-token NLL summed over positions 1..seqlen-1 of every window (REFERENCE.md section 7). */
+  lmHeadNll(hidden: Float32Array, hiddenSize: number, seqlen: number, finalNorm: Float32Array, eps: number, lmHead: Float32Array, vocab: number, tokens: Int32Array, abortFlag?: Int32Array): Promise<{ nllSum: number; count: number }>;
+  /** Sections 3-5 for one decoder layer: forward, scale search + fold, clip search, integer quantization. */
+  quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
+  // Dense fp32 GEMM (native/addon/gemm.cc).
+  /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    lda: number,
+    b: Float32Array,
+    ldb: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+  ): Promise<Float32Array>;
+  /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
+  fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;
+
   // ---- int4 GEMM (native/addon/int4.cc; lib/gemm/int4-linear.ts is the typed facade) ----
   /** Repacks AutoAWQ tensors (REFERENCE.md section 6); group 0 means one group per row. */
   int4PackAwq(
@@ -59,6 +108,60 @@ export interface NativeBinding {
 /** Opaque native handle of repacked int4 weights (freed by the garbage collector). */
 export interface Int4Handle {
   readonly __brand: 'awq.Int4Handle';
+}
+
+/** Options of quantizeDecoderLayer as the addon reads them (groupSize already resolved per linear in native code). */
+export interface RawQuantOptions {
+  wBit: number;
+  groupSize: number;
+  zeroPoint: boolean;
+  duoScaling: boolean;
+  clip: boolean;
+  awq: boolean;
+  nGrid: number;
+  maxShrink: number;
+}
+
+export interface RawQuantizedLinear {
+  out: number;
+  in: number;
+  groupSize: number;
+  q: Uint8Array;
+  zeros: Uint8Array;
+  scales: Float32Array;
+  bias?: Float32Array;
+}
+
+export interface RawQuantizedLayer {
+  linears: Record<string, RawQuantizedLinear>;
+  inputNorm: Float32Array;
+  postNorm: Float32Array;
+  output: Float32Array;
+  report: {
+    groups: { group: string; linears: string[]; foldedInto: string; skipped?: string; bestRatio: number; lossAtBest: number; lossAtZero: number; losses: number[]; salientChannels: { channel: number; stat: number }[] }[];
+    clip: { linear: string; meanShrink: number; shrinkHistogram: number[] }[];
+    timingsMs: { forward: number; scaleSearch: number; clipSearch: number; quantize: number };
+    gflop: number;
+  };
+  // Dense fp32 GEMM (native/addon/gemm.cc).
+  /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    lda: number,
+    b: Float32Array,
+    ldb: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+  ): Promise<Float32Array>;
+  /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
+  fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;
 }
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');

@@ -12,12 +12,13 @@
 import { cpus } from 'node:os';
 
 import { backends, setThreads } from '../backends.js';
+import { denseGemm, fmaPeakGflops } from '../gemm.js';
 import { Int4Linear, type Int4Mode } from '../gemm/int4-linear.js';
 import { native } from '../native.js';
 import { loadOrt, matMulNBitsModel, ortMatMulNBits, toMatMulNBits, type Ort } from './onnx-matmulnbits.js';
 
-export type GemmImpl = 'awq' | 'awq-int8' | 'ort-acc0' | 'ort-acc4' | 'floor';
-export const GEMM_IMPLS: GemmImpl[] = ['awq', 'awq-int8', 'ort-acc0', 'ort-acc4', 'floor'];
+export type GemmImpl = 'awq' | 'awq-int8' | 'dense-fp32' | 'ort-acc0' | 'ort-acc4' | 'floor';
+export const GEMM_IMPLS: GemmImpl[] = ['awq', 'awq-int8', 'dense-fp32', 'ort-acc0', 'ort-acc4', 'floor'];
 
 export interface GemmBenchRecord {
   m: number;
@@ -52,6 +53,8 @@ export interface GemmBenchResult {
   threads: number;
   isa: string;
   bandwidthGBs: number;
+  /** Measured fp32 FMA throughput of this machine on `threads` threads. */
+  fmaPeakGflops: number;
   ort: string;
   records: GemmBenchRecord[];
   /** Checks made along the way (ORT vs awq agreement, skipped impls). */
@@ -139,6 +142,8 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
   log(`machine: ${machine}; ${threads} threads`);
   const bandwidthGBs = measureReadBandwidth();
   log(`streaming read bandwidth: ${bandwidthGBs.toFixed(1)} GB/s`);
+  const peak = await fmaPeakGflops();
+  log(`fp32 FMA peak: ${peak.toFixed(1)} GFLOP/s`);
 
   const wantsOrt = impls.some((i) => i.startsWith('ort-'));
   const ortOrWhy: Ort | string = wantsOrt ? await loadOrt() : 'not requested';
@@ -165,6 +170,14 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     if (impls.includes('floor') && modes.includes('stream') && ms.includes(1)) {
       floorPool = new Uint8Array(copies * awqBytes);
       for (let i = 0; i < floorPool.length; i += 4096) floorPool[i] = i & 255; // fault every page in
+    }
+    // dense-fp32: the project's sgemm on dequantize(W), fp32 copies (8x the bytes) for stream mode.
+    const dense: Float32Array[] = [];
+    if (impls.includes('dense-fp32')) {
+      const w = layers[0].dequantize();
+      const denseCopies = modes.includes('stream') ? Math.max(1, Math.ceil(streamBytes / (w.length * 4))) : 1;
+      dense.push(w);
+      for (let c = 1; c < denseCopies; c++) dense.push(w.slice());
     }
     const ortSessions = new Map<number, Array<Awaited<ReturnType<typeof ortMatMulNBits>>>>();
     if (ort) {
@@ -197,6 +210,9 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
           if (impl === 'awq' || impl === 'awq-int8') {
             const opts = { mode: (impl === 'awq' ? 'exact' : 'int8') as Int4Mode, out };
             runners.push({ impl, copies: calls, run: (c) => layers[c].forwardSync(x, m, opts) });
+          } else if (impl === 'dense-fp32' && dense.length) {
+            const copiesHere = mode === 'stream' ? dense.length : 1;
+            runners.push({ impl, copies: copiesHere, run: (c) => denseGemm({ a: x, b: dense[c], m, n, k, transB: true, c: out }) });
           } else if (impl === 'ort-acc0' || impl === 'ort-acc4') {
             const list = ortSessions.get(impl === 'ort-acc0' ? 0 : 4);
             if (list) runners.push({ impl, copies: calls, run: (c) => list[c].run(x, m, k) });
@@ -221,7 +237,8 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     }
     for (const list of ortSessions.values()) for (const s of list) await s.release();
     layers.length = 0;
+    dense.length = 0;
     floorPool = null;
   }
-  return { machine, threads, isa: b.cpu.isa, bandwidthGBs, ort: ort ? `onnxruntime-node ${ort.version}` : (ortOrWhy as string), records, notes };
+  return { machine, threads, isa: b.cpu.isa, bandwidthGBs, fmaPeakGflops: peak, ort: ort ? `onnxruntime-node ${ort.version}` : (ortOrWhy as string), records, notes };
 }

@@ -65,10 +65,14 @@ export function registerBench(program: Command): void {
     });
 }
 
-function formatTable(records: GemmBenchRecord[], r: { machine: string; threads: number; bandwidthGBs: number; ort: string; notes: string[] }): string {
+function formatTable(
+  records: GemmBenchRecord[],
+  r: { machine: string; threads: number; bandwidthGBs: number; fmaPeakGflops: number; ort: string; notes: string[] },
+): string {
   const lines = [
     `machine: ${r.machine}`,
-    `threads: ${r.threads}; streaming read bandwidth ${r.bandwidthGBs.toFixed(1)} GB/s; peer: ${r.ort}`,
+    `threads: ${r.threads}; streaming read bandwidth ${r.bandwidthGBs.toFixed(1)} GB/s; fp32 FMA peak ${r.fmaPeakGflops.toFixed(0)} GFLOP/s; peer: ${r.ort}`,
+    'GB/s = AutoAWQ weight bytes (qweight + qzeros + fp16 scales) / time, for every impl; calls interleaved round-robin, medians.',
     '',
     '| m | k x n | mode | impl | median ms | GB/s | % of bandwidth | GFLOP/s | vs ort-acc0 |',
     '|---:|---|---|---|---:|---:|---:|---:|---:|',

@@ -6,6 +6,9 @@ import { AwqError } from '../errors.js';
 import { version } from '../version.js';
 import { registerBench } from './bench.js';
 import { registerDoctor } from './doctor.js';
+import { registerEval } from './eval.js';
+import { registerQuantize } from './quantize.js';
+import { registerInspect } from './inspect.js';
 
 const program = new Command();
 program
@@ -16,6 +19,9 @@ program
   .exitOverride();
 
 registerDoctor(program);
+registerQuantize(program);
+registerEval(program);
+registerInspect(program);
 registerBench(program);
 
 try {

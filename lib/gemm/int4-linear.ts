@@ -14,25 +14,9 @@
  * `sum over 128-blocks of (max|x_block| / 254) * sum |w| over the block` (plus fp32 rounding),
  * typically ~0.1-0.5% relative. It needs a group size that is a multiple of 128.
  */
+import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { native, type Int4Handle } from '../native.js';
-
-/** One quantized linear of an AutoAWQ "GEMM" checkpoint (REFERENCE.md section 6). */
-export interface AwqLinearTensors {
-  name: string;
-  inFeatures: number;
-  outFeatures: number;
-  /** Inputs per group; -1 (or inFeatures) means one group per row. */
-  groupSize: number;
-  /** int32 [in, out/8], nibble order [0, 2, 4, 6, 1, 3, 5, 7]. */
-  qweight: Int32Array;
-  /** int32 [in/group, out/8], packed like qweight. */
-  qzeros: Int32Array;
-  /** fp16 bit patterns [in/group, out]. */
-  scales: Uint16Array;
-  /** fp16 bit patterns [out]. */
-  bias?: Uint16Array;
-}
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
 export interface QuantizedLinearTensors {

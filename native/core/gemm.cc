@@ -1,19 +1,35 @@
-// Portable reference implementation of sgemm: correct for every transpose, stride and size.
-// (Optimized ISA-specific paths replace the inner loops; this file stays the fallback.)
+// sgemm driver. On AVX2 / AVX-512 CPUs: GotoBLAS-style blocking around an ISA micro-kernel
+// (gemm_avx2.cc, gemm_avx512.cc):
+//
+//   for jc over N in nc-wide blocks            (B block: L3)
+//     for pc over K in kc-deep blocks
+//       pack op(B)[pc, jc] into nr-wide micro-panels        (shared, packed in parallel)
+//       parallel over (mc-row block of M) x (group of B micro-panels):
+//         pack op(A)[ic, pc] into mr-wide micro-panels      (per thread, L2)
+//         for each B micro-panel (L1), for each A micro-panel: micro-kernel into C
+//
+// Packing absorbs the transposes and strides, so one micro-kernel serves all four cases. The
+// first kc block applies the caller's beta, later ones accumulate (beta = 1), so beta == 0
+// never reads C. Elsewhere the portable reference below runs (also the benchmarks' baseline).
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <vector>
 
+#include "cpu_features.h"
 #include "errors.h"
+#include "gemm_kernels.h"
 #include "threadpool.h"
 
 namespace awq {
+namespace {
 
-void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  AWQ_CHECK_ARG(M >= 0 && N >= 0 && K >= 0, "sgemm: negative dimension");
-  if (M == 0 || N == 0) return;
+void sgemm_reference(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                     float* C, int64_t ldc) {
   parallel_for(M, 4, [&](int64_t m0, int64_t m1, int) {
     std::vector<float> arow(K);
     for (int64_t i = m0; i < m1; ++i) {
@@ -31,6 +47,130 @@ void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, con
       }
     }
   });
+}
+
+// A per-thread, 64-byte aligned scratch buffer that only grows. Thread-local, so kernels called
+// concurrently from inside parallel regions never share packing space.
+class Scratch {
+ public:
+  float* get(size_t floats) {
+    if (floats > size_) {
+      const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+      void* p = std::aligned_alloc(64, bytes);
+      if (!p) throw std::bad_alloc();
+      data_.reset(static_cast<float*>(p));
+      size_ = bytes / sizeof(float);
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data_;
+  size_t size_ = 0;
+};
+
+thread_local Scratch t_pack_a, t_pack_b;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Splits `total` into the fewest blocks of at most `max_block`, of near-equal size rounded up to
+// `multiple` (so the last block is not a sliver), with the block count a multiple of `count_of`.
+int64_t balanced_block(int64_t total, int64_t max_block, int64_t multiple, int64_t count_of = 1) {
+  const int64_t blocks = round_up(ceil_div(total, max_block), count_of);
+  return std::min(round_up(ceil_div(total, blocks), multiple), round_up(total, multiple));
+}
+
+void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M, int64_t N,
+                   int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                   int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int64_t mr = kern.mr, nr = kern.nr;
+  const int64_t threads = in_parallel_region() ? 1 : num_threads();
+  const int64_t kc_max = balanced_block(K, kern.kc, 1);
+  const int64_t nc_max = balanced_block(N, kern.nc, nr);
+  // Row blocks: a multiple of the thread count when that keeps them reasonably tall, so every
+  // thread gets the same number of equal blocks.
+  const int64_t mc = balanced_block(M, kern.mc, mr, M >= threads * 4 * mr ? threads : 1);
+  const int64_t m_blocks = ceil_div(M, mc);
+  // Too few row blocks to occupy every thread (short M): also split the B micro-panels.
+  const int64_t n_groups = m_blocks >= 2 * threads || threads == 1 ? 1 : ceil_div(2 * threads, m_blocks);
+
+  const bool a_lanes_contiguous = ta == Trans::T;  // op(A) rows = A columns: lanes contiguous
+  const bool b_lanes_contiguous = tb == Trans::N;
+  float* packed_b = t_pack_b.get(static_cast<size_t>(kc_max * round_up(nc_max, nr)));
+
+  for (int64_t jc = 0; jc < N; jc += nc_max) {
+    const int64_t nc = std::min(nc_max, N - jc);
+    const int64_t n_panels = ceil_div(nc, nr);
+    for (int64_t pc = 0; pc < K; pc += kc_max) {
+      const int64_t kc = std::min(kc_max, K - pc);
+      const float beta_here = pc == 0 ? beta : 1.f;
+      parallel_for(n_panels, 8, [&](int64_t p0, int64_t p1, int) {
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t j = jc + p * nr;
+          const float* src = tb == Trans::N ? B + pc * ldb + j : B + j * ldb + pc;
+          kern.pack_b(src, ldb, b_lanes_contiguous, static_cast<int>(std::min(nr, N - j)), kc,
+                      packed_b + p * nr * kc);
+        }
+      });
+      const int64_t tasks = m_blocks * n_groups;
+      parallel_for(tasks, 1, [&](int64_t t0, int64_t t1, int) {
+        float* packed_a = t_pack_a.get(static_cast<size_t>(round_up(mc, mr) * kc));
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t ic = (t / n_groups) * mc, group = t % n_groups;
+          const int64_t m = std::min(mc, M - ic);
+          const int64_t q0 = n_panels * group / n_groups, q1 = n_panels * (group + 1) / n_groups;
+          if (q0 == q1) continue;
+          for (int64_t i = 0; i < m; i += mr) {
+            const float* src = ta == Trans::N ? A + (ic + i) * lda + pc : A + pc * lda + ic + i;
+            kern.pack_a(src, lda, a_lanes_contiguous, static_cast<int>(std::min(mr, m - i)), kc,
+                        packed_a + i * kc);
+          }
+          for (int64_t q = q0; q < q1; ++q) {
+            const int64_t j = jc + q * nr;
+            const int n = static_cast<int>(std::min(nr, N - j));
+            const float* bp = packed_b + q * nr * kc;
+            for (int64_t i = 0; i < m; i += mr) {
+              kern.micro(kc, packed_a + i * kc, bp, C + (ic + i) * ldc + j, ldc, alpha, beta_here,
+                         static_cast<int>(std::min(mr, m - i)), n);
+            }
+          }
+        }
+      });
+    }
+  }
+}
+
+const detail::GemmKernel* pick_kernel() {
+  switch (active_isa()) {
+    case Isa::Avx512: return &detail::gemm_kernel_avx512();
+    case Isa::Avx2: return &detail::gemm_kernel_avx2();
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  AWQ_CHECK_ARG(M >= 0 && N >= 0 && K >= 0, "sgemm: negative dimension");
+  if (M == 0 || N == 0) return;
+  AWQ_CHECK_ARG(ldc >= N, "sgemm: ldc must be >= N");
+  AWQ_CHECK_ARG(lda >= std::max<int64_t>(1, ta == Trans::N ? K : M), "sgemm: lda too small");
+  AWQ_CHECK_ARG(ldb >= std::max<int64_t>(1, tb == Trans::N ? N : K), "sgemm: ldb too small");
+  if (K == 0) {  // empty product: C = beta * C (beta == 0 clears without reading)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+    return;
+  }
+  if (const detail::GemmKernel* kern = pick_kernel()) {
+    sgemm_blocked(*kern, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    sgemm_reference(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
 }
 
 void linear(const float* x, int64_t M, int64_t in, const float* W, int64_t out, const float* bias,

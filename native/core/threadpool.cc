@@ -150,6 +150,8 @@ int available_cores() {
 
 int num_threads() { return pool().threads(); }
 
+bool in_parallel_region() { return t_inside_region; }
+
 void set_threads(int n) {
   const int want = n > 0 ? n : default_threads();
   Pool& p = pool();

@@ -19,6 +19,10 @@ void set_threads(int n);
 // Cores available to this process (affinity mask aware).
 int available_cores();
 
+// True on a thread that is running a parallel_for task (a nested parallel_for would run inline),
+// so a kernel can size its blocking for one thread instead of num_threads().
+bool in_parallel_region();
+
 // fn(begin, end, thread_index) over chunks of at least `grain` items.
 void parallel_for(int64_t n, int64_t grain,
                   const std::function<void(int64_t, int64_t, int)>& fn);

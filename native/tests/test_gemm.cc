@@ -1,50 +1,202 @@
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "../core/gemm.h"
+#include "../core/threadpool.h"
 #include "test.h"
 #include "util.h"
 
 using namespace awq;
 using namespace awq::test;
 
-// C = alpha * op(A) op(B) + beta * C in double, the reference for every path.
-static std::vector<double> ref_gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
-                                    const std::vector<float>& A, int64_t lda, const std::vector<float>& B,
-                                    int64_t ldb, float beta, const std::vector<float>& C, int64_t ldc) {
-  std::vector<double> out(M * ldc);
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      double acc = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double a = ta == Trans::N ? A[i * lda + k] : A[k * lda + i];
-        const double b = tb == Trans::N ? B[k * ldb + j] : B[j * ldb + k];
-        acc += a * b;
-      }
-      out[i * ldc + j] = alpha * acc + (beta == 0.f ? 0.0 : beta * C[i * ldc + j]);
-    }
-  return out;
+namespace {
+
+struct GemmCase {
+  Trans ta, tb;
+  int64_t M, N, K;
+  float alpha, beta;
+  int64_t pad_a = 3, pad_b = 1, pad_c = 2;  // extra stride beyond the dense leading dimension
+};
+
+struct Operands {
+  int64_t lda, ldb, ldc;
+  std::vector<float> A, B, C;
+};
+
+Operands make_operands(const GemmCase& c, uint32_t seed) {
+  Operands o;
+  o.lda = (c.ta == Trans::N ? c.K : c.M) + c.pad_a;
+  o.ldb = (c.tb == Trans::N ? c.N : c.K) + c.pad_b;
+  o.ldc = c.N + c.pad_c;
+  o.A = random_floats((c.ta == Trans::N ? c.M : c.K) * o.lda, seed);
+  o.B = random_floats((c.tb == Trans::N ? c.K : c.N) * o.ldb, seed + 1);
+  o.C = random_floats(c.M * o.ldc, seed + 2);
+  return o;
 }
+
+float a_at(const GemmCase& c, const Operands& o, int64_t i, int64_t k) {
+  return c.ta == Trans::N ? o.A[i * o.lda + k] : o.A[k * o.lda + i];
+}
+float b_at(const GemmCase& c, const Operands& o, int64_t k, int64_t j) {
+  return c.tb == Trans::N ? o.B[k * o.ldb + j] : o.B[j * o.ldb + k];
+}
+
+// Runs sgemm on a copy of o.C and compares every element with an fp64 reference, within the
+// rigorous fp32 accumulation bound (K + 2) * eps * (|alpha| sum|a b| + |beta c|); checks that the
+// padding between rows of C is untouched. Returns the result.
+std::vector<float> check_case(const GemmCase& c, const Operands& o) {
+  std::vector<float> C = o.C;
+  sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta, C.data(),
+        o.ldc);
+  const double eps = std::numeric_limits<float>::epsilon();
+  int bad = 0;
+  for (int64_t i = 0; i < c.M; ++i) {
+    for (int64_t j = 0; j < o.ldc; ++j) {
+      const float got = C[i * o.ldc + j];
+      if (j >= c.N) {  // padding
+        if (!(got == o.C[i * o.ldc + j]) && bad++ < 3) CHECK(got == o.C[i * o.ldc + j]);
+        continue;
+      }
+      double acc = 0, mag = 0;
+      for (int64_t k = 0; k < c.K; ++k) {
+        const double p = static_cast<double>(a_at(c, o, i, k)) * b_at(c, o, k, j);
+        acc += p;
+        mag += std::fabs(p);
+      }
+      const double old = o.C[i * o.ldc + j];
+      const double ref = c.alpha * acc + (c.beta == 0.f ? 0.0 : c.beta * old);
+      const double tol =
+          (c.K + 2) * eps * (std::fabs(c.alpha) * mag + std::fabs(c.beta * old)) + 1e-30;
+      if (!(std::fabs(got - ref) <= tol) && bad++ < 3) CHECK_NEAR(got, ref, tol);
+    }
+  }
+  return C;
+}
+
+const char* tname(Trans t) { return t == Trans::N ? "N" : "T"; }
+
+}  // namespace
 
 TEST(gemm_matches_fp64_reference_all_transposes_and_odd_sizes) {
   for_each_isa([](Isa) {
-    const int64_t sizes[][3] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 65}, {130, 71, 260}, {1, 300, 129}, {64, 64, 512}};
-    for (auto& s : sizes) {
-      const int64_t M = s[0], N = s[1], K = s[2];
+    const int64_t sizes[][3] = {{1, 1, 1},    {7, 5, 3},     {33, 17, 65},  {130, 71, 260},
+                                {1, 300, 129}, {64, 64, 512}, {6, 16, 8},    {12, 32, 4},
+                                {14, 32, 9},  {5, 15, 7},    {29, 33, 31},  {150, 40, 17}};
+    uint32_t seed = 10;
+    for (auto& s : sizes)
       for (Trans ta : {Trans::N, Trans::T})
         for (Trans tb : {Trans::N, Trans::T})
           for (float beta : {0.f, 0.5f}) {
-            const int64_t lda = (ta == Trans::N ? K : M) + 3, ldb = (tb == Trans::N ? N : K) + 1, ldc = N + 2;
-            auto A = random_floats((ta == Trans::N ? M : K) * lda, 1);
-            auto B = random_floats((tb == Trans::N ? K : N) * ldb, 2);
-            auto C = random_floats(M * ldc, 3);
-            const auto ref = ref_gemm(ta, tb, M, N, K, 1.25f, A, lda, B, ldb, beta, C, ldc);
-            sgemm(ta, tb, M, N, K, 1.25f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
-            double worst = 0;
-            for (int64_t i = 0; i < M; ++i)
-              for (int64_t j = 0; j < N; ++j)
-                worst = std::max(worst, std::fabs(C[i * ldc + j] - ref[i * ldc + j]));
-            CHECK(worst <= 1e-5 * K + 1e-5);
+            const GemmCase c{ta, tb, s[0], s[1], s[2], 1.25f, beta};
+            check_case(c, make_operands(c, seed++));
           }
-    }
+  });
+}
+
+// K spanning several kc blocks and not a multiple of any unroll; M and N past one mc / nr block
+// with ragged edges; unusual alpha / beta (beta = 1 accumulates, negative values).
+TEST(gemm_large_k_edges_alpha_beta) {
+  for_each_isa([](Isa) {
+    const GemmCase cases[] = {
+        {Trans::N, Trans::T, 37, 45, 1031, 1.f, 0.f},
+        {Trans::T, Trans::N, 41, 19, 2053, -0.5f, 1.f},
+        {Trans::N, Trans::N, 301, 53, 515, 2.f, -2.f},
+        {Trans::T, Trans::T, 23, 161, 777, 0.75f, 0.25f},
+        {Trans::N, Trans::T, 3, 3100, 9, 1.f, 1.f, 0, 0, 5},  // several nc blocks, M < mr
+        {Trans::N, Trans::T, 200, 7, 300, 1.f, 0.f, 17, 29, 0},
+    };
+    uint32_t seed = 100;
+    for (const GemmCase& c : cases) check_case(c, make_operands(c, seed += 3));
+  });
+}
+
+// The thread count changes only how blocks are distributed, never the order of accumulation,
+// so results are bitwise identical with 1 thread, with all threads, and inside a parallel region
+// (where sgemm runs single-threaded, as the attention code calls it).
+TEST(gemm_deterministic_across_threads_and_nested) {
+  for_each_isa([](Isa) {
+    const GemmCase c{Trans::N, Trans::T, 515, 261, 600, 1.f, 0.f};
+    const Operands o = make_operands(c, 7);
+    const std::vector<float> all = check_case(c, o);
+    set_threads(1);
+    std::vector<float> one = o.C;
+    sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta,
+          one.data(), o.ldc);
+    set_threads(0);
+    CHECK(one == all);
+    // Four independent products from inside one parallel region.
+    std::vector<std::vector<float>> nested(4, o.C);
+    parallel_for(4, 1, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t)
+        sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta,
+              nested[t].data(), o.ldc);
+    });
+    for (auto& r : nested) CHECK(r == all);
+  });
+}
+
+// NaN in A poisons exactly its row of C; NaN in B exactly its column; with beta == 0 a NaN
+// already in C is overwritten, never read; with beta != 0 it propagates.
+TEST(gemm_nan_semantics) {
+  for_each_isa([](Isa) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (Trans ta : {Trans::N, Trans::T})
+      for (Trans tb : {Trans::N, Trans::T}) {
+        const GemmCase c{ta, tb, 20, 35, 300, 1.f, 0.f};
+        Operands o = make_operands(c, 55);
+        const int64_t bad_row = 13, bad_col = 33, bad_k = 271;
+        (ta == Trans::N ? o.A[bad_row * o.lda + bad_k] : o.A[bad_k * o.lda + bad_row]) = nan;
+        (tb == Trans::N ? o.B[bad_k * o.ldb + bad_col] : o.B[bad_col * o.ldb + bad_k]) = nan;
+        for (float& x : o.C) x = nan;
+        std::vector<float> C = o.C;
+        sgemm(ta, tb, c.M, c.N, c.K, 1.f, o.A.data(), o.lda, o.B.data(), o.ldb, 0.f, C.data(), o.ldc);
+        int wrong = 0;
+        for (int64_t i = 0; i < c.M; ++i)
+          for (int64_t j = 0; j < c.N; ++j)
+            wrong += std::isnan(C[i * o.ldc + j]) != (i == bad_row || j == bad_col);
+        if (wrong) std::fprintf(stderr, "  %s%s: %d elements wrong\n", tname(ta), tname(tb), wrong);
+        CHECK(wrong == 0);
+        // beta != 0 reads C: the NaN in C comes through everywhere.
+        C = o.C;
+        sgemm(ta, tb, c.M, c.N, c.K, 1.f, o.A.data(), o.lda, o.B.data(), o.ldb, 0.5f, C.data(), o.ldc);
+        bool all_nan = true;
+        for (int64_t i = 0; i < c.M; ++i)
+          for (int64_t j = 0; j < c.N; ++j) all_nan &= std::isnan(C[i * o.ldc + j]);
+        CHECK(all_nan);
+      }
+  });
+}
+
+TEST(gemm_empty_k_scales_c_and_rejects_bad_args) {
+  for_each_isa([](Isa) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> C = {1.f, 2.f, nan, 4.f};
+    const float dummy = 0.f;
+    sgemm(Trans::N, Trans::N, 2, 2, 0, 1.f, &dummy, 1, &dummy, 2, 0.f, C.data(), 2);
+    CHECK(C == std::vector<float>(4, 0.f));
+    C = {1.f, 2.f, 3.f, 4.f};
+    sgemm(Trans::N, Trans::N, 2, 2, 0, 1.f, &dummy, 1, &dummy, 2, 2.f, C.data(), 2);
+    CHECK((C == std::vector<float>{2.f, 4.f, 6.f, 8.f}));
+    CHECK_THROWS(sgemm(Trans::N, Trans::N, -1, 2, 2, 1.f, &dummy, 2, &dummy, 2, 0.f, C.data(), 2));
+    CHECK_THROWS(sgemm(Trans::N, Trans::N, 2, 2, 2, 1.f, &dummy, 1, &dummy, 2, 0.f, C.data(), 2));
+    CHECK_THROWS(sgemm(Trans::N, Trans::N, 2, 2, 2, 1.f, &dummy, 2, &dummy, 2, 0.f, C.data(), 1));
+  });
+}
+
+TEST(gemm_linear_with_bias) {
+  for_each_isa([](Isa) {
+    const int64_t M = 70, in = 96, out = 50;
+    const auto x = random_floats(M * in, 1), W = random_floats(out * in, 2), bias = random_floats(out, 3);
+    std::vector<float> y(M * out);
+    linear(x.data(), M, in, W.data(), out, bias.data(), y.data());
+    double worst = 0;
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < out; ++j) {
+        double acc = bias[j];
+        for (int64_t k = 0; k < in; ++k) acc += static_cast<double>(x[i * in + k]) * W[j * in + k];
+        worst = std::max(worst, std::fabs(acc - y[i * out + j]));
+      }
+    CHECK(worst < 1e-4);
   });
 }

@@ -1,0 +1,133 @@
+/**
+ * Calibration data (REFERENCE.md section 2): texts in order, stripped, tokenized with the
+ * tokenizer's defaults; samples longer than `seqlen` or empty are skipped; stop after `nSamples`
+ * accepted; concatenate and cut into floor(total / seqlen) independent blocks.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { InvalidArgumentError, ioError } from '../errors.js';
+import { packageRoot } from '../native.js';
+import type { TextTokenizer } from './tokenizer.js';
+
+/** Where calibration data comes from. */
+export type CalibrationSource =
+  | { kind: 'jsonl'; path: string; textColumn?: string }
+  | { kind: 'text'; path: string } // plain text, one sample per paragraph (blank-line separated)
+  | { kind: 'texts'; texts: readonly string[] }
+  | { kind: 'tokens'; samples: readonly (readonly number[])[] } // pre-tokenized samples
+  | { kind: 'default' }; // the general English set shipped with the package
+
+export const defaultCalibrationPath = join(packageRoot, 'data', 'calib-default.jsonl');
+
+export interface CalibrationOptions {
+  nSamples?: number; // 128
+  seqlen?: number; // 512
+}
+
+export interface CalibrationBlocks {
+  /** Token ids, `blocks * seqlen`, block after block. */
+  tokens: Int32Array;
+  blocks: number;
+  seqlen: number;
+  /** Samples accepted (and seen) by the selection rule. */
+  acceptedSamples: number;
+  skippedTooLong: number;
+  skippedEmpty: number;
+  /** Tokens dropped at the end (total % seqlen). */
+  droppedTokens: number;
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw ioError(`cannot read calibration file ${path}`, err);
+  }
+}
+
+/** Loads the texts of a source, in order (not needed for pre-tokenized sources). */
+export async function loadCalibrationTexts(source: CalibrationSource): Promise<string[]> {
+  switch (source.kind) {
+    case 'texts':
+      return [...source.texts];
+    case 'text': {
+      const text = await readText(source.path);
+      return text.split(/\r?\n\s*\r?\n/);
+    }
+    case 'default':
+    case 'jsonl': {
+      const path = source.kind === 'default' ? defaultCalibrationPath : source.path;
+      const column = source.kind === 'jsonl' ? (source.textColumn ?? 'text') : 'text';
+      const lines = (await readText(path)).split(/\r?\n/);
+      const texts: string[] = [];
+      lines.forEach((line, i) => {
+        if (!line.trim()) return;
+        let row: unknown;
+        try {
+          row = JSON.parse(line);
+        } catch (err) {
+          throw new InvalidArgumentError(`${path}:${i + 1}: not a JSON object (${(err as Error).message})`);
+        }
+        const value = (row as Record<string, unknown> | null)?.[column];
+        if (typeof value !== 'string') {
+          throw new InvalidArgumentError(
+            `${path}:${i + 1}: expected a string field "${column}" (choose the field with --text-column), got ${value === undefined ? 'no such field' : typeof value}`,
+          );
+        }
+        texts.push(value);
+      });
+      return texts;
+    }
+    case 'tokens':
+      throw new InvalidArgumentError('pre-tokenized calibration data has no texts');
+  }
+}
+
+/** Applies the AutoAWQ selection rule and cuts the accepted tokens into blocks. */
+export async function buildCalibrationBlocks(
+  source: CalibrationSource,
+  tokenizer: TextTokenizer | undefined,
+  options: CalibrationOptions = {},
+): Promise<CalibrationBlocks> {
+  const nSamples = options.nSamples ?? 128;
+  const seqlen = options.seqlen ?? 512;
+  for (const [name, v] of [['nSamples', nSamples], ['seqlen', seqlen]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${name}: expected a positive integer, got ${v}`);
+  }
+  const accepted: (readonly number[])[] = [];
+  let skippedTooLong = 0;
+  let skippedEmpty = 0;
+  const consider = (ids: readonly number[]): boolean => {
+    if (ids.length === 0) skippedEmpty++;
+    else if (ids.length > seqlen) skippedTooLong++;
+    else accepted.push(ids);
+    return accepted.length >= nSamples;
+  };
+  if (source.kind === 'tokens') {
+    for (const ids of source.samples) if (consider(ids)) break;
+  } else {
+    if (!tokenizer) throw new InvalidArgumentError('a tokenizer is needed to calibrate on text');
+    for (const raw of await loadCalibrationTexts(source)) {
+      const text = raw.trim();
+      if (consider(text ? tokenizer.encode(text) : [])) break;
+    }
+  }
+  const total = accepted.reduce((n, s) => n + s.length, 0);
+  const blocks = Math.floor(total / seqlen);
+  if (blocks === 0) {
+    throw new InvalidArgumentError(
+      `calibration data too short: ${accepted.length} usable samples give ${total} tokens, fewer than one block of ${seqlen} ` +
+        `(${skippedTooLong} samples were longer than ${seqlen} tokens, ${skippedEmpty} empty)`,
+    );
+  }
+  const tokens = new Int32Array(blocks * seqlen);
+  let at = 0;
+  for (const s of accepted) {
+    for (const id of s) {
+      if (at === tokens.length) break;
+      tokens[at++] = id;
+    }
+  }
+  return { tokens, blocks, seqlen, acceptedSamples: accepted.length, skippedTooLong, skippedEmpty, droppedTokens: total - blocks * seqlen };
+}

@@ -1,0 +1,466 @@
+/**
+ * The AutoAWQ "GEMM" 4-bit checkpoint format (REFERENCE.md section 6): packing, reading and
+ * writing. Packing runs in native code (native/core/pack.cc).
+ */
+import { join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+
+import { AwqError, BadCheckpointError, BadConfigError, InvalidArgumentError, ioError, NonFiniteError } from '../errors.js';
+import { native } from '../native.js';
+import type { ModelConfig } from '../models/config.js';
+import { copyAuxiliaryFiles, ModelFolder } from './model-folder.js';
+import { prepareOutputDir, type OutputDir } from './output-dir.js';
+import { SafetensorsWriter, type Dtype, type TensorInfo } from './safetensors.js';
+
+export interface AwqDims {
+  outFeatures: number;
+  inFeatures: number;
+  groupSize: number;
+}
+
+export interface AwqPackInput extends AwqDims {
+  /** [out, in], values 0..15. */
+  q: Uint8Array;
+  /** [out, in/g], values 0..15 (stored as they are, no offset). */
+  zeros: Uint8Array;
+  /** [out, in/g]; rounded to fp16 when packed. */
+  scales: Float32Array;
+}
+
+export interface AwqPacked {
+  /** [in, out/8]. */
+  qweight: Int32Array;
+  /** [in/g, out/8]. */
+  qzeros: Int32Array;
+  /** fp16 bit patterns, [in/g, out]. */
+  scales: Uint16Array;
+}
+
+export interface AwqUnpacked {
+  q: Uint8Array;
+  zeros: Uint8Array;
+  /** [out, in/g], the fp16 scales widened. */
+  scales: Float32Array;
+}
+
+/** One quantized linear as stored: `<name>.qweight`, `.qzeros`, `.scales` and maybe `.bias`. */
+export interface AwqLinearTensors {
+  /** Module prefix, e.g. `model.layers.0.self_attn.q_proj`. */
+  name: string;
+  inFeatures: number;
+  outFeatures: number;
+  groupSize: number;
+  qweight: Int32Array;
+  qzeros: Int32Array;
+  scales: Uint16Array;
+  /** fp16 bit patterns, [out]. */
+  bias?: Uint16Array;
+}
+
+export interface AwqQuantization {
+  bits: 4;
+  groupSize: number;
+  zeroPoint: boolean;
+  version: 'gemm';
+  modulesToNotConvert?: string[] | null;
+}
+
+function checkDims({ outFeatures, inFeatures, groupSize }: AwqDims, what = ''): void {
+  const p = what ? `${what}: ` : '';
+  if (!Number.isSafeInteger(outFeatures) || outFeatures < 8 || outFeatures % 8 !== 0) {
+    throw new InvalidArgumentError(`${p}outFeatures: expected a positive multiple of 8, got ${outFeatures}`);
+  }
+  if (!Number.isSafeInteger(groupSize) || groupSize < 1) {
+    throw new InvalidArgumentError(`${p}groupSize: expected a positive integer, got ${groupSize}`);
+  }
+  if (!Number.isSafeInteger(inFeatures) || inFeatures < 1 || inFeatures % groupSize !== 0) {
+    throw new InvalidArgumentError(`${p}inFeatures: expected a positive multiple of groupSize ${groupSize}, got ${inFeatures}`);
+  }
+}
+
+function checkArray(v: unknown, ctor: { name: string; prototype: object }, length: number, name: string): void {
+  if (!(v instanceof (ctor as unknown as new () => object))) {
+    throw new InvalidArgumentError(`${name}: expected a ${ctor.name}, got ${v === null ? 'null' : typeof v === 'object' ? v.constructor.name : typeof v}`);
+  }
+  const got = (v as { length: number }).length;
+  if (got !== length) throw new InvalidArgumentError(`${name}: expected ${length} elements, got ${got}`);
+}
+
+function checkPacked(t: AwqPacked & AwqDims, what = ''): void {
+  checkDims(t, what);
+  const p = what ? `${what}.` : '';
+  const { inFeatures: i, outFeatures: o, groupSize: g } = t;
+  checkArray(t.qweight, Int32Array, (i * o) / 8, `${p}qweight [${i}, ${o / 8}]`);
+  checkArray(t.qzeros, Int32Array, ((i / g) * o) / 8, `${p}qzeros [${i / g}, ${o / 8}]`);
+  checkArray(t.scales, Uint16Array, (i / g) * o, `${p}scales [${i / g}, ${o}]`);
+}
+
+/** Packs q/zeros/scales into the AWQ GEMM layout (bit-exact with REFERENCE.md section 6). */
+export async function packAwq(input: AwqPackInput): Promise<AwqPacked> {
+  checkDims(input);
+  const { outFeatures: o, inFeatures: i, groupSize: g } = input;
+  checkArray(input.q, Uint8Array, o * i, `q [${o}, ${i}]`);
+  checkArray(input.zeros, Uint8Array, o * (i / g), `zeros [${o}, ${i / g}]`);
+  checkArray(input.scales, Float32Array, o * (i / g), `scales [${o}, ${i / g}]`);
+  const [qweight, qzeros, scales] = await native().packAwq(input.q, input.zeros, input.scales, o, i, g);
+  return { qweight, qzeros, scales };
+}
+
+/** The inverse of packAwq (scales widened from fp16). */
+export async function unpackAwq(input: AwqPacked & AwqDims): Promise<AwqUnpacked> {
+  checkPacked(input);
+  const { outFeatures: o, inFeatures: i, groupSize: g } = input;
+  const [q, zeros, scales] = await native().unpackAwq(input.qweight, input.qzeros, input.scales, o, i, g);
+  return { q, zeros, scales };
+}
+
+/** w [out, in] = (q - z) * s in fp32. */
+export async function dequantizeAwq(input: AwqPacked & AwqDims): Promise<Float32Array> {
+  checkPacked(input);
+  const { outFeatures: o, inFeatures: i, groupSize: g } = input;
+  return native().dequantizeAwq(input.qweight, input.qzeros, input.scales, o, i, g);
+}
+
+// ----------------------------------------------------------------------------------------------
+// Reading
+
+/** Parses config.json's quantization_config; anything but 4-bit AWQ GEMM is a BadConfigError. */
+export function parseAwqQuantization(raw: Record<string, unknown>, source: string): AwqQuantization {
+  const qc = raw.quantization_config;
+  if (qc === undefined || qc === null) {
+    throw new BadConfigError(`${source}: no 'quantization_config': not an AWQ checkpoint`);
+  }
+  if (typeof qc !== 'object' || Array.isArray(qc)) {
+    throw new BadConfigError(`${source}: 'quantization_config' is not an object`);
+  }
+  const o = qc as Record<string, unknown>;
+  const fail = (field: string, expected: string): never => {
+    const v = o[field];
+    throw new BadConfigError(
+      `${source}: quantization_config.${field}: expected ${expected}, ${v === undefined ? 'it is missing' : `got ${JSON.stringify(v)}`}`,
+    );
+  };
+  if (o.quant_method !== 'awq') fail('quant_method', "'awq'");
+  // Older AutoAWQ configs spell the fields w_bit / q_group_size.
+  const bits = o.bits ?? o.w_bit;
+  if (bits !== 4) fail(o.bits !== undefined ? 'bits' : 'w_bit', '4 (the only width the GEMM format packs)');
+  const groupSize = o.group_size ?? o.q_group_size;
+  if (typeof groupSize !== 'number' || !Number.isSafeInteger(groupSize) || groupSize < 1) {
+    fail(o.group_size !== undefined ? 'group_size' : 'q_group_size', 'a positive integer');
+  }
+  const zeroPoint = o.zero_point ?? true;
+  if (typeof zeroPoint !== 'boolean') fail('zero_point', 'true or false');
+  const version = o.version ?? 'gemm';
+  if (typeof version !== 'string' || version.toLowerCase() !== 'gemm') {
+    fail('version', "'gemm' (other AWQ layouts such as gemv, marlin or exllama are not supported)");
+  }
+  const mods = o.modules_to_not_convert ?? null;
+  if (mods !== null && !(Array.isArray(mods) && mods.every((m) => typeof m === 'string'))) {
+    fail('modules_to_not_convert', 'null or a list of module names');
+  }
+  return {
+    bits: 4,
+    groupSize: groupSize as number,
+    zeroPoint: zeroPoint as boolean,
+    version: 'gemm',
+    modulesToNotConvert: mods as string[] | null,
+  };
+}
+
+export class AwqCheckpoint {
+  private constructor(
+    readonly folder: ModelFolder,
+    readonly quantization: AwqQuantization,
+    private readonly linears: ReadonlyMap<string, AwqDims>,
+  ) {}
+
+  get config(): ModelConfig {
+    return this.folder.config;
+  }
+
+  static async open(dir: string): Promise<AwqCheckpoint> {
+    const folder = await ModelFolder.open(dir);
+    try {
+      const quantization = parseAwqQuantization(folder.rawConfig, join(dir, 'config.json'));
+      const linears = new Map<string, AwqDims>();
+      for (const name of folder.tensorNames()) {
+        if (!name.endsWith('.qweight')) continue;
+        const prefix = name.slice(0, -'.qweight'.length);
+        linears.set(prefix, checkLinearShapes(folder, prefix, quantization.groupSize));
+      }
+      for (const name of folder.tensorNames()) {
+        const m = /^(.*)\.(qzeros|scales)$/.exec(name);
+        if (m && folder.has(`${m[1]}.qzeros`) && !linears.has(m[1])) {
+          throw new BadCheckpointError(`${dir}: '${name}' has no matching '${m[1]}.qweight'`);
+        }
+      }
+      if (linears.size === 0) throw new BadCheckpointError(`${dir}: config.json says AWQ, but no tensor is named '*.qweight'`);
+      return new AwqCheckpoint(folder, quantization, linears);
+    } catch (err) {
+      await folder.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Module prefixes of the quantized linears, in file order. */
+  linearNames(): string[] {
+    return [...this.linears.keys()];
+  }
+
+  /** Dimensions of one quantized linear (from the headers; no data read). */
+  linearDims(name: string): AwqDims {
+    const d = this.linears.get(name);
+    if (!d) throw new InvalidArgumentError(`${this.folder.dir}: no quantized linear named '${name}'`);
+    return d;
+  }
+
+  async readLinear(name: string): Promise<AwqLinearTensors> {
+    const dims = this.linearDims(name);
+    const f = this.folder;
+    const [qweight, qzeros, scales] = await Promise.all([
+      f.readRaw(`${name}.qweight`),
+      f.readRaw(`${name}.qzeros`),
+      f.readRaw(`${name}.scales`),
+    ]);
+    const out: AwqLinearTensors = {
+      name,
+      ...dims,
+      qweight: new Int32Array(qweight.buffer, qweight.byteOffset, qweight.byteLength / 4),
+      qzeros: new Int32Array(qzeros.buffer, qzeros.byteOffset, qzeros.byteLength / 4),
+      scales: new Uint16Array(scales.buffer, scales.byteOffset, scales.byteLength / 2),
+    };
+    if (f.has(`${name}.bias`)) out.bias = await readBiasF16(f, `${name}.bias`);
+    return out;
+  }
+
+  /** An unquantized tensor (embeddings, norms, lm_head) as fp32. */
+  readF32(name: string): Promise<Float32Array> {
+    return this.folder.readF32(name);
+  }
+
+  close(): Promise<void> {
+    return this.folder.close();
+  }
+}
+
+export function openAwqCheckpoint(dir: string): Promise<AwqCheckpoint> {
+  return AwqCheckpoint.open(dir);
+}
+
+function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: number): AwqDims {
+  const need = (suffix: string, dtype: Dtype): TensorInfo => {
+    const name = `${prefix}.${suffix}`;
+    if (!folder.has(name)) throw new BadCheckpointError(`${folder.dir}: '${prefix}.qweight' has no matching '${name}'`);
+    const t = folder.info(name);
+    if (t.dtype !== dtype) throw new BadCheckpointError(`${t.file}: tensor '${name}': expected dtype ${dtype}, got ${t.dtype}`);
+    if (t.shape.length !== 2) throw new BadCheckpointError(`${t.file}: tensor '${name}': expected 2 dimensions, got shape ${JSON.stringify(t.shape)}`);
+    return t;
+  };
+  const qw = need('qweight', 'I32');
+  const qz = need('qzeros', 'I32');
+  const sc = need('scales', 'F16');
+  const inFeatures = qw.shape[0];
+  const outFeatures = sc.shape[1];
+  const bad = (t: TensorInfo, expected: number[]) =>
+    new BadCheckpointError(
+      `${t.file}: tensor '${t.name}': shape ${JSON.stringify(t.shape)} is inconsistent with in=${inFeatures}, ` +
+        `out=${outFeatures}, group_size=${groupSize} (expected ${JSON.stringify(expected)})`,
+    );
+  if (inFeatures % groupSize !== 0 || outFeatures % 8 !== 0 || inFeatures === 0 || outFeatures === 0) {
+    throw bad(qw, [inFeatures, outFeatures / 8]);
+  }
+  const groups = inFeatures / groupSize;
+  if (qw.shape[1] !== outFeatures / 8) throw bad(qw, [inFeatures, outFeatures / 8]);
+  if (qz.shape[0] !== groups || qz.shape[1] !== outFeatures / 8) throw bad(qz, [groups, outFeatures / 8]);
+  if (sc.shape[0] !== groups) throw bad(sc, [groups, outFeatures]);
+  const biasName = `${prefix}.bias`;
+  if (folder.has(biasName)) {
+    const b = folder.info(biasName);
+    if (b.shape.length !== 1 || b.shape[0] !== outFeatures) throw bad(b, [outFeatures]);
+    if (b.dtype !== 'F16' && b.dtype !== 'BF16' && b.dtype !== 'F32') {
+      throw new BadCheckpointError(`${b.file}: tensor '${biasName}': expected a float dtype, got ${b.dtype}`);
+    }
+  }
+  return { inFeatures, outFeatures, groupSize };
+}
+
+async function readBiasF16(folder: ModelFolder, name: string): Promise<Uint16Array> {
+  if (folder.info(name).dtype === 'F16') {
+    const raw = await folder.readRaw(name);
+    return new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
+  }
+  const f32 = await folder.readF32(name);
+  return toHalf(f32, 'F16', name);
+}
+
+/** fp32 -> fp16/bf16 bits; NaN/Inf and finite overflow are errors naming the tensor. */
+async function toHalf(data: Float32Array, dtype: 'F16' | 'BF16', name: string): Promise<Uint16Array> {
+  const out = new Uint16Array(data.length);
+  const r = await native().convertFromF32(data, dtype, out);
+  if (r.firstNonFinite >= 0) {
+    throw new NonFiniteError(`tensor '${name}': element ${r.firstNonFinite} is ${data[r.firstNonFinite]}`);
+  }
+  if (r.firstOverflow >= 0) {
+    throw new InvalidArgumentError(
+      `tensor '${name}': element ${r.firstOverflow} = ${data[r.firstOverflow]} overflows ${dtype === 'F16' ? 'fp16 (max 65504)' : 'bf16'}` +
+        (dtype === 'F16' ? '; keep the source dtype (keepSourceDtype / --keep-dtype) for this model' : ''),
+    );
+  }
+  return out;
+}
+
+// ----------------------------------------------------------------------------------------------
+// Writing
+
+export interface AwqWriterOptions {
+  /** The model folder being quantized: auxiliary files come from it; `out` may not be inside it. */
+  sourceDir: string;
+  overwrite?: boolean;
+  maxShardBytes?: number;
+  /** Write unquantized tensors in their source dtype (when given to addTensor) instead of fp16. */
+  keepSourceDtype?: boolean;
+}
+
+export class AwqCheckpointWriter {
+  private done = false;
+
+  private constructor(
+    private readonly output: OutputDir,
+    private readonly writer: SafetensorsWriter,
+    private readonly opts: AwqWriterOptions,
+  ) {}
+
+  static async create(out: string, opts: AwqWriterOptions): Promise<AwqCheckpointWriter> {
+    if (!opts || typeof opts.sourceDir !== 'string') {
+      throw new InvalidArgumentError('opts.sourceDir: expected the path of the source model folder');
+    }
+    const output = await prepareOutputDir(out, { overwrite: opts.overwrite, inputDir: opts.sourceDir });
+    try {
+      const writer = await SafetensorsWriter.create(output.tempDir, { maxShardBytes: opts.maxShardBytes });
+      return new AwqCheckpointWriter(output, writer, opts);
+    } catch (err) {
+      await output.abort();
+      throw err;
+    }
+  }
+
+  /** The final output folder. */
+  get out(): string {
+    return this.output.out;
+  }
+
+  async addLinear(t: AwqLinearTensors): Promise<void> {
+    this.checkOpen();
+    if (!t || typeof t.name !== 'string' || t.name === '') throw new InvalidArgumentError('linear: expected a module name');
+    checkPacked(t, t.name);
+    const { inFeatures: i, outFeatures: o, groupSize: g } = t;
+    if (t.bias !== undefined) checkArray(t.bias, Uint16Array, o, `${t.name}.bias [${o}]`);
+    await this.guard(async () => {
+      await this.writer.add(`${t.name}.qweight`, 'I32', [i, o / 8], t.qweight);
+      await this.writer.add(`${t.name}.qzeros`, 'I32', [i / g, o / 8], t.qzeros);
+      await this.writer.add(`${t.name}.scales`, 'F16', [i / g, o], t.scales);
+      if (t.bias) await this.writer.add(`${t.name}.bias`, 'F16', [o], t.bias);
+    });
+  }
+
+  /**
+   * An unquantized tensor, fp16 by default; with keepSourceDtype and a sourceDtype of F32 or
+   * BF16 it keeps that dtype. NaN/Inf is a NonFiniteError, a finite value beyond fp16's range an
+   * InvalidArgumentError, both naming the tensor (nothing is written for it).
+   */
+  async addTensor(name: string, shape: number[], data: Float32Array, sourceDtype?: Dtype): Promise<void> {
+    this.checkOpen();
+    if (!(data instanceof Float32Array)) throw new InvalidArgumentError(`tensor '${name}': data: expected a Float32Array`);
+    let dtype: 'F16' | 'BF16' | 'F32' = 'F16';
+    if (this.opts.keepSourceDtype && (sourceDtype === 'BF16' || sourceDtype === 'F32')) dtype = sourceDtype;
+    await this.guard(async () => {
+      if (dtype === 'F32') {
+        const r = await native().convertFromF32(data, 'F16', new Uint16Array(data.length));
+        if (r.firstNonFinite >= 0) {
+          throw new NonFiniteError(`tensor '${name}': element ${r.firstNonFinite} is ${data[r.firstNonFinite]}`);
+        }
+        await this.writer.add(name, 'F32', shape, data);
+      } else {
+        await this.writer.add(name, dtype, shape, await toHalfChecked(data, dtype, name, shape));
+      }
+    });
+  }
+
+  /** A small extra file (e.g. the quantization report) placed in the output folder. */
+  async addFile(name: string, content: string): Promise<void> {
+    this.checkOpen();
+    if (!/^[\w.-]+$/.test(name) || name.endsWith('.safetensors') || name === 'config.json') {
+      throw new InvalidArgumentError(`file name '${name}': expected a plain name that is not a weight file or config.json`);
+    }
+    await this.guard(async () => {
+      try {
+        await writeFile(join(this.output.tempDir, name), content);
+      } catch (err) {
+        throw ioError(`writing ${join(this.output.tempDir, name)}`, err);
+      }
+    });
+  }
+
+  /**
+   * Writes config.json (rawConfig with quantization_config and torch_dtype float16), copies the
+   * auxiliary files of the source folder, and renames the folder into place.
+   */
+  async finish(rawConfig: Record<string, unknown>, quantization: { groupSize: number; zeroPoint: boolean; modulesToNotConvert?: string[] | null }): Promise<void> {
+    this.checkOpen();
+    if (!Number.isSafeInteger(quantization?.groupSize) || quantization.groupSize < 1) {
+      throw new InvalidArgumentError(`quantization.groupSize: expected a positive integer, got ${quantization?.groupSize}`);
+    }
+    await this.guard(async () => {
+      await this.writer.finish();
+      const config: Record<string, unknown> = { ...rawConfig, torch_dtype: 'float16' };
+      config.quantization_config = {
+        quant_method: 'awq',
+        bits: 4,
+        group_size: quantization.groupSize,
+        zero_point: quantization.zeroPoint,
+        version: 'gemm',
+        modules_to_not_convert: quantization.modulesToNotConvert ?? null,
+      };
+      const configPath = join(this.output.tempDir, 'config.json');
+      try {
+        await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`);
+      } catch (err) {
+        throw ioError(`writing ${configPath}`, err);
+      }
+      await copyAuxiliaryFiles(this.opts.sourceDir, this.output.tempDir);
+      await this.output.commit();
+    });
+    this.done = true;
+  }
+
+  /** Removes everything written so far. */
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await this.writer.abort();
+    await this.output.abort();
+  }
+
+  private checkOpen(): void {
+    if (this.done) throw new InvalidArgumentError(`AWQ writer for ${this.output.out} is already finished or aborted`);
+  }
+
+  /** Argument errors leave the writer usable; I/O failures abort it (temp folder removed). */
+  private async guard(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      if (!(err instanceof InvalidArgumentError || err instanceof NonFiniteError)) await this.abort();
+      throw err instanceof AwqError ? err : ioError(`writing ${this.output.tempDir}`, err);
+    }
+  }
+}
+
+async function toHalfChecked(data: Float32Array, dtype: 'F16' | 'BF16', name: string, shape: number[]): Promise<Uint16Array> {
+  let n = 1;
+  for (const d of shape) n *= d;
+  if (!Array.isArray(shape) || n !== data.length) {
+    throw new InvalidArgumentError(`tensor '${name}': shape ${JSON.stringify(shape)} does not match ${data.length} elements`);
+  }
+  return toHalf(data, dtype, name);
+}

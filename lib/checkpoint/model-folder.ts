@@ -1,0 +1,241 @@
+/**
+ * A Hugging Face model folder: `config.json` plus one `model.safetensors` or shards named by
+ * `model.safetensors.index.json`. Tensors are read on demand, by offset.
+ */
+import { copyFile, readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { AwqError, BadCheckpointError, BadConfigError, ioError } from '../errors.js';
+import { parseModelConfig, type ModelConfig } from '../models/config.js';
+import { SafetensorsFile, type TensorInfo } from './safetensors.js';
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+export const SINGLE_FILE = 'model.safetensors';
+
+/** Reads and parses `<dir>/config.json` as JSON (not yet as a model description). */
+export async function readRawConfig(dir: string): Promise<Record<string, unknown>> {
+  const path = join(dir, 'config.json');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new BadConfigError(`${path}: missing (a Hugging Face model folder has a config.json)`, { cause: err });
+    }
+    throw ioError(`reading ${path}`, err);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new BadConfigError(`${path}: not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new BadConfigError(`${path}: expected a JSON object`);
+  }
+  return json as Record<string, unknown>;
+}
+
+/** The safetensors of a folder, single or sharded, validated against the index. */
+export class WeightFiles {
+  private constructor(
+    readonly dir: string,
+    /** Open files by name relative to dir, in shard order. */
+    readonly files: ReadonlyMap<string, SafetensorsFile>,
+    readonly tensors: ReadonlyMap<string, TensorInfo>,
+    /** Whether the folder has model.safetensors.index.json. */
+    readonly sharded: boolean,
+  ) {}
+
+  static async open(dir: string): Promise<WeightFiles> {
+    const indexPath = join(dir, INDEX_FILE);
+    const index = await readIndex(indexPath);
+    const files = new Map<string, SafetensorsFile>();
+    try {
+      if (!index) {
+        const single = join(dir, SINGLE_FILE);
+        if (!(await isFile(single))) {
+          let names: string[] = [];
+          try {
+            names = await readdir(dir);
+          } catch (err) {
+            throw ioError(`listing ${dir}`, err);
+          }
+          const hint = names.some((n) => n.endsWith('.bin') || n.endsWith('.pt') || n.endsWith('.pth'))
+            ? ' (it has PyTorch .bin/.pt weights: convert them to safetensors first)'
+            : '';
+          throw new BadCheckpointError(`${dir}: no ${SINGLE_FILE} and no ${INDEX_FILE}${hint}`);
+        }
+        const f = await SafetensorsFile.open(single);
+        files.set(SINGLE_FILE, f);
+        return new WeightFiles(dir, files, new Map(f.tensors), false);
+      }
+      const shardNames = [...new Set(Object.values(index))].sort();
+      for (const shard of shardNames) {
+        const path = join(dir, shard);
+        if (!(await isFile(path))) {
+          throw new BadCheckpointError(`${indexPath}: shard '${shard}' named in weight_map does not exist in ${dir}`);
+        }
+        files.set(shard, await SafetensorsFile.open(path));
+      }
+      const tensors = new Map<string, TensorInfo>();
+      for (const [name, shard] of Object.entries(index)) {
+        const t = files.get(shard)!.tensors.get(name);
+        if (!t) throw new BadCheckpointError(`${indexPath}: tensor '${name}' is mapped to '${shard}', which does not contain it`);
+        tensors.set(name, t);
+      }
+      for (const [shard, f] of files) {
+        for (const name of f.tensors.keys()) {
+          if (index[name] === undefined) {
+            throw new BadCheckpointError(`${indexPath}: tensor '${name}' of shard '${shard}' is missing from the index's weight_map`);
+          }
+          if (index[name] !== shard) {
+            throw new BadCheckpointError(`${indexPath}: tensor '${name}' is in shard '${shard}' but mapped to '${index[name]}'`);
+          }
+        }
+      }
+      return new WeightFiles(dir, files, tensors, true);
+    } catch (err) {
+      await Promise.all([...files.values()].map((f) => f.close().catch(() => {})));
+      throw err;
+    }
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) throw new BadCheckpointError(`${this.dir}: no tensor named '${name}'`);
+    return t;
+  }
+
+  fileOf(name: string): SafetensorsFile {
+    const t = this.info(name);
+    for (const f of this.files.values()) if (f.path === t.file) return f;
+    throw new BadCheckpointError(`${this.dir}: tensor '${name}': its file is not open`);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.files.values()].map((f) => f.close()));
+  }
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** weight_map of the index, or null when the folder has none. */
+async function readIndex(path: string): Promise<Record<string, string> | null> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(`reading ${path}`, err);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new BadCheckpointError(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+  const map = (json as { weight_map?: unknown } | null)?.weight_map;
+  if (map === null || typeof map !== 'object' || Array.isArray(map)) {
+    throw new BadCheckpointError(`${path}: expected an object with a 'weight_map' object`);
+  }
+  for (const [name, shard] of Object.entries(map)) {
+    if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
+      throw new BadCheckpointError(`${path}: weight_map['${name}'] = ${JSON.stringify(shard)} is not a shard file name`);
+    }
+  }
+  return map as Record<string, string>;
+}
+
+export class ModelFolder {
+  private constructor(
+    readonly dir: string,
+    readonly config: ModelConfig,
+    readonly rawConfig: Record<string, unknown>,
+    readonly weights: WeightFiles,
+  ) {}
+
+  /** Opens the folder: parses config.json, opens and validates every shard's header. */
+  static async open(dir: string): Promise<ModelFolder> {
+    const rawConfig = await readRawConfig(dir);
+    const config = parseModelConfig(rawConfig, join(dir, 'config.json'));
+    const weights = await WeightFiles.open(dir);
+    return new ModelFolder(dir, config, rawConfig, weights);
+  }
+
+  /** Tensor names, in file order (shard by shard, by offset). */
+  tensorNames(): string[] {
+    return [...this.weights.tensors.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.weights.tensors.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    return this.weights.info(name);
+  }
+
+  /** The shard file names (relative to dir). */
+  shards(): string[] {
+    return [...this.weights.files.keys()];
+  }
+
+  readF32(name: string): Promise<Float32Array> {
+    return this.weights.fileOf(name).readF32(name);
+  }
+
+  readRaw(name: string): Promise<Uint8Array> {
+    return this.weights.fileOf(name).readRaw(name);
+  }
+
+  close(): Promise<void> {
+    return this.weights.close();
+  }
+}
+
+/** Files never carried to an output folder: weights in any format, the index, config.json. */
+function isWeightOrConfig(name: string): boolean {
+  return (
+    name === 'config.json' ||
+    name === INDEX_FILE ||
+    /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx|pkl)$/i.test(name) ||
+    /\.index\.json$/i.test(name)
+  );
+}
+
+/** Small files are carried; anything larger is not a tokenizer or a generation config. */
+const MAX_AUXILIARY_BYTES = 100 << 20;
+
+/**
+ * Copies the tokenizer files, generation_config.json and the other small non-weight files of
+ * `srcDir` (regular files, not hidden) into `dstDir`. README.md is left out: it describes the
+ * source model, not the quantized one. Returns the names copied.
+ */
+export async function copyAuxiliaryFiles(srcDir: string, dstDir: string): Promise<string[]> {
+  let entries;
+  try {
+    entries = await readdir(srcDir, { withFileTypes: true });
+  } catch (err) {
+    throw ioError(`listing ${srcDir}`, err);
+  }
+  const copied: string[] = [];
+  for (const e of entries) {
+    if (!e.isFile() || e.name.startsWith('.') || isWeightOrConfig(e.name) || e.name.toLowerCase() === 'readme.md') continue;
+    const src = join(srcDir, e.name);
+    try {
+      if ((await stat(src)).size > MAX_AUXILIARY_BYTES) continue;
+      await copyFile(src, join(dstDir, e.name));
+    } catch (err) {
+      throw err instanceof AwqError ? err : ioError(`copying ${src} to ${dstDir}`, err);
+    }
+    copied.push(e.name);
+  }
+  return copied.sort();
+}

@@ -1,0 +1,129 @@
+/**
+ * Output folders that appear complete or not at all: every writer works in a temporary folder
+ * next to the destination (`<out>.tmp-<pid>-<random>`) and `commit()` renames it into place, so
+ * an interrupted run never leaves a folder under the requested name that looks done.
+ */
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, realpath, rename, rm } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+
+import { AwqError, InvalidArgumentError, ioError } from '../errors.js';
+
+export interface PrepareOutputOptions {
+  /** Replace an existing folder at `out` (only on commit, after everything was written). */
+  overwrite?: boolean;
+  /** The folder being read: `out` may be neither it nor inside it. */
+  inputDir?: string;
+}
+
+export interface OutputDir {
+  /** The final path. */
+  readonly out: string;
+  /** Where to write; renamed to `out` by commit(). */
+  readonly tempDir: string;
+  /** Renames the temporary folder into place (replacing `out` only with overwrite). */
+  commit(): Promise<void>;
+  /** Removes the temporary folder; safe to call more than once and after a failed commit. */
+  abort(): Promise<void>;
+}
+
+async function exists(path: string): Promise<'dir' | 'other' | null> {
+  try {
+    return (await lstat(path)).isDirectory() ? 'dir' : 'other';
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(`checking ${path}`, err);
+  }
+}
+
+/** Resolves symbolic links of the longest existing prefix of `path`. */
+async function canonical(path: string): Promise<string> {
+  const abs = resolve(path);
+  let head = abs;
+  const tail: string[] = [];
+  for (;;) {
+    try {
+      return join(await realpath(head), ...tail.reverse());
+    } catch {
+      const parent = dirname(head);
+      if (parent === head) return abs;
+      tail.push(basename(head));
+      head = parent;
+    }
+  }
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = relative(parent, child);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+async function refuseExisting(out: string, overwrite: boolean): Promise<void> {
+  const kind = await exists(out);
+  if (kind === 'other') {
+    throw new InvalidArgumentError(`output ${out} exists and is not a folder; refusing to replace it`);
+  }
+  if (kind === 'dir' && !overwrite) {
+    throw new InvalidArgumentError(`output folder ${out} already exists; pass --overwrite (overwrite: true) to replace it`);
+  }
+}
+
+export async function prepareOutputDir(out: string, opts: PrepareOutputOptions = {}): Promise<OutputDir> {
+  if (typeof out !== 'string' || out === '') throw new InvalidArgumentError(`out: expected a folder path, got ${JSON.stringify(out)}`);
+  const overwrite = opts.overwrite ?? false;
+  const outAbs = resolve(out);
+  if (opts.inputDir !== undefined) {
+    const [o, i] = await Promise.all([canonical(outAbs), canonical(opts.inputDir)]);
+    if (isInside(o, i)) {
+      throw new InvalidArgumentError(
+        `output folder ${out} is ${o === i ? 'the input folder' : `inside the input folder ${opts.inputDir}`}; ` +
+          'the input is never modified: choose a folder outside it',
+      );
+    }
+  }
+  await refuseExisting(outAbs, overwrite);
+  const tempDir = `${outAbs}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    await mkdir(dirname(outAbs), { recursive: true });
+    await mkdir(tempDir);
+  } catch (err) {
+    throw ioError(`creating ${tempDir}`, err);
+  }
+
+  let state: 'open' | 'committed' | 'aborted' = 'open';
+  return {
+    out: outAbs,
+    tempDir,
+    async commit() {
+      if (state !== 'open') throw new InvalidArgumentError(`output ${outAbs} was already ${state}`);
+      try {
+        // Checked again: the folder may have appeared while we were writing.
+        await refuseExisting(outAbs, overwrite);
+        if ((await exists(outAbs)) === 'dir') {
+          // Move the old folder aside first: renaming onto a non-empty folder fails.
+          const old = `${outAbs}.old-${process.pid}-${randomBytes(4).toString('hex')}`;
+          await rename(outAbs, old);
+          try {
+            await rename(tempDir, outAbs);
+          } catch (err) {
+            await rename(old, outAbs).catch(() => {});
+            throw err;
+          }
+          await rm(old, { recursive: true, force: true });
+        } else {
+          await rename(tempDir, outAbs);
+        }
+        state = 'committed';
+      } catch (err) {
+        await rm(tempDir, { recursive: true, force: true }).catch(() => {});
+        state = 'aborted';
+        throw err instanceof AwqError ? err : ioError(`moving ${tempDir} to ${outAbs}`, err);
+      }
+    },
+    async abort() {
+      if (state !== 'open') return;
+      state = 'aborted';
+      await rm(tempDir, { recursive: true, force: true }).catch(() => {});
+    },
+  };
+}

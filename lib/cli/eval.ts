@@ -1,0 +1,50 @@
+/** `awq eval <folder> --text file`: perplexity of a dense or AWQ model (REFERENCE.md section 7). */
+import type { Command } from 'commander';
+
+import { evaluate } from '../eval/perplexity.js';
+import { abortOnSignals, progressView } from './progress-view.js';
+import { positiveInt } from './parse.js';
+
+export function registerEval(program: Command): void {
+  program
+    .command('eval')
+    .description('perplexity of a model folder (Hugging Face or AWQ) on a text file')
+    .argument('<folder>', 'model folder')
+    .requiredOption('--text <file>', 'evaluation text (tokenized as a whole, no special tokens)')
+    .option('--seqlen <n>', 'window length in tokens', positiveInt('--seqlen'), 512)
+    .option('--windows <n>', 'evaluate only the first N windows', positiveInt('--windows'))
+    .option('--threads <n>', 'native threads (default: all cores)', positiveInt('--threads'))
+    .option('--json', 'print a JSON object (progress as JSON lines on stderr)')
+    .option('--quiet', 'no progress output')
+    .action(async (folder: string, opts: { text: string; seqlen: number; windows?: number; threads?: number; json?: boolean; quiet?: boolean }) => {
+      const { setThreads } = await import('../backends.js');
+      if (opts.threads) setThreads(opts.threads);
+      const controller = new AbortController();
+      const release = abortOnSignals(controller);
+      const view = progressView({ json: !!opts.json, quiet: opts.quiet }, 'window');
+      try {
+        const r = await evaluate({
+          model: folder,
+          textPath: opts.text,
+          seqlen: opts.seqlen,
+          windows: opts.windows,
+          signal: controller.signal,
+          onProgress: view.listener,
+        });
+        view.stop();
+        if (opts.json) {
+          process.stdout.write(
+            `${JSON.stringify({ perplexity: r.perplexity, tokens: r.tokens, windows: r.windows, seqlen: r.seqlen, predictedTokens: r.predictedTokens, quantized: r.quantized, seconds: r.elapsedMs / 1000 })}\n`,
+          );
+        } else {
+          process.stdout.write(
+            `perplexity ${r.perplexity.toFixed(3)} over ${r.windows} windows of ${r.seqlen} tokens ` +
+              `(${r.tokens} tokens, ${r.predictedTokens} predicted; ${r.quantized ? 'AWQ' : 'full precision'}; ${(r.elapsedMs / 1000).toFixed(1)} s)\n`,
+          );
+        }
+      } finally {
+        view.stop();
+        release();
+      }
+    });
+}

@@ -1,0 +1,154 @@
+/** `awq inspect <folder|file.safetensors>`: what a checkpoint holds, without reading tensor data. */
+import { stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import type { Command } from 'commander';
+
+import { parseAwqQuantization, type AwqQuantization } from '../checkpoint/awq-format.js';
+import { readRawConfig, WeightFiles } from '../checkpoint/model-folder.js';
+import { SafetensorsFile, type TensorInfo } from '../checkpoint/safetensors.js';
+import { AwqError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
+import { parseModelConfig, type ModelConfig } from '../models/config.js';
+
+export interface InspectReport {
+  path: string;
+  /** config.json model_type (null for a bare safetensors file). */
+  modelType: string | null;
+  architectures: string[];
+  /** The parsed model description, or why it could not be parsed. */
+  config: ModelConfig | null;
+  configError: string | null;
+  tensorCount: number;
+  /** Sum of tensor bytes (what the index calls total_size). */
+  totalBytes: number;
+  dtypes: Record<string, { tensors: number; bytes: number }>;
+  shards: { file: string; tensors: number; bytes: number; fileBytes: number }[];
+  /** config.json quantization_config as written, or null. */
+  quantization: Record<string, unknown> | null;
+  /** Parsed AWQ settings and the number of quantized linears, when it is an AWQ checkpoint. */
+  awq: (AwqQuantization & { linears: number }) | null;
+}
+
+export async function inspectCheckpoint(path: string): Promise<InspectReport> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(path)).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new InvalidArgumentError(`${path}: no such file or folder`);
+    throw ioError(`reading ${path}`, err);
+  }
+  let raw: Record<string, unknown> | null = null;
+  let tensors: TensorInfo[];
+  const shards: InspectReport['shards'] = [];
+  if (isDir) {
+    raw = await readRawConfig(path);
+    const w = await WeightFiles.open(path);
+    try {
+      tensors = [...w.tensors.values()];
+      for (const [name, f] of w.files) {
+        const list = [...f.tensors.values()];
+        shards.push({ file: name, tensors: list.length, bytes: list.reduce((a, t) => a + t.byteLength, 0), fileBytes: f.fileSize });
+      }
+    } finally {
+      await w.close();
+    }
+  } else {
+    const f = await SafetensorsFile.open(path);
+    tensors = [...f.tensors.values()];
+    shards.push({ file: basename(path), tensors: tensors.length, bytes: tensors.reduce((a, t) => a + t.byteLength, 0), fileBytes: f.fileSize });
+    await f.close();
+  }
+
+  const dtypes: InspectReport['dtypes'] = {};
+  for (const t of tensors) {
+    const d = (dtypes[t.dtype] ??= { tensors: 0, bytes: 0 });
+    d.tensors++;
+    d.bytes += t.byteLength;
+  }
+  let config: ModelConfig | null = null;
+  let configError: string | null = null;
+  let awq: InspectReport['awq'] = null;
+  if (raw) {
+    const source = join(path, 'config.json');
+    try {
+      config = parseModelConfig(raw, source);
+    } catch (err) {
+      if (!(err instanceof AwqError)) throw err;
+      configError = err.message;
+    }
+    if (raw.quantization_config !== undefined && raw.quantization_config !== null) {
+      try {
+        awq = { ...parseAwqQuantization(raw, source), linears: tensors.filter((t) => t.name.endsWith('.qweight')).length };
+      } catch (err) {
+        if (!(err instanceof BadConfigError)) throw err;
+      }
+    }
+  }
+  const qc = raw?.quantization_config;
+  return {
+    path,
+    modelType: typeof raw?.model_type === 'string' ? raw.model_type : null,
+    architectures: Array.isArray(raw?.architectures) ? (raw.architectures as unknown[]).map(String) : [],
+    config,
+    configError,
+    tensorCount: tensors.length,
+    totalBytes: tensors.reduce((a, t) => a + t.byteLength, 0),
+    dtypes,
+    shards,
+    quantization: qc && typeof qc === 'object' && !Array.isArray(qc) ? (qc as Record<string, unknown>) : null,
+    awq,
+  };
+}
+
+function human(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${bytes} B` : `${v.toFixed(2)} ${units[u]}`;
+}
+
+function formatReport(r: InspectReport): string {
+  const lines = [`${r.path}`];
+  if (r.modelType !== null) {
+    lines.push(`architecture: ${r.modelType}${r.architectures.length ? ` (${r.architectures.join(', ')})` : ''}`);
+  }
+  if (r.config) {
+    const c = r.config;
+    lines.push(
+      `  ${c.numLayers} layers, hidden ${c.hiddenSize}, intermediate ${c.intermediateSize}, heads ${c.numHeads}/${c.numKvHeads} kv, ` +
+        `head_dim ${c.headDim}, vocab ${c.vocabSize}${c.tieWordEmbeddings ? ', tied embeddings' : ''}` +
+        `${c.attentionBias ? ', qkv bias' : ''}${c.qkNorm ? ', q/k norm' : ''}` +
+        `${c.ropeScaling ? `, rope_scaling ${c.ropeScaling.type} x${c.ropeScaling.factor}` : ''}`,
+    );
+  } else if (r.configError) {
+    lines.push(`  config: ${r.configError}`);
+  }
+  lines.push(`tensors: ${r.tensorCount}, ${human(r.totalBytes)} (${r.totalBytes} bytes)`);
+  for (const [d, v] of Object.entries(r.dtypes).sort((a, b) => b[1].bytes - a[1].bytes)) {
+    lines.push(`  ${d.padEnd(5)} ${String(v.tensors).padStart(6)} tensors  ${human(v.bytes).padStart(11)}`);
+  }
+  lines.push(`shards: ${r.shards.length}`);
+  for (const s of r.shards) lines.push(`  ${s.file}  ${s.tensors} tensors  ${human(s.fileBytes)}`);
+  if (r.quantization) {
+    lines.push(`quantization: ${JSON.stringify(r.quantization)}`);
+    if (r.awq) lines.push(`  AWQ ${r.awq.bits}-bit, group ${r.awq.groupSize}, ${r.awq.version}: ${r.awq.linears} quantized linears`);
+  } else {
+    lines.push('quantization: none');
+  }
+  return lines.join('\n');
+}
+
+export function registerInspect(program: Command): void {
+  program
+    .command('inspect')
+    .description('print a checkpoint\'s architecture, dtypes, tensor count and bytes, shards and quantization config')
+    .argument('<path>', 'a model folder (config.json + safetensors) or one .safetensors file')
+    .option('--json', 'print a JSON object (modelType, tensorCount, totalBytes, shards, quantization, ...)')
+    .action(async (path: string, opts: { json?: boolean }) => {
+      const report = await inspectCheckpoint(path);
+      process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
+    });
+}

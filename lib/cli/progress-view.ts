@@ -1,0 +1,88 @@
+/**
+ * Renders progress events: a bar on a terminal (cli-progress), one plain line per step when
+ * stderr is not a TTY, or JSON lines (`--json`) for harnesses. Progress goes to stderr so that
+ * stdout carries only results.
+ */
+import cliProgress from 'cli-progress';
+
+import type { ProgressEvent } from '../progress.js';
+
+function seconds(ms: number | undefined): string {
+  if (ms === undefined || !Number.isFinite(ms)) return '?';
+  const s = Math.round(ms / 1000);
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+function label(e: ProgressEvent, unit: string): string {
+  if (e.stage === 'layer' && e.layer !== undefined) return `${unit} ${e.layer + 1}/${e.total} ${e.phase ?? ''}`.trim();
+  if (e.stage === 'eval' && e.layer !== undefined) return `windows ${e.completed}/${e.total}, layer ${e.layer + 1}`;
+  if (e.message) return e.message;
+  return e.stage;
+}
+
+export interface ProgressView {
+  listener: (e: ProgressEvent) => void;
+  stop(): void;
+}
+
+export function progressView(mode: { json: boolean; quiet?: boolean }, unit = 'layer'): ProgressView {
+  if (mode.quiet) return { listener: () => {}, stop: () => {} };
+  if (mode.json) {
+    return {
+      listener: (e) => process.stderr.write(`${JSON.stringify({ event: 'progress', ...e })}\n`),
+      stop: () => {},
+    };
+  }
+  if (!process.stderr.isTTY) {
+    let last = '';
+    return {
+      listener: (e) => {
+        const line = `[${seconds(e.elapsedMs)}] ${label(e, unit)} (${e.completed}/${e.total}, eta ${seconds(e.etaMs)})`;
+        const key = `${e.stage}:${e.layer}:${e.phase}:${e.message}:${e.completed}`;
+        if (key !== last) process.stderr.write(`${line}\n`);
+        last = key;
+      },
+      stop: () => {},
+    };
+  }
+  const bar = new cliProgress.SingleBar(
+    {
+      format: ' {bar} {value}/{total} {label} | elapsed {elapsed} | eta {etaText}',
+      hideCursor: true,
+      stream: process.stderr,
+      clearOnComplete: false,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    listener: (e) => {
+      const payload = { label: label(e, unit), elapsed: seconds(e.elapsedMs), etaText: seconds(e.etaMs) };
+      if (!started) {
+        bar.start(e.total, e.completed, payload);
+        started = true;
+      } else {
+        bar.setTotal(e.total);
+        bar.update(e.completed, payload);
+      }
+    },
+    stop: () => {
+      if (started) bar.stop();
+    },
+  };
+}
+
+/** Aborts `controller` on the first Ctrl-C / SIGTERM (a second one exits at once). */
+export function abortOnSignals(controller: AbortController): () => void {
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) process.exit(130);
+    process.stderr.write(`\nawq: ${sig} received, stopping cleanly (press again to exit at once)\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+}

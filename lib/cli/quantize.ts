@@ -1,0 +1,157 @@
+/** `awq quantize <hf-model-dir> --out <dir>`: the block-wise AWQ pipeline from the command line. */
+import { readFile } from 'node:fs/promises';
+
+import type { Command } from 'commander';
+import { Option } from 'commander';
+
+import type { CalibrationSource } from '../calib/dataset.js';
+import { InvalidArgumentError, ioError } from '../errors.js';
+import { quantize, type QuantizationReport } from '../quantize/pipeline.js';
+import { abortOnSignals, progressView } from './progress-view.js';
+import { intIn, positiveInt } from './parse.js';
+
+interface Opts {
+  out: string;
+  calib?: string;
+  calibTokens?: string;
+  textColumn: string;
+  samples: number;
+  seqlen: number;
+  wBit: number;
+  groupSize: number;
+  zeroPoint: boolean;
+  duoScaling: boolean;
+  clip: boolean;
+  method: 'awq' | 'rtn';
+  threads?: number;
+  backend: 'cpu' | 'cuda' | 'auto';
+  overwrite?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+async function calibrationSource(opts: Opts): Promise<CalibrationSource | undefined> {
+  if (opts.calib && opts.calibTokens) throw new InvalidArgumentError('give --calib or --calib-tokens, not both');
+  if (opts.calibTokens) {
+    let samples: unknown;
+    try {
+      samples = JSON.parse(await readFile(opts.calibTokens, 'utf8'));
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new InvalidArgumentError(`${opts.calibTokens}: not JSON (${err.message})`);
+      throw ioError(`cannot read ${opts.calibTokens}`, err);
+    }
+    const ok = Array.isArray(samples) && samples.every((s) => Array.isArray(s) && s.every((t) => Number.isInteger(t) && t >= 0));
+    if (!ok) throw new InvalidArgumentError(`${opts.calibTokens}: expected a JSON array of arrays of token ids`);
+    return { kind: 'tokens', samples: samples as number[][] };
+  }
+  if (!opts.calib) return undefined;
+  if (/\.jsonl$/i.test(opts.calib)) return { kind: 'jsonl', path: opts.calib, textColumn: opts.textColumn };
+  return { kind: 'text', path: opts.calib };
+}
+
+export function registerQuantize(program: Command): void {
+  program
+    .command('quantize')
+    .description('quantize a Hugging Face Llama / Mistral / Qwen2 / Qwen3 model to an AWQ checkpoint (AutoAWQ GEMM format)')
+    .argument('<model>', 'Hugging Face model folder')
+    .requiredOption('--out <dir>', 'output folder (written atomically)')
+    .option('--calib <file>', 'calibration texts: .jsonl (one JSON object per line) or plain text (one sample per paragraph)')
+    .option('--calib-tokens <file>', 'pre-tokenized calibration samples: a JSON array of arrays of token ids')
+    .option('--text-column <name>', 'JSONL field holding the text', 'text')
+    .option('--samples <n>', 'calibration samples to accept', positiveInt('--samples'), 128)
+    .option('--seqlen <n>', 'tokens per calibration block (longer samples are skipped)', positiveInt('--seqlen'), 512)
+    .option('--w-bit <n>', 'weight bits (2, 3 or 4; stored in the 4-bit GEMM layout)', intIn('--w-bit', [2, 3, 4]), 4)
+    .option('--group-size <n>', 'quantization group size (-1: one group per row)', intIn('--group-size', [32, 64, 128, -1]), 128)
+    .option('--zero-point', 'asymmetric quantization with zero points (default)', true)
+    .option('--no-zero-point', 'symmetric quantization')
+    .option('--duo-scaling', 'scale from activation and weight statistics (default)', true)
+    .option('--no-duo-scaling', 'scale from activation statistics only')
+    .option('--no-clip', 'skip the clip search')
+    .addOption(new Option('--method <m>', 'awq, or rtn (round to nearest: the baseline)').choices(['awq', 'rtn']).default('awq'))
+    .option('--threads <n>', 'native threads (default: all cores)', positiveInt('--threads'))
+    .addOption(new Option('--backend <b>', 'compute backend').choices(['cpu', 'cuda', 'auto']).default('auto'))
+    .option('--overwrite', 'replace the output folder if it exists')
+    .option('--json', 'progress as JSON lines on stderr, the report as JSON on stdout')
+    .option('--quiet', 'no progress output')
+    .action(async (model: string, opts: Opts) => {
+      const calib = await calibrationSource(opts);
+      if (!calib && opts.method === 'awq' && !opts.json && !opts.quiet) {
+        process.stderr.write(
+          'awq: no --calib given: calibrating on the general English text shipped with awq (Brown corpus).\n' +
+            '     Salience is estimated from the calibration text; text unlike your traffic gives estimates unlike it too.\n',
+        );
+      }
+      const controller = new AbortController();
+      const release = abortOnSignals(controller);
+      const view = progressView({ json: !!opts.json, quiet: opts.quiet });
+      try {
+        const { report } = await quantize({
+          model,
+          out: opts.out,
+          overwrite: opts.overwrite,
+          calib,
+          nSamples: opts.samples,
+          seqlen: opts.seqlen,
+          wBit: opts.wBit,
+          groupSize: opts.groupSize,
+          zeroPoint: opts.zeroPoint,
+          duoScaling: opts.duoScaling,
+          clip: opts.clip,
+          method: opts.method,
+          threads: opts.threads,
+          backend: opts.backend,
+          signal: controller.signal,
+          onProgress: view.listener,
+        });
+        view.stop();
+        if (opts.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+        else process.stdout.write(summaryTable(report, opts.out));
+      } finally {
+        view.stop();
+        release();
+      }
+    });
+}
+
+/** The terminal summary: per layer and group, chosen ratio, loss bought, clip, salient channels. */
+export function summaryTable(r: QuantizationReport, out: string): string {
+  const lines: string[] = [];
+  const o = r.options;
+  lines.push(
+    `quantized ${r.model} (${r.modelType}) -> ${out}: ${o.method} w${o.wBit} g${o.groupSize}` +
+      `${o.zeroPoint ? ' zero-point' : ' symmetric'}${o.method === 'awq' ? `${o.duoScaling ? ' duo' : ''}${o.clip ? ' clip' : ' no-clip'}` : ''}` +
+      ` in ${(r.totalMs / 1000).toFixed(1)} s`,
+  );
+  if (r.calibration) {
+    lines.push(`calibration: ${r.calibration.source}, ${r.calibration.samples} samples, ${r.calibration.blocks} blocks of ${r.calibration.seqlen} tokens`);
+  }
+  if (o.method === 'awq') {
+    lines.push('');
+    lines.push('layer  group    ratio  loss(best)   loss(ratio 0)  gain    clip shrink  salient channels (mean |x|)');
+    for (const l of r.layers) {
+      for (const g of l.groups) {
+        if (g.skipped) {
+          lines.push(`${String(l.layer).padStart(5)}  ${g.group.padEnd(7)}  skipped: ${g.skipped}`);
+          continue;
+        }
+        const gain = g.lossAtZero > 0 ? `${(100 * (1 - g.lossAtBest / g.lossAtZero)).toFixed(1)}%` : '-';
+        const clip = l.clip
+          .filter((c) => g.linears.includes(c.linear))
+          .map((c) => c.meanShrink.toFixed(3))
+          .join('/');
+        const salient = g.salientChannels
+          .slice(0, 3)
+          .map((s) => `${s.channel}:${s.stat.toPrecision(3)}`)
+          .join(' ');
+        lines.push(
+          `${String(l.layer).padStart(5)}  ${g.group.padEnd(7)}  ${g.bestRatio.toFixed(2).padStart(5)}  ${g.lossAtBest.toExponential(3).padStart(10)}   ` +
+            `${g.lossAtZero.toExponential(3).padStart(12)}  ${gain.padStart(6)}  ${(clip || '-').padEnd(11)}  ${salient}`,
+        );
+      }
+    }
+  }
+  lines.push('');
+  lines.push('per layer: ' + r.layers.map((l) => `${l.layer}:${(l.wallMs / 1000).toFixed(1)}s`).join(' '));
+  lines.push(`report: ${out}/awq-report.json`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,135 @@
+/**
+ * Perplexity (REFERENCE.md section 7): tokenize the whole text without special tokens, cut it
+ * into non-overlapping windows of `seqlen`, optionally keep the first N, and average the
+ * next-token cross-entropy over positions 1..seqlen-1 of every window. Works on dense Hugging
+ * Face folders and on AWQ checkpoints (through their packed weights, dequantized as written).
+ */
+import { readFile } from 'node:fs/promises';
+
+import { loadTokenizer } from '../calib/tokenizer.js';
+import { InvalidArgumentError, ioError } from '../errors.js';
+import { embed, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
+import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
+import { decoderLayerForward, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
+
+export interface EvaluateOptions {
+  /** Model folder: Hugging Face (dense) or AWQ checkpoint. */
+  model: string;
+  /** Evaluation text, or a path to it. */
+  text?: string;
+  textPath?: string;
+  seqlen?: number; // 512
+  /** Only the first N windows (default: all). */
+  windows?: number;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+}
+
+export interface EvaluateResult {
+  perplexity: number;
+  /** Tokens in the evaluated windows (windows * seqlen). */
+  tokens: number;
+  /** Tokens whose probability was scored (windows * (seqlen - 1)). */
+  predictedTokens: number;
+  windows: number;
+  seqlen: number;
+  /** Mean negative log-likelihood (nats per token). */
+  meanNll: number;
+  quantized: boolean;
+  elapsedMs: number;
+}
+
+/** Hidden states of this many tokens are processed at a time (bounded memory for large models). */
+const CHUNK_BYTES = 256 * 2 ** 20;
+/** Layer weights stay cached across chunks when the whole model (fp32) is smaller than this. */
+const CACHE_BYTES = 4 * 2 ** 30;
+
+export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult> {
+  const seqlen = options.seqlen ?? 512;
+  if (!Number.isInteger(seqlen) || seqlen < 2) throw new InvalidArgumentError(`seqlen: expected an integer >= 2, got ${seqlen}`);
+  if (options.windows !== undefined && (!Number.isInteger(options.windows) || options.windows < 1)) {
+    throw new InvalidArgumentError(`windows: expected a positive integer, got ${options.windows}`);
+  }
+  if ((options.text === undefined) === (options.textPath === undefined)) {
+    throw new InvalidArgumentError('give exactly one of text and textPath');
+  }
+  const started = performance.now();
+  const progress = new ProgressTracker(options.onProgress);
+  let text = options.text;
+  if (text === undefined) {
+    try {
+      text = await readFile(options.textPath!, 'utf8');
+    } catch (err) {
+      throw ioError(`cannot read evaluation text ${options.textPath}`, err);
+    }
+  }
+  const model = await openModelWeights(options.model);
+  try {
+    progress.emit({ stage: 'load', completed: 0, total: 1, message: 'tokenizing' });
+    const tokenizer = await loadTokenizer(options.model);
+    const ids = tokenizer.encode(text, { addSpecialTokens: false });
+    const available = Math.floor(ids.length / seqlen);
+    if (available === 0) {
+      throw new InvalidArgumentError(`evaluation text has ${ids.length} tokens, fewer than one window of ${seqlen}`);
+    }
+    const windows = Math.min(available, options.windows ?? available);
+    const nll = await modelNll(model, Int32Array.from(ids.slice(0, windows * seqlen)), seqlen, progress, options.signal);
+    const meanNll = nll.sum / nll.count;
+    return {
+      perplexity: Math.exp(meanNll),
+      tokens: windows * seqlen,
+      predictedTokens: nll.count,
+      windows,
+      seqlen,
+      meanNll,
+      quantized: model.quantization !== null,
+      elapsedMs: performance.now() - started,
+    };
+  } finally {
+    await model.close();
+  }
+}
+
+async function modelNll(
+  model: ModelWeights,
+  tokens: Int32Array,
+  seqlen: number,
+  progress: ProgressTracker,
+  signal: AbortSignal | undefined,
+): Promise<{ sum: number; count: number }> {
+  const cfg = model.config;
+  const arch = model.adapter.layerArch;
+  const windows = tokens.length / seqlen;
+  const windowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / (seqlen * cfg.hiddenSize * 4)));
+  const embedTable = await model.readTensor(model.adapter.embedTokens);
+  const finalNorm = await model.readTensor(model.adapter.finalNorm);
+  const lmHead = model.adapter.lmHead === model.adapter.embedTokens ? embedTable : await model.readTensor(model.adapter.lmHead);
+  const layerBytes =
+    4 * (4 * cfg.hiddenSize * cfg.numHeads * cfg.headDim + 3 * cfg.hiddenSize * cfg.intermediateSize);
+  const cache = layerBytes * cfg.numLayers <= CACHE_BYTES ? new Map<number, LayerWeights>() : undefined;
+  const layer = async (i: number) => {
+    const hit = cache?.get(i);
+    if (hit) return hit;
+    const w = await loadLayerWeights(model, i);
+    cache?.set(i, w);
+    return w;
+  };
+  let sum = 0;
+  let count = 0;
+  progress.beginUnits();
+  for (let w0 = 0; w0 < windows; w0 += windowsPerChunk) {
+    const w1 = Math.min(windows, w0 + windowsPerChunk);
+    const chunk = tokens.subarray(w0 * seqlen, w1 * seqlen);
+    let hidden = embed(embedTable, cfg.hiddenSize, chunk);
+    for (let i = 0; i < cfg.numLayers; i++) {
+      throwIfAborted(signal);
+      progress.emit({ stage: 'eval', completed: w0, total: windows, layer: i, phase: 'forward' });
+      hidden = await decoderLayerForward(arch, await layer(i), hidden, seqlen, { signal });
+    }
+    const r = await lmHeadNll(hidden, seqlen, finalNorm, cfg.rmsNormEps, lmHead, cfg.vocabSize, chunk);
+    sum += r.nllSum;
+    count += r.count;
+    progress.emit({ stage: 'eval', completed: w1, total: windows });
+  }
+  return { sum, count };
+}

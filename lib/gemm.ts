@@ -1,0 +1,70 @@
+/**
+ * Dense fp32 matrix product on the native CPU kernels (blocked, packed, AVX-512 / AVX2 with a
+ * portable fallback), and the measured FMA ceiling it is judged against.
+ */
+import { InvalidArgumentError } from './errors.js';
+import { native } from './native.js';
+
+export interface DenseGemmOptions {
+  /** op(A) is [m, k]: A stored [m, k] (transA false) or [k, m] (transA true), row stride lda. */
+  a: Float32Array;
+  /** op(B) is [k, n]: B stored [k, n] (transB false) or [n, k] (transB true: a weight W[out, in]). */
+  b: Float32Array;
+  m: number;
+  n: number;
+  k: number;
+  transA?: boolean;
+  transB?: boolean;
+  /** Output [m, n] with row stride ldc; allocated (zeros) when absent. Written in place. */
+  c?: Float32Array;
+  alpha?: number;
+  /** 0 (default) overwrites c without reading it. */
+  beta?: number;
+  lda?: number;
+  ldb?: number;
+  ldc?: number;
+}
+
+/** C = alpha * op(A) op(B) + beta * C (row-major); resolves with C. */
+export async function denseGemm(options: DenseGemmOptions): Promise<Float32Array> {
+  const { a, b, m, n, k, transA = false, transB = false, alpha = 1, beta = 0 } = options;
+  for (const [name, v] of [['m', m], ['n', n], ['k', k]] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new InvalidArgumentError(`${name}: expected an integer >= 0, got ${v}`);
+  }
+  for (const [name, v] of [['alpha', alpha], ['beta', beta]] as const) {
+    if (typeof v !== 'number' || Number.isNaN(v)) throw new InvalidArgumentError(`${name}: expected a number, got ${v}`);
+  }
+  const lda = options.lda ?? Math.max(transA ? m : k, 1);
+  const ldb = options.ldb ?? Math.max(transB ? k : n, 1);
+  const ldc = options.ldc ?? Math.max(n, 1);
+  const c = options.c ?? new Float32Array(m === 0 || n === 0 ? 0 : (m - 1) * ldc + n);
+  checkMatrix('a', a, transA ? k : m, transA ? m : k, lda);
+  checkMatrix('b', b, transB ? n : k, transB ? k : n, ldb);
+  checkMatrix('c', c, m, n, ldc);
+  return native().sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/** Measured fp32 FMA throughput (GFLOP/s, best of `reps`) on the native thread pool. */
+export async function fmaPeakGflops(options: { secondsPerRep?: number; reps?: number } = {}): Promise<number> {
+  const { secondsPerRep = 0.05, reps = 5 } = options;
+  if (!(secondsPerRep > 0 && secondsPerRep <= 10)) {
+    throw new InvalidArgumentError(`secondsPerRep: expected a number in (0, 10], got ${secondsPerRep}`);
+  }
+  if (!Number.isInteger(reps) || reps < 1) throw new InvalidArgumentError(`reps: expected an integer >= 1, got ${reps}`);
+  return native().fmaPeak(secondsPerRep, reps);
+}
+
+function checkMatrix(name: string, x: unknown, rows: number, cols: number, ld: number): void {
+  if (!(x instanceof Float32Array)) {
+    throw new InvalidArgumentError(`${name}: expected a Float32Array, got ${x === null ? 'null' : typeof x}`);
+  }
+  if (!Number.isInteger(ld) || ld < Math.max(cols, 1)) {
+    throw new InvalidArgumentError(`ld${name}: expected an integer >= ${Math.max(cols, 1)}, got ${ld}`);
+  }
+  const need = rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
+  if (x.length < need) {
+    throw new InvalidArgumentError(
+      `${name}: expected at least ${need} elements (${rows}x${cols}, stride ${ld}), got ${x.length}`,
+    );
+  }
+}

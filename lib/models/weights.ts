@@ -1,0 +1,140 @@
+/**
+ * One view over the weights of a model folder, dense (Hugging Face) or AWQ: tensors as fp32,
+ * and each linear as a dense fp32 `[out, in]` weight. For AWQ folders the linear is the packed
+ * checkpoint dequantized as written, so a packing bug shows up in evaluation.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { dequantizeAwq, openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
+import { ModelFolder } from '../checkpoint/model-folder.js';
+import { BadCheckpointError } from '../errors.js';
+import { native } from '../native.js';
+import type { LayerWeights, LinearName } from '../quantize/layer.js';
+import { adapterFor, LINEAR_NAMES, type ArchitectureAdapter } from './adapters.js';
+import type { ModelConfig } from './config.js';
+
+export interface ModelWeights {
+  readonly dir: string;
+  readonly config: ModelConfig;
+  readonly adapter: ArchitectureAdapter;
+  /** AWQ quantization settings when the folder is an AWQ checkpoint. */
+  readonly quantization: AwqQuantization | null;
+  readTensor(name: string): Promise<Float32Array>;
+  hasTensor(name: string): boolean;
+  readLinear(prefix: string): Promise<{ weight: Float32Array; bias?: Float32Array }>;
+  /** config.json as read. */
+  readonly rawConfig: Record<string, unknown>;
+  close(): Promise<void>;
+}
+
+async function isAwqFolder(dir: string): Promise<boolean> {
+  try {
+    const raw = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { quantization_config?: unknown };
+    return raw.quantization_config !== undefined && raw.quantization_config !== null;
+  } catch {
+    return false; // ModelFolder.open reports missing / malformed config.json precisely
+  }
+}
+
+async function fp16ToF32(h: Uint16Array): Promise<Float32Array> {
+  const out = new Float32Array(h.length);
+  await native().convertToF32(h, 'F16', out);
+  return out;
+}
+
+export async function openModelWeights(dir: string): Promise<ModelWeights> {
+  if (await isAwqFolder(dir)) {
+    const ckpt = await openAwqCheckpoint(dir);
+    const folder = ckpt.folder;
+    const linears = new Set(ckpt.linearNames());
+    return {
+      dir,
+      config: ckpt.config,
+      adapter: adapterFor(ckpt.config),
+      quantization: ckpt.quantization,
+      readTensor: (name) => ckpt.readF32(name),
+      hasTensor: (name) => folder.has(name),
+      async readLinear(prefix) {
+        if (!linears.has(prefix)) {
+          if (folder.has(`${prefix}.weight`)) {
+            const bias = folder.has(`${prefix}.bias`) ? await folder.readF32(`${prefix}.bias`) : undefined;
+            return { weight: await folder.readF32(`${prefix}.weight`), bias };
+          }
+          throw new BadCheckpointError(`${dir}: no quantized or dense weights for ${prefix}`);
+        }
+        const t = await ckpt.readLinear(prefix);
+        return { weight: await dequantizeAwq(t), bias: t.bias ? await fp16ToF32(t.bias) : undefined };
+      },
+      rawConfig: folder.rawConfig,
+      close: () => folder.close(),
+    };
+  }
+  const folder = await ModelFolder.open(dir);
+  return {
+    dir,
+    config: folder.config,
+    adapter: adapterFor(folder.config),
+    quantization: null,
+    readTensor: (name) => folder.readF32(name),
+    hasTensor: (name) => folder.has(name),
+    async readLinear(prefix) {
+      const bias = folder.has(`${prefix}.bias`) ? await folder.readF32(`${prefix}.bias`) : undefined;
+      return { weight: await folder.readF32(`${prefix}.weight`), bias };
+    },
+    rawConfig: folder.rawConfig,
+    close: () => folder.close(),
+  };
+}
+
+/** Loads decoder layer `i` as fp32 `LayerWeights`, checking every shape against the config. */
+export async function loadLayerWeights(model: ModelWeights, i: number): Promise<LayerWeights> {
+  const a = model.adapter;
+  const h = model.config.hiddenSize;
+  const expectLength = (name: string, data: Float32Array, n: number) => {
+    if (data.length !== n) {
+      throw new BadCheckpointError(`${model.dir}: tensor ${name} has ${data.length} elements, the config implies ${n}`);
+    }
+    return data;
+  };
+  const linear: Partial<Record<LinearName, { weight: Float32Array; bias?: Float32Array }>> = {};
+  for (const name of LINEAR_NAMES) {
+    const prefix = a.linear(i, name);
+    const l = await model.readLinear(prefix);
+    const [out, inF] = a.linearShape(name);
+    expectLength(`${prefix}.weight`, l.weight, out * inF);
+    if (l.bias) expectLength(`${prefix}.bias`, l.bias, out);
+    linear[name] = l;
+  }
+  const norm = async (name: string | undefined, n: number) =>
+    name ? expectLength(name, await model.readTensor(name), n) : undefined;
+  return {
+    inputNorm: (await norm(a.inputNorm(i), h))!,
+    postNorm: (await norm(a.postNorm(i), h))!,
+    q: linear.q_proj!.weight,
+    k: linear.k_proj!.weight,
+    v: linear.v_proj!.weight,
+    o: linear.o_proj!.weight,
+    gate: linear.gate_proj!.weight,
+    up: linear.up_proj!.weight,
+    down: linear.down_proj!.weight,
+    qBias: linear.q_proj!.bias,
+    kBias: linear.k_proj!.bias,
+    vBias: linear.v_proj!.bias,
+    oBias: linear.o_proj!.bias,
+    qNorm: await norm(a.qNorm(i), model.config.headDim),
+    kNorm: await norm(a.kNorm(i), model.config.headDim),
+  };
+}
+
+/** Embedding rows of `tokens`: the hidden states entering layer 0. */
+export function embed(table: Float32Array, hidden: number, tokens: Int32Array): Float32Array {
+  const vocab = table.length / hidden;
+  const out = new Float32Array(tokens.length * hidden);
+  for (let t = 0; t < tokens.length; t++) {
+    const id = tokens[t];
+    if (id < 0 || id >= vocab) throw new BadCheckpointError(`token id ${id} is outside the embedding table (${vocab} rows)`);
+    out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
+  }
+  return out;
+}

@@ -1,0 +1,48 @@
+/** Progress events shared by long-running API calls (quantize, evaluate) and the CLI renderers. */
+import { AbortedError } from './errors.js';
+
+export interface ProgressEvent {
+  /** What is running: loading, calibration, a decoder layer, writing, evaluation windows. */
+  stage: 'load' | 'calibrate' | 'layer' | 'write' | 'eval' | 'done';
+  /** Units done and in all (layers for quantize, windows for eval). */
+  completed: number;
+  total: number;
+  /** 0-based index of the layer being worked on, with its phase. */
+  layer?: number;
+  phase?: string;
+  elapsedMs: number;
+  /** Estimated remaining time from the average unit time so far. */
+  etaMs?: number;
+  message?: string;
+}
+
+export type ProgressListener = (event: ProgressEvent) => void;
+
+/** Emits events with elapsed time and an ETA computed from completed units. */
+export class ProgressTracker {
+  private readonly start = performance.now();
+  private unitsStart = 0;
+  private unitsStartAt = 0;
+  constructor(private readonly listener: ProgressListener | undefined) {}
+
+  /** Marks the start of the unit-counted part, so loading time does not skew the ETA. */
+  beginUnits(): void {
+    this.unitsStartAt = performance.now();
+    this.unitsStart = 0;
+  }
+
+  emit(e: Omit<ProgressEvent, 'elapsedMs' | 'etaMs'>): void {
+    if (!this.listener) return;
+    const now = performance.now();
+    const done = e.completed - this.unitsStart;
+    const etaMs =
+      this.unitsStartAt > 0 && done > 0 && e.total > e.completed
+        ? ((now - this.unitsStartAt) / done) * (e.total - e.completed)
+        : undefined;
+    this.listener({ ...e, elapsedMs: now - this.start, etaMs });
+  }
+}
+
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new AbortedError('aborted by the caller');
+}

@@ -1,0 +1,263 @@
+/**
+ * The block-wise AWQ pipeline (REFERENCE.md section 3): embed the calibration blocks, then for
+ * each decoder layer load only its tensors, run the native forward + scale search + fold + clip
+ * search + quantization, pack and append the result to the output shards, and free it. Peak
+ * memory is one layer (fp32) plus the calibration hidden states and the layer's recorded inputs.
+ */
+import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
+import { loadTokenizer } from '../calib/tokenizer.js';
+import { AwqCheckpointWriter, packAwq } from '../checkpoint/awq-format.js';
+import { BadConfigError, InvalidArgumentError, NonFiniteError } from '../errors.js';
+import { LINEAR_NAMES } from '../models/adapters.js';
+import { embed, loadLayerWeights, openModelWeights } from '../models/weights.js';
+import { native } from '../native.js';
+import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
+import {
+  quantizeDecoderLayer,
+  type LayerReport,
+  type LayerWeights,
+  type LinearName,
+  type QuantizedLayer,
+  type QuantOptions,
+} from './layer.js';
+
+export interface QuantizeOptions {
+  /** Hugging Face model folder (Llama, Mistral, Qwen2, Qwen3). */
+  model: string;
+  /** Output folder; refused when it exists unless `overwrite`. */
+  out: string;
+  overwrite?: boolean;
+  /** Calibration data; default: the general English set shipped with the package. */
+  calib?: CalibrationSource;
+  nSamples?: number; // 128
+  seqlen?: number; // 512
+  wBit?: number; // 4
+  groupSize?: number; // 128
+  zeroPoint?: boolean; // true
+  duoScaling?: boolean; // true
+  clip?: boolean; // true
+  /** `awq` (default) or `rtn`: round-to-nearest, no scaling, no clipping (the baseline). */
+  method?: 'awq' | 'rtn';
+  /** Native threads (default: all available cores). */
+  threads?: number;
+  backend?: 'cpu' | 'cuda' | 'auto';
+  maxShardBytes?: number;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+}
+
+export interface LayerSummary extends LayerReport {
+  layer: number;
+  wallMs: number;
+}
+
+export interface QuantizationReport {
+  model: string;
+  modelType: string;
+  options: Required<Pick<QuantOptions, 'wBit' | 'groupSize' | 'zeroPoint' | 'duoScaling' | 'clip' | 'method'>>;
+  calibration: { source: string; samples: number; blocks: number; seqlen: number; droppedTokens: number } | null;
+  layers: LayerSummary[];
+  totalMs: number;
+  /** Peak resident memory of this process so far (bytes). */
+  peakRssBytes: number;
+  backend: string;
+}
+
+export interface QuantizeResult {
+  out: string;
+  report: QuantizationReport;
+}
+
+function describeSource(s: CalibrationSource): string {
+  switch (s.kind) {
+    case 'jsonl':
+    case 'text':
+      return s.path;
+    case 'default':
+      return 'default (Brown corpus, shipped with awq)';
+    case 'texts':
+      return `${s.texts.length} texts`;
+    case 'tokens':
+      return `${s.samples.length} pre-tokenized samples`;
+  }
+}
+
+function resolveOptions(o: QuantizeOptions): QuantOptions {
+  const q: QuantOptions = {
+    wBit: o.wBit ?? 4,
+    groupSize: o.groupSize ?? 128,
+    zeroPoint: o.zeroPoint ?? true,
+    duoScaling: o.duoScaling ?? true,
+    clip: o.clip ?? true,
+    method: o.method ?? 'awq',
+  };
+  if (!Number.isInteger(q.wBit) || q.wBit < 2 || q.wBit > 8) throw new InvalidArgumentError(`wBit: expected 2..8, got ${q.wBit}`);
+  if (![32, 64, 128, -1].includes(q.groupSize)) throw new InvalidArgumentError(`groupSize: expected 32, 64, 128 or -1, got ${q.groupSize}`);
+  if (q.wBit > 4) {
+    throw new InvalidArgumentError(`wBit: the AutoAWQ GEMM checkpoint stores 4-bit weights; expected 2, 3 or 4, got ${q.wBit}`);
+  }
+  if (q.groupSize === -1) {
+    throw new InvalidArgumentError('groupSize: -1 (one group per row) cannot be stored in the AutoAWQ GEMM checkpoint; use 32, 64 or 128');
+  }
+  if (q.method !== 'awq' && q.method !== 'rtn') throw new InvalidArgumentError(`method: expected 'awq' or 'rtn', got ${String(q.method)}`);
+  return q;
+}
+
+export async function quantize(options: QuantizeOptions): Promise<QuantizeResult> {
+  const started = performance.now();
+  const opts = resolveOptions(options);
+  const backend = options.backend ?? 'auto';
+  if (backend === 'cuda') {
+    throw new BadConfigError('the CUDA quantization pipeline is not available yet; use --backend cpu (or auto)');
+  }
+  if (options.threads !== undefined) native().setThreads(options.threads);
+  const progress = new ProgressTracker(options.onProgress);
+  const signal = options.signal;
+
+  progress.emit({ stage: 'load', completed: 0, total: 1, message: `opening ${options.model}` });
+  const model = await openModelWeights(options.model);
+  if (model.quantization) {
+    await model.close();
+    throw new InvalidArgumentError(`${options.model} is already an AWQ checkpoint; quantize the original model`);
+  }
+  const cfg = model.config;
+  const adapter = model.adapter;
+  let writer: AwqCheckpointWriter | undefined;
+  try {
+    // Every quantized linear must split into whole groups: check before any work.
+    if (opts.groupSize > 0) {
+      for (const name of LINEAR_NAMES) {
+        const [, inF] = adapter.linearShape(name);
+        if (inF % opts.groupSize !== 0) {
+          throw new InvalidArgumentError(
+            `${adapter.linear(0, name)}: in_features ${inF} is not divisible by the group size ${opts.groupSize}`,
+          );
+        }
+      }
+    }
+    if (cfg.hiddenSize * (cfg.numHeads * cfg.headDim) === 0) throw new BadConfigError(`${options.model}: empty layers`);
+
+    // Calibration (not needed for round-to-nearest).
+    let hidden: Float32Array | undefined;
+    let calibration: QuantizationReport['calibration'] = null;
+    const seqlen = options.seqlen ?? 512;
+    if (opts.method === 'awq') {
+      const source = options.calib ?? { kind: 'default' };
+      progress.emit({ stage: 'calibrate', completed: 0, total: 1, message: `tokenizing ${describeSource(source)}` });
+      const tokenizer = source.kind === 'tokens' ? undefined : await loadTokenizer(options.model);
+      const blocks = await buildCalibrationBlocks(source, tokenizer, { nSamples: options.nSamples, seqlen });
+      calibration = {
+        source: describeSource(source),
+        samples: blocks.acceptedSamples,
+        blocks: blocks.blocks,
+        seqlen,
+        droppedTokens: blocks.droppedTokens,
+      };
+      const table = await model.readTensor(adapter.embedTokens);
+      hidden = embed(table, cfg.hiddenSize, blocks.tokens);
+    }
+    throwIfAborted(signal);
+
+    writer = await AwqCheckpointWriter.create(options.out, {
+      sourceDir: options.model,
+      overwrite: options.overwrite,
+      maxShardBytes: options.maxShardBytes,
+    });
+    await writer.addTensor(adapter.embedTokens, [cfg.vocabSize, cfg.hiddenSize], await model.readTensor(adapter.embedTokens));
+
+    const layers: LayerSummary[] = [];
+    progress.beginUnits();
+    for (let i = 0; i < cfg.numLayers; i++) {
+      throwIfAborted(signal);
+      const layerStart = performance.now();
+      progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'load' });
+      const weights = await loadLayerWeights(model, i);
+      const result = await quantizeDecoderLayer(adapter.layerArch, weights, hidden ?? new Float32Array(0), seqlen, opts, {
+        signal,
+        onPhase: (phase) => progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase }),
+      });
+      progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'write' });
+      await writeLayer(writer, adapter, i, result, weights);
+      if (hidden) hidden = result.output;
+      layers.push({ layer: i, wallMs: performance.now() - layerStart, ...result.report });
+      progress.emit({ stage: 'layer', completed: i + 1, total: cfg.numLayers, layer: i, phase: 'done' });
+    }
+
+    progress.emit({ stage: 'write', completed: cfg.numLayers, total: cfg.numLayers, message: 'writing the checkpoint' });
+    await writer.addTensor(adapter.finalNorm, [cfg.hiddenSize], await model.readTensor(adapter.finalNorm));
+    if (!cfg.tieWordEmbeddings) {
+      await writer.addTensor(adapter.lmHead, [cfg.vocabSize, cfg.hiddenSize], await model.readTensor(adapter.lmHead));
+    }
+    const report: QuantizationReport = {
+      model: options.model,
+      modelType: cfg.modelType,
+      options: {
+        wBit: opts.wBit,
+        groupSize: opts.groupSize,
+        zeroPoint: opts.zeroPoint,
+        duoScaling: opts.duoScaling,
+        clip: opts.clip,
+        method: opts.method,
+      },
+      calibration,
+      layers,
+      totalMs: performance.now() - started,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      backend: 'cpu',
+    };
+    await writer.addFile('awq-report.json', `${JSON.stringify(report, null, 2)}\n`);
+    throwIfAborted(signal);
+    await writer.finish(model.rawConfig, { groupSize: opts.groupSize, zeroPoint: opts.zeroPoint });
+    writer = undefined;
+    progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
+    return { out: options.out, report };
+  } finally {
+    if (writer) await writer.abort();
+    await model.close();
+  }
+}
+
+async function biasToF16(name: string, bias: Float32Array): Promise<Uint16Array> {
+  const out = new Uint16Array(bias.length);
+  const r = await native().convertFromF32(bias, 'F16', out);
+  if (r.firstNonFinite >= 0 || r.firstOverflow >= 0) {
+    throw new NonFiniteError(`${name}.bias: element ${Math.max(r.firstNonFinite, r.firstOverflow)} does not fit fp16 after scale folding`);
+  }
+  return out;
+}
+
+async function writeLayer(
+  writer: AwqCheckpointWriter,
+  adapter: ReturnType<typeof import('../models/adapters.js').adapterFor>,
+  i: number,
+  result: QuantizedLayer,
+  original: LayerWeights,
+): Promise<void> {
+  const h = adapter.layerArch.hiddenSize;
+  for (const name of LINEAR_NAMES as LinearName[]) {
+    const l = result.linears[name];
+    const packed = await packAwq({
+      q: l.q,
+      zeros: l.zeros,
+      scales: l.scales,
+      outFeatures: l.out,
+      inFeatures: l.in,
+      groupSize: l.groupSize,
+    });
+    await writer.addLinear({
+      name: adapter.linear(i, name),
+      inFeatures: l.in,
+      outFeatures: l.out,
+      groupSize: l.groupSize,
+      ...packed,
+      bias: l.bias ? await biasToF16(adapter.linear(i, name), l.bias) : undefined,
+    });
+  }
+  await writer.addTensor(adapter.inputNorm(i), [h], result.inputNorm);
+  await writer.addTensor(adapter.postNorm(i), [h], result.postNorm);
+  const qn = adapter.qNorm(i);
+  const kn = adapter.kNorm(i);
+  if (qn) await writer.addTensor(qn, [adapter.layerArch.headDim], result.qNorm ?? original.qNorm!);
+  if (kn) await writer.addTensor(kn, [adapter.layerArch.headDim], result.kNorm ?? original.kNorm!);
+}
+

@@ -1,0 +1,183 @@
+// Checkpoint helpers: AWQ pack / unpack / dequantize (REFERENCE.md section 6) and the fp16/bf16
+// conversions of tensors read from or written to safetensors. Shapes are validated in
+// lib/checkpoint before these calls; the checks here guard the memory the kernels touch.
+#include <napi.h>
+
+#include <memory>
+#include <string>
+
+#include "../core/convert.h"
+#include "../core/dtype.h"
+#include "../core/pack.h"
+#include "args.h"
+#include "async.h"
+#include "registry.h"
+
+namespace awq::addon {
+namespace {
+
+void expect_length(size_t got, int64_t want, const char* name) {
+  if (got != static_cast<size_t>(want)) {
+    bad_arg(std::string(name) + ": expected " + std::to_string(want) + " elements, got " + std::to_string(got));
+  }
+}
+
+struct Dims {
+  int64_t out, in, group, groups;
+};
+
+Dims dims(const Napi::Value& out, const Napi::Value& in, const Napi::Value& group) {
+  Dims d{integer(out, "outFeatures", 8), integer(in, "inFeatures", 1), integer(group, "groupSize", 1), 0};
+  if (d.out % 8 != 0) bad_arg("outFeatures: expected a multiple of 8, got " + std::to_string(d.out));
+  if (d.in % d.group != 0) {
+    bad_arg("inFeatures: expected a multiple of groupSize " + std::to_string(d.group) + ", got " + std::to_string(d.in));
+  }
+  d.groups = d.in / d.group;
+  return d;
+}
+
+// packAwq(q, zeros, scales, outFeatures, inFeatures, groupSize) -> Promise<[qweight, qzeros, scales16]>
+Napi::Value PackAwq(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto q = typed_array<uint8_t>(info[0], "q");
+    auto zeros = typed_array<uint8_t>(info[1], "zeros");
+    auto scales = typed_array<float>(info[2], "scales");
+    const Dims d = dims(info[3], info[4], info[5]);
+    expect_length(q.length, d.out * d.in, "q");
+    expect_length(zeros.length, d.out * d.groups, "zeros");
+    expect_length(scales.length, d.out * d.groups, "scales");
+    auto qweight = Napi::Int32Array::New(env, static_cast<size_t>(d.in * d.out / 8));
+    auto qzeros = Napi::Int32Array::New(env, static_cast<size_t>(d.groups * d.out / 8));
+    auto scales16 = Napi::Uint16Array::New(env, static_cast<size_t>(d.groups * d.out));
+    int32_t* qw = qweight.Data();
+    int32_t* qz = qzeros.Data();
+    uint16_t* s16 = scales16.Data();
+    return AsyncJob::start(
+        env, "awq.packAwq", {info[0], info[1], info[2], qweight, qzeros, scales16},
+        [=] { pack_awq(q.data, zeros.data, scales.data, d.out, d.in, d.group, qw, qz, s16); },
+        [](Napi::Env env, const std::vector<Napi::Value>& kept) {
+          auto arr = Napi::Array::New(env, 3);
+          arr.Set(0u, kept[3]);
+          arr.Set(1u, kept[4]);
+          arr.Set(2u, kept[5]);
+          return arr;
+        });
+  });
+}
+
+// unpackAwq(qweight, qzeros, scales16, outFeatures, inFeatures, groupSize) -> Promise<[q, zeros, scales]>
+Napi::Value UnpackAwq(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto qweight = typed_array<int32_t>(info[0], "qweight");
+    auto qzeros = typed_array<int32_t>(info[1], "qzeros");
+    auto scales16 = typed_array<uint16_t>(info[2], "scales");
+    const Dims d = dims(info[3], info[4], info[5]);
+    expect_length(qweight.length, d.in * d.out / 8, "qweight");
+    expect_length(qzeros.length, d.groups * d.out / 8, "qzeros");
+    expect_length(scales16.length, d.groups * d.out, "scales");
+    auto q = Napi::Uint8Array::New(env, static_cast<size_t>(d.out * d.in));
+    auto zeros = Napi::Uint8Array::New(env, static_cast<size_t>(d.out * d.groups));
+    auto scales = Napi::Float32Array::New(env, static_cast<size_t>(d.out * d.groups));
+    uint8_t* qp = q.Data();
+    uint8_t* zp = zeros.Data();
+    float* sp = scales.Data();
+    return AsyncJob::start(
+        env, "awq.unpackAwq", {info[0], info[1], info[2], q, zeros, scales},
+        [=] { unpack_awq(qweight.data, qzeros.data, scales16.data, d.in, d.out, d.group, qp, zp, sp); },
+        [](Napi::Env env, const std::vector<Napi::Value>& kept) {
+          auto arr = Napi::Array::New(env, 3);
+          arr.Set(0u, kept[3]);
+          arr.Set(1u, kept[4]);
+          arr.Set(2u, kept[5]);
+          return arr;
+        });
+  });
+}
+
+// dequantizeAwq(qweight, qzeros, scales16, outFeatures, inFeatures, groupSize) -> Promise<Float32Array [out, in]>
+Napi::Value DequantizeAwq(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto qweight = typed_array<int32_t>(info[0], "qweight");
+    auto qzeros = typed_array<int32_t>(info[1], "qzeros");
+    auto scales16 = typed_array<uint16_t>(info[2], "scales");
+    const Dims d = dims(info[3], info[4], info[5]);
+    expect_length(qweight.length, d.in * d.out / 8, "qweight");
+    expect_length(qzeros.length, d.groups * d.out / 8, "qzeros");
+    expect_length(scales16.length, d.groups * d.out, "scales");
+    auto w = Napi::Float32Array::New(env, static_cast<size_t>(d.out * d.in));
+    float* wp = w.Data();
+    return AsyncJob::start(
+        env, "awq.dequantizeAwq", {info[0], info[1], info[2], w},
+        [=] { dequantize_awq(qweight.data, qzeros.data, scales16.data, d.in, d.out, d.group, wp); },
+        [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[3]; });
+  });
+}
+
+bool is_bf16(const Napi::Value& v, const char* name) {
+  const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+  if (s == "BF16") return true;
+  if (s == "F16") return false;
+  bad_arg(std::string(name) + ": expected 'F16' or 'BF16'");
+}
+
+// convertToF32(src: Uint16Array, dtype: 'F16'|'BF16', dst: Float32Array) -> Promise<void>
+Napi::Value ConvertToF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto src = typed_array<uint16_t>(info[0], "src");
+    const bool bf16 = is_bf16(info[1], "dtype");
+    auto dst = typed_array<float>(info[2], "dst");
+    if (src.length != dst.length) bad_arg("dst: expected as many elements as src");
+    return AsyncJob::start(
+        env, "awq.convertToF32", {info[0], info[2]},
+        [=] {
+          if (bf16) {
+            bf16_to_f32(src.data, dst.data, static_cast<int64_t>(src.length));
+          } else {
+            fp16_to_f32(src.data, dst.data, static_cast<int64_t>(src.length));
+          }
+        },
+        [](Napi::Env env, const std::vector<Napi::Value>&) { return env.Undefined(); });
+  });
+}
+
+// convertFromF32(src: Float32Array, dtype: 'F16'|'BF16', dst: Uint16Array)
+//   -> Promise<{ firstNonFinite: number, firstOverflow: number }> (-1 when none)
+Napi::Value ConvertFromF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto src = typed_array<float>(info[0], "src");
+    const bool bf16 = is_bf16(info[1], "dtype");
+    auto dst = typed_array<uint16_t>(info[2], "dst");
+    if (src.length != dst.length) bad_arg("dst: expected as many elements as src");
+    auto report = std::make_shared<NarrowReport>();
+    return AsyncJob::start(
+        env, "awq.convertFromF32", {info[0], info[2]},
+        [=] {
+          const int64_t n = static_cast<int64_t>(src.length);
+          *report = bf16 ? f32_to_bf16_checked(src.data, dst.data, n) : f32_to_fp16_checked(src.data, dst.data, n);
+        },
+        [report](Napi::Env env, const std::vector<Napi::Value>&) {
+          auto o = Napi::Object::New(env);
+          o.Set("firstNonFinite", Napi::Number::New(env, static_cast<double>(report->first_non_finite)));
+          o.Set("firstOverflow", Napi::Number::New(env, static_cast<double>(report->first_overflow)));
+          return o;
+        });
+  });
+}
+
+void Export(Napi::Env env, Napi::Object exports) {
+  exports.Set("packAwq", Napi::Function::New(env, PackAwq, "packAwq"));
+  exports.Set("unpackAwq", Napi::Function::New(env, UnpackAwq, "unpackAwq"));
+  exports.Set("dequantizeAwq", Napi::Function::New(env, DequantizeAwq, "dequantizeAwq"));
+  exports.Set("convertToF32", Napi::Function::New(env, ConvertToF32, "convertToF32"));
+  exports.Set("convertFromF32", Napi::Function::New(env, ConvertFromF32, "convertFromF32"));
+}
+
+AWQ_EXPORTS(Export);
+
+}  // namespace
+}  // namespace awq::addon

@@ -1,0 +1,34 @@
+// AVX-512 FMA-throughput loop (see fma_peak.h); 16 independent zmm accumulators.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "fma_peak.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+
+namespace awq::detail {
+
+// Results land here so the compiler cannot drop the loop.
+volatile float fma_sink_avx512;
+
+double fma_burst_avx512(int64_t iters) {
+  __m512 a[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_ps(0.05f * static_cast<float>(i + 1));
+  const __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  }
+  __m512 s = a[0];
+  for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, a[i]);
+  float out[16];
+  _mm512_storeu_ps(out, s);
+  fma_sink_avx512 = out[0];
+  return static_cast<double>(iters) * 16 * 16 * 2;
+}
+
+}  // namespace awq::detail
+
+#pragma GCC pop_options

@@ -1,0 +1,77 @@
+// AVX-512 sgemm pieces: a 14x32 register-blocked micro-kernel (28 zmm accumulators, two B
+// vectors and one A broadcast per step: 31 of 32 registers) and the x86 panel packers.
+// Standard headers come before the target pragma (see stats_avx2.cc).
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "gemm_kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+
+namespace awq::detail {
+namespace {
+
+#include "gemm_pack_x86.inc"
+
+constexpr int kMr = 14, kNr = 32;
+
+void micro_14x32(int64_t k, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                 float beta, int m, int n) {
+  __m512 acc[kMr][2];
+#pragma GCC unroll 14
+  for (int i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k; ++p) {
+    const __m512 b0 = _mm512_load_ps(b);
+    const __m512 b1 = _mm512_load_ps(b + 16);
+    _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr), _MM_HINT_T0);
+#pragma GCC unroll 14
+    for (int i = 0; i < kMr; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i]);
+      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+    }
+    a += kMr;
+    b += kNr;
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  // Masks cover the valid columns, so edge tiles in n need no staging; rows past m are skipped.
+  const __mmask16 m0 = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
+  const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : static_cast<__mmask16>((1u << (n - 16)) - 1);
+#pragma GCC unroll 14
+  for (int i = 0; i < kMr; ++i) {
+    if (i >= m) break;
+    float* ci = c + i * ldc;
+    __m512 lo = _mm512_mul_ps(acc[i][0], va), hi = _mm512_mul_ps(acc[i][1], va);
+    if (beta != 0.f) {
+      lo = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), lo);
+      hi = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), hi);
+    }
+    _mm512_mask_storeu_ps(ci, m0, lo);
+    _mm512_mask_storeu_ps(ci + 16, m1, hi);
+  }
+}
+
+void pack_a_14(const float* src, int64_t ld, bool lanes_contiguous, int lanes, int64_t k,
+               float* out) {
+  pack_panel<kMr>(src, ld, lanes_contiguous, lanes, k, out);
+}
+
+void pack_b_32(const float* src, int64_t ld, bool lanes_contiguous, int lanes, int64_t k,
+               float* out) {
+  pack_panel<kNr>(src, ld, lanes_contiguous, lanes, k, out);
+}
+
+}  // namespace
+
+const GemmKernel& gemm_kernel_avx512() {
+  // kc * nr * 4 B = 32 KiB of B micro-panel in a 48 KiB L1; mc * kc * 4 B = 168 KiB of A block
+  // in a 1-2 MiB L2; nc-wide B block (3 MiB) in L3.
+  static const GemmKernel k{"avx512-14x32", kMr, kNr, 256, 168, 3072, pack_a_14, pack_b_32, micro_14x32};
+  return k;
+}
+
+}  // namespace awq::detail
+
+#pragma GCC pop_options

@@ -1,0 +1,38 @@
+// Internal interface between the blocked sgemm driver (gemm.cc, portable C++) and the
+// ISA-specific pieces it calls (gemm_avx2.cc, gemm_avx512.cc): panel packing and the
+// register-blocked micro-kernel. The driver owns blocking, buffers and threads; the ISA files
+// own only code that must be compiled for their target.
+//
+// Packed layouts (GotoBLAS style): a micro-panel of width W (W = mr for A, nr for B) over k
+// steps is W * k floats, step-major: element (lane, step) at [step * W + lane]; lanes past the
+// valid count are zero. Packed buffers are 64-byte aligned, so every B row of a micro-panel is.
+#pragma once
+#include <cstdint>
+
+namespace awq::detail {
+
+// Packs `lanes` valid lanes (<= W, rest zero-filled) over `k` steps into `out`.
+// lanes_contiguous: lane l, step s is src[s * ld + l] (rows of op(A)^T / op(B) are contiguous);
+// otherwise it is src[l * ld + s] (each lane's steps are contiguous, so packing transposes).
+using PackPanelFn = void (*)(const float* src, int64_t ld, bool lanes_contiguous, int lanes,
+                             int64_t k, float* out);
+
+// C[m, n] (m <= mr, n <= nr, row stride ldc) = alpha * Ap * Bp + beta * C, where Ap is one
+// packed A micro-panel and Bp one packed B micro-panel over k steps. beta == 0 never reads C.
+using MicroKernelFn = void (*)(int64_t k, const float* a, const float* b, float* c, int64_t ldc,
+                               float alpha, float beta, int m, int n);
+
+struct GemmKernel {
+  const char* name;
+  int mr, nr;          // register tile
+  int64_t kc, mc, nc;  // cache blocks: kc steps (B micro-panel in L1), mc rows (A block in L2),
+                       // nc columns (B block in L3)
+  PackPanelFn pack_a;  // packs width mr
+  PackPanelFn pack_b;  // packs width nr
+  MicroKernelFn micro;
+};
+
+const GemmKernel& gemm_kernel_avx2();
+const GemmKernel& gemm_kernel_avx512();
+
+}  // namespace awq::detail

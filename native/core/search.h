@@ -1,0 +1,92 @@
+// The AWQ search and quantization of one decoder layer (REFERENCE.md sections 3-5):
+// forward with recording -> scale search per group -> fold -> clip search -> integer quantization.
+//
+// Semantics-preserving shortcuts: the groups whose compared module is a single linear (o_proj,
+// down_proj) evaluate loss(alpha) = trace(dW G dW^T) / (n * out) with one Gram matrix
+// G = X^T X (accumulated in fp64) instead of twenty forwards; the attention / MLP candidates run
+// real forwards (fused q|k|v and gate|up products, causal attention computing only the lower
+// triangle); the clip search is a batched product per (group, shrink) step.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cancel.h"
+#include "forward.h"
+#include "quant.h"
+
+namespace awq {
+
+enum LinearId { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumLinears };
+const char* linear_name(int id);
+
+struct SearchOptions {
+  int bits = 4;
+  int64_t group_size = 128;  // -1: one group per row
+  bool zero_point = true;
+  bool duo_scaling = true;
+  bool clip = true;
+  bool awq = true;  // false: RTN (no scaling, no clipping)
+  int n_grid = 20;
+  float max_shrink = 0.5f;
+  QuantParams params(int64_t in) const { return QuantParams{bits, group_size < 0 ? in : group_size, zero_point}; }
+};
+
+struct GroupResult {
+  std::string group, folded_into, skipped;
+  std::vector<int> linears;
+  double best_ratio = 0, loss_best = 0, loss_zero = 0;
+  std::vector<double> losses;
+  std::vector<std::pair<int64_t, float>> salient;  // (channel, x_mean), top 8
+};
+
+struct ClipResult {
+  int linear = 0;
+  double mean_shrink = 0;
+  std::vector<int64_t> histogram;  // (row, group) count per shrink step
+};
+
+struct LayerQuantReport {
+  std::vector<GroupResult> groups;
+  std::vector<ClipResult> clips;
+  double ms_forward = 0, ms_scale = 0, ms_clip = 0, ms_quant = 0;
+  double flops = 0;  // forward FLOPs (initial forward + search candidates + Gram products)
+};
+
+// Caller-allocated outputs. bias[i] must be non-null exactly when linear i has a bias.
+struct LayerQuantOutputs {
+  uint8_t* q[kNumLinears] = {};
+  uint8_t* zeros[kNumLinears] = {};
+  float* scales[kNumLinears] = {};
+  float* bias[kNumLinears] = {};
+  float* input_norm = nullptr;
+  float* post_norm = nullptr;
+  float* output = nullptr;  // [tokens, hidden]: the full-precision forward output
+  // Optional: the fp32 weights after folding and clipping, before quantization ([out, in]).
+  float* folded[kNumLinears] = {};
+};
+
+// Throws InvalidArgument (options / shapes), NonFinite (naming the tensor), Aborted.
+void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
+                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out,
+                            LayerQuantReport& report, const CancelFlag& cancel,
+                            const std::function<void(const char*)>& on_phase = {});
+
+// --- pieces, exposed for tests ---
+
+// The scale candidate of REFERENCE.md section 4 for ratio alpha (fp32, as torch computes it).
+void scale_candidate(const float* x_mean, const float* w_mean, int64_t in, float alpha, bool duo, float* s);
+// w_mean over the concatenation of linears (each row's groups normalized by their max |w|).
+void weight_mean(const std::vector<std::pair<const float*, int64_t>>& linears, int64_t in, int64_t group, float* w_mean);
+// W' = Q(W * s) / s, rows [0, rows), written to dst (may not alias W).
+bool scaled_fake_quant(const float* W, int64_t rows, int64_t in, const float* s, const QuantParams& p, float* dst);
+// G = X^T X for X [n, in], fp32 products over token blocks summed in fp64.
+void gram(const float* X, int64_t n, int64_t in, std::vector<double>& G);
+// sum over rows r of dW_r G dW_r^T (fp64 sum), dW [out, in], Gf = G as fp32.
+double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf);
+// Clip search for one linear (section 5): clamps W in place; returns the report.
+ClipResult clip_search(float* W, int64_t out, int64_t in, const float* X, int64_t n, const QuantParams& p,
+                       int n_grid, float max_shrink, const CancelFlag& cancel, double* flops = nullptr);
+
+}  // namespace awq

@@ -1,0 +1,68 @@
+#include "vecmath.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu_features.h"
+
+namespace awq {
+namespace {
+
+void softmax_portable(float* x, int64_t n) {
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  float sum = 0.f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = 1.f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void silu_mul_portable(const float* g, const float* u, float* h, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) h[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+}
+
+double log_sum_exp_portable(const float* x, int64_t n) {
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i] - mx));
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+double sum_sq_diff_portable(const float* a, const float* b, int64_t n) {
+  double total = 0.0;
+  for (int64_t i0 = 0; i0 < n; i0 += 256) {
+    float acc = 0.f;
+    for (int64_t i = i0; i < std::min(n, i0 + 256); ++i) {
+      const float d = a[i] - b[i];
+      acc += d * d;
+    }
+    total += acc;
+  }
+  return total;
+}
+
+const detail::VecKernels& kernels() {
+  switch (active_isa()) {
+    case Isa::Avx512: return detail::kVecAvx512;
+    case Isa::Avx2: return detail::kVecAvx2;
+    default: return detail::kVecPortable;
+  }
+}
+
+}  // namespace
+
+namespace detail {
+const VecKernels kVecPortable = {softmax_portable, silu_mul_portable, log_sum_exp_portable,
+                                 sum_sq_diff_portable};
+}
+
+void softmax_inplace(float* x, int64_t n) { kernels().softmax(x, n); }
+void silu_mul(const float* g, const float* u, float* h, int64_t n) { kernels().silu_mul(g, u, h, n); }
+double log_sum_exp(const float* x, int64_t n) { return kernels().log_sum_exp(x, n); }
+double sum_sq_diff(const float* a, const float* b, int64_t n) { return kernels().sum_sq_diff(a, b, n); }
+
+}  // namespace awq

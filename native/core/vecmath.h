@@ -1,0 +1,30 @@
+// Elementwise kernels built on exp (softmax rows, SiLU gating, log-sum-exp), with a portable
+// path and AVX2 / AVX-512 paths that use a polynomial exp accurate to ~2 ulp over the range
+// these kernels see. The search runs billions of these per layer; scalar expf would dominate.
+#pragma once
+#include <cstdint>
+
+namespace awq {
+
+// x[0..n) <- softmax(x) in fp32 with max subtraction.
+void softmax_inplace(float* x, int64_t n);
+// h[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u.
+void silu_mul(const float* g, const float* u, float* h, int64_t n);
+// max(x) + log(sum exp(x - max(x))), the sum accumulated in fp64 across vector lanes.
+double log_sum_exp(const float* x, int64_t n);
+// sum over i of (a[i] - b[i])^2 in fp64 (fp32 within short runs).
+double sum_sq_diff(const float* a, const float* b, int64_t n);
+
+namespace detail {
+struct VecKernels {
+  void (*softmax)(float*, int64_t);
+  void (*silu_mul)(const float*, const float*, float*, int64_t);
+  double (*log_sum_exp)(const float*, int64_t);
+  double (*sum_sq_diff)(const float*, const float*, int64_t);
+};
+extern const VecKernels kVecPortable;
+extern const VecKernels kVecAvx2;
+extern const VecKernels kVecAvx512;
+}  // namespace detail
+
+}  // namespace awq

@@ -1,0 +1,148 @@
+// AVX2 versions of the exp-based kernels. Standard headers first, then the target pragma.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "vecmath.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace awq {
+namespace {
+
+// Cephes-style expf: range reduction by ln2 in two parts, degree-5 polynomial, 2^n by exponent
+// bits. Inputs are clamped to [-87.3, 88.4] (results stay normal floats).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.37626f));
+  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+inline double hsum_pd(__m256 v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  double s = 0.0;
+  for (float f : t) s += f;
+  return s;
+}
+
+// exp of a scalar through the vector path, so tails match the body bit for bit.
+inline float exp1(float x) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, exp8(_mm256_set1_ps(x)));
+  return t[0];
+}
+
+float row_max(const float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  float mx = hmax(m);
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  return mx;
+}
+
+void softmax_avx2(float* x, int64_t n) {
+  const float mx = row_max(x, n);
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = static_cast<float>(hsum_pd(acc));
+  for (; i < n; ++i) {
+    x[i] = exp1(x[i] - mx);
+    sum += x[i];
+  }
+  const __m256 inv = _mm256_set1_ps(1.f / sum);
+  i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (; i < n; ++i) x[i] *= 1.f / sum;
+}
+
+void silu_mul_avx2(const float* g, const float* u, float* h, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 den = _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, sign)));
+    _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) h[i] = g[i] / (1.f + exp1(-g[i])) * u[i];
+}
+
+double log_sum_exp_avx2(const float* x, int64_t n) {
+  const float mx = row_max(x, n);
+  const __m256 vmx = _mm256_set1_ps(mx);
+  double sum = 0.0;
+  int64_t i = 0;
+  while (i + 8 <= n) {
+    // fp32 lanes over short runs, fp64 across runs
+    __m256 acc = _mm256_setzero_ps();
+    const int64_t end = std::min(n - (n - i) % 8, i + 512);
+    for (; i < end; i += 8) acc = _mm256_add_ps(acc, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx)));
+    sum += hsum_pd(acc);
+  }
+  for (; i < n; ++i) sum += exp1(x[i] - mx);
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+double sum_sq_diff_avx2(const float* a, const float* b, int64_t n) {
+  double total = 0.0;
+  int64_t i = 0;
+  while (i + 8 <= n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const int64_t end = std::min(n - (n - i) % 8, i + 1024);
+    for (; i + 16 <= end; i += 16) {
+      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+      const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+      acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+      acc1 = _mm256_fmadd_ps(d1, d1, acc1);
+    }
+    for (; i < end; i += 8) {
+      const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+      acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+    }
+    total += hsum_pd(_mm256_add_ps(acc0, acc1));
+  }
+  for (; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    total += d * d;
+  }
+  return total;
+}
+
+}  // namespace
+
+namespace detail {
+const VecKernels kVecAvx2 = {softmax_avx2, silu_mul_avx2, log_sum_exp_avx2, sum_sq_diff_avx2};
+}
+
+}  // namespace awq
+
+#pragma GCC pop_options

@@ -1,0 +1,151 @@
+// AVX-512 versions of the exp-based kernels. Standard headers first, then the target pragma.
+// GCC 12 flags the deliberately undefined pass-through operand of _mm512_max_ps/_mm512_min_ps.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "vecmath.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
+
+namespace awq {
+namespace {
+
+// Cephes-style expf: range reduction by ln2 in two parts, degree-5 polynomial, 2^n by exponent
+// bits. Inputs are clamped to [-87.3, 88.4] (results stay normal floats).
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.37626f));
+  __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+inline float hmax(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  float m = t[0];
+  for (float f : t) m = std::max(m, f);
+  return m;
+}
+
+inline double hsum_pd(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  double s = 0.0;
+  for (float f : t) s += f;
+  return s;
+}
+
+// exp of a scalar through the vector path, so tails match the body bit for bit.
+inline float exp1(float x) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, exp16(_mm512_set1_ps(x)));
+  return t[0];
+}
+
+float row_max(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+  float mx = hmax(m);
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  return mx;
+}
+
+void softmax_avx512(float* x, int64_t n) {
+  const float mx = row_max(x, n);
+  const __m512 vmx = _mm512_set1_ps(mx);
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmx));
+    _mm512_storeu_ps(x + i, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  float sum = static_cast<float>(hsum_pd(acc));
+  for (; i < n; ++i) {
+    x[i] = exp1(x[i] - mx);
+    sum += x[i];
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / sum);
+  i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+  for (; i < n; ++i) x[i] *= 1.f / sum;
+}
+
+void silu_mul_avx512(const float* g, const float* u, float* h, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  const __m512 sign = _mm512_set1_ps(-0.f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 gv = _mm512_loadu_ps(g + i);
+    const __m512 den = _mm512_add_ps(one, exp16(_mm512_xor_ps(gv, sign)));
+    _mm512_storeu_ps(h + i, _mm512_mul_ps(_mm512_div_ps(gv, den), _mm512_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) h[i] = g[i] / (1.f + exp1(-g[i])) * u[i];
+}
+
+double log_sum_exp_avx512(const float* x, int64_t n) {
+  const float mx = row_max(x, n);
+  const __m512 vmx = _mm512_set1_ps(mx);
+  double sum = 0.0;
+  int64_t i = 0;
+  while (i + 16 <= n) {
+    // fp32 lanes over short runs, fp64 across runs
+    __m512 acc = _mm512_setzero_ps();
+    const int64_t end = std::min(n - (n - i) % 16, i + 512);
+    for (; i < end; i += 16) acc = _mm512_add_ps(acc, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmx)));
+    sum += hsum_pd(acc);
+  }
+  for (; i < n; ++i) sum += exp1(x[i] - mx);
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+double sum_sq_diff_avx512(const float* a, const float* b, int64_t n) {
+  double total = 0.0;
+  int64_t i = 0;
+  while (i + 16 <= n) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    const int64_t end = std::min(n - (n - i) % 16, i + 1024);
+    for (; i + 32 <= end; i += 32) {
+      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+      const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
+      acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+      acc1 = _mm512_fmadd_ps(d1, d1, acc1);
+    }
+    for (; i < end; i += 16) {
+      const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+      acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+    }
+    total += hsum_pd(_mm512_add_ps(acc0, acc1));
+  }
+  for (; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    total += d * d;
+  }
+  return total;
+}
+
+}  // namespace
+
+namespace detail {
+const VecKernels kVecAvx512 = {softmax_avx512, silu_mul_avx512, log_sum_exp_avx512, sum_sq_diff_avx512};
+}
+
+}  // namespace awq
+
+#pragma GCC pop_options

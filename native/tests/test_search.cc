@@ -1,0 +1,233 @@
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../core/errors.h"
+#include "../core/forward.h"
+#include "../core/quant.h"
+#include "../core/search.h"
+#include "ref_layer.h"
+#include "test.h"
+#include "util.h"
+
+using namespace awq;
+using namespace awq::test;
+
+TEST(search_gram_loss_equals_direct_loss) {
+  const int64_t n = 3000, in = 96, out = 40;
+  auto X = random_floats(n * in, 1, -1.f, 1.f);
+  for (int64_t t = 0; t < n; ++t) X[t * in + 5] *= 30.f;  // an outlier channel
+  auto W = random_floats(out * in, 2, -0.1f, 0.1f);
+  std::vector<float> s(in), Wq(out * in), dW(out * in);
+  std::vector<float> xm(in, 1.f), wm(in, 0.5f);
+  for (int64_t j = 0; j < in; ++j) xm[j] = 0.5f + (j % 7);
+  scale_candidate(xm.data(), wm.data(), in, 0.35f, true, s.data());
+  CHECK(scaled_fake_quant(W.data(), out, in, s.data(), QuantParams{4, 32, true}, Wq.data()));
+  for (int64_t e = 0; e < out * in; ++e) dW[e] = Wq[e] - W[e];
+  std::vector<double> G;
+  gram(X.data(), n, in, G);
+  std::vector<float> Gf(G.begin(), G.end());
+  const double fast = gram_quadratic(dW.data(), out, in, Gf.data()) / (n * out);
+  double direct = 0;  // mean over all outputs of (X W'^T - X W^T)^2, in fp64
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < out; ++r) {
+      double a = 0, b = 0;
+      for (int64_t j = 0; j < in; ++j) {
+        a += static_cast<double>(X[t * in + j]) * Wq[r * in + j];
+        b += static_cast<double>(X[t * in + j]) * W[r * in + j];
+      }
+      direct += (a - b) * (a - b);
+    }
+  direct /= n * out;
+  CHECK_NEAR(fast / direct, 1.0, 1e-5);
+}
+
+TEST(search_clip_matches_brute_force) {
+  const int64_t n = 1100, in = 64, out = 6, g = 32;
+  auto X = random_floats(n * in, 3, -1.f, 1.f);
+  auto W = random_floats(out * in, 4, -1.f, 1.f);
+  for (int64_t r = 0; r < out; ++r) W[r * in + (r * 11) % in] = 4.f;  // outliers make clipping pay
+  for (bool zp : {true, false}) {
+    std::vector<float> Wc = W;
+    const QuantParams p{3, g, zp};
+    const ClipResult res = clip_search(Wc.data(), out, in, X.data(), n, p, 20, 0.5f, CancelFlag());
+    const int64_t step = std::max<int64_t>(1, n / 512);
+    int64_t total = 0;
+    for (auto h : res.histogram) total += h;
+    CHECK(total == out * in / g);
+    for (int64_t r = 0; r < out; ++r) {
+      for (int64_t j = 0; j < in / g; ++j) {
+        float m0 = 0;
+        for (int64_t k = 0; k < g; ++k) m0 = std::max(m0, std::fabs(W[r * in + j * g + k]));
+        double best_err = INFINITY;
+        float best_m = m0;
+        for (int i = 0; i < 10; ++i) {
+          const float m = m0 * static_cast<float>(1.0 - i / 20.0);
+          std::vector<float> c(g);
+          for (int64_t k = 0; k < g; ++k) c[k] = std::min(std::max(W[r * in + j * g + k], -m), m);
+          quantize_rows(c.data(), 0, 1, g, QuantParams{3, g, zp}, c.data(), nullptr, nullptr, nullptr);
+          double err = 0;
+          int64_t cnt = 0;
+          for (int64_t t = 0; t < n; t += step, ++cnt) {
+            double a = 0, b = 0;
+            for (int64_t k = 0; k < g; ++k) {
+              a += static_cast<double>(X[t * in + j * g + k]) * c[k];
+              b += static_cast<double>(X[t * in + j * g + k]) * W[r * in + j * g + k];
+            }
+            err += (a - b) * (a - b);
+          }
+          err /= cnt;
+          if (err < best_err * (1 - 1e-9)) {
+            best_err = err;
+            best_m = m;
+          }
+        }
+        for (int64_t k = 0; k < g; ++k)
+          CHECK(Wc[r * in + j * g + k] == std::min(std::max(W[r * in + j * g + k], -best_m), best_m));
+      }
+    }
+  }
+}
+
+namespace {
+
+struct QuantRun {
+  std::vector<uint8_t> q[kNumLinears], z[kNumLinears];
+  std::vector<float> s[kNumLinears], folded[kNumLinears], bias[kNumLinears];
+  std::vector<float> in_norm, post_norm, output;
+  LayerQuantReport report;
+};
+
+QuantRun run_layer(RandomLayer& L, const std::vector<float>& x, int64_t T, int64_t S, const SearchOptions& opt) {
+  QuantRun r;
+  LayerQuantOutputs o;
+  const LayerArch& a = L.arch;
+  const int64_t rows[] = {a.q_out(), a.kv_out(), a.kv_out(), a.hidden, a.intermediate, a.intermediate, a.hidden};
+  const int64_t cols[] = {a.hidden, a.hidden, a.hidden, a.q_out(), a.hidden, a.hidden, a.intermediate};
+  const float* biases[] = {L.w.q_bias, L.w.k_bias, L.w.v_bias, L.w.o_bias, nullptr, nullptr, nullptr};
+  for (int id = 0; id < kNumLinears; ++id) {
+    const int64_t g = opt.group_size < 0 ? cols[id] : opt.group_size;
+    r.q[id].resize(rows[id] * cols[id]);
+    r.z[id].resize(rows[id] * cols[id] / g);
+    r.s[id].resize(rows[id] * cols[id] / g);
+    r.folded[id].resize(rows[id] * cols[id]);
+    o.q[id] = r.q[id].data();
+    o.zeros[id] = r.z[id].data();
+    o.scales[id] = r.s[id].data();
+    o.folded[id] = r.folded[id].data();
+    if (biases[id]) {
+      r.bias[id].resize(rows[id]);
+      o.bias[id] = r.bias[id].data();
+    }
+  }
+  r.in_norm.resize(a.hidden);
+  r.post_norm.resize(a.hidden);
+  r.output.resize(T * a.hidden);
+  o.input_norm = r.in_norm.data();
+  o.post_norm = r.post_norm.data();
+  o.output = r.output.data();
+  quantize_decoder_layer(a, L.w, x.data(), T, S, opt, o, r.report, CancelFlag());
+  return r;
+}
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double scale = 0, err = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
+    err = std::max(err, std::fabs(static_cast<double>(a[i]) - b[i]));
+  }
+  return err / scale;
+}
+
+}  // namespace
+
+TEST(search_fold_is_exact_and_losses_match_fp64) {
+  // MHA (o group searched) with biases, and GQA with qk-norm (o group skipped)
+  for (bool gqa : {false, true}) {
+    RandomLayer L(64, 96, 4, gqa ? 2 : 4, 16, !gqa, gqa, 21);
+    const int64_t S = 24, T = 3 * S;
+    auto x = random_floats(T * 64, 7, -2.f, 2.f);
+    for (int64_t t = 0; t < T; ++t) x[t * 64 + 9] *= 15.f;
+    SearchOptions opt;
+    opt.group_size = 32;
+    opt.clip = false;
+    QuantRun r = run_layer(L, x, T, S, opt);
+    CHECK(r.report.groups.size() == 4);
+    CHECK(r.report.groups[1].skipped.empty() == !gqa);
+    // the layer with folded (unquantized) weights computes what the original computes
+    LayerWeights f = L.w;
+    f.input_norm = r.in_norm.data();
+    f.post_norm = r.post_norm.data();
+    f.q = r.folded[kQ].data(); f.k = r.folded[kK].data(); f.v = r.folded[kV].data(); f.o = r.folded[kO].data();
+    f.gate = r.folded[kGate].data(); f.up = r.folded[kUp].data(); f.down = r.folded[kDown].data();
+    if (!gqa) f.v_bias = r.bias[kV].data();
+    std::vector<float> y(T * 64);
+    decoder_layer_forward(L.arch, f, x.data(), T, S, y.data(), nullptr, CancelFlag());
+    CHECK(max_rel_diff(y, r.output) < 1e-5);
+    // some scaling was chosen (ratio > 0) for at least one group, and folding changed weights
+    bool moved = false;
+    for (size_t e = 0; e < L.gate.size(); ++e) moved |= r.folded[kGate][e] != L.gate[e];
+    CHECK(moved);
+    // the qkv / gate_up losses equal the fp64 module error for the same candidate weights
+    const RefOut ref = ref_layer(L.arch, L.w, x, T, S);
+    std::vector<float> xm(64), wm(64), s(64);
+    for (int64_t j = 0; j < 64; ++j) {
+      double m = 0;
+      for (int64_t t = 0; t < T; ++t) m += std::fabs(ref.x_attn[t * 64 + j]);
+      xm[j] = static_cast<float>(m / T);
+    }
+    weight_mean({{L.w.q, L.arch.q_out()}, {L.w.k, L.arch.kv_out()}, {L.w.v, L.arch.kv_out()}}, 64, 32, wm.data());
+    for (int i : {0, 7, 13}) {
+      scale_candidate(xm.data(), wm.data(), 64, static_cast<float>(i / 20.0), true, s.data());
+      std::vector<float> q(L.q.size()), k(L.k.size()), v(L.v.size());
+      scaled_fake_quant(L.w.q, L.arch.q_out(), 64, s.data(), QuantParams{4, 32, true}, q.data());
+      scaled_fake_quant(L.w.k, L.arch.kv_out(), 64, s.data(), QuantParams{4, 32, true}, k.data());
+      scaled_fake_quant(L.w.v, L.arch.kv_out(), 64, s.data(), QuantParams{4, 32, true}, v.data());
+      const Vd yq = ref_attention(L.arch, L.w, ref.x_attn, T, S, q.data(), k.data(), v.data(), L.w.o, nullptr);
+      double loss = 0;
+      for (size_t e = 0; e < yq.size(); ++e) loss += (yq[e] - ref.attn_out[e]) * (yq[e] - ref.attn_out[e]);
+      loss /= static_cast<double>(yq.size());
+      CHECK_NEAR(r.report.groups[0].losses[i] / loss, 1.0, 1e-3);
+    }
+  }
+}
+
+TEST(search_rtn_quantizes_original_weights_and_clip_covers_every_group) {
+  RandomLayer L(64, 128, 4, 2, 16, false, false, 5);
+  const int64_t S = 32, T = 2 * S;
+  auto x = random_floats(T * 64, 8, -2.f, 2.f);
+  SearchOptions rtn;
+  rtn.awq = false;
+  rtn.group_size = -1;
+  QuantRun r = run_layer(L, x, T, S, rtn);
+  CHECK(r.report.groups.empty());
+  for (size_t e = 0; e < L.gate.size(); ++e) CHECK(r.folded[kGate][e] == L.gate[e]);
+  std::vector<uint8_t> q(L.down.size()), z(64);
+  std::vector<float> sc(64);
+  quantize_weights(L.w.down, 64, 128, QuantParams{4, 128, true}, nullptr, q.data(), z.data(), sc.data());
+  CHECK(q == r.q[kDown] && z == r.z[kDown] && sc == r.s[kDown]);
+  // AWQ + clip: the shrink histogram covers every (row, group) of the clipped linears
+  SearchOptions awq;
+  awq.group_size = 32;
+  QuantRun a = run_layer(L, x, T, S, awq);
+  CHECK(a.report.clips.size() == 5);
+  for (const auto& c : a.report.clips) {
+    int64_t total = 0;
+    for (auto h : c.histogram) total += h;
+    const int64_t rows = c.linear == kV ? 32 : c.linear == kO || c.linear == kDown ? 64 : 128;
+    const int64_t cols = c.linear == kO ? 64 : c.linear == kDown ? 128 : 64;
+    CHECK(total == rows * cols / 32);
+  }
+  CHECK(a.output == r.output);  // the output is the full-precision forward either way
+}
+
+TEST(search_rejects_bad_options_and_aborts) {
+  RandomLayer L(64, 96, 4, 2, 16, false, false, 6);
+  auto x = random_floats(2 * 16 * 64, 9);
+  SearchOptions bad;
+  bad.group_size = 128;  // 64 % 128 != 0
+  CHECK_THROWS(run_layer(L, x, 32, 16, bad));
+  bad.group_size = 32;
+  bad.bits = 9;
+  CHECK_THROWS(run_layer(L, x, 32, 16, bad));
+}

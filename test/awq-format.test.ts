@@ -1,0 +1,367 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import {
+  AwqCheckpointWriter,
+  BadConfigError,
+  InvalidArgumentError,
+  ModelFolder,
+  NonFiniteError,
+  dequantizeAwq,
+  openAwqCheckpoint,
+  packAwq,
+  unpackAwq,
+  type AwqLinearTensors,
+} from '../dist/index.js';
+import { HAVE_MODELS, LLAMA, LLAMA_AWQ, llamaConfig, safetensorsBytes, tmpDir, writeJson } from './helpers/fixtures.js';
+import { mulberry32 } from './helpers/random.js';
+
+const tmp = tmpDir('awq-fmt-');
+afterAll(() => tmp.cleanup());
+
+function f16(x: number): number {
+  // fp16 bits -> value, for the reference
+  const e = (x >> 10) & 31, m = x & 1023, s = x >> 15 ? -1 : 1;
+  return e === 0 ? s * m * 2 ** -24 : s * (1024 + m) * 2 ** (e - 25);
+}
+
+describe('packAwq: bit-exact with REFERENCE.md section 6 (words written by hand)', () => {
+  it('8 columns 1..8 give 0x86427531 (nibble i holds column [0,2,4,6,1,3,5,7][i])', async () => {
+    const p = await packAwq({
+      q: new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]), zeros: new Uint8Array([9, 0, 0, 0, 0, 0, 0, 15]),
+      scales: new Float32Array([1, 2, 0.5, -1, 65504, 2 ** -24, 0, 3]), outFeatures: 8, inFeatures: 1, groupSize: 1,
+    });
+    expect(p.qweight[0] >>> 0).toBe(0x86427531);
+    expect(p.qzeros[0] >>> 0).toBe(0xf0000009);
+    expect(Array.from(p.scales)).toEqual([0x3c00, 0x4000, 0x3800, 0xbc00, 0x7bff, 0x0001, 0x0000, 0x4200]);
+  });
+
+  it('a single 15 at output row r lands in nibble [0,4,1,5,2,6,3,7][r % 8] of word r/8, row i', async () => {
+    const expected = [0x0000000f, 0x000f0000, 0x000000f0, 0x00f00000, 0x00000f00, 0x0f000000, 0x0000f000, 0xf0000000];
+    const [out, inF, g] = [24, 6, 3];
+    for (let r = 0; r < out; r++) {
+      for (let i = 0; i < inF; i++) {
+        const q = new Uint8Array(out * inF);
+        q[r * inF + i] = 15;
+        const zeros = new Uint8Array(out * 2);
+        zeros[r * 2 + 1] = 15;
+        const p = await packAwq({ q, zeros, scales: new Float32Array(out * 2).fill(1), outFeatures: out, inFeatures: inF, groupSize: g });
+        for (let k = 0; k < inF * 3; k++) {
+          const want = k === i * 3 + Math.floor(r / 8) ? expected[r % 8] : 0;
+          expect(p.qweight[k] >>> 0).toBe(want);
+        }
+        for (let k = 0; k < 2 * 3; k++) expect(p.qzeros[k] >>> 0).toBe(k === 3 + Math.floor(r / 8) ? expected[r % 8] : 0);
+      }
+    }
+  });
+
+  it('scales are transposed to [in/g, out]', async () => {
+    const scales = new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]); // [8, 2]
+    const p = await packAwq({ q: new Uint8Array(8 * 4), zeros: new Uint8Array(16), scales, outFeatures: 8, inFeatures: 4, groupSize: 2 });
+    expect(Array.from(p.scales).map(f16)).toEqual([1, 3, 5, 7, 9, 11, 13, 15, 2, 4, 6, 8, 10, 12, 14, 16]);
+  });
+
+  it('rejects values outside 0..15, bad shapes and fp16-overflowing scales', async () => {
+    const base = { q: new Uint8Array(16 * 4), zeros: new Uint8Array(16 * 2), scales: new Float32Array(32).fill(1), outFeatures: 16, inFeatures: 4, groupSize: 2 };
+    const q = base.q.slice();
+    q[4 * 9 + 2] = 16;
+    await expect(packAwq({ ...base, q })).rejects.toThrow(/q\[9, 2\] = 16/);
+    const zeros = base.zeros.slice();
+    zeros[5] = 99;
+    await expect(packAwq({ ...base, zeros })).rejects.toThrow(InvalidArgumentError);
+    const scales = base.scales.slice();
+    scales[3] = 1e5;
+    await expect(packAwq({ ...base, scales })).rejects.toThrow(/scales\[1, 1\]/);
+    await expect(packAwq({ ...base, outFeatures: 12 })).rejects.toThrow(/outFeatures/);
+    await expect(packAwq({ ...base, groupSize: 3 })).rejects.toThrow(/inFeatures/);
+    await expect(packAwq({ ...base, q: new Uint8Array(3) })).rejects.toThrow(/q \[16, 4\]: expected 64 elements, got 3/);
+    await expect(packAwq({ ...base, scales: new Float64Array(32) as unknown as Float32Array })).rejects.toThrow(/Float32Array/);
+  });
+});
+
+describe('pack / unpack / dequantize round trip', () => {
+  it('is exact on random and adversarial data', async () => {
+    const rand = mulberry32(11);
+    for (const [out, inF, g] of [[8, 1, 1], [16, 256, 128], [136, 384, 128], [264, 300, 300], [40, 64, 32]]) {
+      const groups = inF / g;
+      const q = new Uint8Array(out * inF).map(() => Math.floor(rand() * 16));
+      const zeros = new Uint8Array(out * groups).map(() => Math.floor(rand() * 16));
+      const scales = new Float32Array(out * groups).map(() => (rand() - 0.5) * 2 ** Math.floor(rand() * 30 - 20));
+      // adversarial: constant rows (all 15 / all 0), zero scale, smallest subnormal, largest fp16
+      q.fill(15, 0, inF);
+      if (out > 8) q.fill(0, inF, 2 * inF);
+      zeros[0] = 15;
+      scales[0] = 0;
+      scales[scales.length - 1] = 65504;
+      if (scales.length > 2) scales[1] = 2 ** -24;
+      const dims = { outFeatures: out, inFeatures: inF, groupSize: g };
+      const packed = await packAwq({ q, zeros, scales, ...dims });
+      const u = await unpackAwq({ ...packed, ...dims });
+      expect(Buffer.compare(Buffer.from(u.q), Buffer.from(q))).toBe(0);
+      expect(Buffer.compare(Buffer.from(u.zeros), Buffer.from(zeros))).toBe(0);
+      const s16 = Array.from(packed.scales);
+      let bad = 0;
+      for (let r = 0; r < out; r++) {
+        for (let j = 0; j < groups; j++) {
+          // scale = fp16 rounding of the input (within half an fp16 ulp) and read back exactly
+          const s = f16(s16[j * out + r]);
+          if (u.scales[r * groups + j] !== s) bad++;
+          if (Math.abs(s - scales[r * groups + j]) > Math.abs(scales[r * groups + j]) * 2 ** -11 + 2 ** -25) bad++;
+        }
+      }
+      expect(bad).toBe(0);
+      const w = await dequantizeAwq({ ...packed, ...dims });
+      for (let r = 0; r < out; r++) {
+        for (let i = 0; i < inF; i++) {
+          const ref = Math.fround((q[r * inF + i] - zeros[r * groups + Math.floor(i / g)]) * u.scales[r * groups + Math.floor(i / g)]);
+          if (w[r * inF + i] !== ref) bad++;
+        }
+      }
+      expect(bad).toBe(0);
+      // repacking the unpacked values gives the same bytes
+      const again = await packAwq({ ...u, ...dims });
+      expect(Buffer.compare(Buffer.from(again.qweight.buffer), Buffer.from(packed.qweight.buffer))).toBe(0);
+      expect(Buffer.compare(Buffer.from(again.qzeros.buffer), Buffer.from(packed.qzeros.buffer))).toBe(0);
+      expect(Buffer.compare(Buffer.from(again.scales.buffer), Buffer.from(packed.scales.buffer))).toBe(0);
+    }
+  });
+});
+
+/** A tiny AWQ folder written by hand. */
+function handAwq(name: string, quant: Record<string, unknown>, opts: { qzerosShape?: number[] } = {}): string {
+  const dir = join(tmp.dir, name);
+  mkdirSync(dir);
+  writeJson(join(dir, 'config.json'), llamaConfig({ quantization_config: quant }));
+  // q_proj: in 64, out 16, g 32 -> qweight [64, 2], qzeros [2, 2], scales [2, 16]
+  const qz = opts.qzerosShape ?? [2, 2];
+  const qzBytes = qz[0] * qz[1] * 4;
+  const header = {
+    'p.qweight': { dtype: 'I32', shape: [64, 2], data_offsets: [0, 512] },
+    'p.qzeros': { dtype: 'I32', shape: qz, data_offsets: [512, 512 + qzBytes] },
+    'p.scales': { dtype: 'F16', shape: [2, 16], data_offsets: [512 + qzBytes, 576 + qzBytes] },
+  };
+  writeFileSync(join(dir, 'model.safetensors'), safetensorsBytes(header, new Uint8Array(576 + qzBytes)));
+  return dir;
+}
+
+const goodQuant = { quant_method: 'awq', bits: 4, group_size: 32, zero_point: true, version: 'gemm', modules_to_not_convert: null };
+
+describe('openAwqCheckpoint: checks', () => {
+  it('reads a hand-built checkpoint', async () => {
+    const ck = await openAwqCheckpoint(handAwq('ok', goodQuant));
+    expect(ck.linearNames()).toEqual(['p']);
+    const l = await ck.readLinear('p');
+    expect([l.inFeatures, l.outFeatures, l.groupSize, l.qweight.length, l.qzeros.length, l.scales.length]).toEqual([64, 16, 32, 128, 4, 32]);
+    expect(ck.quantization).toEqual({ bits: 4, groupSize: 32, zeroPoint: true, version: 'gemm', modulesToNotConvert: null });
+    await ck.close();
+  });
+
+  it('other bit widths, versions and methods are BadConfigErrors naming them', async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ ...goodQuant, bits: 3 }, /bits: expected 4.*got 3/],
+      [{ ...goodQuant, version: 'gemv' }, /version: expected 'gemm'.*got "gemv"/],
+      [{ ...goodQuant, version: 'exllama' }, /"exllama"/],
+      [{ ...goodQuant, quant_method: 'gptq' }, /quant_method: expected 'awq', got "gptq"/],
+      [{ ...goodQuant, group_size: '32' }, /group_size/],
+    ];
+    for (const [q, re] of cases) {
+      const err = await openAwqCheckpoint(handAwq(`bad-${String(q.bits)}-${String(q.version)}-${String(q.quant_method)}-${typeof q.group_size}`, q)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BadConfigError);
+      expect((err as Error).message).toMatch(re);
+    }
+  });
+
+  it('inconsistent shapes are BadCheckpointErrors naming the tensor', async () => {
+    await expect(openAwqCheckpoint(handAwq('shape', goodQuant, { qzerosShape: [3, 2] }))).rejects.toThrow(/'p.qzeros': shape \[3,2\] is inconsistent with in=64, out=16, group_size=32 \(expected \[2,2\]\)/);
+    await expect(openAwqCheckpoint(handAwq('gsize', { ...goodQuant, group_size: 128 }))).rejects.toThrow(/'p.qweight'.*group_size=128/);
+  });
+});
+
+function randomLinear(name: string, out: number, inF: number, g: number, seed: number, bias = false) {
+  const rand = mulberry32(seed);
+  return {
+    name, outFeatures: out, inFeatures: inF, groupSize: g,
+    q: new Uint8Array(out * inF).map(() => Math.floor(rand() * 16)),
+    zeros: new Uint8Array((out * inF) / g).map(() => Math.floor(rand() * 16)),
+    scales: new Float32Array((out * inF) / g).map(() => rand() * 0.01 + 1e-4),
+    bias: bias ? new Uint16Array(out).map(() => 0x3c00 + Math.floor(rand() * 100)) : undefined,
+  };
+}
+
+describe('AwqCheckpointWriter', () => {
+  const src = join(tmp.dir, 'src-model');
+  mkdirSync(src, { recursive: true });
+  writeJson(join(src, 'config.json'), llamaConfig({ model_type: 'qwen2' }));
+  writeFileSync(join(src, 'tokenizer.json'), '{}');
+  writeFileSync(join(src, 'tokenizer_config.json'), '{}');
+  writeFileSync(join(src, 'model.safetensors'), '');
+
+  it('writes linears and fp16 tensors, config with quantization_config, and reads them back', async () => {
+    const out = join(tmp.dir, 'awq-out');
+    const w = await AwqCheckpointWriter.create(out, { sourceDir: src, maxShardBytes: 8_000 });
+    const lins: AwqLinearTensors[] = [];
+    for (const [i, [o, inF]] of [[64, 128], [16, 128], [128, 64]].entries()) {
+      const r = randomLinear(`model.layers.0.l${i}`, o, inF, 32, i, i === 1);
+      const packed = await packAwq(r);
+      const t: AwqLinearTensors = { name: r.name, outFeatures: o, inFeatures: inF, groupSize: 32, ...packed, ...(r.bias ? { bias: r.bias } : {}) };
+      lins.push(t);
+      await w.addLinear(t);
+    }
+    const emb = new Float32Array(32 * 64).map((_, i) => Math.sin(i) * 3);
+    await w.addTensor('model.embed_tokens.weight', [32, 64], emb, 'BF16');
+    expect(existsSync(out)).toBe(false); // nothing under the final name before finish
+    const raw = llamaConfig({ model_type: 'qwen2', torch_dtype: 'bfloat16' });
+    await w.finish(raw, { groupSize: 32, zeroPoint: true });
+    const files = readdirSync(out).sort();
+    expect(files.filter((f) => !/^model-\d{5}-of-\d{5}\.safetensors$/.test(f))).toEqual(
+      ['config.json', 'model.safetensors.index.json', 'tokenizer.json', 'tokenizer_config.json'],
+    );
+    expect(files.length).toBeGreaterThan(5);
+    const cfg = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    expect(cfg.torch_dtype).toBe('float16');
+    expect(cfg.quantization_config).toEqual({ quant_method: 'awq', bits: 4, group_size: 32, zero_point: true, version: 'gemm', modules_to_not_convert: null });
+    const ck = await openAwqCheckpoint(out);
+    expect(ck.linearNames()).toEqual(lins.map((l) => l.name));
+    for (const l of lins) {
+      const back = await ck.readLinear(l.name);
+      expect(back).toEqual(l);
+    }
+    const e = await ck.readF32('model.embed_tokens.weight');
+    expect(ck.folder.info('model.embed_tokens.weight').dtype).toBe('F16');
+    let maxErr = 0;
+    for (let i = 0; i < e.length; i++) maxErr = Math.max(maxErr, Math.abs(e[i] - emb[i]) / Math.max(Math.abs(emb[i]), 2 ** -14));
+    expect(maxErr).toBeLessThanOrEqual(2 ** -11);
+    await ck.close();
+  });
+
+  it('keepSourceDtype keeps bf16 / f32', async () => {
+    const out = join(tmp.dir, 'awq-keep');
+    const w = await AwqCheckpointWriter.create(out, { sourceDir: src, keepSourceDtype: true });
+    await w.addLinear({ name: 'x', ...(await packAwq(randomLinear('x', 8, 32, 32, 1))), outFeatures: 8, inFeatures: 32, groupSize: 32 });
+    await w.addTensor('b', [2], new Float32Array([1e10, -3]), 'BF16');
+    await w.addTensor('f', [2], new Float32Array([1e10, 0.1]), 'F32');
+    await w.finish(llamaConfig(), { groupSize: 32, zeroPoint: true });
+    const m = await ModelFolder.open(out);
+    expect([m.info('b').dtype, m.info('f').dtype]).toEqual(['BF16', 'F32']);
+    expect(Array.from(await m.readF32('f'))).toEqual([Math.fround(1e10), Math.fround(0.1)]);
+    await m.close();
+  });
+
+  it('refuses fp16 overflow and NaN naming the tensor; the writer stays usable', async () => {
+    const out = join(tmp.dir, 'awq-overflow');
+    const w = await AwqCheckpointWriter.create(out, { sourceDir: src });
+    await expect(w.addTensor('big', [3], new Float32Array([1, 70000, 2]))).rejects.toThrow(/tensor 'big': element 1 = 70000 overflows fp16/);
+    await expect(w.addTensor('nan', [2], new Float32Array([NaN, 1]))).rejects.toBeInstanceOf(NonFiniteError);
+    await expect(w.addTensor('shape', [3], new Float32Array(2))).rejects.toBeInstanceOf(InvalidArgumentError);
+    await expect(w.addLinear({ name: 'l', inFeatures: 32, outFeatures: 8, groupSize: 32, qweight: new Int32Array(3), qzeros: new Int32Array(1), scales: new Uint16Array(8) })).rejects.toThrow(/l.qweight \[32, 1\]: expected 32 elements, got 3/);
+    await w.addTensor('ok', [1], new Float32Array([65504]));
+    await w.abort();
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(tmp.dir).filter((n) => n.startsWith('awq-overflow'))).toEqual([]);
+  });
+
+  it('refuses an existing output without overwrite and an output inside the source; nothing written', async () => {
+    const out = join(tmp.dir, 'exists');
+    mkdirSync(out);
+    await expect(AwqCheckpointWriter.create(out, { sourceDir: src })).rejects.toThrow(/already exists/);
+    await expect(AwqCheckpointWriter.create(join(src, 'awq'), { sourceDir: src })).rejects.toThrow(/inside the input folder/);
+    expect(readdirSync(out)).toEqual([]);
+    expect(readdirSync(src).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    const w = await AwqCheckpointWriter.create(out, { sourceDir: src, overwrite: true });
+    await w.addLinear({ name: 'x', ...(await packAwq(randomLinear('x', 8, 32, 32, 1))), outFeatures: 8, inFeatures: 32, groupSize: 32 });
+    await w.finish(llamaConfig(), { groupSize: 32, zeroPoint: true });
+    expect(readdirSync(out)).toContain('model.safetensors');
+  });
+});
+
+describe.skipIf(!HAVE_MODELS)('llama-22m-awq, written by another implementation (skipped when ../shared is absent)', () => {
+  it('has consistent shapes for every decoder linear; unpack then repack gives the same bytes', async () => {
+    const ck = await openAwqCheckpoint(LLAMA_AWQ);
+    const c = ck.config;
+    expect(ck.linearNames().length).toBe(7 * c.numLayers);
+    expect(ck.folder.has('lm_head.weight')).toBe(false); // tied, omitted
+    const outIn: Record<string, [number, number]> = {
+      q_proj: [c.numHeads * c.headDim, c.hiddenSize], k_proj: [c.numKvHeads * c.headDim, c.hiddenSize], v_proj: [c.numKvHeads * c.headDim, c.hiddenSize],
+      o_proj: [c.hiddenSize, c.numHeads * c.headDim], gate_proj: [c.intermediateSize, c.hiddenSize], up_proj: [c.intermediateSize, c.hiddenSize],
+      down_proj: [c.hiddenSize, c.intermediateSize],
+    };
+    for (const name of ck.linearNames()) {
+      const l = await ck.readLinear(name);
+      expect([l.outFeatures, l.inFeatures], name).toEqual(outIn[name.split('.').at(-1)!]);
+      expect(l.groupSize).toBe(128);
+      const u = await unpackAwq(l);
+      const again = await packAwq({ ...u, outFeatures: l.outFeatures, inFeatures: l.inFeatures, groupSize: l.groupSize });
+      expect(Buffer.compare(Buffer.from(again.qweight.buffer), Buffer.from(l.qweight.buffer)), name).toBe(0);
+      expect(Buffer.compare(Buffer.from(again.qzeros.buffer), Buffer.from(l.qzeros.buffer)), name).toBe(0);
+      expect(Buffer.compare(Buffer.from(again.scales.buffer), Buffer.from(l.scales.buffer)), name).toBe(0);
+    }
+    await ck.close();
+  });
+
+  it('dequantizes to the source weights up to the per-input-channel AWQ scaling (nibble order check)', async () => {
+    // AWQ multiplies input channel c of a linear by s[c]: dequant(W')[r, c] ~= k_c * W[r, c]. With
+    // the right nibble order the per-column fit leaves ~quantization noise; permuting output
+    // rows within each 8-column word (a wrong order) leaves almost everything unexplained.
+    const ck = await openAwqCheckpoint(LLAMA_AWQ);
+    const src = await ModelFolder.open(LLAMA);
+    for (const name of ['model.layers.0.self_attn.q_proj', 'model.layers.3.mlp.down_proj']) {
+      const l = await ck.readLinear(name);
+      const w = await dequantizeAwq(l);
+      const o = await src.readF32(`${name}.weight`);
+      const fit = (perm: (r: number) => number): number => {
+        let res = 0, tot = 0;
+        for (let c = 0; c < l.inFeatures; c++) {
+          let sxy = 0, sxx = 0;
+          for (let r = 0; r < l.outFeatures; r++) {
+            const x = o[perm(r) * l.inFeatures + c];
+            sxy += x * w[r * l.inFeatures + c];
+            sxx += x * x;
+          }
+          const k = sxy / sxx;
+          for (let r = 0; r < l.outFeatures; r++) {
+            const y = w[r * l.inFeatures + c];
+            res += (y - k * o[perm(r) * l.inFeatures + c]) ** 2;
+            tot += y * y;
+          }
+        }
+        return res / tot;
+      };
+      expect(fit((r) => r), name).toBeLessThan(0.03);
+      expect(fit((r) => (r & ~7) | [0, 2, 4, 6, 1, 3, 5, 7][r & 7]), name).toBeGreaterThan(0.5);
+    }
+    await src.close();
+    await ck.close();
+  });
+
+  it('writes the checkpoint back out and reads it again losslessly', async () => {
+    const ck = await openAwqCheckpoint(LLAMA_AWQ);
+    const out = join(tmp.dir, 'llama-22m-awq-copy');
+    const w = await AwqCheckpointWriter.create(out, { sourceDir: LLAMA_AWQ, maxShardBytes: 4_000_000 });
+    const linears = new Set(ck.linearNames());
+    const written = new Set<string>();
+    for (const name of ck.folder.tensorNames()) {
+      const prefix = name.replace(/\.(qweight|qzeros|scales|bias)$/, '');
+      if (linears.has(prefix)) {
+        if (!written.has(prefix)) await w.addLinear(await ck.readLinear(prefix));
+        written.add(prefix);
+      } else {
+        const t = ck.folder.info(name);
+        await w.addTensor(name, t.shape, await ck.readF32(name), t.dtype);
+      }
+    }
+    await w.finish(ck.folder.rawConfig, ck.quantization);
+    const back = await openAwqCheckpoint(out);
+    expect(back.folder.shards().length).toBeGreaterThan(1);
+    expect(back.folder.tensorNames().sort()).toEqual(ck.folder.tensorNames().sort());
+    for (const name of ck.folder.tensorNames()) {
+      expect(back.folder.info(name).dtype).toBe(ck.folder.info(name).dtype);
+      expect(back.folder.info(name).shape).toEqual(ck.folder.info(name).shape);
+      expect(Buffer.compare(Buffer.from(await back.folder.readRaw(name)), Buffer.from(await ck.folder.readRaw(name))), name).toBe(0);
+    }
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toEqual(JSON.parse(readFileSync(join(LLAMA_AWQ, 'config.json'), 'utf8')));
+    expect(Buffer.compare(readFileSync(join(out, 'tokenizer.json')), readFileSync(join(LLAMA_AWQ, 'tokenizer.json')))).toBe(0);
+    await back.close();
+    await ck.close();
+  });
+});

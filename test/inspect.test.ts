@@ -1,0 +1,59 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { SafetensorsWriter, inspectCheckpoint } from '../dist/index.js';
+import { HAVE_MODELS, LLAMA, LLAMA_AWQ, llamaConfig, tmpDir, writeJson } from './helpers/fixtures.js';
+
+const tmp = tmpDir('awq-inspect-');
+afterAll(() => tmp.cleanup());
+const cli = (...args: string[]) => spawnSync(process.execPath, ['dist/cli/main.js', 'inspect', ...args], { encoding: 'utf8' });
+
+describe('awq inspect', () => {
+  it('reports a generated sharded folder (--json and table)', async () => {
+    const dir = join(tmp.dir, 'm');
+    mkdirSync(dir);
+    writeJson(join(dir, 'config.json'), llamaConfig({ model_type: 'qwen3', head_dim: 32 }));
+    const w = await SafetensorsWriter.create(dir, { maxShardBytes: 64 });
+    await w.add('a', 'F32', [8], new Float32Array(8));
+    await w.add('b', 'BF16', [16], new Uint16Array(16));
+    await w.add('c', 'BF16', [4], new Uint16Array(4));
+    await w.finish();
+    const r = JSON.parse(cli(dir, '--json').stdout);
+    expect(r).toMatchObject({
+      modelType: 'qwen3', tensorCount: 3, totalBytes: 32 + 32 + 8, quantization: null,
+      dtypes: { F32: { tensors: 1, bytes: 32 }, BF16: { tensors: 2, bytes: 40 } },
+    });
+    expect(r.config.qkNorm).toBe(true);
+    expect(r.shards.map((s: { file: string }) => s.file)).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+    const table = cli(dir);
+    expect(table.status).toBe(0);
+    expect(table.stdout).toMatch(/architecture: qwen3/);
+    expect(table.stdout).toMatch(/shards: 2/);
+  });
+
+  it('an unsupported architecture is still inspected; a missing path is an error', async () => {
+    const dir = join(tmp.dir, 'gpt');
+    mkdirSync(dir);
+    writeJson(join(dir, 'config.json'), llamaConfig({ model_type: 'gpt2' }));
+    const w = await SafetensorsWriter.create(dir);
+    await w.finish();
+    const r = await inspectCheckpoint(dir);
+    expect(r.modelType).toBe('gpt2');
+    expect(r.configError).toMatch(/not supported/);
+    const bad = cli(join(tmp.dir, 'absent'));
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/no such file or folder \(ERR_AWQ_INVALID_ARGUMENT\)/);
+  });
+
+  it.skipIf(!HAVE_MODELS)('reports llama-22m and llama-22m-awq (skipped when ../shared is absent)', () => {
+    const r = JSON.parse(execFileSync(process.execPath, ['dist/cli/main.js', 'inspect', LLAMA, '--json'], { encoding: 'utf8' }));
+    expect(r).toMatchObject({ modelType: 'llama', tensorCount: 56, totalBytes: 44577792, quantization: null });
+    expect(r.shards.length).toBe(4);
+    const a = JSON.parse(execFileSync(process.execPath, ['dist/cli/main.js', 'inspect', LLAMA_AWQ, '--json'], { encoding: 'utf8' }));
+    expect(a.quantization).toEqual({ quant_method: 'awq', bits: 4, group_size: 128, zero_point: true, version: 'gemm', modules_to_not_convert: null });
+    expect(a.awq.linears).toBe(42);
+    expect(a.dtypes.I32.tensors).toBe(84);
+  });
+});

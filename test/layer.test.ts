@@ -1,0 +1,177 @@
+import { describe, expect, it } from 'vitest';
+
+import {
+  AbortedError,
+  decoderLayerForward,
+  InvalidArgumentError,
+  lmHeadNll,
+  NonFiniteError,
+  pseudoQuantize,
+  quantizeDecoderLayer,
+  type LayerArch,
+  type LayerWeights,
+  type QuantOptions,
+} from '../dist/index.js';
+import { mulberry32 } from './helpers/random.js';
+
+/** Nearest fp16 value of x (round half to even), for the float64 reference. */
+function fp16Round(x: number): number {
+  if (x === 0 || !Number.isFinite(x)) return x;
+  const e = Math.max(Math.floor(Math.log2(Math.abs(x))), -14);
+  const ulp = 2 ** (e - 10);
+  const q = x / ulp;
+  let r = Math.round(q);
+  if (Math.abs(q - Math.trunc(q)) === 0.5) r = 2 * Math.round(q / 2);
+  return r * ulp;
+}
+const roundEven = (x: number) => {
+  const r = Math.round(x);
+  return Math.abs(x - Math.trunc(x)) === 0.5 ? 2 * Math.round(x / 2) : r;
+};
+
+function refPseudoQuant(w: Float32Array, rows: number, cols: number, bits: number, g: number): Float64Array {
+  const out = new Float64Array(w.length);
+  const qmax = 2 ** bits - 1;
+  for (let r = 0; r < rows; r++)
+    for (let j = 0; j < cols; j += g) {
+      const grp = Array.from(w.subarray(r * cols + j, r * cols + j + g));
+      const mx = Math.max(...grp), mn = Math.min(...grp);
+      const s = fp16Round(Math.fround(Math.max(Math.fround(mx - mn), Math.fround(1e-5)) / qmax));
+      const z = Math.min(Math.max(-roundEven(mn / s), 0), qmax);
+      for (let k = 0; k < g; k++) out[r * cols + j + k] = (Math.min(Math.max(roundEven(grp[k] / s) + z, 0), qmax) - z) * s;
+    }
+  return out;
+}
+
+function randomLayer(seed: number, H = 64, I = 128, nh = 4, nkv = 2, hd = 16): { arch: LayerArch; weights: LayerWeights } {
+  const rand = mulberry32(seed);
+  const arr = (n: number, scale: number, offset = 0) => Float32Array.from({ length: n }, () => offset + (rand() - 0.5) * 2 * scale);
+  const inv = Float32Array.from({ length: hd / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / hd));
+  const sc = 1 / Math.sqrt(H);
+  return {
+    arch: { hiddenSize: H, intermediateSize: I, numHeads: nh, numKvHeads: nkv, headDim: hd, rmsNormEps: 1e-5, ropeInvFreq: inv, qkNorm: false },
+    weights: {
+      inputNorm: arr(H, 0.5, 1), postNorm: arr(H, 0.5, 1),
+      q: arr(nh * hd * H, 2 * sc), k: arr(nkv * hd * H, 2 * sc), v: arr(nkv * hd * H, sc), o: arr(H * nh * hd, sc),
+      gate: arr(I * H, sc), up: arr(I * H, sc), down: arr(H * I, sc),
+    },
+  };
+}
+
+const AWQ: QuantOptions = { wBit: 4, groupSize: 32, zeroPoint: true, duoScaling: true, clip: true, method: 'awq' };
+
+describe('pseudoQuantize', () => {
+  it('matches a float64 reference with fp16 scales, round-half-even and constant groups', async () => {
+    const rand = mulberry32(3);
+    const rows = 9, cols = 128;
+    const w = Float32Array.from({ length: rows * cols }, () => (rand() - 0.5) * 4);
+    w.fill(0.3, 2 * cols, 2 * cols + 64); // a constant group
+    w.fill(0, 4 * cols, 5 * cols); // a zero row
+    w[7 * cols + 3] = 50; // an outlier
+    for (const bits of [3, 4, 8]) {
+      const got = await pseudoQuantize(w, rows, cols, { wBit: bits, groupSize: 64, zeroPoint: true });
+      const ref = refPseudoQuant(w, rows, cols, bits, 64);
+      let mismatches = 0;
+      for (let i = 0; i < w.length; i++) if (Math.abs(got[i] - ref[i]) > 1e-6 * Math.abs(ref[i]) + 1e-12) mismatches++;
+      expect(mismatches).toBeLessThanOrEqual(1); // a float division exactly at a tie may differ
+    }
+    // ties: group [0, 3.75] at 4 bits has s = 0.25; 0.125, 0.375, 0.625 -> 0, 0.5, 0.5
+    const t = new Float32Array(16).fill(1);
+    t.set([0, 3.75, 0.125, 0.375, 0.625]);
+    const tq = await pseudoQuantize(t, 1, 16, { wBit: 4, groupSize: -1, zeroPoint: true });
+    expect(Array.from(tq.subarray(2, 5))).toEqual([0, 0.5, 0.5]);
+  });
+
+  it('validates arguments and rejects NaN with a NonFiniteError', async () => {
+    const w = new Float32Array(96);
+    await expect(pseudoQuantize(w, 1, 96, { wBit: 4, groupSize: 64, zeroPoint: true })).rejects.toThrow(/not divisible/);
+    await expect(pseudoQuantize(w, 1, 96, { wBit: 9, groupSize: 32, zeroPoint: true })).rejects.toThrow(InvalidArgumentError);
+    await expect(pseudoQuantize(w, 2, 96, { wBit: 4, groupSize: 32, zeroPoint: true })).rejects.toThrow(/192 elements/);
+    w[5] = Number.NaN;
+    await expect(pseudoQuantize(w, 1, 96, { wBit: 4, groupSize: 32, zeroPoint: true })).rejects.toBeInstanceOf(NonFiniteError);
+  });
+});
+
+describe('decoderLayerForward / lmHeadNll', () => {
+  it('names non-finite tensors and validates shapes', async () => {
+    const { arch, weights } = randomLayer(1);
+    const x = new Float32Array(2 * 8 * 64).fill(0.5);
+    await expect(decoderLayerForward(arch, weights, x, 7)).rejects.toThrow(InvalidArgumentError);
+    await expect(decoderLayerForward(arch, { ...weights, q: new Float32Array(5) }, x, 8)).rejects.toThrow(/weights\.q: expected 4096 elements/);
+    const bad = weights.down.slice();
+    bad[70] = Number.POSITIVE_INFINITY;
+    const err = await decoderLayerForward(arch, { ...weights, down: bad }, x, 8).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NonFiniteError);
+    expect((err as Error).message).toContain('down_proj.weight');
+    const h = await decoderLayerForward(arch, weights, x, 8);
+    expect(h.length).toBe(x.length);
+    const ids = Int32Array.from({ length: 16 }, (_, i) => i % 10);
+    const r = await lmHeadNll(h, 8, weights.inputNorm, 1e-5, new Float32Array(10 * 64).fill(0.01), 10, ids);
+    expect(r.count).toBe(14);
+    expect(r.nllSum / r.count).toBeCloseTo(Math.log(10), 4); // constant logits: uniform
+    await expect(lmHeadNll(h, 8, weights.inputNorm, 1e-5, new Float32Array(10 * 64), 10, ids.map(() => 12))).rejects.toThrow(/outside the vocabulary/);
+  });
+
+  it('honours an AbortSignal', async () => {
+    const { arch, weights } = randomLayer(2);
+    const ac = new AbortController();
+    ac.abort();
+    await expect(decoderLayerForward(arch, weights, new Float32Array(8 * 64), 8, { signal: ac.signal })).rejects.toBeInstanceOf(AbortedError);
+  });
+});
+
+describe('quantizeDecoderLayer', () => {
+  it('quantizes a random layer: shapes, phases, report, full-precision output', async () => {
+    const { arch, weights } = randomLayer(4);
+    const rand = mulberry32(9);
+    const x = Float32Array.from({ length: 3 * 32 * 64 }, () => (rand() - 0.5) * 4);
+    const phases: string[] = [];
+    const r = await quantizeDecoderLayer(arch, weights, x, 32, AWQ, { onPhase: (p) => phases.push(p) });
+    expect(phases).toEqual(['forward', 'scale-search', 'clip-search', 'quantize']);
+    expect(r.output).toEqual(await decoderLayerForward(arch, weights, x, 32));
+    const o = r.linears.o_proj;
+    expect([o.out, o.in, o.groupSize, o.q.length, o.zeros.length, o.scales.length]).toEqual([64, 64, 32, 4096, 128, 128]);
+    expect(r.linears.k_proj.q.length).toBe(32 * 64);
+    expect(Math.max(...r.linears.down_proj.q)).toBeLessThanOrEqual(15);
+    for (const s of r.linears.gate_proj.scales) expect(fp16Round(s)).toBe(s);
+    expect(r.report.groups.map((g) => g.group)).toEqual(['qkv', 'o', 'gate_up', 'down']);
+    expect(r.report.groups[1].skipped).toBe('grouped-query attention');
+    const qkv = r.report.groups[0];
+    expect(qkv.losses.length).toBe(20);
+    expect(qkv.lossAtBest).toBe(Math.min(...qkv.losses));
+    expect(qkv.lossAtZero).toBe(qkv.losses[0]);
+    expect(qkv.salientChannels.length).toBe(8);
+    expect(r.report.clip.map((c) => c.linear)).toEqual(['v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    expect(r.report.clip[0].shrinkHistogram.reduce((a, b) => a + b, 0)).toBe(32 * 2);
+    expect(r.report.gflop).toBeGreaterThan(0);
+  });
+
+  it('rtn quantizes the original weights exactly as pseudoQuantize does', async () => {
+    const { arch, weights } = randomLayer(5);
+    const x = new Float32Array(2 * 16 * 64).map((_, i) => Math.sin(i));
+    const r = await quantizeDecoderLayer(arch, weights, x, 16, { ...AWQ, method: 'rtn', groupSize: -1 });
+    const up = r.linears.up_proj;
+    expect(up.groupSize).toBe(64);
+    const ref = await pseudoQuantize(weights.up, 128, 64, { wBit: 4, groupSize: -1, zeroPoint: true });
+    for (let i = 0; i < ref.length; i++) {
+      const g = Math.floor(i / 64);
+      expect((up.q[i] - up.zeros[g]) * up.scales[g]).toBe(ref[i]);
+    }
+    expect(r.inputNorm).toEqual(weights.inputNorm);
+    expect(r.report.groups).toEqual([]);
+  });
+
+  it('validates options and aborts', async () => {
+    const { arch, weights } = randomLayer(6);
+    const x = new Float32Array(16 * 64).fill(0.1);
+    await expect(quantizeDecoderLayer(arch, weights, x, 16, { ...AWQ, groupSize: 128 })).rejects.toThrow(/not divisible by the group size 128/);
+    await expect(quantizeDecoderLayer(arch, weights, x, 16, { ...AWQ, wBit: 1 })).rejects.toThrow(/wBit/);
+    await expect(quantizeDecoderLayer(arch, weights, x, 16, { ...AWQ, method: 'gptq' as 'awq' })).rejects.toThrow(/method/);
+    const ac = new AbortController();
+    const p = quantizeDecoderLayer(arch, weights, new Float32Array(64 * 16 * 64).fill(0.1), 16, AWQ, {
+      signal: ac.signal,
+      onPhase: (ph) => { if (ph === 'scale-search') ac.abort(); },
+    });
+    await expect(p).rejects.toBeInstanceOf(AbortedError);
+  });
+});

@@ -1,0 +1,247 @@
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import {
+  BadCheckpointError,
+  BadConfigError,
+  InvalidArgumentError,
+  ModelFolder,
+  SafetensorsWriter,
+  UnsupportedArchitectureError,
+  copyAuxiliaryFiles,
+  parseModelConfig,
+  prepareOutputDir,
+} from '../dist/index.js';
+import { HAVE_MODELS, LLAMA, llamaConfig, safetensorsBytes, tmpDir, writeJson } from './helpers/fixtures.js';
+
+const tmp = tmpDir('awq-mf-');
+afterAll(() => tmp.cleanup());
+
+describe('parseModelConfig', () => {
+  it('parses llama with defaults and llama3 rope scaling', () => {
+    const c = parseModelConfig(
+      llamaConfig({
+        head_dim: undefined,
+        rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+        rope_theta: 500000,
+        attention_bias: true,
+      }),
+      'cfg',
+    );
+    expect(c).toMatchObject({
+      modelType: 'llama', hiddenSize: 64, intermediateSize: 128, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 16,
+      rmsNormEps: 1e-5, ropeTheta: 500000, tieWordEmbeddings: false, attentionBias: true, qkNorm: false, vocabSize: 32,
+      maxPositionEmbeddings: 128, hiddenAct: 'silu', slidingWindow: null,
+      ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 },
+    });
+    expect(parseModelConfig(llamaConfig({ rope_scaling: { type: 'linear', factor: 2 } }), 'c').ropeScaling).toEqual({ type: 'linear', factor: 2 });
+  });
+
+  it('qwen2 has qkv bias, qwen3 q/k norm and its own head_dim, mistral a sliding window', () => {
+    const q2 = parseModelConfig(llamaConfig({ model_type: 'qwen2', use_sliding_window: false, sliding_window: 4096 }), 'c');
+    expect([q2.attentionBias, q2.qkNorm, q2.slidingWindow]).toEqual([true, false, null]);
+    const q3 = parseModelConfig(llamaConfig({ model_type: 'qwen3', head_dim: 32, tie_word_embeddings: true }), 'c');
+    expect([q3.attentionBias, q3.qkNorm, q3.headDim, q3.tieWordEmbeddings]).toEqual([false, true, 32, true]);
+    const m = parseModelConfig(llamaConfig({ model_type: 'mistral', sliding_window: 4096 }), 'c');
+    expect(m.slidingWindow).toBe(4096);
+    const d = parseModelConfig(llamaConfig({ rms_norm_eps: undefined, num_key_value_heads: undefined }), 'c');
+    expect([d.rmsNormEps, d.numKvHeads]).toEqual([1e-6, 4]);
+  });
+
+  it('unsupported architecture lists the supported ones', () => {
+    expect(() => parseModelConfig(llamaConfig({ model_type: 'gpt2' }), 'x/config.json')).toThrow(UnsupportedArchitectureError);
+    expect(() => parseModelConfig(llamaConfig({ model_type: 'gpt2' }), 'x')).toThrow(/'gpt2'.*llama, mistral, qwen2, qwen3/);
+  });
+
+  it('missing or wrong-typed fields name the field and the file', () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ hidden_size: '512' }, /x\/config.json: field 'hidden_size': expected an integer >= 1, got "512"/],
+      [{ num_hidden_layers: undefined }, /'num_hidden_layers'.*missing/],
+      [{ rms_norm_eps: -1 }, /'rms_norm_eps'/],
+      [{ tie_word_embeddings: 'yes' }, /'tie_word_embeddings'/],
+      [{ num_key_value_heads: 3 }, /'num_key_value_heads'/],
+      [{ hidden_act: 'gelu' }, /'hidden_act'/],
+      [{ model_type: 7 }, /'model_type'/],
+      [{ rope_scaling: { rope_type: 'yarn', factor: 4 } }, /rope_scaling type 'yarn' is not supported/],
+      [{ rope_scaling: { rope_type: 'dynamic', factor: 4 } }, /'dynamic'/],
+      [{ rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling.low_freq_factor/],
+    ];
+    for (const [over, re] of cases) {
+      let err: unknown;
+      try {
+        parseModelConfig(llamaConfig(over), 'x/config.json');
+      } catch (e) {
+        err = e;
+      }
+      expect(err, JSON.stringify(over)).toBeInstanceOf(BadConfigError);
+      expect((err as Error).message).toMatch(re);
+    }
+    expect(() => parseModelConfig([], 'x')).toThrow(BadConfigError);
+  });
+});
+
+/** A tiny sharded folder written by hand: a [4] f32 in shard 1, b [2] f32 in shard 2. */
+function handFolder(name: string, opts: { index?: Record<string, string>; dropShard2?: boolean; config?: unknown } = {}): string {
+  const dir = join(tmp.dir, name);
+  mkdirSync(dir);
+  if (opts.config !== null) writeJson(join(dir, 'config.json'), opts.config ?? llamaConfig());
+  const s1 = safetensorsBytes({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer));
+  const s2 = safetensorsBytes({ b: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(new Float32Array([5, 6]).buffer));
+  writeFileSync(join(dir, 'model-00001-of-00002.safetensors'), s1);
+  if (!opts.dropShard2) writeFileSync(join(dir, 'model-00002-of-00002.safetensors'), s2);
+  const weightMap = opts.index ?? { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' };
+  writeJson(join(dir, 'model.safetensors.index.json'), { metadata: { total_size: 24 }, weight_map: weightMap });
+  writeFileSync(join(dir, 'tokenizer.json'), '{"tok": 1}');
+  writeFileSync(join(dir, 'generation_config.json'), '{}');
+  return dir;
+}
+
+describe('ModelFolder', () => {
+  it('opens a sharded folder and reads tensors across shards', async () => {
+    const m = await ModelFolder.open(handFolder('ok'));
+    expect(m.tensorNames()).toEqual(['a', 'b']);
+    expect(m.shards()).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+    expect(Array.from(await m.readF32('b'))).toEqual([5, 6]);
+    expect(m.has('c')).toBe(false);
+    expect(() => m.info('c')).toThrow(BadCheckpointError);
+    await m.close();
+  });
+
+  it('missing shard named in the index', async () => {
+    await expect(ModelFolder.open(handFolder('noshard', { dropShard2: true }))).rejects.toThrow(
+      /shard 'model-00002-of-00002.safetensors' named in weight_map does not exist/,
+    );
+  });
+
+  it('tensor missing from the index, or mapped to a shard without it', async () => {
+    const dir = handFolder('missing', { index: { a: 'model-00001-of-00002.safetensors', b: 'model-00001-of-00002.safetensors' } });
+    await expect(ModelFolder.open(dir)).rejects.toBeInstanceOf(BadCheckpointError);
+    await expect(ModelFolder.open(dir)).rejects.toThrow(/'b' is mapped to 'model-00001-of-00002.safetensors', which does not contain it/);
+    const dir2 = handFolder('unlisted', { index: { a: 'model-00001-of-00002.safetensors', c: 'model-00002-of-00002.safetensors' } });
+    await expect(ModelFolder.open(dir2)).rejects.toThrow(BadCheckpointError);
+    const dir3 = handFolder('unlisted2', { index: { a: 'model-00001-of-00002.safetensors' } });
+    writeJson(join(dir3, 'model.safetensors.index.json'), { weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00001-of-00002.safetensors' } });
+    await expect(ModelFolder.open(dir3)).rejects.toThrow(/'b'/);
+  });
+
+  it('config.json missing or with a wrong field type; no weights', async () => {
+    await expect(ModelFolder.open(handFolder('nocfg', { config: null }))).rejects.toThrow(BadConfigError);
+    await expect(ModelFolder.open(join(tmp.dir, 'nocfg'))).rejects.toThrow(/config.json: missing/);
+    await expect(ModelFolder.open(handFolder('badcfg', { config: llamaConfig({ vocab_size: [1] }) }))).rejects.toThrow(/'vocab_size'/);
+    const empty = join(tmp.dir, 'empty');
+    mkdirSync(empty);
+    writeJson(join(empty, 'config.json'), llamaConfig());
+    writeFileSync(join(empty, 'pytorch_model.bin'), '');
+    await expect(ModelFolder.open(empty)).rejects.toThrow(/convert them to safetensors/);
+  });
+
+  it('copyAuxiliaryFiles carries tokenizer and generation config, not weights or config', async () => {
+    const dst = join(tmp.dir, 'aux-out');
+    mkdirSync(dst);
+    const copied = await copyAuxiliaryFiles(handFolder('aux'), dst);
+    expect(copied).toEqual(['generation_config.json', 'tokenizer.json']);
+    expect(readdirSync(dst).sort()).toEqual(copied);
+  });
+});
+
+describe('prepareOutputDir', () => {
+  it('writes in a temporary folder and renames it into place on commit', async () => {
+    const out = join(tmp.dir, 'out1');
+    const o = await prepareOutputDir(out);
+    expect(o.tempDir.startsWith(`${out}.tmp-`)).toBe(true);
+    writeFileSync(join(o.tempDir, 'x'), '1');
+    expect(existsSync(out)).toBe(false);
+    await o.commit();
+    expect(readFileSync(join(out, 'x'), 'utf8')).toBe('1');
+    expect(existsSync(o.tempDir)).toBe(false);
+  });
+
+  it('refuses an existing folder without overwrite, replaces it with overwrite', async () => {
+    const out = join(tmp.dir, 'out2');
+    mkdirSync(out);
+    writeFileSync(join(out, 'old'), '');
+    await expect(prepareOutputDir(out)).rejects.toThrow(InvalidArgumentError);
+    await expect(prepareOutputDir(out)).rejects.toThrow(/already exists.*--overwrite/);
+    const o = await prepareOutputDir(out, { overwrite: true });
+    writeFileSync(join(o.tempDir, 'new'), '');
+    expect(readdirSync(out)).toEqual(['old']);
+    await o.commit();
+    expect(readdirSync(out)).toEqual(['new']);
+    expect(readdirSync(tmp.dir).filter((n) => n.startsWith('out2.'))).toEqual([]);
+  });
+
+  it('refuses an output inside (or equal to) the input folder', async () => {
+    const input = handFolder('input');
+    for (const out of [input, join(input, 'awq'), join(input, 'a', 'b'), `${input}/./`]) {
+      const err = await prepareOutputDir(out, { inputDir: input, overwrite: true }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect((err as Error).message).toMatch(/input folder/);
+    }
+    expect(readdirSync(input).some((n) => n.includes('tmp'))).toBe(false);
+    const o = await prepareOutputDir(`${input}-awq`, { inputDir: input });
+    await o.abort();
+    expect(existsSync(o.tempDir)).toBe(false);
+  });
+});
+
+describe.skipIf(!HAVE_MODELS)('the real llama-22m (skipped when ../shared is absent)', () => {
+  it('reads every tensor with the shapes its config implies', async () => {
+    const m = await ModelFolder.open(LLAMA);
+    const c = m.config;
+    const expected = new Map<string, number[]>([['model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]], ['model.norm.weight', [c.hiddenSize]]]);
+    if (!c.tieWordEmbeddings) expected.set('lm_head.weight', [c.vocabSize, c.hiddenSize]);
+    for (let l = 0; l < c.numLayers; l++) {
+      const p = `model.layers.${l}`;
+      expected.set(`${p}.input_layernorm.weight`, [c.hiddenSize]);
+      expected.set(`${p}.post_attention_layernorm.weight`, [c.hiddenSize]);
+      expected.set(`${p}.self_attn.q_proj.weight`, [c.numHeads * c.headDim, c.hiddenSize]);
+      expected.set(`${p}.self_attn.k_proj.weight`, [c.numKvHeads * c.headDim, c.hiddenSize]);
+      expected.set(`${p}.self_attn.v_proj.weight`, [c.numKvHeads * c.headDim, c.hiddenSize]);
+      expected.set(`${p}.self_attn.o_proj.weight`, [c.hiddenSize, c.numHeads * c.headDim]);
+      expected.set(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, c.hiddenSize]);
+      expected.set(`${p}.mlp.up_proj.weight`, [c.intermediateSize, c.hiddenSize]);
+      expected.set(`${p}.mlp.down_proj.weight`, [c.hiddenSize, c.intermediateSize]);
+    }
+    expect(new Set(m.tensorNames())).toEqual(new Set(expected.keys()));
+    expect(m.shards().length).toBe(4);
+    for (const name of m.tensorNames()) {
+      const info = m.info(name);
+      expect(info.shape, name).toEqual(expected.get(name));
+      expect(info.dtype).toBe('BF16');
+      const x = await m.readF32(name);
+      expect(x.length).toBe(info.shape.reduce((a, b) => a * b, 1));
+      // bf16 widened exactly: the low 16 bits of every fp32 are zero, and the values are finite
+      const raw = new Uint16Array((await m.readRaw(name)).buffer);
+      const u = new Uint32Array(x.buffer);
+      let bad = 0;
+      for (let i = 0; i < u.length; i++) if (u[i] !== raw[i] << 16 >>> 0 || !Number.isFinite(x[i])) bad++;
+      expect(bad, name).toBe(0);
+    }
+    await m.close();
+  });
+
+  it('writes it out (sharded) and reads it back bit-exactly', async () => {
+    const m = await ModelFolder.open(LLAMA);
+    const o = await prepareOutputDir(join(tmp.dir, 'llama-copy'), { inputDir: LLAMA });
+    const w = await SafetensorsWriter.create(o.tempDir, { maxShardBytes: 10_000_000 });
+    for (const name of m.tensorNames()) {
+      const t = m.info(name);
+      await w.add(name, t.dtype, t.shape, await m.readRaw(name));
+    }
+    const { shards } = await w.finish();
+    expect(shards.length).toBeGreaterThan(4);
+    copyFileSync(join(LLAMA, 'config.json'), join(o.tempDir, 'config.json'));
+    await copyAuxiliaryFiles(LLAMA, o.tempDir);
+    await o.commit();
+    const back = await ModelFolder.open(o.out);
+    expect(back.tensorNames().sort()).toEqual(m.tensorNames().sort());
+    for (const name of m.tensorNames()) {
+      expect(back.info(name).shape).toEqual(m.info(name).shape);
+      expect(Buffer.compare(Buffer.from(await back.readRaw(name)), Buffer.from(await m.readRaw(name))), name).toBe(0);
+    }
+    expect(existsSync(join(o.out, 'tokenizer.json'))).toBe(true);
+    await back.close();
+    await m.close();
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * The quantize pipeline on tiny random models: output format, every supported architecture,
+ * RTN vs AWQ structure, bad input and abort (nothing that looks complete is left behind).
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import {
+  AbortedError,
+  evaluate,
+  InvalidArgumentError,
+  NonFiniteError,
+  openAwqCheckpoint,
+  quantize,
+  UnsupportedArchitectureError,
+} from '../dist/index.js';
+import { hasShared, sharedSkipReason } from './helpers/shared.js';
+import { writeTinyModel } from './helpers/tiny-model.js';
+
+const outDir = () => join(mkdtempSync(join(tmpdir(), 'awq-out-')), 'q');
+// Pre-tokenized calibration: no tokenizer needed, deterministic.
+const tokens = (n: number, seed: number) => [Array.from({ length: n }, (_, i) => (i * 7919 + seed * 31) % 8000)];
+
+describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
+  for (const modelType of ['llama', 'mistral', 'qwen2', 'qwen3'] as const) {
+    it(`${modelType}: writes a readable AWQ checkpoint with a report`, async () => {
+      const model = await writeTinyModel({ modelType, kvHeads: modelType === 'mistral' ? 4 : 2 });
+      const out = outDir();
+      const events: string[] = [];
+      const { report } = await quantize({
+        model,
+        out,
+        calib: { kind: 'tokens', samples: [tokens(256, 1)[0], tokens(256, 2)[0]] },
+        seqlen: 128,
+        onProgress: (e) => events.push(`${e.stage}:${e.phase ?? ''}`),
+      });
+      expect(report.layers).toHaveLength(2);
+      expect(events).toContain('layer:scale-search');
+      expect(events.at(-1)).toBe('done:');
+      const ckpt = await openAwqCheckpoint(out);
+      expect(ckpt.quantization).toMatchObject({ bits: 4, groupSize: 128, zeroPoint: true, version: 'gemm' });
+      expect(ckpt.linearNames()).toHaveLength(14);
+      const cfg = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+      expect(cfg.quantization_config).toEqual({
+        quant_method: 'awq', bits: 4, group_size: 128, zero_point: true, version: 'gemm', modules_to_not_convert: null,
+      });
+      expect(cfg.torch_dtype).toBe('float16');
+      expect(existsSync(join(out, 'awq-report.json'))).toBe(true);
+      expect(existsSync(join(out, 'tokenizer.json'))).toBe(true);
+      await ckpt.folder.close();
+      // GQA models skip the o_proj group; MHA models search it.
+      const oGroup = report.layers[0].groups.find((g) => g.group === 'o');
+      if (modelType === 'mistral') expect(oGroup?.skipped).toBeUndefined();
+      else expect(oGroup?.skipped).toMatch(/grouped-query/);
+      const r = await evaluate({ model: out, text: 'the quick brown fox jumps over the lazy dog. '.repeat(60), seqlen: 64 });
+      expect(Number.isFinite(r.perplexity)).toBe(true);
+    });
+  }
+
+  it('rtn needs no calibration and differs from awq', async () => {
+    const model = await writeTinyModel({ layers: 1 });
+    const out = outDir();
+    const { report } = await quantize({ model, out, method: 'rtn' });
+    expect(report.calibration).toBeNull();
+    expect(report.layers[0].groups.every((g) => g.bestRatio === 0 || g.skipped)).toBe(true);
+  });
+
+  it('refuses group sizes that do not divide in_features, naming the tensor', async () => {
+    const model = await writeTinyModel({ hidden: 96, heads: 3, kvHeads: 1, intermediate: 192, layers: 1 });
+    const err = await quantize({ model, out: outDir(), groupSize: 64, method: 'rtn' }).catch((e) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.message).toMatch(/model\.layers\.0\.self_attn\.q_proj: in_features 96 is not divisible by the group size 64/);
+  });
+
+  it('refuses unsupported architectures', async () => {
+    const model = await writeTinyModel({ layers: 1 });
+    const cfg = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8'));
+    writeFileSync(join(model, 'config.json'), JSON.stringify({ ...cfg, model_type: 'gpt2' }));
+    await expect(quantize({ model, out: outDir(), method: 'rtn' })).rejects.toBeInstanceOf(UnsupportedArchitectureError);
+  });
+
+  it('NaN in a weight is a typed error naming the tensor; nothing is left behind', async () => {
+    const model = await writeTinyModel({ layers: 1, nanTensor: 'model.layers.0.mlp.up_proj.weight' });
+    const out = outDir();
+    const err = await quantize({ model, out, calib: { kind: 'tokens', samples: tokens(256, 1) }, seqlen: 128 }).catch((e) => e);
+    expect(err).toBeInstanceOf(NonFiniteError);
+    expect(err.message).toMatch(/up_proj/);
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(join(out, '..'))).toEqual([]);
+  });
+
+  it('aborting mid-run leaves no output folder', async () => {
+    const model = await writeTinyModel({ layers: 3 });
+    const out = outDir();
+    const controller = new AbortController();
+    const p = quantize({
+      model,
+      out,
+      calib: { kind: 'tokens', samples: tokens(512, 3) },
+      seqlen: 128,
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.stage === 'layer' && e.layer === 1) controller.abort();
+      },
+    });
+    await expect(p).rejects.toBeInstanceOf(AbortedError);
+    expect(existsSync(out)).toBe(false);
+    const parent = join(out, '..');
+    expect(readdirSync(parent)).toEqual([]);
+  });
+});
+if (!hasShared) console.warn(`pipeline tests skipped: ${sharedSkipReason} (they borrow its tokenizer)`);
