@@ -73,3 +73,11 @@ export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/perp
 export { adapterFor, type ArchitectureAdapter } from './models/adapters.js';
 export { ropeInvFreq } from './models/rope.js';
 export { openModelWeights, loadLayerWeights, type ModelWeights } from './models/weights.js';
+export {
+  Int4Linear,
+  type QuantizedLinearTensors,
+  type Int4Input,
+  type Int4Mode,
+  type Int4ForwardOptions,
+} from './gemm/int4-linear.js';
+export { loadAwq, type LoadedAwq } from './gemm/load-awq.js';

@@ -84,6 +84,30 @@ export interface NativeBinding {
   ): Promise<Float32Array>;
   /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
   fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;
+
+  // ---- int4 GEMM (native/addon/int4.cc; lib/gemm/int4-linear.ts is the typed facade) ----
+  /** Repacks AutoAWQ tensors (REFERENCE.md section 6); group 0 means one group per row. */
+  int4PackAwq(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, bias: Uint16Array | null,
+    inFeatures: number, outFeatures: number, groupSize: number,
+  ): Promise<Int4Handle>;
+  /** Repacks quantizer output: q [out, in], zeros and scales [out, in/group]. */
+  int4PackQuantized(
+    q: Uint8Array, zeros: Uint8Array, scales: Float32Array, bias: Float32Array | null,
+    inFeatures: number, outFeatures: number, groupSize: number,
+  ): Promise<Int4Handle>;
+  int4Info(w: Int4Handle): { in: number; out: number; group: number; bytes: number };
+  /** y[m, out] = x[m, in] W^T (+ bias); dtype 0 f32, 1 f16, 2 bf16 (x a Uint16Array); mode 0 exact, 1 int8. */
+  int4Forward(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Promise<Float32Array>;
+  int4ForwardSync(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Float32Array;
+  int4Dequantize(w: Int4Handle, dst: Float32Array): Float32Array;
+  /** Reads every byte once on the pool, synchronously (bandwidth probe of `awq bench`); returns a checksum. */
+  benchStreamRead(bytes: Uint8Array): number;
+}
+
+/** Opaque native handle of repacked int4 weights (freed by the garbage collector). */
+export interface Int4Handle {
+  readonly __brand: 'awq.Int4Handle';
 }
 
 /** Options of quantizeDecoderLayer as the addon reads them (groupSize already resolved per linear in native code). */

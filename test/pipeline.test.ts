@@ -21,8 +21,11 @@ import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
 
 const outDir = () => join(mkdtempSync(join(tmpdir(), 'awq-out-')), 'q');
-// Pre-tokenized calibration: no tokenizer needed, deterministic.
-const tokens = (n: number, seed: number) => [Array.from({ length: n }, (_, i) => (i * 7919 + seed * 31) % 8000)];
+// Pre-tokenized calibration: `n` tokens as samples of 128 (no tokenizer needed, deterministic).
+const tokens = (n: number, seed: number) =>
+  Array.from({ length: Math.ceil(n / 128) }, (_, s) =>
+    Array.from({ length: Math.min(128, n - s * 128) }, (_, i) => ((s * 128 + i) * 7919 + seed * 31) % 8000),
+  );
 
 describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
   for (const modelType of ['llama', 'mistral', 'qwen2', 'qwen3'] as const) {
@@ -33,7 +36,7 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
       const { report } = await quantize({
         model,
         out,
-        calib: { kind: 'tokens', samples: [tokens(256, 1)[0], tokens(256, 2)[0]] },
+        calib: { kind: 'tokens', samples: tokens(512, 1) },
         seqlen: 128,
         onProgress: (e) => events.push(`${e.stage}:${e.phase ?? ''}`),
       });

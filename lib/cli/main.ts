@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 
 import { AwqError } from '../errors.js';
 import { version } from '../version.js';
+import { registerBench } from './bench.js';
 import { registerDoctor } from './doctor.js';
 import { registerEval } from './eval.js';
 import { registerQuantize } from './quantize.js';
@@ -21,6 +22,7 @@ registerDoctor(program);
 registerQuantize(program);
 registerEval(program);
 registerInspect(program);
+registerBench(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,244 @@
+/**
+ * The int4 GEMM benchmark behind `awq bench gemm`. Every number is measured in this process:
+ * our kernels, the peer (ONNX Runtime MatMulNBits, when onnxruntime-node is installed) and the
+ * physical floor (weight bytes over the streaming read bandwidth measured here), so ratios hold
+ * on a noisy, shared machine.
+ *
+ * - `stream` cycles through enough distinct weight copies (>= streamMB in all) that every call
+ *   reads its weights from DRAM, as decoding a real model does; `warm` reuses one copy.
+ * - `gbPerS` is the AutoAWQ weight bytes (qweight + qzeros + fp16 scales) over the time, for
+ *   every impl, so the column compares like with like.
+ */
+import { cpus } from 'node:os';
+
+import { backends, setThreads } from '../backends.js';
+import { denseGemm, fmaPeakGflops } from '../gemm.js';
+import { Int4Linear, type Int4Mode } from '../gemm/int4-linear.js';
+import { native } from '../native.js';
+import { loadOrt, matMulNBitsModel, ortMatMulNBits, toMatMulNBits, type Ort } from './onnx-matmulnbits.js';
+
+export type GemmImpl = 'awq' | 'awq-int8' | 'dense-fp32' | 'ort-acc0' | 'ort-acc4' | 'floor';
+export const GEMM_IMPLS: GemmImpl[] = ['awq', 'awq-int8', 'dense-fp32', 'ort-acc0', 'ort-acc4', 'floor'];
+
+export interface GemmBenchRecord {
+  m: number;
+  k: number;
+  n: number;
+  threads: number;
+  impl: GemmImpl;
+  mode: 'stream' | 'warm';
+  medianMs: number;
+  gbPerS: number;
+  gflopPerS: number;
+}
+
+export interface GemmBenchOptions {
+  ms?: number[];
+  /** [k, n] pairs (k = in, n = out). */
+  shapes?: Array<[number, number]>;
+  impls?: GemmImpl[];
+  modes?: Array<'stream' | 'warm'>;
+  threads?: number;
+  /** Total bytes of distinct weight copies in stream mode. */
+  streamMB?: number;
+  /** Minimum timed calls and time per measurement. */
+  minCalls?: number;
+  minSeconds?: number;
+  group?: number;
+  log?: (line: string) => void;
+}
+
+export interface GemmBenchResult {
+  machine: string;
+  threads: number;
+  isa: string;
+  bandwidthGBs: number;
+  /** Measured fp32 FMA throughput of this machine on `threads` threads. */
+  fmaPeakGflops: number;
+  ort: string;
+  records: GemmBenchRecord[];
+  /** Checks made along the way (ORT vs awq agreement, skipped impls). */
+  notes: string[];
+}
+
+export const DEFAULT_MS = [1, 4, 16, 128, 512];
+export const DEFAULT_SHAPES: Array<[number, number]> = [[4096, 4096], [4096, 11008], [11008, 4096]];
+
+/** Streaming read bandwidth in GB/s: median of reads of a buffer much larger than any cache. */
+export function measureReadBandwidth(mb = 512, reps = 5): number {
+  const buf = new Uint8Array(mb * 2 ** 20);
+  for (let i = 0; i < buf.length; i += 4096) buf[i] = i & 255; // fault every page in
+  native().benchStreamRead(buf);
+  const times: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = process.hrtime.bigint();
+    native().benchStreamRead(buf);
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return buf.length / median(times) / 1e9;
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Small fast PRNG (xorshift32) for benchmark data. */
+function rng(seed: number) {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+}
+
+interface Runner {
+  impl: GemmImpl;
+  /** Distinct weight copies the runner cycles through (1 in warm mode). */
+  copies: number;
+  run: (copy: number) => unknown;
+}
+
+/**
+ * Times the runners round-robin (one call each per round) so that load from other processes
+ * on a shared machine hits every impl alike; returns the median ms of each.
+ */
+async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: number): Promise<number[]> {
+  for (const r of runners) for (let c = 0; c < r.copies; c++) await r.run(c); // warm-up: touch every copy
+  const times: number[][] = runners.map(() => []);
+  const start = process.hrtime.bigint();
+  for (let round = 0; round < 2000; round++) {
+    const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+    if (round >= minCalls && elapsed >= minSeconds * runners.length) break;
+    for (let j = 0; j < runners.length; j++) {
+      const t0 = process.hrtime.bigint();
+      await runners[j].run(round % runners[j].copies);
+      times[j].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  }
+  return times.map(median);
+}
+
+export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBenchResult> {
+  const log = options.log ?? (() => {});
+  const threads = options.threads ?? backends().cpu.cores;
+  setThreads(threads);
+  const ms = options.ms ?? DEFAULT_MS;
+  const shapes = options.shapes ?? DEFAULT_SHAPES;
+  const impls = options.impls ?? GEMM_IMPLS;
+  const modes = options.modes ?? ['stream', 'warm'];
+  const streamBytes = (options.streamMB ?? 400) * 1e6;
+  const minCalls = options.minCalls ?? 7;
+  const minSeconds = options.minSeconds ?? 0.5;
+  const group = options.group ?? 128;
+  const notes: string[] = [];
+
+  const b = backends();
+  const machine = `${cpus()[0]?.model?.trim() ?? 'unknown CPU'}, ${b.cpu.cores} cores available, ${b.cpu.isa} kernels (${b.cpu.features.join(' ')})`;
+  log(`machine: ${machine}; ${threads} threads`);
+  const bandwidthGBs = measureReadBandwidth();
+  log(`streaming read bandwidth: ${bandwidthGBs.toFixed(1)} GB/s`);
+  const peak = await fmaPeakGflops();
+  log(`fp32 FMA peak: ${peak.toFixed(1)} GFLOP/s`);
+
+  const wantsOrt = impls.some((i) => i.startsWith('ort-'));
+  const ortOrWhy: Ort | string = wantsOrt ? await loadOrt() : 'not requested';
+  const ort = typeof ortOrWhy === 'string' ? null : ortOrWhy;
+  if (wantsOrt && !ort) notes.push(`ort-* skipped: ${ortOrWhy as string}`);
+
+  const records: GemmBenchRecord[] = [];
+  for (const [k, n] of shapes) {
+    const groups = k / group;
+    const awqBytes = (k * n) / 2 + (groups * n) / 2 + groups * n * 2;
+    const copies = modes.includes('stream') ? Math.max(1, Math.ceil(streamBytes / awqBytes)) : 1;
+    log(`shape k=${k} n=${n}: ${(awqBytes / 1e6).toFixed(1)} MB of AWQ weights, ${copies} copies for stream mode`);
+
+    // Random weights with fp16-representable scales, the same for every impl.
+    const rand = rng(k * 31 + n);
+    const q = new Uint8Array(n * k);
+    for (let i = 0; i < q.length; i++) q[i] = (rand() * 16) | 0;
+    const zeros = new Uint8Array(n * groups).map(() => (rand() * 16) | 0);
+    const scales = new Float32Array(n * groups).map(() => Math.fround(2 ** -10 * (1 + ((rand() * 1024) | 0) / 1024)));
+    const layers: Int4Linear[] = [];
+    for (let c = 0; c < copies; c++) layers.push(await Int4Linear.fromQuantized({ q, zeros, scales, inFeatures: k, outFeatures: n, groupSize: group }));
+
+    let floorPool: Uint8Array | null = null;
+    if (impls.includes('floor') && modes.includes('stream') && ms.includes(1)) {
+      floorPool = new Uint8Array(copies * awqBytes);
+      for (let i = 0; i < floorPool.length; i += 4096) floorPool[i] = i & 255; // fault every page in
+    }
+    // dense-fp32: the project's sgemm on dequantize(W), fp32 copies (8x the bytes) for stream mode.
+    const dense: Float32Array[] = [];
+    if (impls.includes('dense-fp32')) {
+      const w = layers[0].dequantize();
+      const denseCopies = modes.includes('stream') ? Math.max(1, Math.ceil(streamBytes / (w.length * 4))) : 1;
+      dense.push(w);
+      for (let c = 1; c < denseCopies; c++) dense.push(w.slice());
+    }
+    const ortSessions = new Map<number, Array<Awaited<ReturnType<typeof ortMatMulNBits>>>>();
+    if (ort) {
+      const w = toMatMulNBits(q, zeros, scales, n, k, group);
+      for (const level of [0, 4]) {
+        if (!impls.includes(`ort-acc${level}` as GemmImpl)) continue;
+        const model = matMulNBitsModel(w, n, k, group, level);
+        const list = [];
+        for (let c = 0; c < copies; c++) list.push(await ortMatMulNBits(ort, model, threads));
+        ortSessions.set(level, list);
+      }
+    }
+
+    for (const m of ms) {
+      const x = new Float32Array(m * k).map(() => rand() * 2 - 1);
+      const out = new Float32Array(m * n);
+      // Same semantics check: ONNX Runtime exact vs ours, once per shape and m.
+      const acc0 = ortSessions.get(0);
+      if (acc0) {
+        const yo = await acc0[0].run(x, m, k);
+        const ya = layers[0].forwardSync(x, m);
+        let worst = 0, scale = 0;
+        for (let i = 0; i < ya.length; i++) (worst = Math.max(worst, Math.abs(ya[i] - yo[i]))), (scale = Math.max(scale, Math.abs(ya[i])));
+        notes.push(`k=${k} n=${n} m=${m}: max |awq - ort-acc0| = ${(worst / scale).toExponential(1)} of max |y|`);
+      }
+      for (const mode of modes) {
+        const calls = mode === 'stream' ? copies : 1;
+        const runners: Runner[] = [];
+        for (const impl of impls) {
+          if (impl === 'awq' || impl === 'awq-int8') {
+            const opts = { mode: (impl === 'awq' ? 'exact' : 'int8') as Int4Mode, out };
+            runners.push({ impl, copies: calls, run: (c) => layers[c].forwardSync(x, m, opts) });
+          } else if (impl === 'dense-fp32' && dense.length) {
+            const copiesHere = mode === 'stream' ? dense.length : 1;
+            runners.push({ impl, copies: copiesHere, run: (c) => denseGemm({ a: x, b: dense[c], m, n, k, transB: true, c: out }) });
+          } else if (impl === 'ort-acc0' || impl === 'ort-acc4') {
+            const list = ortSessions.get(impl === 'ort-acc0' ? 0 : 4);
+            if (list) runners.push({ impl, copies: calls, run: (c) => list[c].run(x, m, k) });
+          } else if (impl === 'floor' && m === 1 && mode === 'stream' && floorPool) {
+            // The floor: reading as many bytes as the weights, from a pool larger than the caches.
+            const pool = floorPool;
+            runners.push({ impl, copies: calls, run: (c) => native().benchStreamRead(pool.subarray(c * awqBytes, (c + 1) * awqBytes)) });
+          }
+        }
+        const medians = await timeInterleaved(runners, minCalls, minSeconds);
+        runners.forEach((r, j) => {
+          const medianMs = medians[j];
+          const rec: GemmBenchRecord = {
+            m, k, n, threads, impl: r.impl, mode, medianMs,
+            gbPerS: awqBytes / (medianMs / 1e3) / 1e9,
+            gflopPerS: (2 * m * k * n) / (medianMs / 1e3) / 1e9,
+          };
+          records.push(rec);
+          log(`  m=${m} ${mode} ${r.impl}: ${medianMs.toFixed(3)} ms, ${rec.gbPerS.toFixed(1)} GB/s, ${rec.gflopPerS.toFixed(1)} GFLOP/s`);
+        });
+      }
+    }
+    for (const list of ortSessions.values()) for (const s of list) await s.release();
+    layers.length = 0;
+    dense.length = 0;
+    floorPool = null;
+  }
+  return { machine, threads, isa: b.cpu.isa, bandwidthGBs, fmaPeakGflops: peak, ort: ort ? `onnxruntime-node ${ort.version}` : (ortOrWhy as string), records, notes };
+}

@@ -1,0 +1,213 @@
+/**
+ * `Int4Linear`: a 4-bit linear layer (AWQ packed weights) that multiplies fp32, fp16 or bf16
+ * activations on the CPU: `y[m, out] = x[m, in] * dequantize(W)^T + bias`.
+ *
+ * Memory: the weights are repacked once, at construction, into the layout the kernels stream
+ * (native/core/int4_gemm.h): `in * out / 2` bytes of nibbles (rows padded to a multiple of 128
+ * inputs) plus 5 bytes per group and row (fp32 scale, u8 zero) and 4 bytes per output of bias,
+ * i.e. about 0.54 bytes per weight at group 128 (`nativeBytes`). The AWQ tensors it was built
+ * from stay referenced (not copied) in `awq`, for saving; drop the layer to free both.
+ *
+ * Modes: `exact` (default) equals `x * dequantize(W)^T` up to fp32 summation rounding.
+ * `int8` quantizes each row of x per 128 inputs to int8 (scale max|x|/127, round to nearest)
+ * and multiplies in integers; each output is then off by at most
+ * `sum over 128-blocks of (max|x_block| / 254) * sum |w| over the block` (plus fp32 rounding),
+ * typically ~0.1-0.5% relative. It needs a group size that is a multiple of 128.
+ */
+import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
+import { InvalidArgumentError, NonFiniteError } from '../errors.js';
+import { native, type Int4Handle } from '../native.js';
+
+/** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
+export interface QuantizedLinearTensors {
+  /** [out, in], values 0..15. */
+  q: Uint8Array;
+  /** [out, in/group], values 0..15. */
+  zeros: Uint8Array;
+  /** [out, in/group]. */
+  scales: Float32Array;
+  outFeatures: number;
+  inFeatures: number;
+  groupSize: number;
+  bias?: Float32Array;
+  name?: string;
+}
+
+/** fp32 activations, or 16-bit ones flagged with their format. */
+export type Int4Input = Float32Array | { data: Uint16Array; dtype: 'f16' | 'bf16' };
+
+export type Int4Mode = 'exact' | 'int8';
+
+export interface Int4ForwardOptions {
+  /** 'exact' (default) or 'int8' (activations quantized per 128 inputs; see the class docs). */
+  mode?: Int4Mode;
+  /** Where to write y ([m, out]); a new array when absent. */
+  out?: Float32Array;
+}
+
+export class Int4Linear {
+  readonly name: string | undefined;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly groupSize: number;
+  /** The AWQ tensors this layer was built from (for saving), or null for quantizer output. */
+  readonly awq: AwqLinearTensors | null;
+  readonly #handle: Int4Handle;
+
+  private constructor(handle: Int4Handle, name: string | undefined, awq: AwqLinearTensors | null) {
+    const info = native().int4Info(handle);
+    this.#handle = handle;
+    this.name = name;
+    this.inFeatures = info.in;
+    this.outFeatures = info.out;
+    this.groupSize = info.group;
+    this.awq = awq;
+  }
+
+  /** Builds the layer from AWQ checkpoint tensors (validated here, repacked off the JS thread). */
+  static async fromAwq(t: AwqLinearTensors): Promise<Int4Linear> {
+    const what = t?.name ? `${t.name}: ` : '';
+    const { inFeatures: inF, outFeatures: outF } = t;
+    const group = checkShape(what, inF, outF, t.groupSize);
+    if (outF % 8 !== 0) throw new InvalidArgumentError(`${what}outFeatures: expected a multiple of 8 (AWQ packs 8 outputs per int32), got ${outF}`);
+    const groups = inF / group;
+    checkArray(what, 'qweight', t.qweight, Int32Array, (inF * outF) / 8, `[${inF}, ${outF / 8}]`);
+    checkArray(what, 'qzeros', t.qzeros, Int32Array, (groups * outF) / 8, `[${groups}, ${outF / 8}]`);
+    checkArray(what, 'scales', t.scales, Uint16Array, groups * outF, `[${groups}, ${outF}]`);
+    checkFp16Finite(what, 'scales', t.scales, outF);
+    if (t.bias !== undefined) {
+      checkArray(what, 'bias', t.bias, Uint16Array, outF, `[${outF}]`);
+      checkFp16Finite(what, 'bias', t.bias, outF);
+    }
+    const handle = await native().int4PackAwq(t.qweight, t.qzeros, t.scales, t.bias ?? null, inF, outF, group);
+    return new Int4Linear(handle, t.name, t);
+  }
+
+  /** Builds the layer from this project's quantizer output (q and zeros 0..15). */
+  static async fromQuantized(t: QuantizedLinearTensors): Promise<Int4Linear> {
+    const what = t?.name ? `${t.name}: ` : '';
+    const { inFeatures: inF, outFeatures: outF } = t;
+    const group = checkShape(what, inF, outF, t.groupSize);
+    const groups = inF / group;
+    checkArray(what, 'q', t.q, Uint8Array, outF * inF, `[${outF}, ${inF}]`);
+    checkArray(what, 'zeros', t.zeros, Uint8Array, outF * groups, `[${outF}, ${groups}]`);
+    checkArray(what, 'scales', t.scales, Float32Array, outF * groups, `[${outF}, ${groups}]`);
+    checkF32Finite(what, 'scales', t.scales, groups);
+    if (t.bias !== undefined) {
+      checkArray(what, 'bias', t.bias, Float32Array, outF, `[${outF}]`);
+      checkF32Finite(what, 'bias', t.bias, outF);
+    }
+    const handle = await native().int4PackQuantized(t.q, t.zeros, t.scales, t.bias ?? null, inF, outF, group);
+    return new Int4Linear(handle, t.name, null);
+  }
+
+  /** Bytes of the repacked weights held natively. */
+  get nativeBytes(): number {
+    return native().int4Info(this.#handle).bytes;
+  }
+
+  /** `y[m, out]` for `x[m, in]`, computed on the worker pool (does not block the event loop). */
+  forward(x: Int4Input, m: number, options: Int4ForwardOptions = {}): Promise<Float32Array> {
+    try {
+      const a = this.#args(x, m, options);
+      return native().int4Forward(this.#handle, a.data, a.dtype, m, a.mode, a.out);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Synchronous `forward` for small m (decode steps): no Promise overhead, blocks the caller. */
+  forwardSync(x: Int4Input, m: number, options: Int4ForwardOptions = {}): Float32Array {
+    const a = this.#args(x, m, options);
+    return native().int4ForwardSync(this.#handle, a.data, a.dtype, m, a.mode, a.out);
+  }
+
+  /** `dequantize(W)` as fp32 `[out, in]`: `(q - z) * s` exactly (tests, dense baselines). */
+  dequantize(): Float32Array {
+    return native().int4Dequantize(this.#handle, new Float32Array(this.outFeatures * this.inFeatures));
+  }
+
+  #args(x: Int4Input, m: number, options: Int4ForwardOptions) {
+    if (!Number.isInteger(m) || m < 1) throw new InvalidArgumentError(`m: expected a positive integer, got ${String(m)}`);
+    const n = m * this.inFeatures;
+    let data: Float32Array | Uint16Array;
+    let dtype: 0 | 1 | 2;
+    if (x instanceof Float32Array) {
+      data = x;
+      dtype = 0;
+    } else if (x !== null && typeof x === 'object' && 'data' in x && x.data instanceof Uint16Array) {
+      if (x.dtype !== 'f16' && x.dtype !== 'bf16') {
+        throw new InvalidArgumentError(`x.dtype: expected 'f16' or 'bf16', got ${String(x.dtype)}`);
+      }
+      data = x.data;
+      dtype = x.dtype === 'f16' ? 1 : 2;
+    } else {
+      throw new InvalidArgumentError(`x: expected a Float32Array or { data: Uint16Array, dtype: 'f16' | 'bf16' }, got ${describe(x)}`);
+    }
+    if (data.length !== n) {
+      throw new InvalidArgumentError(`x: expected m * inFeatures = ${m} * ${this.inFeatures} = ${n} elements, got ${data.length}`);
+    }
+    const mode = options.mode ?? 'exact';
+    if (mode !== 'exact' && mode !== 'int8') throw new InvalidArgumentError(`mode: expected 'exact' or 'int8', got ${String(mode)}`);
+    if (mode === 'int8' && this.groupSize % 128 !== 0) {
+      throw new InvalidArgumentError(`mode 'int8' needs a group size that is a multiple of 128, this layer has ${this.groupSize}`);
+    }
+    const outLen = m * this.outFeatures;
+    const out = options.out ?? new Float32Array(outLen);
+    if (!(out instanceof Float32Array) || out.length !== outLen) {
+      throw new InvalidArgumentError(`out: expected a Float32Array of m * outFeatures = ${outLen} elements, got ${describe(out)}${out instanceof Float32Array ? ` of ${out.length}` : ''}`);
+    }
+    return { data, dtype, mode: mode === 'int8' ? (1 as const) : (0 as const), out };
+  }
+}
+
+function checkShape(what: string, inF: number, outF: number, groupSize: number): number {
+  for (const [name, v] of [['inFeatures', inF], ['outFeatures', outF]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${what}${name}: expected a positive integer, got ${String(v)}`);
+  }
+  if (!Number.isInteger(groupSize) || (groupSize < 1 && groupSize !== -1)) {
+    throw new InvalidArgumentError(`${what}groupSize: expected a positive integer or -1, got ${String(groupSize)}`);
+  }
+  const group = groupSize === -1 ? inF : groupSize;
+  if (inF % group !== 0) {
+    throw new InvalidArgumentError(`${what}inFeatures (${inF}) must be a multiple of groupSize (${group})`);
+  }
+  if (group % 16 !== 0) {
+    throw new InvalidArgumentError(`${what}groupSize: the int4 kernels need a multiple of 16, got ${group}`);
+  }
+  return group;
+}
+
+type TypedCtor = Int32ArrayConstructor | Uint16ArrayConstructor | Uint8ArrayConstructor | Float32ArrayConstructor;
+
+function checkArray(what: string, name: string, v: unknown, ctor: TypedCtor, length: number, shape: string): void {
+  if (!(v instanceof ctor)) throw new InvalidArgumentError(`${what}${name}: expected a ${ctor.name} ${shape}, got ${describe(v)}`);
+  if ((v as { length: number }).length !== length) {
+    throw new InvalidArgumentError(`${what}${name}: expected ${shape} = ${length} elements, got ${(v as { length: number }).length}`);
+  }
+}
+
+/** fp16 NaN/Inf have all exponent bits set. */
+function checkFp16Finite(what: string, name: string, a: Uint16Array, cols: number): void {
+  for (let i = 0; i < a.length; i++) {
+    if ((a[i] & 0x7c00) === 0x7c00) {
+      const kind = a[i] & 0x03ff ? 'NaN' : 'Inf';
+      throw new NonFiniteError(`${what}${name}[${Math.floor(i / cols)}, ${i % cols}] is ${kind}`);
+    }
+  }
+}
+
+function checkF32Finite(what: string, name: string, a: Float32Array, cols: number): void {
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) {
+      throw new NonFiniteError(`${what}${name}[${Math.floor(i / cols)}, ${i % cols}] is ${Number.isNaN(a[i]) ? 'NaN' : 'Inf'}`);
+    }
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'object') return (v as object).constructor?.name ?? 'object';
+  return typeof v;
+}

@@ -1,0 +1,49 @@
+/**
+ * `loadAwq(folder)`: an AutoAWQ "GEMM" checkpoint ready to run on the CPU — every quantized
+ * linear as an `Int4Linear` (repacked once; see its memory note) and every other tensor
+ * (embeddings, norms, lm_head) as fp32, by name. For `awq eval` and for a user's own engine.
+ */
+import { openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
+import type { ModelConfig } from '../models/config.js';
+import { Int4Linear } from './int4-linear.js';
+
+export interface LoadedAwq {
+  readonly dir: string;
+  readonly config: ModelConfig;
+  readonly quantization: AwqQuantization;
+  /** Quantized linears by module prefix, e.g. `model.layers.0.self_attn.q_proj`. */
+  readonly linears: ReadonlyMap<string, Int4Linear>;
+  /** Every tensor that is not part of a quantized linear, widened to fp32. */
+  readonly tensors: ReadonlyMap<string, Float32Array>;
+}
+
+export interface LoadAwqOptions {
+  /** Called after each tensor or linear is loaded (`done` of `total`). */
+  onProgress?: (event: { name: string; done: number; total: number }) => void;
+}
+
+export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promise<LoadedAwq> {
+  const ckpt = await openAwqCheckpoint(dir);
+  try {
+    const linearNames = ckpt.linearNames();
+    const owned = new Set<string>();
+    for (const name of linearNames) for (const part of ['qweight', 'qzeros', 'scales', 'bias']) owned.add(`${name}.${part}`);
+    const plain = ckpt.folder.tensorNames().filter((t) => !owned.has(t));
+    const total = linearNames.length + plain.length;
+    let done = 0;
+    const linears = new Map<string, Int4Linear>();
+    for (const name of linearNames) {
+      // One linear at a time: the AWQ tensors are read, repacked, and kept only as the layer's `awq`.
+      linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name)));
+      options.onProgress?.({ name, done: ++done, total });
+    }
+    const tensors = new Map<string, Float32Array>();
+    for (const name of plain) {
+      tensors.set(name, await ckpt.readF32(name));
+      options.onProgress?.({ name, done: ++done, total });
+    }
+    return { dir, config: ckpt.config, quantization: ckpt.quantization, linears, tensors };
+  } finally {
+    await ckpt.close();
+  }
+}

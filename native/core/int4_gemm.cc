@@ -1,0 +1,358 @@
+// Int4 GEMM: packing, validation, the driver (decode / prefill / int8 paths on the shared pool)
+// and the portable kernels. AVX2 and AVX-512 kernels live in int4_gemm_avx2.cc / _avx512.cc.
+#include "int4_gemm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cpu_features.h"
+#include "dtype.h"
+#include "errors.h"
+#include "threadpool.h"
+
+namespace awq {
+
+AlignedBytes::AlignedBytes(size_t n) : size_(n) {
+  const size_t padded = (n + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, padded == 0 ? 64 : padded);
+  if (!p) throw Error(ErrorCode::OutOfMemory, "int4: could not allocate " + std::to_string(n) + " bytes");
+  std::memset(p, 0, padded == 0 ? 64 : padded);
+  ptr_.reset(static_cast<uint8_t*>(p));
+}
+
+void AlignedBytes::Free::operator()(uint8_t* p) const { std::free(p); }
+
+size_t Int4Weights::bytes() const {
+  return q.size() + scales.size() * sizeof(float) + zeros.size() + bias.size() * sizeof(float);
+}
+
+void check_int4_shape(int64_t in, int64_t out, int64_t group) {
+  AWQ_CHECK_ARG(in > 0, "int4: in must be positive, got " + std::to_string(in));
+  AWQ_CHECK_ARG(out > 0, "int4: out must be positive, got " + std::to_string(out));
+  AWQ_CHECK_ARG(group > 0 && group % 16 == 0,
+                "int4: group size must be a positive multiple of 16, got " + std::to_string(group));
+  AWQ_CHECK_ARG(in % group == 0, "int4: in (" + std::to_string(in) +
+                                     ") must be a multiple of the group size (" +
+                                     std::to_string(group) + ")");
+}
+
+namespace {
+
+std::shared_ptr<Int4Weights> allocate(int64_t in, int64_t out, int64_t group) {
+  auto w = std::make_shared<Int4Weights>();
+  w->in = in;
+  w->out = out;
+  w->group = group;
+  w->blocks = (in + 127) / 128;
+  w->groups = in / group;
+  w->q = AlignedBytes(static_cast<size_t>(out * w->blocks * 64));
+  w->scales.resize(static_cast<size_t>(out * w->groups));
+  w->zeros.resize(static_cast<size_t>(out * w->groups));
+  return w;
+}
+
+// Sets q[n, k] in the packed layout (the buffer starts zeroed, so OR is enough).
+inline void put(Int4Weights& w, int64_t n, int64_t k, unsigned v) {
+  const int64_t r = k & 127, i = r >> 4, j = r & 15;
+  uint8_t& byte = w.q.data()[n * w.blocks * 64 + (k >> 7) * 64 + 4 * j + (i >> 1)];
+  byte = static_cast<uint8_t>(byte | (v << ((i & 1) * 4)));
+}
+
+[[noreturn]] void non_finite(const std::string& what, float v) {
+  throw Error(ErrorCode::NonFinite, what + " is " + (std::isnan(v) ? "NaN" : "Inf"));
+}
+
+// AutoAWQ packs output column 8c + order[i] into nibble i, order = [0,2,4,6,1,3,5,7]; the
+// inverse (the nibble of column 8c + v) is:
+constexpr int kAwqNibbleOf[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+}  // namespace
+
+std::shared_ptr<Int4Weights> pack_int4_awq(const int32_t* qweight, const int32_t* qzeros,
+                                           const uint16_t* scales_fp16, const uint16_t* bias_fp16,
+                                           int64_t in, int64_t out, int64_t group) {
+  if (group <= 0) group = in;
+  check_int4_shape(in, out, group);
+  AWQ_CHECK_ARG(out % 8 == 0, "int4: AWQ packing needs out to be a multiple of 8, got " + std::to_string(out));
+  auto w = allocate(in, out, group);
+  const int64_t cols = out / 8, G = w->groups;
+  // Scales and zeros first (they can fail on NaN), then the weights, 8 output rows per task.
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t n = 0; n < out; ++n) {
+      const float s = fp16_to_f32_scalar(scales_fp16[g * out + n]);
+      if (!std::isfinite(s)) non_finite("scales[" + std::to_string(g) + ", " + std::to_string(n) + "]", s);
+      w->scales[n * G + g] = s;
+      const uint32_t word = static_cast<uint32_t>(qzeros[g * cols + n / 8]);
+      w->zeros[n * G + g] = static_cast<uint8_t>((word >> (4 * kAwqNibbleOf[n % 8])) & 15);
+    }
+  }
+  if (bias_fp16) {
+    w->bias.resize(out);
+    for (int64_t n = 0; n < out; ++n) {
+      const float b = fp16_to_f32_scalar(bias_fp16[n]);
+      if (!std::isfinite(b)) non_finite("bias[" + std::to_string(n) + "]", b);
+      w->bias[n] = b;
+    }
+  }
+  Int4Weights& ww = *w;
+  parallel_for(cols, 4, [&](int64_t c0, int64_t c1, int) {
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t k = 0; k < in; ++k) {
+        const uint32_t word = static_cast<uint32_t>(qweight[k * cols + c]);
+        for (int v = 0; v < 8; ++v) put(ww, 8 * c + v, k, (word >> (4 * kAwqNibbleOf[v])) & 15);
+      }
+  });
+  return w;
+}
+
+std::shared_ptr<Int4Weights> pack_int4_quantized(const uint8_t* q, const uint8_t* zeros,
+                                                 const float* scales, const float* bias,
+                                                 int64_t in, int64_t out, int64_t group) {
+  if (group <= 0) group = in;
+  check_int4_shape(in, out, group);
+  auto w = allocate(in, out, group);
+  const int64_t G = w->groups;
+  for (int64_t i = 0; i < out * G; ++i) {
+    const std::string at = "[" + std::to_string(i / G) + ", " + std::to_string(i % G) + "]";
+    if (!std::isfinite(scales[i])) non_finite("scales" + at, scales[i]);
+    AWQ_CHECK_ARG(zeros[i] <= 15, "int4: zeros" + at + " = " + std::to_string(zeros[i]) + " is not in 0..15");
+  }
+  std::copy(scales, scales + out * G, w->scales.begin());
+  std::copy(zeros, zeros + out * G, w->zeros.begin());
+  if (bias) {
+    for (int64_t n = 0; n < out; ++n)
+      if (!std::isfinite(bias[n])) non_finite("bias[" + std::to_string(n) + "]", bias[n]);
+    w->bias.assign(bias, bias + out);
+  }
+  for (int64_t i = 0; i < out * in; ++i)
+    AWQ_CHECK_ARG(q[i] <= 15, "int4: q[" + std::to_string(i / in) + ", " + std::to_string(i % in) +
+                                  "] = " + std::to_string(q[i]) + " is not in 0..15");
+  Int4Weights& ww = *w;
+  parallel_for(out, 16, [&](int64_t n0, int64_t n1, int) {
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t k = 0; k < in; ++k) put(ww, n, k, q[n * in + k]);
+  });
+  return w;
+}
+
+void int4_dequantize(const Int4Weights& w, float* dst) {
+  const detail::Int4Kernels& kern = detail::int4_kernels();
+  parallel_for(w.out, 8, [&](int64_t n0, int64_t n1, int) {
+    kern.dequant_rows(w, n0, n1 - n0, 0, w.in, dst + n0 * w.in, w.in);
+  });
+}
+
+namespace detail {
+
+void quantize_activations_int8(const float* x, int64_t M, int64_t in, Int8Activations& a) {
+  a.M = M;
+  a.blocks = (in + 127) / 128;
+  a.q = AlignedBytes(static_cast<size_t>(M * a.blocks * 128));
+  a.scale.assign(M * a.blocks, 0.f);
+  a.sum.assign(M * a.blocks, 0);
+  parallel_for(M * a.blocks, 64, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t m = i / a.blocks, b = i % a.blocks;
+      const float* xb = x + m * in + b * 128;
+      const int64_t len = std::min<int64_t>(128, in - b * 128);
+      float amax = 0.f;
+      for (int64_t k = 0; k < len; ++k) amax = std::max(amax, std::fabs(xb[k]));
+      int8_t* dst = reinterpret_cast<int8_t*>(a.q.data() + i * 128);
+      if (amax == 0.f) continue;  // all zero: scale 0, values 0 (buffer starts zeroed)
+      const float scale = amax / 127.f, inv = 127.f / amax;
+      int32_t sum = 0;
+      for (int64_t k = 0; k < len; ++k) {
+        const float r = std::nearbyint(xb[k] * inv);
+        const int v = static_cast<int>(std::min(127.f, std::max(-127.f, r)));
+        // k = 32c + 16h + j  ->  half h, byte 4j + c
+        const int64_t c = k >> 5, h = (k >> 4) & 1, j = k & 15;
+        dst[h * 64 + 4 * j + c] = static_cast<int8_t>(v);
+        sum += v;
+      }
+      a.scale[i] = scale;
+      a.sum[i] = sum;
+    }
+  });
+}
+
+namespace {
+
+// ---- portable kernels: straightforward loops, also the reference shape for the SIMD ones ----
+
+void decode_portable(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, float* y,
+                     int64_t ldy, int64_t n0, int64_t n1) {
+  std::vector<float> wq(w.in);
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t k = 0; k < w.in; ++k)
+      wq[k] = static_cast<float>(int4_at(w, n, k) - w.zeros[n * w.groups + k / w.group]);
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xm = x + m * ldx;
+      float total = 0.f;
+      for (int64_t g = 0; g < w.groups; ++g) {
+        float acc = 0.f;
+        for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k) acc += xm[k] * wq[k];
+        total += acc * w.scales[n * w.groups + g];
+      }
+      y[m * ldy + n] = total;
+    }
+  }
+}
+
+void dequant_panel_portable(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc,
+                            float* dst, int64_t ld) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const int64_t n = n0 + r;
+    for (int64_t k = k0; k < k0 + kc; ++k) {
+      const int64_t g = n * w.groups + k / w.group;
+      dst[r * ld + (k - k0)] = static_cast<float>(int4_at(w, n, k) - w.zeros[g]) * w.scales[g];
+    }
+  }
+}
+
+void pack_panel_portable(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst) {
+  for (int64_t t = 0; t * kSliver < nr; ++t)
+    for (int64_t k = k0; k < k0 + kc; ++k)
+      for (int64_t r = 0; r < kSliver; ++r) {
+        const int64_t n = n0 + t * kSliver + r;
+        float v = 0.f;
+        if (n < n0 + nr) {
+          const int64_t g = n * w.groups + k / w.group;
+          v = static_cast<float>(int4_at(w, n, k) - w.zeros[g]) * w.scales[g];
+        }
+        dst[t * kc * kSliver + (k - k0) * kSliver + r] = v;
+      }
+}
+
+void gemm_panel_portable(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel,
+                         float* C, int64_t ldc, bool accumulate) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < nr; ++j) {
+      const float* b = panel + (j / kSliver) * kc * kSliver + (j % kSliver);
+      float acc = 0.f;
+      for (int64_t k = 0; k < kc; ++k) acc += A[i * lda + k] * b[k * kSliver];
+      C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc : acc;
+    }
+}
+
+void decode_int8_portable(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
+                          int64_t n0, int64_t n1) {
+  const int64_t blocks_per_group = w.group / 128;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.row(n);
+    for (int64_t m = 0; m < a.M; ++m) {
+      float total = 0.f;
+      for (int64_t b = 0; b < w.blocks; ++b) {
+        const uint8_t* wb = row + b * 64;
+        const int8_t* xb = reinterpret_cast<const int8_t*>(a.q.data() + (m * a.blocks + b) * 128);
+        int32_t dot = 0;
+        for (int t = 0; t < 64; ++t) dot += (wb[t] & 15) * xb[t] + (wb[t] >> 4) * xb[64 + t];
+        const int64_t g = n * w.groups + b / blocks_per_group;
+        dot -= w.zeros[g] * a.sum[m * a.blocks + b];
+        total += static_cast<float>(dot) * (w.scales[g] * a.scale[m * a.blocks + b]);
+      }
+      y[m * ldy + n] = total;
+    }
+  }
+}
+
+}  // namespace
+
+const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, pack_panel_portable,
+                                   gemm_panel_portable, decode_int8_portable};
+
+const Int4Kernels& int4_kernels() {
+  switch (active_isa()) {
+    case Isa::Avx512: return kInt4Avx512;
+    case Isa::Avx2: return kInt4Avx2;
+    default: return kInt4Portable;
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+// Rows of x up to this count take the streaming (decode) path; above it, the panel path that
+// dequantizes each weight panel once and reuses it for every row.
+constexpr int64_t kDecodeMaxM = 8;
+
+// Runs fn(i, thread index) for i in [0, n) with the items handed out one at a time from a shared counter:
+// on a machine shared with other processes, a descheduled thread then delays one small item,
+// not a quarter of the work (parallel_for's static chunks).
+template <typename Fn>
+void for_each_item(int64_t n, const Fn& fn) {
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(num_threads(), n), 1, [&](int64_t, int64_t, int thread) {
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i, thread);
+  });
+}
+
+// Output rows per work item of the streaming paths (64 rows of in = 4096 is 128 KiB of weights).
+constexpr int64_t kDecodeRows = 64;
+
+void check_finite_input(const float* x, int64_t M, int64_t in) {
+  // One pass over x is small next to the product (in * out work per row).
+  int64_t bad = -1;
+  for (int64_t i = 0; i < M * in; ++i) {
+    if (!std::isfinite(x[i])) {
+      bad = i;
+      break;
+    }
+  }
+  if (bad >= 0) {
+    throw Error(ErrorCode::NonFinite, "x: value at row " + std::to_string(bad / in) + ", column " +
+                                          std::to_string(bad % in) + " is " +
+                                          (std::isnan(x[bad]) ? "NaN" : "Inf"));
+  }
+}
+
+}  // namespace
+
+void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4Mode mode) {
+  AWQ_CHECK_ARG(M >= 0, "int4_linear: M must be >= 0, got " + std::to_string(M));
+  if (M == 0) return;
+  check_finite_input(x, M, w.in);
+  const detail::Int4Kernels& kern = detail::int4_kernels();
+  const int64_t N = w.out, K = w.in;
+  if (mode == Int4Mode::Int8) {
+    AWQ_CHECK_ARG(w.group % 128 == 0, "int4_linear: int8 mode needs a group size that is a multiple of 128, got " +
+                                          std::to_string(w.group));
+    detail::Int8Activations a;
+    detail::quantize_activations_int8(x, M, K, a);
+    for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
+      kern.decode_int8(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
+    });
+  } else if (M <= kDecodeMaxM) {
+    for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
+      kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
+    });
+  } else {
+    using detail::kPanelK;
+    using detail::kPanelRows;
+    const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+    std::vector<AlignedBytes> scratch(num_threads());  // one panel buffer per pool thread
+    for_each_item(panels, [&](int64_t p, int thread) {
+      if (!scratch[thread].data()) scratch[thread] = AlignedBytes(kPanelRows * kPanelK * sizeof(float));
+      float* pf = reinterpret_cast<float*>(scratch[thread].data());
+      const int64_t n0 = p * kPanelRows, nr = std::min(kPanelRows, N - n0);
+      for (int64_t k0 = 0; k0 < K; k0 += kPanelK) {
+        const int64_t kc = std::min(kPanelK, K - k0);
+        kern.pack_panel(w, n0, nr, k0, kc, pf);
+        kern.gemm_panel(M, nr, kc, x + k0, K, pf, y + n0, N, k0 > 0);
+      }
+    });
+  }
+  if (!w.bias.empty()) {
+    parallel_for(M, 16, [&](int64_t m0, int64_t m1, int) {
+      for (int64_t m = m0; m < m1; ++m)
+        for (int64_t n = 0; n < N; ++n) y[m * N + n] += w.bias[n];
+    });
+  }
+}
+
+}  // namespace awq

@@ -1,0 +1,146 @@
+// 4-bit weight x fp32 activation matrix products (the int4 GEMM of a serving backend).
+//
+//   y[M, out] = x[M, in] * dequantize(W)^T (+ bias),  dequantize(W)[n, k] = (q[n,k] - z[n,g]) * s[n,g]
+//
+// with g = k / group (REFERENCE.md section 6). Weights are repacked once (pack_int4_*) into the
+// layout the kernels stream:
+//   - q: per output row n, ceil(in/128) blocks of 64 bytes; in block b, the little-endian 32-bit
+//     word j (0..15) holds in its nibble i (bits 4i..4i+3) the value q[n, 128b + 16i + j].
+//     One 16-lane (or two 8-lane) vector of words thus yields 16 consecutive k per nibble: a
+//     shift and a mask (or a 16-entry permute) unpack it, with no shuffles across lanes.
+//   - scales fp32 [out, groups], zeros u8 [out, groups], bias fp32 [out] (optional).
+// Memory: in*out/2 bytes of weights (rows padded to a multiple of 128 in) + 5 bytes per group
+// per row + 4 bytes per output with a bias: for group 128 that is 0.54 bytes per weight.
+//
+// Modes:
+//   Exact: fp32 accumulation of x * ((q - z) * s); equal to x * dequantize(W)^T up to fp32
+//          summation-order rounding (tests bound it by 2 * in * eps * sum |x||w|).
+//   Int8:  x is quantized per row and 128-block to int8 (symmetric, round to nearest:
+//          xs = max|x| / 127, xq = round(x / xs)); integer products sum(q * xq) and
+//          z * sum(xq) per block, then scaled. Error per output is at most
+//          sum over blocks of (xs / 2) * sum |w| over the block (plus fp32 rounding); it needs a
+//          group size that is a multiple of 128.
+// Small M (decode) streams the weights once, split over output rows on the shared pool; large M
+// (prefill) dequantizes 256-wide panels into fp32 once and reuses each across all rows of x.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace awq {
+
+enum class Int4Mode { Exact = 0, Int8 = 1 };
+
+// A 64-byte aligned byte buffer (vector loads of whole blocks never split a cache line).
+class AlignedBytes {
+ public:
+  AlignedBytes() = default;
+  explicit AlignedBytes(size_t n);
+  uint8_t* data() { return ptr_.get(); }
+  const uint8_t* data() const { return ptr_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t[], Free> ptr_;
+  size_t size_ = 0;
+};
+
+struct Int4Weights {
+  int64_t in = 0, out = 0, group = 0;
+  int64_t blocks = 0;  // ceil(in / 128)
+  int64_t groups = 0;  // in / group
+  AlignedBytes q;      // out * blocks * 64 bytes
+  std::vector<float> scales;   // [out, groups]
+  std::vector<uint8_t> zeros;  // [out, groups], 0..15
+  std::vector<float> bias;     // [out] or empty
+
+  const uint8_t* row(int64_t n) const { return q.data() + n * blocks * 64; }
+  // Bytes held by this object (for external-memory accounting and the docs).
+  size_t bytes() const;
+};
+
+// From an AutoAWQ "GEMM" tensor set: qweight int32 [in, out/8], qzeros int32 [in/group, out/8],
+// scales fp16 [in/group, out], bias fp16 [out] or null. group <= 0 means in.
+// Throws InvalidArgument on shapes this layout cannot hold, NonFinite on NaN/Inf scales.
+std::shared_ptr<Int4Weights> pack_int4_awq(const int32_t* qweight, const int32_t* qzeros,
+                                           const uint16_t* scales_fp16, const uint16_t* bias_fp16,
+                                           int64_t in, int64_t out, int64_t group);
+
+// From this project's quantizer: q u8 [out, in] (0..15), zeros u8 [out, in/group] (0..15),
+// scales fp32 [out, in/group], bias fp32 [out] or null.
+std::shared_ptr<Int4Weights> pack_int4_quantized(const uint8_t* q, const uint8_t* zeros,
+                                                 const float* scales, const float* bias,
+                                                 int64_t in, int64_t out, int64_t group);
+
+// Requirements on shapes shared by both packers: in, out > 0, group % 16 == 0, in % group == 0.
+void check_int4_shape(int64_t in, int64_t out, int64_t group);
+
+// y[M, out] = x[M, in] * dequantize(W)^T + bias. Throws NonFinite naming the first NaN/Inf in x.
+void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y,
+                 Int4Mode mode = Int4Mode::Exact);
+
+// dequantize(W) as fp32 [out, in] (tests, dense baselines).
+void int4_dequantize(const Int4Weights& w, float* dst);
+
+namespace detail {
+
+// Activations quantized for Int8 mode: per row m and 128-block b, 128 bytes laid out to match
+// the weight words: bytes [0,64) ("lo") hold at byte 4j+c the value x[128b + 32c + j] and bytes
+// [64,128) ("hi") x[128b + 32c + 16 + j], so that lo pairs with the even nibbles of word j and hi
+// with the odd ones. Blocks past `in` are zero.
+struct Int8Activations {
+  int64_t M = 0, blocks = 0;
+  AlignedBytes q;               // [M, blocks, 128] int8
+  std::vector<float> scale;     // [M, blocks]
+  std::vector<int32_t> sum;     // [M, blocks]: sum of the block's int8 values
+};
+void quantize_activations_int8(const float* x, int64_t M, int64_t in, Int8Activations& out);
+
+// One ISA's kernels. n ranges are output rows; k0 is a multiple of 128 and kc of 16.
+// Prefill panels: rows n0 .. n0 + nr of dequantize(W) over k in [k0, k0 + kc), stored as slivers
+// of 16 rows, each k-major: dst[t * kc * 16 + (k - k0) * 16 + r] = W[n0 + 16 t + r, k], rows past
+// nr zero. A sliver row of 16 outputs is what the fp32 micro-kernels load per k.
+constexpr int64_t kSliver = 16;
+struct Int4Kernels {
+  // y[m * ldy + n] for m < M (M <= 8), n in [n0, n1): exact mode, no bias.
+  void (*decode)(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, float* y,
+                 int64_t ldy, int64_t n0, int64_t n1);
+  // dst[r * ld + (k - k0)] = dequantize(W)[n0 + r, k] for r < nr, k in [k0, k0 + kc).
+  void (*dequant_rows)(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc,
+                       float* dst, int64_t ld);
+  // The sliver layout above (nr <= kPanelRows).
+  void (*pack_panel)(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst);
+  // C[i * ldc + j] (+)= sum_{k < kc} A[i * lda + k] * W[j, k], i < M, j < nr, W from a packed panel.
+  void (*gemm_panel)(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel,
+                     float* C, int64_t ldc, bool accumulate);
+  // Int8 mode: y[m * ldy + n] for all m < a.M, n in [n0, n1), no bias.
+  void (*decode_int8)(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
+                      int64_t n0, int64_t n1);
+};
+// Prefill blocking: a panel of kPanelRows outputs by kPanelK inputs (64 KiB of fp32) stays in L2
+// while every row of x passes over it.
+constexpr int64_t kPanelRows = 64;
+constexpr int64_t kPanelK = 256;
+// The AVX2 panel packer, shared by the AVX-512 table (AVX-512 CPUs run AVX2 code).
+void pack_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst);
+extern const Int4Kernels kInt4Portable;
+extern const Int4Kernels kInt4Avx2;
+extern const Int4Kernels kInt4Avx512;
+// The AVX-512 int8 kernel with VNNI (vpdpbusd), picked by kInt4Avx512 where the CPU has it.
+void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
+                            int64_t n0, int64_t n1);
+const Int4Kernels& int4_kernels();  // for active_isa()
+
+// q[n, k] read from the packed layout (tests, portable kernels).
+inline int int4_at(const Int4Weights& w, int64_t n, int64_t k) {
+  const int64_t r = k & 127, i = r >> 4, j = r & 15;
+  const uint8_t byte = w.row(n)[(k >> 7) * 64 + 4 * j + (i >> 1)];
+  return (i & 1) ? (byte >> 4) : (byte & 15);
+}
+
+}  // namespace detail
+}  // namespace awq

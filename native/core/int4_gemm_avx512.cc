@@ -1,0 +1,214 @@
+// AVX-512 int4 kernels (see int4_gemm.h for the layout, stats_avx2.cc for the include rule).
+//
+// One 512-bit vector is a whole 128-block of a row (16 words); vpermps with the word as index
+// reads only its low 4 bits, so a 16-entry table holding (q - z) * s for the group turns a
+// nibble into its dequantized weight in one instruction (no mask, no convert).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu_features.h"
+#include "int4_gemm.h"
+
+#pragma GCC push_options
+// GCC 12 reports the deliberately undefined vectors inside its own AVX-512 intrinsics.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+
+namespace awq::detail {
+namespace {
+
+inline __m512i load_block(const uint8_t* p) { return _mm512_load_si512(reinterpret_cast<const void*>(p)); }
+
+inline __m512 group_table(const Int4Weights& w, int64_t gi) {
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(static_cast<float>(w.zeros[gi]))),
+                       _mm512_set1_ps(w.scales[gi]));
+}
+
+template <int MR, int NR>
+void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n0) {
+  const int64_t G = w.groups, slots_per_group = w.group / 16;
+  const uint8_t* rows[NR];
+  for (int r = 0; r < NR; ++r) rows[r] = w.row(n0 + r);
+  __m512 acc[MR][NR];
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; ++g) {
+    __m512 lut[NR];
+    for (int r = 0; r < NR; ++r) lut[r] = group_table(w, (n0 + r) * G + g);
+    int64_t s = g * slots_per_group;
+    const int64_t s1 = s + slots_per_group;
+    while (s < s1) {
+      const int64_t blk = s >> 3;
+      const __m128i cnt = _mm_cvtsi32_si128(static_cast<int>(4 * (s & 7)));
+      __m512i wv[NR];
+      for (int r = 0; r < NR; ++r) wv[r] = _mm512_srl_epi32(load_block(rows[r] + blk * 64), cnt);
+      const int64_t send = std::min(s1, (blk + 1) * 8);
+      for (; s < send; ++s) {
+        const float* xs = x + s * 16;
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+          const __m512 f = _mm512_permutexvar_ps(wv[r], lut[r]);
+          wv[r] = _mm512_srli_epi32(wv[r], 4);
+#pragma GCC unroll 4
+          for (int m = 0; m < MR; ++m) acc[m][r] = _mm512_fmadd_ps(f, _mm512_loadu_ps(xs + m * ldx), acc[m][r]);
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) y[m * ldy + n0 + r] = _mm512_reduce_add_ps(acc[m][r]);
+}
+
+template <int MR, int NR>
+void decode_rows(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + NR <= n1; n += NR) decode_tile<MR, NR>(w, x, ldx, y, ldy, n);
+  for (; n < n1; ++n) decode_tile<MR, 1>(w, x, ldx, y, ldy, n);
+}
+
+void decode_avx512(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, float* y, int64_t ldy,
+                   int64_t n0, int64_t n1) {
+  for (int64_t t0 = n0; t0 < n1; t0 += 64) {
+    const int64_t t1 = std::min(n1, t0 + 64);
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      const float* xm = x + m0 * ldx;
+      float* ym = y + m0 * ldy;
+      switch (std::min<int64_t>(4, M - m0)) {
+        case 1: decode_rows<1, 4>(w, xm, ldx, ym, ldy, t0, t1); break;
+        case 2: decode_rows<2, 4>(w, xm, ldx, ym, ldy, t0, t1); break;
+        case 3: decode_rows<3, 2>(w, xm, ldx, ym, ldy, t0, t1); break;
+        default: decode_rows<4, 2>(w, xm, ldx, ym, ldy, t0, t1); break;
+      }
+    }
+  }
+}
+
+void dequant_panel_avx512(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst,
+                          int64_t ld) {
+  const int64_t G = w.groups;
+  for (int64_t r = 0; r < nr; ++r) {
+    const int64_t n = n0 + r;
+    const uint8_t* row = w.row(n);
+    float* out = dst + r * ld - k0;
+    int64_t s = k0 / 16;
+    const int64_t s1 = (k0 + kc) / 16;
+    int64_t table_group = -1;
+    __m512 lut = _mm512_setzero_ps();
+    while (s < s1) {
+      const int64_t blk = s >> 3;
+      __m512i wv = _mm512_srl_epi32(load_block(row + blk * 64), _mm_cvtsi32_si128(static_cast<int>(4 * (s & 7))));
+      const int64_t send = std::min(s1, (blk + 1) * 8);
+      for (; s < send; ++s) {
+        const int64_t g = (s * 16) / w.group;
+        if (g != table_group) lut = group_table(w, n * G + g), table_group = g;
+        _mm512_storeu_ps(out + s * 16, _mm512_permutexvar_ps(wv, lut));
+        wv = _mm512_srli_epi32(wv, 4);
+      }
+    }
+  }
+}
+
+// C[MR, nr] (+)= A[MR, kc] * sliver^T: per k one load of the 16-wide sliver row and MR
+// broadcasts feed MR FMAs (12 accumulators).
+template <int MR>
+void sliver_kernel(int64_t kc, const float* A, int64_t lda, const float* B, float* C, int64_t ldc, int64_t nr,
+                   bool accumulate) {
+  __m512 acc[MR];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b = _mm512_load_ps(B + k * 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(A[i * lda + k]), b, acc[i]);
+  }
+  const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    float* c = C + i * ldc;
+    if (accumulate) acc[i] = _mm512_add_ps(acc[i], _mm512_maskz_loadu_ps(keep, c));
+    _mm512_mask_storeu_ps(c, keep, acc[i]);
+  }
+}
+
+template <int MR>
+void run_sliver(int64_t kc, const float* A, int64_t lda, const float* B, float* C, int64_t ldc, int64_t nr, bool accumulate) {
+  sliver_kernel<MR>(kc, A, lda, B, C, ldc, nr, accumulate);
+}
+
+void gemm_panel_avx512(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel, float* C,
+                       int64_t ldc, bool accumulate) {
+  using Fn = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, bool);
+  static const Fn by_rows[13] = {nullptr,         run_sliver<1>,  run_sliver<2>, run_sliver<3>, run_sliver<4>,
+                                 run_sliver<5>,   run_sliver<6>,  run_sliver<7>, run_sliver<8>, run_sliver<9>,
+                                 run_sliver<10>,  run_sliver<11>, run_sliver<12>};
+  for (int64_t i = 0; i < M; i += 12) {  // rows of x outer (see the AVX2 file)
+    const int64_t mr = std::min<int64_t>(12, M - i);
+    for (int64_t t = 0; t * kSliver < nr; ++t) {
+      by_rows[mr](kc, A + i * lda, lda, panel + t * kc * kSliver, C + i * ldc + t * kSliver, ldc,
+                  std::min<int64_t>(kSliver, nr - t * kSliver), accumulate);
+    }
+  }
+}
+
+// Int8 mode without VNNI: maddubs (u8 nibbles x s8 activations) then madd to 32 bits.
+template <int MR>
+void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0, float* y, int64_t ldy,
+                      int64_t n0, int64_t n1) {
+  const __m512i low = _mm512_set1_epi8(15);
+  const __m512i ones = _mm512_set1_epi16(1);
+  const int64_t bpg = w.group / 128, G = w.groups;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.row(n);
+    __m512 acc[MR];
+    float zterm[MR];
+    for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps(), zterm[m] = 0.f;
+    for (int64_t b = 0; b < w.blocks; ++b) {
+      const __m512i v = load_block(row + b * 64);
+      const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      const int64_t g = n * G + b / bpg;
+      const float sw = w.scales[g];
+      const int z = w.zeros[g];
+      for (int m = 0; m < MR; ++m) {
+        const int64_t ab = (m0 + m) * a.blocks + b;
+        const uint8_t* xq = a.q.data() + ab * 128;
+        const __m512i p = _mm512_add_epi16(_mm512_maddubs_epi16(lo, load_block(xq)),
+                                           _mm512_maddubs_epi16(hi, load_block(xq + 64)));
+        const float s = sw * a.scale[ab];
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(p, ones)), _mm512_set1_ps(s), acc[m]);
+        zterm[m] += s * static_cast<float>(z * a.sum[ab]);
+      }
+    }
+    for (int m = 0; m < MR; ++m) y[(m0 + m) * ldy + n] = _mm512_reduce_add_ps(acc[m]) - zterm[m];
+  }
+}
+
+void decode_int8_avx512(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0,
+                        int64_t n1) {
+  if (cpu_features().avx512vnni) return decode_int8_avx512vnni(w, a, y, ldy, n0, n1);
+  for (int64_t t0 = n0; t0 < n1; t0 += 64) {
+    const int64_t t1 = std::min(n1, t0 + 64);
+    for (int64_t m0 = 0; m0 < a.M; m0 += 4) {
+      switch (std::min<int64_t>(4, a.M - m0)) {
+        case 1: decode_int8_rows<1>(w, a, m0, y, ldy, t0, t1); break;
+        case 2: decode_int8_rows<2>(w, a, m0, y, ldy, t0, t1); break;
+        case 3: decode_int8_rows<3>(w, a, m0, y, ldy, t0, t1); break;
+        default: decode_int8_rows<4>(w, a, m0, y, ldy, t0, t1); break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, pack_panel_avx2, gemm_panel_avx512,
+                                 decode_int8_avx512};
+
+}  // namespace awq::detail
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
