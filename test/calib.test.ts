@@ -1,11 +1,11 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { buildCalibrationBlocks, loadTokenizer, InvalidArgumentError, BadCheckpointError } from '../dist/index.js';
 import { calibPath, hasShared, modelDir, sharedSkipReason } from './helpers/shared.js';
+import { scratchDir } from './helpers/scratch.js';
 
 // A tokenizer stand-in: one token per character (enough to test the selection rule exactly).
 const charTokenizer = { encode: (t: string) => Array.from(t, (c) => c.charCodeAt(0)), vocabSize: 65536 };
@@ -24,7 +24,7 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
   });
 
   it('reads JSONL with a chosen text column and plain text by paragraph', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'awq-calib-'));
+    const dir = scratchDir('awq-calib-');
     writeFileSync(join(dir, 'c.jsonl'), '{"body":"abcd"}\n\n{"body":"efgh"}\n');
     const b = await buildCalibrationBlocks({ kind: 'jsonl', path: join(dir, 'c.jsonl'), textColumn: 'body' }, charTokenizer, { seqlen: 4 });
     expect(b.blocks).toBe(2);
@@ -48,7 +48,7 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
   });
 
   it('a missing tokenizer is a typed error', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'awq-notok-'));
+    const dir = scratchDir('awq-notok-');
     await expect(loadTokenizer(dir)).rejects.toBeInstanceOf(BadCheckpointError);
   });
 

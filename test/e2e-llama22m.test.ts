@@ -3,20 +3,19 @@
  * full precision and the independent AWQ checkpoint to 0.1%, our RTN and AWQ w4 g128 to 0.3%,
  * and AWQ better than RTN. Skipped without ../shared.
  */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { evaluate, quantize } from '../dist/index.js';
 import { awqModelDir, calibPath, evalPath, hasShared, modelDir, sharedSkipReason } from './helpers/shared.js';
+import { scratchDir } from './helpers/scratch.js';
 
 const windows = 64;
 const within = (got: number, ref: number, pct: number) => Math.abs(got - ref) / ref <= pct / 100;
 
 describe.skipIf(!hasShared)('llama-22m end to end (first 64 windows)', () => {
-  const work = mkdtempSync(join(tmpdir(), 'awq-e2e-'));
+  const work = scratchDir('awq-e2e-');
   let rtn = 0;
   let awq = 0;
 

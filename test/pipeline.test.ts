@@ -2,8 +2,7 @@
  * The quantize pipeline on tiny random models: output format, every supported architecture,
  * RTN vs AWQ structure, bad input and abort (nothing that looks complete is left behind).
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -19,8 +18,9 @@ import {
 } from '../dist/index.js';
 import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
+import { scratchDir } from './helpers/scratch.js';
 
-const outDir = () => join(mkdtempSync(join(tmpdir(), 'awq-out-')), 'q');
+const outDir = () => join(scratchDir('awq-out-'), 'q');
 // Pre-tokenized calibration: `n` tokens as samples of 128 (no tokenizer needed, deterministic).
 const tokens = (n: number, seed: number) =>
   Array.from({ length: Math.ceil(n / 128) }, (_, s) =>

@@ -2,13 +2,13 @@
  * Writes a tiny random Llama-family model folder (safetensors + config.json + the test
  * tokenizer when available) for fast pipeline tests: structure, errors, abort.
  */
-import { copyFileSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { SafetensorsWriter } from '../../dist/index.js';
 import { gaussian, mulberry32 } from './random.js';
 import { modelDir } from './shared.js';
+import { scratchDir } from './scratch.js';
 
 export interface TinyModelOptions {
   modelType?: 'llama' | 'mistral' | 'qwen2' | 'qwen3';
@@ -36,7 +36,7 @@ export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> 
   const vocab = o.vocab ?? 8192;
   const tie = o.tie ?? true;
   const randn = gaussian(mulberry32(o.seed ?? 1));
-  const dir = mkdtempSync(join(tmpdir(), 'awq-tiny-'));
+  const dir = scratchDir('awq-tiny-');
   const w = await SafetensorsWriter.create(dir, { maxShardBytes: 1 << 20 });
   const add = async (name: string, shape: number[], std: number, mean = 0) => {
     const n = shape.reduce((a, b) => a * b, 1);
