@@ -144,25 +144,6 @@ export interface RawQuantizedLayer {
     timingsMs: { forward: number; scaleSearch: number; clipSearch: number; quantize: number };
     gflop: number;
   };
-  // Dense fp32 GEMM (native/addon/gemm.cc).
-  /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
-  sgemm(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    a: Float32Array,
-    lda: number,
-    b: Float32Array,
-    ldb: number,
-    beta: number,
-    c: Float32Array,
-    ldc: number,
-  ): Promise<Float32Array>;
-  /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
-  fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;
 }
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
