@@ -4,7 +4,9 @@
  * next-token cross-entropy over positions 1..seqlen-1 of every window. Works on dense Hugging
  * Face folders and on AWQ checkpoints (through their packed weights, dequantized as written).
  */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { InvalidArgumentError, ioError } from '../errors.js';
@@ -39,6 +41,28 @@ export interface EvaluateResult {
   elapsedMs: number;
 }
 
+/**
+ * Tokenizing a whole evaluation text takes seconds (pure-JS BPE); harnesses evaluate several
+ * checkpoints of one model on one text, so the last result is kept, keyed by the tokenizer's
+ * bytes and the text's hash (quantized checkpoints carry the same tokenizer.json).
+ */
+let lastTokenization: { key: string; ids: number[] } | undefined;
+
+async function tokenizeOnce(modelDir: string, text: string): Promise<number[]> {
+  let tokenizerBytes: Buffer;
+  try {
+    tokenizerBytes = await readFile(join(modelDir, 'tokenizer.json'));
+  } catch {
+    tokenizerBytes = Buffer.alloc(0); // loadTokenizer reports the missing file precisely
+  }
+  const key = `${createHash('sha256').update(tokenizerBytes).digest('hex')}:${createHash('sha256').update(text).digest('hex')}`;
+  if (lastTokenization?.key === key) return lastTokenization.ids;
+  const tokenizer = await loadTokenizer(modelDir);
+  const ids = tokenizer.encode(text, { addSpecialTokens: false });
+  lastTokenization = { key, ids };
+  return ids;
+}
+
 /** Hidden states of this many tokens are processed at a time (bounded memory for large models). */
 const CHUNK_BYTES = 256 * 2 ** 20;
 /** Layer weights stay cached across chunks when the whole model (fp32) is smaller than this. */
@@ -66,8 +90,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const model = await openModelWeights(options.model);
   try {
     progress.emit({ stage: 'load', completed: 0, total: 1, message: 'tokenizing' });
-    const tokenizer = await loadTokenizer(options.model);
-    const ids = tokenizer.encode(text, { addSpecialTokens: false });
+    const ids = await tokenizeOnce(options.model, text);
     const available = Math.floor(ids.length / seqlen);
     if (available === 0) {
       throw new InvalidArgumentError(`evaluation text has ${ids.length} tokens, fewer than one window of ${seqlen}`);
