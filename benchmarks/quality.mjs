@@ -85,7 +85,7 @@ for (const s of settings) {
       gflop += l.gflop ?? 0;
     }
     row.phaseSeconds = phases;
-    row.forwardGflopPerS = gflop > 0 ? gflop / (phases.forward + phases.scaleSearch + phases.clipSearch) : null;
+    row.forwardGflopPerS = s.method === 'awq' && gflop > 0 ? gflop / (phases.forward + phases.scaleSearch + phases.clipSearch) : null;
   }
   const e64 = evalPpl(folder, 64);
   row.ppl64 = e64.perplexity;
