@@ -39,7 +39,7 @@ export function registerEval(program: Command): void {
         } else {
           process.stdout.write(
             `perplexity ${r.perplexity.toFixed(3)} over ${r.windows} windows of ${r.seqlen} tokens ` +
-              `(${r.tokens} tokens, ${r.predictedTokens} predicted; ${r.quantized ? 'AWQ' : 'full precision'}; ${(r.elapsedMs / 1000).toFixed(1)} s)\n`,
+              `(${r.tokens} tokens, ${r.predictedTokens} predicted; ${r.quantized ? 'AWQ checkpoint' : 'full precision'}; ${(r.elapsedMs / 1000).toFixed(1)} s)\n`,
           );
         }
       } finally {

@@ -135,7 +135,9 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         }
       }
     }
-    if (cfg.hiddenSize * (cfg.numHeads * cfg.headDim) === 0) throw new BadConfigError(`${options.model}: empty layers`);
+
+    // The embedding table is read once: it embeds the calibration blocks and is written unquantized.
+    let embedTable: Float32Array | undefined = await model.readTensor(adapter.embedTokens);
 
     // Calibration (not needed for round-to-nearest).
     let hidden: Float32Array | undefined;
@@ -153,8 +155,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         seqlen,
         droppedTokens: blocks.droppedTokens,
       };
-      const table = await model.readTensor(adapter.embedTokens);
-      hidden = embed(table, cfg.hiddenSize, blocks.tokens);
+      hidden = embed(embedTable, cfg.hiddenSize, blocks.tokens);
     }
     throwIfAborted(signal);
 
@@ -163,7 +164,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       overwrite: options.overwrite,
       maxShardBytes: options.maxShardBytes,
     });
-    await writer.addTensor(adapter.embedTokens, [cfg.vocabSize, cfg.hiddenSize], await model.readTensor(adapter.embedTokens));
+    await writer.addTensor(adapter.embedTokens, [cfg.vocabSize, cfg.hiddenSize], embedTable);
+    embedTable = undefined; // not needed again: free it before the layers
 
     const layers: LayerSummary[] = [];
     progress.beginUnits();
