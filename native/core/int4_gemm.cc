@@ -12,6 +12,7 @@
 
 #include "cpu_features.h"
 #include "dtype.h"
+#include "gemm.h"
 #include "errors.h"
 #include "threadpool.h"
 
@@ -214,31 +215,6 @@ void dequant_panel_portable(const Int4Weights& w, int64_t n0, int64_t nr, int64_
   }
 }
 
-void pack_panel_portable(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst) {
-  for (int64_t t = 0; t * kSliver < nr; ++t)
-    for (int64_t k = k0; k < k0 + kc; ++k)
-      for (int64_t r = 0; r < kSliver; ++r) {
-        const int64_t n = n0 + t * kSliver + r;
-        float v = 0.f;
-        if (n < n0 + nr) {
-          const int64_t g = n * w.groups + k / w.group;
-          v = static_cast<float>(int4_at(w, n, k) - w.zeros[g]) * w.scales[g];
-        }
-        dst[t * kc * kSliver + (k - k0) * kSliver + r] = v;
-      }
-}
-
-void gemm_panel_portable(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel,
-                         float* C, int64_t ldc, bool accumulate) {
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < nr; ++j) {
-      const float* b = panel + (j / kSliver) * kc * kSliver + (j % kSliver);
-      float acc = 0.f;
-      for (int64_t k = 0; k < kc; ++k) acc += A[i * lda + k] * b[k * kSliver];
-      C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc : acc;
-    }
-}
-
 void decode_int8_portable(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
                           int64_t n0, int64_t n1) {
   const int64_t blocks_per_group = w.group / 128;
@@ -262,8 +238,7 @@ void decode_int8_portable(const Int4Weights& w, const Int8Activations& a, float*
 
 }  // namespace
 
-const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, pack_panel_portable,
-                                   gemm_panel_portable, decode_int8_portable};
+const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, decode_int8_portable};
 
 const Int4Kernels& int4_kernels() {
   switch (active_isa()) {
@@ -332,19 +307,17 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
       kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
   } else {
-    using detail::kPanelK;
-    using detail::kPanelRows;
-    const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
-    std::vector<AlignedBytes> scratch(num_threads());  // one panel buffer per pool thread
-    for_each_item(panels, [&](int64_t p, int thread) {
-      if (!scratch[thread].data()) scratch[thread] = AlignedBytes(kPanelRows * kPanelK * sizeof(float));
-      float* pf = reinterpret_cast<float*>(scratch[thread].data());
-      const int64_t n0 = p * kPanelRows, nr = std::min(kPanelRows, N - n0);
-      for (int64_t k0 = 0; k0 < K; k0 += kPanelK) {
-        const int64_t kc = std::min(kPanelK, K - k0);
-        kern.pack_panel(w, n0, nr, k0, kc, pf);
-        kern.gemm_panel(M, nr, kc, x + k0, K, pf, y + n0, N, k0 > 0);
-      }
+    // Dequantize 128 output rows at a time to fp32 (exact) and hand them to the project's
+    // tuned sgemm (single-threaded inside this parallel region); each panel is reused by every
+    // row of x, so the dequantization is 1/M of the work.
+    constexpr int64_t kRows = 128;
+    std::vector<std::vector<float>> scratch(num_threads());
+    for_each_item((N + kRows - 1) / kRows, [&](int64_t p, int thread) {
+      std::vector<float>& panel = scratch[thread];
+      const int64_t n0 = p * kRows, nr = std::min(kRows, N - n0);
+      panel.resize(static_cast<size_t>(kRows * K));
+      kern.dequant_rows(w, n0, nr, 0, K, panel.data(), K);
+      sgemm(Trans::N, Trans::T, M, nr, K, 1.f, x, K, panel.data(), K, 0.f, y + n0, N);
     });
   }
   if (!w.bias.empty()) {

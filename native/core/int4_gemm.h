@@ -21,7 +21,8 @@
 //          sum over blocks of (xs / 2) * sum |w| over the block (plus fp32 rounding); it needs a
 //          group size that is a multiple of 128.
 // Small M (decode) streams the weights once, split over output rows on the shared pool; large M
-// (prefill) dequantizes 256-wide panels into fp32 once and reuses each across all rows of x.
+// (prefill) dequantizes 128-row panels into fp32 once and multiplies them with the project's
+// sgemm, so each panel is reused by every row of x.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -101,10 +102,6 @@ struct Int8Activations {
 void quantize_activations_int8(const float* x, int64_t M, int64_t in, Int8Activations& out);
 
 // One ISA's kernels. n ranges are output rows; k0 is a multiple of 128 and kc of 16.
-// Prefill panels: rows n0 .. n0 + nr of dequantize(W) over k in [k0, k0 + kc), stored as slivers
-// of 16 rows, each k-major: dst[t * kc * 16 + (k - k0) * 16 + r] = W[n0 + 16 t + r, k], rows past
-// nr zero. A sliver row of 16 outputs is what the fp32 micro-kernels load per k.
-constexpr int64_t kSliver = 16;
 struct Int4Kernels {
   // y[m * ldy + n] for m < M (M <= 8), n in [n0, n1): exact mode, no bias.
   void (*decode)(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, float* y,
@@ -112,21 +109,10 @@ struct Int4Kernels {
   // dst[r * ld + (k - k0)] = dequantize(W)[n0 + r, k] for r < nr, k in [k0, k0 + kc).
   void (*dequant_rows)(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc,
                        float* dst, int64_t ld);
-  // The sliver layout above (nr <= kPanelRows).
-  void (*pack_panel)(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst);
-  // C[i * ldc + j] (+)= sum_{k < kc} A[i * lda + k] * W[j, k], i < M, j < nr, W from a packed panel.
-  void (*gemm_panel)(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel,
-                     float* C, int64_t ldc, bool accumulate);
   // Int8 mode: y[m * ldy + n] for all m < a.M, n in [n0, n1), no bias.
   void (*decode_int8)(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
                       int64_t n0, int64_t n1);
 };
-// Prefill blocking: a panel of kPanelRows outputs by kPanelK inputs (64 KiB of fp32) stays in L2
-// while every row of x passes over it.
-constexpr int64_t kPanelRows = 64;
-constexpr int64_t kPanelK = 256;
-// The AVX2 panel packer, shared by the AVX-512 table (AVX-512 CPUs run AVX2 code).
-void pack_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst);
 extern const Int4Kernels kInt4Portable;
 extern const Int4Kernels kInt4Avx2;
 extern const Int4Kernels kInt4Avx512;

@@ -137,86 +137,6 @@ void dequant_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0
   }
 }
 
-inline void transpose8(__m256 r[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
-// C[MR, nr] (+)= A[MR, kc] * sliver^T: per k, 2 loads of the sliver and MR broadcasts feed
-// 2 * MR FMAs (12 accumulators at MR = 6, the classic 6 x 16 fp32 kernel).
-template <int MR>
-void sliver_kernel(int64_t kc, const float* A, int64_t lda, const float* B, float* C, int64_t ldc, int64_t nr,
-                   bool accumulate) {
-  __m256 acc[MR][2];
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(B + k * 16), b1 = _mm256_load_ps(B + k * 16 + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
-      acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
-    }
-  }
-  // Unrolled so the accumulators stay in registers in the k loop (a runtime-indexed epilogue
-  // made GCC keep them in memory, a store per FMA).
-#pragma GCC unroll 6
-  for (int i = 0; i < MR; ++i) {
-    float* c = C + i * ldc;
-    if (nr == 16) {
-      if (accumulate) {
-        acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_loadu_ps(c));
-        acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_loadu_ps(c + 8));
-      }
-      _mm256_storeu_ps(c, acc[i][0]);
-      _mm256_storeu_ps(c + 8, acc[i][1]);
-    } else {
-      alignas(32) float tmp[16];
-      _mm256_store_ps(tmp, acc[i][0]);
-      _mm256_store_ps(tmp + 8, acc[i][1]);
-      for (int64_t j = 0; j < nr; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
-    }
-  }
-}
-
-void gemm_panel_avx2(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel, float* C,
-                     int64_t ldc, bool accumulate) {
-  // Rows of x outer: 6 rows x kc of x (6 KiB) stay in L1 while the 64 KiB panel streams from L2,
-  // so x is read from memory once per panel (the sliver-outer order re-reads all of it per sliver).
-  for (int64_t i = 0; i < M; i += 6) {
-    const int64_t mr = std::min<int64_t>(6, M - i);
-    const float* a = A + i * lda;
-    for (int64_t t = 0; t * kSliver < nr; ++t) {
-      const float* B = panel + t * kc * kSliver;
-      const int64_t cols = std::min<int64_t>(kSliver, nr - t * kSliver);
-      float* c = C + i * ldc + t * kSliver;
-      switch (mr) {
-        case 1: sliver_kernel<1>(kc, a, lda, B, c, ldc, cols, accumulate); break;
-        case 2: sliver_kernel<2>(kc, a, lda, B, c, ldc, cols, accumulate); break;
-        case 3: sliver_kernel<3>(kc, a, lda, B, c, ldc, cols, accumulate); break;
-        case 4: sliver_kernel<4>(kc, a, lda, B, c, ldc, cols, accumulate); break;
-        case 5: sliver_kernel<5>(kc, a, lda, B, c, ldc, cols, accumulate); break;
-        default: sliver_kernel<6>(kc, a, lda, B, c, ldc, cols, accumulate); break;
-      }
-    }
-  }
-}
-
 // Int8 mode: u8 nibbles x s8 activations with maddubs (AVX2 has no VNNI). One block's four
 // maddubs results are summed in 16 bits (at most 4 * 2 * 15 * 127 = 15240), widened once.
 template <int MR>
@@ -270,41 +190,7 @@ void decode_int8_avx2(const Int4Weights& w, const Int8Activations& a, float* y, 
 
 }  // namespace
 
-// Dequantizes 8 rows x 8 k at a time and transposes them in registers into the sliver layout.
-void pack_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst) {
-  const __m256i mask = _mm256_set1_epi32(15), magic = _mm256_set1_epi32(0x4B000000);
-  const int64_t G = w.groups;
-  for (int64_t t = 0; t * kSliver < nr; ++t) {
-    float* sliver = dst + t * kc * kSliver;
-    for (int64_t rg = 0; rg < kSliver; rg += 8) {
-      const int64_t base = n0 + t * kSliver + rg;
-      const int64_t rows = std::max<int64_t>(0, std::min<int64_t>(8, n0 + nr - base));
-      for (int64_t s = k0 / 16; s < (k0 + kc) / 16; ++s) {
-        const int64_t blk = s >> 3, g = (s * 16) / w.group;
-        const __m128i cnt = _mm_cvtsi32_si128(static_cast<int>(4 * (s & 7)));
-        for (int h = 0; h < 2; ++h) {
-          __m256 r[8];
-          for (int64_t j = 0; j < 8; ++j) {
-            if (j >= rows) {
-              r[j] = _mm256_setzero_ps();
-              continue;
-            }
-            const int64_t n = base + j;
-            const __m256i v = _mm256_srl_epi32(load_block_half(w.row(n) + blk * 64 + 32 * h), cnt);
-            const __m256 f = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(v, mask), magic)),
-                                           _mm256_set1_ps(8388608.f + w.zeros[n * G + g]));
-            r[j] = _mm256_mul_ps(f, _mm256_set1_ps(w.scales[n * G + g]));
-          }
-          transpose8(r);
-          float* out = sliver + (s * 16 + 8 * h - k0) * kSliver + rg;
-          for (int kk = 0; kk < 8; ++kk) _mm256_store_ps(out + kk * kSliver, r[kk]);
-        }
-      }
-    }
-  }
-}
-
-const Int4Kernels kInt4Avx2 = {decode_avx2, dequant_panel_avx2, pack_panel_avx2, gemm_panel_avx2, decode_int8_avx2};
+const Int4Kernels kInt4Avx2 = {decode_avx2, dequant_panel_avx2, decode_int8_avx2};
 
 }  // namespace awq::detail
 

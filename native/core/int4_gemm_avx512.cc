@@ -113,48 +113,6 @@ void dequant_panel_avx512(const Int4Weights& w, int64_t n0, int64_t nr, int64_t 
   }
 }
 
-// C[MR, nr] (+)= A[MR, kc] * sliver^T: per k one load of the 16-wide sliver row and MR
-// broadcasts feed MR FMAs (12 accumulators).
-template <int MR>
-void sliver_kernel(int64_t kc, const float* A, int64_t lda, const float* B, float* C, int64_t ldc, int64_t nr,
-                   bool accumulate) {
-  __m512 acc[MR];
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b = _mm512_load_ps(B + k * 16);
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(A[i * lda + k]), b, acc[i]);
-  }
-  const __mmask16 keep = static_cast<__mmask16>((1u << nr) - 1);
-#pragma GCC unroll 12
-  for (int i = 0; i < MR; ++i) {
-    float* c = C + i * ldc;
-    if (accumulate) acc[i] = _mm512_add_ps(acc[i], _mm512_maskz_loadu_ps(keep, c));
-    _mm512_mask_storeu_ps(c, keep, acc[i]);
-  }
-}
-
-template <int MR>
-void run_sliver(int64_t kc, const float* A, int64_t lda, const float* B, float* C, int64_t ldc, int64_t nr, bool accumulate) {
-  sliver_kernel<MR>(kc, A, lda, B, C, ldc, nr, accumulate);
-}
-
-void gemm_panel_avx512(int64_t M, int64_t nr, int64_t kc, const float* A, int64_t lda, const float* panel, float* C,
-                       int64_t ldc, bool accumulate) {
-  using Fn = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, bool);
-  static const Fn by_rows[13] = {nullptr,         run_sliver<1>,  run_sliver<2>, run_sliver<3>, run_sliver<4>,
-                                 run_sliver<5>,   run_sliver<6>,  run_sliver<7>, run_sliver<8>, run_sliver<9>,
-                                 run_sliver<10>,  run_sliver<11>, run_sliver<12>};
-  for (int64_t i = 0; i < M; i += 12) {  // rows of x outer (see the AVX2 file)
-    const int64_t mr = std::min<int64_t>(12, M - i);
-    for (int64_t t = 0; t * kSliver < nr; ++t) {
-      by_rows[mr](kc, A + i * lda, lda, panel + t * kc * kSliver, C + i * ldc + t * kSliver, ldc,
-                  std::min<int64_t>(kSliver, nr - t * kSliver), accumulate);
-    }
-  }
-}
-
 // Int8 mode without VNNI: maddubs (u8 nibbles x s8 activations) then madd to 32 bits.
 template <int MR>
 void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0, float* y, int64_t ldy,
@@ -205,8 +163,7 @@ void decode_int8_avx512(const Int4Weights& w, const Int8Activations& a, float* y
 
 }  // namespace
 
-const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, pack_panel_avx2, gemm_panel_avx512,
-                                 decode_int8_avx512};
+const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int8_avx512};
 
 }  // namespace awq::detail
 
