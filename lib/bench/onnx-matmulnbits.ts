@@ -119,6 +119,9 @@ export async function ortMatMulNBits(ort: Ort, modelBytes: Uint8Array, threads: 
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    // ORT's pool threads spin after each run by default; in a benchmark that interleaves its
+    // calls with ours, the spinning threads would steal the cores from the next impl's call.
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
   });
   return {
     async run(x: Float32Array, m: number, kDim: number): Promise<Float32Array> {
