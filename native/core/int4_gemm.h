@@ -121,6 +121,15 @@ void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, floa
                             int64_t n0, int64_t n1);
 const Int4Kernels& int4_kernels();  // for active_isa()
 
+// Software prefetch target of the streaming kernels: block `blk` of the row `rows_ahead` rows
+// after `row`. Rows are short (in/2 bytes, a few KiB), too short for the hardware prefetcher to
+// ramp up on each one; fetching a few rows ahead made M = 1 1.7x faster on Zen 3. Prefetches
+// past the end of the buffer are harmless (they never fault).
+inline const char* prefetch_target(const Int4Weights& w, const uint8_t* row, int64_t rows_ahead, int64_t blk) {
+  return reinterpret_cast<const char*>(row + (rows_ahead * w.blocks + blk) * 64);
+}
+constexpr int64_t kPrefetchRows = 4;
+
 // q[n, k] read from the packed layout (tests, portable kernels).
 inline int int4_at(const Int4Weights& w, int64_t n, int64_t k) {
   const int64_t r = k & 127, i = r >> 4, j = r & 15;

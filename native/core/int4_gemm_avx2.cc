@@ -52,6 +52,7 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
       __m256i wv[NR][2];
       for (int r = 0; r < NR; ++r)
         for (int h = 0; h < 2; ++h) wv[r][h] = _mm256_srl_epi32(load_block_half(rows[r] + blk * 64 + 32 * h), cnt);
+      for (int r = 0; r < NR; ++r) _mm_prefetch(prefetch_target(w, rows[r], kPrefetchRows, blk), _MM_HINT_T0);
       const int64_t send = std::min(s1, (blk + 1) * 8);
       for (; s < send; ++s) {
         const float* xs = x + s * 16;
@@ -151,6 +152,7 @@ void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0
     float zterm[MR];
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps(), zterm[m] = 0.f;
     for (int64_t b = 0; b < w.blocks; ++b) {
+      _mm_prefetch(prefetch_target(w, row, kPrefetchRows, b), _MM_HINT_T0);
       const __m256i v0 = load_block_half(row + b * 64), v1 = load_block_half(row + b * 64 + 32);
       const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
       const __m256i lo1 = _mm256_and_si256(v1, low), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);

@@ -47,6 +47,7 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
       const __m128i cnt = _mm_cvtsi32_si128(static_cast<int>(4 * (s & 7)));
       __m512i wv[NR];
       for (int r = 0; r < NR; ++r) wv[r] = _mm512_srl_epi32(load_block(rows[r] + blk * 64), cnt);
+      for (int r = 0; r < NR; ++r) _mm_prefetch(prefetch_target(w, rows[r], kPrefetchRows, blk), _MM_HINT_T0);
       const int64_t send = std::min(s1, (blk + 1) * 8);
       for (; s < send; ++s) {
         const float* xs = x + s * 16;
@@ -126,6 +127,7 @@ void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0
     float zterm[MR];
     for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps(), zterm[m] = 0.f;
     for (int64_t b = 0; b < w.blocks; ++b) {
+      _mm_prefetch(prefetch_target(w, row, kPrefetchRows, b), _MM_HINT_T0);
       const __m512i v = load_block(row + b * 64);
       const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
       const int64_t g = n * G + b / bpg;

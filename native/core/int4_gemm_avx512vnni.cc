@@ -31,6 +31,7 @@ void rows_vnni(const Int4Weights& w, const Int8Activations& a, int64_t m0, float
     float zterm[MR];
     for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps(), zterm[m] = 0.f;
     for (int64_t b = 0; b < w.blocks; ++b) {
+      _mm_prefetch(prefetch_target(w, row, kPrefetchRows, b), _MM_HINT_T0);
       const __m512i v = load_block(row + b * 64);
       const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
       const int64_t g = n * G + b / bpg;
