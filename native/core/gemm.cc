@@ -169,15 +169,15 @@ void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M
   if (symmetric) mirror_upper_to_lower(C, M, ldc);
 }
 
-const detail::GemmKernel* pick_kernel() {
+}  // namespace
+
+const detail::GemmKernel* detail::active_gemm_kernel() {
   switch (active_isa()) {
     case Isa::Avx512: return &detail::gemm_kernel_avx512();
     case Isa::Avx2: return &detail::gemm_kernel_avx2();
     default: return nullptr;
   }
 }
-
-}  // namespace
 
 void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -191,7 +191,7 @@ void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, con
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  if (const detail::GemmKernel* kern = pick_kernel()) {
+  if (const detail::GemmKernel* kern = detail::active_gemm_kernel()) {
     // X^T X (Gram matrices) and X X^T: the same operand on both sides, transposed on one.
     const bool symmetric = A == B && lda == ldb && ta != tb && M == N && beta == 0.f;
     sgemm_blocked(*kern, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, symmetric);

@@ -32,6 +32,10 @@ struct GemmKernel {
   MicroKernelFn micro;
 };
 
+// The kernel sgemm uses on this CPU (after the AWQ_ISA cap), or nullptr where only the portable
+// reference runs. For callers that build their own packed panels (the int4 prefill).
+const GemmKernel* active_gemm_kernel();
+
 const GemmKernel& gemm_kernel_avx2();
 // Test hook: the x86 panel packer built for width w (6, 14, 16 or 32) in the AVX2 file, so the
 // AVX-512 widths' packing logic is also checked on CPUs without AVX-512; nullptr for other w.

@@ -103,7 +103,7 @@ void quantize_activations_int8(const float* x, int64_t M, int64_t in, Int8Activa
 
 // One ISA's kernels. n ranges are output rows; k0 is a multiple of 128 and kc of 16.
 struct Int4Kernels {
-  // y[m * ldy + n] for m < M (M <= 8), n in [n0, n1): exact mode, no bias.
+  // y[m * ldy + n] for m < M (any M; used up to kDecodeMaxM), n in [n0, n1): exact mode, no bias.
   void (*decode)(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, float* y,
                  int64_t ldy, int64_t n0, int64_t n1);
   // dst[r * ld + (k - k0)] = dequantize(W)[n0 + r, k] for r < nr, k in [k0, k0 + kc).

@@ -136,7 +136,10 @@ TEST(int4_exact_matches_fp64_reference_on_random_shapes_every_isa) {
   // out not a multiple of any tile, group 16 .. in.
   const int64_t shapes[][4] = {{1, 128, 8, 128},  {2, 256, 24, 64},  {3, 208, 40, 16},  {4, 384, 16, 128},
                                {5, 512, 24, 512}, {7, 96, 13, 32},   {8, 256, 9, 256},  {9, 256, 37, 128},
-                               {13, 640, 70, 128}, {31, 160, 19, 80}, {64, 1024, 64, 128}, {1, 4096, 32, 128}};
+                               {13, 640, 70, 128}, {31, 160, 19, 80}, {64, 1024, 64, 128}, {1, 4096, 32, 128},
+                               // prefill paths (dequantized panel + sgemm; packed from M = 64):
+                               // several kc blocks, a short last one, several work items
+                               {40, 1152, 100, 128}, {17, 2320, 48, 16}, {70, 1152, 100, 128}, {65, 2320, 48, 16}};
   for_each_isa([&](Isa) {
     uint32_t seed = 100;
     for (auto& s : shapes) {
@@ -162,7 +165,7 @@ TEST(int4_exact_on_adversarial_inputs_every_isa) {
       for (size_t i = 0; i < L.z.size(); ++i) L.z[i] = (i % 2) ? 15 : 0;
       for (size_t i = 0; i < L.q.size(); ++i) L.q[i] = (i % 3 == 0) ? 0 : (i % 3 == 1 ? 15 : L.q[i]);
       for (size_t i = 0; i < L.s.size(); ++i) L.s[i] = (i % 4 == 0) ? round_to_fp16(6e-5f) : (i % 4 == 1 ? 4096.f : L.s[i]);
-      for (int64_t M : {1, 5, 11}) check_exact(L, random_floats(M * 256, 10 + static_cast<uint32_t>(M)), M);
+      for (int64_t M : {1, 5, 11, 23, 67}) check_exact(L, random_floats(M * 256, 10 + static_cast<uint32_t>(M)), M);
     }
     // All-equal groups (q == z everywhere): the weights are exactly zero, so is y (bias only).
     {
@@ -170,7 +173,7 @@ TEST(int4_exact_on_adversarial_inputs_every_isa) {
       for (int64_t n = 0; n < L.out; ++n)
         for (int64_t k = 0; k < L.in; ++k) L.q[n * L.in + k] = L.z[n * L.groups() + k / L.group];
       auto w = pack(L);
-      for (int64_t M : {1, 4, 10}) {
+      for (int64_t M : {1, 4, 10, 20, 70}) {
         auto x = random_floats(M * 384, 13, -100.f, 100.f);
         std::vector<float> y(M * L.out);
         int4_linear(*w, x.data(), M, y.data());
