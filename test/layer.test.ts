@@ -136,6 +136,8 @@ describe('quantizeDecoderLayer', () => {
     for (const s of r.linears.gate_proj.scales) expect(fp16Round(s)).toBe(s);
     expect(r.report.groups.map((g) => g.group)).toEqual(['qkv', 'o', 'gate_up', 'down']);
     expect(r.report.groups[1].skipped).toBe('grouped-query attention');
+    // 96 tokens, down_proj 128 -> 64: 20 direct products (31 MFLOP) are cheaper than the Gram route (45 MFLOP)
+    expect(r.report.groups.map((g) => g.lossMethod)).toEqual(['direct', undefined, 'direct', 'direct']);
     const qkv = r.report.groups[0];
     expect(qkv.losses.length).toBe(20);
     expect(qkv.lossAtBest).toBe(Math.min(...qkv.losses));

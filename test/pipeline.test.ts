@@ -51,7 +51,10 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
         quant_method: 'awq', bits: 4, group_size: 128, zero_point: true, version: 'gemm', modules_to_not_convert: null,
       });
       expect(cfg.torch_dtype).toBe('float16');
-      expect(existsSync(join(out, 'awq-report.json'))).toBe(true);
+      // the report on disk carries how each group's loss was computed (512 tokens: the Gram route
+      // is cheaper for down_proj 256 -> 128)
+      const written = JSON.parse(readFileSync(join(out, 'awq-report.json'), 'utf8'));
+      expect(written.layers[0].groups.find((g: { group: string }) => g.group === 'down').lossMethod).toBe('gram');
       expect(existsSync(join(out, 'tokenizer.json'))).toBe(true);
       await ckpt.folder.close();
       // GQA models skip the o_proj group; MHA models search it.

@@ -91,6 +91,13 @@ export interface GroupReport {
   foldedInto: string;
   /** Why the group was not searched (e.g. 'grouped-query attention'). */
   skipped?: string;
+  /**
+   * How the losses were computed (absent when skipped): 'direct' runs the compared module on the
+   * recorded input for every candidate; 'gram' (single-linear groups o and down) evaluates
+   * trace(dW X^T X dW^T) / (n * out) from one Gram matrix. Both are exact; the search takes the
+   * one with fewer FLOPs (Gram pays off with many tokens, direct with few tokens and wide inputs).
+   */
+  lossMethod?: 'gram' | 'direct';
   bestRatio: number;
   lossAtBest: number;
   /** Loss at ratio 0. */

@@ -158,6 +158,7 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
             o.Set("linears", names);
             o.Set("foldedInto", g.folded_into);
             if (!g.skipped.empty()) o.Set("skipped", g.skipped);
+            if (!g.loss_method.empty()) o.Set("lossMethod", g.loss_method);
             o.Set("bestRatio", g.best_ratio);
             o.Set("lossAtBest", g.loss_best);
             o.Set("lossAtZero", g.loss_zero);
