@@ -2,7 +2,7 @@
  * The quantize pipeline on tiny random models: output format, every supported architecture,
  * RTN vs AWQ structure, bad input and abort (nothing that looks complete is left behind).
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -68,10 +68,16 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
 
   it('rtn needs no calibration and differs from awq', async () => {
     const model = await writeTinyModel({ layers: 1 });
+    // RTN uses no activations: no tokenizer, no calibration text, no forward
+    rmSync(join(model, 'tokenizer.json'), { force: true });
     const out = outDir();
-    const { report } = await quantize({ model, out, method: 'rtn' });
+    const phases: string[] = [];
+    const { report } = await quantize({ model, out, method: 'rtn', onProgress: (e) => e.phase && phases.push(e.phase) });
     expect(report.calibration).toBeNull();
     expect(report.layers[0].groups.every((g) => g.bestRatio === 0 || g.skipped)).toBe(true);
+    expect(phases).toContain('quantize');
+    expect(phases).not.toContain('forward');
+    expect(report.layers[0].gflop).toBe(0);
   });
 
   it('refuses group sizes that do not divide in_features, naming the tensor', async () => {

@@ -399,7 +399,10 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
     const int64_t in = id == kO ? a.q_out() : id == kDown ? a.intermediate : a.hidden;
     check_quant_params(opt.params(in), in);
   }
-  AWQ_CHECK_ARG(out.output && out.input_norm && out.post_norm, "quantize_decoder_layer: missing outputs");
+  AWQ_CHECK_ARG(tokens >= 0 && seqlen >= 1, "quantize_decoder_layer: tokens must be >= 0 and seqlen >= 1");
+  AWQ_CHECK_ARG(tokens > 0 || !opt.awq, "the AWQ search needs calibration tokens (only RTN runs without them)");
+  AWQ_CHECK_ARG(tokens == 0 || (hidden && out.output), "quantize_decoder_layer: missing hidden states or output");
+  AWQ_CHECK_ARG(out.input_norm && out.post_norm, "quantize_decoder_layer: missing outputs");
   const bool has_bias[kNumLinears] = {w.q_bias != nullptr, w.k_bias != nullptr, w.v_bias != nullptr, w.o_bias != nullptr,
                                       false, false, false};
   for (int id = 0; id < kNumLinears; ++id) {
@@ -411,21 +414,23 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
   const int64_t n = tokens, H = st.H, I = st.I, QO = st.QO;
   const bool search = opt.awq;
 
-  // 1. the full-precision forward, recording what the search needs
-  if (on_phase) on_phase("forward");
+  // 1. the full-precision forward, recording what the search needs (RTN without tokens: none)
   auto t0 = Clock::now();
-  LayerRecord rec;
-  if (search) {
-    st.x_attn.resize(n * H);
-    st.x_o.resize(n * QO);
-    st.x_mlp.resize(n * H);
-    st.x_down.resize(n * I);
-    st.attn_out.resize(n * H);
-    st.mlp_out.resize(n * H);
-    rec = LayerRecord{st.x_attn.data(), st.x_o.data(), st.x_mlp.data(), st.x_down.data(), st.attn_out.data(), st.mlp_out.data()};
+  if (n > 0) {
+    if (on_phase) on_phase("forward");
+    LayerRecord rec;
+    if (search) {
+      st.x_attn.resize(n * H);
+      st.x_o.resize(n * QO);
+      st.x_mlp.resize(n * H);
+      st.x_down.resize(n * I);
+      st.attn_out.resize(n * H);
+      st.mlp_out.resize(n * H);
+      rec = LayerRecord{st.x_attn.data(), st.x_o.data(), st.x_mlp.data(), st.x_down.data(), st.attn_out.data(), st.mlp_out.data()};
+    }
+    decoder_layer_forward(a, w, hidden, n, seqlen, out.output, search ? &rec : nullptr, cancel, &st.flops);
+    report.ms_forward = ms_since(t0);
   }
-  decoder_layer_forward(a, w, hidden, n, seqlen, out.output, search ? &rec : nullptr, cancel, &st.flops);
-  report.ms_forward = ms_since(t0);
 
   if (search) {
     // 2. scale search for every group, on the original weights and inputs; then fold (section 3)

@@ -82,11 +82,13 @@ struct LayerQuantOutputs {
   float* bias[kNumLinears] = {};
   float* input_norm = nullptr;
   float* post_norm = nullptr;
-  float* output = nullptr;  // [tokens, hidden]: the full-precision forward output
+  float* output = nullptr;  // [tokens, hidden]: the full-precision forward output (unused when tokens == 0)
   // Optional: the fp32 weights after folding and clipping, before quantization ([out, in]).
   float* folded[kNumLinears] = {};
 };
 
+// tokens == 0 (hidden may be null) is accepted for RTN (opt.awq == false) only: no forward runs
+// and the weights are quantized as they are.
 // Throws InvalidArgument (options / shapes), NonFinite (naming the tensor), Aborted.
 void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
                             int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out,

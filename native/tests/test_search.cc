@@ -1,5 +1,6 @@
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "../core/errors.h"
@@ -289,4 +290,50 @@ TEST(search_linear_groups_gram_and_direct_losses_agree) {
       ref += e * e;
     }
   CHECK_NEAR(direct_sq_error(Xr.data(), T, I, dr.data(), H) / ref, 1.0, 1e-5);
+}
+
+TEST(search_rtn_without_tokens_runs_no_forward) {
+  RandomLayer L(64, 128, 4, 2, 16, true, false, 41);
+  const int64_t S = 16, T = 2 * S;
+  auto x = random_floats(T * 64, 14, -2.f, 2.f);
+  SearchOptions rtn;
+  rtn.awq = false;
+  rtn.group_size = 32;
+  QuantRun with = run_layer(L, x, T, S, rtn);
+  // no hidden states, no output buffer
+  QuantRun none;
+  LayerQuantOutputs o;
+  const LayerArch& a = L.arch;
+  const int64_t rows[] = {a.q_out(), a.kv_out(), a.kv_out(), a.hidden, a.intermediate, a.intermediate, a.hidden};
+  const int64_t cols[] = {a.hidden, a.hidden, a.hidden, a.q_out(), a.hidden, a.hidden, a.intermediate};
+  for (int id = 0; id < kNumLinears; ++id) {
+    none.q[id].resize(rows[id] * cols[id]);
+    none.z[id].resize(rows[id] * cols[id] / 32);
+    none.s[id].resize(rows[id] * cols[id] / 32);
+    o.q[id] = none.q[id].data();
+    o.zeros[id] = none.z[id].data();
+    o.scales[id] = none.s[id].data();
+    if (!with.bias[id].empty()) {
+      none.bias[id].resize(rows[id]);
+      o.bias[id] = none.bias[id].data();
+    }
+  }
+  none.in_norm.resize(64);
+  none.post_norm.resize(64);
+  o.input_norm = none.in_norm.data();
+  o.post_norm = none.post_norm.data();
+  std::vector<std::string> phases;
+  quantize_decoder_layer(a, L.w, nullptr, 0, 1, rtn, o, none.report, CancelFlag(),
+                         [&](const char* p) { phases.push_back(p); });
+  CHECK(phases == std::vector<std::string>{"quantize"});
+  CHECK(none.report.flops == 0 && none.report.ms_forward == 0);
+  for (int id = 0; id < kNumLinears; ++id) {
+    CHECK(none.q[id] == with.q[id] && none.z[id] == with.z[id] && none.s[id] == with.s[id]);
+    CHECK(none.bias[id] == with.bias[id]);
+  }
+  CHECK(none.in_norm == with.in_norm && none.post_norm == with.post_norm);
+  // AWQ needs tokens
+  SearchOptions awq;
+  awq.group_size = 32;
+  CHECK_THROWS(quantize_decoder_layer(a, L.w, nullptr, 0, 1, awq, o, none.report, CancelFlag()));
 }
