@@ -124,9 +124,21 @@ export function fromNativeError(err: unknown): unknown {
   return typed;
 }
 
-/** Wraps a Node.js file system error with the path it concerns. */
+/**
+ * What a write failure means for the user when the disk, the quota or a file-size limit ran out:
+ * the raw messages ("EFBIG: file too large, write") do not say what to do about it.
+ */
+const FULL: Record<string, string> = {
+  ENOSPC: 'no space left on device: the disk is full (ENOSPC); free space or write elsewhere',
+  EDQUOT: 'disk quota exceeded: the quota is full (EDQUOT); free space or write elsewhere',
+  EFBIG:
+    'file too large: the file system or the process file-size limit (ulimit -f) allows no more (EFBIG); ' +
+    'the disk is full for this file: raise the limit or write elsewhere',
+};
+
+/** Wraps a Node.js file system error with the path it concerns (`what` names the file). */
 export function ioError(what: string, err: unknown): AwqError {
   const e = err as NodeJS.ErrnoException;
-  const detail = e?.code === 'ENOSPC' ? 'no space left on device' : (e?.message ?? String(err));
+  const detail = (e?.code && FULL[e.code]) ?? e?.message ?? String(err);
   return new IoError(`${what}: ${detail}`, { cause: err });
 }

@@ -64,7 +64,7 @@ export interface NativeBinding {
   /** Next-token NLL summed over positions 1..seqlen-1 of every window (REFERENCE.md section 7). */
   lmHeadNll(hidden: Float32Array, hiddenSize: number, seqlen: number, finalNorm: Float32Array, eps: number, lmHead: Float32Array, vocab: number, tokens: Int32Array, abortFlag?: Int32Array): Promise<{ nllSum: number; count: number }>;
   /** Sections 3-5 for one decoder layer: forward, scale search + fold, clip search, integer quantization. */
-  quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
+  quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array | null, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
   // Dense fp32 GEMM (native/addon/gemm.cc).
   /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
   sgemm(

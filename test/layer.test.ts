@@ -136,6 +136,8 @@ describe('quantizeDecoderLayer', () => {
     for (const s of r.linears.gate_proj.scales) expect(fp16Round(s)).toBe(s);
     expect(r.report.groups.map((g) => g.group)).toEqual(['qkv', 'o', 'gate_up', 'down']);
     expect(r.report.groups[1].skipped).toBe('grouped-query attention');
+    // 96 tokens, down_proj 128 -> 64: 20 direct products (31 MFLOP) are cheaper than the Gram route (45 MFLOP)
+    expect(r.report.groups.map((g) => g.lossMethod)).toEqual(['direct', undefined, 'direct', 'direct']);
     const qkv = r.report.groups[0];
     expect(qkv.losses.length).toBe(20);
     expect(qkv.lossAtBest).toBe(Math.min(...qkv.losses));
@@ -159,6 +161,17 @@ describe('quantizeDecoderLayer', () => {
     }
     expect(r.inputNorm).toEqual(weights.inputNorm);
     expect(r.report.groups).toEqual([]);
+    // without hidden states no forward runs, and the quantization is the same
+    const phases: string[] = [];
+    const n = await quantizeDecoderLayer(arch, weights, null, 16, { ...AWQ, method: 'rtn', groupSize: -1 }, { onPhase: (p) => phases.push(p) });
+    expect(phases).toEqual(['quantize']);
+    expect(n.output.length).toBe(0);
+    expect(n.report.gflop).toBe(0);
+    for (const name of ['q_proj', 'o_proj', 'up_proj', 'down_proj'] as const) {
+      expect([n.linears[name].q, n.linears[name].zeros, n.linears[name].scales]).toEqual([r.linears[name].q, r.linears[name].zeros, r.linears[name].scales]);
+    }
+    await expect(quantizeDecoderLayer(arch, weights, null, 16, AWQ)).rejects.toThrow(InvalidArgumentError);
+    await expect(quantizeDecoderLayer(arch, weights, null, 16, AWQ)).rejects.toThrow(/null is accepted only with method 'rtn'/);
   });
 
   it('validates options and aborts', async () => {

@@ -2,7 +2,7 @@
  * The quantize pipeline on tiny random models: output format, every supported architecture,
  * RTN vs AWQ structure, bad input and abort (nothing that looks complete is left behind).
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -51,7 +51,10 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
         quant_method: 'awq', bits: 4, group_size: 128, zero_point: true, version: 'gemm', modules_to_not_convert: null,
       });
       expect(cfg.torch_dtype).toBe('float16');
-      expect(existsSync(join(out, 'awq-report.json'))).toBe(true);
+      // the report on disk carries how each group's loss was computed (512 tokens: the Gram route
+      // is cheaper for down_proj 256 -> 128)
+      const written = JSON.parse(readFileSync(join(out, 'awq-report.json'), 'utf8'));
+      expect(written.layers[0].groups.find((g: { group: string }) => g.group === 'down').lossMethod).toBe('gram');
       expect(existsSync(join(out, 'tokenizer.json'))).toBe(true);
       await ckpt.folder.close();
       // GQA models skip the o_proj group; MHA models search it.
@@ -65,10 +68,16 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
 
   it('rtn needs no calibration and differs from awq', async () => {
     const model = await writeTinyModel({ layers: 1 });
+    // RTN uses no activations: no tokenizer, no calibration text, no forward
+    rmSync(join(model, 'tokenizer.json'), { force: true });
     const out = outDir();
-    const { report } = await quantize({ model, out, method: 'rtn' });
+    const phases: string[] = [];
+    const { report } = await quantize({ model, out, method: 'rtn', onProgress: (e) => e.phase && phases.push(e.phase) });
     expect(report.calibration).toBeNull();
     expect(report.layers[0].groups.every((g) => g.bestRatio === 0 || g.skipped)).toBe(true);
+    expect(phases).toContain('quantize');
+    expect(phases).not.toContain('forward');
+    expect(report.layers[0].gflop).toBe(0);
   });
 
   it('refuses group sizes that do not divide in_features, naming the tensor', async () => {

@@ -91,6 +91,13 @@ export interface GroupReport {
   foldedInto: string;
   /** Why the group was not searched (e.g. 'grouped-query attention'). */
   skipped?: string;
+  /**
+   * How the losses were computed (absent when skipped): 'direct' runs the compared module on the
+   * recorded input for every candidate; 'gram' (single-linear groups o and down) evaluates
+   * trace(dW X^T X dW^T) / (n * out) from one Gram matrix. Both are exact; the search takes the
+   * one with fewer FLOPs (Gram pays off with many tokens, direct with few tokens and wide inputs).
+   */
+  lossMethod?: 'gram' | 'direct';
   bestRatio: number;
   lossAtBest: number;
   /** Loss at ratio 0. */
@@ -122,25 +129,39 @@ export interface QuantizedLayer {
   postNorm: Float32Array;
   qNorm?: Float32Array;
   kNorm?: Float32Array;
-  /** Next layer's input: the full-precision forward output, computed before any scaling. */
+  /**
+   * Next layer's input: the full-precision forward output, computed before any scaling (empty
+   * when RTN ran without hidden states).
+   */
   output: Float32Array;
   report: LayerReport;
 }
 
 export type LayerPhase = 'forward' | 'scale-search' | 'clip-search' | 'quantize';
 
-/** Runs the AWQ search and quantization of one decoder layer (REFERENCE.md sections 3-5). */
+/**
+ * Runs the AWQ search and quantization of one decoder layer (REFERENCE.md sections 3-5).
+ * RTN (method 'rtn') uses no activations: pass `hidden = null` to skip the forward (seqlen is then
+ * ignored and `output` is empty); with hidden states it still returns the forward output.
+ */
 export async function quantizeDecoderLayer(
   arch: LayerArch,
   weights: LayerWeights,
-  hidden: Float32Array,
+  hidden: Float32Array | null,
   seqlen: number,
   options: QuantOptions,
   control: { signal?: AbortSignal; onPhase?: (phase: LayerPhase) => void } = {},
 ): Promise<QuantizedLayer> {
   validateLayer(arch, weights);
-  validateHidden(hidden, arch.hiddenSize, seqlen);
   const raw = validateOptions(options, arch);
+  if (hidden === null) {
+    if (raw.awq) {
+      throw new InvalidArgumentError(`hidden: the AWQ search needs the calibration hidden states; null is accepted only with method 'rtn'`);
+    }
+    seqlen = 1;
+  } else {
+    validateHidden(hidden, arch.hiddenSize, seqlen);
+  }
   const onPhase = control.onPhase;
   return withAbort(control.signal, async (flag) => {
     const r = await native().quantizeDecoderLayer(

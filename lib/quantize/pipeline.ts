@@ -174,13 +174,11 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       const layerStart = performance.now();
       progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'load' });
       const weights = await loadLayerWeights(model, i);
-      // RTN uses no activations: the layer call gets a single zero token (its forward output is unused).
-      const result = await quantizeDecoderLayer(
-        adapter.layerArch, weights, hidden ?? new Float32Array(cfg.hiddenSize), hidden ? seqlen : 1, opts, {
+      // RTN uses no activations: no hidden states, so no forward runs.
+      const result = await quantizeDecoderLayer(adapter.layerArch, weights, hidden ?? null, seqlen, opts, {
         signal,
-          onPhase: (phase) => progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase }),
-        },
-      );
+        onPhase: (phase) => progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase }),
+      });
       progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'write' });
       await writeLayer(writer, adapter, i, result, weights);
       if (hidden) hidden = result.output;

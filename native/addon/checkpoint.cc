@@ -36,6 +36,33 @@ Dims dims(const Napi::Value& out, const Napi::Value& in, const Napi::Value& grou
   return d;
 }
 
+// The packed tensors of one linear (section 6) and their dimensions: the arguments (qweight,
+// qzeros, scales16, outFeatures, inFeatures, groupSize) of unpack / dequantize,
+// validated in this order: array types, dimensions, array lengths.
+struct PackedArgs {
+  Borrowed<int32_t> qweight, qzeros;
+  Borrowed<uint16_t> scales16;
+  Dims d;
+};
+
+PackedArgs packed_args(const Napi::CallbackInfo& info) {
+  PackedArgs p{typed_array<int32_t>(info[0], "qweight"), typed_array<int32_t>(info[1], "qzeros"),
+               typed_array<uint16_t>(info[2], "scales"), {}};
+  p.d = dims(info[3], info[4], info[5]);
+  expect_length(p.qweight.length, p.d.in * p.d.out / 8, "qweight");
+  expect_length(p.qzeros.length, p.d.groups * p.d.out / 8, "qzeros");
+  expect_length(p.scales16.length, p.d.groups * p.d.out, "scales");
+  return p;
+}
+
+// Resolves with [kept[3], kept[4], kept[5]]: the three output arrays of pack / unpack, which
+// both keep their three inputs first and their three outputs after them.
+Napi::Value three_outputs(Napi::Env env, const std::vector<Napi::Value>& kept) {
+  auto arr = Napi::Array::New(env, 3);
+  for (uint32_t i = 0; i < 3; ++i) arr.Set(i, kept[3 + i]);
+  return arr;
+}
+
 // packAwq(q, zeros, scales, outFeatures, inFeatures, groupSize) -> Promise<[qweight, qzeros, scales16]>
 Napi::Value PackAwq(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -55,14 +82,7 @@ Napi::Value PackAwq(const Napi::CallbackInfo& info) {
     uint16_t* s16 = scales16.Data();
     return AsyncJob::start(
         env, "awq.packAwq", {info[0], info[1], info[2], qweight, qzeros, scales16},
-        [=] { pack_awq(q.data, zeros.data, scales.data, d.out, d.in, d.group, qw, qz, s16); },
-        [](Napi::Env env, const std::vector<Napi::Value>& kept) {
-          auto arr = Napi::Array::New(env, 3);
-          arr.Set(0u, kept[3]);
-          arr.Set(1u, kept[4]);
-          arr.Set(2u, kept[5]);
-          return arr;
-        });
+        [=] { pack_awq(q.data, zeros.data, scales.data, d.out, d.in, d.group, qw, qz, s16); }, three_outputs);
   });
 }
 
@@ -70,13 +90,8 @@ Napi::Value PackAwq(const Napi::CallbackInfo& info) {
 Napi::Value UnpackAwq(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    auto qweight = typed_array<int32_t>(info[0], "qweight");
-    auto qzeros = typed_array<int32_t>(info[1], "qzeros");
-    auto scales16 = typed_array<uint16_t>(info[2], "scales");
-    const Dims d = dims(info[3], info[4], info[5]);
-    expect_length(qweight.length, d.in * d.out / 8, "qweight");
-    expect_length(qzeros.length, d.groups * d.out / 8, "qzeros");
-    expect_length(scales16.length, d.groups * d.out, "scales");
+    const PackedArgs p = packed_args(info);
+    const Dims d = p.d;
     auto q = Napi::Uint8Array::New(env, static_cast<size_t>(d.out * d.in));
     auto zeros = Napi::Uint8Array::New(env, static_cast<size_t>(d.out * d.groups));
     auto scales = Napi::Float32Array::New(env, static_cast<size_t>(d.out * d.groups));
@@ -85,14 +100,8 @@ Napi::Value UnpackAwq(const Napi::CallbackInfo& info) {
     float* sp = scales.Data();
     return AsyncJob::start(
         env, "awq.unpackAwq", {info[0], info[1], info[2], q, zeros, scales},
-        [=] { unpack_awq(qweight.data, qzeros.data, scales16.data, d.in, d.out, d.group, qp, zp, sp); },
-        [](Napi::Env env, const std::vector<Napi::Value>& kept) {
-          auto arr = Napi::Array::New(env, 3);
-          arr.Set(0u, kept[3]);
-          arr.Set(1u, kept[4]);
-          arr.Set(2u, kept[5]);
-          return arr;
-        });
+        [=] { unpack_awq(p.qweight.data, p.qzeros.data, p.scales16.data, d.in, d.out, d.group, qp, zp, sp); },
+        three_outputs);
   });
 }
 
@@ -100,18 +109,13 @@ Napi::Value UnpackAwq(const Napi::CallbackInfo& info) {
 Napi::Value DequantizeAwq(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    auto qweight = typed_array<int32_t>(info[0], "qweight");
-    auto qzeros = typed_array<int32_t>(info[1], "qzeros");
-    auto scales16 = typed_array<uint16_t>(info[2], "scales");
-    const Dims d = dims(info[3], info[4], info[5]);
-    expect_length(qweight.length, d.in * d.out / 8, "qweight");
-    expect_length(qzeros.length, d.groups * d.out / 8, "qzeros");
-    expect_length(scales16.length, d.groups * d.out, "scales");
+    const PackedArgs p = packed_args(info);
+    const Dims d = p.d;
     auto w = Napi::Float32Array::New(env, static_cast<size_t>(d.out * d.in));
     float* wp = w.Data();
     return AsyncJob::start(
         env, "awq.dequantizeAwq", {info[0], info[1], info[2], w},
-        [=] { dequantize_awq(qweight.data, qzeros.data, scales16.data, d.in, d.out, d.group, wp); },
+        [=] { dequantize_awq(p.qweight.data, p.qzeros.data, p.scales16.data, d.in, d.out, d.group, wp); },
         [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[3]; });
   });
 }

@@ -1,5 +1,6 @@
-// quantizeDecoderLayer(arch, weights, hidden, seqlen, options, onPhase?, abortFlag?)
+// quantizeDecoderLayer(arch, weights, hidden | null, seqlen, options, onPhase?, abortFlag?)
 //   -> Promise<{ linears, inputNorm, postNorm, output, report }>
+// hidden == null (RTN only): no forward runs and output is empty.
 // All outputs are allocated here on the JS thread; the search runs on a worker thread and
 // reports phase changes through a thread-safe function.
 #include <napi.h>
@@ -45,17 +46,23 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
     std::vector<Napi::Value> keep;
     const LayerArch arch = parse_arch(info[0], keep);
     const LayerWeights w = parse_weights(info[1], arch, keep);
-    auto hidden = typed_array<float>(info[2], "hidden");
     const int64_t seqlen = integer(info[3], "seqlen", 1);
     const SearchOptions opt = parse_options(info[4]);
     const bool has_cb = info[5].IsFunction();
     const int32_t* flag = cancel_flag(info[6]);
-    if (hidden.length == 0 || hidden.length % static_cast<size_t>(arch.hidden * seqlen) != 0) {
-      bad_arg("hidden: expected a positive multiple of seqlen*hiddenSize = " +
-              std::to_string(arch.hidden * seqlen) + " elements, got " + std::to_string(hidden.length));
+    // RTN needs no activations: hidden may be null, and then no forward runs.
+    const bool no_hidden = info[2].IsNull() || info[2].IsUndefined();
+    if (no_hidden && opt.awq) bad_arg("hidden: the AWQ search needs the calibration hidden states; null only with RTN");
+    Borrowed<float> hidden{};
+    if (!no_hidden) {
+      hidden = typed_array<float>(info[2], "hidden");
+      if (hidden.length == 0 || hidden.length % static_cast<size_t>(arch.hidden * seqlen) != 0) {
+        bad_arg("hidden: expected a positive multiple of seqlen*hiddenSize = " +
+                std::to_string(arch.hidden * seqlen) + " elements, got " + std::to_string(hidden.length));
+      }
+      keep.push_back(info[2]);
     }
     const int64_t tokens = static_cast<int64_t>(hidden.length) / arch.hidden;
-    keep.push_back(info[2]);
     if (flag) keep.push_back(info[6]);
 
     const int64_t rows[] = {arch.q_out(), arch.kv_out(), arch.kv_out(), arch.hidden, arch.intermediate, arch.intermediate, arch.hidden};
@@ -158,6 +165,7 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
             o.Set("linears", names);
             o.Set("foldedInto", g.folded_into);
             if (!g.skipped.empty()) o.Set("skipped", g.skipped);
+            if (!g.loss_method.empty()) o.Set("lossMethod", g.loss_method);
             o.Set("bestRatio", g.best_ratio);
             o.Set("lossAtBest", g.loss_best);
             o.Set("lossAtZero", g.loss_zero);

@@ -40,25 +40,36 @@ void check_nibbles(const uint8_t* v, int64_t rows, int64_t cols, const char* nam
   }
 }
 
-// dst[i, c] (words, [rows_in, out/8]) from src [out, rows_in] nibbles.
-void pack_transpose(const uint8_t* src, int64_t out_features, int64_t rows_in, int32_t* dst) {
-  const int64_t words = out_features / 8;
+// Runs fn(c0, c1, i0, i1) on the thread pool over tiles of kWordTile words (8 output columns
+// each) x rows_per_tile input rows of a [rows, words] packed matrix. Shared by the packing, the
+// unpacking and the dequantization so all three walk memory the same cache-friendly way.
+template <typename Fn>
+void for_each_tile(int64_t words, int64_t rows, int64_t rows_per_tile, Fn&& fn) {
   const int64_t word_tiles = (words + kWordTile - 1) / kWordTile;
-  const int64_t row_tiles = (rows_in + kRowTile - 1) / kRowTile;
+  const int64_t row_tiles = (rows + rows_per_tile - 1) / rows_per_tile;
   parallel_for(word_tiles * row_tiles, 1, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t c0 = (t / row_tiles) * kWordTile, c1 = std::min(words, c0 + kWordTile);
-      const int64_t i0 = (t % row_tiles) * kRowTile, i1 = std::min(rows_in, i0 + kRowTile);
-      for (int64_t c = c0; c < c1; ++c) {
-        const uint8_t* p[8];
-        for (int n = 0; n < 8; ++n) p[n] = src + (8 * c + kPackOrder[n]) * rows_in;
-        for (int64_t i = i0; i < i1; ++i) {
-          const uint32_t w = uint32_t(p[0][i]) | uint32_t(p[1][i]) << 4 | uint32_t(p[2][i]) << 8 |
-                             uint32_t(p[3][i]) << 12 | uint32_t(p[4][i]) << 16 |
-                             uint32_t(p[5][i]) << 20 | uint32_t(p[6][i]) << 24 |
-                             uint32_t(p[7][i]) << 28;
-          dst[i * words + c] = static_cast<int32_t>(w);
-        }
+      const int64_t i0 = (t % row_tiles) * rows_per_tile, i1 = std::min(rows, i0 + rows_per_tile);
+      fn(c0, c1, i0, i1);
+    }
+  });
+}
+
+// dst[i, c] (words, [rows_in, out/8]) from src [out, rows_in] nibbles. One function for any
+// row count: qweight (rows_in = in) and qzeros (rows_in = in / g) are the same transform.
+void pack_transpose(const uint8_t* src, int64_t out_features, int64_t rows_in, int32_t* dst) {
+  const int64_t words = out_features / 8;
+  for_each_tile(words, rows_in, kRowTile, [&](int64_t c0, int64_t c1, int64_t i0, int64_t i1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const uint8_t* p[8];
+      for (int n = 0; n < 8; ++n) p[n] = src + (8 * c + kPackOrder[n]) * rows_in;
+      for (int64_t i = i0; i < i1; ++i) {
+        const uint32_t w = uint32_t(p[0][i]) | uint32_t(p[1][i]) << 4 | uint32_t(p[2][i]) << 8 |
+                           uint32_t(p[3][i]) << 12 | uint32_t(p[4][i]) << 16 |
+                           uint32_t(p[5][i]) << 20 | uint32_t(p[6][i]) << 24 |
+                           uint32_t(p[7][i]) << 28;
+        dst[i * words + c] = static_cast<int32_t>(w);
       }
     }
   });
@@ -67,19 +78,13 @@ void pack_transpose(const uint8_t* src, int64_t out_features, int64_t rows_in, i
 // The inverse of pack_transpose.
 void unpack_transpose(const int32_t* src, int64_t out_features, int64_t rows_in, uint8_t* dst) {
   const int64_t words = out_features / 8;
-  const int64_t word_tiles = (words + kWordTile - 1) / kWordTile;
-  const int64_t row_tiles = (rows_in + kRowTile - 1) / kRowTile;
-  parallel_for(word_tiles * row_tiles, 1, [&](int64_t begin, int64_t end, int) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t c0 = (t / row_tiles) * kWordTile, c1 = std::min(words, c0 + kWordTile);
-      const int64_t i0 = (t % row_tiles) * kRowTile, i1 = std::min(rows_in, i0 + kRowTile);
-      for (int64_t c = c0; c < c1; ++c) {
-        uint8_t* p[8];
-        for (int n = 0; n < 8; ++n) p[n] = dst + (8 * c + kPackOrder[n]) * rows_in;
-        for (int64_t i = i0; i < i1; ++i) {
-          const uint32_t w = static_cast<uint32_t>(src[i * words + c]);
-          for (int n = 0; n < 8; ++n) p[n][i] = static_cast<uint8_t>((w >> (4 * n)) & 15u);
-        }
+  for_each_tile(words, rows_in, kRowTile, [&](int64_t c0, int64_t c1, int64_t i0, int64_t i1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      uint8_t* p[8];
+      for (int n = 0; n < 8; ++n) p[n] = dst + (8 * c + kPackOrder[n]) * rows_in;
+      for (int64_t i = i0; i < i1; ++i) {
+        const uint32_t w = static_cast<uint32_t>(src[i * words + c]);
+        for (int n = 0; n < 8; ++n) p[n][i] = static_cast<uint8_t>((w >> (4 * n)) & 15u);
       }
     }
   });
@@ -128,29 +133,22 @@ void dequantize_awq(const int32_t* qweight, const int32_t* qzeros, const uint16_
                     int64_t in_features, int64_t out_features, int64_t group_size, float* w) {
   check_dims(out_features, in_features, group_size);
   const int64_t words = out_features / 8;
-  const int64_t word_tiles = (words + kWordTile - 1) / kWordTile;
   // Row tiles are whole groups so each tile reads each (group, column) zero and scale once.
   const int64_t rows_per_tile = std::max<int64_t>(1, kRowTile / group_size) * group_size;
-  const int64_t row_tiles = (in_features + rows_per_tile - 1) / rows_per_tile;
-  parallel_for(word_tiles * row_tiles, 1, [&](int64_t begin, int64_t end, int) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t c0 = (t / row_tiles) * kWordTile, c1 = std::min(words, c0 + kWordTile);
-      const int64_t i0 = (t % row_tiles) * rows_per_tile;
-      const int64_t i1 = std::min(in_features, i0 + rows_per_tile);
-      for (int64_t c = c0; c < c1; ++c) {
-        for (int n = 0; n < 8; ++n) {
-          const int64_t r = 8 * c + kPackOrder[n];
-          float* wr = w + r * in_features;
-          for (int64_t g0 = i0; g0 < i1; g0 += group_size) {
-            const int64_t grp = g0 / group_size;
-            const uint32_t zw = static_cast<uint32_t>(qzeros[grp * words + c]);
-            const float z = static_cast<float>((zw >> (4 * n)) & 15u);
-            const float s = fp16_to_f32_scalar(scales_fp16[grp * out_features + r]);
-            const int64_t g1 = std::min(i1, g0 + group_size);
-            for (int64_t i = g0; i < g1; ++i) {
-              const uint32_t qw = static_cast<uint32_t>(qweight[i * words + c]);
-              wr[i] = (static_cast<float>((qw >> (4 * n)) & 15u) - z) * s;
-            }
+  for_each_tile(words, in_features, rows_per_tile, [&](int64_t c0, int64_t c1, int64_t i0, int64_t i1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int n = 0; n < 8; ++n) {
+        const int64_t r = 8 * c + kPackOrder[n];
+        float* wr = w + r * in_features;
+        for (int64_t g0 = i0; g0 < i1; g0 += group_size) {
+          const int64_t grp = g0 / group_size;
+          const uint32_t zw = static_cast<uint32_t>(qzeros[grp * words + c]);
+          const float z = static_cast<float>((zw >> (4 * n)) & 15u);
+          const float s = fp16_to_f32_scalar(scales_fp16[grp * out_features + r]);
+          const int64_t g1 = std::min(i1, g0 + group_size);
+          for (int64_t i = g0; i < g1; ++i) {
+            const uint32_t qw = static_cast<uint32_t>(qweight[i * words + c]);
+            wr[i] = (static_cast<float>((qw >> (4 * n)) & 15u) - z) * s;
           }
         }
       }

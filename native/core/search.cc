@@ -150,6 +150,43 @@ double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf)
   return std::accumulate(part.begin(), part.end(), 0.0);
 }
 
+double direct_sq_error(const float* X, int64_t n, int64_t in, const float* dW, int64_t out,
+                       const CancelFlag& cancel) {
+  // Chunks of at most 4 Mi products (16 MiB) and at most n tokens.
+  const int64_t C = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 22) / std::max<int64_t>(out, 1)));
+  std::vector<float> E(C * out);
+  std::vector<double> part(static_cast<size_t>(num_threads()), 0.0);
+  for (int64_t t0 = 0; t0 < n; t0 += C) {
+    cancel.check();
+    const int64_t T = std::min(C, n - t0);
+    linear(X + t0 * in, T, in, dW, out, nullptr, E.data());
+    parallel_for(T, 16, [&](int64_t r0, int64_t r1, int t) {
+      double acc = 0.0;
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* e = E.data() + r * out;
+        float row = 0.f;  // fp32 within a token's row, fp64 across rows (as gram_quadratic)
+        for (int64_t c = 0; c < out; ++c) row += e[c] * e[c];
+        acc += row;
+      }
+      part[t] += acc;
+    });
+  }
+  return std::accumulate(part.begin(), part.end(), 0.0);
+}
+
+double gram_loss_flops(int64_t n, int64_t in, int64_t out, int n_grid) {
+  const double i = static_cast<double>(in);
+  return 2.0 * static_cast<double>(n) * i * i + n_grid * 2.0 * static_cast<double>(out) * i * i;
+}
+
+double direct_loss_flops(int64_t n, int64_t in, int64_t out, int n_grid) {
+  return n_grid * 2.0 * static_cast<double>(n) * static_cast<double>(in) * static_cast<double>(out);
+}
+
+bool prefer_direct_loss(int64_t n, int64_t in, int64_t out, int n_grid) {
+  return direct_loss_flops(n, in, out, n_grid) < gram_loss_flops(n, in, out, n_grid);
+}
+
 ClipResult clip_search(float* W, int64_t out, int64_t in, const float* X, int64_t n, const QuantParams& p,
                        int n_grid, float max_shrink, const CancelFlag& cancel, double* flops) {
   const int64_t g = p.group, groups = in / g;
@@ -313,6 +350,7 @@ struct LayerState {
     GroupResult res;
     res.group = group;
     res.linears = ids;
+    res.loss_method = "direct";  // the compared module runs on X (linear groups may say "gram")
     res.folded_into = folded_into;
     std::vector<float> x_mean(in), w_mean(in), s(in);
     abs_mean_columns(X.data(), n, in, x_mean.data());
@@ -361,7 +399,10 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
     const int64_t in = id == kO ? a.q_out() : id == kDown ? a.intermediate : a.hidden;
     check_quant_params(opt.params(in), in);
   }
-  AWQ_CHECK_ARG(out.output && out.input_norm && out.post_norm, "quantize_decoder_layer: missing outputs");
+  AWQ_CHECK_ARG(tokens >= 0 && seqlen >= 1, "quantize_decoder_layer: tokens must be >= 0 and seqlen >= 1");
+  AWQ_CHECK_ARG(tokens > 0 || !opt.awq, "the AWQ search needs calibration tokens (only RTN runs without them)");
+  AWQ_CHECK_ARG(tokens == 0 || (hidden && out.output), "quantize_decoder_layer: missing hidden states or output");
+  AWQ_CHECK_ARG(out.input_norm && out.post_norm, "quantize_decoder_layer: missing outputs");
   const bool has_bias[kNumLinears] = {w.q_bias != nullptr, w.k_bias != nullptr, w.v_bias != nullptr, w.o_bias != nullptr,
                                       false, false, false};
   for (int id = 0; id < kNumLinears; ++id) {
@@ -373,21 +414,23 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
   const int64_t n = tokens, H = st.H, I = st.I, QO = st.QO;
   const bool search = opt.awq;
 
-  // 1. the full-precision forward, recording what the search needs
-  if (on_phase) on_phase("forward");
+  // 1. the full-precision forward, recording what the search needs (RTN without tokens: none)
   auto t0 = Clock::now();
-  LayerRecord rec;
-  if (search) {
-    st.x_attn.resize(n * H);
-    st.x_o.resize(n * QO);
-    st.x_mlp.resize(n * H);
-    st.x_down.resize(n * I);
-    st.attn_out.resize(n * H);
-    st.mlp_out.resize(n * H);
-    rec = LayerRecord{st.x_attn.data(), st.x_o.data(), st.x_mlp.data(), st.x_down.data(), st.attn_out.data(), st.mlp_out.data()};
+  if (n > 0) {
+    if (on_phase) on_phase("forward");
+    LayerRecord rec;
+    if (search) {
+      st.x_attn.resize(n * H);
+      st.x_o.resize(n * QO);
+      st.x_mlp.resize(n * H);
+      st.x_down.resize(n * I);
+      st.attn_out.resize(n * H);
+      st.mlp_out.resize(n * H);
+      rec = LayerRecord{st.x_attn.data(), st.x_o.data(), st.x_mlp.data(), st.x_down.data(), st.attn_out.data(), st.mlp_out.data()};
+    }
+    decoder_layer_forward(a, w, hidden, n, seqlen, out.output, search ? &rec : nullptr, cancel, &st.flops);
+    report.ms_forward = ms_since(t0);
   }
-  decoder_layer_forward(a, w, hidden, n, seqlen, out.output, search ? &rec : nullptr, cancel, &st.flops);
-  report.ms_forward = ms_since(t0);
 
   if (search) {
     // 2. scale search for every group, on the original weights and inputs; then fold (section 3)
@@ -405,24 +448,39 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
           },
           s_qkv));
     }
-    // single-linear groups: loss = trace(dW G dW^T) / (n * out) with G = X^T X
-    auto gram_group = [&](const char* name, int id, const char* into, const std::vector<float>& X, int64_t in,
-                          std::vector<float>& best) {
-      std::vector<double> G;
-      gram(X.data(), n, in, G);
-      st.flops += 2.0 * n * in * in;
-      std::vector<float> Gf(G.begin(), G.end()), dW(st.W[id].size());
+    // single-linear groups: loss = mean((X dW^T)^2), either as trace(dW G dW^T) / (n * out) with
+    // G = X^T X or by the products themselves, whichever costs fewer FLOPs (or as opt says)
+    auto linear_group = [&](const char* name, int id, const char* into, const std::vector<float>& X, int64_t in,
+                            std::vector<float>& best) {
       const int64_t rows = st.rows(id);
-      return st.search(name, {id}, into, X, in,
-                       [&](const std::vector<std::vector<float>>& c) {
-                         for (size_t e = 0; e < dW.size(); ++e) dW[e] = c[0][e] - st.W[id][e];
-                         st.flops += 2.0 * rows * in * in;
-                         return gram_quadratic(dW.data(), rows, in, Gf.data()) / static_cast<double>(n * rows);
-                       },
-                       best);
+      const bool direct = opt.linear_loss == LinearLoss::Direct ||
+                          (opt.linear_loss == LinearLoss::Auto && prefer_direct_loss(n, in, rows, opt.n_grid));
+      std::vector<float> Gf, dW(st.W[id].size());
+      if (!direct) {
+        std::vector<double> G;
+        gram(X.data(), n, in, G);
+        st.flops += 2.0 * n * in * in;
+        Gf.assign(G.begin(), G.end());
+      }
+      GroupResult res = st.search(name, {id}, into, X, in,
+                                  [&](const std::vector<std::vector<float>>& c) {
+                                    for (size_t e = 0; e < dW.size(); ++e) dW[e] = c[0][e] - st.W[id][e];
+                                    double sq;
+                                    if (direct) {
+                                      sq = direct_sq_error(X.data(), n, in, dW.data(), rows, cancel);
+                                      st.flops += 2.0 * n * in * rows;
+                                    } else {
+                                      sq = gram_quadratic(dW.data(), rows, in, Gf.data());
+                                      st.flops += 2.0 * rows * in * in;
+                                    }
+                                    return sq / static_cast<double>(n * rows);
+                                  },
+                                  best);
+      res.loss_method = direct ? "direct" : "gram";
+      return res;
     };
     if (st.KV == QO) {
-      report.groups.push_back(gram_group("o", kO, "v_proj", st.x_o, QO, s_o));
+      report.groups.push_back(linear_group("o", kO, "v_proj", st.x_o, QO, s_o));
     } else {
       GroupResult skip;
       skip.group = "o";
@@ -445,7 +503,7 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
           },
           s_gu));
     }
-    report.groups.push_back(gram_group("down", kDown, "up_proj", st.x_down, I, s_down));
+    report.groups.push_back(linear_group("down", kDown, "up_proj", st.x_down, I, s_down));
     st.attn_out = {};
     st.mlp_out = {};
 

@@ -3,7 +3,9 @@
 //
 // Semantics-preserving shortcuts: the groups whose compared module is a single linear (o_proj,
 // down_proj) evaluate loss(alpha) = trace(dW G dW^T) / (n * out) with one Gram matrix
-// G = X^T X (accumulated in fp64) instead of twenty forwards; the attention / MLP candidates run
+// G = X^T X (accumulated in fp64) instead of twenty forwards when that costs fewer FLOPs (many
+// tokens; with few tokens and a wide input the direct products X dW^T are cheaper, and both are
+// exact up to fp32 rounding); the attention / MLP candidates run
 // real forwards (fused q|k|v and gate|up products, causal attention computing only the lower
 // triangle); the clip search is a batched product per (group, shrink) step.
 #pragma once
@@ -21,6 +23,10 @@ namespace awq {
 enum LinearId { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumLinears };
 const char* linear_name(int id);
 
+// How the loss of a single-linear group (o, down) is evaluated. Both give the same loss up to
+// fp32 rounding; Auto picks the one with fewer FLOPs (prefer_direct_loss).
+enum class LinearLoss { Auto, Gram, Direct };
+
 struct SearchOptions {
   int bits = 4;
   int64_t group_size = 128;  // -1: one group per row
@@ -35,6 +41,7 @@ struct SearchOptions {
   // then picks the same ratios as the reference run of REFERENCE.md section 8 (layer 3 of
   // llama-22m flips 0.40 -> 0.45 with rounding; measured 128.26 vs 128.10 perplexity).
   bool fp16_search_scales = false;
+  LinearLoss linear_loss = LinearLoss::Auto;
   QuantParams params(int64_t in) const { return QuantParams{bits, group_size < 0 ? in : group_size, zero_point}; }
   QuantParams search_params(int64_t in) const {
     QuantParams p = params(in);
@@ -46,6 +53,9 @@ struct SearchOptions {
 struct GroupResult {
   std::string group, folded_into, skipped;
   std::vector<int> linears;
+  // "gram" (trace(dW G dW^T) with G = X^T X) or "direct" (the compared module run on X for every
+  // candidate); empty when the group was skipped.
+  std::string loss_method;
   double best_ratio = 0, loss_best = 0, loss_zero = 0;
   std::vector<double> losses;
   std::vector<std::pair<int64_t, float>> salient;  // (channel, x_mean), top 8
@@ -72,11 +82,13 @@ struct LayerQuantOutputs {
   float* bias[kNumLinears] = {};
   float* input_norm = nullptr;
   float* post_norm = nullptr;
-  float* output = nullptr;  // [tokens, hidden]: the full-precision forward output
+  float* output = nullptr;  // [tokens, hidden]: the full-precision forward output (unused when tokens == 0)
   // Optional: the fp32 weights after folding and clipping, before quantization ([out, in]).
   float* folded[kNumLinears] = {};
 };
 
+// tokens == 0 (hidden may be null) is accepted for RTN (opt.awq == false) only: no forward runs
+// and the weights are quantized as they are.
 // Throws InvalidArgument (options / shapes), NonFinite (naming the tensor), Aborted.
 void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
                             int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out,
@@ -95,6 +107,17 @@ bool scaled_fake_quant(const float* W, int64_t rows, int64_t in, const float* s,
 void gram(const float* X, int64_t n, int64_t in, std::vector<double>& G);
 // sum over rows r of dW_r G dW_r^T (fp64 sum), dW [out, in], Gf = G as fp32.
 double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf);
+// sum over tokens t and rows r of (X dW^T)[t, r]^2 (fp64 sum): the squared output error of a
+// linear whose weights moved by dW [out, in], on X [n, in], computed in token chunks (polls cancel).
+double direct_sq_error(const float* X, int64_t n, int64_t in, const float* dW, int64_t out,
+                       const CancelFlag& cancel = CancelFlag());
+// FLOPs of the two ways to evaluate n_grid candidates of a single linear [out, in] on n tokens:
+// Gram matrix (2 n in^2) plus n_grid quadratic forms (2 out in^2 each), or n_grid direct
+// products (2 n in out each).
+double gram_loss_flops(int64_t n, int64_t in, int64_t out, int n_grid);
+double direct_loss_flops(int64_t n, int64_t in, int64_t out, int n_grid);
+// Whether the direct products cost fewer FLOPs than the Gram route (ties: Gram).
+bool prefer_direct_loss(int64_t n, int64_t in, int64_t out, int n_grid);
 // Clip search for one linear (section 5): clamps W in place; returns the report.
 ClipResult clip_search(float* W, int64_t out, int64_t in, const float* X, int64_t n, const QuantParams& p,
                        int n_grid, float max_shrink, const CancelFlag& cancel, double* flops = nullptr);

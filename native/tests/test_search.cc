@@ -1,5 +1,6 @@
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "../core/errors.h"
@@ -231,4 +232,108 @@ TEST(search_rejects_bad_options_and_aborts) {
   bad.group_size = 32;
   bad.bits = 9;
   CHECK_THROWS(run_layer(L, x, 32, 16, bad));
+}
+
+TEST(search_linear_groups_gram_and_direct_losses_agree) {
+  // The FLOP rule on the shapes of a 7B Llama down_proj (in 11008, out 4096): direct products win
+  // with 8192 tokens (~15 vs ~22 TFLOP), the Gram matrix with 65536 (~36 vs ~118 TFLOP).
+  CHECK(prefer_direct_loss(8192, 11008, 4096, 20));
+  CHECK(!prefer_direct_loss(65536, 11008, 4096, 20));
+  CHECK_NEAR(gram_loss_flops(8192, 11008, 4096, 20) / 1e12, 21.84, 0.01);
+  CHECK_NEAR(direct_loss_flops(8192, 11008, 4096, 20) / 1e12, 14.77, 0.01);
+
+  // MHA so the o group is searched; down has the wider input. Outlier channels make the ratios move.
+  const int64_t H = 64, I = 192, S = 24, T = 3 * S;
+  RandomLayer L(H, I, 4, 4, 16, false, false, 33);
+  auto x = random_floats(T * H, 11, -2.f, 2.f);
+  for (int64_t t = 0; t < T; ++t) x[t * H + 3] *= 20.f;
+  SearchOptions opt;
+  opt.group_size = 32;
+  opt.clip = false;
+  opt.linear_loss = LinearLoss::Gram;
+  QuantRun g = run_layer(L, x, T, S, opt);
+  opt.linear_loss = LinearLoss::Direct;
+  QuantRun d = run_layer(L, x, T, S, opt);
+  opt.linear_loss = LinearLoss::Auto;
+  QuantRun a = run_layer(L, x, T, S, opt);
+  CHECK(g.report.groups.size() == 4 && d.report.groups.size() == 4 && a.report.groups.size() == 4);
+  for (size_t k : {size_t{1}, size_t{3}}) {  // o, down
+    const GroupResult &gg = g.report.groups[k], &dd = d.report.groups[k];
+    CHECK(gg.loss_method == "gram" && dd.loss_method == "direct");
+    CHECK(gg.losses.size() == 20 && dd.losses.size() == 20);
+    for (size_t i = 0; i < gg.losses.size(); ++i) CHECK_NEAR(gg.losses[i] / dd.losses[i], 1.0, 1e-4);
+    CHECK(gg.best_ratio == dd.best_ratio);
+  }
+  CHECK(g.report.groups[0].loss_method == "direct" && g.report.groups[2].loss_method == "direct");
+  // some ratio other than 0 was chosen, so the agreement covers folded scales too
+  CHECK(g.report.groups[1].best_ratio > 0 || g.report.groups[3].best_ratio > 0);
+  for (int id = 0; id < kNumLinears; ++id) CHECK(g.q[id] == d.q[id] && g.z[id] == d.z[id] && g.s[id] == d.s[id]);
+  CHECK(g.output == d.output);
+  // FLOPs: everything else is the same, so the difference is exactly the two linear groups'
+  const int64_t QO = L.arch.q_out();
+  const double gram_f = gram_loss_flops(T, QO, H, 20) + gram_loss_flops(T, I, H, 20);
+  const double direct_f = direct_loss_flops(T, QO, H, 20) + direct_loss_flops(T, I, H, 20);
+  CHECK_NEAR((g.report.flops - d.report.flops) / (gram_f - direct_f), 1.0, 1e-12);
+  // Auto: with 72 tokens, o (in 64 = out) is cheaper through the Gram matrix, down (in 192) direct
+  CHECK(!prefer_direct_loss(T, QO, H, 20) && prefer_direct_loss(T, I, H, 20));
+  CHECK(a.report.groups[1].loss_method == "gram" && a.report.groups[3].loss_method == "direct");
+  CHECK(a.report.groups[1].losses == g.report.groups[1].losses);
+  CHECK(a.report.groups[3].losses == d.report.groups[3].losses);
+  CHECK_NEAR(a.report.flops - g.report.flops, direct_loss_flops(T, I, H, 20) - gram_loss_flops(T, I, H, 20), 1.0);
+  // the direct error equals the fp64 sum of squares of X dW^T
+  auto Xr = random_floats(T * I, 12, -1.f, 1.f), dr = random_floats(H * I, 13, -0.01f, 0.01f);
+  double ref = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t r = 0; r < H; ++r) {
+      double e = 0;
+      for (int64_t j = 0; j < I; ++j) e += static_cast<double>(Xr[t * I + j]) * dr[r * I + j];
+      ref += e * e;
+    }
+  CHECK_NEAR(direct_sq_error(Xr.data(), T, I, dr.data(), H) / ref, 1.0, 1e-5);
+}
+
+TEST(search_rtn_without_tokens_runs_no_forward) {
+  RandomLayer L(64, 128, 4, 2, 16, true, false, 41);
+  const int64_t S = 16, T = 2 * S;
+  auto x = random_floats(T * 64, 14, -2.f, 2.f);
+  SearchOptions rtn;
+  rtn.awq = false;
+  rtn.group_size = 32;
+  QuantRun with = run_layer(L, x, T, S, rtn);
+  // no hidden states, no output buffer
+  QuantRun none;
+  LayerQuantOutputs o;
+  const LayerArch& a = L.arch;
+  const int64_t rows[] = {a.q_out(), a.kv_out(), a.kv_out(), a.hidden, a.intermediate, a.intermediate, a.hidden};
+  const int64_t cols[] = {a.hidden, a.hidden, a.hidden, a.q_out(), a.hidden, a.hidden, a.intermediate};
+  for (int id = 0; id < kNumLinears; ++id) {
+    none.q[id].resize(rows[id] * cols[id]);
+    none.z[id].resize(rows[id] * cols[id] / 32);
+    none.s[id].resize(rows[id] * cols[id] / 32);
+    o.q[id] = none.q[id].data();
+    o.zeros[id] = none.z[id].data();
+    o.scales[id] = none.s[id].data();
+    if (!with.bias[id].empty()) {
+      none.bias[id].resize(rows[id]);
+      o.bias[id] = none.bias[id].data();
+    }
+  }
+  none.in_norm.resize(64);
+  none.post_norm.resize(64);
+  o.input_norm = none.in_norm.data();
+  o.post_norm = none.post_norm.data();
+  std::vector<std::string> phases;
+  quantize_decoder_layer(a, L.w, nullptr, 0, 1, rtn, o, none.report, CancelFlag(),
+                         [&](const char* p) { phases.push_back(p); });
+  CHECK(phases == std::vector<std::string>{"quantize"});
+  CHECK(none.report.flops == 0 && none.report.ms_forward == 0);
+  for (int id = 0; id < kNumLinears; ++id) {
+    CHECK(none.q[id] == with.q[id] && none.z[id] == with.z[id] && none.s[id] == with.s[id]);
+    CHECK(none.bias[id] == with.bias[id]);
+  }
+  CHECK(none.in_norm == with.in_norm && none.post_norm == with.post_norm);
+  // AWQ needs tokens
+  SearchOptions awq;
+  awq.group_size = 32;
+  CHECK_THROWS(quantize_decoder_layer(a, L.w, nullptr, 0, 1, awq, o, none.report, CancelFlag()));
 }
