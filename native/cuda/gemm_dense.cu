@@ -167,7 +167,7 @@ void dense_gemm(const void* A, const void* B, Dtype ab_type, int64_t M, int64_t 
   AWQ_CHECK_ARG(static_cast<int>(kernel) >= 0 && static_cast<int>(kernel) <= 3, "cuda dense_gemm: unknown kernel");
   AWQ_CHECK_ARG(ab_type == Dtype::F16 || ab_type == Dtype::BF16, "cuda dense_gemm: A and B must be F16 or BF16");
   AWQ_CHECK_ARG(c_type == Dtype::F32 || c_type == ab_type, "cuda dense_gemm: C must be F32 or the type of A and B");
-  AWQ_CHECK_ARG(M >= 0 && N > 0 && K > 0 && M <= (int64_t{1} << 20) && N <= (int64_t{1} << 30) && K <= (int64_t{1} << 30),
+  AWQ_CHECK_ARG(M >= 0 && N > 0 && K > 0 && M <= 1000000 && N <= (int64_t{1} << 30) && K <= (int64_t{1} << 30),
                 "cuda dense_gemm: bad shape M = " + std::to_string(M) + ", N = " + std::to_string(N) +
                     ", K = " + std::to_string(K));
   AWQ_CHECK_ARG(K % 8 == 0, "cuda dense_gemm: K must be a multiple of 8, got " + std::to_string(K));

@@ -400,7 +400,7 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
                Int4Kernel kernel) {
   const Int4Layout& L = w.layout;
   AWQ_CHECK_ARG(L.K > 0 && L.N > 0 && w.q.get() && w.sz.get(), "cuda int4_gemm: weights are not uploaded");
-  AWQ_CHECK_ARG(M >= 0 && M <= (int64_t{1} << 20), "cuda int4_gemm: M must be in 0..2^20, got " + std::to_string(M));
+  AWQ_CHECK_ARG(M >= 0 && M <= 1000000, "cuda int4_gemm: M must be in 0..1000000, got " + std::to_string(M));
   AWQ_CHECK_ARG(y_type == Dtype::F16 || y_type == Dtype::F32, "cuda int4_gemm: y must be F16 or F32");
   AWQ_CHECK_ARG(static_cast<int>(kernel) >= 0 && static_cast<int>(kernel) <= 5, "cuda int4_gemm: unknown kernel");
   AWQ_CHECK_ARG(kernel != Int4Kernel::Skinny || M <= 8,
