@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The GPU check of issue 6, for a machine with an NVIDIA GPU, nvcc and CMake (no Node.js needed).
+# From the repository root:   bash benchmarks/gpu-check.sh
+#   1. configures and builds the C++ test executable and the CUDA benchmark with plain CMake,
+#      for this machine's GPU architecture only (AWQ_CUDA_ARCH overrides, e.g. 90);
+#   2. runs the CUDA tests (CUDA kernels against the CPU kernels), then the benchmark;
+#   3. copies logs and the benchmark JSON to $OUT (when set) and prints a summary.
+# Exit status: 0 all tests passed and the benchmark ran; 1 a build/test/bench failure;
+# 3 no usable CUDA device (the build still ran).
+# Budget: build ~2-3 min on 16 cores, tests < 1 min, benchmark ~1-2 min.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${AWQ_GPU_BUILD:-build-gpu}
+OUTDIR=${OUT:-$BUILD/results}
+mkdir -p "$OUTDIR"
+JOBS=$(nproc 2>/dev/null || echo 4)
+t0=$(date +%s)
+log() { echo "[gpu-check +$(( $(date +%s) - t0 ))s] $*"; }
+
+log "machine: $(uname -m), $JOBS cores"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi > "$OUTDIR/nvidia-smi.txt" 2>&1 || true
+  nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -4
+else
+  log "nvidia-smi not found"
+fi
+
+arch=${AWQ_CUDA_ARCH:-}
+if [ -z "$arch" ]; then
+  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+  case "$cap" in [0-9][0-9]|[0-9][0-9][0-9]) arch=$cap ;; *) arch="80;86;89;90" ;; esac
+fi
+log "nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found'); cmake: $(cmake --version | head -1); CUDA archs: $arch"
+
+log "configure"
+if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAWQ_TESTS=ON -DAWQ_CUDA=ON \
+    "-DCMAKE_CUDA_ARCHITECTURES=$arch" > "$OUTDIR/configure.log" 2>&1; then
+  tail -30 "$OUTDIR/configure.log"; log "FAILED: configure"; exit 1
+fi
+grep -E "awq:" "$OUTDIR/configure.log"
+if ! grep -q "CUDA backend enabled" "$OUTDIR/configure.log"; then
+  log "FAILED: CMake did not enable CUDA (is nvcc on PATH? set CUDACXX=/path/to/nvcc)"; exit 1
+fi
+
+log "build awq_tests + awq_cuda_bench (-j $JOBS)"
+if ! cmake --build "$BUILD" -j "$JOBS" --target awq_tests awq_cuda_bench > "$OUTDIR/build.log" 2>&1; then
+  grep -E "error|Error" "$OUTDIR/build.log" | head -40; log "FAILED: build"; exit 1
+fi
+log "built"
+
+status=0
+log "CUDA tests (awq_tests cuda)"
+timeout 300 "$BUILD/awq_tests" cuda 2>&1 | tee "$OUTDIR/tests-cuda.log"
+test_rc=${PIPESTATUS[0]}
+if grep -q "^SKIP .*no CUDA device" "$OUTDIR/tests-cuda.log"; then
+  log "no CUDA device: $(grep -m1 '^SKIP .*no CUDA device' "$OUTDIR/tests-cuda.log" | sed 's/.*(no CUDA device: //; s/)$//')"
+  no_device=1
+else
+  no_device=0
+fi
+[ "$test_rc" -eq 0 ] || { log "FAILED: CUDA tests (exit $test_rc)"; status=1; }
+
+bench_rc=skipped
+if [ "$no_device" -eq 0 ]; then
+  log "benchmark (awq_cuda_bench)"
+  timeout 360 "$BUILD/awq_cuda_bench" --json "$OUTDIR/cuda-bench.json" 2>&1 | tee "$OUTDIR/bench.log"
+  bench_rc=${PIPESTATUS[0]}
+  [ "$bench_rc" -eq 0 ] || { log "FAILED: benchmark (exit $bench_rc)"; status=1; }
+fi
+
+echo
+echo "=== summary (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none))"
+grep -E "^native:" "$OUTDIR/tests-cuda.log" || echo "tests: no summary line"
+grep -E "^FAIL" "$OUTDIR/tests-cuda.log" || true
+if [ -f "$OUTDIR/bench.log" ]; then
+  grep -E "^device-to-device|^  (PASS|MISS)|^wrote" "$OUTDIR/bench.log"
+fi
+echo "results in $OUTDIR; $(( $(date +%s) - t0 ))s total"
+if [ "$no_device" -eq 1 ]; then
+  echo "no CUDA device: built only; the kernels were not run"
+  exit 3
+fi
+exit $status

@@ -1,0 +1,111 @@
+// Device helpers shared by the GEMM kernels: mma.sync m16n8k16, cp.async, the int4 -> fp16
+// conversion, and the k-permutation that lets a lane load its fragments with 16-byte loads.
+//
+// Fragments of mma.m16n8k16 (PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point
+// type"), lane = 4 g + t:
+//   A (16x16, row-major): reg0 = A[g][2t, 2t+1], reg1 = A[g+8][2t, 2t+1],
+//                         reg2 = A[g][2t+8, 2t+9], reg3 = A[g+8][2t+8, 2t+9]
+//   B (16x8, k x n):      reg0 = B[2t, 2t+1][g],   reg1 = B[2t+8, 2t+9][g]
+//   C (16x8 fp32):        c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]
+// A product sums over k, so any bijection of the 16 k slots applied to both A and B gives the
+// same result. The kernels use, for a 32-wide k block, "lane t owns k = 8t .. 8t+7": step 0 of
+// the block maps slots (2t, 2t+1) -> k 8t, 8t+1 and (2t+8, 2t+9) -> 8t+2, 8t+3; step 1 maps them
+// to 8t+4 .. 8t+7. So one 16-byte load of 8 consecutive halves of a row gives the A (or B)
+// registers of both steps: {h0h1, h2h3} for step 0 and {h4h5, h6h7} for step 1.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace awq::cuda::kern {
+
+template <typename T>
+struct MmaOp;
+template <>
+struct MmaOp<__half> {
+  static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+};
+template <>
+struct MmaOp<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+};
+
+// 16-byte global -> shared copy; src_bytes = 0 writes zeros (rows/columns past the matrix).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+__device__ __forceinline__ __half2 bits_h2(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
+
+// Zero-point constants of one (group, column): the fp16 conversion below yields 1024 + q and
+// 1024 + 16 q; these turn them into q - z exactly (all values are small integers in fp16).
+struct Int4Dq {
+  __half2 z1024;   // 1024 + z
+  __half2 nz64;    // -(64 + z)
+  __half2 scale;
+};
+__device__ __forceinline__ Int4Dq int4_dq(uint32_t sz_word) {
+  const __half2 p = bits_h2(sz_word);  // low: scale, high: z
+  const __half s = __low2half(p), z = __high2half(p);
+  Int4Dq d;
+  d.scale = __halves2half2(s, s);
+  const __half2 zz = __halves2half2(z, z);
+  d.z1024 = __hadd2(zz, __float2half2_rn(1024.f));
+  d.nz64 = __hneg2(__hadd2(zz, __float2half2_rn(64.f)));
+  return d;
+}
+
+// One packed word (8 nibbles, value i at nibble i/2 + 4(i%2)) -> 4 fp16 pairs
+// out[p] = ((q[2p] - z) s, (q[2p+1] - z) s). OR-ing a nibble into the mantissa of 1024.0
+// (0x6400) gives 1024 + nibble exactly (fp16 has 10 mantissa bits).
+__device__ __forceinline__ void int4_dequant8(uint32_t w, const Int4Dq& d, uint32_t out[4]) {
+  constexpr uint32_t kMagic = 0x64006400u, kLo = 0x000F000Fu, kHi = 0x00F000F0u;
+  const __half2 sixteenth = __float2half2_rn(0.0625f);
+  const uint32_t l0 = (w & kLo) | kMagic, h0 = (w & kHi) | kMagic;  // values 0,1 / 2,3
+  w >>= 8;
+  const uint32_t l1 = (w & kLo) | kMagic, h1 = (w & kHi) | kMagic;  // values 4,5 / 6,7
+  out[0] = h2_bits(__hmul2(__hsub2(bits_h2(l0), d.z1024), d.scale));
+  out[1] = h2_bits(__hmul2(__hfma2(bits_h2(h0), sixteenth, d.nz64), d.scale));
+  out[2] = h2_bits(__hmul2(__hsub2(bits_h2(l1), d.z1024), d.scale));
+  out[3] = h2_bits(__hmul2(__hfma2(bits_h2(h1), sixteenth, d.nz64), d.scale));
+}
+
+template <typename OutT>
+__device__ __forceinline__ OutT to_out(float v);
+template <>
+__device__ __forceinline__ float to_out<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half to_out<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 to_out<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+}  // namespace awq::cuda::kern

@@ -1,0 +1,418 @@
+// W4A16 GEMM on the AWQ format: repack once (host), then two kernels.
+//
+// Layout (cuda_gemm.h, Int4Layout): for each 8 output columns and 128 inputs, 512 bytes that
+// one warp reads with one coalesced 16-byte load per lane; lane (g, t) gets the weights of
+// column g for k = 32t .. 32t+31 of the chunk. Word j (k = 32t + 8j .. +7) dequantizes to the B
+// registers of two mma.m16n8k16 steps under the k-permutation of gemm_common.cuh (here applied
+// with the lane owning 8 consecutive k of its own 32), and the matching A registers are one
+// 16-byte load of x at the same 8 k per row.
+//
+// Skinny (M <= 8, decode): a warp streams 4 column tiles (32 columns) over every 8th chunk of
+// 128 k, 8 warps per block split k; x rows 0..7 are the A rows g (rows 8..15 are zero), loaded
+// straight from global memory (x is tiny and stays in L1/L2); partial sums are reduced through
+// shared memory. Weights and x of the next chunk are loaded before the current one is used.
+// Dequantization is 13 integer/half2 instructions per 8 weights and the multiply-adds run on
+// the tensor cores: an fp32-FMA GEMV needs ~4.5 instructions per weight, more than an H100 can
+// issue while reading weights at full bandwidth (6.7e12 weights/s at 3.35 TB/s).
+//
+// Tiled (any M): x tiles go to shared memory with cp.async (two stages, swizzled so the lanes'
+// 16-byte reads are conflict-free), weights go straight to registers one chunk ahead, and
+// three tile shapes cover small, medium and large M.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../core/errors.h"
+#include "cuda_check.h"
+#include "cuda_gemm.h"
+#include "gemm_common.cuh"
+#include "gemm_tile.cuh"
+
+namespace awq::cuda {
+namespace {
+
+using namespace kern;
+
+constexpr int kAwqNibbleOf[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // value v of an AutoAWQ word is in nibble kAwqNibbleOf[v]
+
+// fp16 bits of a small non-negative integer (zero points 0..15).
+uint16_t small_int_to_fp16(int v) {
+  if (v == 0) return 0;
+  int e = 0;
+  while ((v >> (e + 1)) != 0) ++e;
+  const int mant = (v - (1 << e)) << (10 - e);
+  return static_cast<uint16_t>(((e + 15) << 10) | mant);
+}
+
+double fp16_bits_to_double(uint16_t h) {
+  const int e = (h >> 10) & 31, m = h & 1023;
+  const double sign = (h & 0x8000) ? -1.0 : 1.0;
+  if (e == 0) return sign * m * (1.0 / (1 << 24));
+  if (e == 31) return m ? std::numeric_limits<double>::quiet_NaN() : sign * std::numeric_limits<double>::infinity();
+  return sign * (1024 + m) * std::ldexp(1.0, e - 25);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skinny kernel (M <= 8)
+
+constexpr int kSkinnyTiles = 4;  // 8-column tiles per warp
+constexpr int kSkinnyWarps = 8;  // warps per block, splitting k
+
+struct SkinnyChunk {
+  uint4 w[kSkinnyTiles];
+  uint32_t sz[kSkinnyTiles];
+  uint4 x[4];
+};
+
+__device__ __forceinline__ void skinny_load(SkinnyChunk& ch, int c, const uint4* __restrict__ wq,
+                                            const uint32_t* __restrict__ sz, const __half* __restrict__ xrow,
+                                            bool row_ok, int nb0, int NB, int N, int K, int chunks, int group,
+                                            int G, int lane, int g, int t) {
+  const int k0 = c * 128 + 32 * t;
+  const int grp = min(k0 / group, G - 1);  // k0 >= K only in the zero padding of the last chunk
+#pragma unroll
+  for (int j = 0; j < kSkinnyTiles; ++j) {
+    const int nb = nb0 + j;
+    if (nb < NB) {
+      ch.w[j] = __ldg(wq + (static_cast<size_t>(nb) * chunks + c) * 32 + lane);
+      ch.sz[j] = __ldg(sz + static_cast<size_t>(grp) * N + nb * 8 + g);
+    } else {
+      ch.w[j] = make_uint4(0, 0, 0, 0);
+      ch.sz[j] = 0;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int k = k0 + 8 * j;  // K % 32 == 0, so k < K means all 8 values are inside
+    ch.x[j] = (row_ok && k < K) ? __ldg(reinterpret_cast<const uint4*>(xrow + k)) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+template <typename OutT>
+__global__ void __launch_bounds__(32 * kSkinnyWarps)
+    int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
+                       const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
+                       int group) {
+  __shared__ float red[kSkinnyWarps][kSkinnyTiles * 64];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int NB = N / 8, G = K / group;
+  const int nb0 = blockIdx.x * kSkinnyTiles;
+  const bool row_ok = g < M;
+  const __half* xrow = x + static_cast<size_t>(row_ok ? g : 0) * K;
+
+  float acc[kSkinnyTiles][4];
+#pragma unroll
+  for (int j = 0; j < kSkinnyTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+
+  SkinnyChunk cur, next;
+  int c = warp;
+  if (c < chunks) skinny_load(cur, c, wq, sz, xrow, row_ok, nb0, NB, N, K, chunks, group, G, lane, g, t);
+  for (; c < chunks; c += kSkinnyWarps) {
+    if (c + kSkinnyWarps < chunks)
+      skinny_load(next, c + kSkinnyWarps, wq, sz, xrow, row_ok, nb0, NB, N, K, chunks, group, G, lane, g, t);
+#pragma unroll
+    for (int j = 0; j < kSkinnyTiles; ++j) {
+      const Int4Dq d = int4_dq(cur.sz[j]);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        uint32_t b[4];
+        int4_dequant8(word_at(cur.w[j], w), d, b);
+        const uint4 a = cur.x[w];
+        // rows g + 8 of A are zero: x has at most 8 rows here
+        MmaOp<__half>::run(acc[j], a.x, 0u, a.y, 0u, b[0], b[1]);
+        MmaOp<__half>::run(acc[j], a.z, 0u, a.w, 0u, b[2], b[3]);
+      }
+    }
+    cur = next;
+  }
+  // acc[j][0..1] = C[g][8 (nb0 + j) + 2t + 0..1]; acc[j][2..3] are rows 8..15 (zero).
+#pragma unroll
+  for (int j = 0; j < kSkinnyTiles; ++j) {
+    red[warp][(j * 32 + lane) * 2 + 0] = acc[j][0];
+    red[warp][(j * 32 + lane) * 2 + 1] = acc[j][1];
+  }
+  __syncthreads();
+  static_assert(kSkinnyTiles * 64 == 32 * kSkinnyWarps, "one output value per thread");
+  const int e = threadIdx.x;
+  float v = 0.f;
+#pragma unroll
+  for (int w = 0; w < kSkinnyWarps; ++w) v += red[w][e];
+  const int j = e / 64, l = (e / 2) % 32, row = l >> 2;
+  const int nb = nb0 + j, col = nb * 8 + 2 * (l & 3) + (e & 1);
+  if (row < M && nb < NB) y[static_cast<size_t>(row) * N + col] = to_out<OutT>(v + (bias ? bias[col] : 0.f));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiled kernel
+
+// Position of 16-byte unit u (0..15) of a 128-k row segment in shared memory: lanes t = 0..3
+// read units 4t + j, and rows g, g + 1 are read in the same phase; the xor spreads those 8
+// reads over the 8 distinct 16-byte bank groups.
+__device__ __forceinline__ int swz16(int u, int row) { return u ^ ((u >> 2) & 2) ^ (row & 1); }
+
+template <class S, typename OutT>
+__global__ void __launch_bounds__(S::kThreads)
+    int4_tiled_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
+                      const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
+                      int group) {
+  constexpr int KS = 128 * S::WARPS_K;  // k per stage
+  constexpr int kRowUnits = KS / 8;
+  constexpr int kStageUnits = S::BM * kRowUnits;
+  static_assert(S::kReduceBytes <= 2 * kStageUnits * 16, "reduction fits in the operand buffers");
+  extern __shared__ uint4 smem[];  // two stages of x tiles
+
+  const WarpRole r = warp_role<S>();
+  const int NB = N / 8, G = K / group;
+  const int m0 = blockIdx.y * S::BM;
+  const int nb_warp = blockIdx.x * (S::WN * S::WARPS_N) + r.wn * S::WN;
+  const int n_stages = (chunks + S::WARPS_K - 1) / S::WARPS_K;
+
+  auto load_x = [&](int st, int buf) {
+    uint4* dst = smem + buf * kStageUnits;
+    const int kbase = st * KS;
+    for (int u = threadIdx.x; u < kStageUnits; u += S::kThreads) {
+      const int row = u / kRowUnits, cu = u % kRowUnits;
+      const int gm = m0 + row, gk = kbase + cu * 8;
+      const bool ok = gm < M && gk < K;
+      const __half* src = ok ? x + static_cast<size_t>(gm) * K + gk : x;
+      cp_async16(dst + row * kRowUnits + (cu & ~15) + swz16(cu & 15, row), src, ok ? 16 : 0);
+    }
+  };
+  auto load_w = [&](int c, uint4 (&w)[S::WN], uint32_t (&s)[S::WN]) {
+    const int grp = min((c * 128 + 32 * r.t) / group, G - 1);
+#pragma unroll
+    for (int j = 0; j < S::WN; ++j) {
+      const int nb = nb_warp + j;
+      if (c < chunks && nb < NB) {
+        w[j] = __ldg(wq + (static_cast<size_t>(nb) * chunks + c) * 32 + r.lane);
+        s[j] = __ldg(sz + static_cast<size_t>(grp) * N + nb * 8 + r.g);
+      } else {
+        w[j] = make_uint4(0, 0, 0, 0);
+        s[j] = 0;
+      }
+    }
+  };
+
+  float acc[S::WM][S::WN][4];
+#pragma unroll
+  for (int i = 0; i < S::WM; ++i)
+#pragma unroll
+    for (int j = 0; j < S::WN; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+  uint4 wcur[S::WN], wnext[S::WN];
+  uint32_t scur[S::WN], snext[S::WN];
+  load_x(0, 0);
+  cp_async_commit();
+  load_w(r.wk, wcur, scur);
+
+  for (int st = 0; st < n_stages; ++st) {
+    const int c = st * S::WARPS_K + r.wk;
+    if (st + 1 < n_stages) load_w(c + S::WARPS_K, wnext, snext);
+    cp_async_wait<0>();
+    __syncthreads();  // stage st is in shared memory; everyone is done reading stage st - 1
+    if (st + 1 < n_stages) load_x(st + 1, (st + 1) & 1);
+    cp_async_commit();
+    if (c < chunks) {
+      const uint4* xs = smem + (st & 1) * kStageUnits;
+      Int4Dq d[S::WN];
+#pragma unroll
+      for (int j = 0; j < S::WN; ++j) d[j] = int4_dq(scur[j]);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        uint4 alo[S::WM], ahi[S::WM];
+#pragma unroll
+        for (int i = 0; i < S::WM; ++i) {
+          const int r0 = r.wm * S::WM * 16 + i * 16 + r.g, r1 = r0 + 8;
+          alo[i] = xs[r0 * kRowUnits + r.wk * 16 + swz16(4 * r.t + w, r0)];
+          ahi[i] = xs[r1 * kRowUnits + r.wk * 16 + swz16(4 * r.t + w, r1)];
+        }
+#pragma unroll
+        for (int j = 0; j < S::WN; ++j) {
+          uint32_t b[4];
+          int4_dequant8(word_at(wcur[j], w), d[j], b);
+#pragma unroll
+          for (int i = 0; i < S::WM; ++i) {
+            MmaOp<__half>::run(acc[i][j], alo[i].x, ahi[i].x, alo[i].y, ahi[i].y, b[0], b[1]);
+            MmaOp<__half>::run(acc[i][j], alo[i].z, ahi[i].z, alo[i].w, ahi[i].w, b[2], b[3]);
+          }
+        }
+      }
+    }
+    if (st + 1 < n_stages) {
+#pragma unroll
+      for (int j = 0; j < S::WN; ++j) {
+        wcur[j] = wnext[j];
+        scur[j] = snext[j];
+      }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the reduction below reuses the x buffers
+  store_tile<S, OutT>(acc, reinterpret_cast<float*>(smem), r, m0 + r.wm * S::WM * 16, nb_warp * 8, M, N, bias, y);
+}
+
+using TileSmall = TileShape<1, 4, 1, 1, 8>;   // 16 x 32, k split over 8 warps
+using TileMedium = TileShape<2, 4, 2, 2, 2>;  // 64 x 64
+using TileLarge = TileShape<4, 4, 2, 4, 1>;   // 128 x 128
+
+template <class S>
+constexpr int tiled_smem_bytes() {
+  return 2 * S::BM * (128 * S::WARPS_K / 8) * 16;
+}
+
+template <class S, typename OutT>
+void launch_tiled(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+  constexpr int smem = tiled_smem_bytes<S>();
+  static std::once_flag once;
+  std::call_once(once, [] {
+    AWQ_CUDA_CHECK(cudaFuncSetAttribute(int4_tiled_kernel<S, OutT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  });
+  const Int4Layout& L = w.layout;
+  const int N = static_cast<int>(L.N);
+  dim3 grid(static_cast<unsigned>((N + S::BN - 1) / S::BN), static_cast<unsigned>((M + S::BM - 1) / S::BM));
+  int4_tiled_kernel<S, OutT><<<grid, S::kThreads, smem, stream>>>(
+      static_cast<const uint4*>(w.q.get()), static_cast<const uint32_t*>(w.sz.get()),
+      static_cast<const float*>(w.bias.get()), x, y, M, N, static_cast<int>(L.K), static_cast<int>(L.chunks),
+      static_cast<int>(L.group));
+  AWQ_CUDA_CHECK(cudaGetLastError());
+}
+
+template <typename OutT>
+void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+  const Int4Layout& L = w.layout;
+  const int NB = static_cast<int>(L.N / 8);
+  dim3 grid(static_cast<unsigned>((NB + kSkinnyTiles - 1) / kSkinnyTiles));
+  int4_skinny_kernel<OutT><<<grid, 32 * kSkinnyWarps, 0, stream>>>(
+      static_cast<const uint4*>(w.q.get()), static_cast<const uint32_t*>(w.sz.get()),
+      static_cast<const float*>(w.bias.get()), x, y, M, static_cast<int>(L.N), static_cast<int>(L.K),
+      static_cast<int>(L.chunks), static_cast<int>(L.group));
+  AWQ_CUDA_CHECK(cudaGetLastError());
+}
+
+int sm_count() {
+  static int count = [] {
+    int dev = 0, n = 0;
+    AWQ_CUDA_CHECK(cudaGetDevice(&dev));
+    AWQ_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  return count;
+}
+
+template <typename OutT>
+void dispatch(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream, Int4Kernel kernel) {
+  if (kernel == Int4Kernel::Auto) kernel = M <= 8 ? Int4Kernel::Skinny : Int4Kernel::Tiled;
+  if (kernel == Int4Kernel::Tiled) {
+    const int64_t N = w.layout.N;
+    const int64_t large_blocks =
+        ((M + TileLarge::BM - 1) / TileLarge::BM) * ((N + TileLarge::BN - 1) / TileLarge::BN);
+    kernel = M <= 16 ? Int4Kernel::Tiled16 : large_blocks >= sm_count() ? Int4Kernel::Tiled128 : Int4Kernel::Tiled64;
+  }
+  switch (kernel) {
+    case Int4Kernel::Skinny: return launch_skinny<OutT>(w, x, M, y, stream);
+    case Int4Kernel::Tiled16: return launch_tiled<TileSmall, OutT>(w, x, M, y, stream);
+    case Int4Kernel::Tiled64: return launch_tiled<TileMedium, OutT>(w, x, M, y, stream);
+    default: return launch_tiled<TileLarge, OutT>(w, x, M, y, stream);
+  }
+}
+
+}  // namespace
+
+Int4Layout int4_repack_host(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales_fp16,
+                            int64_t K, int64_t N, int64_t group, std::vector<uint32_t>& q,
+                            std::vector<uint32_t>& sz) {
+  if (group <= 0) group = K;
+  AWQ_CHECK_ARG(K > 0 && N > 0, "cuda int4: K and N must be positive, got K = " + std::to_string(K) +
+                                    ", N = " + std::to_string(N));
+  AWQ_CHECK_ARG(K % 32 == 0, "cuda int4: K must be a multiple of 32, got " + std::to_string(K));
+  AWQ_CHECK_ARG(N % 8 == 0, "cuda int4: N must be a multiple of 8, got " + std::to_string(N));
+  AWQ_CHECK_ARG(group % 32 == 0 && K % group == 0,
+                "cuda int4: group size must be a multiple of 32 that divides K = " + std::to_string(K) + ", got " +
+                    std::to_string(group));
+  AWQ_CHECK_ARG(K <= (int64_t{1} << 30) && N <= (int64_t{1} << 30), "cuda int4: K and N must be below 2^30");
+  AWQ_CHECK_ARG(qweight && qzeros && scales_fp16, "cuda int4: qweight, qzeros and scales are required");
+  Int4Layout L;
+  L.K = K;
+  L.N = N;
+  L.group = group;
+  L.chunks = (K + 127) / 128;
+  const int64_t cols = N / 8, G = K / group;
+  sz.assign(static_cast<size_t>(G * N), 0);
+  for (int64_t gi = 0; gi < G; ++gi)
+    for (int64_t n = 0; n < N; ++n) {
+      const uint16_t s = scales_fp16[gi * N + n];
+      if ((s & 0x7C00) == 0x7C00)
+        throw Error(ErrorCode::NonFinite, "cuda int4: scales[" + std::to_string(gi) + ", " + std::to_string(n) +
+                                              "] is " + std::to_string(fp16_bits_to_double(s)));
+      const uint32_t word = static_cast<uint32_t>(qzeros[gi * cols + n / 8]);
+      const int z = static_cast<int>((word >> (4 * kAwqNibbleOf[n % 8])) & 15);
+      sz[gi * N + n] = static_cast<uint32_t>(s) | (static_cast<uint32_t>(small_int_to_fp16(z)) << 16);
+    }
+  q.assign(static_cast<size_t>(cols * L.chunks * 128), 0);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t c = k / 128, rem = k % 128, t = rem / 32, j = (rem % 32) / 8, i = rem % 8;
+    const int shift = 4 * static_cast<int>((i >> 1) + 4 * (i & 1));
+    for (int64_t nb = 0; nb < cols; ++nb) {
+      const uint32_t word = static_cast<uint32_t>(qweight[k * cols + nb]);
+      uint32_t* tile = q.data() + ((nb * L.chunks + c) * 32) * 4;
+      for (int g = 0; g < 8; ++g) {
+        const uint32_t v = (word >> (4 * kAwqNibbleOf[g])) & 15;
+        tile[(g * 4 + t) * 4 + j] |= v << shift;
+      }
+    }
+  }
+  return L;
+}
+
+Int4DeviceWeights int4_upload_awq(const int32_t* qweight, const int32_t* qzeros, const uint16_t* scales_fp16,
+                                  const uint16_t* bias_fp16, int64_t K, int64_t N, int64_t group) {
+  std::vector<uint32_t> q, sz;
+  Int4DeviceWeights w;
+  w.layout = int4_repack_host(qweight, qzeros, scales_fp16, K, N, group, q, sz);
+  std::vector<float> bias;
+  if (bias_fp16) {
+    bias.resize(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) {
+      const double b = fp16_bits_to_double(bias_fp16[n]);
+      if (!std::isfinite(b)) throw Error(ErrorCode::NonFinite, "cuda int4: bias[" + std::to_string(n) + "] is not finite");
+      bias[n] = static_cast<float>(b);
+    }
+  }
+  w.q = DeviceMemory(q.size() * 4, "int4 weights (qweight)");
+  w.sz = DeviceMemory(sz.size() * 4, "int4 scales and zeros");
+  copy_to_device(w.q.get(), q.data(), q.size() * 4);
+  copy_to_device(w.sz.get(), sz.data(), sz.size() * 4);
+  if (!bias.empty()) {
+    w.bias = DeviceMemory(bias.size() * 4, "int4 bias");
+    copy_to_device(w.bias.get(), bias.data(), bias.size() * 4);
+  }
+  return w;
+}
+
+void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dtype y_type, void* stream,
+               Int4Kernel kernel) {
+  const Int4Layout& L = w.layout;
+  AWQ_CHECK_ARG(L.K > 0 && L.N > 0 && w.q.get() && w.sz.get(), "cuda int4_gemm: weights are not uploaded");
+  AWQ_CHECK_ARG(M >= 0 && M <= 1000000, "cuda int4_gemm: M must be in 0..1000000, got " + std::to_string(M));
+  AWQ_CHECK_ARG(y_type == Dtype::F16 || y_type == Dtype::F32, "cuda int4_gemm: y must be F16 or F32");
+  AWQ_CHECK_ARG(static_cast<int>(kernel) >= 0 && static_cast<int>(kernel) <= 5, "cuda int4_gemm: unknown kernel");
+  AWQ_CHECK_ARG(kernel != Int4Kernel::Skinny || M <= 8,
+                "cuda int4_gemm: the skinny kernel needs M <= 8, got " + std::to_string(M));
+  if (M == 0) return;
+  AWQ_CHECK_ARG(x && y, "cuda int4_gemm: x and y are required");
+  AWQ_CHECK_ARG(reinterpret_cast<uintptr_t>(x) % 16 == 0, "cuda int4_gemm: x must be 16-byte aligned");
+  const auto* xh = static_cast<const __half*>(x);
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int m = static_cast<int>(M);
+  if (y_type == Dtype::F16) dispatch<__half>(w, xh, m, static_cast<__half*>(y), s, kernel);
+  else dispatch<float>(w, xh, m, static_cast<float*>(y), s, kernel);
+}
+
+}  // namespace awq::cuda
