@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include "cuda_check.h"
+
 namespace awq::cuda::kern {
 
 template <typename T>
@@ -106,6 +108,17 @@ __device__ __forceinline__ __half to_out<__half>(float v) {
 template <>
 __device__ __forceinline__ __nv_bfloat16 to_out<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
+}
+
+// Streaming multiprocessors of the current device (the kernels' choice of tile size uses it).
+inline int sm_count() {
+  static int count = [] {
+    int dev = 0, n = 0;
+    AWQ_CUDA_CHECK(cudaGetDevice(&dev));
+    AWQ_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  return count;
 }
 
 }  // namespace awq::cuda::kern

@@ -135,16 +135,6 @@ void launch(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N,
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
-int sm_count() {
-  static int count = [] {
-    int dev = 0, n = 0;
-    AWQ_CUDA_CHECK(cudaGetDevice(&dev));
-    AWQ_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
-  return count;
-}
-
 template <typename T, typename OutT>
 void dispatch(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N, int K, cudaStream_t stream,
               DenseKernel kernel) {

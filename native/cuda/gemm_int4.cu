@@ -296,16 +296,6 @@ void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, 
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
-int sm_count() {
-  static int count = [] {
-    int dev = 0, n = 0;
-    AWQ_CUDA_CHECK(cudaGetDevice(&dev));
-    AWQ_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
-  return count;
-}
-
 template <typename OutT>
 void dispatch(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream, Int4Kernel kernel) {
   if (kernel == Int4Kernel::Auto) kernel = M <= 8 ? Int4Kernel::Skinny : Int4Kernel::Tiled;

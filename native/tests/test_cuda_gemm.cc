@@ -19,6 +19,7 @@
 #include "../core/errors.h"
 #include "../core/gemm.h"
 #include "../core/int4_gemm.h"
+#include "awq_tensors.h"
 #include "test.h"
 #include "util.h"
 #ifdef AWQ_WITH_CUDA
@@ -31,8 +32,6 @@ using namespace awq::test;
 
 #ifdef AWQ_WITH_CUDA
 namespace {
-
-constexpr int kOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};  // AutoAWQ: nibble i holds column kOrder[i]
 
 struct Quant {
   int64_t K, N, group;
@@ -71,34 +70,7 @@ Quant make_quant(int64_t K, int64_t N, int64_t group, uint32_t seed, Pattern p, 
   return L;
 }
 
-struct Awq {
-  std::vector<int32_t> qweight, qzeros;
-  std::vector<uint16_t> scales, bias;
-};
-
-Awq to_awq(const Quant& L) {
-  Awq t;
-  const int64_t cols = L.N / 8, G = L.groups();
-  t.qweight.assign(L.K * cols, 0);
-  t.qzeros.assign(G * cols, 0);
-  t.scales.resize(G * L.N);
-  for (int64_t k = 0; k < L.K; ++k)
-    for (int64_t c = 0; c < cols; ++c) {
-      uint32_t word = 0;
-      for (int i = 0; i < 8; ++i) word |= static_cast<uint32_t>(L.q[(8 * c + kOrder[i]) * L.K + k]) << (4 * i);
-      t.qweight[k * cols + c] = static_cast<int32_t>(word);
-    }
-  for (int64_t g = 0; g < G; ++g) {
-    for (int64_t c = 0; c < cols; ++c) {
-      uint32_t word = 0;
-      for (int i = 0; i < 8; ++i) word |= static_cast<uint32_t>(L.z[(8 * c + kOrder[i]) * G + g]) << (4 * i);
-      t.qzeros[g * cols + c] = static_cast<int32_t>(word);
-    }
-    for (int64_t n = 0; n < L.N; ++n) t.scales[g * L.N + n] = f32_to_fp16_scalar(L.s[n * G + g]);
-  }
-  for (float b : L.bias) t.bias.push_back(f32_to_fp16_scalar(b));
-  return t;
-}
+AwqTensors to_awq(const Quant& L) { return awq_tensors(L.q, L.z, L.s, L.bias, L.K, L.N, L.group); }
 
 // x [M, K]: fp16-representable values, optionally with outlier channels.
 std::vector<float> make_x(int64_t M, int64_t K, uint32_t seed, bool outliers) {
@@ -123,7 +95,7 @@ bool have_device(std::string* why) { return !cuda::list_devices(why).empty(); }
 // Runs the CUDA int4 GEMM with every kernel that takes this M and both output types and
 // checks each against the CPU int4_linear (which is itself exact to fp32 rounding).
 void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
-  const Awq t = to_awq(L);
+  const AwqTensors t = to_awq(L);
   const auto x = make_x(M, L.K, seed, outliers);
   // CPU reference (native/core) on the same values in fp32, and sum |x w| for the bound.
   auto cpu_w = pack_int4_awq(t.qweight.data(), t.qzeros.data(), t.scales.data(), L.bias.empty() ? nullptr : t.bias.data(),
@@ -186,7 +158,7 @@ TEST(cuda_int4_repack_matches_the_kernel_view) {
   // compare with the quantized values; also the packed (scale, zero) words.
   for (auto [K, N, group] : {std::tuple<int64_t, int64_t, int64_t>{128, 8, 128}, {96, 24, 32}, {384, 72, 128}, {320, 16, 64}}) {
     const Quant L = make_quant(K, N, group, static_cast<uint32_t>(K + N), Pattern::Random, false);
-    const Awq t = to_awq(L);
+    const AwqTensors t = to_awq(L);
     std::vector<uint32_t> q, sz;
     const cuda::Int4Layout lay = cuda::int4_repack_host(t.qweight.data(), t.qzeros.data(), t.scales.data(), K, N, group, q, sz);
     CHECK(lay.chunks == (K + 127) / 128);
@@ -302,7 +274,7 @@ TEST(cuda_int4_gemm_propagates_nan_and_rejects_bad_calls) {
   if (!have_device(&why)) SKIP("no CUDA device: " + why);
   const int64_t K = 256, N = 16;
   const Quant L = make_quant(K, N, 128, 9, Pattern::Random, false);
-  const Awq t = to_awq(L);
+  const AwqTensors t = to_awq(L);
   auto w = cuda::int4_upload_awq(t.qweight.data(), t.qzeros.data(), t.scales.data(), nullptr, K, N, 128);
   for (int64_t M : {3, 20}) {
     auto x = make_x(M, K, 3, false);

@@ -8,6 +8,7 @@
 #include "../core/dtype.h"
 #include "../core/errors.h"
 #include "../core/int4_gemm.h"
+#include "awq_tensors.h"
 #include "test.h"
 #include "util.h"
 
@@ -46,36 +47,7 @@ QLinear random_linear(int64_t in, int64_t out, int64_t group, uint32_t seed, boo
   return L;
 }
 
-constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-
-struct AwqTensors {
-  std::vector<int32_t> qweight, qzeros;
-  std::vector<uint16_t> scales, bias;
-};
-
-AwqTensors to_awq(const QLinear& L) {
-  AwqTensors t;
-  const int64_t cols = L.out / 8, G = L.groups();
-  t.qweight.assign(L.in * cols, 0);
-  t.qzeros.assign(G * cols, 0);
-  t.scales.resize(G * L.out);
-  for (int64_t k = 0; k < L.in; ++k)
-    for (int64_t c = 0; c < cols; ++c) {
-      uint32_t word = 0;
-      for (int i = 0; i < 8; ++i) word |= static_cast<uint32_t>(L.q[(8 * c + kAwqOrder[i]) * L.in + k]) << (4 * i);
-      t.qweight[k * cols + c] = static_cast<int32_t>(word);
-    }
-  for (int64_t g = 0; g < G; ++g) {
-    for (int64_t c = 0; c < cols; ++c) {
-      uint32_t word = 0;
-      for (int i = 0; i < 8; ++i) word |= static_cast<uint32_t>(L.z[(8 * c + kAwqOrder[i]) * G + g]) << (4 * i);
-      t.qzeros[g * cols + c] = static_cast<int32_t>(word);
-    }
-    for (int64_t n = 0; n < L.out; ++n) t.scales[g * L.out + n] = f32_to_fp16_scalar(L.s[n * G + g]);
-  }
-  for (float b : L.bias) t.bias.push_back(f32_to_fp16_scalar(b));
-  return t;
-}
+AwqTensors to_awq(const QLinear& L) { return awq_tensors(L.q, L.z, L.s, L.bias, L.in, L.out, L.group); }
 
 std::shared_ptr<Int4Weights> pack(const QLinear& L) {
   return pack_int4_quantized(L.q.data(), L.z.data(), L.s.data(), L.bias.empty() ? nullptr : L.bias.data(), L.in,
@@ -136,7 +108,7 @@ TEST(int4_exact_matches_fp64_reference_on_random_shapes_every_isa) {
   // out not a multiple of any tile, group 16 .. in.
   const int64_t shapes[][4] = {{1, 128, 8, 128},  {2, 256, 24, 64},  {3, 208, 40, 16},  {4, 384, 16, 128},
                                {5, 512, 24, 512}, {7, 96, 13, 32},   {8, 256, 9, 256},  {9, 256, 37, 128},
-                               {13, 640, 70, 128}, {31, 160, 19, 80}, {64, 1024, 64, 128}, {1, 4096, 32, 128},
+                               {13, 640, 70, 128}, {31, 160, 19, 80}, {64, 1024, 64, 128}, {1, 4096, 32, 128}, {1, 512, 26, 256},
                                // prefill paths (dequantized panel + sgemm; packed from M = 64):
                                // several kc blocks, a short last one, several work items
                                {40, 1152, 100, 128}, {17, 2320, 48, 16}, {70, 1152, 100, 128}, {65, 2320, 48, 16}};
@@ -157,6 +129,7 @@ TEST(int4_exact_on_adversarial_inputs_every_isa) {
       auto x = random_floats(3 * 256, 8);
       for (int m = 0; m < 3; ++m) x[m * 256 + 77] *= 1000.f, x[m * 256 + 200] = 0.f;
       check_exact(L, x, 3);
+      check_exact(L, x, 1);
       check_exact(L, std::vector<float>(12 * 256, 0.f), 12);
     }
     // Zero points 0 and 15 with q at both ends; tiny and large scales.
