@@ -26,6 +26,14 @@ inline float hsum(__m256 v) {
 
 inline __m256i load_block_half(const uint8_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
 
+// q - z as floats for the low nibble of each word (the float 2^23 + q minus 2^23 + z, exact),
+// then the words' next nibble moved down.
+inline __m256 next_nibble(__m256i& wv, __m256i mask, __m256i magic, __m256 zc) {
+  const __m256 f = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(wv, mask), magic)), zc);
+  wv = _mm256_srli_epi32(wv, 4);
+  return f;
+}
+
 // Decode: MR rows of x against NR output rows, the whole of `in`. Per group, the products of
 // (q - z) with x are summed in fp32 and then scaled once.
 template <int MR, int NR>
@@ -60,9 +68,7 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
         for (int r = 0; r < NR; ++r) {
 #pragma GCC unroll 2
           for (int h = 0; h < 2; ++h) {
-            const __m256 f = _mm256_sub_ps(
-                _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(wv[r][h], mask), magic)), zc[r]);
-            wv[r][h] = _mm256_srli_epi32(wv[r][h], 4);
+            const __m256 f = next_nibble(wv[r][h], mask, magic, zc[r]);
 #pragma GCC unroll 4
             for (int m = 0; m < MR; ++m)
               acc[m][r][h] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xs + m * ldx + 8 * h), acc[m][r][h]);
@@ -108,10 +114,8 @@ void decode_tile_m1_g128(const Int4Weights& w, const float* x, float* y, int64_t
         for (int r = 0; r < NR; ++r) {
 #pragma GCC unroll 2
           for (int h = 0; h < 2; ++h) {
-            const __m256 f = _mm256_sub_ps(
-                _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(wv[r][h], mask), magic)), zc[r]);
-            wv[r][h] = _mm256_srli_epi32(wv[r][h], 4);
-            acc[r][h] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xb + 16 * i + 8 * h), acc[r][h]);
+            acc[r][h] = _mm256_fmadd_ps(next_nibble(wv[r][h], mask, magic, zc[r]), _mm256_loadu_ps(xb + 16 * i + 8 * h),
+                                        acc[r][h]);
           }
         }
       }
