@@ -20,9 +20,10 @@
 //          z * sum(xq) per block, then scaled. Error per output is at most
 //          sum over blocks of (xs / 2) * sum |w| over the block (plus fp32 rounding); it needs a
 //          group size that is a multiple of 128.
-// Small M (decode) streams the weights once, split over output rows on the shared pool; large M
-// (prefill) dequantizes 128-row panels into fp32 once and multiplies them with the project's
-// sgemm, so each panel is reused by every row of x.
+// Small M (decode, up to 16 rows) streams the weights once, split over output rows on the shared
+// pool; larger M (prefill) dequantizes each weight once to fp32 for the project's sgemm
+// micro-kernel, which reuses it for every row of x (int4_gemm.cc: the two prefill variants and
+// the crossovers).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -180,12 +180,8 @@ void dequant_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0
         const int64_t g = n * G + (s * 16) / w.group;
         const __m256 zc = _mm256_set1_ps(8388608.f + w.zeros[g]);
         const __m256 sc = _mm256_set1_ps(w.scales[g]);
-        const __m256 f0 = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(w0, mask), magic)), zc);
-        const __m256 f1 = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(w1, mask), magic)), zc);
-        _mm256_storeu_ps(out + s * 16, _mm256_mul_ps(f0, sc));
-        _mm256_storeu_ps(out + s * 16 + 8, _mm256_mul_ps(f1, sc));
-        w0 = _mm256_srli_epi32(w0, 4);
-        w1 = _mm256_srli_epi32(w1, 4);
+        _mm256_storeu_ps(out + s * 16, _mm256_mul_ps(next_nibble(w0, mask, magic, zc), sc));
+        _mm256_storeu_ps(out + s * 16 + 8, _mm256_mul_ps(next_nibble(w1, mask, magic, zc), sc));
       }
     }
   }
