@@ -32,21 +32,32 @@ if [ -z "$arch" ]; then
 fi
 log "nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found'); cmake: $(cmake --version | head -1); CUDA archs: $arch"
 
-log "configure"
-if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAWQ_TESTS=ON -DAWQ_CUDA=ON \
-    "-DCMAKE_CUDA_ARCHITECTURES=$arch" > "$OUTDIR/configure.log" 2>&1; then
-  tail -30 "$OUTDIR/configure.log"; log "FAILED: configure"; exit 1
-fi
-grep -E "awq:" "$OUTDIR/configure.log"
-if ! grep -q "CUDA backend enabled" "$OUTDIR/configure.log"; then
-  log "FAILED: CMake did not enable CUDA (is nvcc on PATH? set CUDACXX=/path/to/nvcc)"; exit 1
-fi
+# Prebuilt binaries (built on another machine for this GPU's arch and carried here) save the
+# build's minutes of device time: AWQ_GPU_PREBUILT=folder holding awq_tests and awq_cuda_bench.
+# They are used only when they start here (same libc/libstdc++); otherwise the build runs.
+PREBUILT=${AWQ_GPU_PREBUILT:-}
+if [ -n "$PREBUILT" ] && [ -x "$PREBUILT/awq_tests" ] && [ -x "$PREBUILT/awq_cuda_bench" ] &&
+   "$PREBUILT/awq_tests" no-such-test > "$OUTDIR/prebuilt-probe.log" 2>&1; then
+  log "using prebuilt binaries from $PREBUILT"
+  BUILD=$PREBUILT
+else
+  [ -n "$PREBUILT" ] && { log "prebuilt binaries unusable here:"; tail -3 "$OUTDIR/prebuilt-probe.log" 2>/dev/null; }
+  log "configure"
+  if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAWQ_TESTS=ON -DAWQ_CUDA=ON \
+      "-DCMAKE_CUDA_ARCHITECTURES=$arch" > "$OUTDIR/configure.log" 2>&1; then
+    tail -30 "$OUTDIR/configure.log"; log "FAILED: configure"; exit 1
+  fi
+  grep -E "awq:" "$OUTDIR/configure.log"
+  if ! grep -q "CUDA backend enabled" "$OUTDIR/configure.log"; then
+    log "FAILED: CMake did not enable CUDA (is nvcc on PATH? set CUDACXX=/path/to/nvcc)"; exit 1
+  fi
 
-log "build awq_tests + awq_cuda_bench (-j $JOBS)"
-if ! cmake --build "$BUILD" -j "$JOBS" --target awq_tests awq_cuda_bench > "$OUTDIR/build.log" 2>&1; then
-  grep -E "error|Error" "$OUTDIR/build.log" | head -40; log "FAILED: build"; exit 1
+  log "build awq_tests + awq_cuda_bench (-j $JOBS)"
+  if ! cmake --build "$BUILD" -j "$JOBS" --target awq_tests awq_cuda_bench > "$OUTDIR/build.log" 2>&1; then
+    grep -E "error|Error" "$OUTDIR/build.log" | head -40; log "FAILED: build"; exit 1
+  fi
+  log "built"
 fi
-log "built"
 
 status=0
 log "CUDA tests (awq_tests cuda)"
