@@ -61,7 +61,7 @@ fi
 
 status=0
 log "CUDA tests (awq_tests cuda)"
-timeout 300 "$BUILD/awq_tests" cuda 2>&1 | tee "$OUTDIR/tests-cuda.log"
+timeout "${AWQ_TEST_TIMEOUT:-300}" "$BUILD/awq_tests" cuda 2>&1 | tee "$OUTDIR/tests-cuda.log"
 test_rc=${PIPESTATUS[0]}
 if grep -q "^SKIP .*no CUDA device" "$OUTDIR/tests-cuda.log"; then
   log "no CUDA device: $(grep -m1 '^SKIP .*no CUDA device' "$OUTDIR/tests-cuda.log" | sed 's/.*(no CUDA device: //; s/)$//')"
@@ -74,7 +74,7 @@ fi
 bench_rc=skipped
 if [ "$no_device" -eq 0 ]; then
   log "benchmark (awq_cuda_bench)"
-  timeout 360 "$BUILD/awq_cuda_bench" --json "$OUTDIR/cuda-bench.json" 2>&1 | tee "$OUTDIR/bench.log"
+  timeout "${AWQ_BENCH_TIMEOUT:-360}" "$BUILD/awq_cuda_bench" --json "$OUTDIR/cuda-bench.json" 2>&1 | tee "$OUTDIR/bench.log"
   bench_rc=${PIPESTATUS[0]}
   [ "$bench_rc" -eq 0 ] || { log "FAILED: benchmark (exit $bench_rc)"; status=1; }
 fi
