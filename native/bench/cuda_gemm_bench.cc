@@ -31,9 +31,11 @@ struct Int4Case {
   void* y;
   int64_t M;
   cuda::Int4Kernel kernel;
+  int skinny_tiles = 0, skinny_warps = 0;  // forced skinny configuration (0, 0: automatic)
 };
 void run_int4(void* p) {
   auto* c = static_cast<Int4Case*>(p);
+  cuda::int4_force_skinny_config(c->skinny_tiles, c->skinny_warps);
   cuda::int4_gemm(c->w, c->x, c->M, c->y, cuda::Dtype::F16, nullptr, c->kernel);
 }
 
@@ -141,17 +143,29 @@ int main(int argc, char** argv) {
       ic.y = y.get();
       const double wbytes4 = static_cast<double>(ic.w.q.size() + ic.w.sz.size());
       for (int64_t M : Ms) {
-        std::vector<std::pair<std::string, cuda::Int4Kernel>> kernels = {{what, cuda::Int4Kernel::Auto}};
-        if (skinny_too && M <= 8) {
-          kernels.push_back({std::string(what) + " skinny", cuda::Int4Kernel::Skinny});
+        struct Variant {
+          std::string name;
+          cuda::Int4Kernel kernel;
+          int tiles = 0, warps = 0;
+        };
+        std::vector<Variant> kernels = {{what, cuda::Int4Kernel::Auto}};
+        if (skinny_too && M <= cuda::kSkinnyMaxM) {
+          // every skinny configuration (tiles per warp x warps per block), to check the automatic choice
+          for (int tiles : {1, 2, 4})
+            for (int warps : {4, 8, 16})
+              kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps),
+                                 cuda::Int4Kernel::Skinny, tiles, warps});
           kernels.push_back({std::string(what) + " tiled16", cuda::Int4Kernel::Tiled16});
         }
         DenseCase dc{x.get(), B.get(), y.get(), M, N, K};
         const int r = M >= 1024 ? std::max(5, reps / 3) : reps;
         const double dense_ms = cuda::time_median_ms(run_dense, &dc, 3, r);
-        for (auto& [name, kern] : kernels) {
+        for (const Variant& v : kernels) {
+          const std::string& name = v.name;
           ic.M = M;
-          ic.kernel = kern;
+          ic.kernel = v.kernel;
+          ic.skinny_tiles = v.tiles;
+          ic.skinny_warps = v.warps;
           Row row{name, M, K, N};
           row.int4_ms = cuda::time_median_ms(run_int4, &ic, 3, r);
           row.dense_ms = dense_ms;

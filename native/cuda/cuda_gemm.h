@@ -73,8 +73,8 @@ Int4DeviceWeights int4_upload_awq(const int32_t* qweight, const int32_t* qzeros,
                                   const uint16_t* bias_fp16, int64_t K, int64_t N, int64_t group);
 
 enum class Int4Kernel : int {
-  Auto = 0,      // Skinny for M <= 8, else Tiled
-  Skinny = 1,    // M <= 8: streams the weights once, split-K over warps, mma with x in rows 0..7
+  Auto = 0,      // Skinny for M <= 16, else Tiled
+  Skinny = 1,    // M <= 16: streams the weights once, split-K over warps, x rows in the mma's A rows
   Tiled = 2,     // any M: x tiles in shared memory (cp.async double buffer); tile shape by M
   Tiled16 = 3,   // the tiled kernel with a forced tile shape (tests, benchmarks): 16 x 32,
   Tiled64 = 4,   // 64 x 64,
@@ -85,6 +85,14 @@ enum class Int4Kernel : int {
 // NaN/Inf in x propagate to y (not checked on the device).
 void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dtype y_type,
                void* stream = nullptr, Int4Kernel kernel = Int4Kernel::Auto);
+
+// Benchmarks: force the skinny kernel's tiles per warp (1, 2, 4) and warps per block (4, 8, 16);
+// (0, 0) restores the automatic choice by shape. Not thread-safe; process-wide.
+struct SkinnyConfig {
+  int tiles = 0, warps = 0;
+};
+void int4_force_skinny_config(int tiles, int warps);
+constexpr int kSkinnyMaxM = 16;
 
 enum class DenseKernel : int {
   Auto = 0,   // by M and the number of blocks

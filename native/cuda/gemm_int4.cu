@@ -7,10 +7,10 @@
 // with the lane owning 8 consecutive k of its own 32), and the matching A registers are one
 // 16-byte load of x at the same 8 k per row.
 //
-// Skinny (M <= 8, decode): a warp streams 4 column tiles (32 columns) over every 8th chunk of
-// 128 k, 8 warps per block split k; x rows 0..7 are the A rows g (rows 8..15 are zero), loaded
+// Skinny (M <= 16, decode): a warp streams TILES column tiles over every WARPS-th chunk of
+// 128 k, WARPS warps per block split k; x rows 0..7 / 8..15 are the A rows g / g + 8, loaded
 // straight from global memory (x is tiny and stays in L1/L2); partial sums are reduced through
-// shared memory. Weights and x of the next chunk are loaded before the current one is used.
+// shared memory. The weights of the next chunk are loaded before the current one is used.
 // Dequantization is 13 integer/half2 instructions per 8 weights and the multiply-adds run on
 // the tensor cores: an fp32-FMA GEMV needs ~4.5 instructions per weight, more than an H100 can
 // issue while reading weights at full bandwidth (6.7e12 weights/s at 3.35 TB/s).
@@ -59,25 +59,27 @@ double fp16_bits_to_double(uint16_t h) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Skinny kernel (M <= 8)
+// Skinny kernel (M <= 16)
+//
+// TILES 8-column tiles per warp, WARPS warps per block splitting k (chunk c goes to warp c % WARPS);
+// M16: x rows 8..15 feed the A rows g + 8 of the mma (for M <= 8 they are the zero register).
+// Weights are loaded one chunk ahead; x is read when used (it is small and stays in L1/L2), which
+// keeps the registers per thread low enough for several blocks per SM: the loads in flight per SM,
+// not the arithmetic, set the speed of a weight-streaming kernel.
 
-constexpr int kSkinnyTiles = 4;  // 8-column tiles per warp
-constexpr int kSkinnyWarps = 8;  // warps per block, splitting k
-
-struct SkinnyChunk {
-  uint4 w[kSkinnyTiles];
-  uint32_t sz[kSkinnyTiles];
-  uint4 x[4];
+template <int TILES>
+struct SkinnyW {
+  uint4 w[TILES];
+  uint32_t sz[TILES];
 };
 
-__device__ __forceinline__ void skinny_load(SkinnyChunk& ch, int c, const uint4* __restrict__ wq,
-                                            const uint32_t* __restrict__ sz, const __half* __restrict__ xrow,
-                                            bool row_ok, int nb0, int NB, int N, int K, int chunks, int group,
-                                            int G, int lane, int g, int t) {
-  const int k0 = c * 128 + 32 * t;
-  const int grp = min(k0 / group, G - 1);  // k0 >= K only in the zero padding of the last chunk
+template <int TILES>
+__device__ __forceinline__ void skinny_load_w(SkinnyW<TILES>& ch, int c, const uint4* __restrict__ wq,
+                                              const uint32_t* __restrict__ sz, int nb0, int NB, int N, int chunks,
+                                              int group, int G, int lane, int g, int t) {
+  const int grp = min((c * 128 + 32 * t) / group, G - 1);  // past K only in the last chunk's zero padding
 #pragma unroll
-  for (int j = 0; j < kSkinnyTiles; ++j) {
+  for (int j = 0; j < TILES; ++j) {
     const int nb = nb0 + j;
     if (nb < NB) {
       ch.w[j] = __ldg(wq + (static_cast<size_t>(nb) * chunks + c) * 32 + lane);
@@ -87,66 +89,70 @@ __device__ __forceinline__ void skinny_load(SkinnyChunk& ch, int c, const uint4*
       ch.sz[j] = 0;
     }
   }
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int k = k0 + 8 * j;  // K % 32 == 0, so k < K means all 8 values are inside
-    ch.x[j] = (row_ok && k < K) ? __ldg(reinterpret_cast<const uint4*>(xrow + k)) : make_uint4(0, 0, 0, 0);
-  }
 }
 
-template <typename OutT>
-__global__ void __launch_bounds__(32 * kSkinnyWarps)
+// The 8 x values of row `row` at k (K % 32 == 0, so k < K means all 8 are inside), or zeros.
+__device__ __forceinline__ uint4 skinny_x(const __half* __restrict__ x, int row, int M, int k, int K) {
+  return (row < M && k < K) ? __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(row) * K + k))
+                            : make_uint4(0, 0, 0, 0);
+}
+
+template <int TILES, int WARPS, bool M16, typename OutT>
+__global__ void __launch_bounds__(32 * WARPS)
     int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
                        const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
                        int group) {
-  __shared__ float red[kSkinnyWarps][kSkinnyTiles * 64];
+  constexpr int R = M16 ? 4 : 2;  // accumulator values per lane and tile that hold real rows
+  __shared__ float red[WARPS][TILES * 32 * R];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int NB = N / 8, G = K / group;
-  const int nb0 = blockIdx.x * kSkinnyTiles;
-  const bool row_ok = g < M;
-  const __half* xrow = x + static_cast<size_t>(row_ok ? g : 0) * K;
+  const int nb0 = blockIdx.x * TILES;
 
-  float acc[kSkinnyTiles][4];
+  float acc[TILES][4];
 #pragma unroll
-  for (int j = 0; j < kSkinnyTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 
-  SkinnyChunk cur, next;
+  SkinnyW<TILES> cur, next;
   int c = warp;
-  if (c < chunks) skinny_load(cur, c, wq, sz, xrow, row_ok, nb0, NB, N, K, chunks, group, G, lane, g, t);
-  for (; c < chunks; c += kSkinnyWarps) {
-    if (c + kSkinnyWarps < chunks)
-      skinny_load(next, c + kSkinnyWarps, wq, sz, xrow, row_ok, nb0, NB, N, K, chunks, group, G, lane, g, t);
+  if (c < chunks) skinny_load_w(cur, c, wq, sz, nb0, NB, N, chunks, group, G, lane, g, t);
+  for (; c < chunks; c += WARPS) {
+    if (c + WARPS < chunks) skinny_load_w(next, c + WARPS, wq, sz, nb0, NB, N, chunks, group, G, lane, g, t);
+    const int k0 = c * 128 + 32 * t;
+    uint4 xl[4], xh[4];
 #pragma unroll
-    for (int j = 0; j < kSkinnyTiles; ++j) {
+    for (int w = 0; w < 4; ++w) {
+      xl[w] = skinny_x(x, g, M, k0 + 8 * w, K);
+      xh[w] = M16 ? skinny_x(x, g + 8, M, k0 + 8 * w, K) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int j = 0; j < TILES; ++j) {
       const Int4Dq d = int4_dq(cur.sz[j]);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         uint32_t b[4];
         int4_dequant8(word_at(cur.w[j], w), d, b);
-        const uint4 a = cur.x[w];
-        // rows g + 8 of A are zero: x has at most 8 rows here
-        MmaOp<__half>::run(acc[j], a.x, 0u, a.y, 0u, b[0], b[1]);
-        MmaOp<__half>::run(acc[j], a.z, 0u, a.w, 0u, b[2], b[3]);
+        MmaOp<__half>::run(acc[j], xl[w].x, xh[w].x, xl[w].y, xh[w].y, b[0], b[1]);
+        MmaOp<__half>::run(acc[j], xl[w].z, xh[w].z, xl[w].w, xh[w].w, b[2], b[3]);
       }
     }
     cur = next;
   }
-  // acc[j][0..1] = C[g][8 (nb0 + j) + 2t + 0..1]; acc[j][2..3] are rows 8..15 (zero).
+  // acc[j][0..1] = C[g][8 (nb0 + j) + 2t + 0..1], acc[j][2..3] = C[g + 8][...]
 #pragma unroll
-  for (int j = 0; j < kSkinnyTiles; ++j) {
-    red[warp][(j * 32 + lane) * 2 + 0] = acc[j][0];
-    red[warp][(j * 32 + lane) * 2 + 1] = acc[j][1];
-  }
+  for (int j = 0; j < TILES; ++j)
+#pragma unroll
+    for (int r = 0; r < R; ++r) red[warp][(j * 32 + lane) * R + r] = acc[j][r];
   __syncthreads();
-  static_assert(kSkinnyTiles * 64 == 32 * kSkinnyWarps, "one output value per thread");
-  const int e = threadIdx.x;
-  float v = 0.f;
+  for (int e = threadIdx.x; e < TILES * 32 * R; e += 32 * WARPS) {
+    float v = 0.f;
 #pragma unroll
-  for (int w = 0; w < kSkinnyWarps; ++w) v += red[w][e];
-  const int j = e / 64, l = (e / 2) % 32, row = l >> 2;
-  const int nb = nb0 + j, col = nb * 8 + 2 * (l & 3) + (e & 1);
-  if (row < M && nb < NB) y[static_cast<size_t>(row) * N + col] = to_out<OutT>(v + (bias ? bias[col] : 0.f));
+    for (int w = 0; w < WARPS; ++w) v += red[w][e];
+    const int j = e / (32 * R), l = (e / R) % 32, r = e % R;
+    const int row = (l >> 2) + (r >= 2 ? 8 : 0);
+    const int nb = nb0 + j, col = nb * 8 + 2 * (l & 3) + (r & 1);
+    if (row < M && nb < NB) y[static_cast<size_t>(row) * N + col] = to_out<OutT>(v + (bias ? bias[col] : 0.f));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,21 +290,49 @@ void launch_tiled(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, c
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
-template <typename OutT>
-void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+SkinnyConfig g_forced_skinny{0, 0};
+
+// Tiles per warp and warps per block for a shape: enough blocks to fill every SM several times
+// over, and k split finely enough that each warp streams a few chunks.
+SkinnyConfig skinny_config(int64_t N, int64_t chunks) {
+  if (g_forced_skinny.tiles > 0) return g_forced_skinny;
+  const int64_t NB = N / 8, sms = sm_count();
+  int tiles = 4;
+  while (tiles > 1 && (NB + tiles - 1) / tiles < 4 * sms) tiles /= 2;
+  const int warps = chunks >= 64 ? 16 : chunks >= 16 ? 8 : 4;
+  return {tiles, warps};
+}
+
+template <int TILES, int WARPS, typename OutT>
+void launch_skinny_cfg(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
   const Int4Layout& L = w.layout;
   const int NB = static_cast<int>(L.N / 8);
-  dim3 grid(static_cast<unsigned>((NB + kSkinnyTiles - 1) / kSkinnyTiles));
-  int4_skinny_kernel<OutT><<<grid, 32 * kSkinnyWarps, 0, stream>>>(
-      static_cast<const uint4*>(w.q.get()), static_cast<const uint32_t*>(w.sz.get()),
-      static_cast<const float*>(w.bias.get()), x, y, M, static_cast<int>(L.N), static_cast<int>(L.K),
-      static_cast<int>(L.chunks), static_cast<int>(L.group));
+  dim3 grid(static_cast<unsigned>((NB + TILES - 1) / TILES));
+  auto kernel = M > 8 ? int4_skinny_kernel<TILES, WARPS, true, OutT> : int4_skinny_kernel<TILES, WARPS, false, OutT>;
+  kernel<<<grid, 32 * WARPS, 0, stream>>>(static_cast<const uint4*>(w.q.get()), static_cast<const uint32_t*>(w.sz.get()),
+                                          static_cast<const float*>(w.bias.get()), x, y, M, static_cast<int>(L.N),
+                                          static_cast<int>(L.K), static_cast<int>(L.chunks), static_cast<int>(L.group));
   AWQ_CUDA_CHECK(cudaGetLastError());
+}
+
+template <int TILES, typename OutT>
+void launch_skinny_tiles(int warps, const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+  if (warps == 4) launch_skinny_cfg<TILES, 4, OutT>(w, x, M, y, stream);
+  else if (warps == 8) launch_skinny_cfg<TILES, 8, OutT>(w, x, M, y, stream);
+  else launch_skinny_cfg<TILES, 16, OutT>(w, x, M, y, stream);
+}
+
+template <typename OutT>
+void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+  const SkinnyConfig cfg = skinny_config(w.layout.N, w.layout.chunks);
+  if (cfg.tiles == 1) launch_skinny_tiles<1, OutT>(cfg.warps, w, x, M, y, stream);
+  else if (cfg.tiles == 2) launch_skinny_tiles<2, OutT>(cfg.warps, w, x, M, y, stream);
+  else launch_skinny_tiles<4, OutT>(cfg.warps, w, x, M, y, stream);
 }
 
 template <typename OutT>
 void dispatch(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream, Int4Kernel kernel) {
-  if (kernel == Int4Kernel::Auto) kernel = M <= 8 ? Int4Kernel::Skinny : Int4Kernel::Tiled;
+  if (kernel == Int4Kernel::Auto) kernel = M <= kSkinnyMaxM ? Int4Kernel::Skinny : Int4Kernel::Tiled;
   if (kernel == Int4Kernel::Tiled) {
     const int64_t N = w.layout.N;
     const int64_t large_blocks =
@@ -393,8 +427,8 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
   AWQ_CHECK_ARG(M >= 0 && M <= 1000000, "cuda int4_gemm: M must be in 0..1000000, got " + std::to_string(M));
   AWQ_CHECK_ARG(y_type == Dtype::F16 || y_type == Dtype::F32, "cuda int4_gemm: y must be F16 or F32");
   AWQ_CHECK_ARG(static_cast<int>(kernel) >= 0 && static_cast<int>(kernel) <= 5, "cuda int4_gemm: unknown kernel");
-  AWQ_CHECK_ARG(kernel != Int4Kernel::Skinny || M <= 8,
-                "cuda int4_gemm: the skinny kernel needs M <= 8, got " + std::to_string(M));
+  AWQ_CHECK_ARG(kernel != Int4Kernel::Skinny || M <= kSkinnyMaxM,
+                "cuda int4_gemm: the skinny kernel needs M <= 16, got " + std::to_string(M));
   if (M == 0) return;
   AWQ_CHECK_ARG(x && y, "cuda int4_gemm: x and y are required");
   AWQ_CHECK_ARG(reinterpret_cast<uintptr_t>(x) % 16 == 0, "cuda int4_gemm: x must be 16-byte aligned");
@@ -403,6 +437,13 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
   const int m = static_cast<int>(M);
   if (y_type == Dtype::F16) dispatch<__half>(w, xh, m, static_cast<__half*>(y), s, kernel);
   else dispatch<float>(w, xh, m, static_cast<float*>(y), s, kernel);
+}
+
+void int4_force_skinny_config(int tiles, int warps) {
+  const bool automatic = tiles == 0 && warps == 0;
+  AWQ_CHECK_ARG(automatic || ((tiles == 1 || tiles == 2 || tiles == 4) && (warps == 4 || warps == 8 || warps == 16)),
+                "int4_force_skinny_config: tiles must be 1, 2 or 4 and warps 4, 8 or 16 (or both 0)");
+  g_forced_skinny = SkinnyConfig{tiles, warps};
 }
 
 }  // namespace awq::cuda

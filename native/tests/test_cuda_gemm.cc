@@ -115,13 +115,22 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
   const auto xh = to_fp16(x);
   cuda::DeviceMemory dx(xh.size() * 2, "x"), dy(M * L.N * 4, "y");
   cuda::copy_to_device(dx.get(), xh.data(), xh.size() * 2);
-  std::vector<cuda::Int4Kernel> kernels = {cuda::Int4Kernel::Auto, cuda::Int4Kernel::Tiled16, cuda::Int4Kernel::Tiled64,
-                                           cuda::Int4Kernel::Tiled128};
-  if (M <= 8) kernels.push_back(cuda::Int4Kernel::Skinny);
-  for (auto kern : kernels)
+  // Every kernel; the skinny one in every (tiles per warp, warps per block) configuration.
+  struct Run {
+    cuda::Int4Kernel kern;
+    int tiles = 0, warps = 0;  // 0, 0: automatic
+  };
+  std::vector<Run> runs = {{cuda::Int4Kernel::Auto}, {cuda::Int4Kernel::Tiled16}, {cuda::Int4Kernel::Tiled64},
+                           {cuda::Int4Kernel::Tiled128}};
+  if (M <= cuda::kSkinnyMaxM)
+    for (int tiles : {1, 2, 4})
+      for (int warps : {4, 8, 16}) runs.push_back({cuda::Int4Kernel::Skinny, tiles, warps});
+  for (const auto& [kern, tiles, warps] : runs)
     for (cuda::Dtype yt : {cuda::Dtype::F32, cuda::Dtype::F16}) {
+      cuda::int4_force_skinny_config(tiles, warps);
       cuda::fill_zero(dy.get(), dy.size());
       cuda::int4_gemm(w, dx.get(), M, dy.get(), yt, nullptr, kern);
+      cuda::int4_force_skinny_config(0, 0);
       cuda::synchronize();
       std::vector<float> y(M * L.N);
       if (yt == cuda::Dtype::F32) {
@@ -138,7 +147,8 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
           if (bad++ < 3)
             fail(__FILE__, __LINE__,
                  "int4 M=" + std::to_string(M) + " K=" + std::to_string(L.K) + " N=" + std::to_string(L.N) +
-                     " g=" + std::to_string(L.group) + " kernel " + std::to_string(static_cast<int>(kern)) + " y " +
+                     " g=" + std::to_string(L.group) + " kernel " + std::to_string(static_cast<int>(kern)) +
+                     " skinny " + std::to_string(tiles) + "x" + std::to_string(warps) + " y " +
                      (yt == cuda::Dtype::F16 ? "f16" : "f32") + ": [" + std::to_string(i / L.N) + ", " +
                      std::to_string(i % L.N) + "] gpu " + std::to_string(y[i]) + " cpu " + std::to_string(ref[i]) +
                      " tol " + std::to_string(tol));
@@ -289,7 +299,7 @@ TEST(cuda_int4_gemm_propagates_nan_and_rejects_bad_calls) {
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = 0; n < N; ++n) CHECK(std::isnan(y[m * N + n]) == (m == 1));
     CHECK_THROWS(cuda::int4_gemm(w, dx.get(), M, dy.get(), cuda::Dtype::BF16));
-    if (M > 8) CHECK_THROWS(cuda::int4_gemm(w, dx.get(), M, dy.get(), cuda::Dtype::F32, nullptr, cuda::Int4Kernel::Skinny));
+    if (M > cuda::kSkinnyMaxM) CHECK_THROWS(cuda::int4_gemm(w, dx.get(), M, dy.get(), cuda::Dtype::F32, nullptr, cuda::Int4Kernel::Skinny));
     CHECK_THROWS(cuda::int4_gemm(w, static_cast<char*>(dx.get()) + 2, M, dy.get(), cuda::Dtype::F32));
   }
 #endif
