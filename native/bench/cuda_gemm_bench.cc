@@ -26,27 +26,33 @@ using namespace awq;
 namespace {
 
 struct Int4Case {
-  cuda::Int4DeviceWeights w;
+  // Copies of the same weights, cycled call after call so that decode-sized products stream
+  // from memory (together they exceed the L2 cache several times), as decoding a model does.
+  std::vector<cuda::Int4DeviceWeights> copies;
+  size_t next = 0;
   const void* x;
   void* y;
   int64_t M;
   cuda::Int4Kernel kernel;
-  int skinny_tiles = 0, skinny_warps = 0;  // forced skinny configuration (0, 0: automatic)
+  cuda::SkinnyConfig skinny;  // forced skinny configuration (all 0: automatic)
 };
 void run_int4(void* p) {
   auto* c = static_cast<Int4Case*>(p);
-  cuda::int4_force_skinny_config(c->skinny_tiles, c->skinny_warps);
-  cuda::int4_gemm(c->w, c->x, c->M, c->y, cuda::Dtype::F16, nullptr, c->kernel);
+  cuda::int4_force_skinny_config(c->skinny);
+  const cuda::Int4DeviceWeights& w = c->copies[c->next++ % c->copies.size()];
+  cuda::int4_gemm(w, c->x, c->M, c->y, cuda::Dtype::F16, nullptr, c->kernel);
 }
 
 struct DenseCase {
-  const void *a, *b;
+  const void* a;
+  std::vector<const void*> b;  // weight copies, cycled like Int4Case's
   void* c;
   int64_t M, N, K;
+  size_t next = 0;
 };
 void run_dense(void* p) {
   auto* c = static_cast<DenseCase*>(p);
-  cuda::dense_gemm(c->a, c->b, cuda::Dtype::F16, c->M, c->N, c->K, c->c, cuda::Dtype::F16);
+  cuda::dense_gemm(c->a, c->b[c->next++ % c->b.size()], cuda::Dtype::F16, c->M, c->N, c->K, c->c, cuda::Dtype::F16);
 }
 
 struct CopyCase {
@@ -125,6 +131,9 @@ int main(int argc, char** argv) {
   try {
     // Copy bandwidth: 1 GiB device to device, counted as read + write.
     const size_t copy_bytes = size_t{1} << 30;
+    int l2_attr = 0;
+    if (cudaDeviceGetAttribute(&l2_attr, cudaDevAttrL2CacheSize, 0) != cudaSuccess) l2_attr = 64 << 20;
+    const double l2_bytes = l2_attr;
     cuda::DeviceMemory src(copy_bytes, "copy source"), dst(copy_bytes, "copy destination");
     cuda::fill_zero(src.get(), copy_bytes);
     CopyCase cc{dst.get(), src.get(), copy_bytes};
@@ -134,40 +143,51 @@ int main(int argc, char** argv) {
 
     std::vector<Row> rows;
     auto bench_shape = [&](const char* what, int64_t K, int64_t N, const std::vector<int64_t>& Ms, bool skinny_too) {
-      Int4Case ic{make_int4(K, N, static_cast<uint32_t>(K * 31 + N)), nullptr, nullptr, 0, cuda::Int4Kernel::Auto};
+      Int4Case ic{};
+      ic.copies.push_back(make_int4(K, N, static_cast<uint32_t>(K * 31 + N)));
+      const double one_copy = static_cast<double>(ic.copies[0].bytes());
+      while (ic.copies.size() < 16 && ic.copies.size() * one_copy < 4.0 * l2_bytes)
+        ic.copies.push_back(make_int4(K, N, static_cast<uint32_t>(K * 31 + N + ic.copies.size())));
       const int64_t maxM = *std::max_element(Ms.begin(), Ms.end());
       cuda::DeviceMemory x = make_fp16(static_cast<size_t>(maxM * K), 7, 1.f, "x");
-      cuda::DeviceMemory B = make_fp16(static_cast<size_t>(N * K), 8, 0.05f, "dense weights");
+      std::vector<cuda::DeviceMemory> B;
+      std::vector<const void*> b_ptrs;
+      do {
+        B.push_back(make_fp16(static_cast<size_t>(N * K), 8 + static_cast<uint32_t>(B.size()), 0.05f, "dense weights"));
+        b_ptrs.push_back(B.back().get());
+      } while (B.size() < 8 && B.size() * 2.0 * N * K < 4.0 * l2_bytes);
       cuda::DeviceMemory y(static_cast<size_t>(maxM * N * 2), "y");
       ic.x = x.get();
       ic.y = y.get();
-      const double wbytes4 = static_cast<double>(ic.w.q.size() + ic.w.sz.size());
+      const double wbytes4 = static_cast<double>(ic.copies[0].q.size() + ic.copies[0].sz.size());
       for (int64_t M : Ms) {
         struct Variant {
           std::string name;
           cuda::Int4Kernel kernel;
-          int tiles = 0, warps = 0;
+          cuda::SkinnyConfig skinny;
         };
         std::vector<Variant> kernels = {{what, cuda::Int4Kernel::Auto}};
         if (skinny_too && M <= cuda::kSkinnyMaxM) {
-          // every skinny configuration (tiles per warp x warps per block), to check the automatic choice
-          for (int tiles : {1, 2, 4})
-            for (int warps : {4, 8, 16})
-              kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps),
-                                 cuda::Int4Kernel::Skinny, tiles, warps});
+          // every skinny configuration (tiles per warp x warps per block x stages), to check the automatic choice
+          for (int tiles : {2, 4})
+            for (int warps : {4, 8})
+              for (int stages : {2, 4, 6})
+                kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps) +
+                                       "x" + std::to_string(stages),
+                                   cuda::Int4Kernel::Skinny, {tiles, warps, stages}});
           kernels.push_back({std::string(what) + " tiled16", cuda::Int4Kernel::Tiled16});
         }
-        DenseCase dc{x.get(), B.get(), y.get(), M, N, K};
+        DenseCase dc{x.get(), b_ptrs, y.get(), M, N, K};
         const int r = M >= 1024 ? std::max(5, reps / 3) : reps;
-        const double dense_ms = cuda::time_median_ms(run_dense, &dc, 3, r);
+        const int batch = M <= 16 ? 20 : 1;  // decode-sized calls: throughput of a stream of calls
+        const double dense_ms = cuda::time_median_ms(run_dense, &dc, 3, r, batch);
         for (const Variant& v : kernels) {
           const std::string& name = v.name;
           ic.M = M;
           ic.kernel = v.kernel;
-          ic.skinny_tiles = v.tiles;
-          ic.skinny_warps = v.warps;
+          ic.skinny = v.skinny;
           Row row{name, M, K, N};
-          row.int4_ms = cuda::time_median_ms(run_int4, &ic, 3, r);
+          row.int4_ms = cuda::time_median_ms(run_int4, &ic, 3, r, batch);
           row.dense_ms = dense_ms;
           const double io = 2.0 * M * (K + N);
           const double flops = 2.0 * M * N * K;

@@ -86,12 +86,13 @@ enum class Int4Kernel : int {
 void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dtype y_type,
                void* stream = nullptr, Int4Kernel kernel = Int4Kernel::Auto);
 
-// Benchmarks: force the skinny kernel's tiles per warp (1, 2, 4) and warps per block (4, 8, 16);
-// (0, 0) restores the automatic choice by shape. Not thread-safe; process-wide.
+// Tests and benchmarks: force the skinny kernel's tiles per warp (2, 4), warps per block (4, 8)
+// and shared-memory ring stages (2, 4, 6); all 0 restores the automatic choice by shape.
+// Process-wide, not thread-safe.
 struct SkinnyConfig {
-  int tiles = 0, warps = 0;
+  int tiles = 0, warps = 0, stages = 0;
 };
-void int4_force_skinny_config(int tiles, int warps);
+void int4_force_skinny_config(const SkinnyConfig& c);
 constexpr int kSkinnyMaxM = 16;
 
 enum class DenseKernel : int {
@@ -107,8 +108,9 @@ void dense_gemm(const void* A, const void* B, Dtype ab_type, int64_t M, int64_t 
                 Dtype c_type, const float* bias = nullptr, void* stream = nullptr,
                 DenseKernel kernel = DenseKernel::Auto);
 
-// Timing helper for benchmarks: median milliseconds of `reps` runs of fn (after `warmup` runs),
-// each run timed with CUDA events on the default stream.
-double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps);
+// Timing helper for benchmarks: median milliseconds per call over `reps` timings (after `warmup`
+// calls), each timing `batch` back-to-back calls of fn between two CUDA events on the default
+// stream (batch > 1 measures throughput in a stream, not the latency of one launch).
+double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps, int batch = 1);
 
 }  // namespace awq::cuda

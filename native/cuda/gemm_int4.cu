@@ -61,34 +61,35 @@ double fp16_bits_to_double(uint16_t h) {
 // ---------------------------------------------------------------------------------------------
 // Skinny kernel (M <= 16)
 //
-// TILES 8-column tiles per warp, WARPS warps per block splitting k (chunk c goes to warp c % WARPS);
-// M16: x rows 8..15 feed the A rows g + 8 of the mma (for M <= 8 they are the zero register).
-// Weights are loaded one chunk ahead; x is read when used (it is small and stays in L1/L2), which
-// keeps the registers per thread low enough for several blocks per SM: the loads in flight per SM,
-// not the arithmetic, set the speed of a weight-streaming kernel.
+// TILES 8-column tiles per warp, WARPS warps per block splitting k (chunk c goes to warp
+// c % WARPS); M16: x rows 8..15 feed the A rows g + 8 of the mma (for M <= 8 those are the zero
+// register). Each warp streams its weights (and their scale/zero words) through a private ring of
+// STAGES buffers in shared memory filled by cp.async, STAGES - 1 chunks ahead: a weight-streaming
+// kernel is as fast as the bytes it keeps in flight per SM, and copies in flight cost no
+// registers. Every lane reads back only the slots it copied itself, so the ring needs no barrier,
+// only cp.async.wait_group. x (tiny, L1/L2 resident) is loaded into registers one chunk ahead.
 
 template <int TILES>
-struct SkinnyW {
-  uint4 w[TILES];
-  uint32_t sz[TILES];
+struct SkinnyStage {
+  uint4 w[TILES * 32];
+  uint32_t sz[TILES * 32];
 };
 
 template <int TILES>
-__device__ __forceinline__ void skinny_load_w(SkinnyW<TILES>& ch, int c, const uint4* __restrict__ wq,
-                                              const uint32_t* __restrict__ sz, int nb0, int NB, int N, int chunks,
-                                              int group, int G, int lane, int g, int t) {
-  const int grp = min((c * 128 + 32 * t) / group, G - 1);  // past K only in the last chunk's zero padding
+__device__ __forceinline__ void skinny_issue(SkinnyStage<TILES>& st, int c, const uint4* __restrict__ wq,
+                                             const uint32_t* __restrict__ sz, int nb0, int NB, int N, int chunks,
+                                             int group, int G, int lane, int g, int t) {
+  if (c < chunks) {
+    const int grp = min((c * 128 + 32 * t) / group, G - 1);  // past K only in the last chunk's zero padding
 #pragma unroll
-  for (int j = 0; j < TILES; ++j) {
-    const int nb = nb0 + j;
-    if (nb < NB) {
-      ch.w[j] = __ldg(wq + (static_cast<size_t>(nb) * chunks + c) * 32 + lane);
-      ch.sz[j] = __ldg(sz + static_cast<size_t>(grp) * N + nb * 8 + g);
-    } else {
-      ch.w[j] = make_uint4(0, 0, 0, 0);
-      ch.sz[j] = 0;
+    for (int j = 0; j < TILES; ++j) {
+      const int nb = nb0 + j;
+      const bool ok = nb < NB;  // columns past N: zero-filled (src size 0 reads nothing)
+      cp_async16(&st.w[j * 32 + lane], ok ? wq + (static_cast<size_t>(nb) * chunks + c) * 32 + lane : wq, ok ? 16 : 0);
+      cp_async4(&st.sz[j * 32 + lane], ok ? sz + static_cast<size_t>(grp) * N + nb * 8 + g : sz, ok ? 4 : 0);
     }
   }
+  cp_async_commit();  // always, so that the group count stays in step with the chunks
 }
 
 // The 8 x values of row `row` at k (K % 32 == 0, so k < K means all 8 are inside), or zeros.
@@ -97,13 +98,29 @@ __device__ __forceinline__ uint4 skinny_x(const __half* __restrict__ x, int row,
                             : make_uint4(0, 0, 0, 0);
 }
 
-template <int TILES, int WARPS, bool M16, typename OutT>
+template <bool M16>
+__device__ __forceinline__ void skinny_load_x(uint4 (&xl)[4], uint4 (&xh)[4], const __half* __restrict__ x, int g,
+                                              int M, int k0, int K) {
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    xl[w] = skinny_x(x, g, M, k0 + 8 * w, K);
+    xh[w] = M16 ? skinny_x(x, g + 8, M, k0 + 8 * w, K) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+template <int TILES, int WARPS, int STAGES>
+constexpr int skinny_smem_bytes() {
+  return WARPS * STAGES * static_cast<int>(sizeof(SkinnyStage<TILES>));
+}
+
+template <int TILES, int WARPS, int STAGES, bool M16, typename OutT>
 __global__ void __launch_bounds__(32 * WARPS)
     int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
                        const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
                        int group) {
   constexpr int R = M16 ? 4 : 2;  // accumulator values per lane and tile that hold real rows
-  __shared__ float red[WARPS][TILES * 32 * R];
+  extern __shared__ uint4 skinny_smem[];
+  auto* ring = reinterpret_cast<SkinnyStage<TILES>*>(skinny_smem) + (threadIdx.x >> 5) * STAGES;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int NB = N / 8, G = K / group;
@@ -113,41 +130,53 @@ __global__ void __launch_bounds__(32 * WARPS)
 #pragma unroll
   for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 
-  SkinnyW<TILES> cur, next;
-  int c = warp;
-  if (c < chunks) skinny_load_w(cur, c, wq, sz, nb0, NB, N, chunks, group, G, lane, g, t);
-  for (; c < chunks; c += WARPS) {
-    if (c + WARPS < chunks) skinny_load_w(next, c + WARPS, wq, sz, nb0, NB, N, chunks, group, G, lane, g, t);
-    const int k0 = c * 128 + 32 * t;
-    uint4 xl[4], xh[4];
 #pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      xl[w] = skinny_x(x, g, M, k0 + 8 * w, K);
-      xh[w] = M16 ? skinny_x(x, g + 8, M, k0 + 8 * w, K) : make_uint4(0, 0, 0, 0);
-    }
+  for (int s = 0; s < STAGES - 1; ++s)
+    skinny_issue(ring[s], warp + s * WARPS, wq, sz, nb0, NB, N, chunks, group, G, lane, g, t);
+  uint4 xl[4], xh[4], xl_next[4], xh_next[4];
+  skinny_load_x<M16>(xl, xh, x, g, M, warp * 128 + 32 * t, K);
+  int s = 0;
+  for (int c = warp; c < chunks; c += WARPS) {
+    cp_async_wait<STAGES - 2>();  // this lane's copies of chunk c have landed
+    skinny_issue(ring[(s + STAGES - 1) % STAGES], c + (STAGES - 1) * WARPS, wq, sz, nb0, NB, N, chunks, group, G,
+                 lane, g, t);
+    skinny_load_x<M16>(xl_next, xh_next, x, g, M, (c + WARPS) * 128 + 32 * t, K);
+    const SkinnyStage<TILES>& st = ring[s];
 #pragma unroll
     for (int j = 0; j < TILES; ++j) {
-      const Int4Dq d = int4_dq(cur.sz[j]);
+      const Int4Dq d = int4_dq(st.sz[j * 32 + lane]);
+      const uint4 wv = st.w[j * 32 + lane];
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         uint32_t b[4];
-        int4_dequant8(word_at(cur.w[j], w), d, b);
+        int4_dequant8(word_at(wv, w), d, b);
         MmaOp<__half>::run(acc[j], xl[w].x, xh[w].x, xl[w].y, xh[w].y, b[0], b[1]);
         MmaOp<__half>::run(acc[j], xl[w].z, xh[w].z, xl[w].w, xh[w].w, b[2], b[3]);
       }
     }
-    cur = next;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      xl[w] = xl_next[w];
+      xh[w] = xh_next[w];
+    }
+    s = (s + 1) % STAGES;
   }
-  // acc[j][0..1] = C[g][8 (nb0 + j) + 2t + 0..1], acc[j][2..3] = C[g + 8][...]
+  cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+
+  // acc[j][0..1] = C[g][8 (nb0 + j) + 2t + 0..1], acc[j][2..3] = C[g + 8][...]; the ring is
+  // reused for the cross-warp reduction once every warp is done with it.
+  static_assert(WARPS * TILES * 32 * R * 4 <= WARPS * STAGES * sizeof(SkinnyStage<TILES>), "reduction fits");
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(skinny_smem);  // [WARPS][TILES * 32 * R]
 #pragma unroll
   for (int j = 0; j < TILES; ++j)
 #pragma unroll
-    for (int r = 0; r < R; ++r) red[warp][(j * 32 + lane) * R + r] = acc[j][r];
+    for (int r = 0; r < R; ++r) red[(warp * TILES * 32 + j * 32 + lane) * R + r] = acc[j][r];
   __syncthreads();
   for (int e = threadIdx.x; e < TILES * 32 * R; e += 32 * WARPS) {
     float v = 0.f;
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) v += red[w][e];
+    for (int w = 0; w < WARPS; ++w) v += red[w * TILES * 32 * R + e];
     const int j = e / (32 * R), l = (e / R) % 32, r = e % R;
     const int row = (l >> 2) + (r >= 2 ? 8 : 0);
     const int nb = nb0 + j, col = nb * 8 + 2 * (l & 3) + (r & 1);
@@ -290,44 +319,55 @@ void launch_tiled(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, c
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
-SkinnyConfig g_forced_skinny{0, 0};
+SkinnyConfig g_forced_skinny{};
 
-// Tiles per warp and warps per block for a shape: enough blocks to fill every SM several times
-// over, and k split finely enough that each warp streams a few chunks.
-SkinnyConfig skinny_config(int64_t N, int64_t chunks) {
+// Tiles per warp, warps per block and ring stages for a shape: enough blocks to fill every SM
+// (two tiles per warp when four would leave SMs idle), k split over 8 warps.
+SkinnyConfig skinny_config(int64_t N) {
   if (g_forced_skinny.tiles > 0) return g_forced_skinny;
-  const int64_t NB = N / 8, sms = sm_count();
-  int tiles = 4;
-  while (tiles > 1 && (NB + tiles - 1) / tiles < 4 * sms) tiles /= 2;
-  const int warps = chunks >= 64 ? 16 : chunks >= 16 ? 8 : 4;
-  return {tiles, warps};
+  const int64_t NB = N / 8;
+  const int tiles = (NB + 3) / 4 >= 2 * sm_count() ? 4 : 2;
+  return {tiles, 8, 4};
 }
 
-template <int TILES, int WARPS, typename OutT>
+template <int TILES, int WARPS, int STAGES, typename OutT>
 void launch_skinny_cfg(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+  constexpr int smem = skinny_smem_bytes<TILES, WARPS, STAGES>();
+  auto kernel = M > 8 ? int4_skinny_kernel<TILES, WARPS, STAGES, true, OutT>
+                      : int4_skinny_kernel<TILES, WARPS, STAGES, false, OutT>;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    AWQ_CUDA_CHECK(cudaFuncSetAttribute(int4_skinny_kernel<TILES, WARPS, STAGES, true, OutT>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    AWQ_CUDA_CHECK(cudaFuncSetAttribute(int4_skinny_kernel<TILES, WARPS, STAGES, false, OutT>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  });
   const Int4Layout& L = w.layout;
   const int NB = static_cast<int>(L.N / 8);
   dim3 grid(static_cast<unsigned>((NB + TILES - 1) / TILES));
-  auto kernel = M > 8 ? int4_skinny_kernel<TILES, WARPS, true, OutT> : int4_skinny_kernel<TILES, WARPS, false, OutT>;
-  kernel<<<grid, 32 * WARPS, 0, stream>>>(static_cast<const uint4*>(w.q.get()), static_cast<const uint32_t*>(w.sz.get()),
-                                          static_cast<const float*>(w.bias.get()), x, y, M, static_cast<int>(L.N),
-                                          static_cast<int>(L.K), static_cast<int>(L.chunks), static_cast<int>(L.group));
+  kernel<<<grid, 32 * WARPS, smem, stream>>>(static_cast<const uint4*>(w.q.get()),
+                                             static_cast<const uint32_t*>(w.sz.get()),
+                                             static_cast<const float*>(w.bias.get()), x, y, M, static_cast<int>(L.N),
+                                             static_cast<int>(L.K), static_cast<int>(L.chunks),
+                                             static_cast<int>(L.group));
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
-template <int TILES, typename OutT>
-void launch_skinny_tiles(int warps, const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
-  if (warps == 4) launch_skinny_cfg<TILES, 4, OutT>(w, x, M, y, stream);
-  else if (warps == 8) launch_skinny_cfg<TILES, 8, OutT>(w, x, M, y, stream);
-  else launch_skinny_cfg<TILES, 16, OutT>(w, x, M, y, stream);
+template <int TILES, int WARPS, typename OutT>
+void launch_skinny_stages(int stages, const Int4DeviceWeights& w, const __half* x, int M, OutT* y,
+                          cudaStream_t stream) {
+  if (stages == 2) launch_skinny_cfg<TILES, WARPS, 2, OutT>(w, x, M, y, stream);
+  else if (stages == 4) launch_skinny_cfg<TILES, WARPS, 4, OutT>(w, x, M, y, stream);
+  else launch_skinny_cfg<TILES, WARPS, 6, OutT>(w, x, M, y, stream);
 }
 
 template <typename OutT>
 void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
-  const SkinnyConfig cfg = skinny_config(w.layout.N, w.layout.chunks);
-  if (cfg.tiles == 1) launch_skinny_tiles<1, OutT>(cfg.warps, w, x, M, y, stream);
-  else if (cfg.tiles == 2) launch_skinny_tiles<2, OutT>(cfg.warps, w, x, M, y, stream);
-  else launch_skinny_tiles<4, OutT>(cfg.warps, w, x, M, y, stream);
+  const SkinnyConfig c = skinny_config(w.layout.N);
+  if (c.tiles == 2 && c.warps == 4) launch_skinny_stages<2, 4, OutT>(c.stages, w, x, M, y, stream);
+  else if (c.tiles == 2) launch_skinny_stages<2, 8, OutT>(c.stages, w, x, M, y, stream);
+  else if (c.warps == 4) launch_skinny_stages<4, 4, OutT>(c.stages, w, x, M, y, stream);
+  else launch_skinny_stages<4, 8, OutT>(c.stages, w, x, M, y, stream);
 }
 
 template <typename OutT>
@@ -439,11 +479,12 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
   else dispatch<float>(w, xh, m, static_cast<float*>(y), s, kernel);
 }
 
-void int4_force_skinny_config(int tiles, int warps) {
-  const bool automatic = tiles == 0 && warps == 0;
-  AWQ_CHECK_ARG(automatic || ((tiles == 1 || tiles == 2 || tiles == 4) && (warps == 4 || warps == 8 || warps == 16)),
-                "int4_force_skinny_config: tiles must be 1, 2 or 4 and warps 4, 8 or 16 (or both 0)");
-  g_forced_skinny = SkinnyConfig{tiles, warps};
+void int4_force_skinny_config(const SkinnyConfig& c) {
+  const bool automatic = c.tiles == 0 && c.warps == 0 && c.stages == 0;
+  AWQ_CHECK_ARG(automatic || ((c.tiles == 2 || c.tiles == 4) && (c.warps == 4 || c.warps == 8) &&
+                              (c.stages == 2 || c.stages == 4 || c.stages == 6)),
+                "int4_force_skinny_config: tiles must be 2 or 4, warps 4 or 8, stages 2, 4 or 6 (or all 0)");
+  g_forced_skinny = c;
 }
 
 }  // namespace awq::cuda

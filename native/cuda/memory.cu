@@ -62,8 +62,8 @@ void synchronize() {
   AWQ_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps) {
-  AWQ_CHECK_ARG(reps > 0 && warmup >= 0, "time_median_ms: reps must be positive");
+double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps, int batch) {
+  AWQ_CHECK_ARG(reps > 0 && warmup >= 0 && batch > 0, "time_median_ms: reps and batch must be positive");
   for (int i = 0; i < warmup; ++i) fn(ctx);
   synchronize();
   cudaEvent_t start, stop;
@@ -73,12 +73,12 @@ double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps) {
   try {
     for (int i = 0; i < reps; ++i) {
       AWQ_CUDA_CHECK(cudaEventRecord(start));
-      fn(ctx);
+      for (int b = 0; b < batch; ++b) fn(ctx);
       AWQ_CUDA_CHECK(cudaEventRecord(stop));
       AWQ_CUDA_CHECK(cudaEventSynchronize(stop));
       float t = 0.f;
       AWQ_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-      ms[i] = t;
+      ms[i] = static_cast<double>(t) / batch;
     }
   } catch (...) {
     cudaEventDestroy(start);

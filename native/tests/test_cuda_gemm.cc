@@ -115,22 +115,20 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
   const auto xh = to_fp16(x);
   cuda::DeviceMemory dx(xh.size() * 2, "x"), dy(M * L.N * 4, "y");
   cuda::copy_to_device(dx.get(), xh.data(), xh.size() * 2);
-  // Every kernel; the skinny one in every (tiles per warp, warps per block) configuration.
-  struct Run {
-    cuda::Int4Kernel kern;
-    int tiles = 0, warps = 0;  // 0, 0: automatic
-  };
-  std::vector<Run> runs = {{cuda::Int4Kernel::Auto}, {cuda::Int4Kernel::Tiled16}, {cuda::Int4Kernel::Tiled64},
-                           {cuda::Int4Kernel::Tiled128}};
+  // Every kernel; the skinny one in every (tiles per warp, warps per block, stages) configuration.
+  std::vector<std::pair<cuda::Int4Kernel, cuda::SkinnyConfig>> runs = {
+      {cuda::Int4Kernel::Auto, {}}, {cuda::Int4Kernel::Tiled16, {}}, {cuda::Int4Kernel::Tiled64, {}},
+      {cuda::Int4Kernel::Tiled128, {}}};
   if (M <= cuda::kSkinnyMaxM)
-    for (int tiles : {1, 2, 4})
-      for (int warps : {4, 8, 16}) runs.push_back({cuda::Int4Kernel::Skinny, tiles, warps});
-  for (const auto& [kern, tiles, warps] : runs)
+    for (int tiles : {2, 4})
+      for (int warps : {4, 8})
+        for (int stages : {2, 4, 6}) runs.push_back({cuda::Int4Kernel::Skinny, {tiles, warps, stages}});
+  for (const auto& [kern, cfg] : runs)
     for (cuda::Dtype yt : {cuda::Dtype::F32, cuda::Dtype::F16}) {
-      cuda::int4_force_skinny_config(tiles, warps);
+      cuda::int4_force_skinny_config(cfg);
       cuda::fill_zero(dy.get(), dy.size());
       cuda::int4_gemm(w, dx.get(), M, dy.get(), yt, nullptr, kern);
-      cuda::int4_force_skinny_config(0, 0);
+      cuda::int4_force_skinny_config({});
       cuda::synchronize();
       std::vector<float> y(M * L.N);
       if (yt == cuda::Dtype::F32) {
@@ -148,7 +146,8 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
             fail(__FILE__, __LINE__,
                  "int4 M=" + std::to_string(M) + " K=" + std::to_string(L.K) + " N=" + std::to_string(L.N) +
                      " g=" + std::to_string(L.group) + " kernel " + std::to_string(static_cast<int>(kern)) +
-                     " skinny " + std::to_string(tiles) + "x" + std::to_string(warps) + " y " +
+                     " skinny " + std::to_string(cfg.tiles) + "x" + std::to_string(cfg.warps) + "x" +
+                     std::to_string(cfg.stages) + " y " +
                      (yt == cuda::Dtype::F16 ? "f16" : "f32") + ": [" + std::to_string(i / L.N) + ", " +
                      std::to_string(i % L.N) + "] gpu " + std::to_string(y[i]) + " cpu " + std::to_string(ref[i]) +
                      " tol " + std::to_string(tol));
