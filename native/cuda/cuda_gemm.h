@@ -87,7 +87,7 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
                void* stream = nullptr, Int4Kernel kernel = Int4Kernel::Auto);
 
 // Tests and benchmarks: force the skinny kernel's tiles per warp (2, 4), warps per block (4, 8)
-// and shared-memory ring stages (2, 4, 6); all 0 restores the automatic choice by shape.
+// and shared-memory ring stages (2, 4); all 0 restores the automatic choice by shape.
 // Process-wide, not thread-safe.
 struct SkinnyConfig {
   int tiles = 0, warps = 0, stages = 0;

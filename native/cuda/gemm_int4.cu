@@ -322,12 +322,15 @@ void launch_tiled(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, c
 SkinnyConfig g_forced_skinny{};
 
 // Tiles per warp, warps per block and ring stages for a shape: enough blocks to fill every SM
-// (two tiles per warp when four would leave SMs idle), k split over 8 warps.
+// (two tiles per warp when four would leave SMs idle), k split over 8 warps, two stages. Measured
+// on an H200 (awq_cuda_bench sweeps every configuration): deeper rings cost more in blocks per SM
+// (shared memory) than they gain in bytes in flight, and four-tile warps win once the grid
+// fills the GPU twice over.
 SkinnyConfig skinny_config(int64_t N) {
   if (g_forced_skinny.tiles > 0) return g_forced_skinny;
   const int64_t NB = N / 8;
   const int tiles = (NB + 3) / 4 >= 2 * sm_count() ? 4 : 2;
-  return {tiles, 8, 4};
+  return {tiles, 8, 2};
 }
 
 template <int TILES, int WARPS, int STAGES, typename OutT>
@@ -357,8 +360,7 @@ template <int TILES, int WARPS, typename OutT>
 void launch_skinny_stages(int stages, const Int4DeviceWeights& w, const __half* x, int M, OutT* y,
                           cudaStream_t stream) {
   if (stages == 2) launch_skinny_cfg<TILES, WARPS, 2, OutT>(w, x, M, y, stream);
-  else if (stages == 4) launch_skinny_cfg<TILES, WARPS, 4, OutT>(w, x, M, y, stream);
-  else launch_skinny_cfg<TILES, WARPS, 6, OutT>(w, x, M, y, stream);
+  else launch_skinny_cfg<TILES, WARPS, 4, OutT>(w, x, M, y, stream);
 }
 
 template <typename OutT>
@@ -482,8 +484,8 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
 void int4_force_skinny_config(const SkinnyConfig& c) {
   const bool automatic = c.tiles == 0 && c.warps == 0 && c.stages == 0;
   AWQ_CHECK_ARG(automatic || ((c.tiles == 2 || c.tiles == 4) && (c.warps == 4 || c.warps == 8) &&
-                              (c.stages == 2 || c.stages == 4 || c.stages == 6)),
-                "int4_force_skinny_config: tiles must be 2 or 4, warps 4 or 8, stages 2, 4 or 6 (or all 0)");
+                              (c.stages == 2 || c.stages == 4)),
+                "int4_force_skinny_config: tiles must be 2 or 4, warps 4 or 8, stages 2 or 4 (or all 0)");
   g_forced_skinny = c;
 }
 

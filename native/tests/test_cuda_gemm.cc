@@ -122,7 +122,7 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
   if (M <= cuda::kSkinnyMaxM)
     for (int tiles : {2, 4})
       for (int warps : {4, 8})
-        for (int stages : {2, 4, 6}) runs.push_back({cuda::Int4Kernel::Skinny, {tiles, warps, stages}});
+        for (int stages : {2, 4}) runs.push_back({cuda::Int4Kernel::Skinny, {tiles, warps, stages}});
   for (const auto& [kern, cfg] : runs)
     for (cuda::Dtype yt : {cuda::Dtype::F32, cuda::Dtype::F16}) {
       cuda::int4_force_skinny_config(cfg);
