@@ -7,6 +7,7 @@
 #include "../core/forward.h"
 #include "../core/quant.h"
 #include "../core/search.h"
+#include "layer_run.h"
 #include "ref_layer.h"
 #include "test.h"
 #include "util.h"
@@ -91,45 +92,6 @@ TEST(search_clip_matches_brute_force) {
 }
 
 namespace {
-
-struct QuantRun {
-  std::vector<uint8_t> q[kNumLinears], z[kNumLinears];
-  std::vector<float> s[kNumLinears], folded[kNumLinears], bias[kNumLinears];
-  std::vector<float> in_norm, post_norm, output;
-  LayerQuantReport report;
-};
-
-QuantRun run_layer(RandomLayer& L, const std::vector<float>& x, int64_t T, int64_t S, const SearchOptions& opt) {
-  QuantRun r;
-  LayerQuantOutputs o;
-  const LayerArch& a = L.arch;
-  const int64_t rows[] = {a.q_out(), a.kv_out(), a.kv_out(), a.hidden, a.intermediate, a.intermediate, a.hidden};
-  const int64_t cols[] = {a.hidden, a.hidden, a.hidden, a.q_out(), a.hidden, a.hidden, a.intermediate};
-  const float* biases[] = {L.w.q_bias, L.w.k_bias, L.w.v_bias, L.w.o_bias, nullptr, nullptr, nullptr};
-  for (int id = 0; id < kNumLinears; ++id) {
-    const int64_t g = opt.group_size < 0 ? cols[id] : opt.group_size;
-    r.q[id].resize(rows[id] * cols[id]);
-    r.z[id].resize(rows[id] * cols[id] / g);
-    r.s[id].resize(rows[id] * cols[id] / g);
-    r.folded[id].resize(rows[id] * cols[id]);
-    o.q[id] = r.q[id].data();
-    o.zeros[id] = r.z[id].data();
-    o.scales[id] = r.s[id].data();
-    o.folded[id] = r.folded[id].data();
-    if (biases[id]) {
-      r.bias[id].resize(rows[id]);
-      o.bias[id] = r.bias[id].data();
-    }
-  }
-  r.in_norm.resize(a.hidden);
-  r.post_norm.resize(a.hidden);
-  r.output.resize(T * a.hidden);
-  o.input_norm = r.in_norm.data();
-  o.post_norm = r.post_norm.data();
-  o.output = r.output.data();
-  quantize_decoder_layer(a, L.w, x.data(), T, S, opt, o, r.report, CancelFlag());
-  return r;
-}
 
 double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double scale = 0, err = 0;
