@@ -1,6 +1,6 @@
 /** What this machine and build can run: CPU instruction set and threads, CUDA devices. */
 import { native, nativeLoadNotes, nativePath, type Isa } from './native.js';
-import { InvalidArgumentError } from './errors.js';
+import { CudaError, InvalidArgumentError } from './errors.js';
 
 export interface CudaDevice {
   index: number;
@@ -40,4 +40,37 @@ export function setThreads(threads: number): number {
     throw new InvalidArgumentError(`threads: expected an integer >= 0, got ${threads}`);
   }
   return native().setThreads(threads);
+}
+
+/** The backend a quantization runs on, as resolved from the user's choice. */
+export interface ResolvedBackend {
+  backend: 'cpu' | 'cuda';
+  /** For reports: 'cpu (avx2, 2 threads)' or 'cuda (NVIDIA H200, bf16)'. */
+  description: string;
+  /** Set when 'auto' fell back to the CPU: why CUDA was not used. */
+  note?: string;
+}
+
+/**
+ * 'cuda' needs a CUDA build with a device (CudaError saying why not, and how to build one);
+ * 'auto' takes CUDA when usable and otherwise the CPU, with a note.
+ */
+export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: string): ResolvedBackend {
+  if (requested !== 'cpu' && requested !== 'cuda' && requested !== 'auto') {
+    throw new InvalidArgumentError(`backend: expected 'cpu', 'cuda' or 'auto', got ${String(requested)}`);
+  }
+  const b = backends();
+  const cpu = (): ResolvedBackend => ({ backend: 'cpu', description: `cpu (${b.cpu.isa}, ${b.cpu.threads} threads)` });
+  if (requested === 'cpu') return cpu();
+  if (b.cuda) {
+    return { backend: 'cuda', description: `cuda (${b.cuda.devices[0].name}, ${precision})` };
+  }
+  const why = b.cudaUnavailable ?? 'no CUDA device';
+  if (requested === 'cuda') {
+    throw new CudaError(
+      `--backend cuda: ${why}. A CUDA build is made with \`npm run build:cuda\` (needs nvcc and an NVIDIA driver); ` +
+        '--backend auto falls back to the CPU.',
+    );
+  }
+  return { ...cpu(), note: `CUDA not used (${why}); quantizing on the CPU` };
 }

@@ -1,6 +1,6 @@
 /** Public API of `awq`. */
 export * from './errors.js';
-export { backends, setThreads, type Backends, type CudaDevice } from './backends.js';
+export { backends, resolveBackend, setThreads, type Backends, type CudaDevice, type ResolvedBackend } from './backends.js';
 export { activationStats } from './quantize/stats.js';
 export { denseGemm, fmaPeakGflops, type DenseGemmOptions } from './gemm.js';
 export { version } from './version.js';
@@ -64,6 +64,7 @@ export {
   type LayerReport,
   type LayerWeights,
   type LinearName,
+  type Precision,
   type QuantizedLayer,
   type QuantizedLinear,
   type QuantOptions,

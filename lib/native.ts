@@ -121,6 +121,10 @@ export interface RawQuantOptions {
   nGrid: number;
   maxShrink: number;
   fp16SearchScales: boolean;
+  /** 'cpu' (default) or 'cuda' (a CUDA build with a device). */
+  backend?: 'cpu' | 'cuda';
+  /** Arithmetic of the layer's products on 'cuda' (default 'fp32'). */
+  precision?: 'fp32' | 'bf16' | 'fp16';
 }
 
 export interface RawQuantizedLinear {

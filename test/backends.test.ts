@@ -3,7 +3,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { backends, setThreads, version } from '../dist/index.js';
+import { backends, CudaError, InvalidArgumentError, resolveBackend, setThreads, version } from '../dist/index.js';
 
 const cli = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 
@@ -14,6 +14,18 @@ describe('backends and the CLI skeleton', () => {
     expect(b.cpu.threads).toBeGreaterThanOrEqual(1);
     if (b.cuda === null) expect(b.cudaUnavailable).toMatch(/\w/);
     else expect(b.cuda.devices.length).toBeGreaterThan(0);
+  });
+
+  it('resolves --backend: cpu, cuda (typed error saying how to build one), auto (CPU fallback with a note)', () => {
+    expect(resolveBackend('cpu', 'fp32')).toMatchObject({ backend: 'cpu', description: expect.stringMatching(/^cpu \(/) });
+    expect(() => resolveBackend('tpu' as 'cpu', 'fp32')).toThrow(InvalidArgumentError);
+    if (backends().cuda === null) {
+      expect(() => resolveBackend('cuda', 'fp32')).toThrow(CudaError);
+      expect(() => resolveBackend('cuda', 'fp32')).toThrow(/npm run build:cuda/);
+      expect(resolveBackend('auto', 'fp32')).toMatchObject({ backend: 'cpu', note: expect.stringMatching(/CUDA not used/) });
+    } else {
+      expect(resolveBackend('auto', 'bf16')).toMatchObject({ backend: 'cuda', description: expect.stringMatching(/bf16/) });
+    }
   });
 
   it('resizes the shared thread pool', () => {

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 
 import {
   AbortedError,
+  backends,
+  CudaError,
   decoderLayerForward,
   InvalidArgumentError,
   lmHeadNll,
@@ -186,5 +188,16 @@ describe('quantizeDecoderLayer', () => {
       onPhase: (ph) => { if (ph === 'scale-search') ac.abort(); },
     });
     await expect(p).rejects.toBeInstanceOf(AbortedError);
+  });
+
+  it('backend cuda: a typed CUDA error without a usable device; precision needs CUDA', async () => {
+    const { arch, weights } = randomLayer(4);
+    const x = new Float32Array(32 * 64).fill(0.5);
+    await expect(quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, precision: 'bf16' })).rejects.toThrow(InvalidArgumentError);
+    await expect(quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, backend: 'gpu' as 'cuda' })).rejects.toThrow(/options.backend/);
+    if (backends().cuda !== null) return; // a device answers: the CUDA path is checked by the C++ tests there
+    const err = await quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, backend: 'cuda' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CudaError);
+    expect((err as CudaError).code).toBe('ERR_AWQ_CUDA');
   });
 });

@@ -25,6 +25,7 @@ interface Opts {
   method: 'awq' | 'rtn';
   threads?: number;
   backend: 'cpu' | 'cuda' | 'auto';
+  precision: 'fp32' | 'bf16' | 'fp16';
   overwrite?: boolean;
   json?: boolean;
   quiet?: boolean;
@@ -69,7 +70,12 @@ export function registerQuantize(program: Command): void {
     .option('--no-clip', 'skip the clip search')
     .addOption(new Option('--method <m>', 'awq, or rtn (round to nearest: the baseline)').choices(['awq', 'rtn']).default('awq'))
     .option('--threads <n>', 'native threads (default: all cores)', positiveInt('--threads'))
-    .addOption(new Option('--backend <b>', 'compute backend').choices(['cpu', 'cuda', 'auto']).default('auto'))
+    .addOption(new Option('--backend <b>', 'compute backend (auto: CUDA when a CUDA build sees a device)').choices(['cpu', 'cuda', 'auto']).default('auto'))
+    .addOption(
+      new Option('--precision <p>', "arithmetic of the layers' products on CUDA (bf16/fp16: faster, choices may move slightly)")
+        .choices(['fp32', 'bf16', 'fp16'])
+        .default('fp32'),
+    )
     .option('--overwrite', 'replace the output folder if it exists')
     .option('--json', 'progress as JSON lines on stderr, the report as JSON on stdout')
     .option('--quiet', 'no progress output')
@@ -100,6 +106,7 @@ export function registerQuantize(program: Command): void {
           method: opts.method,
           threads: opts.threads,
           backend: opts.backend,
+          precision: opts.precision,
           signal: controller.signal,
           onProgress: view.listener,
         });

@@ -68,7 +68,17 @@ export interface QuantOptions {
    * uses fp16-rounded scales, which is what the checkpoint stores).
    */
   fp16SearchScales?: boolean;
+  /** Where the layer is quantized: 'cpu' (default) or 'cuda' (device 0 of a CUDA build). */
+  backend?: 'cpu' | 'cuda';
+  /**
+   * Arithmetic of the layer's matrix products on 'cuda' (default 'fp32': the CPU path's choices,
+   * ties aside). 'bf16' / 'fp16' round the operands for the tensor cores (fp32 accumulation):
+   * several times faster; losses move by the rounding, so close candidates may swap.
+   */
+  precision?: Precision;
 }
+
+export type Precision = 'fp32' | 'bf16' | 'fp16';
 
 export interface QuantizedLinear {
   out: number;
@@ -327,7 +337,21 @@ function validateOptions(o: QuantOptions, arch: LayerArch) {
     nGrid,
     maxShrink,
     fp16SearchScales: o.fp16SearchScales === true,
+    backend: checkBackend(o.backend),
+    precision: checkPrecision(o.precision, o.backend),
   };
+}
+
+function checkBackend(b: unknown): 'cpu' | 'cuda' {
+  if (b === undefined || b === 'cpu' || b === 'cuda') return b ?? 'cpu';
+  throw new InvalidArgumentError(`options.backend: expected 'cpu' or 'cuda', got ${describe(b)}`);
+}
+
+function checkPrecision(p: unknown, backend: unknown): Precision {
+  if (p === undefined || p === 'fp32') return 'fp32';
+  if (p !== 'bf16' && p !== 'fp16') throw new InvalidArgumentError(`options.precision: expected 'fp32', 'bf16' or 'fp16', got ${describe(p)}`);
+  if (backend !== 'cuda') throw new InvalidArgumentError(`options.precision: '${p}' needs backend 'cuda' (the CPU search runs in fp32)`);
+  return p;
 }
 
 /** Runs `fn` with an Int32Array flag that the signal sets; native code polls it. */

@@ -7,7 +7,8 @@
 import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter, packAwq } from '../checkpoint/awq-format.js';
-import { BadConfigError, InvalidArgumentError, NonFiniteError } from '../errors.js';
+import { resolveBackend } from '../backends.js';
+import { InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
 import { embed, loadLayerWeights, openModelWeights } from '../models/weights.js';
 import { native } from '../native.js';
@@ -17,6 +18,7 @@ import {
   type LayerReport,
   type LayerWeights,
   type LinearName,
+  type Precision,
   type QuantizedLayer,
   type QuantOptions,
 } from './layer.js';
@@ -40,7 +42,10 @@ export interface QuantizeOptions {
   method?: 'awq' | 'rtn';
   /** Native threads (default: all available cores). */
   threads?: number;
+  /** 'auto' (default): CUDA when a CUDA build sees a device, else the CPU (with a progress note). */
   backend?: 'cpu' | 'cuda' | 'auto';
+  /** Arithmetic of the layers' products on CUDA: 'fp32' (default), 'bf16' or 'fp16' (see QuantOptions). */
+  precision?: Precision;
   maxShardBytes?: number;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
@@ -106,12 +111,21 @@ function resolveOptions(o: QuantizeOptions): QuantOptions {
 export async function quantize(options: QuantizeOptions): Promise<QuantizeResult> {
   const started = performance.now();
   const opts = resolveOptions(options);
-  const backend = options.backend ?? 'auto';
-  if (backend === 'cuda') {
-    throw new BadConfigError('the CUDA quantization pipeline is not available yet; use --backend cpu (or auto)');
+  const requested = options.backend ?? 'auto';
+  let precision: Precision = options.precision ?? 'fp32';
+  if (requested === 'cpu' && precision !== 'fp32') {
+    throw new InvalidArgumentError(`precision: '${precision}' needs the CUDA backend (the CPU search runs in fp32)`);
   }
+  const resolved = resolveBackend(requested, precision);
+  if (resolved.backend === 'cpu' && precision !== 'fp32') {
+    resolved.note = `${resolved.note}; precision '${precision}' applies to CUDA only, the CPU search runs in fp32`;
+    precision = 'fp32';
+  }
+  opts.backend = resolved.backend;
+  opts.precision = precision;
   if (options.threads !== undefined) native().setThreads(options.threads);
   const progress = new ProgressTracker(options.onProgress);
+  if (resolved.note) progress.emit({ stage: 'load', completed: 0, total: 1, message: resolved.note });
   const signal = options.signal;
 
   progress.emit({ stage: 'load', completed: 0, total: 1, message: `opening ${options.model}` });
@@ -206,7 +220,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       layers,
       totalMs: performance.now() - started,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
-      backend: 'cpu',
+      backend: resolved.description,
     };
     await writer.addFile('awq-report.json', `${JSON.stringify(report, null, 2)}\n`);
     throwIfAborted(signal);

@@ -1,6 +1,9 @@
 // quantizeDecoderLayer(arch, weights, hidden | null, seqlen, options, onPhase?, abortFlag?)
 //   -> Promise<{ linears, inputNorm, postNorm, output, report }>
 // hidden == null (RTN only): no forward runs and output is empty.
+// options.backend 'cpu' (default) or 'cuda' (device 0; options.precision 'fp32' | 'bf16' | 'fp16'
+// for the layer's products); 'cuda' in a build without CUDA is an ERR_AWQ_CUDA error saying how
+// to build one.
 // All outputs are allocated here on the JS thread; the search runs on a worker thread and
 // reports phase changes through a thread-safe function.
 #include <napi.h>
@@ -11,6 +14,9 @@
 #include <string>
 
 #include "../core/search.h"
+#ifdef AWQ_WITH_CUDA
+#include "../cuda/cuda_layer.h"
+#endif
 #include "args.h"
 #include "async.h"
 #include "layer_args.h"
@@ -18,6 +24,38 @@
 
 namespace awq::addon {
 namespace {
+
+struct Backend {
+  bool cuda = false;
+  int precision = 0;  // awq::cuda::Precision: 0 fp32, 1 bf16, 2 fp16
+};
+
+Backend parse_backend(const Napi::Value& v) {
+  Napi::Object o = v.As<Napi::Object>();
+  Backend b;
+  const Napi::Value be = field(o, "options", "backend", false);
+  if (!be.IsUndefined()) {
+    if (!be.IsString()) bad_arg("options.backend: expected 'cpu' or 'cuda'");
+    const std::string name = be.As<Napi::String>().Utf8Value();
+    if (name != "cpu" && name != "cuda") bad_arg("options.backend: expected 'cpu' or 'cuda', got '" + name + "'");
+    b.cuda = name == "cuda";
+  }
+  const Napi::Value pr = field(o, "options", "precision", false);
+  if (!pr.IsUndefined()) {
+    if (!pr.IsString()) bad_arg("options.precision: expected 'fp32', 'bf16' or 'fp16'");
+    const std::string name = pr.As<Napi::String>().Utf8Value();
+    if (name == "fp32") b.precision = 0;
+    else if (name == "bf16") b.precision = 1;
+    else if (name == "fp16") b.precision = 2;
+    else bad_arg("options.precision: expected 'fp32', 'bf16' or 'fp16', got '" + name + "'");
+    if (b.precision != 0 && !b.cuda) bad_arg("options.precision: '" + name + "' needs backend 'cuda' (the CPU search is fp32)");
+  }
+#ifndef AWQ_WITH_CUDA
+  if (b.cuda)
+    throw Error(ErrorCode::Cuda, "this binary was built without CUDA; build one with `npm run build:cuda` (needs nvcc)");
+#endif
+  return b;
+}
 
 SearchOptions parse_options(const Napi::Value& v) {
   if (!v.IsObject()) bad_arg("options: expected an object");
@@ -48,6 +86,7 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
     const LayerWeights w = parse_weights(info[1], arch, keep);
     const int64_t seqlen = integer(info[3], "seqlen", 1);
     const SearchOptions opt = parse_options(info[4]);
+    [[maybe_unused]] const Backend backend = parse_backend(info[4]);  // read only in CUDA builds
     const bool has_cb = info[5].IsFunction();
     const int32_t* flag = cancel_flag(info[6]);
     // RTN needs no activations: hidden may be null, and then no forward runs.
@@ -150,6 +189,13 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
             }
             done.wait_for(std::chrono::seconds(1));
           };
+#ifdef AWQ_WITH_CUDA
+          if (backend.cuda) {
+            cuda::quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, static_cast<cuda::Precision>(backend.precision),
+                                         out, *report, CancelFlag(flag), on_phase);
+            return;
+          }
+#endif
           quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, out, *report, CancelFlag(flag), on_phase);
         },
         [report](Napi::Env env, const std::vector<Napi::Value>& kept) {
