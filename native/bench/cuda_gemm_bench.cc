@@ -127,11 +127,12 @@ bool bench_layer_ops(int reps, std::vector<std::string>& json) {
   const auto* A = static_cast<const float*>(a.get());
   const auto* B = static_cast<const float*>(b.get());
   auto* C = static_cast<float*>(c.get());
-  const LayerOpCase cases[] = {{0, A, A, C, S, S, S, cuda::Precision::F32},
+  // (NT with B != A: with the same operand X X^T is symmetric and only half the tiles run.)
+  const LayerOpCase cases[] = {{0, A, B, C, S, S, S, cuda::Precision::F32},
                                {1, A, A, C, S, S, S, cuda::Precision::F32},
                                {2, A, B, C, S, OUT, S, cuda::Precision::F32},
                                {2, A, B, C, S, OUT, S, cuda::Precision::BF16}};
-  const char* names[] = {"sgemm f32 NT", "sgemm f32 gram TN", "linear f32", "linear bf16"};
+  const char* names[] = {"sgemm f32 NT", "sgemm f32 gram TN", "linear f32", "linear bf16"};  // gram: full 2MNK counted
   bool ok = true;
   std::printf("\nlayer-search products (fp32 SIMT sgemm; linear bf16 includes rounding x and W):\n");
   for (int i = 0; i < 4; ++i) {
