@@ -4,11 +4,14 @@
 //     share of that copy bandwidth (target >= 75%), skinny and tiled kernels;
 //   - M = 16: int4 vs the dense fp16 GEMM (target: int4 >= 2.5x faster); M = 4096: target
 //     int4 within 1.5x of dense;
-//   - M in {1, 4, 16, 128, 512, 4096} on (4096, 4096), (4096, 11008), (11008, 4096).
+//   - M in {1, 4, 16, 128, 512, 4096} on (4096, 4096), (4096, 11008), (11008, 4096);
+//   - the layer search's products (cuda_layer_ops.h): fp32 sgemm 4096^3 NT (target >= 25
+//     TFLOP/s), the Gram X^T X (TN, symmetric), and linear in f32 / bf16 (rounding included).
 // Times are medians of `reps` timings after warm-up, cudaEvent-timed; a timing of M <= 16 covers
 // 20 back-to-back calls (a stream of decode calls) cycling through weight copies that together
 // exceed the L2 cache four times over, so the weights come from memory as when decoding a model.
-// Prints a table; writes JSON to the path given with --json (default cuda-bench.json). Exit code 2 when no device answers.
+// Prints a table; writes JSON to the path given with --json (default cuda-bench.json). Exit code
+// 2 when no device answers.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -22,6 +25,7 @@
 #include "../core/errors.h"
 #include "../cuda/cuda_backend.h"
 #include "../cuda/cuda_gemm.h"
+#include "../cuda/cuda_layer_ops.h"
 
 using namespace awq;
 
@@ -108,16 +112,69 @@ std::string json_row(const Row& r) {
   return buf;
 }
 
+// Times of the search's dense products; appends table lines and JSON records to `json`.
+struct LayerOpCase {
+  int kind;  // 0 sgemm NT, 1 Gram TN (same operand), 2 linear
+  const float *a, *b;
+  float* c;
+  int64_t M, N, K;
+  cuda::Precision p;
+};
+void run_layer_op(void* ctx) {
+  auto* c = static_cast<LayerOpCase*>(ctx);
+  if (c->kind == 0) cuda::sgemm(Trans::N, Trans::T, c->M, c->N, c->K, 1.f, c->a, c->K, c->b, c->K, 0.f, c->c, c->N);
+  else if (c->kind == 1) cuda::sgemm(Trans::T, Trans::N, c->M, c->N, c->K, 1.f, c->a, c->M, c->a, c->M, 0.f, c->c, c->N);
+  else cuda::linear(c->a, c->M, c->K, c->b, c->N, nullptr, c->c, c->p);
+}
+bool bench_layer_ops(int reps, std::vector<std::string>& json) {
+  const int64_t S = 4096, OUT = 11008;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  std::vector<float> h(static_cast<size_t>(OUT * S));
+  for (auto& v : h) v = d(rng);
+  cuda::DeviceMemory a(S * S * 4, "bench A"), b(OUT * S * 4, "bench B"), c(S * OUT * 4, "bench C");
+  cuda::copy_to_device(a.get(), h.data(), S * S * 4);
+  cuda::copy_to_device(b.get(), h.data(), OUT * S * 4);
+  const auto* A = static_cast<const float*>(a.get());
+  const auto* B = static_cast<const float*>(b.get());
+  auto* C = static_cast<float*>(c.get());
+  // (NT with B != A: with the same operand X X^T is symmetric and only half the tiles run.)
+  const LayerOpCase cases[] = {{0, A, B, C, S, S, S, cuda::Precision::F32},
+                               {1, A, A, C, S, S, S, cuda::Precision::F32},
+                               {2, A, B, C, S, OUT, S, cuda::Precision::F32},
+                               {2, A, B, C, S, OUT, S, cuda::Precision::BF16}};
+  const char* names[] = {"sgemm f32 NT", "sgemm f32 gram TN", "linear f32", "linear bf16"};  // gram: full 2MNK counted
+  bool ok = true;
+  std::printf("\nlayer-search products (fp32 SIMT sgemm; linear bf16 includes rounding x and W):\n");
+  for (int i = 0; i < 4; ++i) {
+    LayerOpCase lc = cases[i];
+    const double ms = cuda::time_median_ms(run_layer_op, &lc, 2, std::max(3, reps / 3));
+    const double tf = 2.0 * lc.M * lc.N * lc.K / (ms * 1e-3) / 1e12;
+    std::printf("%-20s M=%5lld N=%5lld K=%5lld  %8.3f ms  %6.1f TFLOP/s%s\n", names[i], static_cast<long long>(lc.M),
+                static_cast<long long>(lc.N), static_cast<long long>(lc.K), ms, tf,
+                i == 0 ? (tf >= 25 ? "  (target >= 25: PASS)" : "  (target >= 25: MISS)") : "");
+    if (i == 0) ok = tf >= 25;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "{\"what\":\"%s\",\"M\":%lld,\"N\":%lld,\"K\":%lld,\"ms\":%.5f,\"TFLOPS\":%.2f}",
+                  names[i], static_cast<long long>(lc.M), static_cast<long long>(lc.N), static_cast<long long>(lc.K), ms,
+                  tf);
+    json.push_back(buf);
+  }
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string json_path = "cuda-bench.json";
   int reps = 30;
+  bool layer_ops_only = false;  // --layer-ops: only the layer-search products
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(3, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--layer-ops")) layer_ops_only = true;
     else {
-      std::fprintf(stderr, "usage: awq_cuda_bench [--json PATH] [--reps N]\n");
+      std::fprintf(stderr, "usage: awq_cuda_bench [--json PATH] [--reps N] [--layer-ops]\n");
       return 64;
     }
   }
@@ -208,11 +265,16 @@ int main(int argc, char** argv) {
         }
       }
     };
-    bench_shape("decode-8192x8192", 8192, 8192, {1, 16, 4096}, true);
-    bench_shape("decode-8192x28672", 8192, 28672, {1, 16, 4096}, true);
-    for (auto [K, N] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 11008}, {11008, 4096}})
-      bench_shape(("llama7b-" + std::to_string(K) + "x" + std::to_string(N)).c_str(), K, N,
-                  {1, 4, 16, 128, 512, 4096}, true);
+    if (!layer_ops_only) {
+      bench_shape("decode-8192x8192", 8192, 8192, {1, 16, 4096}, true);
+      bench_shape("decode-8192x28672", 8192, 28672, {1, 16, 4096}, true);
+      for (auto [K, N] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 11008}, {11008, 4096}})
+        bench_shape(("llama7b-" + std::to_string(K) + "x" + std::to_string(N)).c_str(), K, N,
+                    {1, 4, 16, 128, 512, 4096}, true);
+    }
+
+    std::vector<std::string> layer_ops;
+    const bool sgemm_ok = bench_layer_ops(reps, layer_ops);
 
     // Targets of issue 6 on the auto-dispatched rows.
     std::printf("\ntargets (auto kernels):\n");
@@ -244,11 +306,17 @@ int main(int argc, char** argv) {
                  (ok ? "true" : "false") + "}";
     }
 
+    all_ok &= sgemm_ok;
+    targets += std::string(targets.empty() ? "" : ",") + "{\"target\":\"sgemm f32 NT 4096^3 >= 25 TFLOP/s\",\"met\":" +
+               (sgemm_ok ? "true" : "false") + "}";
+
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) throw Error(ErrorCode::InvalidArgument, "cannot write " + json_path);
     std::fprintf(f, "{\"device\":\"%s\",\"sm\":\"%d%d\",\"copy_GBps\":%.1f,\"reps\":%d,\"rows\":[", dev.name.c_str(),
                  dev.cc_major, dev.cc_minor, copy_gbs, reps);
     for (size_t i = 0; i < rows.size(); ++i) std::fprintf(f, "%s%s", i ? "," : "", json_row(rows[i]).c_str());
+    std::fprintf(f, "],\"layer_ops\":[");
+    for (size_t i = 0; i < layer_ops.size(); ++i) std::fprintf(f, "%s%s", i ? "," : "", layer_ops[i].c_str());
     std::fprintf(f, "],\"targets\":[%s],\"all_targets_met\":%s}\n", targets.c_str(), all_ok ? "true" : "false");
     std::fclose(f);
     std::printf("\nwrote %s; targets %s\n", json_path.c_str(), all_ok ? "all met" : "NOT all met");
