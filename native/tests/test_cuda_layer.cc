@@ -76,10 +76,10 @@ void compare_layer(const LayerCase& c, uint32_t seed) {
     const GroupResult &a = gpu.report.groups[g], &b = cpu.report.groups[g];
     CHECK(a.group == b.group && a.skipped == b.skipped && a.loss_method == b.loss_method);
     CHECK(a.losses.size() == b.losses.size());
-    for (size_t i = 0; i < std::min(a.losses.size(), b.losses.size()); ++i)
-      if (!(rel(a.losses[i], b.losses[i]) <= 1e-4))
-        fail(__FILE__, __LINE__, what + "group " + b.group + " loss[" + std::to_string(i) + "] gpu " +
-                                     std::to_string(a.losses[i]) + " cpu " + std::to_string(b.losses[i]));
+    double worst = 0;  // losses: the same sums in another order (and forwards equal to fp32 level)
+    for (size_t i = 0; i < std::min(a.losses.size(), b.losses.size()); ++i) worst = std::max(worst, rel(a.losses[i], b.losses[i]));
+    if (!(worst <= 1e-4))
+      fail(__FILE__, __LINE__, what + "group " + b.group + ": losses differ by up to " + std::to_string(worst) + " relative");
     if (!same_choice(a, b, 1e-5))
       fail(__FILE__, __LINE__, what + "group " + b.group + " ratio gpu " + std::to_string(a.best_ratio) + " cpu " +
                                    std::to_string(b.best_ratio));
@@ -109,7 +109,12 @@ void compare_layer(const LayerCase& c, uint32_t seed) {
         fail(__FILE__, __LINE__, what + linear_name(id) + ": " + std::to_string(diff) + " of " +
                                      std::to_string(cpu.q[id].size()) + " codes differ");
     }
-    for (int64_t j = 0; j < c.H; ++j) CHECK(gpu.in_norm[j] == cpu.in_norm[j] && gpu.post_norm[j] == cpu.post_norm[j]);
+    // the folded norms: the same division by scales computed from activations that the two
+    // forwards produce equal up to fp32 summation order
+    int norm_off = 0;
+    for (int64_t j = 0; j < c.H; ++j)
+      norm_off += !(rel(gpu.in_norm[j], cpu.in_norm[j]) <= 1e-4 && rel(gpu.post_norm[j], cpu.post_norm[j]) <= 1e-4);
+    if (norm_off) fail(__FILE__, __LINE__, what + std::to_string(norm_off) + " folded norm weights differ by > 1e-4");
   }
 
   // bf16 products: the losses move by the operands' rounding (2^-9 relative), the choices may too
@@ -172,8 +177,10 @@ TEST(cuda_layer_rtn_and_bad_input_match_cpu) {
   CHECK_THROWS(run_layer(L, x, 32, 16, bad, gpu_quantizer(cuda::Precision::F32)));
   // NaN in the hidden states: NonFinite, as on the CPU
   x[100] = NAN;
+  SearchOptions g32;
+  g32.group_size = 32;
   try {
-    run_layer(L, x, 32, 16, SearchOptions(), gpu_quantizer(cuda::Precision::F32));
+    run_layer(L, x, 32, 16, g32, gpu_quantizer(cuda::Precision::F32));
     fail(__FILE__, __LINE__, "NaN hidden states were accepted");
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::NonFinite);
