@@ -5,6 +5,7 @@
 // with quantization wall time and peak memory (RSS) of each run.
 //
 //   node benchmarks/quality.mjs [--all] [--json] [--only awq-w4,rtn-w4] [--work /tmp/awq-quality]
+//                               [--backend cpu|cuda|auto] [--precision fp32|bf16|fp16]
 //
 // --all also evaluates all 782 windows (slow); the default is the first 64 windows.
 import { execFileSync } from 'node:child_process';
@@ -21,6 +22,8 @@ const all = args.includes('--all');
 const json = args.includes('--json');
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : null;
 const work = args.includes('--work') ? args[args.indexOf('--work') + 1] : '/tmp/awq-quality';
+const backend = args.includes('--backend') ? args[args.indexOf('--backend') + 1] : 'cpu';
+const precision = args.includes('--precision') ? args[args.indexOf('--precision') + 1] : 'fp32';
 
 // REFERENCE.md section 8 (fp32 compute): [first 64 windows, all 782 windows]
 const reference = {
@@ -74,8 +77,10 @@ for (const s of settings) {
     const q = runTimed([
       'quantize', model, '--out', folder, '--calib', join(shared, 'data', 'calib.jsonl'),
       '--method', s.method, '--w-bit', String(s.wBit), '--group-size', '128', '--json', '--quiet',
+      '--backend', backend, '--precision', precision,
     ]);
     const report = JSON.parse(q.stdout.trim().split('\n').pop());
+    row.backend = report.backend;
     row.quantizeSeconds = report.totalMs / 1000;
     row.peakRssMB = report.peakRssBytes / 2 ** 20;
     const phases = { forward: 0, scaleSearch: 0, clipSearch: 0, quantize: 0 };
@@ -106,7 +111,8 @@ if (json) {
   process.stdout.write(`${JSON.stringify({ machine, rows }, null, 2)}\n`);
 } else {
   const f = (v, d = 2) => (v === undefined || v === null ? '-' : v.toFixed(d));
-  console.log(`\nquality on llama-22m (machine: ${machine}; perplexity, REFERENCE.md section 7 protocol, seqlen 512)`);
+  const quantizedOn = rows.find((r) => r.backend)?.backend ?? backend;
+  console.log(`\nquality on llama-22m (machine: ${machine}; quantized on ${quantizedOn}; perplexity, REFERENCE.md section 7 protocol, seqlen 512)`);
   console.log('setting            ppl@64   ref@64   diff%   ppl@all  ref@all  diff%   quantize s  peak RSS MB  fwd GFLOP/s');
   for (const r of rows) {
     console.log(
