@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# End-to-end check of `awq quantize --backend cuda` (issue 6) on a GPU machine without Node.js.
+#
+#   bash benchmarks/gpu-e2e.sh pack      # here: a CUDA addon build (npm run build:cuda) and dist/
+#                                        #   must exist; writes .gpu/e2e/ (Node, the package, ../shared)
+#   bash benchmarks/gpu-e2e.sh run       # there, from the repository root, with .gpu/e2e carried:
+#                                        #   unpacks, then quantizes llama-22m with AWQ at w4 and w3 on
+#                                        #   CUDA in fp32 and bf16 and evaluates the first 64 windows
+#                                        #   (benchmarks/quality.mjs), reports and tables to $OUT
+#
+# .gpu/e2e holds node.xz (this machine's node, xz-compressed: ~24 MB), awq.node.xz (the CUDA
+# addon), pkg/ (dist, package.json, production node_modules) and shared.tar.xz (llama-22m,
+# calib.jsonl, eval.txt: ~32 MB); together they stay under the device tool's 64 MiB. Keep .gpu/
+# out of git (.git/info/exclude).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+E=.gpu/e2e
+
+pack() {
+  local addon=build-cuda/Release/awq.node
+  [ -f "$addon" ] || { echo "no $addon: run npm run build:cuda first" >&2; exit 1; }
+  [ -f dist/cli/main.js ] || { echo "no dist/: run npm run build:ts first" >&2; exit 1; }
+  rm -rf "$E/pkg" && mkdir -p "$E/pkg/build-cuda/Release" "$E/pkg/benchmarks"
+  cp -r dist package.json "$E/pkg/"
+  # stripped and compressed (the 64 MiB limit is close): unpacked by `run`
+  strip --strip-unneeded -o "$E/awq.node" "$addon" && xz -T0 -6 -f "$E/awq.node"
+  cp benchmarks/quality.mjs "$E/pkg/benchmarks/"
+  npm ls --omit=dev --parseable --all 2>/dev/null | tail -n +2 | while read -r dir; do
+    rel=${dir#"$PWD/"}
+    [ "$rel" = node_modules/node-addon-api ] && continue  # C++ headers for the build only
+    mkdir -p "$E/pkg/$(dirname "$rel")" && cp -r "$rel" "$E/pkg/$rel"
+  done
+  [ -f "$E/node.xz" ] || xz -T0 -6 -c "$(command -v node)" > "$E/node.xz"
+  [ -f "$E/shared.tar.xz" ] || tar -C ../shared -cf - models/llama-22m data/calib.jsonl data/eval.txt | xz -T0 -6 > "$E/shared.tar.xz"
+  du -sh "$E" "$E"/*
+}
+
+run() {
+  local out=${OUT:-$E/results}
+  mkdir -p "$out" /tmp/awq-node
+  xz -dc "$E/node.xz" > /tmp/awq-node/node && chmod +x /tmp/awq-node/node
+  export PATH=/tmp/awq-node:$PATH
+  xz -dc "$E/awq.node.xz" > "$E/pkg/build-cuda/Release/awq.node"
+  mkdir -p "$E/shared" && tar -C "$E/shared" -xJf "$E/shared.tar.xz"  # ../shared as seen from $E/pkg
+  cd "$E/pkg"
+  node dist/cli/main.js doctor
+  for p in fp32 bf16; do
+    node benchmarks/quality.mjs --only awq-w4,awq-w3 --backend cuda --precision "$p" --work "/tmp/awq-q-$p" |
+      tee "$out/quality-$p.txt"
+    for w in w4 w3; do cp "/tmp/awq-q-$p/awq-$w/awq-report.json" "$out/report-$p-$w.json"; done
+  done
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  *) echo "usage: $0 pack|run" >&2; exit 2 ;;
+esac
