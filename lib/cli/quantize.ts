@@ -127,7 +127,7 @@ export function summaryTable(r: QuantizationReport, out: string): string {
   lines.push(
     `quantized ${r.model} (${r.modelType}) -> ${out}: ${o.method} w${o.wBit} g${o.groupSize}` +
       `${o.zeroPoint ? ' zero-point' : ' symmetric'}${o.method === 'awq' ? `${o.duoScaling ? ' duo' : ''}${o.clip ? ' clip' : ' no-clip'}` : ''}` +
-      ` in ${(r.totalMs / 1000).toFixed(1)} s`,
+      ` in ${(r.totalMs / 1000).toFixed(1)} s on ${r.backend}`,
   );
   if (r.calibration) {
     lines.push(`calibration: ${r.calibration.source}, ${r.calibration.samples} samples, ${r.calibration.blocks} blocks of ${r.calibration.seqlen} tokens`);
