@@ -22,9 +22,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-// Tokens per chunk of a search forward: whole blocks, about 16k tokens (large products keep the
-// GPU busy; the scratch stays a few hundred MB on a 7B layer).
-int64_t gpu_chunk_tokens(int64_t seqlen, int64_t tokens) { return chunk_tokens(seqlen, tokens, 16384); }
+// Tokens per chunk of a search forward: whole blocks, at most 16k tokens (large products keep the
+// GPU busy), and no more than half the free device memory holds at `bytes_per_token` of scratch
+// (at least one block: a device too small for that fails with OutOfMemory naming the buffer).
+int64_t gpu_chunk_tokens(int64_t seqlen, int64_t tokens, int64_t bytes_per_token) {
+  size_t free_bytes = 0, total_bytes = 0;
+  AWQ_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const int64_t fit = static_cast<int64_t>(free_bytes / 2) / std::max<int64_t>(bytes_per_token, 1);
+  return chunk_tokens(seqlen, tokens, std::min<int64_t>(16384, std::max<int64_t>(fit, seqlen)));
+}
 
 // A device array of fp32 (or another POD) with its length.
 template <typename T>
@@ -112,6 +118,7 @@ struct DeviceLayer {
   Dev<float> x_attn, x_o, x_mlp, x_down, attn_out, mlp_out;
   Dev<double> acc{1, "loss accumulator"};
   Dev<int> bad{1, "quantization flag"};
+  int64_t chunk = 0;  // tokens per chunk of the search forwards (gpu_chunk_tokens, set once)
   double flops = 0;
 
   DeviceLayer(const LayerArch& a_, const LayerWeights& w, int64_t n_, int64_t seqlen_, const SearchOptions& o,
@@ -140,7 +147,7 @@ struct DeviceLayer {
   // sum over chunks of |attention_block(x_attn; w_qkv) - attn_out|^2
   double attention_sq_error(const Dev<float>& w_qkv, const Dev<float>& b_qkv, const DeviceRope& rope, Dev<float>& qkv,
                             Dev<float>& att, Dev<float>& y) {
-    const int64_t C = gpu_chunk_tokens(seqlen, n);
+    const int64_t C = chunk;
     for (int64_t t0 = 0; t0 < n; t0 += C) {
       cancel.check();
       const int64_t T = std::min(C, n - t0);
@@ -155,7 +162,7 @@ struct DeviceLayer {
   }
 
   double mlp_sq_error(const Dev<float>& w_gu, Dev<float>& gu, Dev<float>& d, Dev<float>& y) {
-    const int64_t C = gpu_chunk_tokens(seqlen, n);
+    const int64_t C = chunk;
     for (int64_t t0 = 0; t0 < n; t0 += C) {
       cancel.check();
       const int64_t T = std::min(C, n - t0);
@@ -363,7 +370,10 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
     t0 = Clock::now();
     const DeviceRope rope(a.inv_freq, a.head_dim / 2, seqlen);
     std::vector<float> s_qkv, s_o, s_gu, s_down;
-    const int64_t C = gpu_chunk_tokens(seqlen, n);
+    // scratch per token of the attention and MLP candidates' forwards (fp32 buffers, plus the
+    // rounded copies of their inputs that reduced-precision products make)
+    const int64_t per_token = 4 * std::max(QKV + QO + H, 3 * I + H) + 2 * std::max(H + QO, H + I);
+    const int64_t C = st.chunk = gpu_chunk_tokens(seqlen, n, per_token);
     {
       Dev<float> w_qkv(QKV * H, "fused q|k|v candidate"), b_qkv;
       if (!st.q_bias.empty() || !st.k_bias.empty() || !st.v_bias.empty()) {
