@@ -96,11 +96,20 @@ void int4_force_skinny_config(const SkinnyConfig& c);
 constexpr int kSkinnyMaxM = 16;
 
 enum class DenseKernel : int {
-  Auto = 0,   // by M and the number of blocks
-  Tile16 = 1, // forced tile shapes (tests, benchmarks): 16 x 32 with k split over 8 warps,
-  Tile64 = 2, // 64 x 64,
-  Tile128 = 3 // 128 x 128
+  Auto = 0,    // by M and the number of blocks
+  Tile16 = 1,  // forced tile shapes (tests, benchmarks): 16 x 32 with k split over 8 warps,
+  Tile64 = 2,  // 64 x 64,
+  Tile128 = 3, // 128 x 128 (64 x 32 per warp);
+  // large tiles, 64 x 64 per warp (block tile, k per shared-memory stage, stages):
+  Tile128x256 = 4,       // 128 x 256, k 32, 4 stages
+  Tile128x256K64 = 5,    // 128 x 256, k 64, 3 stages
+  Tile128x256K64S4 = 6,  // 128 x 256, k 64, 4 stages
+  Tile256x128K64 = 7,    // 256 x 128, k 64, 3 stages
+  Tile128x128K64 = 8,    // 128 x 128 on 4 warps, k 64, 3 stages (2 blocks per SM)
+  Tile128x128K32 = 9,    // 128 x 128 on 4 warps, k 32, 4 stages (2 blocks per SM)
+  Count = 10             // (not a kernel)
 };
+const char* dense_kernel_name(DenseKernel k);
 
 // C[M, N] = A[M, K] * B[N, K]^T (+ bias fp32 [N] on the device, or null). ab_type F16 or BF16,
 // c_type F32 or ab_type. K % 8 == 0, A and B 16-byte aligned.

@@ -1,9 +1,18 @@
 // Dense fp16/bf16 GEMM on tensor cores: C[M,N] = A[M,K] * B[N,K]^T (+ bias), fp32 accumulation.
 // A and B tiles stream through shared memory with cp.async (a multi-stage ring: the load of
 // stage st + STAGES - 1 overlaps the math of stage st); each lane reads its fragments with
-// 16-byte loads under the k-permutation of gemm_common.cuh. Three tile shapes: 16 x 32 with k
-// split over 8 warps (decode-sized M: enough blocks and bytes in flight to stream B at memory
-// bandwidth), 64 x 64, and 128 x 128 for large M.
+// 16-byte loads under the k-permutation of gemm_common.cuh. Two kernel families:
+//   - dense_kernel (TileShape warps, optional split-K over warps): 16 x 32 with k split over 8
+//     warps (decode-sized M: enough blocks and bytes in flight to stream B at memory
+//     bandwidth), 64 x 64, and 128 x 128 with 64 x 32 warp tiles;
+//   - dense_big_kernel for large products: 64 x 64 warp tiles (each 16-byte fragment load feeds
+//     8 (A) or 4 (B) mma, half the shared-memory traffic per mma of a 64 x 32 tile, which is what
+//     bounds mma.sync throughput), 64-wide k stages (half the block barriers), an xor-swizzled
+//     shared layout, grouped tile order (blocks running together share A rows and B rows in L2)
+//     and paired C stores.
+// Every kernel runs the same mma sequence per output (k blocks of 32 in order, the two 16-wide
+// steps of a block in order, fp32 accumulators) except the split-K one, so Tile64, Tile128 and
+// the big tiles give bitwise-identical results.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -123,6 +132,191 @@ using DenseSmall = DenseCfg<TileShape<1, 4, 1, 1, 8>, 3>;   // 16 x 32, k over 8
 using DenseMedium = DenseCfg<TileShape<2, 4, 2, 2, 2>, 4>;  // 64 x 64, 64 KiB
 using DenseLarge = DenseCfg<TileShape<4, 4, 2, 4, 1>, 4>;   // 128 x 128, 64 KiB
 
+// ---- Large tiles: BM x BN per block, WARPS_M x WARPS_N warps of (BM / WARPS_M) x (BN / WARPS_N).
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int KS_, int STAGES_, int MIN_BLOCKS_>
+struct BigCfg {
+  static constexpr int BM = BM_, BN = BN_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, KS = KS_, STAGES = STAGES_;
+  static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
+  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static constexpr int WM = BM / WARPS_M / 16, WN = BN / WARPS_N / 8;  // mma tiles per warp
+  static constexpr int kRowUnits = KS / 8;                              // 16-byte units per row of a stage
+  static constexpr int kStageUnits = (BM + BN) * kRowUnits;
+  static constexpr int kSmemBytes = STAGES * kStageUnits * 16;
+  static constexpr int kRowsPerPass = kThreads / kRowUnits;  // rows one pass of the block's loads covers
+  static constexpr int kGroupM = 8;                          // tile rows per group of the block order
+  static_assert(KS == 32 || KS == 64, "k per stage: 32 or 64");
+  static_assert(BM % kRowsPerPass == 0 && BN % kRowsPerPass == 0, "loads split into whole passes");
+  static_assert(BM == 16 * WM * WARPS_M && BN == 8 * WN * WARPS_N, "warp tiles cover the block");
+  static_assert(kSmemBytes <= 227 * 1024, "fits the shared memory of sm_90 (and sm_80)");
+};
+
+// Unit u (0 .. kRowUnits - 1) of a stage row. 64-wide stages have 128-byte rows: lanes g = 0..7
+// read unit 4 kb + t of rows r0 + g (r0 % 8 == 0), which would hit 4 of the 8 bank groups; xor
+// with the row spreads them over all 8, and the 32 units a warp's cp.async writes (4 whole rows)
+// stay conflict-free. 32-wide stages have 64-byte rows: the 8 rows x 4 units a warp reads are
+// 512 contiguous bytes already.
+template <int KS>
+__device__ __forceinline__ int big_swz(int u, int row) {
+  if constexpr (KS == 64) return u ^ (row & 7);
+  else return u;
+}
+
+template <typename OutT>
+struct Pair;
+template <>
+struct Pair<float> {
+  using type = float2;
+  static __device__ __forceinline__ float2 make(float a, float b) { return make_float2(a, b); }
+};
+template <>
+struct Pair<__half> {
+  using type = __half2;
+  static __device__ __forceinline__ __half2 make(float a, float b) {
+    return __halves2half2(__float2half_rn(a), __float2half_rn(b));
+  }
+};
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  static __device__ __forceinline__ __nv_bfloat162 make(float a, float b) {
+    return __halves2bfloat162(__float2bfloat16_rn(a), __float2bfloat16_rn(b));
+  }
+};
+
+// pairs: C rows hold whole, aligned (col, col + 1) pairs (N even, C aligned to a pair), so the
+// two accumulators of a lane at one row go out in one store.
+template <typename T, class C, typename OutT>
+__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
+    dense_big_kernel(const T* __restrict__ A, const T* __restrict__ B, const float* __restrict__ bias,
+                     OutT* __restrict__ Cout, int M, int N, int K, bool pairs) {
+  extern __shared__ uint4 smem[];
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = warp / C::WARPS_N, wn = warp % C::WARPS_N;
+
+  // Grouped block order: kGroupM tile rows at a time, down the rows first, so the blocks in
+  // flight cover a few rows of A and a band of B that stay in L2.
+  const int tiles_m = (M + C::BM - 1) / C::BM, tiles_n = (N + C::BN - 1) / C::BN;
+  const int pid = static_cast<int>(blockIdx.x);
+  const int per_group = C::kGroupM * tiles_n;
+  const int first_m = (pid / per_group) * C::kGroupM;
+  const int rows_in_group = min(tiles_m - first_m, C::kGroupM);
+  const int in_group = pid % per_group;
+  const int m0 = (first_m + in_group % rows_in_group) * C::BM, n0 = (in_group / rows_in_group) * C::BN;
+  const int n_stages = (K + C::KS - 1) / C::KS;
+
+  // This thread copies unit `cu` of rows row0 + p * kRowsPerPass of every stage.
+  const int cu = static_cast<int>(threadIdx.x) % C::kRowUnits, row0 = static_cast<int>(threadIdx.x) / C::kRowUnits;
+  const T* a_src = A + static_cast<size_t>(min(m0 + row0, M - 1)) * K + cu * 8;
+  const T* b_src = B + static_cast<size_t>(min(n0 + row0, N - 1)) * K + cu * 8;
+  auto load = [&](int st, int buf) {
+    uint4* dst = smem + buf * C::kStageUnits;
+    const int k0 = st * C::KS;
+    const bool k_ok = k0 + cu * 8 < K;  // K % 8 == 0: a unit is all inside or all outside
+#pragma unroll
+    for (int p = 0; p < C::BM / C::kRowsPerPass; ++p) {
+      const int row = row0 + p * C::kRowsPerPass;
+      const bool ok = k_ok && m0 + row < M;
+      cp_async16(dst + row * C::kRowUnits + big_swz<C::KS>(cu, row),
+                 ok ? a_src + static_cast<size_t>(p * C::kRowsPerPass) * K + k0 : A, ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int p = 0; p < C::BN / C::kRowsPerPass; ++p) {
+      const int row = row0 + p * C::kRowsPerPass;
+      const bool ok = k_ok && n0 + row < N;
+      cp_async16(dst + (C::BM + row) * C::kRowUnits + big_swz<C::KS>(cu, row),
+                 ok ? b_src + static_cast<size_t>(p * C::kRowsPerPass) * K + k0 : B, ok ? 16 : 0);
+    }
+  };
+
+  float acc[C::WM][C::WN][4];
+#pragma unroll
+  for (int i = 0; i < C::WM; ++i)
+#pragma unroll
+    for (int j = 0; j < C::WN; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < C::STAGES - 1; ++s) {
+    if (s < n_stages) load(s, s);
+    cp_async_commit();
+  }
+  const int a_row = wm * C::WM * 16 + g, b_row = wn * C::WN * 8 + g;  // rows % 8 == g
+  for (int st = 0; st < n_stages; ++st) {
+    cp_async_wait<C::STAGES - 2>();
+    __syncthreads();  // stage st landed; all warps are done with the buffer refilled below
+    const int pre = st + C::STAGES - 1;
+    if (pre < n_stages) load(pre, pre % C::STAGES);
+    cp_async_commit();
+
+    const uint4* as = smem + (st % C::STAGES) * C::kStageUnits;
+    const uint4* bs = as + C::BM * C::kRowUnits;
+#pragma unroll
+    for (int kb = 0; kb < C::KS / 32; ++kb) {
+      const int u = big_swz<C::KS>(4 * kb + t, g);
+      uint4 alo[C::WM], ahi[C::WM], bq[C::WN];
+#pragma unroll
+      for (int i = 0; i < C::WM; ++i) {
+        alo[i] = as[(a_row + i * 16) * C::kRowUnits + u];
+        ahi[i] = as[(a_row + i * 16 + 8) * C::kRowUnits + u];
+      }
+#pragma unroll
+      for (int j = 0; j < C::WN; ++j) bq[j] = bs[(b_row + j * 8) * C::kRowUnits + u];
+#pragma unroll
+      for (int i = 0; i < C::WM; ++i)
+#pragma unroll
+        for (int j = 0; j < C::WN; ++j) {
+          MmaOp<T>::run(acc[i][j], alo[i].x, ahi[i].x, alo[i].y, ahi[i].y, bq[j].x, bq[j].y);
+          MmaOp<T>::run(acc[i][j], alo[i].z, ahi[i].z, alo[i].w, ahi[i].w, bq[j].z, bq[j].w);
+        }
+    }
+  }
+  cp_async_wait<0>();  // (only empty groups can be pending here)
+
+  const int m_warp = m0 + wm * C::WM * 16, n_warp = n0 + wn * C::WN * 8;
+#pragma unroll
+  for (int j = 0; j < C::WN; ++j) {
+    const int col = n_warp + j * 8 + 2 * t;
+    const float b0 = bias && col < N ? bias[col] : 0.f, b1 = bias && col + 1 < N ? bias[col + 1] : 0.f;
+#pragma unroll
+    for (int i = 0; i < C::WM; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m_warp + i * 16 + g + 8 * h;
+        if (row >= M) continue;
+        OutT* dst = Cout + static_cast<size_t>(row) * N + col;
+        const float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
+        if (pairs && col + 1 < N) {
+          *reinterpret_cast<typename Pair<OutT>::type*>(dst) = Pair<OutT>::make(v0, v1);
+        } else {
+          if (col < N) dst[0] = to_out<OutT>(v0);
+          if (col + 1 < N) dst[1] = to_out<OutT>(v1);
+        }
+      }
+  }
+}
+
+//                     BM   BN  warps  KS  stages  blocks/SM   shared memory
+using Big128x256 = BigCfg<128, 256, 2, 4, 32, 4, 1>;     //  96 KiB
+using Big128x256K64 = BigCfg<128, 256, 2, 4, 64, 3, 1>;  // 144 KiB
+using Big128x256K64S4 = BigCfg<128, 256, 2, 4, 64, 4, 1>;  // 192 KiB
+using Big256x128K64 = BigCfg<256, 128, 4, 2, 64, 3, 1>;  // 144 KiB
+using Big128x128K64 = BigCfg<128, 128, 2, 2, 64, 3, 2>;  //  96 KiB, 4 warps, 2 blocks per SM
+using Big128x128K32 = BigCfg<128, 128, 2, 2, 32, 4, 2>;  //  64 KiB, 4 warps, 2 blocks per SM
+
+template <typename T, class C, typename OutT>
+void launch_big(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N, int K, cudaStream_t stream) {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    AWQ_CUDA_CHECK(cudaFuncSetAttribute(dense_big_kernel<T, C, OutT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        C::kSmemBytes));
+  });
+  const int64_t tiles = int64_t{(M + C::BM - 1) / C::BM} * ((N + C::BN - 1) / C::BN);
+  const bool pairs = N % 2 == 0 && reinterpret_cast<uintptr_t>(Cout) % (2 * sizeof(OutT)) == 0;
+  dense_big_kernel<T, C, OutT><<<static_cast<unsigned>(tiles), C::kThreads, C::kSmemBytes, stream>>>(A, B, bias, Cout,
+                                                                                                     M, N, K, pairs);
+  AWQ_CUDA_CHECK(cudaGetLastError());
+}
+
 template <typename T, class C, typename OutT>
 void launch(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N, int K, cudaStream_t stream) {
   static std::once_flag once;
@@ -135,26 +329,81 @@ void launch(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N,
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
+int smem_optin() {
+  static int bytes = [] {
+    int dev = 0, n = 0;
+    AWQ_CUDA_CHECK(cudaGetDevice(&dev));
+    AWQ_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return n;
+  }();
+  return bytes;
+}
+
+// Shared memory of a big-tile kernel; 0 for the others (all within 72 KiB).
+int big_smem_bytes(DenseKernel k) {
+  switch (k) {
+    case DenseKernel::Tile128x256: return Big128x256::kSmemBytes;
+    case DenseKernel::Tile128x256K64: return Big128x256K64::kSmemBytes;
+    case DenseKernel::Tile128x256K64S4: return Big128x256K64S4::kSmemBytes;
+    case DenseKernel::Tile256x128K64: return Big256x128K64::kSmemBytes;
+    case DenseKernel::Tile128x128K64: return Big128x128K64::kSmemBytes;
+    case DenseKernel::Tile128x128K32: return Big128x128K32::kSmemBytes;
+    default: return 0;
+  }
+}
+
 template <typename T, typename OutT>
 void dispatch(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N, int K, cudaStream_t stream,
               DenseKernel kernel) {
+  auto tiles = [&](int bm, int bn) { return int64_t{(M + bm - 1) / bm} * ((N + bn - 1) / bn); };
   if (kernel == DenseKernel::Auto) {
-    const int64_t large_blocks =
-        ((M + DenseLarge::S::BM - 1) / DenseLarge::S::BM) * int64_t{(N + DenseLarge::S::BN - 1) / DenseLarge::S::BN};
-    kernel = M <= 16 ? DenseKernel::Tile16 : large_blocks >= sm_count() ? DenseKernel::Tile128 : DenseKernel::Tile64;
+    kernel = M <= 16                              ? DenseKernel::Tile16
+             : tiles(128, 256) >= sm_count()      ? DenseKernel::Tile128x256K64
+             : tiles(128, 128) >= sm_count()      ? DenseKernel::Tile128
+                                                  : DenseKernel::Tile64;
   }
+  // Shared memory the device grants one block (sm_86 / sm_89: 99 KiB, sm_80: 163 KiB, sm_90:
+  // 227 KiB): a big tile that does not fit falls back to the largest one that does.
+  if (big_smem_bytes(kernel) > smem_optin()) kernel = DenseKernel::Tile128x256;
+  if (big_smem_bytes(kernel) > smem_optin()) kernel = DenseKernel::Tile128;
+  // The big kernels number their blocks in one grid dimension (at most 2^31 - 1 blocks).
+  if (big_smem_bytes(kernel) > 0 && tiles(128, 128) > 0x7fffffff) kernel = DenseKernel::Tile128;
   switch (kernel) {
     case DenseKernel::Tile16: return launch<T, DenseSmall, OutT>(A, B, bias, Cout, M, N, K, stream);
     case DenseKernel::Tile64: return launch<T, DenseMedium, OutT>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Tile128x256: return launch_big<T, Big128x256, OutT>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Tile128x256K64: return launch_big<T, Big128x256K64, OutT>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Tile128x256K64S4:
+      return launch_big<T, Big128x256K64S4, OutT>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Tile256x128K64: return launch_big<T, Big256x128K64, OutT>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Tile128x128K64: return launch_big<T, Big128x128K64, OutT>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Tile128x128K32: return launch_big<T, Big128x128K32, OutT>(A, B, bias, Cout, M, N, K, stream);
     default: return launch<T, DenseLarge, OutT>(A, B, bias, Cout, M, N, K, stream);
   }
 }
 
 }  // namespace
 
+const char* dense_kernel_name(DenseKernel k) {
+  switch (k) {
+    case DenseKernel::Auto: return "auto";
+    case DenseKernel::Tile16: return "16x32 splitk8";
+    case DenseKernel::Tile64: return "64x64";
+    case DenseKernel::Tile128: return "128x128 w64x32";
+    case DenseKernel::Tile128x256: return "128x256 k32 s4";
+    case DenseKernel::Tile128x256K64: return "128x256 k64 s3";
+    case DenseKernel::Tile128x256K64S4: return "128x256 k64 s4";
+    case DenseKernel::Tile256x128K64: return "256x128 k64 s3";
+    case DenseKernel::Tile128x128K64: return "128x128 w4 k64 s3";
+    case DenseKernel::Tile128x128K32: return "128x128 w4 k32 s4";
+    default: return "unknown";
+  }
+}
+
 void dense_gemm(const void* A, const void* B, Dtype ab_type, int64_t M, int64_t N, int64_t K, void* C, Dtype c_type,
                 const float* bias, void* stream, DenseKernel kernel) {
-  AWQ_CHECK_ARG(static_cast<int>(kernel) >= 0 && static_cast<int>(kernel) <= 3, "cuda dense_gemm: unknown kernel");
+  AWQ_CHECK_ARG(static_cast<int>(kernel) >= 0 && static_cast<int>(kernel) < static_cast<int>(DenseKernel::Count),
+                "cuda dense_gemm: unknown kernel");
   AWQ_CHECK_ARG(ab_type == Dtype::F16 || ab_type == Dtype::BF16, "cuda dense_gemm: A and B must be F16 or BF16");
   AWQ_CHECK_ARG(c_type == Dtype::F32 || c_type == ab_type, "cuda dense_gemm: C must be F32 or the type of A and B");
   AWQ_CHECK_ARG(M >= 0 && N > 0 && K > 0 && M <= 1000000 && N <= (int64_t{1} << 30) && K <= (int64_t{1} << 30),
