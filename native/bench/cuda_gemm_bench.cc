@@ -9,7 +9,8 @@
 //     TFLOP/s), the Gram X^T X (TN, symmetric), and linear in f32 / bf16 (rounding included).
 // --dense-sweep: every dense_gemm kernel checked against a float64 reference (and bitwise against
 // the 128 x 128 kernel), then timed (bf16 in, fp32 out, as cuda::linear calls it) on the AWQ
-// search's large shapes; exit code 1 when a kernel fails its check.
+// search's large shapes; exit code 1 when a kernel fails its check. (Bitwise: the kernels
+// without split-K.)
 // Times are medians of `reps` timings after warm-up, cudaEvent-timed; a timing of M <= 16 covers
 // 20 back-to-back calls (a stream of decode calls) cycling through weight copies that together
 // exceed the L2 cache four times over, so the weights come from memory as when decoding a model.
@@ -277,7 +278,10 @@ int sweep_check(const std::vector<cuda::DenseKernel>& kernels) {
     cuda::synchronize();
     cuda::copy_to_host(base.data(), dc.get(), base.size() * 4);
     for (size_t v = 0; v < kernels.size(); ++v) {
-      if (kernels[v] == cuda::DenseKernel::Tile16) continue;  // split-K: a different summation order
+      // split-K (and auto, which picks one of them at this size): a different summation order
+      if (kernels[v] == cuda::DenseKernel::Tile16 || kernels[v] == cuda::DenseKernel::Tile64 ||
+          kernels[v] == cuda::DenseKernel::Auto)
+        continue;
       cuda::fill_zero(dc.get(), dc.size());
       cuda::dense_gemm(da.get(), db.get(), cuda::Dtype::BF16, M, N, K, dc.get(), cuda::Dtype::F32, nullptr, nullptr,
                        kernels[v]);
@@ -362,6 +366,25 @@ int dense_sweep(int reps) {
     }
     std::printf("   best %s (%s)\n", cuda::dense_kernel_name(best_k), s.what);
   }
+  // The block order's group height (default 8 tile rows) on two big kernels.
+  std::printf("\ngroup height (tile rows per group of the block order), TFLOP/s:\n%-18s", "M x N x K");
+  const std::pair<cuda::DenseKernel, int> grouped[] = {
+      {cuda::DenseKernel::Tile128x256, 1},    {cuda::DenseKernel::Tile128x256, 4},    {cuda::DenseKernel::Tile128x256, 16},
+      {cuda::DenseKernel::Tile128x256K64, 1}, {cuda::DenseKernel::Tile128x256K64, 4}, {cuda::DenseKernel::Tile128x256K64, 16}};
+  for (auto [k, gm] : grouped) std::printf(" %14s g%-2d", cuda::dense_kernel_name(k), gm);
+  std::printf("\n");
+  for (const Shape& s : shapes) {
+    std::printf("%-18s", (std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K)).c_str());
+    for (auto [k, gm] : grouped) {
+      cuda::dense_force_group_m(gm);
+      SweepCase sc{A.get(), B.get(), C.get(), s.M, s.N, s.K, k};
+      const double ms = cuda::time_median_ms(run_sweep, &sc, 1, reps);
+      std::printf(" %18.1f", 2.0 * s.M * s.N * s.K / (ms * 1e-3) / 1e12);
+      std::fflush(stdout);
+    }
+    std::printf("\n");
+  }
+  cuda::dense_force_group_m(0);
   {
     // The search's entry point: cuda::linear in bf16 (fp32 x and W rounded, then dense_gemm).
     const int64_t M = 16384, N = 4096, K = 4096;

@@ -110,6 +110,9 @@ enum class DenseKernel : int {
   Count = 10             // (not a kernel)
 };
 const char* dense_kernel_name(DenseKernel k);
+// Tests and benchmarks: tile rows per group of the big kernels' block order (0: the default).
+// Process-wide.
+void dense_force_group_m(int group_m);
 
 // C[M, N] = A[M, K] * B[N, K]^T (+ bias fp32 [N] on the device, or null). ab_type F16 or BF16,
 // c_type F32 or ab_type. K % 8 == 0, A and B 16-byte aligned.

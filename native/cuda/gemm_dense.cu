@@ -10,13 +10,15 @@
 //     bounds mma.sync throughput), 64-wide k stages (half the block barriers), an xor-swizzled
 //     shared layout, grouped tile order (blocks running together share A rows and B rows in L2)
 //     and paired C stores.
-// Every kernel runs the same mma sequence per output (k blocks of 32 in order, the two 16-wide
-// steps of a block in order, fp32 accumulators) except the split-K one, so Tile64, Tile128 and
-// the big tiles give bitwise-identical results.
+// The kernels without split-K (Tile128 and the big tiles) run the same mma sequence per output
+// (k blocks of 32 in order, the two 16-wide steps of a block in order, fp32 accumulators), so
+// they give bitwise-identical results; Tile16 and Tile64 sum k slices in separate warps.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <string>
 
@@ -117,10 +119,13 @@ __global__ void __launch_bounds__(C::S::kThreads)
 #pragma unroll
     for (int i = 0; i < S::WM; ++i)
 #pragma unroll
-      for (int j = 0; j < S::WN; ++j) {
+      for (int j = 0; j < S::WN; ++j)
         MmaOp<T>::run(acc[i][j], alo[i].x, ahi[i].x, alo[i].y, ahi[i].y, bq[j].x, bq[j].y);
+#pragma unroll
+    for (int i = 0; i < S::WM; ++i)
+#pragma unroll
+      for (int j = 0; j < S::WN; ++j)
         MmaOp<T>::run(acc[i][j], alo[i].z, ahi[i].z, alo[i].w, ahi[i].w, bq[j].z, bq[j].w);
-      }
   }
   cp_async_wait<0>();
   __syncthreads();  // the reduction reuses the operand buffers
@@ -143,7 +148,6 @@ struct BigCfg {
   static constexpr int kStageUnits = (BM + BN) * kRowUnits;
   static constexpr int kSmemBytes = STAGES * kStageUnits * 16;
   static constexpr int kRowsPerPass = kThreads / kRowUnits;  // rows one pass of the block's loads covers
-  static constexpr int kGroupM = 8;                          // tile rows per group of the block order
   static_assert(KS == 32 || KS == 64, "k per stage: 32 or 64");
   static_assert(BM % kRowsPerPass == 0 && BN % kRowsPerPass == 0, "loads split into whole passes");
   static_assert(BM == 16 * WM * WARPS_M && BN == 8 * WN * WARPS_N, "warp tiles cover the block");
@@ -188,19 +192,19 @@ struct Pair<__nv_bfloat16> {
 template <typename T, class C, typename OutT>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
     dense_big_kernel(const T* __restrict__ A, const T* __restrict__ B, const float* __restrict__ bias,
-                     OutT* __restrict__ Cout, int M, int N, int K, bool pairs) {
+                     OutT* __restrict__ Cout, int M, int N, int K, int group_m, bool pairs) {
   extern __shared__ uint4 smem[];
   const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int wm = warp / C::WARPS_N, wn = warp % C::WARPS_N;
 
-  // Grouped block order: kGroupM tile rows at a time, down the rows first, so the blocks in
+  // Grouped block order: group_m tile rows at a time, down the rows first, so the blocks in
   // flight cover a few rows of A and a band of B that stay in L2.
   const int tiles_m = (M + C::BM - 1) / C::BM, tiles_n = (N + C::BN - 1) / C::BN;
   const int pid = static_cast<int>(blockIdx.x);
-  const int per_group = C::kGroupM * tiles_n;
-  const int first_m = (pid / per_group) * C::kGroupM;
-  const int rows_in_group = min(tiles_m - first_m, C::kGroupM);
+  const int per_group = group_m * tiles_n;
+  const int first_m = (pid / per_group) * group_m;
+  const int rows_in_group = min(tiles_m - first_m, group_m);
   const int in_group = pid % per_group;
   const int m0 = (first_m + in_group % rows_in_group) * C::BM, n0 = (in_group / rows_in_group) * C::BN;
   const int n_stages = (K + C::KS - 1) / C::KS;
@@ -261,13 +265,18 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
       }
 #pragma unroll
       for (int j = 0; j < C::WN; ++j) bq[j] = bs[(b_row + j * 8) * C::kRowUnits + u];
+      // Step 0 of the block on every tile, then step 1: the two mma of one accumulator are
+      // WM * WN instructions apart instead of back to back (same per-accumulator order).
 #pragma unroll
       for (int i = 0; i < C::WM; ++i)
 #pragma unroll
-        for (int j = 0; j < C::WN; ++j) {
+        for (int j = 0; j < C::WN; ++j)
           MmaOp<T>::run(acc[i][j], alo[i].x, ahi[i].x, alo[i].y, ahi[i].y, bq[j].x, bq[j].y);
+#pragma unroll
+      for (int i = 0; i < C::WM; ++i)
+#pragma unroll
+        for (int j = 0; j < C::WN; ++j)
           MmaOp<T>::run(acc[i][j], alo[i].z, ahi[i].z, alo[i].w, ahi[i].w, bq[j].z, bq[j].w);
-        }
     }
   }
   cp_async_wait<0>();  // (only empty groups can be pending here)
@@ -303,6 +312,9 @@ using Big256x128K64 = BigCfg<256, 128, 4, 2, 64, 3, 1>;  // 144 KiB
 using Big128x128K64 = BigCfg<128, 128, 2, 2, 64, 3, 2>;  //  96 KiB, 4 warps, 2 blocks per SM
 using Big128x128K32 = BigCfg<128, 128, 2, 2, 32, 4, 2>;  //  64 KiB, 4 warps, 2 blocks per SM
 
+std::atomic<int> g_group_m{0};  // dense_force_group_m; 0: kDefaultGroupM
+constexpr int kDefaultGroupM = 8;
+
 template <typename T, class C, typename OutT>
 void launch_big(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N, int K, cudaStream_t stream) {
   static std::once_flag once;
@@ -312,8 +324,10 @@ void launch_big(const T* A, const T* B, const float* bias, OutT* Cout, int M, in
   });
   const int64_t tiles = int64_t{(M + C::BM - 1) / C::BM} * ((N + C::BN - 1) / C::BN);
   const bool pairs = N % 2 == 0 && reinterpret_cast<uintptr_t>(Cout) % (2 * sizeof(OutT)) == 0;
-  dense_big_kernel<T, C, OutT><<<static_cast<unsigned>(tiles), C::kThreads, C::kSmemBytes, stream>>>(A, B, bias, Cout,
-                                                                                                     M, N, K, pairs);
+  const int forced = g_group_m.load(std::memory_order_relaxed);
+  const int group_m = std::min(forced > 0 ? forced : kDefaultGroupM, (M + C::BM - 1) / C::BM);
+  dense_big_kernel<T, C, OutT><<<static_cast<unsigned>(tiles), C::kThreads, C::kSmemBytes, stream>>>(
+      A, B, bias, Cout, M, N, K, group_m, pairs);
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -383,6 +397,11 @@ void dispatch(const T* A, const T* B, const float* bias, OutT* Cout, int M, int 
 }
 
 }  // namespace
+
+void dense_force_group_m(int group_m) {
+  AWQ_CHECK_ARG(group_m >= 0 && group_m <= 1024, "dense_force_group_m: 0 .. 1024");
+  g_group_m.store(group_m);
+}
 
 const char* dense_kernel_name(DenseKernel k) {
   switch (k) {
