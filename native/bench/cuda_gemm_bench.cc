@@ -22,8 +22,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <functional>
-#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -263,7 +261,8 @@ int sweep_check(const std::vector<cuda::DenseKernel>& kernels) {
           if (wrong) ++bad[v];
         }
     }
-  // Bitwise against Tile128 (f32 out, bf16 in, tails everywhere).
+  // Bitwise within each family of kernels that runs the same mma sequence (f32 out, bf16 in,
+  // tails everywhere): the k-permuted ones against Tile128, the ldmatrix ones against the first.
   {
     const int64_t M = 1000, N = 1800, K = 2056;
     std::vector<float> a, b;
@@ -272,28 +271,30 @@ int sweep_check(const std::vector<cuda::DenseKernel>& kernels) {
     cuda::DeviceMemory da(ah.size() * 2, "A"), db(bh.size() * 2, "B"), dc(M * N * 4, "C");
     cuda::copy_to_device(da.get(), ah.data(), ah.size() * 2);
     cuda::copy_to_device(db.get(), bh.data(), bh.size() * 2);
-    std::vector<uint32_t> base(static_cast<size_t>(M * N)), c(base.size());
-    cuda::dense_gemm(da.get(), db.get(), cuda::Dtype::BF16, M, N, K, dc.get(), cuda::Dtype::F32, nullptr, nullptr,
-                     cuda::DenseKernel::Tile128);
-    cuda::synchronize();
-    cuda::copy_to_host(base.data(), dc.get(), base.size() * 4);
+    auto run = [&](cuda::DenseKernel k, std::vector<uint32_t>& out) {
+      cuda::fill_zero(dc.get(), dc.size());
+      cuda::dense_gemm(da.get(), db.get(), cuda::Dtype::BF16, M, N, K, dc.get(), cuda::Dtype::F32, nullptr, nullptr, k);
+      cuda::synchronize();
+      out.resize(static_cast<size_t>(M * N));
+      cuda::copy_to_host(out.data(), dc.get(), out.size() * 4);
+    };
+    std::vector<uint32_t> base_perm, base_ldsm, c;
+    run(cuda::DenseKernel::Tile128, base_perm);
+    run(cuda::DenseKernel::Pipe128x256K64S4, base_ldsm);
     for (size_t v = 0; v < kernels.size(); ++v) {
       // split-K (and auto, which picks one of them at this size): a different summation order
       if (kernels[v] == cuda::DenseKernel::Tile16 || kernels[v] == cuda::DenseKernel::Tile64 ||
           kernels[v] == cuda::DenseKernel::Auto)
         continue;
-      cuda::fill_zero(dc.get(), dc.size());
-      cuda::dense_gemm(da.get(), db.get(), cuda::Dtype::BF16, M, N, K, dc.get(), cuda::Dtype::F32, nullptr, nullptr,
-                       kernels[v]);
-      cuda::synchronize();
-      cuda::copy_to_host(c.data(), dc.get(), c.size() * 4);
-      const int64_t diff = static_cast<int64_t>(c.size()) -
-                           std::inner_product(c.begin(), c.end(), base.begin(), int64_t{0}, std::plus<>(),
-                                              [](uint32_t x, uint32_t y) { return int64_t{x == y}; });
+      const bool ldsm = kernels[v] >= cuda::DenseKernel::Pipe128x256K64S4;
+      const std::vector<uint32_t>& base = ldsm ? base_ldsm : base_perm;
+      run(kernels[v], c);
+      int64_t diff = 0;
+      for (size_t i = 0; i < c.size(); ++i) diff += c[i] != base[i];
       if (diff) {
-        std::printf("  BITWISE FAIL %-18s: %lld of %lld outputs differ from 128x128 w64x32\n",
-                    cuda::dense_kernel_name(kernels[v]), static_cast<long long>(diff),
-                    static_cast<long long>(c.size()));
+        std::printf("  BITWISE FAIL %-18s: %lld of %lld outputs differ from %s\n", cuda::dense_kernel_name(kernels[v]),
+                    static_cast<long long>(diff), static_cast<long long>(c.size()),
+                    ldsm ? "pipe 128x256 k64 s4" : "128x128 w64x32");
         ++bad[v];
       }
     }
@@ -407,13 +408,16 @@ int main(int argc, char** argv) {
   int reps = 30;
   bool layer_ops_only = false;  // --layer-ops: only the layer-search products
   bool sweep = false;           // --dense-sweep: every dense kernel, checked and timed on large shapes
+  int64_t one[4] = {0, 0, 0, 0};  // --dense-one M N K KERNEL: two calls of one kernel (for profilers)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(3, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--layer-ops")) layer_ops_only = true;
     else if (!std::strcmp(argv[i], "--dense-sweep")) sweep = true;
+    else if (!std::strcmp(argv[i], "--dense-one") && i + 4 < argc)
+      for (auto& v : one) v = std::atoll(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: awq_cuda_bench [--json PATH] [--reps N] [--layer-ops | --dense-sweep]\n");
+      std::fprintf(stderr, "usage: awq_cuda_bench [--json PATH] [--reps N] [--layer-ops | --dense-sweep | --dense-one M N K KERNEL]\n");
       return 64;
     }
   }
@@ -428,6 +432,19 @@ int main(int argc, char** argv) {
               dev.memory_bytes / 1073741824.0);
   try {
     if (sweep) return dense_sweep(std::min(reps, 7));
+    if (one[0] > 0) {
+      const auto k = static_cast<cuda::DenseKernel>(one[3]);
+      cuda::DeviceMemory a(static_cast<size_t>(one[0] * one[2]) * 2, "A"), b(static_cast<size_t>(one[1] * one[2]) * 2, "B"),
+          c(static_cast<size_t>(one[0] * one[1]) * 4, "C");
+      cuda::fill_zero(a.get(), a.size());
+      cuda::fill_zero(b.get(), b.size());
+      SweepCase sc{a.get(), b.get(), c.get(), one[0], one[1], one[2], k};
+      const double ms = cuda::time_median_ms(run_sweep, &sc, 0, 2);
+      std::printf("%s %lldx%lldx%lld: %.3f ms, %.1f TFLOP/s (zeros)\n", cuda::dense_kernel_name(k),
+                  static_cast<long long>(one[0]), static_cast<long long>(one[1]), static_cast<long long>(one[2]), ms,
+                  2.0 * one[0] * one[1] * one[2] / (ms * 1e-3) / 1e12);
+      return 0;
+    }
     // Copy bandwidth: 1 GiB device to device, counted as read + write.
     const size_t copy_bytes = size_t{1} << 30;
     int l2_attr = 0;

@@ -107,7 +107,11 @@ enum class DenseKernel : int {
   Tile256x128K64 = 7,    // 256 x 128, k 64, 3 stages
   Tile128x128K64 = 8,    // 128 x 128 on 4 warps, k 64, 3 stages (2 blocks per SM)
   Tile128x128K32 = 9,    // 128 x 128 on 4 warps, k 32, 4 stages (2 blocks per SM)
-  Count = 10             // (not a kernel)
+  // pipelined (ldmatrix, fragments double-buffered per 16-wide k step):
+  Pipe128x256K64S4 = 10, // 128 x 256, k 64, 4 stages
+  Pipe128x128K32 = 11,   // 128 x 128 on 4 warps, k 32, 4 stages (2 blocks per SM)
+  Pipe128x128K64 = 12,   // 128 x 128 on 4 warps, k 64, 3 stages (2 blocks per SM)
+  Count = 13             // (not a kernel)
 };
 const char* dense_kernel_name(DenseKernel k);
 // Tests and benchmarks: tile rows per group of the big kernels' block order (0: the default).

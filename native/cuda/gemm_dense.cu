@@ -158,10 +158,13 @@ struct BigCfg {
 // read unit 4 kb + t of rows r0 + g (r0 % 8 == 0), which would hit 4 of the 8 bank groups; xor
 // with the row spreads them over all 8, and the 32 units a warp's cp.async writes (4 whole rows)
 // stay conflict-free. 32-wide stages have 64-byte rows: the 8 rows x 4 units a warp reads are
-// 512 contiguous bytes already.
-template <int KS>
+// 512 contiguous bytes already. LDSM (ldmatrix reads one unit of 8 consecutive rows per phase):
+// 64-wide as above; 32-wide xors with (row / 2) % 4 so that the 8 rows, two per 128 bytes, hit 8
+// different bank groups.
+template <int KS, bool LDSM>
 __device__ __forceinline__ int big_swz(int u, int row) {
   if constexpr (KS == 64) return u ^ (row & 7);
+  else if constexpr (LDSM) return u ^ ((row >> 1) & 3);
   else return u;
 }
 
@@ -187,8 +190,82 @@ struct Pair<__nv_bfloat16> {
   }
 };
 
+// Grouped block order: group_m tile rows at a time, down the rows first, so the blocks in
+// flight cover a few rows of A and a band of B that stay in L2.
+template <class C>
+__device__ __forceinline__ void big_tile_origin(int M, int N, int group_m, int& m0, int& n0) {
+  const int tiles_m = (M + C::BM - 1) / C::BM, tiles_n = (N + C::BN - 1) / C::BN;
+  const int pid = static_cast<int>(blockIdx.x);
+  const int per_group = group_m * tiles_n;
+  const int first_m = (pid / per_group) * group_m;
+  const int rows_in_group = min(tiles_m - first_m, group_m);
+  const int in_group = pid % per_group;
+  m0 = (first_m + in_group % rows_in_group) * C::BM;
+  n0 = (in_group / rows_in_group) * C::BN;
+}
+
+// C[row, col] = acc (+ bias[col]) for the warp tile at (m_warp, n_warp), rows < M, cols < N.
 // pairs: C rows hold whole, aligned (col, col + 1) pairs (N even, C aligned to a pair), so the
 // two accumulators of a lane at one row go out in one store.
+template <class C, typename OutT>
+__device__ __forceinline__ void big_store(float (&acc)[C::WM][C::WN][4], int m_warp, int n_warp, int g, int t, int M,
+                                          int N, const float* __restrict__ bias, OutT* __restrict__ Cout, bool pairs) {
+#pragma unroll
+  for (int j = 0; j < C::WN; ++j) {
+    const int col = n_warp + j * 8 + 2 * t;
+    const float b0 = bias && col < N ? bias[col] : 0.f, b1 = bias && col + 1 < N ? bias[col + 1] : 0.f;
+#pragma unroll
+    for (int i = 0; i < C::WM; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = m_warp + i * 16 + g + 8 * h;
+        if (row >= M) continue;
+        OutT* dst = Cout + static_cast<size_t>(row) * N + col;
+        const float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
+        if (pairs && col + 1 < N) {
+          *reinterpret_cast<typename Pair<OutT>::type*>(dst) = Pair<OutT>::make(v0, v1);
+        } else {
+          if (col < N) dst[0] = to_out<OutT>(v0);
+          if (col + 1 < N) dst[1] = to_out<OutT>(v1);
+        }
+      }
+  }
+}
+
+// Copies stage st (k = st KS .. st KS + KS - 1 of the block's BM rows of A and BN rows of B) into
+// a stage buffer with cp.async: this thread copies unit `cu` of rows row0 + p kRowsPerPass.
+// Rows past M or N and units past K are zero-filled. LDSM: the ldmatrix layout (big_swz).
+template <typename T, class C, bool LDSM>
+struct StageLoader {
+  const T *A, *B, *a_src, *b_src;
+  int M, N, K, m0, n0, cu, row0;
+  __device__ __forceinline__ StageLoader(const T* A_, const T* B_, int M_, int N_, int K_, int m0_, int n0_)
+      : A(A_), B(B_), M(M_), N(N_), K(K_), m0(m0_), n0(n0_) {
+    cu = static_cast<int>(threadIdx.x) % C::kRowUnits;
+    row0 = static_cast<int>(threadIdx.x) / C::kRowUnits;
+    a_src = A + static_cast<size_t>(min(m0 + row0, M - 1)) * K + cu * 8;
+    b_src = B + static_cast<size_t>(min(n0 + row0, N - 1)) * K + cu * 8;
+  }
+  __device__ __forceinline__ void load(uint4* dst, int st) const {
+    const int k0 = st * C::KS;
+    const bool k_ok = k0 + cu * 8 < K;  // K % 8 == 0: a unit is all inside or all outside
+#pragma unroll
+    for (int p = 0; p < C::BM / C::kRowsPerPass; ++p) {
+      const int row = row0 + p * C::kRowsPerPass;
+      const bool ok = k_ok && m0 + row < M;
+      cp_async16(dst + row * C::kRowUnits + big_swz<C::KS, LDSM>(cu, row),
+                 ok ? a_src + static_cast<size_t>(p * C::kRowsPerPass) * K + k0 : A, ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int p = 0; p < C::BN / C::kRowsPerPass; ++p) {
+      const int row = row0 + p * C::kRowsPerPass;
+      const bool ok = k_ok && n0 + row < N;
+      cp_async16(dst + (C::BM + row) * C::kRowUnits + big_swz<C::KS, LDSM>(cu, row),
+                 ok ? b_src + static_cast<size_t>(p * C::kRowsPerPass) * K + k0 : B, ok ? 16 : 0);
+    }
+  }
+};
+
 template <typename T, class C, typename OutT>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
     dense_big_kernel(const T* __restrict__ A, const T* __restrict__ B, const float* __restrict__ bias,
@@ -198,40 +275,12 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
   const int g = lane >> 2, t = lane & 3;
   const int wm = warp / C::WARPS_N, wn = warp % C::WARPS_N;
 
-  // Grouped block order: group_m tile rows at a time, down the rows first, so the blocks in
-  // flight cover a few rows of A and a band of B that stay in L2.
-  const int tiles_m = (M + C::BM - 1) / C::BM, tiles_n = (N + C::BN - 1) / C::BN;
-  const int pid = static_cast<int>(blockIdx.x);
-  const int per_group = group_m * tiles_n;
-  const int first_m = (pid / per_group) * group_m;
-  const int rows_in_group = min(tiles_m - first_m, group_m);
-  const int in_group = pid % per_group;
-  const int m0 = (first_m + in_group % rows_in_group) * C::BM, n0 = (in_group / rows_in_group) * C::BN;
+  int m0, n0;
+  big_tile_origin<C>(M, N, group_m, m0, n0);
   const int n_stages = (K + C::KS - 1) / C::KS;
 
-  // This thread copies unit `cu` of rows row0 + p * kRowsPerPass of every stage.
-  const int cu = static_cast<int>(threadIdx.x) % C::kRowUnits, row0 = static_cast<int>(threadIdx.x) / C::kRowUnits;
-  const T* a_src = A + static_cast<size_t>(min(m0 + row0, M - 1)) * K + cu * 8;
-  const T* b_src = B + static_cast<size_t>(min(n0 + row0, N - 1)) * K + cu * 8;
-  auto load = [&](int st, int buf) {
-    uint4* dst = smem + buf * C::kStageUnits;
-    const int k0 = st * C::KS;
-    const bool k_ok = k0 + cu * 8 < K;  // K % 8 == 0: a unit is all inside or all outside
-#pragma unroll
-    for (int p = 0; p < C::BM / C::kRowsPerPass; ++p) {
-      const int row = row0 + p * C::kRowsPerPass;
-      const bool ok = k_ok && m0 + row < M;
-      cp_async16(dst + row * C::kRowUnits + big_swz<C::KS>(cu, row),
-                 ok ? a_src + static_cast<size_t>(p * C::kRowsPerPass) * K + k0 : A, ok ? 16 : 0);
-    }
-#pragma unroll
-    for (int p = 0; p < C::BN / C::kRowsPerPass; ++p) {
-      const int row = row0 + p * C::kRowsPerPass;
-      const bool ok = k_ok && n0 + row < N;
-      cp_async16(dst + (C::BM + row) * C::kRowUnits + big_swz<C::KS>(cu, row),
-                 ok ? b_src + static_cast<size_t>(p * C::kRowsPerPass) * K + k0 : B, ok ? 16 : 0);
-    }
-  };
+  const StageLoader<T, C, false> loader(A, B, M, N, K, m0, n0);
+  auto load = [&](int st, int buf) { loader.load(smem + buf * C::kStageUnits, st); };
 
   float acc[C::WM][C::WN][4];
 #pragma unroll
@@ -256,7 +305,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
     const uint4* bs = as + C::BM * C::kRowUnits;
 #pragma unroll
     for (int kb = 0; kb < C::KS / 32; ++kb) {
-      const int u = big_swz<C::KS>(4 * kb + t, g);
+      const int u = big_swz<C::KS, false>(4 * kb + t, g);
       uint4 alo[C::WM], ahi[C::WM], bq[C::WN];
 #pragma unroll
       for (int i = 0; i < C::WM; ++i) {
@@ -281,27 +330,108 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
   }
   cp_async_wait<0>();  // (only empty groups can be pending here)
 
-  const int m_warp = m0 + wm * C::WM * 16, n_warp = n0 + wn * C::WN * 8;
+  big_store<C, OutT>(acc, m0 + wm * C::WM * 16, n0 + wn * C::WN * 8, g, t, M, N, bias, Cout, pairs);
+}
+
+// ---- Pipelined large tiles (ldmatrix): fragments of one 16-wide k step at a time, double
+// buffered in registers, so the loads of step s + 1 overlap the mma of step s; the wait for the
+// next stage and the block barrier come before the last step's mma, so the first fragments of
+// the next stage load while that step computes. k is in natural order inside an mma (ldmatrix
+// reads 8 consecutive k of a row), so these kernels sum the same products as the others, fp32
+// throughout, but group them differently inside the mma: not bitwise equal to them.
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+template <typename T, class C, typename OutT>
+__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
+    dense_pipe_kernel(const T* __restrict__ A, const T* __restrict__ B, const float* __restrict__ bias,
+                      OutT* __restrict__ Cout, int M, int N, int K, int group_m, bool pairs) {
+  static_assert(C::WN % 2 == 0 && C::BM % 16 == 0, "B fragments in pairs of n8 tiles; B rows at a multiple of 16");
+  constexpr int STEPS = C::KS / 16, S = C::STAGES, RB = C::kRowUnits * 16;  // RB: bytes per stage row
+  extern __shared__ uint4 smem[];
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = warp / C::WARPS_N, wn = warp % C::WARPS_N;
+  int m0, n0;
+  big_tile_origin<C>(M, N, group_m, m0, n0);
+  const int n_stages = (K + C::KS - 1) / C::KS;
+  const StageLoader<T, C, true> loader(A, B, M, N, K, m0, n0);
+
+  // ldmatrix.x4: lane L gives the address of row L % 8 of matrix L / 8. A (one m16 tile per
+  // call): (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = the
+  // mma's a0..a3. B (two n8 tiles per call): (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7),
+  // (n 8-15, k 8-15) = b0, b1 of tile j and of tile j + 1. Every row base below is a multiple of
+  // 16 plus r, so the swizzle of a row is that of r.
+  const int r = lane & 7, q = lane >> 3;
+  const uint32_t smem0 = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const uint32_t a_off = static_cast<uint32_t>((wm * C::WM * 16 + (q & 1) * 8 + r) * RB);
+  const uint32_t b_off = static_cast<uint32_t>((C::BM + wn * C::WN * 8 + (q >> 1) * 8 + r) * RB);
+  const int a_hi = q >> 1, b_hi = q & 1;
+
+  uint32_t af[2][C::WM][4], bf[2][C::WN][2];
+  auto load_frags = [&](int buf, int s, int slot) {
+    const uint32_t base = smem0 + static_cast<uint32_t>(buf * C::kStageUnits * 16);
+    const uint32_t a_col = static_cast<uint32_t>(big_swz<C::KS, true>(2 * s + a_hi, r) * 16);
+    const uint32_t b_col = static_cast<uint32_t>(big_swz<C::KS, true>(2 * s + b_hi, r) * 16);
 #pragma unroll
-  for (int j = 0; j < C::WN; ++j) {
-    const int col = n_warp + j * 8 + 2 * t;
-    const float b0 = bias && col < N ? bias[col] : 0.f, b1 = bias && col + 1 < N ? bias[col + 1] : 0.f;
+    for (int i = 0; i < C::WM; ++i) ldsm_x4(base + a_off + i * 16 * RB + a_col, af[slot][i]);
 #pragma unroll
-    for (int i = 0; i < C::WM; ++i)
+    for (int jj = 0; jj < C::WN / 2; ++jj) {
+      uint32_t v[4];
+      ldsm_x4(base + b_off + jj * 16 * RB + b_col, v);
+      bf[slot][2 * jj][0] = v[0];
+      bf[slot][2 * jj][1] = v[1];
+      bf[slot][2 * jj + 1][0] = v[2];
+      bf[slot][2 * jj + 1][1] = v[3];
+    }
+  };
+
+  float acc[C::WM][C::WN][4];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = m_warp + i * 16 + g + 8 * h;
-        if (row >= M) continue;
-        OutT* dst = Cout + static_cast<size_t>(row) * N + col;
-        const float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
-        if (pairs && col + 1 < N) {
-          *reinterpret_cast<typename Pair<OutT>::type*>(dst) = Pair<OutT>::make(v0, v1);
-        } else {
-          if (col < N) dst[0] = to_out<OutT>(v0);
-          if (col + 1 < N) dst[1] = to_out<OutT>(v1);
-        }
-      }
+  for (int i = 0; i < C::WM; ++i)
+#pragma unroll
+    for (int j = 0; j < C::WN; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < n_stages) loader.load(smem + s * C::kStageUnits, s);
+    cp_async_commit();
   }
+  cp_async_wait<S - 2>();
+  __syncthreads();
+  int rd = 0, wr = S - 1;  // stage buffer read now, buffer refilled next
+  load_frags(0, 0, 0);
+  for (int st = 0; st < n_stages; ++st) {
+#pragma unroll
+    for (int s = 0; s < STEPS; ++s) {
+      if (s == STEPS - 1) {
+        // Stage st + 1 landed (groups committed: stages up to st + S - 1); every warp has read
+        // the fragments of stage st - 1, whose buffer the next stage's s == 0 refills.
+        cp_async_wait<S - 2>();
+        __syncthreads();
+        rd = rd + 1 == S ? 0 : rd + 1;
+      }
+      load_frags(rd, (s + 1) % STEPS, (s + 1) & 1);  // (past the last stage: unused)
+      if (s == 0) {
+        const int pre = st + S - 1;
+        if (pre < n_stages) loader.load(smem + wr * C::kStageUnits, pre);
+        cp_async_commit();
+        wr = wr + 1 == S ? 0 : wr + 1;
+      }
+#pragma unroll
+      for (int i = 0; i < C::WM; ++i)
+#pragma unroll
+        for (int j = 0; j < C::WN; ++j)
+          MmaOp<T>::run(acc[i][j], af[s & 1][i][0], af[s & 1][i][1], af[s & 1][i][2], af[s & 1][i][3],
+                        bf[s & 1][j][0], bf[s & 1][j][1]);
+    }
+  }
+  cp_async_wait<0>();  // (only empty groups can be pending here)
+  big_store<C, OutT>(acc, m0 + wm * C::WM * 16, n0 + wn * C::WN * 8, g, t, M, N, bias, Cout, pairs);
 }
 
 //                     BM   BN  warps  KS  stages  blocks/SM   shared memory
@@ -311,23 +441,33 @@ using Big128x256K64S4 = BigCfg<128, 256, 2, 4, 64, 4, 1>;  // 192 KiB
 using Big256x128K64 = BigCfg<256, 128, 4, 2, 64, 3, 1>;  // 144 KiB
 using Big128x128K64 = BigCfg<128, 128, 2, 2, 64, 3, 2>;  //  96 KiB, 4 warps, 2 blocks per SM
 using Big128x128K32 = BigCfg<128, 128, 2, 2, 32, 4, 2>;  //  64 KiB, 4 warps, 2 blocks per SM
+// (the same configurations for the pipelined kernel)
+using Pipe128x256K64S4 = Big128x256K64S4;
+using Pipe128x128K32 = Big128x128K32;
+using Pipe128x128K64 = Big128x128K64;
 
 std::atomic<int> g_group_m{0};  // dense_force_group_m; 0: kDefaultGroupM
 constexpr int kDefaultGroupM = 8;
 
-template <typename T, class C, typename OutT>
+template <typename T, class C, typename OutT, bool PIPE>
+constexpr auto big_kernel() {  // (instantiates only the kernel asked for)
+  if constexpr (PIPE) return dense_pipe_kernel<T, C, OutT>;
+  else return dense_big_kernel<T, C, OutT>;
+}
+
+template <typename T, class C, typename OutT, bool PIPE = false>
 void launch_big(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N, int K, cudaStream_t stream) {
+  constexpr auto kernel = big_kernel<T, C, OutT, PIPE>();
   static std::once_flag once;
   std::call_once(once, [] {
-    AWQ_CUDA_CHECK(cudaFuncSetAttribute(dense_big_kernel<T, C, OutT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        C::kSmemBytes));
+    AWQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes));
   });
   const int64_t tiles = int64_t{(M + C::BM - 1) / C::BM} * ((N + C::BN - 1) / C::BN);
   const bool pairs = N % 2 == 0 && reinterpret_cast<uintptr_t>(Cout) % (2 * sizeof(OutT)) == 0;
   const int forced = g_group_m.load(std::memory_order_relaxed);
   const int group_m = std::min(forced > 0 ? forced : kDefaultGroupM, (M + C::BM - 1) / C::BM);
-  dense_big_kernel<T, C, OutT><<<static_cast<unsigned>(tiles), C::kThreads, C::kSmemBytes, stream>>>(
-      A, B, bias, Cout, M, N, K, group_m, pairs);
+  kernel<<<static_cast<unsigned>(tiles), C::kThreads, C::kSmemBytes, stream>>>(A, B, bias, Cout, M, N, K, group_m,
+                                                                                pairs);
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -362,6 +502,9 @@ int big_smem_bytes(DenseKernel k) {
     case DenseKernel::Tile256x128K64: return Big256x128K64::kSmemBytes;
     case DenseKernel::Tile128x128K64: return Big128x128K64::kSmemBytes;
     case DenseKernel::Tile128x128K32: return Big128x128K32::kSmemBytes;
+    case DenseKernel::Pipe128x256K64S4: return Pipe128x256K64S4::kSmemBytes;
+    case DenseKernel::Pipe128x128K32: return Pipe128x128K32::kSmemBytes;
+    case DenseKernel::Pipe128x128K64: return Pipe128x128K64::kSmemBytes;
     default: return 0;
   }
 }
@@ -392,6 +535,12 @@ void dispatch(const T* A, const T* B, const float* bias, OutT* Cout, int M, int 
     case DenseKernel::Tile256x128K64: return launch_big<T, Big256x128K64, OutT>(A, B, bias, Cout, M, N, K, stream);
     case DenseKernel::Tile128x128K64: return launch_big<T, Big128x128K64, OutT>(A, B, bias, Cout, M, N, K, stream);
     case DenseKernel::Tile128x128K32: return launch_big<T, Big128x128K32, OutT>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Pipe128x256K64S4:
+      return launch_big<T, Pipe128x256K64S4, OutT, true>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Pipe128x128K32:
+      return launch_big<T, Pipe128x128K32, OutT, true>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Pipe128x128K64:
+      return launch_big<T, Pipe128x128K64, OutT, true>(A, B, bias, Cout, M, N, K, stream);
     default: return launch<T, DenseLarge, OutT>(A, B, bias, Cout, M, N, K, stream);
   }
 }
@@ -415,6 +564,9 @@ const char* dense_kernel_name(DenseKernel k) {
     case DenseKernel::Tile256x128K64: return "256x128 k64 s3";
     case DenseKernel::Tile128x128K64: return "128x128 w4 k64 s3";
     case DenseKernel::Tile128x128K32: return "128x128 w4 k32 s4";
+    case DenseKernel::Pipe128x256K64S4: return "pipe 128x256 k64 s4";
+    case DenseKernel::Pipe128x128K32: return "pipe 128x128 w4 k32 s4";
+    case DenseKernel::Pipe128x128K64: return "pipe 128x128 w4 k64 s3";
     default: return "unknown";
   }
 }
