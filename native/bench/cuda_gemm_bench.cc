@@ -7,10 +7,10 @@
 //   - M in {1, 4, 16, 128, 512, 4096} on (4096, 4096), (4096, 11008), (11008, 4096);
 //   - the layer search's products (cuda_layer_ops.h): fp32 sgemm 4096^3 NT (target >= 25
 //     TFLOP/s), the Gram X^T X (TN, symmetric), and linear in f32 / bf16 (rounding included).
-// --dense-sweep: every dense_gemm kernel checked against a float64 reference (and bitwise against
-// the 128 x 128 kernel), then timed (bf16 in, fp32 out, as cuda::linear calls it) on the AWQ
-// search's large shapes; exit code 1 when a kernel fails its check. (Bitwise: the kernels
-// without split-K.)
+// --dense-sweep: every dense_gemm kernel checked against a float64 reference (and the big tiles
+// bitwise against each other), then timed (bf16 in, fp32 out, as cuda::linear calls it) on the
+// AWQ search's large shapes; exit code 1 when a kernel fails its check. --dense-one M N K KERNEL
+// runs one kernel twice (for profilers).
 // Times are medians of `reps` timings after warm-up, cudaEvent-timed; a timing of M <= 16 covers
 // 20 back-to-back calls (a stream of decode calls) cycling through weight copies that together
 // exceed the L2 cache four times over, so the weights come from memory as when decoding a model.
@@ -200,8 +200,8 @@ std::vector<uint16_t> random_lowp(size_t n, uint32_t seed, bool bf16, std::vecto
 
 // Each kernel against a float64 reference (tolerance as in test_cuda_gemm.cc: 2^-14 sum |a b|
 // plus the output rounding), on shapes with tails in M, N and K, both input and output types,
-// with a bias; then bitwise against the 128 x 128 kernel (same mma sequence) on a larger shape.
-// Returns the number of failing kernels.
+// with a bias; then the big tiles bitwise against each other (same mma sequence) on a larger
+// shape. Returns the number of failing kernels.
 int sweep_check(const std::vector<cuda::DenseKernel>& kernels) {
   std::vector<int> bad(kernels.size(), 0);
   uint32_t seed = 77;
@@ -261,8 +261,8 @@ int sweep_check(const std::vector<cuda::DenseKernel>& kernels) {
           if (wrong) ++bad[v];
         }
     }
-  // Bitwise within each family of kernels that runs the same mma sequence (f32 out, bf16 in,
-  // tails everywhere): the k-permuted ones against Tile128, the ldmatrix ones against the first.
+  // Bitwise within the family of kernels that runs the same mma sequence (f32 out, bf16 in,
+  // tails everywhere): the pipelined big tiles against each other.
   {
     const int64_t M = 1000, N = 1800, K = 2056;
     std::vector<float> a, b;
@@ -278,23 +278,17 @@ int sweep_check(const std::vector<cuda::DenseKernel>& kernels) {
       out.resize(static_cast<size_t>(M * N));
       cuda::copy_to_host(out.data(), dc.get(), out.size() * 4);
     };
-    std::vector<uint32_t> base_perm, base_ldsm, c;
-    run(cuda::DenseKernel::Tile128, base_perm);
-    run(cuda::DenseKernel::Pipe128x256K64S4, base_ldsm);
+    std::vector<uint32_t> base, c;
+    run(cuda::DenseKernel::Tile128x256, base);
     for (size_t v = 0; v < kernels.size(); ++v) {
-      // split-K (and auto, which picks one of them at this size): a different summation order
-      if (kernels[v] == cuda::DenseKernel::Tile16 || kernels[v] == cuda::DenseKernel::Tile64 ||
-          kernels[v] == cuda::DenseKernel::Auto)
-        continue;
-      const bool ldsm = kernels[v] >= cuda::DenseKernel::Pipe128x256K64S4;
-      const std::vector<uint32_t>& base = ldsm ? base_ldsm : base_perm;
+      if (kernels[v] != cuda::DenseKernel::Tile128x128W4) continue;
       run(kernels[v], c);
       int64_t diff = 0;
       for (size_t i = 0; i < c.size(); ++i) diff += c[i] != base[i];
       if (diff) {
         std::printf("  BITWISE FAIL %-18s: %lld of %lld outputs differ from %s\n", cuda::dense_kernel_name(kernels[v]),
                     static_cast<long long>(diff), static_cast<long long>(c.size()),
-                    ldsm ? "pipe 128x256 k64 s4" : "128x128 w64x32");
+                    cuda::dense_kernel_name(cuda::DenseKernel::Tile128x256));
         ++bad[v];
       }
     }
@@ -344,7 +338,7 @@ int dense_sweep(int reps) {
   fill(B, max_b);
 
   std::printf("dense_gemm bf16 in, f32 out, TFLOP/s (median of %d):\n%-18s", reps, "M x N x K");
-  for (auto k : kernels) std::printf(" %9.9s", cuda::dense_kernel_name(k));
+  for (auto k : kernels) std::printf(" %17.17s", cuda::dense_kernel_name(k));
   std::printf("\n");
   for (const Shape& s : shapes) {
     std::printf("%-18s", (std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K)).c_str());
@@ -352,13 +346,13 @@ int dense_sweep(int reps) {
     cuda::DenseKernel best_k = cuda::DenseKernel::Auto;
     for (auto k : kernels) {
       if (k == cuda::DenseKernel::Tile16) {  // decode-shaped: hundreds of times slower here
-        std::printf(" %9s", "-");
+        std::printf(" %17s", "-");
         continue;
       }
       SweepCase sc{A.get(), B.get(), C.get(), s.M, s.N, s.K, k};
       const double ms = cuda::time_median_ms(run_sweep, &sc, 1, reps);
       const double tf = 2.0 * s.M * s.N * s.K / (ms * 1e-3) / 1e12;
-      std::printf(" %9.1f", tf);
+      std::printf(" %17.1f", tf);
       std::fflush(stdout);
       if (k != cuda::DenseKernel::Auto && tf > best) {
         best = tf;
@@ -367,11 +361,11 @@ int dense_sweep(int reps) {
     }
     std::printf("   best %s (%s)\n", cuda::dense_kernel_name(best_k), s.what);
   }
-  // The block order's group height (default 8 tile rows) on two big kernels.
+  // The block order's group height (default 8 tile rows) on the big kernels.
   std::printf("\ngroup height (tile rows per group of the block order), TFLOP/s:\n%-18s", "M x N x K");
   const std::pair<cuda::DenseKernel, int> grouped[] = {
-      {cuda::DenseKernel::Tile128x256, 1},    {cuda::DenseKernel::Tile128x256, 4},    {cuda::DenseKernel::Tile128x256, 16},
-      {cuda::DenseKernel::Tile128x256K64, 1}, {cuda::DenseKernel::Tile128x256K64, 4}, {cuda::DenseKernel::Tile128x256K64, 16}};
+      {cuda::DenseKernel::Tile128x256, 1},   {cuda::DenseKernel::Tile128x256, 4},   {cuda::DenseKernel::Tile128x256, 16},
+      {cuda::DenseKernel::Tile128x128W4, 1}, {cuda::DenseKernel::Tile128x128W4, 4}, {cuda::DenseKernel::Tile128x128W4, 16}};
   for (auto [k, gm] : grouped) std::printf(" %14s g%-2d", cuda::dense_kernel_name(k), gm);
   std::printf("\n");
   for (const Shape& s : shapes) {

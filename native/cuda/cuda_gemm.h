@@ -96,22 +96,14 @@ void int4_force_skinny_config(const SkinnyConfig& c);
 constexpr int kSkinnyMaxM = 16;
 
 enum class DenseKernel : int {
-  Auto = 0,    // by M and the number of blocks
-  Tile16 = 1,  // forced tile shapes (tests, benchmarks): 16 x 32 with k split over 8 warps,
-  Tile64 = 2,  // 64 x 64,
-  Tile128 = 3, // 128 x 128 (64 x 32 per warp);
-  // large tiles, 64 x 64 per warp (block tile, k per shared-memory stage, stages):
-  Tile128x256 = 4,       // 128 x 256, k 32, 4 stages
-  Tile128x256K64 = 5,    // 128 x 256, k 64, 3 stages
-  Tile128x256K64S4 = 6,  // 128 x 256, k 64, 4 stages
-  Tile256x128K64 = 7,    // 256 x 128, k 64, 3 stages
-  Tile128x128K64 = 8,    // 128 x 128 on 4 warps, k 64, 3 stages (2 blocks per SM)
-  Tile128x128K32 = 9,    // 128 x 128 on 4 warps, k 32, 4 stages (2 blocks per SM)
-  // pipelined (ldmatrix, fragments double-buffered per 16-wide k step):
-  Pipe128x256K64S4 = 10, // 128 x 256, k 64, 4 stages
-  Pipe128x128K32 = 11,   // 128 x 128 on 4 warps, k 32, 4 stages (2 blocks per SM)
-  Pipe128x128K64 = 12,   // 128 x 128 on 4 warps, k 64, 3 stages (2 blocks per SM)
-  Count = 13             // (not a kernel)
+  Auto = 0,           // by M and the number of blocks
+  Tile16 = 1,         // forced tile shapes (tests, benchmarks): 16 x 32 with k split over 8 warps,
+  Tile64 = 2,         // 64 x 64 (k split over 2 warps),
+  Tile128 = 3,        // 128 x 128 (64 x 32 per warp),
+  Tile128x256 = 4,    // 128 x 256 (64 x 64 per warp, pipelined; 192 KiB of shared memory: where a
+                      // block cannot have that, 128 x 128 on 4 warps instead),
+  Tile128x128W4 = 5,  // 128 x 128 on 4 warps (64 x 64 per warp, pipelined, 2 blocks per SM)
+  Count = 6           // (not a kernel)
 };
 const char* dense_kernel_name(DenseKernel k);
 // Tests and benchmarks: tile rows per group of the big kernels' block order (0: the default).

@@ -1,18 +1,17 @@
 // Dense fp16/bf16 GEMM on tensor cores: C[M,N] = A[M,K] * B[N,K]^T (+ bias), fp32 accumulation.
 // A and B tiles stream through shared memory with cp.async (a multi-stage ring: the load of
-// stage st + STAGES - 1 overlaps the math of stage st); each lane reads its fragments with
-// 16-byte loads under the k-permutation of gemm_common.cuh. Two kernel families:
-//   - dense_kernel (TileShape warps, optional split-K over warps): 16 x 32 with k split over 8
-//     warps (decode-sized M: enough blocks and bytes in flight to stream B at memory
+// stage st + STAGES - 1 overlaps the math of stage st). Two kernel families:
+//   - dense_kernel (TileShape warps, optional split-K over warps; each lane reads its fragments
+//     with 16-byte loads under the k-permutation of gemm_common.cuh): 16 x 32 with k split over
+//     8 warps (decode-sized M: enough blocks and bytes in flight to stream B at memory
 //     bandwidth), 64 x 64, and 128 x 128 with 64 x 32 warp tiles;
-//   - dense_big_kernel for large products: 64 x 64 warp tiles (each 16-byte fragment load feeds
-//     8 (A) or 4 (B) mma, half the shared-memory traffic per mma of a 64 x 32 tile, which is what
-//     bounds mma.sync throughput), 64-wide k stages (half the block barriers), an xor-swizzled
-//     shared layout, grouped tile order (blocks running together share A rows and B rows in L2)
-//     and paired C stores.
-// The kernels without split-K (Tile128 and the big tiles) run the same mma sequence per output
-// (k blocks of 32 in order, the two 16-wide steps of a block in order, fp32 accumulators), so
-// they give bitwise-identical results; Tile16 and Tile64 sum k slices in separate warps.
+//   - dense_big_kernel for large products (2x the 128 x 128 dense_kernel on an H200): 64 x 64
+//     warp tiles (each fragment feeds 8 (A) or 4 (B) mma: half the shared-memory reads per mma of
+//     a 64 x 32 tile), ldmatrix fragments double-buffered per 16-wide k step with the stage
+//     barrier placed before the last step (see there), an xor-swizzled shared layout, a grouped
+//     block order (blocks running together share rows of A and of B in L2) and paired C stores.
+// All accumulate in fp32 in k order; results differ between families (and from split-K) only in
+// how the products are grouped inside an mma and across warps.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -154,18 +153,14 @@ struct BigCfg {
   static_assert(kSmemBytes <= 227 * 1024, "fits the shared memory of sm_90 (and sm_80)");
 };
 
-// Unit u (0 .. kRowUnits - 1) of a stage row. 64-wide stages have 128-byte rows: lanes g = 0..7
-// read unit 4 kb + t of rows r0 + g (r0 % 8 == 0), which would hit 4 of the 8 bank groups; xor
-// with the row spreads them over all 8, and the 32 units a warp's cp.async writes (4 whole rows)
-// stay conflict-free. 32-wide stages have 64-byte rows: the 8 rows x 4 units a warp reads are
-// 512 contiguous bytes already. LDSM (ldmatrix reads one unit of 8 consecutive rows per phase):
-// 64-wide as above; 32-wide xors with (row / 2) % 4 so that the 8 rows, two per 128 bytes, hit 8
-// different bank groups.
-template <int KS, bool LDSM>
+// Physical 16-byte unit of unit u (0 .. kRowUnits - 1) of stage row `row`. ldmatrix reads one
+// unit of 8 consecutive rows per phase: 64-wide stages (128-byte rows) xor with row % 8, 32-wide
+// stages (64-byte rows, two per 128 bytes) with (row / 2) % 4, so the 8 rows hit 8 different bank
+// groups; the units a warp's cp.async writes (whole rows) stay conflict-free too.
+template <int KS>
 __device__ __forceinline__ int big_swz(int u, int row) {
   if constexpr (KS == 64) return u ^ (row & 7);
-  else if constexpr (LDSM) return u ^ ((row >> 1) & 3);
-  else return u;
+  else return u ^ ((row >> 1) & 3);
 }
 
 template <typename OutT>
@@ -234,8 +229,8 @@ __device__ __forceinline__ void big_store(float (&acc)[C::WM][C::WN][4], int m_w
 
 // Copies stage st (k = st KS .. st KS + KS - 1 of the block's BM rows of A and BN rows of B) into
 // a stage buffer with cp.async: this thread copies unit `cu` of rows row0 + p kRowsPerPass.
-// Rows past M or N and units past K are zero-filled. LDSM: the ldmatrix layout (big_swz).
-template <typename T, class C, bool LDSM>
+// Rows past M or N and units past K are zero-filled.
+template <typename T, class C>
 struct StageLoader {
   const T *A, *B, *a_src, *b_src;
   int M, N, K, m0, n0, cu, row0;
@@ -253,92 +248,26 @@ struct StageLoader {
     for (int p = 0; p < C::BM / C::kRowsPerPass; ++p) {
       const int row = row0 + p * C::kRowsPerPass;
       const bool ok = k_ok && m0 + row < M;
-      cp_async16(dst + row * C::kRowUnits + big_swz<C::KS, LDSM>(cu, row),
+      cp_async16(dst + row * C::kRowUnits + big_swz<C::KS>(cu, row),
                  ok ? a_src + static_cast<size_t>(p * C::kRowsPerPass) * K + k0 : A, ok ? 16 : 0);
     }
 #pragma unroll
     for (int p = 0; p < C::BN / C::kRowsPerPass; ++p) {
       const int row = row0 + p * C::kRowsPerPass;
       const bool ok = k_ok && n0 + row < N;
-      cp_async16(dst + (C::BM + row) * C::kRowUnits + big_swz<C::KS, LDSM>(cu, row),
+      cp_async16(dst + (C::BM + row) * C::kRowUnits + big_swz<C::KS>(cu, row),
                  ok ? b_src + static_cast<size_t>(p * C::kRowsPerPass) * K + k0 : B, ok ? 16 : 0);
     }
   }
 };
 
-template <typename T, class C, typename OutT>
-__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
-    dense_big_kernel(const T* __restrict__ A, const T* __restrict__ B, const float* __restrict__ bias,
-                     OutT* __restrict__ Cout, int M, int N, int K, int group_m, bool pairs) {
-  extern __shared__ uint4 smem[];
-  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
-  const int g = lane >> 2, t = lane & 3;
-  const int wm = warp / C::WARPS_N, wn = warp % C::WARPS_N;
-
-  int m0, n0;
-  big_tile_origin<C>(M, N, group_m, m0, n0);
-  const int n_stages = (K + C::KS - 1) / C::KS;
-
-  const StageLoader<T, C, false> loader(A, B, M, N, K, m0, n0);
-  auto load = [&](int st, int buf) { loader.load(smem + buf * C::kStageUnits, st); };
-
-  float acc[C::WM][C::WN][4];
-#pragma unroll
-  for (int i = 0; i < C::WM; ++i)
-#pragma unroll
-    for (int j = 0; j < C::WN; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
-
-#pragma unroll
-  for (int s = 0; s < C::STAGES - 1; ++s) {
-    if (s < n_stages) load(s, s);
-    cp_async_commit();
-  }
-  const int a_row = wm * C::WM * 16 + g, b_row = wn * C::WN * 8 + g;  // rows % 8 == g
-  for (int st = 0; st < n_stages; ++st) {
-    cp_async_wait<C::STAGES - 2>();
-    __syncthreads();  // stage st landed; all warps are done with the buffer refilled below
-    const int pre = st + C::STAGES - 1;
-    if (pre < n_stages) load(pre, pre % C::STAGES);
-    cp_async_commit();
-
-    const uint4* as = smem + (st % C::STAGES) * C::kStageUnits;
-    const uint4* bs = as + C::BM * C::kRowUnits;
-#pragma unroll
-    for (int kb = 0; kb < C::KS / 32; ++kb) {
-      const int u = big_swz<C::KS, false>(4 * kb + t, g);
-      uint4 alo[C::WM], ahi[C::WM], bq[C::WN];
-#pragma unroll
-      for (int i = 0; i < C::WM; ++i) {
-        alo[i] = as[(a_row + i * 16) * C::kRowUnits + u];
-        ahi[i] = as[(a_row + i * 16 + 8) * C::kRowUnits + u];
-      }
-#pragma unroll
-      for (int j = 0; j < C::WN; ++j) bq[j] = bs[(b_row + j * 8) * C::kRowUnits + u];
-      // Step 0 of the block on every tile, then step 1: the two mma of one accumulator are
-      // WM * WN instructions apart instead of back to back (same per-accumulator order).
-#pragma unroll
-      for (int i = 0; i < C::WM; ++i)
-#pragma unroll
-        for (int j = 0; j < C::WN; ++j)
-          MmaOp<T>::run(acc[i][j], alo[i].x, ahi[i].x, alo[i].y, ahi[i].y, bq[j].x, bq[j].y);
-#pragma unroll
-      for (int i = 0; i < C::WM; ++i)
-#pragma unroll
-        for (int j = 0; j < C::WN; ++j)
-          MmaOp<T>::run(acc[i][j], alo[i].z, ahi[i].z, alo[i].w, ahi[i].w, bq[j].z, bq[j].w);
-    }
-  }
-  cp_async_wait<0>();  // (only empty groups can be pending here)
-
-  big_store<C, OutT>(acc, m0 + wm * C::WM * 16, n0 + wn * C::WN * 8, g, t, M, N, bias, Cout, pairs);
-}
-
-// ---- Pipelined large tiles (ldmatrix): fragments of one 16-wide k step at a time, double
-// buffered in registers, so the loads of step s + 1 overlap the mma of step s; the wait for the
-// next stage and the block barrier come before the last step's mma, so the first fragments of
-// the next stage load while that step computes. k is in natural order inside an mma (ldmatrix
-// reads 8 consecutive k of a row), so these kernels sum the same products as the others, fp32
-// throughout, but group them differently inside the mma: not bitwise equal to them.
+// ---- Large tiles, software-pipelined. Fragments of one 16-wide k step at a time (ldmatrix),
+// double buffered in registers, so the loads of step s + 1 overlap the mma of step s; the wait
+// for the next stage and the block barrier come before the last step's mma, so the first
+// fragments of the next stage load while that step computes. k is in natural order inside an
+// mma (ldmatrix reads 8 consecutive k of a row): these kernels sum the same products in fp32 as
+// the others but group them differently inside the mma, so they are not bitwise equal to them
+// (they are to each other).
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -348,8 +277,8 @@ __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
 
 template <typename T, class C, typename OutT>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
-    dense_pipe_kernel(const T* __restrict__ A, const T* __restrict__ B, const float* __restrict__ bias,
-                      OutT* __restrict__ Cout, int M, int N, int K, int group_m, bool pairs) {
+    dense_big_kernel(const T* __restrict__ A, const T* __restrict__ B, const float* __restrict__ bias,
+                     OutT* __restrict__ Cout, int M, int N, int K, int group_m, bool pairs) {
   static_assert(C::WN % 2 == 0 && C::BM % 16 == 0, "B fragments in pairs of n8 tiles; B rows at a multiple of 16");
   constexpr int STEPS = C::KS / 16, S = C::STAGES, RB = C::kRowUnits * 16;  // RB: bytes per stage row
   extern __shared__ uint4 smem[];
@@ -359,7 +288,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
   int m0, n0;
   big_tile_origin<C>(M, N, group_m, m0, n0);
   const int n_stages = (K + C::KS - 1) / C::KS;
-  const StageLoader<T, C, true> loader(A, B, M, N, K, m0, n0);
+  const StageLoader<T, C> loader(A, B, M, N, K, m0, n0);
 
   // ldmatrix.x4: lane L gives the address of row L % 8 of matrix L / 8. A (one m16 tile per
   // call): (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = the
@@ -375,8 +304,8 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
   uint32_t af[2][C::WM][4], bf[2][C::WN][2];
   auto load_frags = [&](int buf, int s, int slot) {
     const uint32_t base = smem0 + static_cast<uint32_t>(buf * C::kStageUnits * 16);
-    const uint32_t a_col = static_cast<uint32_t>(big_swz<C::KS, true>(2 * s + a_hi, r) * 16);
-    const uint32_t b_col = static_cast<uint32_t>(big_swz<C::KS, true>(2 * s + b_hi, r) * 16);
+    const uint32_t a_col = static_cast<uint32_t>(big_swz<C::KS>(2 * s + a_hi, r) * 16);
+    const uint32_t b_col = static_cast<uint32_t>(big_swz<C::KS>(2 * s + b_hi, r) * 16);
 #pragma unroll
     for (int i = 0; i < C::WM; ++i) ldsm_x4(base + a_off + i * 16 * RB + a_col, af[slot][i]);
 #pragma unroll
@@ -434,30 +363,21 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS)
   big_store<C, OutT>(acc, m0 + wm * C::WM * 16, n0 + wn * C::WN * 8, g, t, M, N, bias, Cout, pairs);
 }
 
-//                     BM   BN  warps  KS  stages  blocks/SM   shared memory
-using Big128x256 = BigCfg<128, 256, 2, 4, 32, 4, 1>;     //  96 KiB
-using Big128x256K64 = BigCfg<128, 256, 2, 4, 64, 3, 1>;  // 144 KiB
-using Big128x256K64S4 = BigCfg<128, 256, 2, 4, 64, 4, 1>;  // 192 KiB
-using Big256x128K64 = BigCfg<256, 128, 4, 2, 64, 3, 1>;  // 144 KiB
-using Big128x128K64 = BigCfg<128, 128, 2, 2, 64, 3, 2>;  //  96 KiB, 4 warps, 2 blocks per SM
-using Big128x128K32 = BigCfg<128, 128, 2, 2, 32, 4, 2>;  //  64 KiB, 4 warps, 2 blocks per SM
-// (the same configurations for the pipelined kernel)
-using Pipe128x256K64S4 = Big128x256K64S4;
-using Pipe128x128K32 = Big128x128K32;
-using Pipe128x128K64 = Big128x128K64;
+// The two kept from a sweep of block tiles, stage widths and depths on an H200 (awq_cuda_bench
+// --dense-sweep; 128 x 256, 256 x 128 and 128 x 128 blocks, k 32 / 64, 3 / 4 stages, with and
+// without the pipelining): 128 x 256 with 4 stages of k 64, pipelined, was fastest (or within 2%)
+// on every large shape, 395-445 TFLOP/s; 128 x 128 on 4 warps (2 blocks per SM, 64 KiB) serves
+// products with fewer tiles and devices with less shared memory per block.
+//                      BM   BN  warps  KS  stages  blocks/SM      shared memory
+using Big128x256 = BigCfg<128, 256, 2, 4, 64, 4, 1>;  // 192 KiB (sm_90)
+using Big128x128 = BigCfg<128, 128, 2, 2, 32, 4, 2>;  //  64 KiB
 
 std::atomic<int> g_group_m{0};  // dense_force_group_m; 0: kDefaultGroupM
 constexpr int kDefaultGroupM = 8;
 
-template <typename T, class C, typename OutT, bool PIPE>
-constexpr auto big_kernel() {  // (instantiates only the kernel asked for)
-  if constexpr (PIPE) return dense_pipe_kernel<T, C, OutT>;
-  else return dense_big_kernel<T, C, OutT>;
-}
-
-template <typename T, class C, typename OutT, bool PIPE = false>
+template <typename T, class C, typename OutT>
 void launch_big(const T* A, const T* B, const float* bias, OutT* Cout, int M, int N, int K, cudaStream_t stream) {
-  constexpr auto kernel = big_kernel<T, C, OutT, PIPE>();
+  constexpr auto kernel = dense_big_kernel<T, C, OutT>;
   static std::once_flag once;
   std::call_once(once, [] {
     AWQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes));
@@ -495,18 +415,7 @@ int smem_optin() {
 
 // Shared memory of a big-tile kernel; 0 for the others (all within 72 KiB).
 int big_smem_bytes(DenseKernel k) {
-  switch (k) {
-    case DenseKernel::Tile128x256: return Big128x256::kSmemBytes;
-    case DenseKernel::Tile128x256K64: return Big128x256K64::kSmemBytes;
-    case DenseKernel::Tile128x256K64S4: return Big128x256K64S4::kSmemBytes;
-    case DenseKernel::Tile256x128K64: return Big256x128K64::kSmemBytes;
-    case DenseKernel::Tile128x128K64: return Big128x128K64::kSmemBytes;
-    case DenseKernel::Tile128x128K32: return Big128x128K32::kSmemBytes;
-    case DenseKernel::Pipe128x256K64S4: return Pipe128x256K64S4::kSmemBytes;
-    case DenseKernel::Pipe128x128K32: return Pipe128x128K32::kSmemBytes;
-    case DenseKernel::Pipe128x128K64: return Pipe128x128K64::kSmemBytes;
-    default: return 0;
-  }
+  return k == DenseKernel::Tile128x256 ? Big128x256::kSmemBytes : k == DenseKernel::Tile128x128W4 ? Big128x128::kSmemBytes : 0;
 }
 
 template <typename T, typename OutT>
@@ -514,33 +423,23 @@ void dispatch(const T* A, const T* B, const float* bias, OutT* Cout, int M, int 
               DenseKernel kernel) {
   auto tiles = [&](int bm, int bn) { return int64_t{(M + bm - 1) / bm} * ((N + bn - 1) / bn); };
   if (kernel == DenseKernel::Auto) {
-    kernel = M <= 16                              ? DenseKernel::Tile16
-             : tiles(128, 256) >= sm_count()      ? DenseKernel::Tile128x256K64
-             : tiles(128, 128) >= sm_count()      ? DenseKernel::Tile128
-                                                  : DenseKernel::Tile64;
+    // The widest tile that still gives every SM a block (a wave of 128 x 128 blocks fills the
+    // SMs twice over: 2 per SM); below that, 64 x 64 with k split over 2 warps.
+    kernel = M <= 16                          ? DenseKernel::Tile16
+             : tiles(128, 256) >= sm_count()  ? DenseKernel::Tile128x256
+             : tiles(128, 128) >= sm_count()  ? DenseKernel::Tile128x128W4
+                                              : DenseKernel::Tile64;
   }
   // Shared memory the device grants one block (sm_86 / sm_89: 99 KiB, sm_80: 163 KiB, sm_90:
-  // 227 KiB): a big tile that does not fit falls back to the largest one that does.
-  if (big_smem_bytes(kernel) > smem_optin()) kernel = DenseKernel::Tile128x256;
-  if (big_smem_bytes(kernel) > smem_optin()) kernel = DenseKernel::Tile128;
+  // 227 KiB): 128 x 256 falls back to 128 x 128 where it does not fit.
+  if (big_smem_bytes(kernel) > smem_optin()) kernel = DenseKernel::Tile128x128W4;
   // The big kernels number their blocks in one grid dimension (at most 2^31 - 1 blocks).
   if (big_smem_bytes(kernel) > 0 && tiles(128, 128) > 0x7fffffff) kernel = DenseKernel::Tile128;
   switch (kernel) {
     case DenseKernel::Tile16: return launch<T, DenseSmall, OutT>(A, B, bias, Cout, M, N, K, stream);
     case DenseKernel::Tile64: return launch<T, DenseMedium, OutT>(A, B, bias, Cout, M, N, K, stream);
     case DenseKernel::Tile128x256: return launch_big<T, Big128x256, OutT>(A, B, bias, Cout, M, N, K, stream);
-    case DenseKernel::Tile128x256K64: return launch_big<T, Big128x256K64, OutT>(A, B, bias, Cout, M, N, K, stream);
-    case DenseKernel::Tile128x256K64S4:
-      return launch_big<T, Big128x256K64S4, OutT>(A, B, bias, Cout, M, N, K, stream);
-    case DenseKernel::Tile256x128K64: return launch_big<T, Big256x128K64, OutT>(A, B, bias, Cout, M, N, K, stream);
-    case DenseKernel::Tile128x128K64: return launch_big<T, Big128x128K64, OutT>(A, B, bias, Cout, M, N, K, stream);
-    case DenseKernel::Tile128x128K32: return launch_big<T, Big128x128K32, OutT>(A, B, bias, Cout, M, N, K, stream);
-    case DenseKernel::Pipe128x256K64S4:
-      return launch_big<T, Pipe128x256K64S4, OutT, true>(A, B, bias, Cout, M, N, K, stream);
-    case DenseKernel::Pipe128x128K32:
-      return launch_big<T, Pipe128x128K32, OutT, true>(A, B, bias, Cout, M, N, K, stream);
-    case DenseKernel::Pipe128x128K64:
-      return launch_big<T, Pipe128x128K64, OutT, true>(A, B, bias, Cout, M, N, K, stream);
+    case DenseKernel::Tile128x128W4: return launch_big<T, Big128x128, OutT>(A, B, bias, Cout, M, N, K, stream);
     default: return launch<T, DenseLarge, OutT>(A, B, bias, Cout, M, N, K, stream);
   }
 }
@@ -556,17 +455,10 @@ const char* dense_kernel_name(DenseKernel k) {
   switch (k) {
     case DenseKernel::Auto: return "auto";
     case DenseKernel::Tile16: return "16x32 splitk8";
-    case DenseKernel::Tile64: return "64x64";
+    case DenseKernel::Tile64: return "64x64 splitk2";
     case DenseKernel::Tile128: return "128x128 w64x32";
-    case DenseKernel::Tile128x256: return "128x256 k32 s4";
-    case DenseKernel::Tile128x256K64: return "128x256 k64 s3";
-    case DenseKernel::Tile128x256K64S4: return "128x256 k64 s4";
-    case DenseKernel::Tile256x128K64: return "256x128 k64 s3";
-    case DenseKernel::Tile128x128K64: return "128x128 w4 k64 s3";
-    case DenseKernel::Tile128x128K32: return "128x128 w4 k32 s4";
-    case DenseKernel::Pipe128x256K64S4: return "pipe 128x256 k64 s4";
-    case DenseKernel::Pipe128x128K32: return "pipe 128x128 w4 k32 s4";
-    case DenseKernel::Pipe128x128K64: return "pipe 128x128 w4 k64 s3";
+    case DenseKernel::Tile128x256: return "128x256 k64 s4";
+    case DenseKernel::Tile128x128W4: return "128x128 w4 k32 s4";
     default: return "unknown";
   }
 }
