@@ -7,6 +7,10 @@
 //   - M in {1, 4, 16, 128, 512, 4096} on (4096, 4096), (4096, 11008), (11008, 4096);
 //   - the layer search's products (cuda_layer_ops.h): fp32 sgemm 4096^3 NT (target >= 25
 //     TFLOP/s), the Gram X^T X (TN, symmetric), and linear in f32 / bf16 (rounding included).
+// --dense-sweep: every dense_gemm kernel checked against a float64 reference (and the big tiles
+// bitwise against each other), then timed (bf16 in, fp32 out, as cuda::linear calls it) on the
+// AWQ search's large shapes; exit code 1 when a kernel fails its check. --dense-one M N K KERNEL
+// runs one kernel twice (for profilers).
 // Times are medians of `reps` timings after warm-up, cudaEvent-timed; a timing of M <= 16 covers
 // 20 back-to-back calls (a stream of decode calls) cycling through weight copies that together
 // exceed the L2 cache four times over, so the weights come from memory as when decoding a model.
@@ -15,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -163,18 +168,250 @@ bool bench_layer_ops(int reps, std::vector<std::string>& json) {
   return ok;
 }
 
+
+// ---- --dense-sweep: every dense kernel, checked, then timed on the AWQ search's large shapes.
+struct SweepCase {
+  const void *a, *b;
+  void* c;
+  int64_t M, N, K;
+  cuda::DenseKernel kernel;
+};
+void run_sweep(void* p) {
+  auto* c = static_cast<SweepCase*>(p);
+  cuda::dense_gemm(c->a, c->b, cuda::Dtype::BF16, c->M, c->N, c->K, c->c, cuda::Dtype::F32, nullptr, nullptr, c->kernel);
+}
+
+std::vector<uint16_t> random_lowp(size_t n, uint32_t seed, bool bf16, std::vector<float>& rounded) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  rounded.resize(n);
+  for (auto& v : rounded) v = d(rng);
+  if (n > 3) rounded[n / 3] = 200.f;  // an outlier
+  std::vector<uint16_t> h(n);
+  if (bf16) {
+    f32_to_bf16(rounded.data(), h.data(), static_cast<int64_t>(n));
+    bf16_to_f32(h.data(), rounded.data(), static_cast<int64_t>(n));
+  } else {
+    f32_to_fp16(rounded.data(), h.data(), static_cast<int64_t>(n));
+    fp16_to_f32(h.data(), rounded.data(), static_cast<int64_t>(n));
+  }
+  return h;
+}
+
+// Each kernel against a float64 reference (tolerance as in test_cuda_gemm.cc: 2^-14 sum |a b|
+// plus the output rounding), on shapes with tails in M, N and K, both input and output types,
+// with a bias; then the big tiles bitwise against each other (same mma sequence) on a larger
+// shape. Returns the number of failing kernels.
+int sweep_check(const std::vector<cuda::DenseKernel>& kernels) {
+  std::vector<int> bad(kernels.size(), 0);
+  uint32_t seed = 77;
+  for (bool bf16 : {true, false})
+    for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{256, 384, 512}, {300, 264, 200}, {130, 520, 1032},
+                           {17, 1000, 136}, {257, 129, 4104}}) {
+      std::vector<float> a, b;
+      const auto ah = random_lowp(static_cast<size_t>(M * K), ++seed, bf16, a);
+      const auto bh = random_lowp(static_cast<size_t>(N * K), ++seed, bf16, b);
+      std::vector<float> bias(static_cast<size_t>(N));
+      for (int64_t n = 0; n < N; ++n) bias[n] = 0.25f * static_cast<float>(n % 7) - 0.5f;
+      std::vector<double> ref(static_cast<size_t>(M * N)), mag(ref.size());
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          double s = bias[n], sa = std::fabs(bias[n]);
+          for (int64_t k = 0; k < K; ++k) {
+            const double p = static_cast<double>(a[m * K + k]) * b[n * K + k];
+            s += p;
+            sa += std::fabs(p);
+          }
+          ref[m * N + n] = s;
+          mag[m * N + n] = sa;
+        }
+      cuda::DeviceMemory da(ah.size() * 2, "A"), db(bh.size() * 2, "B"), dc(ref.size() * 4, "C"), dbias(N * 4, "bias");
+      cuda::copy_to_device(da.get(), ah.data(), ah.size() * 2);
+      cuda::copy_to_device(db.get(), bh.data(), bh.size() * 2);
+      cuda::copy_to_device(dbias.get(), bias.data(), bias.size() * 4);
+      const cuda::Dtype ab = bf16 ? cuda::Dtype::BF16 : cuda::Dtype::F16;
+      for (size_t v = 0; v < kernels.size(); ++v)
+        for (cuda::Dtype ct : {cuda::Dtype::F32, ab}) {
+          cuda::fill_zero(dc.get(), dc.size());
+          cuda::dense_gemm(da.get(), db.get(), ab, M, N, K, dc.get(), ct, static_cast<const float*>(dbias.get()),
+                           nullptr, kernels[v]);
+          cuda::synchronize();
+          std::vector<float> c(ref.size());
+          if (ct == cuda::Dtype::F32) {
+            cuda::copy_to_host(c.data(), dc.get(), c.size() * 4);
+          } else {
+            std::vector<uint16_t> ch(c.size());
+            cuda::copy_to_host(ch.data(), dc.get(), ch.size() * 2);
+            if (bf16) bf16_to_f32(ch.data(), c.data(), static_cast<int64_t>(c.size()));
+            else fp16_to_f32(ch.data(), c.data(), static_cast<int64_t>(c.size()));
+          }
+          const int out_bits = ct == cuda::Dtype::F32 ? 0 : bf16 ? 8 : 11;
+          int64_t wrong = 0;
+          for (size_t i = 0; i < c.size(); ++i) {
+            const double tol =
+                std::ldexp(mag[i], -14) + (out_bits ? std::ldexp(std::fabs(ref[i]), -out_bits) : 0.0) + 1e-6;
+            if (!(std::fabs(c[i] - ref[i]) <= tol)) {
+              if (wrong++ < 2)
+                std::printf("  CHECK FAIL %-18s %s->%s M=%lld N=%lld K=%lld [%zu, %zu] gpu %.6g ref %.6g\n",
+                            cuda::dense_kernel_name(kernels[v]), bf16 ? "bf16" : "f16",
+                            ct == cuda::Dtype::F32 ? "f32" : "16", static_cast<long long>(M),
+                            static_cast<long long>(N), static_cast<long long>(K), i / N, i % N, c[i], ref[i]);
+            }
+          }
+          if (wrong) ++bad[v];
+        }
+    }
+  // Bitwise within the family of kernels that runs the same mma sequence (f32 out, bf16 in,
+  // tails everywhere): the pipelined big tiles against each other.
+  {
+    const int64_t M = 1000, N = 1800, K = 2056;
+    std::vector<float> a, b;
+    const auto ah = random_lowp(static_cast<size_t>(M * K), 5, true, a);
+    const auto bh = random_lowp(static_cast<size_t>(N * K), 6, true, b);
+    cuda::DeviceMemory da(ah.size() * 2, "A"), db(bh.size() * 2, "B"), dc(M * N * 4, "C");
+    cuda::copy_to_device(da.get(), ah.data(), ah.size() * 2);
+    cuda::copy_to_device(db.get(), bh.data(), bh.size() * 2);
+    auto run = [&](cuda::DenseKernel k, std::vector<uint32_t>& out) {
+      cuda::fill_zero(dc.get(), dc.size());
+      cuda::dense_gemm(da.get(), db.get(), cuda::Dtype::BF16, M, N, K, dc.get(), cuda::Dtype::F32, nullptr, nullptr, k);
+      cuda::synchronize();
+      out.resize(static_cast<size_t>(M * N));
+      cuda::copy_to_host(out.data(), dc.get(), out.size() * 4);
+    };
+    std::vector<uint32_t> base, c;
+    run(cuda::DenseKernel::Tile128x256, base);
+    for (size_t v = 0; v < kernels.size(); ++v) {
+      if (kernels[v] != cuda::DenseKernel::Tile128x128W4) continue;
+      run(kernels[v], c);
+      int64_t diff = 0;
+      for (size_t i = 0; i < c.size(); ++i) diff += c[i] != base[i];
+      if (diff) {
+        std::printf("  BITWISE FAIL %-18s: %lld of %lld outputs differ from %s\n", cuda::dense_kernel_name(kernels[v]),
+                    static_cast<long long>(diff), static_cast<long long>(c.size()),
+                    cuda::dense_kernel_name(cuda::DenseKernel::Tile128x256));
+        ++bad[v];
+      }
+    }
+  }
+  int failing = 0;
+  for (size_t v = 0; v < kernels.size(); ++v) {
+    std::printf("check %-18s %s\n", cuda::dense_kernel_name(kernels[v]), bad[v] ? "FAIL" : "ok");
+    failing += bad[v] != 0;
+  }
+  return failing;
+}
+
+int dense_sweep(int reps) {
+  std::vector<cuda::DenseKernel> kernels;
+  for (int k = 0; k < static_cast<int>(cuda::DenseKernel::Count); ++k) kernels.push_back(static_cast<cuda::DenseKernel>(k));
+  const int failing = sweep_check(kernels);
+  std::printf("correctness: %d kernel(s) failing\n\n", failing);
+
+  // (M, N, K) of the search: linears of a 16384-token chunk (K = hidden or intermediate), the
+  // Gram products X^T X over 4096-token blocks, the dW G products, and 4096 x 11008 x 4096.
+  struct Shape {
+    const char* what;
+    int64_t M, N, K;
+  };
+  const Shape shapes[] = {{"linear qkv/o", 16384, 4096, 4096},   {"linear qkv fused", 16384, 12288, 4096},
+                          {"linear gate+up", 16384, 22016, 4096}, {"linear down", 16384, 4096, 11008},
+                          {"gram 11008", 11008, 11008, 4096},      {"gram 4096", 4096, 4096, 4096},
+                          {"dW G 4096x11008", 4096, 11008, 11008}, {"4096x11008x4096", 4096, 11008, 4096}};
+  int64_t max_a = 0, max_b = 0, max_c = 0;
+  for (const Shape& s : shapes) {
+    max_a = std::max(max_a, s.M * s.K);
+    max_b = std::max(max_b, s.N * s.K);
+    max_c = std::max(max_c, s.M * s.N);
+  }
+  // Random bf16 operands: one 16 Mi-element random block copied over the buffers.
+  std::vector<float> tmp;
+  const auto block = random_lowp(size_t{1} << 24, 1234, true, tmp);
+  auto fill = [&](cuda::DeviceMemory& m, int64_t n) {  // (shifted copies: rows do not repeat exactly)
+    const int64_t chunk = static_cast<int64_t>(block.size()) - 1024;
+    for (int64_t i = 0; i < n; i += chunk)
+      cuda::copy_to_device(static_cast<uint16_t*>(m.get()) + i, block.data() + (i / chunk * 37) % 1024,
+                           static_cast<size_t>(std::min(chunk, n - i)) * 2);
+  };
+  cuda::DeviceMemory A(static_cast<size_t>(max_a) * 2, "sweep A"), B(static_cast<size_t>(max_b) * 2, "sweep B"),
+      C(static_cast<size_t>(max_c) * 4, "sweep C");
+  fill(A, max_a);
+  fill(B, max_b);
+
+  std::printf("dense_gemm bf16 in, f32 out, TFLOP/s (median of %d):\n%-18s", reps, "M x N x K");
+  for (auto k : kernels) std::printf(" %17.17s", cuda::dense_kernel_name(k));
+  std::printf("\n");
+  for (const Shape& s : shapes) {
+    std::printf("%-18s", (std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K)).c_str());
+    double best = 0;
+    cuda::DenseKernel best_k = cuda::DenseKernel::Auto;
+    for (auto k : kernels) {
+      if (k == cuda::DenseKernel::Tile16) {  // decode-shaped: hundreds of times slower here
+        std::printf(" %17s", "-");
+        continue;
+      }
+      SweepCase sc{A.get(), B.get(), C.get(), s.M, s.N, s.K, k};
+      const double ms = cuda::time_median_ms(run_sweep, &sc, 1, reps);
+      const double tf = 2.0 * s.M * s.N * s.K / (ms * 1e-3) / 1e12;
+      std::printf(" %17.1f", tf);
+      std::fflush(stdout);
+      if (k != cuda::DenseKernel::Auto && tf > best) {
+        best = tf;
+        best_k = k;
+      }
+    }
+    std::printf("   best %s (%s)\n", cuda::dense_kernel_name(best_k), s.what);
+  }
+  // The block order's group height (default 8 tile rows) on the big kernels.
+  std::printf("\ngroup height (tile rows per group of the block order), TFLOP/s:\n%-18s", "M x N x K");
+  const std::pair<cuda::DenseKernel, int> grouped[] = {
+      {cuda::DenseKernel::Tile128x256, 1},   {cuda::DenseKernel::Tile128x256, 4},   {cuda::DenseKernel::Tile128x256, 16},
+      {cuda::DenseKernel::Tile128x128W4, 1}, {cuda::DenseKernel::Tile128x128W4, 4}, {cuda::DenseKernel::Tile128x128W4, 16}};
+  for (auto [k, gm] : grouped) std::printf(" %14s g%-2d", cuda::dense_kernel_name(k), gm);
+  std::printf("\n");
+  for (const Shape& s : shapes) {
+    std::printf("%-18s", (std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K)).c_str());
+    for (auto [k, gm] : grouped) {
+      cuda::dense_force_group_m(gm);
+      SweepCase sc{A.get(), B.get(), C.get(), s.M, s.N, s.K, k};
+      const double ms = cuda::time_median_ms(run_sweep, &sc, 1, reps);
+      std::printf(" %18.1f", 2.0 * s.M * s.N * s.K / (ms * 1e-3) / 1e12);
+      std::fflush(stdout);
+    }
+    std::printf("\n");
+  }
+  cuda::dense_force_group_m(0);
+  {
+    // The search's entry point: cuda::linear in bf16 (fp32 x and W rounded, then dense_gemm).
+    const int64_t M = 16384, N = 4096, K = 4096;
+    cuda::DeviceMemory x(static_cast<size_t>(M * K) * 4, "linear x"), w(static_cast<size_t>(N * K) * 4, "linear W");
+    cuda::fill_zero(x.get(), x.size());
+    cuda::fill_zero(w.get(), w.size());
+    LayerOpCase lc{2, static_cast<const float*>(x.get()), static_cast<const float*>(w.get()), static_cast<float*>(C.get()),
+                   M, N, K, cuda::Precision::BF16};
+    const double ms = cuda::time_median_ms(run_layer_op, &lc, 1, reps);
+    std::printf("cuda::linear bf16 %lldx%lldx%lld (rounding x and W included): %.3f ms, %.1f TFLOP/s\n",
+                static_cast<long long>(M), static_cast<long long>(N), static_cast<long long>(K), ms,
+                2.0 * M * N * K / (ms * 1e-3) / 1e12);
+  }
+  return failing ? 1 : 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string json_path = "cuda-bench.json";
   int reps = 30;
   bool layer_ops_only = false;  // --layer-ops: only the layer-search products
+  bool sweep = false;           // --dense-sweep: every dense kernel, checked and timed on large shapes
+  int64_t one[4] = {0, 0, 0, 0};  // --dense-one M N K KERNEL: two calls of one kernel (for profilers)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(3, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--layer-ops")) layer_ops_only = true;
+    else if (!std::strcmp(argv[i], "--dense-sweep")) sweep = true;
+    else if (!std::strcmp(argv[i], "--dense-one") && i + 4 < argc)
+      for (auto& v : one) v = std::atoll(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: awq_cuda_bench [--json PATH] [--reps N] [--layer-ops]\n");
+      std::fprintf(stderr, "usage: awq_cuda_bench [--json PATH] [--reps N] [--layer-ops | --dense-sweep | --dense-one M N K KERNEL]\n");
       return 64;
     }
   }
@@ -188,6 +425,20 @@ int main(int argc, char** argv) {
   std::printf("device 0: %s (sm_%d%d, %.1f GiB)\n", dev.name.c_str(), dev.cc_major, dev.cc_minor,
               dev.memory_bytes / 1073741824.0);
   try {
+    if (sweep) return dense_sweep(std::min(reps, 7));
+    if (one[0] > 0) {
+      const auto k = static_cast<cuda::DenseKernel>(one[3]);
+      cuda::DeviceMemory a(static_cast<size_t>(one[0] * one[2]) * 2, "A"), b(static_cast<size_t>(one[1] * one[2]) * 2, "B"),
+          c(static_cast<size_t>(one[0] * one[1]) * 4, "C");
+      cuda::fill_zero(a.get(), a.size());
+      cuda::fill_zero(b.get(), b.size());
+      SweepCase sc{a.get(), b.get(), c.get(), one[0], one[1], one[2], k};
+      const double ms = cuda::time_median_ms(run_sweep, &sc, 0, 2);
+      std::printf("%s %lldx%lldx%lld: %.3f ms, %.1f TFLOP/s (zeros)\n", cuda::dense_kernel_name(k),
+                  static_cast<long long>(one[0]), static_cast<long long>(one[1]), static_cast<long long>(one[2]), ms,
+                  2.0 * one[0] * one[1] * one[2] / (ms * 1e-3) / 1e12);
+      return 0;
+    }
     // Copy bandwidth: 1 GiB device to device, counted as read + write.
     const size_t copy_bytes = size_t{1} << 30;
     int l2_attr = 0;

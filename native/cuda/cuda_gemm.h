@@ -96,11 +96,19 @@ void int4_force_skinny_config(const SkinnyConfig& c);
 constexpr int kSkinnyMaxM = 16;
 
 enum class DenseKernel : int {
-  Auto = 0,   // by M and the number of blocks
-  Tile16 = 1, // forced tile shapes (tests, benchmarks): 16 x 32 with k split over 8 warps,
-  Tile64 = 2, // 64 x 64,
-  Tile128 = 3 // 128 x 128
+  Auto = 0,           // by M and the number of blocks
+  Tile16 = 1,         // forced tile shapes (tests, benchmarks): 16 x 32 with k split over 8 warps,
+  Tile64 = 2,         // 64 x 64 (k split over 2 warps),
+  Tile128 = 3,        // 128 x 128 (64 x 32 per warp),
+  Tile128x256 = 4,    // 128 x 256 (64 x 64 per warp, pipelined; 192 KiB of shared memory: where a
+                      // block cannot have that, 128 x 128 on 4 warps instead),
+  Tile128x128W4 = 5,  // 128 x 128 on 4 warps (64 x 64 per warp, pipelined, 2 blocks per SM)
+  Count = 6           // (not a kernel)
 };
+const char* dense_kernel_name(DenseKernel k);
+// Tests and benchmarks: tile rows per group of the big kernels' block order (0: the default).
+// Process-wide.
+void dense_force_group_m(int group_m);
 
 // C[M, N] = A[M, K] * B[N, K]^T (+ bias fp32 [N] on the device, or null). ab_type F16 or BF16,
 // c_type F32 or ab_type. K % 8 == 0, A and B 16-byte aligned.

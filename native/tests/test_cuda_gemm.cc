@@ -313,7 +313,7 @@ TEST(cuda_dense_gemm_matches_cpu) {
   uint32_t seed = 900;
   for (cuda::Dtype ab : {cuda::Dtype::F16, cuda::Dtype::BF16})
     for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 8}, {7, 13, 40}, {16, 64, 264}, {33, 200, 520},
-                           {130, 72, 1032}, {300, 260, 96}}) {
+                           {130, 72, 1032}, {300, 260, 96}, {1100, 600, 136}}) {
       auto a = random_floats(M * K, ++seed, -1.f, 1.f), b = random_floats(N * K, ++seed, -1.f, 1.f);
       a[K / 2] = 300.f;  // an outlier
       std::vector<uint16_t> ah(a.size()), bh(b.size());
@@ -340,8 +340,10 @@ TEST(cuda_dense_gemm_matches_cpu) {
       cuda::copy_to_device(da.get(), ah.data(), ah.size() * 2);
       cuda::copy_to_device(db.get(), bh.data(), bh.size() * 2);
       cuda::copy_to_device(dbias.get(), bias.data(), bias.size() * 4);
-      for (auto kern : {cuda::DenseKernel::Auto, cuda::DenseKernel::Tile16, cuda::DenseKernel::Tile64, cuda::DenseKernel::Tile128})
+      // (1100 x 600: more tile rows than one group of the big kernels' block order, and a partial group)
+      for (int ki = 0; ki < static_cast<int>(cuda::DenseKernel::Count); ++ki)
         for (cuda::Dtype ct : {cuda::Dtype::F32, ab}) {
+          const auto kern = static_cast<cuda::DenseKernel>(ki);
           cuda::fill_zero(dc.get(), dc.size());
           cuda::dense_gemm(da.get(), db.get(), ab, M, N, K, dc.get(), ct, static_cast<const float*>(dbias.get()), nullptr, kern);
           cuda::synchronize();
@@ -362,13 +364,15 @@ TEST(cuda_dense_gemm_matches_cpu) {
               fail(__FILE__, __LINE__,
                    std::string("dense ") + (ab == cuda::Dtype::F16 ? "f16" : "bf16") + " M=" + std::to_string(M) +
                        " N=" + std::to_string(N) + " K=" + std::to_string(K) + " kernel " +
-                       std::to_string(static_cast<int>(kern)) + " out " + std::to_string(static_cast<int>(ct)) + ": [" +
+                       cuda::dense_kernel_name(kern) + " out " + std::to_string(static_cast<int>(ct)) + ": [" +
                        std::to_string(i / N) + ", " + std::to_string(i % N) + "] gpu " + std::to_string(c[i]) +
                        " cpu " + std::to_string(ref[i]));
           }
         }
     }
   CHECK_THROWS(cuda::dense_gemm(nullptr, nullptr, cuda::Dtype::F16, 4, 4, 12, nullptr, cuda::Dtype::F32));  // K % 8
+  CHECK_THROWS(cuda::dense_gemm(nullptr, nullptr, cuda::Dtype::F16, 4, 4, 16, nullptr, cuda::Dtype::F32, nullptr, nullptr,
+                                cuda::DenseKernel::Count));
 #endif
 }
 
