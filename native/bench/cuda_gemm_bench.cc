@@ -487,6 +487,11 @@ int main(int argc, char** argv) {
                                    cuda::Int4Kernel::Skinny, {tiles, warps, stages}});
           kernels.push_back({std::string(what) + " tiled16", cuda::Int4Kernel::Tiled16});
         }
+        // the two large-M paths side by side, to check kDequantDenseMinM
+        if (M >= 128) {
+          kernels.push_back({std::string(what) + " tiled", cuda::Int4Kernel::Tiled});
+          kernels.push_back({std::string(what) + " dequant+dense", cuda::Int4Kernel::DequantDense});
+        }
         DenseCase dc{x.get(), b_ptrs, y.get(), M, N, K};
         const int r = M >= 1024 ? std::max(5, reps / 3) : reps;
         const int batch = M <= 16 ? 20 : 1;  // decode-sized calls: throughput of a stream of calls

@@ -73,13 +73,18 @@ Int4DeviceWeights int4_upload_awq(const int32_t* qweight, const int32_t* qzeros,
                                   const uint16_t* bias_fp16, int64_t K, int64_t N, int64_t group);
 
 enum class Int4Kernel : int {
-  Auto = 0,      // Skinny for M <= 16, else Tiled
+  Auto = 0,      // Skinny for M <= 16, Tiled below kDequantDenseMinM, DequantDense from there
   Skinny = 1,    // M <= 16: streams the weights once, split-K over warps, x rows in the mma's A rows
   Tiled = 2,     // any M: x tiles in shared memory (cp.async double buffer); tile shape by M
   Tiled16 = 3,   // the tiled kernel with a forced tile shape (tests, benchmarks): 16 x 32,
   Tiled64 = 4,   // 64 x 64,
   Tiled128 = 5,  // 128 x 128
+  // Large M (prefill): dequantize W once into fp16 [N, K] scratch (stream-ordered allocation,
+  // N * K * 2 bytes, freed after the call) and run the dense tensor-core GEMM on it. Each weight
+  // is rounded to fp16 exactly as the other kernels round it, so results agree to fp32 summation.
+  DequantDense = 6,
 };
+constexpr int64_t kDequantDenseMinM = 256;
 
 // y[M, N] = x[M, K] * dequant(W)^T (+ bias). x fp16 (16-byte aligned), y `y_type` (F16 or F32).
 // NaN/Inf in x propagate to y (not checked on the device).

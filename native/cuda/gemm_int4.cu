@@ -26,6 +26,7 @@
 #include <limits>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/errors.h"
@@ -293,6 +294,31 @@ __global__ void __launch_bounds__(S::kThreads)
   store_tile<S, OutT>(acc, reinterpret_cast<float*>(smem), r, m0 + r.wm * S::WM * 16, nb_warp * 8, M, N, bias, y);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Dequantization into fp16 W[N, K] (for DequantDense): one warp per (8 columns, 128 k) tile; lane
+// (g, t) writes column 8 nb + g at k = 128 c + 32 t + 8 j .. + 7 as one 16-byte store per word j
+// (int4_dequant8 yields the pairs in k order).
+__global__ void __launch_bounds__(256)
+    int4_dequant_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, __half* __restrict__ W,
+                        int N, int K, int chunks, int group) {
+  const int lane = threadIdx.x & 31;
+  const int64_t tile = static_cast<int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  const int NB = N / 8;
+  if (tile >= static_cast<int64_t>(NB) * chunks) return;
+  const int nb = static_cast<int>(tile / chunks), c = static_cast<int>(tile % chunks);
+  const int g = lane >> 2, t = lane & 3, n = nb * 8 + g;
+  const int k0 = c * 128 + 32 * t;
+  if (k0 >= K) return;  // the zero padding of the last chunk (K % 32 == 0)
+  const Int4Dq d = int4_dq(sz[static_cast<size_t>(k0 / group) * N + n]);
+  const uint4 wv = wq[static_cast<size_t>(tile) * 32 + lane];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint32_t b[4];
+    int4_dequant8(word_at(wv, j), d, b);
+    *reinterpret_cast<uint4*>(W + static_cast<size_t>(n) * K + k0 + 8 * j) = make_uint4(b[0], b[1], b[2], b[3]);
+  }
+}
+
 using TileSmall = TileShape<1, 4, 1, 1, 8>;   // 16 x 32, k split over 8 warps
 using TileMedium = TileShape<2, 4, 2, 2, 2>;  // 64 x 64
 using TileLarge = TileShape<4, 4, 2, 4, 1>;   // 128 x 128
@@ -373,8 +399,37 @@ void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, 
 }
 
 template <typename OutT>
+void launch_dequant_dense(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+  const Int4Layout& L = w.layout;
+  const size_t bytes = static_cast<size_t>(L.N) * static_cast<size_t>(L.K) * sizeof(__half);
+  void* W = nullptr;
+  const cudaError_t err = cudaMallocAsync(&W, bytes, stream);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(err == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory : ErrorCode::Cuda,
+                "cuda int4_gemm: no room for the dequantized weights (" + std::to_string(bytes >> 20) +
+                    " MiB of fp16 scratch): " + cudaGetErrorString(err));
+  }
+  try {
+    const int64_t tiles = (L.N / 8) * L.chunks;
+    int4_dequant_kernel<<<static_cast<unsigned>((tiles + 7) / 8), 256, 0, stream>>>(
+        static_cast<const uint4*>(w.q.get()), static_cast<const uint32_t*>(w.sz.get()), static_cast<__half*>(W),
+        static_cast<int>(L.N), static_cast<int>(L.K), static_cast<int>(L.chunks), static_cast<int>(L.group));
+    AWQ_CUDA_CHECK(cudaGetLastError());
+    dense_gemm(x, W, Dtype::F16, M, L.N, L.K, y, std::is_same_v<OutT, float> ? Dtype::F32 : Dtype::F16,
+               static_cast<const float*>(w.bias.get()), stream);
+  } catch (...) {
+    cudaFreeAsync(W, stream);
+    throw;
+  }
+  AWQ_CUDA_CHECK(cudaFreeAsync(W, stream));
+}
+
+template <typename OutT>
 void dispatch(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream, Int4Kernel kernel) {
-  if (kernel == Int4Kernel::Auto) kernel = M <= kSkinnyMaxM ? Int4Kernel::Skinny : Int4Kernel::Tiled;
+  if (kernel == Int4Kernel::Auto)
+    kernel = M <= kSkinnyMaxM ? Int4Kernel::Skinny : M < kDequantDenseMinM ? Int4Kernel::Tiled : Int4Kernel::DequantDense;
+  if (kernel == Int4Kernel::DequantDense) return launch_dequant_dense<OutT>(w, x, M, y, stream);
   if (kernel == Int4Kernel::Tiled) {
     const int64_t N = w.layout.N;
     const int64_t large_blocks =
@@ -468,7 +523,7 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
   AWQ_CHECK_ARG(L.K > 0 && L.N > 0 && w.q.get() && w.sz.get(), "cuda int4_gemm: weights are not uploaded");
   AWQ_CHECK_ARG(M >= 0 && M <= 1000000, "cuda int4_gemm: M must be in 0..1000000, got " + std::to_string(M));
   AWQ_CHECK_ARG(y_type == Dtype::F16 || y_type == Dtype::F32, "cuda int4_gemm: y must be F16 or F32");
-  AWQ_CHECK_ARG(static_cast<int>(kernel) >= 0 && static_cast<int>(kernel) <= 5, "cuda int4_gemm: unknown kernel");
+  AWQ_CHECK_ARG(static_cast<int>(kernel) >= 0 && static_cast<int>(kernel) <= 6, "cuda int4_gemm: unknown kernel");
   AWQ_CHECK_ARG(kernel != Int4Kernel::Skinny || M <= kSkinnyMaxM,
                 "cuda int4_gemm: the skinny kernel needs M <= 16, got " + std::to_string(M));
   if (M == 0) return;

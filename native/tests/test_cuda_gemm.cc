@@ -118,7 +118,7 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
   // Every kernel; the skinny one in every (tiles per warp, warps per block, stages) configuration.
   std::vector<std::pair<cuda::Int4Kernel, cuda::SkinnyConfig>> runs = {
       {cuda::Int4Kernel::Auto, {}}, {cuda::Int4Kernel::Tiled16, {}}, {cuda::Int4Kernel::Tiled64, {}},
-      {cuda::Int4Kernel::Tiled128, {}}};
+      {cuda::Int4Kernel::Tiled128, {}}, {cuda::Int4Kernel::DequantDense, {}}};
   if (M <= cuda::kSkinnyMaxM)
     for (int tiles : {2, 4})
       for (int warps : {4, 8})
