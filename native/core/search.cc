@@ -41,6 +41,8 @@ void divide_columns(float* X, int64_t rows, int64_t in, const float* s) {
   });
 }
 
+}  // namespace
+
 std::vector<std::pair<int64_t, float>> top_channels(const std::vector<float>& x_mean, size_t k) {
   std::vector<int64_t> idx(x_mean.size());
   std::iota(idx.begin(), idx.end(), 0);
@@ -52,7 +54,6 @@ std::vector<std::pair<int64_t, float>> top_channels(const std::vector<float>& x_
   return out;
 }
 
-// Picks the lowest loss (strictly lower wins, so the first minimum is kept, as AutoAWQ does).
 int argmin_loss(const std::vector<double>& losses) {
   int best = -1;
   double best_loss = std::numeric_limits<double>::infinity();
@@ -64,8 +65,6 @@ int argmin_loss(const std::vector<double>& losses) {
   }
   return best;
 }
-
-}  // namespace
 
 void scale_candidate(const float* x_mean, const float* w_mean, int64_t in, float alpha, bool duo, float* s) {
   const float beta = static_cast<float>(1.0 - static_cast<double>(alpha));

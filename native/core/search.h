@@ -95,7 +95,13 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
                             LayerQuantReport& report, const CancelFlag& cancel,
                             const std::function<void(const char*)>& on_phase = {});
 
-// --- pieces, exposed for tests ---
+// --- pieces, exposed for tests and the CUDA driver ---
+
+// The k channels with the largest statistic (ties: lower index first), with their statistic.
+std::vector<std::pair<int64_t, float>> top_channels(const std::vector<float>& x_mean, size_t k);
+// Index of the lowest loss: strictly lower wins, so the first minimum is kept, as AutoAWQ does
+// (-1 when none is finite).
+int argmin_loss(const std::vector<double>& losses);
 
 // The scale candidate of REFERENCE.md section 4 for ratio alpha (fp32, as torch computes it).
 void scale_candidate(const float* x_mean, const float* w_mean, int64_t in, float alpha, bool duo, float* s);

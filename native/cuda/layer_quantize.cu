@@ -83,28 +83,6 @@ void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
-std::vector<std::pair<int64_t, float>> top_channels(const std::vector<float>& x_mean, size_t k) {
-  std::vector<int64_t> idx(x_mean.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  k = std::min(k, idx.size());
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                    [&](int64_t a, int64_t b) { return x_mean[a] > x_mean[b] || (x_mean[a] == x_mean[b] && a < b); });
-  std::vector<std::pair<int64_t, float>> out;
-  for (size_t i = 0; i < k; ++i) out.emplace_back(idx[i], x_mean[idx[i]]);
-  return out;
-}
-
-int argmin_loss(const std::vector<double>& losses) {
-  int best = -1;
-  double best_loss = std::numeric_limits<double>::infinity();
-  for (size_t i = 0; i < losses.size(); ++i)
-    if (losses[i] < best_loss) {
-      best_loss = losses[i];
-      best = static_cast<int>(i);
-    }
-  return best;
-}
-
 // The working state of one layer's search on the device.
 struct DeviceLayer {
   const LayerArch& a;
