@@ -387,10 +387,8 @@ struct LayerState {
 
 }  // namespace
 
-void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
-                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out,
-                            LayerQuantReport& report, const CancelFlag& cancel,
-                            const std::function<void(const char*)>& on_phase) {
+void check_layer_quant_args(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
+                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out) {
   AWQ_CHECK_ARG(opt.n_grid >= 1, "nGrid must be positive");
   AWQ_CHECK_ARG(opt.max_shrink >= 0.f && opt.max_shrink < 1.f, "maxShrink must be in [0, 1)");
   validate_layer(a, w);
@@ -408,6 +406,13 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
     AWQ_CHECK_ARG(out.q[id] && out.zeros[id] && out.scales[id], "quantize_decoder_layer: missing outputs");
     AWQ_CHECK_ARG((out.bias[id] != nullptr) == has_bias[id], "quantize_decoder_layer: bias outputs do not match");
   }
+}
+
+void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
+                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out,
+                            LayerQuantReport& report, const CancelFlag& cancel,
+                            const std::function<void(const char*)>& on_phase) {
+  check_layer_quant_args(a, w, hidden, tokens, seqlen, opt, out);
   report = LayerQuantReport();
   LayerState st(a, w, tokens, seqlen, opt, cancel);
   const int64_t n = tokens, H = st.H, I = st.I, QO = st.QO;

@@ -97,6 +97,10 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
 
 // --- pieces, exposed for tests and the CUDA driver ---
 
+// quantize_decoder_layer's argument checks (InvalidArgument / NonFinite naming what is wrong).
+void check_layer_quant_args(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
+                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out);
+
 // The k channels with the largest statistic (ties: lower index first), with their statistic.
 std::vector<std::pair<int64_t, float>> top_channels(const std::vector<float>& x_mean, size_t k);
 // Index of the lowest loss: strictly lower wins, so the first minimum is kept, as AutoAWQ does

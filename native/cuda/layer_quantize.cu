@@ -278,25 +278,8 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
                             int64_t seqlen, const SearchOptions& opt, Precision precision,
                             const LayerQuantOutputs& out, LayerQuantReport& report, const CancelFlag& cancel,
                             const std::function<void(const char*)>& on_phase) {
-  // the same argument checks as the CPU version
-  AWQ_CHECK_ARG(opt.n_grid >= 1, "nGrid must be positive");
-  AWQ_CHECK_ARG(opt.max_shrink >= 0.f && opt.max_shrink < 1.f, "maxShrink must be in [0, 1)");
-  validate_layer(a, w);
-  for (int id = 0; id < kNumLinears; ++id) {
-    const int64_t in = id == kO ? a.q_out() : id == kDown ? a.intermediate : a.hidden;
-    check_quant_params(opt.params(in), in);
-  }
-  AWQ_CHECK_ARG(tokens >= 0 && seqlen >= 1, "quantize_decoder_layer: tokens must be >= 0 and seqlen >= 1");
-  AWQ_CHECK_ARG(tokens > 0 || !opt.awq, "the AWQ search needs calibration tokens (only RTN runs without them)");
-  AWQ_CHECK_ARG(tokens == 0 || (hidden && out.output), "quantize_decoder_layer: missing hidden states or output");
+  check_layer_quant_args(a, w, hidden, tokens, seqlen, opt, out);  // the CPU version's checks
   AWQ_CHECK_ARG(tokens % seqlen == 0, "quantize_decoder_layer: tokens must be whole blocks of seqlen");
-  AWQ_CHECK_ARG(out.input_norm && out.post_norm, "quantize_decoder_layer: missing outputs");
-  const bool has_bias[kNumLinears] = {w.q_bias != nullptr, w.k_bias != nullptr, w.v_bias != nullptr,
-                                      w.o_bias != nullptr, false, false, false};
-  for (int id = 0; id < kNumLinears; ++id) {
-    AWQ_CHECK_ARG(out.q[id] && out.zeros[id] && out.scales[id], "quantize_decoder_layer: missing outputs");
-    AWQ_CHECK_ARG((out.bias[id] != nullptr) == has_bias[id], "quantize_decoder_layer: bias outputs do not match");
-  }
   report = LayerQuantReport();
   DeviceLayer st(a, w, tokens, seqlen, opt, precision, cancel);
   const int64_t n = tokens, H = st.H, I = st.I, QO = st.QO, KV = st.KV, QKV = st.QKV;
