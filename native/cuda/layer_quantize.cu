@@ -418,8 +418,8 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
       for (const auto& [id, X] : clip_inputs) {
         cancel.check();
         const int64_t in = st.cols(id);
-        ClipResult c = cuda::clip_search(st.W[id].get(), st.rows(id), in, X->get(), n, opt.search_params(in), opt.n_grid,
-                                   opt.max_shrink, &st.flops);
+        ClipResult c = cuda::clip_search(st.W[id].get(), st.rows(id), in, X->get(), n, opt.search_params(in),
+                                         opt.n_grid, opt.max_shrink, &st.flops);
         c.linear = id;
         report.clips.push_back(c);
       }
