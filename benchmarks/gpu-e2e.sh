@@ -10,8 +10,8 @@
 #
 # .gpu/e2e holds node.xz (this machine's node, xz-compressed: ~24 MB), awq.node.xz (the CUDA
 # addon), pkg/ (dist, package.json, production node_modules) and shared.tar.xz (llama-22m,
-# calib.jsonl, eval.txt: ~32 MB); together they stay under the device tool's 64 MiB. Keep .gpu/
-# out of git (.git/info/exclude).
+# calib.jsonl, eval.txt: ~32 MB); together they stay under the device tool's 64 MiB. .gpu/ is
+# git-ignored, so it travels only when carried.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E=.gpu/e2e
