@@ -134,7 +134,7 @@ export function summaryTable(r: QuantizationReport, out: string): string {
   }
   if (o.method === 'awq') {
     lines.push('');
-    lines.push('layer  group    ratio  loss(best)   loss(ratio 0)  gain    clip shrink  salient channels (mean |x|)');
+    lines.push('layer  group    ratio  loss(best)   loss(ratio 0)  gain    loss via  clip shrink  salient channels (mean |x|)');
     for (const l of r.layers) {
       for (const g of l.groups) {
         if (g.skipped) {
@@ -152,7 +152,8 @@ export function summaryTable(r: QuantizationReport, out: string): string {
           .join(' ');
         lines.push(
           `${String(l.layer).padStart(5)}  ${g.group.padEnd(7)}  ${g.bestRatio.toFixed(2).padStart(5)}  ${g.lossAtBest.toExponential(3).padStart(10)}   ` +
-            `${g.lossAtZero.toExponential(3).padStart(12)}  ${gain.padStart(6)}  ${(clip || '-').padEnd(11)}  ${salient}`,
+            `${g.lossAtZero.toExponential(3).padStart(12)}  ${gain.padStart(6)}  ${(g.lossMethod ?? '-').padEnd(8)}  ` +
+            `${(clip || '-').padEnd(11)}  ${salient}`,
         );
       }
     }
