@@ -119,4 +119,16 @@ __device__ __forceinline__ qm::GroupQuant warp_group_quant(const F& value, int64
   return qm::group_quant_symmetric(amax, bits, fp16_scale);
 }
 
+// sum[c] += partial[0][c] + partial[1][c] + ... (in that order): the fixed-order fp64 total of
+// per-chunk column sums (abs-mean statistics, weight_mean). A template so that the kernel can
+// live in this header shared by several translation units.
+template <typename T>
+__global__ void add_partials_kernel(const T* __restrict__ partial, int64_t chunks, int64_t n, T* __restrict__ sum) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= n) return;
+  T acc = sum[c];
+  for (int64_t y = 0; y < chunks; ++y) acc += partial[y * n + c];
+  sum[c] = acc;
+}
+
 }  // namespace awq::cuda

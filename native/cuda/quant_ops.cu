@@ -112,16 +112,6 @@ __global__ void weight_mean_partial_kernel(const float* __restrict__ W, int64_t 
   partial[static_cast<int64_t>(blockIdx.y) * in + c] = acc;
 }
 
-// sum[c] += partial[0][c] + partial[1][c] + ... (in that order).
-__global__ void add_partials_kernel(const double* __restrict__ partial, int64_t chunks, int64_t n,
-                                    double* __restrict__ sum) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= n) return;
-  double acc = sum[c];
-  for (int64_t y = 0; y < chunks; ++y) acc += partial[y * n + c];
-  sum[c] = acc;
-}
-
 // ---- elementwise ----
 
 __global__ void scale_columns_kernel(float* __restrict__ W, int64_t rows, int64_t cols, const float* __restrict__ s) {
@@ -243,8 +233,8 @@ void weight_mean(const std::vector<std::pair<const float*, int64_t>>& linears, i
     weight_mean_partial_kernel<<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(used_chunks)), kThreads>>>(
         W, rows, in, group, m.as<float>(), chunk_rows, partial.as<double>());
     AWQ_CUDA_LAUNCH_CHECK();
-    add_partials_kernel<<<static_cast<unsigned>(col_blocks), kThreads>>>(partial.as<double>(), used_chunks, in,
-                                                                          sum.as<double>());
+    add_partials_kernel<double><<<static_cast<unsigned>(col_blocks), kThreads>>>(partial.as<double>(), used_chunks,
+                                                                                 in, sum.as<double>());
     AWQ_CUDA_LAUNCH_CHECK();
   }
   std::vector<double> host(in);

@@ -48,16 +48,6 @@ __global__ void abs_block_sums_kernel(const float* __restrict__ x, int64_t rows,
   partial[static_cast<int64_t>(blockIdx.y) * cols + c] = total;
 }
 
-// sum[c] += partial[0][c] + partial[1][c] + ... (in that order).
-__global__ void add_block_sums_kernel(const double* __restrict__ partial, int64_t chunks, int64_t cols,
-                                      double* __restrict__ sum) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= cols) return;
-  double acc = sum[c];
-  for (int64_t y = 0; y < chunks; ++y) acc += partial[y * cols + c];
-  sum[c] = acc;
-}
-
 // Device scratch for summing |x| over rows of `cols` columns.
 struct AbsSums {
   int64_t cols, chunks;
@@ -79,7 +69,7 @@ struct AbsSums {
     abs_block_sums_kernel<<<grid, kThreads>>>(x, rows, cols, used, partial.as<double>(),
                                               first_bad.as<unsigned long long>());
     AWQ_CUDA_LAUNCH_CHECK();
-    add_block_sums_kernel<<<grid.x, kThreads>>>(partial.as<double>(), used, cols, sum.as<double>());
+    add_partials_kernel<double><<<grid.x, kThreads>>>(partial.as<double>(), used, cols, sum.as<double>());
     AWQ_CUDA_LAUNCH_CHECK();
   }
   // Flat index (row * cols + col) of the first NaN/Inf seen by add(), or -1.

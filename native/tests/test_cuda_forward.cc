@@ -35,10 +35,10 @@
 #include "../core/gemm.h"
 #include "../core/vecmath.h"
 #include "ref_layer.h"
+#include "cuda_device.h"
 #include "test.h"
 #include "util.h"
 #ifdef AWQ_WITH_CUDA
-#include "../cuda/cuda_backend.h"
 #include "../cuda/cuda_gemm.h"
 #include "../cuda/cuda_layer_ops.h"
 #include "../cuda/sgemm_internal.h"
@@ -51,11 +51,6 @@ using namespace awq::test;
 namespace {
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-void need_device() {
-  std::string why;
-  if (cuda::list_devices(&why).empty()) SKIP("no CUDA device: " + why);
-}
 
 cuda::DeviceMemory upload(const std::vector<float>& v, const char* what) {
   cuda::DeviceMemory m(std::max<size_t>(v.size(), 1) * sizeof(float), what);
@@ -359,7 +354,7 @@ TEST(cuda_sgemm_all_transposes_odd_sizes_alpha_beta) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   uint32_t seed = 1000;
   const std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes = {
       {1, 1, 1},   {7, 33, 129}, {33, 7, 300},  {129, 130, 7}, {1, 300, 257},
@@ -381,7 +376,7 @@ TEST(cuda_sgemm_symmetric_gram_products) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   // X^T X (T, N) and X X^T (N, T) with the same pointer: only the upper tiles are computed and
   // mirrored; the result must be the full product and exactly symmetric.
   uint32_t seed = 2000;
@@ -434,7 +429,7 @@ TEST(cuda_sgemm_large_shapes_match_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   // Shapes that fill the GPU with 128 x 128 tiles; reference: the CPU sgemm, bound from the
   // CPU product of |A| |B|.
   uint32_t seed = 3000;
@@ -471,7 +466,7 @@ TEST(cuda_linear_f32_bf16_f16_match_reference) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   uint32_t seed = 4000;
   int idx = 0;
   for (auto [M, in, out] : {std::tuple<int64_t, int64_t, int64_t>{1, 8, 1}, {7, 40, 33}, {33, 264, 130}, {130, 1032, 72},
@@ -512,7 +507,7 @@ TEST(cuda_linear_lowp_rounds_to_nearest_even) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   // x and W pick single products: with u the operand type's unit in the last place at 1,
   // 1 + 0.75u -> 1 + u, 1 + 0.5u -> 1 (tie to even), 1 + 1.5u -> 1 + 2u (tie to even),
   // 1 + 0.25u -> 1. Rounding by truncation or ties-away would fail.
@@ -546,7 +541,7 @@ TEST(cuda_rms_norm_and_silu_mul_match_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   uint32_t seed = 5000;
   for (int64_t rows : {1, 7, 300})
     for (int64_t cols : {1, 33, 64, 1000, 4099}) {
@@ -588,7 +583,7 @@ TEST(cuda_attention_core_matches_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   uint32_t seed = 6000;
   struct Cfg {
     int64_t nh, nkv, hd, S, blocks;
@@ -635,7 +630,7 @@ TEST(cuda_sum_sq_diff_acc_matches_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   uint32_t seed = 7000;
   for (int64_t n : {1, 255, 2049, 100003, 3000000}) {
     auto a = random_floats(n, ++seed, -3.f, 3.f), b = random_floats(n, ++seed, -3.f, 3.f);
@@ -678,7 +673,7 @@ TEST(cuda_decoder_layer_forward_matches_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   struct Cfg {
     int64_t H, I, nh, nkv, hd, S, blocks;
     bool bias, qk_norm;
@@ -776,7 +771,7 @@ TEST(cuda_decoder_layer_forward_rejects_non_finite_input) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  need_device();
+  require_cuda_device();
   const RandomLayer L(64, 128, 4, 2, 16, false, false, 77);
   const int64_t T = 32, S = 16;
   auto x = random_floats(T * 64, 78, -1.f, 1.f);

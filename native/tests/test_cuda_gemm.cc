@@ -20,10 +20,10 @@
 #include "../core/gemm.h"
 #include "../core/int4_gemm.h"
 #include "awq_tensors.h"
+#include "cuda_device.h"
 #include "test.h"
 #include "util.h"
 #ifdef AWQ_WITH_CUDA
-#include "../cuda/cuda_backend.h"
 #include "../cuda/cuda_gemm.h"
 #endif
 
@@ -89,8 +89,6 @@ std::vector<uint16_t> to_fp16(const std::vector<float>& v) {
   f32_to_fp16(v.data(), h.data(), static_cast<int64_t>(v.size()));
   return h;
 }
-
-bool have_device(std::string* why) { return !cuda::list_devices(why).empty(); }
 
 // Runs the CUDA int4 GEMM with every kernel that takes this M and both output types and
 // checks each against the CPU int4_linear (which is itself exact to fp32 rounding).
@@ -251,8 +249,7 @@ TEST(cuda_int4_gemm_matches_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  std::string why;
-  if (!have_device(&why)) SKIP("no CUDA device: " + why);
+  require_cuda_device();
   uint32_t seed = 100;
   // K = one group, K not a multiple of 128 (padding), group 32/64/128; N multiple of 8 but not 64.
   for (auto [K, N, group] : {std::tuple<int64_t, int64_t, int64_t>{128, 8, 128}, {96, 24, 32}, {384, 200, 128},
@@ -266,8 +263,7 @@ TEST(cuda_int4_gemm_adversarial_inputs) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  std::string why;
-  if (!have_device(&why)) SKIP("no CUDA device: " + why);
+  require_cuda_device();
   uint32_t seed = 500;
   for (Pattern p : {Pattern::EqualGroups, Pattern::ZeroPoint0, Pattern::ZeroPoint15, Pattern::Random})
     for (int64_t M : {1, 5, 17, 64})
@@ -279,8 +275,7 @@ TEST(cuda_int4_gemm_propagates_nan_and_rejects_bad_calls) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  std::string why;
-  if (!have_device(&why)) SKIP("no CUDA device: " + why);
+  require_cuda_device();
   const int64_t K = 256, N = 16;
   const Quant L = make_quant(K, N, 128, 9, Pattern::Random, false);
   const AwqTensors t = to_awq(L);
@@ -308,8 +303,7 @@ TEST(cuda_dense_gemm_matches_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  std::string why;
-  if (!have_device(&why)) SKIP("no CUDA device: " + why);
+  require_cuda_device();
   uint32_t seed = 900;
   for (cuda::Dtype ab : {cuda::Dtype::F16, cuda::Dtype::BF16})
     for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 8}, {7, 13, 40}, {16, 64, 264}, {33, 200, 520},
@@ -380,8 +374,7 @@ TEST(cuda_out_of_memory_is_typed) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  std::string why;
-  if (!have_device(&why)) SKIP("no CUDA device: " + why);
+  require_cuda_device();
   bool typed = false;
   try {
     cuda::DeviceMemory huge(size_t{1} << 52, "a test buffer");

@@ -11,10 +11,10 @@
 #include "../core/errors.h"
 #include "../core/search.h"
 #include "layer_run.h"
+#include "cuda_device.h"
 #include "test.h"
 #include "util.h"
 #ifdef AWQ_WITH_CUDA
-#include "../cuda/cuda_backend.h"
 #include "../cuda/cuda_layer.h"
 #endif
 
@@ -23,8 +23,6 @@ using namespace awq::test;
 
 #ifdef AWQ_WITH_CUDA
 namespace {
-
-bool have_device(std::string* why) { return !cuda::list_devices(why).empty(); }
 
 LayerQuantizer gpu_quantizer(cuda::Precision p) {
   return [p](const LayerArch& a, const LayerWeights& w, const float* x, int64_t T, int64_t S, const SearchOptions& opt,
@@ -137,8 +135,7 @@ TEST(cuda_layer_quantize_matches_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  std::string why;
-  if (!have_device(&why)) SKIP("no CUDA device: " + why);
+  require_cuda_device();
   const LayerCase cases[] = {
       {"mha+bias, gram", 128, 256, 4, 4, 32, true, false, 64, 4, 64, LinearLoss::Auto},
       {"gqa+qk_norm, direct", 128, 384, 4, 2, 32, false, true, 48, 3, 128, LinearLoss::Direct},
@@ -153,8 +150,7 @@ TEST(cuda_layer_rtn_and_bad_input_match_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  std::string why;
-  if (!have_device(&why)) SKIP("no CUDA device: " + why);
+  require_cuda_device();
   RandomLayer L(64, 128, 4, 2, 16, false, false, 9);
   SearchOptions opt;
   opt.awq = false;

@@ -31,6 +31,7 @@
 #include "../core/stats.h"
 #include "../core/threadpool.h"
 #include "../cuda/quant_math.h"
+#include "cuda_device.h"
 #include "test.h"
 #include "util.h"
 #ifdef AWQ_WITH_CUDA
@@ -316,8 +317,6 @@ TEST(cuda_quant_math_matches_scaled_fake_quant_and_clip_rows) {
 #ifdef AWQ_WITH_CUDA
 namespace {
 
-bool have_device(std::string* why) { return !cuda::list_devices(why).empty(); }
-
 // A device copy of a host vector (or an uninitialized device array of n elements).
 template <class T>
 struct Dev {
@@ -524,16 +523,8 @@ void check_clip_case(const ClipCase& c, uint32_t seed) {
 }  // namespace
 #endif
 
-#ifdef AWQ_WITH_CUDA
-#define REQUIRE_DEVICE()                                       \
-  std::string why_;                                            \
-  if (!have_device(&why_)) SKIP("no CUDA device: " + why_)
-#else
-#define REQUIRE_DEVICE() SKIP("built without CUDA")
-#endif
-
 TEST(cuda_abs_mean_columns_dev_matches_cpu) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {63, 5}, {64, 300}, {65, 257}, {4099, 777}, {20000, 96}}) {
     auto x = random_floats(rows * cols, static_cast<uint32_t>(rows + cols), -2.f, 2.f);
@@ -557,7 +548,7 @@ TEST(cuda_abs_mean_columns_dev_matches_cpu) {
 }
 
 TEST(cuda_abs_mean_columns_rejects_non_finite) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   for (float bad : {kNaN, kInf, -kInf}) {
     const int64_t rows = 300, cols = 33;
@@ -597,7 +588,7 @@ TEST(cuda_abs_mean_columns_rejects_non_finite) {
 }
 
 TEST(cuda_weight_mean_matches_cpu) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   for (int64_t group : {int64_t{32}, int64_t{128}, int64_t{-1}}) {
     const int64_t in = 384, g = group < 0 ? in : group;
@@ -632,7 +623,7 @@ TEST(cuda_weight_mean_matches_cpu) {
 }
 
 TEST(cuda_scaled_fake_quant_bitwise) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   const int64_t rows = 41, in = 256;
   const auto s = search_scales(in, 21);
@@ -699,7 +690,7 @@ TEST(cuda_scaled_fake_quant_bitwise) {
 }
 
 TEST(cuda_scale_and_divide_ops_bitwise) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {33, 257}, {1000, 96}}) {
     const auto w = random_floats(rows * cols, static_cast<uint32_t>(rows * cols), -3.f, 3.f);
@@ -723,7 +714,7 @@ TEST(cuda_scale_and_divide_ops_bitwise) {
 }
 
 TEST(cuda_elementwise_ops_bitwise) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{300001}}) {
     const auto a = random_floats(n, 1, -5.f, 5.f), b = random_floats(n, 2, -5.f, 5.f);
@@ -754,7 +745,7 @@ TEST(cuda_elementwise_ops_bitwise) {
 }
 
 TEST(cuda_rowwise_dot_acc_matches_cpu) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {37, 300}, {2048, 4096}}) {
     const auto T = random_floats(rows * cols, 3, -2.f, 2.f), dW = random_floats(rows * cols, 4, -1e-2f, 1e-2f);
@@ -783,7 +774,7 @@ TEST(cuda_rowwise_dot_acc_matches_cpu) {
 }
 
 TEST(cuda_quantize_weights_bitwise) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   for (const QuantParams& p0 : kQuantConfigs)
     for (int64_t in : {int64_t{128}, int64_t{640}}) {
@@ -857,7 +848,7 @@ TEST(cuda_quantize_weights_bitwise) {
 }
 
 TEST(cuda_clip_search_matches_cpu) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   const ClipCase cases[] = {
       {200, 256, 300, 128, true, 4, 20, 0.5f, false},   // n < 512: every token
@@ -876,7 +867,7 @@ TEST(cuda_clip_search_matches_cpu) {
 }
 
 TEST(cuda_clip_search_7b_shape) {
-  REQUIRE_DEVICE();
+  require_cuda_device();
 #ifdef AWQ_WITH_CUDA
   // A 7B MLP linear (out 11008, in 4096, group 128, 512 tokens, 10 steps): timing, plus the
   // errors of the first and last 64 rows against the CPU (rows are independent).

@@ -5,6 +5,7 @@
 #include "../core/errors.h"
 #include "../core/stats.h"
 #include "../core/threadpool.h"
+#include "cuda_device.h"
 #include "test.h"
 #include "util.h"
 #ifdef AWQ_WITH_CUDA
@@ -63,8 +64,7 @@ TEST(stats_cuda_matches_cpu) {
 #ifndef AWQ_WITH_CUDA
   SKIP("built without CUDA");
 #else
-  std::string why;
-  if (cuda::list_devices(&why).empty()) SKIP("no CUDA device: " + why);
+  require_cuda_device();
   const int64_t rows = 4099, cols = 777;
   auto x = random_floats(rows * cols, 5, -2.f, 2.f);
   std::vector<float> cpu(cols), gpu(cols);
