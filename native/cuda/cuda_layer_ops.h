@@ -62,6 +62,7 @@ double attention_core(const LayerArch& a, float* qkv, int64_t T, int64_t seqlen,
                       const float* q_norm, const float* k_norm, float* attn);
 
 // acc[0] += sum_i (a[i] - b[i])^2: fp32 per block, fp64 accumulation (acc is one device double).
+// b may be null: the sum of a[i]^2.
 void sum_sq_diff_acc(const float* a, const float* b, int64_t n, double* acc);
 
 // awq::decoder_layer_forward with every pointer (weights, hidden, out, record) on the device and

@@ -111,7 +111,7 @@ __global__ void ssd_partial_kernel(const float* __restrict__ a, const float* __r
     for (int k = 0; k < kSsdPer; ++k) {
       const int64_t i = base + k * kSsdThreads + threadIdx.x;
       if (i < n) {
-        const float d = a[i] - b[i];
+        const float d = b ? a[i] - b[i] : a[i];
         s = fmaf(d, d, s);
       }
     }

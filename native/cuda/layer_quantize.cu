@@ -230,15 +230,13 @@ struct DeviceLayer {
     const bool direct = opt.linear_loss == LinearLoss::Direct ||
                         (opt.linear_loss == LinearLoss::Auto && prefer_direct_loss(n, in, out_rows, opt.n_grid));
     Dev<float> G, T, dW(W[id].n, "weight difference");
-    Dev<float> E, zeros;
+    Dev<float> E;
     const int64_t C = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 24) / std::max<int64_t>(out_rows, 1)));
     if (!direct) {
       G = gram(X, in);
       T = Dev<float>(out_rows * in, "dW * G");
     } else {
       E = Dev<float>(C * out_rows, "output error block");
-      zeros = Dev<float>(C * out_rows, "zeros");
-      fill_zero(zeros.get(), static_cast<size_t>(C * out_rows) * sizeof(float));
     }
     GroupResult res = search(name, {id}, into, X, in,
                              [&](const std::vector<Dev<float>>& c) {
@@ -248,7 +246,7 @@ struct DeviceLayer {
                                    cancel.check();
                                    const int64_t Tn = std::min(C, n - t0);
                                    cuda::linear(X.get() + t0 * in, Tn, in, dW.get(), out_rows, nullptr, E.get(), prec);
-                                   cuda::sum_sq_diff_acc(E.get(), zeros.get(), Tn * out_rows, acc.get());
+                                   cuda::sum_sq_diff_acc(E.get(), nullptr, Tn * out_rows, acc.get());
                                  }
                                  flops += 2.0 * n * in * out_rows;
                                } else {
@@ -289,7 +287,6 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
   auto t0 = Clock::now();
   if (n > 0) {
     if (on_phase) on_phase("forward");
-    check_finite(hidden, n * H, "hidden states", H);  // the CPU forward's check, on the host
     Dev<float> h = upload(hidden, n * H, "hidden states");
     Dev<float> y(n * H, "layer output");
     LayerRecord rec;

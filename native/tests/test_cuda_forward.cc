@@ -656,6 +656,19 @@ TEST(cuda_sum_sq_diff_acc_matches_cpu) {
     CHECK_NEAR(twice, start + 2 * ref, 2e-6 * ref);
     CHECK(again == once);  // deterministic
     CHECK_NEAR(once - start, sum_sq_diff(a.data(), b.data(), n), 2e-6 * ref);
+    // b null: the sum of a^2, bitwise what an all-zero b gives (a - 0 == a)
+    const std::vector<float> zeros(static_cast<size_t>(n), 0.f);
+    auto dz = upload(zeros, "zeros");
+    double with_zeros = 0, with_null = 0;
+    cuda::fill_zero(acc.get(), sizeof(double));
+    cuda::sum_sq_diff_acc(F(da), F(dz), n, static_cast<double*>(acc.get()));
+    cuda::synchronize();
+    cuda::copy_to_host(&with_zeros, acc.get(), sizeof with_zeros);
+    cuda::fill_zero(acc.get(), sizeof(double));
+    cuda::sum_sq_diff_acc(F(da), nullptr, n, static_cast<double*>(acc.get()));
+    cuda::synchronize();
+    cuda::copy_to_host(&with_null, acc.get(), sizeof with_null);
+    CHECK(with_null == with_zeros && with_null > 0);
   }
   // n = 0 leaves acc alone
   cuda::DeviceMemory acc(sizeof(double), "acc");
