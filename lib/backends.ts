@@ -45,6 +45,8 @@ export function setThreads(threads: number): number {
 /** The backend a quantization runs on, as resolved from the user's choice. */
 export interface ResolvedBackend {
   backend: 'cpu' | 'cuda';
+  /** The search's arithmetic: as asked on CUDA, always 'fp32' on the CPU. */
+  precision: 'fp32' | 'bf16' | 'fp16';
   /** For reports: 'cpu (avx2, 2 threads)' or 'cuda (NVIDIA H200, bf16)'. */
   description: string;
   /** Set when 'auto' fell back to the CPU: why CUDA was not used. */
@@ -53,17 +55,28 @@ export interface ResolvedBackend {
 
 /**
  * 'cuda' needs a CUDA build with a device (CudaError saying why not, and how to build one);
- * 'auto' takes CUDA when usable and otherwise the CPU, with a note.
+ * 'auto' takes CUDA when usable and otherwise the CPU, with a note. A reduced precision is a
+ * CUDA option: asked with 'cpu' it is an error, and an 'auto' that falls back drops it (noted).
  */
-export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: string): ResolvedBackend {
+export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: string = 'fp32'): ResolvedBackend {
   if (requested !== 'cpu' && requested !== 'cuda' && requested !== 'auto') {
     throw new InvalidArgumentError(`backend: expected 'cpu', 'cuda' or 'auto', got ${String(requested)}`);
   }
+  if (precision !== 'fp32' && precision !== 'bf16' && precision !== 'fp16') {
+    throw new InvalidArgumentError(`precision: expected 'fp32', 'bf16' or 'fp16', got ${String(precision)}`);
+  }
+  if (requested === 'cpu' && precision !== 'fp32') {
+    throw new InvalidArgumentError(`precision: '${precision}' needs the CUDA backend (the CPU search runs in fp32)`);
+  }
   const b = backends();
-  const cpu = (): ResolvedBackend => ({ backend: 'cpu', description: `cpu (${b.cpu.isa}, ${b.cpu.threads} threads)` });
+  const cpu = (): ResolvedBackend => ({
+    backend: 'cpu',
+    precision: 'fp32',
+    description: `cpu (${b.cpu.isa}, ${b.cpu.threads} threads)`,
+  });
   if (requested === 'cpu') return cpu();
   if (b.cuda) {
-    return { backend: 'cuda', description: `cuda (${b.cuda.devices[0].name}, ${precision})` };
+    return { backend: 'cuda', precision, description: `cuda (${b.cuda.devices[0].name}, ${precision})` };
   }
   const why = b.cudaUnavailable ?? 'no CUDA device';
   if (requested === 'cuda') {
@@ -72,5 +85,6 @@ export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: st
         '--backend auto falls back to the CPU.',
     );
   }
-  return { ...cpu(), note: `CUDA not used (${why}); quantizing on the CPU` };
+  const dropped = precision === 'fp32' ? '' : `; precision '${precision}' applies to CUDA only, the CPU search runs in fp32`;
+  return { ...cpu(), note: `CUDA not used (${why}); quantizing on the CPU${dropped}` };
 }

@@ -19,10 +19,13 @@ describe('backends and the CLI skeleton', () => {
   it('resolves --backend: cpu, cuda (typed error saying how to build one), auto (CPU fallback with a note)', () => {
     expect(resolveBackend('cpu', 'fp32')).toMatchObject({ backend: 'cpu', description: expect.stringMatching(/^cpu \(/) });
     expect(() => resolveBackend('tpu' as 'cpu', 'fp32')).toThrow(InvalidArgumentError);
+    expect(() => resolveBackend('cpu', 'bf16')).toThrow(/needs the CUDA backend/);
+    expect(() => resolveBackend('auto', 'int8')).toThrow(InvalidArgumentError);
     if (backends().cuda === null) {
       expect(() => resolveBackend('cuda', 'fp32')).toThrow(CudaError);
       expect(() => resolveBackend('cuda', 'fp32')).toThrow(/npm run build:cuda/);
       expect(resolveBackend('auto', 'fp32')).toMatchObject({ backend: 'cpu', note: expect.stringMatching(/CUDA not used/) });
+      expect(resolveBackend('auto', 'bf16')).toMatchObject({ backend: 'cpu', precision: 'fp32', note: expect.stringMatching(/applies to CUDA only/) });
     } else {
       expect(resolveBackend('auto', 'bf16')).toMatchObject({ backend: 'cuda', description: expect.stringMatching(/bf16/) });
     }

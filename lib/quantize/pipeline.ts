@@ -111,18 +111,9 @@ function resolveOptions(o: QuantizeOptions): QuantOptions {
 export async function quantize(options: QuantizeOptions): Promise<QuantizeResult> {
   const started = performance.now();
   const opts = resolveOptions(options);
-  const requested = options.backend ?? 'auto';
-  let precision: Precision = options.precision ?? 'fp32';
-  if (requested === 'cpu' && precision !== 'fp32') {
-    throw new InvalidArgumentError(`precision: '${precision}' needs the CUDA backend (the CPU search runs in fp32)`);
-  }
-  const resolved = resolveBackend(requested, precision);
-  if (resolved.backend === 'cpu' && precision !== 'fp32') {
-    resolved.note = `${resolved.note}; precision '${precision}' applies to CUDA only, the CPU search runs in fp32`;
-    precision = 'fp32';
-  }
+  const resolved = resolveBackend(options.backend ?? 'auto', options.precision ?? 'fp32');
   opts.backend = resolved.backend;
-  opts.precision = precision;
+  opts.precision = resolved.precision;
   if (options.threads !== undefined) native().setThreads(options.threads);
   const progress = new ProgressTracker(options.onProgress);
   if (resolved.note) progress.emit({ stage: 'load', completed: 0, total: 1, message: resolved.note });
