@@ -101,8 +101,15 @@ export interface NativeBinding {
   int4Forward(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Promise<Float32Array>;
   int4ForwardSync(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Float32Array;
   int4Dequantize(w: Int4Handle, dst: Float32Array): Float32Array;
-  /** Reads every byte once on the pool, synchronously (bandwidth probe of `awq bench`); returns a checksum. */
-  benchStreamRead(bytes: Uint8Array): number;
+  /** A buffer for the bandwidth probe of `awq bench`, allocated as the int4 weights are (huge pages advised, every page touched). */
+  benchStreamPool(bytes: number): StreamPool;
+  /** Reads pool[offset, offset + length) once on the thread pool, synchronously; returns a checksum. */
+  benchStreamRead(pool: StreamPool, offset: number, length: number): number;
+}
+
+/** Opaque native buffer of the bandwidth probe (freed by the garbage collector). */
+export interface StreamPool {
+  readonly __brand: 'awq.StreamPool';
 }
 
 /** Opaque native handle of repacked int4 weights (freed by the garbage collector). */

@@ -14,7 +14,7 @@ import { cpus } from 'node:os';
 import { backends, setThreads } from '../backends.js';
 import { denseGemm, fmaPeakGflops } from '../gemm.js';
 import { Int4Linear, type Int4Mode } from '../gemm/int4-linear.js';
-import { native } from '../native.js';
+import { native, type StreamPool } from '../native.js';
 import { loadOrt, matMulNBitsModel, ortMatMulNBits, toMatMulNBits, type Ort } from './onnx-matmulnbits.js';
 
 export type GemmImpl = 'awq' | 'awq-int8' | 'dense-fp32' | 'ort-acc0' | 'ort-acc4' | 'floor';
@@ -66,16 +66,16 @@ export const DEFAULT_SHAPES: Array<[number, number]> = [[4096, 4096], [4096, 110
 
 /** Streaming read bandwidth in GB/s: median of reads of a buffer much larger than any cache. */
 export function measureReadBandwidth(mb = 512, reps = 5): number {
-  const buf = new Uint8Array(mb * 2 ** 20);
-  for (let i = 0; i < buf.length; i += 4096) buf[i] = i & 255; // fault every page in
-  native().benchStreamRead(buf);
+  const bytes = mb * 2 ** 20;
+  const pool = native().benchStreamPool(bytes);
+  native().benchStreamRead(pool, 0, bytes);
   const times: number[] = [];
   for (let r = 0; r < reps; r++) {
     const t0 = process.hrtime.bigint();
-    native().benchStreamRead(buf);
+    native().benchStreamRead(pool, 0, bytes);
     times.push(Number(process.hrtime.bigint() - t0) / 1e9);
   }
-  return buf.length / median(times) / 1e9;
+  return bytes / median(times) / 1e9;
 }
 
 function median(v: number[]): number {
@@ -166,11 +166,9 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     const layers: Int4Linear[] = [];
     for (let c = 0; c < copies; c++) layers.push(await Int4Linear.fromQuantized({ q, zeros, scales, inFeatures: k, outFeatures: n, groupSize: group }));
 
-    let floorPool: Uint8Array | null = null;
-    if (impls.includes('floor') && modes.includes('stream') && ms.includes(1)) {
-      floorPool = new Uint8Array(copies * awqBytes);
-      for (let i = 0; i < floorPool.length; i += 4096) floorPool[i] = i & 255; // fault every page in
-    }
+    // Allocated natively, as the weights are, so that both read the same kind of pages.
+    let floorPool: StreamPool | null = null;
+    if (impls.includes('floor') && modes.includes('stream') && ms.includes(1)) floorPool = native().benchStreamPool(copies * awqBytes);
     // dense-fp32: the project's sgemm on dequantize(W), fp32 copies (8x the bytes) for stream mode.
     const dense: Float32Array[] = [];
     if (impls.includes('dense-fp32')) {
@@ -219,7 +217,7 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
           } else if (impl === 'floor' && m === 1 && mode === 'stream' && floorPool) {
             // The floor: reading as many bytes as the weights, from a pool larger than the caches.
             const pool = floorPool;
-            runners.push({ impl, copies: calls, run: (c) => native().benchStreamRead(pool.subarray(c * awqBytes, (c + 1) * awqBytes)) });
+            runners.push({ impl, copies: calls, run: (c) => native().benchStreamRead(pool, c * awqBytes, awqBytes) });
           }
         }
         const medians = await timeInterleaved(runners, minCalls, minSeconds);

@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "cpu_features.h"
 #include "dtype.h"
 #include "gemm.h"
@@ -19,10 +23,38 @@
 
 namespace awq {
 
+namespace {
+
+// Asks the kernel to back the 2 MiB-aligned interior of a large buffer with transparent huge
+// pages (Linux, THP in "madvise" or "always" mode; a no-op elsewhere), before its pages are first
+// touched. The streaming kernels read weights once per call: with 4 KiB pages every 4 KiB is a
+// TLB miss and a stop for the hardware prefetcher; huge pages made M = 1 2-10% faster on Zen 3
+// (interleaved A/B, 4096 x 11008, 2 threads). The unaligned head and tail keep small pages, so
+// nothing is over-allocated. AWQ_HUGEPAGES=0 turns it off.
+void advise_huge_pages(void* p, size_t n) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  static const bool enabled = [] {
+    const char* env = std::getenv("AWQ_HUGEPAGES");
+    return !(env && std::strcmp(env, "0") == 0);
+  }();
+  if (n < 2 * kHuge) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(kHuge - 1);
+  if (enabled && end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // advice only: failure is fine
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
+}  // namespace
+
 AlignedBytes::AlignedBytes(size_t n) : size_(n) {
   const size_t padded = (n + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, padded == 0 ? 64 : padded);
   if (!p) throw Error(ErrorCode::OutOfMemory, "int4: could not allocate " + std::to_string(n) + " bytes");
+  advise_huge_pages(p, padded);
   std::memset(p, 0, padded == 0 ? 64 : padded);
   ptr_.reset(static_cast<uint8_t*>(p));
 }

@@ -1,0 +1,39 @@
+// `awq bench gemm` on a tiny shape: every requested impl and mode yields a finite record, and the
+// floor's bandwidth probe (a natively allocated pool) rejects reads past its end.
+import { describe, expect, it } from 'vitest';
+
+import { benchGemm } from '../dist/bench/gemm.js';
+import { native } from '../dist/native.js';
+
+describe('awq bench gemm', () => {
+  it('times awq (exact, int8) and the floor in stream and warm modes', async () => {
+    const res = await benchGemm({
+      ms: [1, 3],
+      shapes: [[256, 64]],
+      impls: ['awq', 'awq-int8', 'floor'],
+      streamMB: 1,
+      minCalls: 2,
+      minSeconds: 0,
+    });
+    expect(res.bandwidthGBs).toBeGreaterThan(0);
+    const key = (r: { m: number; impl: string; mode: string }) => `${r.m} ${r.impl} ${r.mode}`;
+    // The floor is a streaming probe: M = 1, stream mode only.
+    expect(res.records.map(key).sort()).toEqual(
+      ['1 awq stream', '1 awq warm', '1 awq-int8 stream', '1 awq-int8 warm', '1 floor stream',
+       '3 awq stream', '3 awq warm', '3 awq-int8 stream', '3 awq-int8 warm'].sort(),
+    );
+    for (const r of res.records) {
+      expect(r.k).toBe(256);
+      expect(r.n).toBe(64);
+      expect(Number.isFinite(r.medianMs) && r.medianMs > 0).toBe(true);
+      expect(r.gbPerS).toBeCloseTo((256 * 64 / 2 + 2 * 64 / 2 + 2 * 64 * 2) / (r.medianMs / 1e3) / 1e9, 6);
+    }
+  });
+
+  it('reads a stream pool only within its bounds', () => {
+    const pool = native().benchStreamPool(4096);
+    expect(native().benchStreamRead(pool, 0, 4096)).toBe(0); // zero-filled
+    expect(() => native().benchStreamRead(pool, 1024, 4096)).toThrow(/past the pool's 4096 bytes/);
+    expect(() => native().benchStreamRead({} as never, 0, 1)).toThrow(/benchStreamPool/);
+  });
+});
