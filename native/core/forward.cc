@@ -132,23 +132,30 @@ double attention_core(const LayerArch& a, float* qkv, int64_t T, int64_t seqlen,
   constexpr int64_t kTile = 64;
   parallel_for(blocks * nh, 1, [&](int64_t u0, int64_t u1, int) {
     std::vector<float> scores(static_cast<size_t>(kTile * seqlen));
+    PackedB kp, vp;
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t b = u / nh, h = u % nh, kvh = h / group;
       const float* Q = qkv + b * seqlen * ld + q_off + h * hd;
       const float* K = qkv + b * seqlen * ld + k_off + kvh * hd;
       const float* V = qkv + b * seqlen * ld + v_off + kvh * hd;
       float* O = attn + b * seqlen * a.q_out() + h * hd;
+      // The keys and values are packed once for all query tiles (sgemm would repack them per
+      // tile); the products are bitwise sgemm's.
+      const bool packed = kp.pack(Trans::T, hd, seqlen, K, ld) && vp.pack(Trans::N, seqlen, hd, V, ld);
       for (int64_t i0 = 0; i0 < seqlen; i0 += kTile) {
         const int64_t i1 = std::min(seqlen, i0 + kTile), rows = i1 - i0;
         // only keys 0..i1-1 can be attended to by rows i0..i1-1 (causal)
-        sgemm(Trans::N, Trans::T, rows, i1, hd, scale, Q + i0 * ld, ld, K, ld, 0.f, scores.data(), i1);
+        if (packed) sgemm_packed(Trans::N, rows, i1, hd, scale, Q + i0 * ld, ld, kp, 0.f, scores.data(), i1);
+        else sgemm(Trans::N, Trans::T, rows, i1, hd, scale, Q + i0 * ld, ld, K, ld, 0.f, scores.data(), i1);
         for (int64_t r = 0; r < rows; ++r) {
           float* srow = scores.data() + r * i1;
           const int64_t visible = i0 + r + 1;
           softmax_inplace(srow, visible);
           std::fill(srow + visible, srow + i1, 0.f);
         }
-        sgemm(Trans::N, Trans::N, rows, hd, i1, 1.f, scores.data(), i1, V, ld, 0.f, O + i0 * a.q_out(), a.q_out());
+        float* o = O + i0 * a.q_out();
+        if (packed) sgemm_packed(Trans::N, rows, hd, i1, 1.f, scores.data(), i1, vp, 0.f, o, a.q_out());
+        else sgemm(Trans::N, Trans::N, rows, hd, i1, 1.f, scores.data(), i1, V, ld, 0.f, o, a.q_out());
       }
     }
   });

@@ -200,6 +200,58 @@ void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, con
   }
 }
 
+void PackedB::Free::operator()(float* p) const { std::free(p); }
+
+bool PackedB::pack(Trans tb, int64_t K, int64_t N, const float* B, int64_t ldb) {
+  AWQ_CHECK_ARG(K > 0 && N > 0, "PackedB: K and N must be positive");
+  AWQ_CHECK_ARG(ldb >= (tb == Trans::N ? N : K), "PackedB: ldb too small");
+  kern_ = detail::active_gemm_kernel();
+  data_.reset();
+  K_ = N_ = 0;
+  if (!kern_) return false;
+  const int64_t nr = kern_->nr, panels = ceil_div(N, nr);
+  void* p = std::aligned_alloc(64, static_cast<size_t>(round_up(panels * nr * K * 4, 64)));
+  if (!p) throw std::bad_alloc();
+  data_.reset(static_cast<float*>(p));
+  K_ = K;
+  N_ = N;
+  for (int64_t q = 0; q < panels; ++q) {
+    const int64_t j = q * nr;
+    kern_->pack_b(tb == Trans::N ? B + j : B + j * ldb, ldb, tb == Trans::N, static_cast<int>(std::min(nr, N - j)), K,
+                  data_.get() + q * nr * K);
+  }
+  return true;
+}
+
+void sgemm_packed(Trans ta, int64_t M, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+                  const PackedB& B, float beta, float* C, int64_t ldc) {
+  AWQ_CHECK_ARG(B.kern_, "sgemm_packed: B is not packed");
+  AWQ_CHECK_ARG(M >= 0 && n >= 0 && k >= 1 && n <= B.N_ && k <= B.K_, "sgemm_packed: sizes outside the packed B");
+  AWQ_CHECK_ARG(ldc >= n && lda >= std::max<int64_t>(1, ta == Trans::N ? k : M), "sgemm_packed: leading dimension too small");
+  const detail::GemmKernel& kern = *B.kern_;
+  const int64_t mr = kern.mr, nr = kern.nr;
+  // sgemm's blocking of the k steps (the only blocking that changes how a C element is summed)
+  const int64_t kc_max = balanced_block(k, kern.kc, 1), mc = round_up(std::min(M, kern.mc), mr);
+  float* packed_a = t_pack_a.get(static_cast<size_t>(mc * kc_max));
+  for (int64_t pc = 0; pc < k; pc += kc_max) {
+    const int64_t kc = std::min(kc_max, k - pc);
+    const float beta_here = pc == 0 ? beta : 1.f;
+    for (int64_t ic = 0; ic < M; ic += mc) {
+      const int64_t m = std::min(mc, M - ic);
+      for (int64_t i = 0; i < m; i += mr) {
+        const float* src = ta == Trans::N ? A + (ic + i) * lda + pc : A + pc * lda + ic + i;
+        kern.pack_a(src, lda, ta == Trans::T, static_cast<int>(std::min(mr, m - i)), kc, packed_a + i * kc);
+      }
+      for (int64_t j = 0; j < n; j += nr) {
+        const float* bp = B.data_.get() + j * B.K_ + pc * nr;  // panel j / nr, steps from pc
+        for (int64_t i = 0; i < m; i += mr)
+          kern.micro(kc, packed_a + i * kc, bp, C + (ic + i) * ldc + j, ldc, alpha, beta_here,
+                     static_cast<int>(std::min(mr, m - i)), static_cast<int>(std::min(nr, n - j)));
+      }
+    }
+  }
+}
+
 void linear(const float* x, int64_t M, int64_t in, const float* W, int64_t out, const float* bias,
             float* y) {
   sgemm(Trans::N, Trans::T, M, out, in, 1.f, x, in, W, in, 0.f, y, out);

@@ -6,13 +6,45 @@
 // Runs on the shared thread pool; called from inside a parallel region it runs single-threaded.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 namespace awq {
 
 enum class Trans { N, T };
+namespace detail {
+struct GemmKernel;
+}
 
 void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// op(B) [K, N] packed once into the active kernel's B micro-panels, every panel holding all K
+// steps, for products that reuse it with prefixes of its columns and steps (attention: every
+// query tile against the same keys and values). Packing it again per product would repack it
+// once per tile.
+class PackedB {
+ public:
+  // Packs op(B); returns false (and holds nothing) where only the portable sgemm runs.
+  bool pack(Trans tb, int64_t K, int64_t N, const float* B, int64_t ldb);
+  int64_t k() const { return K_; }
+  int64_t n() const { return N_; }
+
+ private:
+  friend void sgemm_packed(Trans, int64_t, int64_t, int64_t, float, const float*, int64_t, const PackedB&,
+                           float, float*, int64_t);
+  struct Free {
+    void operator()(float* p) const;
+  };
+  const detail::GemmKernel* kern_ = nullptr;
+  int64_t K_ = 0, N_ = 0;
+  std::unique_ptr<float, Free> data_;
+};
+
+// C[M, n] = alpha * op(A)[M, k] * op(B)[:k, :n] + beta * C for a packed op(B) (k <= B.k(),
+// n <= B.n()): the blocking of sgemm over those operands, so bitwise its results. Runs on the
+// calling thread (it is meant for callers inside a parallel region).
+void sgemm_packed(Trans ta, int64_t M, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
+                  const PackedB& B, float beta, float* C, int64_t ldc);
 
 // y[M,out] = x[M,in] * W[out,in]^T (+ bias[out] when not null): a linear layer.
 void linear(const float* x, int64_t M, int64_t in, const float* W, int64_t out, const float* bias,

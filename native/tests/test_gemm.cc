@@ -1,5 +1,6 @@
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "../core/gemm.h"
@@ -134,6 +135,44 @@ TEST(gemm_deterministic_across_threads_and_nested) {
               nested[t].data(), o.ldc);
     });
     for (auto& r : nested) CHECK(r == all);
+  });
+}
+
+// A packed op(B) used with prefixes of its steps and columns gives bitwise sgemm's result on
+// those operands (k past one kc block included); the portable path packs nothing.
+TEST(gemm_packed_b_prefixes_equal_sgemm) {
+  for_each_isa([](Isa isa) {
+    const GemmCase full[] = {
+        {Trans::N, Trans::T, 0, 77, 64, 1.f, 0.f},    // attention scores: B = keys, k = head_dim
+        {Trans::N, Trans::N, 0, 64, 600, 1.f, 0.f},   // attention output: B = values, k = keys
+        {Trans::T, Trans::N, 0, 33, 300, -0.5f, 0.f},
+    };
+    uint32_t seed = 300;
+    for (const GemmCase& f : full) {
+      const Operands src = make_operands({f.ta, f.tb, 1, f.N, f.K, 1.f, 0.f}, seed += 5);
+      PackedB packed;
+      const bool ok = packed.pack(f.tb, f.K, f.N, src.B.data(), src.ldb);
+      CHECK(ok == (isa != Isa::Portable));
+      if (!ok) continue;
+      CHECK(packed.k() == f.K && packed.n() == f.N);
+      for (const auto& [M, n, k, beta] : {std::tuple<int64_t, int64_t, int64_t, float>{13, f.N, f.K, 0.f},
+                                          {64, f.N / 2 + 1, f.K / 3 + 1, 1.f},
+                                          {5, 1, 1, -1.f},
+                                          {70, f.N, f.K - 1, 0.f}}) {
+        GemmCase c{f.ta, f.tb, M, n, k, f.alpha, beta};
+        Operands o = make_operands(c, seed += 5);
+        o.B = src.B;  // the packed matrix, with its own stride
+        o.ldb = src.ldb;
+        const std::vector<float> want = check_case(c, o);
+        std::vector<float> got = o.C;
+        parallel_for(1, 1, [&](int64_t, int64_t, int) {  // as callers inside a parallel region do
+          sgemm_packed(c.ta, M, n, k, c.alpha, o.A.data(), o.lda, packed, beta, got.data(), o.ldc);
+        });
+        CHECK(got == want);
+      }
+      std::vector<float> c1(16);
+      CHECK_THROWS(sgemm_packed(Trans::N, 1, f.N + 1, 1, 1.f, src.A.data(), f.K + 3, packed, 0.f, c1.data(), f.N + 1));
+    }
   });
 }
 
