@@ -31,6 +31,7 @@
 #include "../cuda/cuda_backend.h"
 #include "../cuda/cuda_gemm.h"
 #include "../cuda/cuda_layer_ops.h"
+#include "../tests/ref_linear.h"
 
 using namespace awq;
 
@@ -213,18 +214,8 @@ int sweep_check(const std::vector<cuda::DenseKernel>& kernels) {
       const auto bh = random_lowp(static_cast<size_t>(N * K), ++seed, bf16, b);
       std::vector<float> bias(static_cast<size_t>(N));
       for (int64_t n = 0; n < N; ++n) bias[n] = 0.25f * static_cast<float>(n % 7) - 0.5f;
-      std::vector<double> ref(static_cast<size_t>(M * N)), mag(ref.size());
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < N; ++n) {
-          double s = bias[n], sa = std::fabs(bias[n]);
-          for (int64_t k = 0; k < K; ++k) {
-            const double p = static_cast<double>(a[m * K + k]) * b[n * K + k];
-            s += p;
-            sa += std::fabs(p);
-          }
-          ref[m * N + n] = s;
-          mag[m * N + n] = sa;
-        }
+      std::vector<double> ref, mag;
+      test::ref_linear64(a, M, K, b, N, bias, ref, mag);
       cuda::DeviceMemory da(ah.size() * 2, "A"), db(bh.size() * 2, "B"), dc(ref.size() * 4, "C"), dbias(N * 4, "bias");
       cuda::copy_to_device(da.get(), ah.data(), ah.size() * 2);
       cuda::copy_to_device(db.get(), bh.data(), bh.size() * 2);

@@ -35,6 +35,7 @@
 #include "../core/gemm.h"
 #include "../core/vecmath.h"
 #include "ref_layer.h"
+#include "ref_linear.h"
 #include "cuda_device.h"
 #include "test.h"
 #include "util.h"
@@ -174,24 +175,6 @@ std::vector<float> rounded(const std::vector<float>& v, cuda::Precision p) {
 }
 
 bool lowp_rule(cuda::Precision p, int64_t in) { return p != cuda::Precision::F32 && in % 8 == 0; }
-
-// y = x W^T + b in float64 and sum |x w| + |b| per output.
-void ref_linear64(const std::vector<float>& x, int64_t M, int64_t in, const std::vector<float>& W, int64_t out,
-                  const std::vector<float>& b, std::vector<double>& y, std::vector<double>& mag) {
-  y.assign(M * out, 0.0);
-  mag.assign(M * out, 0.0);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t o = 0; o < out; ++o) {
-      double s = b.empty() ? 0.0 : b[o], a = b.empty() ? 0.0 : std::fabs(b[o]);
-      for (int64_t k = 0; k < in; ++k) {
-        const double p = static_cast<double>(x[m * in + k]) * W[o * in + k];
-        s += p;
-        a += std::fabs(p);
-      }
-      y[m * out + o] = s;
-      mag[m * out + o] = a;
-    }
-}
 
 // ---- layer forward on the CPU with a linear's operands rounded as the GPU path rounds them ----
 
