@@ -206,13 +206,17 @@ bool PackedB::pack(Trans tb, int64_t K, int64_t N, const float* B, int64_t ldb) 
   AWQ_CHECK_ARG(K > 0 && N > 0, "PackedB: K and N must be positive");
   AWQ_CHECK_ARG(ldb >= (tb == Trans::N ? N : K), "PackedB: ldb too small");
   kern_ = detail::active_gemm_kernel();
-  data_.reset();
   K_ = N_ = 0;
   if (!kern_) return false;
   const int64_t nr = kern_->nr, panels = ceil_div(N, nr);
-  void* p = std::aligned_alloc(64, static_cast<size_t>(round_up(panels * nr * K * 4, 64)));
-  if (!p) throw std::bad_alloc();
-  data_.reset(static_cast<float*>(p));
+  const size_t bytes = static_cast<size_t>(round_up(panels * nr * K * 4, 64));
+  if (bytes > capacity_) {  // reused across packs (attention packs every head's keys and values)
+    data_.reset();
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    data_.reset(static_cast<float*>(p));
+    capacity_ = bytes;
+  }
   K_ = K;
   N_ = N;
   for (int64_t q = 0; q < panels; ++q) {

@@ -37,6 +37,7 @@ class PackedB {
   };
   const detail::GemmKernel* kern_ = nullptr;
   int64_t K_ = 0, N_ = 0;
+  size_t capacity_ = 0;  // bytes allocated
   std::unique_ptr<float, Free> data_;
 };
 

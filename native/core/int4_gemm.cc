@@ -271,7 +271,7 @@ void decode_int8_portable(const Int4Weights& w, const Int8Activations& a, float*
 
 }  // namespace
 
-const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, decode_int8_portable};
+const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, decode_int8_portable, nullptr};
 
 const Int4Kernels& int4_kernels() {
   switch (active_isa()) {
@@ -370,11 +370,13 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
     AlignedBytes panels, stage;
   };
   std::vector<Buffers> scratch(num_threads());
+  // Straight into the micro-panels where the ISA can (no staging block to write and transpose).
+  const bool fused = kern.dequant_panel16 && nr == 16;
   for_each_item((N + rows - 1) / rows, [&](int64_t item, int thread) {
     Buffers& buf = scratch[thread];
     if (buf.panels.size() == 0) {
       buf.panels = AlignedBytes(static_cast<size_t>(rows * kc) * sizeof(float));
-      buf.stage = AlignedBytes(static_cast<size_t>(rows * kc) * sizeof(float));
+      if (!fused) buf.stage = AlignedBytes(static_cast<size_t>(rows * kc) * sizeof(float));
     }
     float* pb = reinterpret_cast<float*>(buf.panels.data());
     float* stage = reinterpret_cast<float*>(buf.stage.data());
@@ -382,7 +384,7 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
     const int64_t panels = (n_end - n_begin + nr - 1) / nr;
     for (int64_t pc = 0; pc < K; pc += kc) {
       const int64_t kb = std::min(kc, K - pc);
-      kern.dequant_rows(w, n_begin, n_end - n_begin, pc, kb, stage, kb);
+      if (!fused) kern.dequant_rows(w, n_begin, n_end - n_begin, pc, kb, stage, kb);
       // The next kc block of each row is two cache lines a row apart: a pattern the hardware
       // prefetcher does not follow. Fetch it while the micro-kernels run (3x less time in the
       // dequantization on Zen 3).
@@ -392,7 +394,8 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
             __builtin_prefetch(w.row(n) + b * 64);
       for (int64_t q = 0; q < panels; ++q) {
         const int lanes = static_cast<int>(std::min(nr, n_end - n_begin - q * nr));
-        gk.pack_b(stage + q * nr * kb, kb, false, lanes, kb, pb + q * nr * kb);
+        if (fused) kern.dequant_panel16(w, n_begin + q * nr, lanes, pc, kb, pb + q * nr * kb);
+        else gk.pack_b(stage + q * nr * kb, kb, false, lanes, kb, pb + q * nr * kb);
       }
       // GotoBLAS order: a B micro-panel stays in L1 while an mc-row block of x panels (L2)
       // streams past it.

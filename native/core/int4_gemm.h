@@ -113,6 +113,10 @@ struct Int4Kernels {
   // Int8 mode: y[m * ldy + n] for all m < a.M, n in [n0, n1), no bias.
   void (*decode_int8)(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
                       int64_t n0, int64_t n1);
+  // Optional (null: dequant_rows, then the sgemm's packer): one 16-lane B micro-panel of the
+  // sgemm, dequantized in place: dst[s * 16 + l] = dequantize(W)[n0 + l, k0 + s] for l < lanes
+  // (0 for lanes <= l < 16), s < kc.
+  void (*dequant_panel16)(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst);
 };
 extern const Int4Kernels kInt4Portable;
 extern const Int4Kernels kInt4Avx2;

@@ -187,6 +187,49 @@ void dequant_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0
   }
 }
 
+#include "gemm_pack_x86.inc"  // transpose8x8
+
+// One 16-lane sgemm B micro-panel: per 16 k (one nibble of a block's words), 8 rows' two
+// 8-wide vectors are dequantized as dequant_panel_avx2 does and transposed in registers into 16
+// steps of those 8 lanes; the second 8 rows fill the other half of each step.
+void dequant_panel16_avx2(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst) {
+  const __m256i mask = _mm256_set1_epi32(15), magic = _mm256_set1_epi32(0x4B000000);
+  const __m256 zero = _mm256_setzero_ps();
+  const int64_t G = w.groups;
+  for (int half = 0; half < 2; ++half) {
+    const int l0 = 8 * half;
+    float* out = dst + l0;
+    if (lanes <= l0) {
+      for (int64_t s = 0; s < kc; ++s) _mm256_store_ps(out + s * 16, zero);
+      continue;
+    }
+    const int rows = std::min(8, lanes - l0);
+    for (int64_t s = k0 / 16; s < (k0 + kc) / 16; ++s) {
+      const int64_t blk = s >> 3, nib = s & 7, g = (s * 16) / w.group;
+      __m256 lo[8], hi[8];
+      for (int r = 0; r < 8; ++r) {
+        if (r >= rows) {
+          lo[r] = hi[r] = zero;
+          continue;
+        }
+        const int64_t n = n0 + l0 + r;
+        const uint8_t* p = w.row(n) + blk * 64;
+        const __m128i cnt = _mm_cvtsi32_si128(static_cast<int>(4 * nib));
+        __m256i w0 = _mm256_srl_epi32(load_block_half(p), cnt), w1 = _mm256_srl_epi32(load_block_half(p + 32), cnt);
+        const __m256 zc = _mm256_set1_ps(8388608.f + w.zeros[n * G + g]);
+        const __m256 sc = _mm256_set1_ps(w.scales[n * G + g]);
+        lo[r] = _mm256_mul_ps(next_nibble(w0, mask, magic, zc), sc);
+        hi[r] = _mm256_mul_ps(next_nibble(w1, mask, magic, zc), sc);
+      }
+      transpose8x8(lo);
+      transpose8x8(hi);
+      float* o = out + (s * 16 - k0) * 16;
+      for (int t = 0; t < 8; ++t) _mm256_store_ps(o + t * 16, lo[t]);
+      for (int t = 0; t < 8; ++t) _mm256_store_ps(o + (8 + t) * 16, hi[t]);
+    }
+  }
+}
+
 // Int8 mode: u8 nibbles x s8 activations with maddubs (AVX2 has no VNNI). One block's four
 // maddubs results are summed in 16 bits (at most 4 * 2 * 15 * 127 = 15240), widened once.
 template <int MR>
@@ -241,7 +284,7 @@ void decode_int8_avx2(const Int4Weights& w, const Int8Activations& a, float* y, 
 
 }  // namespace
 
-const Int4Kernels kInt4Avx2 = {decode_avx2, dequant_panel_avx2, decode_int8_avx2};
+const Int4Kernels kInt4Avx2 = {decode_avx2, dequant_panel_avx2, decode_int8_avx2, dequant_panel16_avx2};
 
 }  // namespace awq::detail
 
