@@ -7,9 +7,9 @@
  * inputs) plus 5 bytes per group and row (fp32 scale, u8 zero) and 4 bytes per output of bias,
  * i.e. about 0.54 bytes per weight at group 128 (`nativeBytes`). The AWQ tensors it was built
  * from stay referenced (not copied) in `awq`, for saving; drop the layer to free both.
- * Exact calls with 16 < m < 64 dequantize 128 output rows at a time into a scratch of
- * `128 * in * 4` bytes per pool thread (and the sgemm's own packing buffers); from m = 64 they
- * pack x once (`ceil(m / 6) * 6 * in * 4` bytes) and use 256 KiB per thread.
+ * Exact calls with m > 16 pack x once (`ceil(m / 6) * 6 * in * 4` bytes) and use 128 KiB per
+ * pool thread for dequantized weight panels (AVX2; elsewhere 256 KiB from m = 64, and for
+ * 16 < m < 64 a scratch of `128 * in * 4` bytes per thread plus the sgemm's packing buffers).
  *
  * Modes: `exact` (default) equals `x * dequantize(W)^T` up to fp32 summation rounding.
  * `int8` quantizes each row of x per 128 inputs to int8 (scale max|x|/127, round to nearest)

@@ -287,9 +287,11 @@ namespace {
 
 // Rows of x up to kDecodeMaxM take the streaming (decode) path, which unpacks the weights in
 // registers once per 4 rows of x; above it, the prefill paths dequantize each weight once and
-// reuse it for every row: from kPackedPrefillMinM rows straight into the sgemm's packed panels
-// (prefill_packed), in between through a dequantized fp32 panel and an sgemm call. Crossovers
-// measured on Zen 3 (AVX2), 4096 x 4096, one thread.
+// reuse it for every row: straight into the sgemm's packed panels (prefill_packed), or, below
+// kPackedPrefillMinM rows where the ISA has no fused panel dequantization, through a dequantized
+// fp32 panel and an sgemm call. Crossovers measured on Zen 3 (AVX2), 4096 x 4096 and
+// 4096 x 11008, 2 threads: decode and the fused packed path are level at M = 16, packed leads
+// by 20-30% from M = 24; the unfused packed path needed M = 64.
 constexpr int64_t kDecodeMaxM = 16;
 constexpr int64_t kPackedPrefillMinM = 64;
 
@@ -434,7 +436,8 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
-  } else if (const detail::GemmKernel* gk = detail::active_gemm_kernel(); gk && M >= kPackedPrefillMinM) {
+  } else if (const detail::GemmKernel* gk = detail::active_gemm_kernel();
+             gk && (M >= kPackedPrefillMinM || (kern.dequant_panel16 && gk->nr == 16))) {
     prefill_packed(*gk, kern, w, x, M, y);
   } else {
     prefill_dequant_sgemm(kern, w, x, M, y);
