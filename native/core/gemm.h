@@ -19,9 +19,8 @@ void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, con
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 // op(B) [K, N] packed once into the active kernel's B micro-panels, every panel holding all K
-// steps, for products that reuse it with prefixes of its columns and steps (attention: every
-// query tile against the same keys and values). Packing it again per product would repack it
-// once per tile.
+// steps, for a series of products that use prefixes of its columns and steps (attention: every
+// query tile against the same keys and values, which sgemm would repack per tile).
 class PackedB {
  public:
   // Packs op(B); returns false (and holds nothing) where only the portable sgemm runs.

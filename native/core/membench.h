@@ -6,7 +6,7 @@
 
 namespace awq {
 
-// Reads every byte of p[0, n) once on the shared pool (contiguous chunks per thread, as a
+// Reads every byte of p[0, n) once on the shared pool (contiguous 256 KiB chunks, as a
 // streaming kernel reads its weights) and returns a checksum so the reads cannot be elided.
 uint64_t stream_read(const uint8_t* p, size_t n);
 
