@@ -105,7 +105,10 @@ interface Runner {
 
 /**
  * Times the runners round-robin (one call each per round) so that load from other processes
- * on a shared machine hits every impl alike; returns the median ms of each.
+ * on a shared machine hits every impl alike; returns the median ms of each. Within a round the
+ * runners start at copies spread over the pool: impls that share weight copies (awq and
+ * awq-int8) would otherwise read, one after the other, the copy the previous one just pulled
+ * into the last-level cache.
  */
 async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: number): Promise<number[]> {
   for (const r of runners) for (let c = 0; c < r.copies; c++) await r.run(c); // warm-up: touch every copy
@@ -115,8 +118,9 @@ async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: 
     const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
     if (round >= minCalls && elapsed >= minSeconds * runners.length) break;
     for (let j = 0; j < runners.length; j++) {
+      const { copies } = runners[j];
       const t0 = process.hrtime.bigint();
-      await runners[j].run(round % runners[j].copies);
+      await runners[j].run((round + j * Math.floor(copies / runners.length)) % copies);
       times[j].push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
   }
