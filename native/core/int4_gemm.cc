@@ -341,10 +341,16 @@ void prefill_dequant_sgemm(const detail::Int4Kernels& kern, const Int4Weights& w
   });
 }
 
+// Whether this ISA dequantizes straight into the sgemm's B micro-panels (no staging block):
+// prefill_packed then skips the transposing pack, and it pays from M = 17 on.
+bool fused_panels(const detail::Int4Kernels& kern, const detail::GemmKernel& gk) {
+  return kern.dequant_panel16 != nullptr && gk.nr == 16;
+}
+
 // Exact prefill for large M on the sgemm micro-kernel (GotoBLAS blocking with the weights as the B operand):
 // x is packed once into mr-row micro-panels per kc-deep block, shared by all threads; each work
-// item (a block of output rows) dequantizes its weights kc at a time into a staging block and
-// packs them into B micro-panels (both in L2), and runs the micro-kernel
+// item (a block of output rows) dequantizes its weights kc at a time into B micro-panels (in L2;
+// straight, or through a staging block and the sgemm's packer where fused_panels is false), and runs the micro-kernel
 // for every x panel against them. Each weight is dequantized once, and x is packed once rather
 // than once per weight panel (as a plain sgemm call per dequantized panel would).
 void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& kern, const Int4Weights& w,
@@ -372,8 +378,7 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
     AlignedBytes panels, stage;
   };
   std::vector<Buffers> scratch(num_threads());
-  // Straight into the micro-panels where the ISA can (no staging block to write and transpose).
-  const bool fused = kern.dequant_panel16 && nr == 16;
+  const bool fused = fused_panels(kern, gk);
   for_each_item((N + rows - 1) / rows, [&](int64_t item, int thread) {
     Buffers& buf = scratch[thread];
     if (buf.panels.size() == 0) {
@@ -437,7 +442,7 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
       kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
   } else if (const detail::GemmKernel* gk = detail::active_gemm_kernel();
-             gk && (M >= kPackedPrefillMinM || (kern.dequant_panel16 && gk->nr == 16))) {
+             gk && (M >= kPackedPrefillMinM || fused_panels(kern, *gk))) {
     prefill_packed(*gk, kern, w, x, M, y);
   } else {
     prefill_dequant_sgemm(kern, w, x, M, y);
