@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "../core/errors.h"
 #include "../cuda/cuda_backend.h"
 #include "../cuda/cuda_gemm.h"
+#include "../core/search.h"
 #include "../cuda/cuda_layer_ops.h"
 #include "../tests/ref_linear.h"
 
@@ -132,6 +134,85 @@ void run_layer_op(void* ctx) {
   else if (c->kind == 1) cuda::sgemm(Trans::T, Trans::N, c->M, c->N, c->K, 1.f, c->a, c->M, c->a, c->M, 0.f, c->c, c->N);
   else cuda::linear(c->a, c->M, c->K, c->b, c->N, nullptr, c->c, c->p);
 }
+void run_fn(void* ctx) { (*static_cast<std::function<void()>*>(ctx))(); }
+
+// The pieces of one scale-search candidate of a 7B-shaped layer (hidden 4096, intermediate 11008,
+// 32 heads of 128) on one 16384-token chunk (the driver's chunk), bf16 products: where the
+// search's time goes. Per candidate the driver runs each chunk piece (tokens / 16384) times and
+// each fake-quant once.
+void bench_candidate_pieces(int reps, std::vector<std::string>& json) {
+  const int64_t T = 16384, S = 512, H = 4096, I = 11008, QKV = 3 * H;
+  LayerArch a;
+  a.hidden = H;
+  a.intermediate = I;
+  a.heads = a.kv_heads = 32;
+  a.head_dim = 128;
+  a.eps = 1e-5f;
+  std::vector<float> inv_freq(64);
+  for (int i = 0; i < 64; ++i) inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / 128));
+  a.inv_freq = inv_freq.data();
+  const cuda::DeviceRope rope(inv_freq.data(), 64, S);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  std::vector<float> h(size_t{1} << 22);
+  for (auto& v : h) v = d(rng);
+  auto filled = [&](int64_t n, float scale, const char* what) {
+    cuda::DeviceMemory m(static_cast<size_t>(n) * 4, what);
+    std::vector<float> part(h.size());
+    for (size_t i = 0; i < h.size(); ++i) part[i] = h[i] * scale;
+    for (int64_t i = 0; i < n; i += static_cast<int64_t>(part.size()))
+      cuda::copy_to_device(static_cast<float*>(m.get()) + i, part.data(),
+                           static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(part.size()), n - i)) * 4);
+    return m;
+  };
+  cuda::DeviceMemory x = filled(T * H, 1.f, "x"), wqkv = filled(QKV * H, 0.02f, "w qkv"), wo = filled(H * H, 0.02f, "w o"),
+                     wgu = filled(2 * I * H, 0.02f, "w gate|up"), wd = filled(H * I, 0.01f, "w down");
+  cuda::DeviceMemory qkv(static_cast<size_t>(T * QKV) * 4, "qkv"), att(static_cast<size_t>(T * H) * 4, "att"),
+      y(static_cast<size_t>(T * H) * 4, "y"), gu(static_cast<size_t>(T * 2 * I) * 4, "gu"), dd(static_cast<size_t>(T * I) * 4, "d"),
+      fq(static_cast<size_t>(2 * I * H) * 4, "fq"), sdev = filled(H, 0.f, "s"), acc(8, "acc"), bad(4, "bad");
+  std::vector<float> ones(H, 1.f);
+  cuda::copy_to_device(sdev.get(), ones.data(), H * 4);
+  cuda::fill_zero(acc.get(), 8);
+  auto F = [](const cuda::DeviceMemory& m) { return static_cast<float*>(m.get()); };
+  const auto bf = cuda::Precision::BF16;
+  SearchOptions opt;
+  const QuantParams qp = opt.search_params(H);
+  struct Piece {
+    const char* name;
+    double flop;
+    std::function<void()> fn;
+  };
+  const Piece pieces[] = {
+      {"linear qkv (x W^T)", 2.0 * T * H * QKV, [&] { cuda::linear(F(x), T, H, F(wqkv), QKV, nullptr, F(qkv), bf); }},
+      {"attention_core", 0, [&] { cuda::attention_core(a, F(qkv), T, S, rope, nullptr, nullptr, F(att)); }},
+      {"linear o", 2.0 * T * H * H, [&] { cuda::linear(F(att), T, H, F(wo), H, nullptr, F(y), bf); }},
+      {"sum_sq_diff", 0, [&] { cuda::sum_sq_diff_acc(F(y), F(att), T * H, static_cast<double*>(acc.get())); }},
+      {"linear gate|up", 2.0 * T * H * 2 * I, [&] { cuda::linear(F(x), T, H, F(wgu), 2 * I, nullptr, F(gu), bf); }},
+      {"silu_mul", 0, [&] { cuda::silu_mul(F(gu), T, I, F(dd)); }},
+      {"linear down", 2.0 * T * I * H, [&] { cuda::linear(F(dd), T, I, F(wd), H, nullptr, F(y), bf); }},
+      {"fake quant qkv", 0, [&] { cuda::scaled_fake_quant(F(wqkv), QKV, H, F(sdev), qp, F(fq), static_cast<int*>(bad.get())); }},
+      {"fake quant gate|up", 0, [&] { cuda::scaled_fake_quant(F(wgu), 2 * I, H, F(sdev), qp, F(fq), static_cast<int*>(bad.get())); }},
+  };
+  std::printf("\nsearch candidate pieces, 7B layer, one %lld-token chunk, bf16 products:\n", static_cast<long long>(T));
+  double per[9] = {};
+  for (int i = 0; i < 9; ++i) {
+    std::function<void()> fn = pieces[i].fn;
+    per[i] = cuda::time_median_ms(run_fn, &fn, 2, std::max(3, reps / 3));
+    std::printf("  %-20s %8.3f ms", pieces[i].name, per[i]);
+    if (pieces[i].flop > 0) std::printf("  %6.1f TFLOP/s", pieces[i].flop / (per[i] * 1e-3) / 1e12);
+    std::printf("\n");
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "{\"what\":\"candidate piece: %s\",\"ms\":%.4f}", pieces[i].name, per[i]);
+    json.push_back(buf);
+  }
+  const double chunks = 128.0 * 512 / T;
+  const double attn_cand = chunks * (per[0] + per[1] + per[2] + per[3]) + per[7];
+  const double mlp_cand = chunks * (per[4] + per[5] + per[6] + per[3]) + per[8];
+  std::printf("  per candidate at 128 blocks of 512: qkv %.1f ms (attention_core %.1f), gate_up %.1f ms; "
+              "x 20 candidates: %.2f s\n",
+              attn_cand, chunks * per[1], mlp_cand, 20 * (attn_cand + mlp_cand) / 1e3);
+}
+
 bool bench_layer_ops(int reps, std::vector<std::string>& json) {
   const int64_t S = 4096, OUT = 11008;
   std::mt19937 rng(11);
@@ -166,6 +247,7 @@ bool bench_layer_ops(int reps, std::vector<std::string>& json) {
                   tf);
     json.push_back(buf);
   }
+  bench_candidate_pieces(reps, json);
   return ok;
 }
 
@@ -394,6 +476,7 @@ int main(int argc, char** argv) {
   bool layer_ops_only = false;  // --layer-ops: only the layer-search products
   bool sweep = false;           // --dense-sweep: every dense kernel, checked and timed on large shapes
   int64_t one[4] = {0, 0, 0, 0};  // --dense-one M N K KERNEL: two calls of one kernel (for profilers)
+  int64_t int4_one[3] = {0, 0, 0};  // --int4-one M K N: 40 automatic int4 calls over 4 weight copies (for profilers)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(3, std::atoi(argv[++i]));
@@ -401,8 +484,10 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--dense-sweep")) sweep = true;
     else if (!std::strcmp(argv[i], "--dense-one") && i + 4 < argc)
       for (auto& v : one) v = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--int4-one") && i + 3 < argc)
+      for (auto& v : int4_one) v = std::atoll(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: awq_cuda_bench [--json PATH] [--reps N] [--layer-ops | --dense-sweep | --dense-one M N K KERNEL]\n");
+      std::fprintf(stderr, "usage: awq_cuda_bench [--json PATH] [--reps N] [--layer-ops | --dense-sweep | --dense-one M N K KERNEL | --int4-one M K N]\n");
       return 64;
     }
   }
@@ -428,6 +513,20 @@ int main(int argc, char** argv) {
       std::printf("%s %lldx%lldx%lld: %.3f ms, %.1f TFLOP/s (zeros)\n", cuda::dense_kernel_name(k),
                   static_cast<long long>(one[0]), static_cast<long long>(one[1]), static_cast<long long>(one[2]), ms,
                   2.0 * one[0] * one[1] * one[2] / (ms * 1e-3) / 1e12);
+      return 0;
+    }
+    if (int4_one[0] > 0) {
+      Int4Case ic{};
+      for (uint32_t c = 0; c < 4; ++c) ic.copies.push_back(make_int4(int4_one[1], int4_one[2], 17 + c));
+      cuda::DeviceMemory x = make_fp16(static_cast<size_t>(int4_one[0] * int4_one[1]), 7, 1.f, "x");
+      cuda::DeviceMemory y(static_cast<size_t>(int4_one[0] * int4_one[2]) * 2, "y");
+      ic.x = x.get();
+      ic.y = y.get();
+      ic.M = int4_one[0];
+      ic.kernel = cuda::Int4Kernel::Auto;
+      const double ms = cuda::time_median_ms(run_int4, &ic, 0, 2, 20);
+      std::printf("int4 M=%lld K=%lld N=%lld: %.4f ms per call\n", static_cast<long long>(int4_one[0]),
+                  static_cast<long long>(int4_one[1]), static_cast<long long>(int4_one[2]), ms);
       return 0;
     }
     // Copy bandwidth: 1 GiB device to device, counted as read + write.
