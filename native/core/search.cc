@@ -388,7 +388,7 @@ struct LayerState {
 }  // namespace
 
 void check_layer_quant_args(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
-                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out) {
+                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out, bool host_output) {
   AWQ_CHECK_ARG(opt.n_grid >= 1, "nGrid must be positive");
   AWQ_CHECK_ARG(opt.max_shrink >= 0.f && opt.max_shrink < 1.f, "maxShrink must be in [0, 1)");
   validate_layer(a, w);
@@ -398,7 +398,8 @@ void check_layer_quant_args(const LayerArch& a, const LayerWeights& w, const flo
   }
   AWQ_CHECK_ARG(tokens >= 0 && seqlen >= 1, "quantize_decoder_layer: tokens must be >= 0 and seqlen >= 1");
   AWQ_CHECK_ARG(tokens > 0 || !opt.awq, "the AWQ search needs calibration tokens (only RTN runs without them)");
-  AWQ_CHECK_ARG(tokens == 0 || (hidden && out.output), "quantize_decoder_layer: missing hidden states or output");
+  AWQ_CHECK_ARG(tokens == 0 || (hidden && (out.output || !host_output)),
+                "quantize_decoder_layer: missing hidden states or output");
   AWQ_CHECK_ARG(out.input_norm && out.post_norm, "quantize_decoder_layer: missing outputs");
   const bool has_bias[kNumLinears] = {w.q_bias != nullptr, w.k_bias != nullptr, w.v_bias != nullptr, w.o_bias != nullptr,
                                       false, false, false};

@@ -98,8 +98,11 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
 // --- pieces, exposed for tests and the CUDA driver ---
 
 // quantize_decoder_layer's argument checks (InvalidArgument / NonFinite naming what is wrong).
+// host_output = false: the caller keeps the layer output elsewhere (the CUDA driver's device-resident
+// hidden states), so out.output may be null.
 void check_layer_quant_args(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
-                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out);
+                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out,
+                            bool host_output = true);
 
 // The k channels with the largest statistic (ties: lower index first), with their statistic.
 std::vector<std::pair<int64_t, float>> top_channels(const std::vector<float>& x_mean, size_t k);

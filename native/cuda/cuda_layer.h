@@ -10,9 +10,29 @@
 
 #include "../core/cancel.h"
 #include "../core/search.h"
+#include "cuda_gemm.h"
 #include "cuda_layer_ops.h"
 
 namespace awq::cuda {
+
+// Calibration hidden states resident on the device between layers ([tokens, hidden] fp32). A
+// pipeline uploads them once; the second quantize_decoder_layer below reads a layer's input from
+// them and, when the layer succeeded, leaves the layer's output in their place, so no activations
+// cross PCIe per layer (a 7B layer on 128 blocks of 512 tokens moves 1 GiB each way otherwise).
+class DeviceHidden {
+ public:
+  DeviceHidden(const float* host, int64_t tokens, int64_t hidden);  // uploads host [tokens, hidden]
+  int64_t tokens() const { return tokens_; }
+  int64_t hidden() const { return hidden_; }
+  const float* data() const { return static_cast<const float*>(mem_.get()); }
+  void download(float* host) const;  // host [tokens, hidden]
+  // Takes a device buffer of the same shape as the new contents (the layer driver's output).
+  void replace(DeviceMemory&& m);
+
+ private:
+  DeviceMemory mem_;
+  int64_t tokens_ = 0, hidden_ = 0;
+};
 
 // `precision`: arithmetic of every linear product of the layer (the recorded forward, the
 // candidates' forwards, the Gram matrix and its quadratic forms); attention, norms, the
@@ -21,6 +41,14 @@ namespace awq::cuda {
 void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
                             int64_t seqlen, const SearchOptions& opt, Precision precision,
                             const LayerQuantOutputs& out, LayerQuantReport& report, const CancelFlag& cancel,
+                            const std::function<void(const char*)>& on_phase = {});
+
+// The same on device-resident hidden states (hidden.tokens() tokens, hidden.hidden() == a.hidden):
+// out.output is not used (may be null); on success `hidden` holds the layer's output, on an
+// error or cancellation it still holds the layer's input.
+void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, DeviceHidden& hidden, int64_t seqlen,
+                            const SearchOptions& opt, Precision precision, const LayerQuantOutputs& out,
+                            LayerQuantReport& report, const CancelFlag& cancel,
                             const std::function<void(const char*)>& on_phase = {});
 
 }  // namespace awq::cuda

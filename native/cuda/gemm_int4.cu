@@ -69,6 +69,13 @@ double fp16_bits_to_double(uint16_t h) {
 // kernel is as fast as the bytes it keeps in flight per SM, and copies in flight cost no
 // registers. Every lane reads back only the slots it copied itself, so the ring needs no barrier,
 // only cp.async.wait_group. x (tiny, L1/L2 resident) is loaded into registers one chunk ahead.
+//
+// The loop is issue-bound before it is memory-bound (an H200 profile of the first version: 71% of
+// issue slots busy at ~5 instructions per weight, of which the dequantization is 1.6), so
+// everything that does not change from chunk to chunk is computed once: the tiles' global
+// addresses (tiles past N read the last tile again: their sums are never stored, so the loop
+// needs no predicate), the shared-memory slot addresses, the x row pointer, and the group of a
+// chunk by a shift when the group size is a power of two (no integer division per chunk).
 
 template <int TILES>
 struct SkinnyStage {
@@ -76,37 +83,19 @@ struct SkinnyStage {
   uint32_t sz[TILES * 32];
 };
 
-template <int TILES>
-__device__ __forceinline__ void skinny_issue(SkinnyStage<TILES>& st, int c, const uint4* __restrict__ wq,
-                                             const uint32_t* __restrict__ sz, int nb0, int NB, int N, int chunks,
-                                             int group, int G, int lane, int g, int t) {
-  if (c < chunks) {
-    const int grp = min((c * 128 + 32 * t) / group, G - 1);  // past K only in the last chunk's zero padding
-#pragma unroll
-    for (int j = 0; j < TILES; ++j) {
-      const int nb = nb0 + j;
-      const bool ok = nb < NB;  // columns past N: zero-filled (src size 0 reads nothing)
-      cp_async16(&st.w[j * 32 + lane], ok ? wq + (static_cast<size_t>(nb) * chunks + c) * 32 + lane : wq, ok ? 16 : 0);
-      cp_async4(&st.sz[j * 32 + lane], ok ? sz + static_cast<size_t>(grp) * N + nb * 8 + g : sz, ok ? 4 : 0);
-    }
-  }
-  cp_async_commit();  // always, so that the group count stays in step with the chunks
+// 16-byte / 4-byte global -> shared copies to a shared-space address (no conversion per copy).
+__device__ __forceinline__ void cp_async16_s(uint32_t smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async4_s(uint32_t smem, const void* gmem) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem), "l"(gmem));
 }
 
-// The 8 x values of row `row` at k (K % 32 == 0, so k < K means all 8 are inside), or zeros.
-__device__ __forceinline__ uint4 skinny_x(const __half* __restrict__ x, int row, int M, int k, int K) {
-  return (row < M && k < K) ? __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(row) * K + k))
-                            : make_uint4(0, 0, 0, 0);
-}
-
-template <bool M16>
-__device__ __forceinline__ void skinny_load_x(uint4 (&xl)[4], uint4 (&xh)[4], const __half* __restrict__ x, int g,
-                                              int M, int k0, int K) {
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {
-    xl[w] = skinny_x(x, g, M, k0 + 8 * w, K);
-    xh[w] = M16 ? skinny_x(x, g + 8, M, k0 + 8 * w, K) : make_uint4(0, 0, 0, 0);
-  }
+// Group of the 32 k that lane t reads in chunk c (k past K only in the last chunk's zero padding,
+// which any group's scale turns into 0 * x = 0; clamped to the last group).
+__device__ __forceinline__ int skinny_group(int c, int t, int gshift, int group, int G) {
+  const int k = c * 128 + 32 * t;
+  return min(gshift >= 0 ? k >> gshift : k / group, G - 1);
 }
 
 template <int TILES, int WARPS, int STAGES>
@@ -118,30 +107,88 @@ template <int TILES, int WARPS, int STAGES, bool M16, typename OutT>
 __global__ void __launch_bounds__(32 * WARPS)
     int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
                        const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
-                       int group) {
+                       int group, int gshift) {
   constexpr int R = M16 ? 4 : 2;  // accumulator values per lane and tile that hold real rows
+  constexpr uint32_t kStage = sizeof(SkinnyStage<TILES>);
   extern __shared__ uint4 skinny_smem[];
-  auto* ring = reinterpret_cast<SkinnyStage<TILES>*>(skinny_smem) + (threadIdx.x >> 5) * STAGES;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int NB = N / 8, G = K / group;
   const int nb0 = blockIdx.x * TILES;
+
+  // The next chunk to copy (cn, from warp on in steps of WARPS) and this lane's weight unit of it
+  // in each tile: pointers carried from chunk to chunk (tiles past N clamped to the last tile).
+  int cn = warp;
+  const uint4* wn[TILES];
+#pragma unroll
+  for (int j = 0; j < TILES; ++j) wn[j] = wq + (static_cast<size_t>(min(nb0 + j, NB - 1)) * chunks + cn) * 32 + lane;
+  // this lane's (scale, zero) word of tile j in group 0; group gi is gi * N words on
+  const uint32_t* szt = sz + min(nb0, NB - 1) * 8 + g;
+  int sz_tile[TILES];  // word offset of tile j from tile 0 (clamped like wn)
+#pragma unroll
+  for (int j = 0; j < TILES; ++j) sz_tile[j] = (min(nb0 + j, NB - 1) - min(nb0, NB - 1)) * 8;
+  // shared-space addresses of this lane's slots in stage 0 of this warp's ring
+  const uint32_t ring0 = static_cast<uint32_t>(__cvta_generic_to_shared(skinny_smem)) + warp * STAGES * kStage;
+  uint32_t w_slot0 = ring0 + lane * 16, sz_slot0 = ring0 + TILES * 32 * 16 + lane * 4;
+  const auto* ring = reinterpret_cast<const SkinnyStage<TILES>*>(skinny_smem) + warp * STAGES;
+  // Opaque to the optimizer: otherwise it recomputes these from the kernel arguments in the loop
+  // (64-bit multiplies per tile and chunk) instead of keeping them in registers.
+#pragma unroll
+  for (int j = 0; j < TILES; ++j) {
+    asm volatile("" : "+l"(wn[j]));
+    asm volatile("" : "+r"(sz_tile[j]));
+  }
+  asm volatile("" : "+l"(szt));
+  asm volatile("" : "+r"(w_slot0), "+r"(sz_slot0));
+
+  // copies chunk cn into ring slot `slot`, then moves cn (and the pointers) on by WARPS chunks
+  auto issue = [&](uint32_t slot) {
+    if (cn < chunks) {  // warp-uniform
+      const uint32_t* szg = szt + static_cast<size_t>(skinny_group(cn, t, gshift, group, G)) * N;
+#pragma unroll
+      for (int j = 0; j < TILES; ++j) {
+        cp_async16_s(w_slot0 + slot * kStage + j * 512, wn[j]);
+        cp_async4_s(sz_slot0 + slot * kStage + j * 128, szg + sz_tile[j]);
+      }
+    }
+    cp_async_commit();  // always, so that the group count stays in step with the chunks
+#pragma unroll
+    for (int j = 0; j < TILES; ++j) wn[j] += WARPS * 32;
+    cn += WARPS;
+  };
+  // x rows g and g + 8 at this lane's 32 k of chunk cx (zeros for rows past M and k past K),
+  // loaded one chunk ahead; cx and the row pointers also move on by WARPS chunks per load
+  const bool lo_row = g < M, hi_row = M16 && g + 8 < M;
+  int cx = warp;
+  const uint4* xlo = reinterpret_cast<const uint4*>(x + static_cast<size_t>(lo_row ? g : 0) * K + cx * 128 + 32 * t);
+  const uint4* xhi = reinterpret_cast<const uint4*>(x + static_cast<size_t>(hi_row ? g + 8 : 0) * K + cx * 128 + 32 * t);
+  asm volatile("" : "+l"(xlo));
+  asm volatile("" : "+l"(xhi));
+  auto load_x = [&](uint4 (&xl)[4], uint4 (&xh)[4]) {
+    const bool in = cx * 128 + 32 * t < K;  // this lane's 32 k are all in the row or all out (K % 32 == 0)
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      xl[w] = lo_row && in ? __ldg(xlo + w) : make_uint4(0, 0, 0, 0);
+      xh[w] = hi_row && in ? __ldg(xhi + w) : make_uint4(0, 0, 0, 0);
+    }
+    xlo += WARPS * 16;  // 128 halves per chunk
+    xhi += WARPS * 16;
+    cx += WARPS;
+  };
 
   float acc[TILES][4];
 #pragma unroll
   for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 
 #pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s)
-    skinny_issue(ring[s], warp + s * WARPS, wq, sz, nb0, NB, N, chunks, group, G, lane, g, t);
+  for (int s = 0; s < STAGES - 1; ++s) issue(s);
   uint4 xl[4], xh[4], xl_next[4], xh_next[4];
-  skinny_load_x<M16>(xl, xh, x, g, M, warp * 128 + 32 * t, K);
+  load_x(xl, xh);
   int s = 0;
   for (int c = warp; c < chunks; c += WARPS) {
     cp_async_wait<STAGES - 2>();  // this lane's copies of chunk c have landed
-    skinny_issue(ring[(s + STAGES - 1) % STAGES], c + (STAGES - 1) * WARPS, wq, sz, nb0, NB, N, chunks, group, G,
-                 lane, g, t);
-    skinny_load_x<M16>(xl_next, xh_next, x, g, M, (c + WARPS) * 128 + 32 * t, K);
+    issue(s == 0 ? STAGES - 1 : s - 1);  // chunk c + (STAGES - 1) WARPS, into the slot chunk c - WARPS used
+    load_x(xl_next, xh_next);           // chunk c + WARPS
     const SkinnyStage<TILES>& st = ring[s];
 #pragma unroll
     for (int j = 0; j < TILES; ++j) {
@@ -160,7 +207,7 @@ __global__ void __launch_bounds__(32 * WARPS)
       xl[w] = xl_next[w];
       xh[w] = xh_next[w];
     }
-    s = (s + 1) % STAGES;
+    s = s == STAGES - 1 ? 0 : s + 1;
   }
   cp_async_wait<0>();  // no copy may still target shared memory when the block exits
 
@@ -374,11 +421,12 @@ void launch_skinny_cfg(const Int4DeviceWeights& w, const __half* x, int M, OutT*
   const Int4Layout& L = w.layout;
   const int NB = static_cast<int>(L.N / 8);
   dim3 grid(static_cast<unsigned>((NB + TILES - 1) / TILES));
+  const int group = static_cast<int>(L.group);
+  const int gshift = (group & (group - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(group)) : -1;
   kernel<<<grid, 32 * WARPS, smem, stream>>>(static_cast<const uint4*>(w.q.get()),
                                              static_cast<const uint32_t*>(w.sz.get()),
                                              static_cast<const float*>(w.bias.get()), x, y, M, static_cast<int>(L.N),
-                                             static_cast<int>(L.K), static_cast<int>(L.chunks),
-                                             static_cast<int>(L.group));
+                                             static_cast<int>(L.K), static_cast<int>(L.chunks), group, gshift);
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 

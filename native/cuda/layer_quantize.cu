@@ -270,13 +270,13 @@ struct DeviceLayer {
   }
 };
 
-}  // namespace
-
-void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
-                            int64_t seqlen, const SearchOptions& opt, Precision precision,
-                            const LayerQuantOutputs& out, LayerQuantReport& report, const CancelFlag& cancel,
-                            const std::function<void(const char*)>& on_phase) {
-  check_layer_quant_args(a, w, hidden, tokens, seqlen, opt, out);  // the CPU version's checks
+// Both forms of quantize_decoder_layer: hidden states on the host (`hidden`, output to
+// out.output) or on the device (`dev`: input read there, output moved there at the end).
+void quantize_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, DeviceHidden* dev, int64_t tokens,
+                    int64_t seqlen, const SearchOptions& opt, Precision precision, const LayerQuantOutputs& out,
+                    LayerQuantReport& report, const CancelFlag& cancel,
+                    const std::function<void(const char*)>& on_phase) {
+  check_layer_quant_args(a, w, hidden, tokens, seqlen, opt, out, dev == nullptr);  // the CPU version's checks
   AWQ_CHECK_ARG(tokens % seqlen == 0, "quantize_decoder_layer: tokens must be whole blocks of seqlen");
   report = LayerQuantReport();
   DeviceLayer st(a, w, tokens, seqlen, opt, precision, cancel);
@@ -285,9 +285,11 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
 
   // 1. the forward, recording what the search needs (RTN without tokens: none)
   auto t0 = Clock::now();
+  Dev<float> y_dev;  // device form: the layer output, moved into *dev once everything succeeded
   if (n > 0) {
     if (on_phase) on_phase("forward");
-    Dev<float> h = upload(hidden, n * H, "hidden states");
+    Dev<float> h_up = dev ? Dev<float>() : upload(hidden, n * H, "hidden states");
+    const float* h = dev ? dev->data() : h_up.get();
     Dev<float> y(n * H, "layer output");
     LayerRecord rec;
     if (search) {
@@ -317,8 +319,9 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
     dw.o_bias = st.o_bias.empty() ? nullptr : st.o_bias.get();
     dw.q_norm = st.q_norm.empty() ? nullptr : st.q_norm.get();
     dw.k_norm = st.k_norm.empty() ? nullptr : st.k_norm.get();
-    cuda::decoder_layer_forward(a, dw, h.get(), n, seqlen, y.get(), search ? &rec : nullptr, precision, &st.flops);
-    copy_to_host(out.output, y.get(), static_cast<size_t>(n * H) * sizeof(float));
+    cuda::decoder_layer_forward(a, dw, h, n, seqlen, y.get(), search ? &rec : nullptr, precision, &st.flops);
+    if (dev) y_dev = std::move(y);
+    else copy_to_host(out.output, y.get(), static_cast<size_t>(n * H) * sizeof(float));
     report.ms_forward = ms_since(t0);
   }
 
@@ -443,6 +446,44 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
   check_finite(out.post_norm, H, "post_attention_layernorm.weight (after folding)");
   report.ms_quant = ms_since(t0);
   report.flops = st.flops;
+  if (dev && n > 0) dev->replace(std::move(y_dev.mem));
+}
+
+}  // namespace
+
+DeviceHidden::DeviceHidden(const float* host, int64_t tokens, int64_t hidden) : tokens_(tokens), hidden_(hidden) {
+  AWQ_CHECK_ARG(tokens >= 0 && hidden > 0, "cuda hidden states: tokens must be >= 0 and hidden positive");
+  AWQ_CHECK_ARG(tokens == 0 || host, "cuda hidden states: no host data");
+  const size_t bytes = static_cast<size_t>(tokens * hidden) * sizeof(float);
+  mem_ = DeviceMemory(std::max<size_t>(bytes, sizeof(float)), "calibration hidden states");
+  copy_to_device(mem_.get(), host, bytes);
+}
+
+void DeviceHidden::download(float* host) const {
+  copy_to_host(host, mem_.get(), static_cast<size_t>(tokens_ * hidden_) * sizeof(float));
+}
+
+void DeviceHidden::replace(DeviceMemory&& m) {
+  AWQ_CHECK_ARG(m.size() >= static_cast<size_t>(tokens_ * hidden_) * sizeof(float),
+                "cuda hidden states: the replacement is smaller than the hidden states");
+  mem_ = std::move(m);
+}
+
+void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
+                            int64_t seqlen, const SearchOptions& opt, Precision precision,
+                            const LayerQuantOutputs& out, LayerQuantReport& report, const CancelFlag& cancel,
+                            const std::function<void(const char*)>& on_phase) {
+  quantize_layer(a, w, hidden, nullptr, tokens, seqlen, opt, precision, out, report, cancel, on_phase);
+}
+
+void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, DeviceHidden& hidden, int64_t seqlen,
+                            const SearchOptions& opt, Precision precision, const LayerQuantOutputs& out,
+                            LayerQuantReport& report, const CancelFlag& cancel,
+                            const std::function<void(const char*)>& on_phase) {
+  AWQ_CHECK_ARG(hidden.hidden() == a.hidden, "quantize_decoder_layer: the device hidden states have width " +
+                                                 std::to_string(hidden.hidden()) + ", the layer " +
+                                                 std::to_string(a.hidden));
+  quantize_layer(a, w, hidden.data(), &hidden, hidden.tokens(), seqlen, opt, precision, out, report, cancel, on_phase);
 }
 
 }  // namespace awq::cuda

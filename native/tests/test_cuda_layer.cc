@@ -31,6 +31,18 @@ LayerQuantizer gpu_quantizer(cuda::Precision p) {
   };
 }
 
+// The device-resident form: hidden states uploaded once, the output read back from them.
+LayerQuantizer gpu_device_quantizer(cuda::Precision p) {
+  return [p](const LayerArch& a, const LayerWeights& w, const float* x, int64_t T, int64_t S, const SearchOptions& opt,
+             const LayerQuantOutputs& o, LayerQuantReport& report) {
+    cuda::DeviceHidden h(x, T, a.hidden);
+    LayerQuantOutputs od = o;
+    od.output = nullptr;  // not used by this form
+    cuda::quantize_decoder_layer(a, w, h, S, opt, p, od, report, CancelFlag());
+    h.download(o.output);
+  };
+}
+
 double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
 
 // The two runs chose the same ratio, or the CPU's losses at both choices are within `tie`.
@@ -181,5 +193,70 @@ TEST(cuda_layer_rtn_and_bad_input_match_cpu) {
   } catch (const Error& e) {
     CHECK(e.code() == ErrorCode::NonFinite);
   }
+#endif
+}
+
+TEST(cuda_layer_device_hidden_states_match_host_form) {
+#ifndef AWQ_WITH_CUDA
+  SKIP("built without CUDA");
+#else
+  require_cuda_device();
+  // Same kernels in the same order: the two forms agree bitwise, over two chained layers.
+  RandomLayer L1(128, 256, 4, 2, 32, true, false, 21), L2(128, 256, 4, 2, 32, true, false, 22);
+  const int64_t S = 40, T = 3 * S;
+  const auto x = random_floats(T * 128, 5, -2.f, 2.f);
+  SearchOptions opt;
+  opt.group_size = 64;
+  const QuantRun h1 = run_layer(L1, x, T, S, opt, gpu_quantizer(cuda::Precision::F32));
+  const QuantRun d1 = run_layer(L1, x, T, S, opt, gpu_device_quantizer(cuda::Precision::F32));
+  const QuantRun h2 = run_layer(L2, h1.output, T, S, opt, gpu_quantizer(cuda::Precision::BF16));
+  const QuantRun d2 = run_layer(L2, d1.output, T, S, opt, gpu_device_quantizer(cuda::Precision::BF16));
+  for (const auto* pair : {&h1, &h2}) {
+    const QuantRun& h = *pair;
+    const QuantRun& d = pair == &h1 ? d1 : d2;
+    CHECK(d.output == h.output);
+    CHECK(d.in_norm == h.in_norm && d.post_norm == h.post_norm);
+    for (int id = 0; id < kNumLinears; ++id) CHECK(d.q[id] == h.q[id] && d.z[id] == h.z[id] && d.s[id] == h.s[id]);
+    CHECK(d.report.groups.size() == h.report.groups.size());
+    for (size_t g = 0; g < h.report.groups.size() && g < d.report.groups.size(); ++g)
+      CHECK(d.report.groups[g].losses == h.report.groups[g].losses);
+  }
+  // a failed layer leaves the input in place; a width mismatch is an argument error
+  auto bad = x;
+  bad[77] = NAN;
+  cuda::DeviceHidden hidden(bad.data(), T, 128);
+  LayerQuantOutputs none;
+  LayerQuantReport report;
+  std::vector<uint8_t> q[kNumLinears], z[kNumLinears];
+  std::vector<float> sc[kNumLinears], b[kNumLinears], in_norm(128), post_norm(128);
+  const float* biases[] = {L1.w.q_bias, L1.w.k_bias, L1.w.v_bias, L1.w.o_bias, nullptr, nullptr, nullptr};
+  for (int id = 0; id < kNumLinears; ++id) {
+    q[id].resize(h1.q[id].size());
+    z[id].resize(h1.z[id].size());
+    sc[id].resize(h1.s[id].size());
+    none.q[id] = q[id].data();
+    none.zeros[id] = z[id].data();
+    none.scales[id] = sc[id].data();
+    if (biases[id]) {
+      b[id].resize(h1.bias[id].size());
+      none.bias[id] = b[id].data();
+    }
+  }
+  none.input_norm = in_norm.data();
+  none.post_norm = post_norm.data();
+  try {
+    cuda::quantize_decoder_layer(L1.arch, L1.w, hidden, S, opt, cuda::Precision::F32, none, report, CancelFlag());
+    fail(__FILE__, __LINE__, "NaN hidden states were accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::NonFinite);
+  }
+  std::vector<float> back(bad.size());
+  hidden.download(back.data());
+  CHECK(std::isnan(back[77]));
+  back[77] = bad[77] = 0.f;
+  CHECK(back == bad);
+  cuda::DeviceHidden narrow(x.data(), T * 2, 64);
+  CHECK_THROWS(cuda::quantize_decoder_layer(L1.arch, L1.w, narrow, S, opt, cuda::Precision::F32, none, report,
+                                            CancelFlag()));
 #endif
 }
