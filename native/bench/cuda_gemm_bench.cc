@@ -184,7 +184,8 @@ void bench_candidate_pieces(int reps, std::vector<std::string>& json) {
   };
   const Piece pieces[] = {
       {"linear qkv (x W^T)", 2.0 * T * H * QKV, [&] { cuda::linear(F(x), T, H, F(wqkv), QKV, nullptr, F(qkv), bf); }},
-      {"attention_core", 0, [&] { cuda::attention_core(a, F(qkv), T, S, rope, nullptr, nullptr, F(att)); }},
+      // The causal half of the two products (2 * S^2/2 * head_dim flops each) per head and block.
+      {"attention_core", 2.0 * S * S * 128 * 32 * (T / S), [&] { cuda::attention_core(a, F(qkv), T, S, rope, nullptr, nullptr, F(att)); }},
       {"linear o", 2.0 * T * H * H, [&] { cuda::linear(F(att), T, H, F(wo), H, nullptr, F(y), bf); }},
       {"sum_sq_diff", 0, [&] { cuda::sum_sq_diff_acc(F(y), F(att), T * H, static_cast<double*>(acc.get())); }},
       {"linear gate|up", 2.0 * T * H * 2 * I, [&] { cuda::linear(F(x), T, H, F(wgu), 2 * I, nullptr, F(gu), bf); }},

@@ -7,11 +7,14 @@
 // the same buffer); each thread scores 8 keys of a tile for its query, and the four threads of a
 // query share the row maximum and sum by warp shuffles (online softmax: running max m, running
 // sum l, accumulators rescaled by exp(m_old - m_new)). Each thread accumulates the output
-// dimensions d = r, r + 4, ... of its query in registers (head_dim <= 4 * ACC).
+// dimensions d = r, r + 4, ... of its query in registers (head_dim <= 4 * ACC). head_dim 64 and
+// 128 (the common ones) take a register-tiled kernel instead (attention_tiled_kernel: 4 x 4
+// micro-tiles of queries x keys, then of queries x dims), this one every other size.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -283,6 +286,214 @@ void launch_attention(const float* qkv, int64_t ld, int S, int hd, int group, in
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
+// ---- register-tiled attention for head_dim 64 and 128 ----
+//
+// The kernel above is shared-memory-load bound (9 loads per 8 FMAs in Q K^T, 1 per FMA in P V).
+// This one tiles like a SIMT GEMM: block = (sequence block, reversed query tile of 64 queries,
+// head), 256 threads as a 16 x 16 grid, ty = tid / 16 and tx = tid % 16, key tiles of 64.
+//   scores  thread (ty, tx) owns queries 4 ty + r and keys 4 tx + c (r, c < 4). Q and K are
+//           stored transposed ([d][query], [d][key]), so per d one float4 of each (2 shared
+//           loads) feeds 16 FMAs. Within a warp the Q float4 is one of two addresses
+//           (broadcast) and the K float4s are 64 contiguous floats: no bank conflicts.
+//   softmax the 16 threads of a query row are one half-warp (lanes 16 (ty % 2) + tx), so the
+//           row maximum is reduced with __shfl_xor_sync 1, 2, 4, 8. The running maximum m is
+//           the same in all 16 threads, so each keeps a partial row sum scaled by the same
+//           corr; the partial sums are added once at the end.
+//   output  thread (ty, tx) accumulates queries 4 ty + r and dims 64 g + 4 tx + e (g < HD / 64,
+//           e < 4): per key, one float4 of P per query row (P row-major, loaded 4 keys at a
+//           time) and HD / 64 float4s of V (row-major) feed 4 * HD / 16 FMAs.
+// K and V share one buffer (K tile, then V tile) so that a block stays under 100 KB and two
+// blocks fit per SM: 85 KB for head_dim 128, 51 KB for 64.
+constexpr int kTq = 64;         // queries per block
+constexpr int kTk = 64;         // keys per shared-memory tile
+constexpr int kTThreads = 256;  // 16 x 16 threads, 4 x 4 scores each
+constexpr int kTs = 64 + 4;     // row stride of Q^T, K^T and P (rows of 64): rows 4 apart start 16
+                                // banks apart (conflict-free transposing stores, and P's float4
+                                // loads of a warp's two query groups 4 ty, 4 ty + 4 in one wavefront)
+
+template <int HD>
+constexpr size_t attention_tiled_smem_bytes() {
+  return (2 * static_cast<size_t>(HD) * kTs + static_cast<size_t>(kTq) * kTs) * sizeof(float);
+}
+
+// Same arguments as attention_kernel, head_dim = HD. Requires qkv and attn 16-byte aligned (ld,
+// k_off, v_off and ld_out are multiples of HD, hence of 4): float4 global loads and stores.
+template <int HD>
+__global__ void __launch_bounds__(kTThreads, 2)
+    attention_tiled_kernel(const float* __restrict__ qkv, int64_t ld, int S, int group, int64_t k_off,
+                           int64_t v_off, int qtiles, float scale, float* __restrict__ attn, int64_t ld_out) {
+  static_assert(HD % 64 == 0 && kTq == 64 && kTk == 64 && kTThreads == 256, "the 16 x 16 x 4 layout");
+  constexpr int G = HD / 64;  // float4 column groups of the output per thread
+  extern __shared__ __align__(16) float tsmem[];
+  float* Qt = tsmem;          // [HD][kTs]: Q transposed
+  float* KV = Qt + HD * kTs;  // [HD][kTs]: K transposed, then [kTk][HD]: V
+  float* Ps = KV + HD * kTs;  // [kTq][kTs]: probabilities of the tile
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int b = blockIdx.x / qtiles, tile = qtiles - 1 - blockIdx.x % qtiles;  // long rows first
+  const int h = blockIdx.y, kvh = h / group;
+  const int i0 = tile * kTq;
+  const int kend = min(i0 + kTq, S);  // keys 0 .. kend-1 are visible to some query of the tile
+  const int qrow = i0 + 4 * ty;       // this thread's first query (position in the block)
+  const float* base = qkv + static_cast<int64_t>(b) * S * ld;
+  const float* qsrc = base + static_cast<int64_t>(h) * HD;
+  const float* ksrc = base + k_off + static_cast<int64_t>(kvh) * HD;
+  const float* vsrc = base + v_off + static_cast<int64_t>(kvh) * HD;
+  const float4 zero4 = make_float4(0.f, 0.f, 0.f, 0.f);
+
+  // dst[d][row] = src[row0 + row][d] for 64 rows (zero at or past S). A warp reads the float4
+  // chunks c4, c4 + 1 (one 32-byte sector) of 16 consecutive rows: lane e % 16 is the row within
+  // the 16, (e / 16) % 2 the chunk; its stores to the rows 4 c4 + i of dst hit 32 distinct banks
+  // (16 consecutive floats, and the same 16 floats of a row 4 below, which kTs puts 16 banks on).
+  auto load_transposed = [&](float* dst, const float* src, int row0) {
+#pragma unroll 4
+    for (int it = 0; it < 64 * HD / 4 / kTThreads; ++it) {
+      const int e = tid + it * kTThreads;
+      const int row = e % 16 + 16 * (e / 32 % 4), c4 = 2 * (e / 128) + e / 16 % 2, pos = row0 + row;
+      const float4 v = pos < S ? *reinterpret_cast<const float4*>(src + static_cast<int64_t>(pos) * ld + 4 * c4) : zero4;
+      dst[(4 * c4 + 0) * kTs + row] = v.x;
+      dst[(4 * c4 + 1) * kTs + row] = v.y;
+      dst[(4 * c4 + 2) * kTs + row] = v.z;
+      dst[(4 * c4 + 3) * kTs + row] = v.w;
+    }
+  };
+  load_transposed(Qt, qsrc, i0);
+
+  float m[4], l[4], acc[4][4 * G];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int a = 0; a < 4 * G; ++a) acc[r][a] = 0.f;
+  }
+
+  for (int j0 = 0; j0 < kend; j0 += kTk) {  // key tiles past the tile's last query are skipped
+    __syncthreads();  // Qt stored; the previous tile's V and P are no longer read
+    load_transposed(KV, ksrc, j0);
+    __syncthreads();
+
+    float s[4][4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[r][c] = 0.f;
+#pragma unroll 8
+    for (int d = 0; d < HD; ++d) {
+      const float4 qv = *reinterpret_cast<const float4*>(Qt + d * kTs + 4 * ty);
+      const float4 kv = *reinterpret_cast<const float4*>(KV + d * kTs + 4 * tx);
+      const float qa[4] = {qv.x, qv.y, qv.z, qv.w}, ka[4] = {kv.x, kv.y, kv.z, kv.w};
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[r][c] = fmaf(qa[r], ka[c], s[r][c]);
+    }
+
+    float corr[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      // Causal: key j0 + 4 tx + c is visible to query qrow + r iff it is not later. Keys at or
+      // past S are later than every real query; rows at or past S are not stored.
+      float tmax = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        s[r][c] = j0 + 4 * tx + c <= qrow + r ? scale * s[r][c] : -INFINITY;
+        tmax = fmaxf(tmax, s[r][c]);
+      }
+#pragma unroll
+      for (int o = 1; o < 16; o <<= 1) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, o));
+      // Key 0 is in the first tile and visible to every query (padding rows included), so m_new
+      // is finite from the first tile on; corr = exp(-inf) = 0 there (acc and l are still 0).
+      // A row that sees no key of a later tile gets tmax = -inf: m_new = m, corr = 1, p = 0.
+      const float m_new = fmaxf(m[r], tmax);
+      corr[r] = expf(m[r] - m_new);
+      float4 p;
+      p.x = expf(s[r][0] - m_new);
+      p.y = expf(s[r][1] - m_new);
+      p.z = expf(s[r][2] - m_new);
+      p.w = expf(s[r][3] - m_new);
+      l[r] = l[r] * corr[r] + ((p.x + p.y) + (p.z + p.w));  // this thread's 4 keys of the row
+      m[r] = m_new;
+      *reinterpret_cast<float4*>(Ps + (4 * ty + r) * kTs + 4 * tx) = p;
+    }
+    __syncthreads();  // every thread is done with the K tile (and Ps is complete)
+#pragma unroll 4
+    for (int it = 0; it < kTk * HD / 4 / kTThreads; ++it) {
+      const int e = tid + it * kTThreads, key = e / (HD / 4), c4 = e % (HD / 4), pos = j0 + key;
+      // Zeros past S: their probabilities are 0 for real rows, and 0 * 0 stays 0 (stale shared
+      // memory could hold NaN patterns).
+      const float4 v = pos < S ? *reinterpret_cast<const float4*>(vsrc + static_cast<int64_t>(pos) * ld + 4 * c4) : zero4;
+      *reinterpret_cast<float4*>(KV + key * HD + 4 * c4) = v;
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int a = 0; a < 4 * G; ++a) acc[r][a] *= corr[r];
+#pragma unroll 2
+    for (int k4 = 0; k4 < kTk; k4 += 4) {
+      float pa[4][4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float4 p = *reinterpret_cast<const float4*>(Ps + (4 * ty + r) * kTs + k4);
+        pa[r][0] = p.x, pa[r][1] = p.y, pa[r][2] = p.z, pa[r][3] = p.w;
+      }
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const float4 v = *reinterpret_cast<const float4*>(KV + (k4 + c) * HD + 64 * g + 4 * tx);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            acc[r][4 * g + 0] = fmaf(pa[r][c], v.x, acc[r][4 * g + 0]);
+            acc[r][4 * g + 1] = fmaf(pa[r][c], v.y, acc[r][4 * g + 1]);
+            acc[r][4 * g + 2] = fmaf(pa[r][c], v.z, acc[r][4 * g + 2]);
+            acc[r][4 * g + 3] = fmaf(pa[r][c], v.w, acc[r][4 * g + 3]);
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+#pragma unroll
+    for (int o = 1; o < 16; o <<= 1) l[r] += __shfl_xor_sync(0xffffffffu, l[r], o);  // the row's sum
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int pos = qrow + r;
+    if (pos >= S) continue;
+    float* out = attn + (static_cast<int64_t>(b) * S + pos) * ld_out + static_cast<int64_t>(h) * HD;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float4 v;
+      v.x = acc[r][4 * g + 0] / l[r];
+      v.y = acc[r][4 * g + 1] / l[r];
+      v.z = acc[r][4 * g + 2] / l[r];
+      v.w = acc[r][4 * g + 3] / l[r];
+      *reinterpret_cast<float4*>(out + 64 * g + 4 * tx) = v;
+    }
+  }
+}
+
+template <int HD>
+void launch_attention_tiled(const float* qkv, int64_t ld, int S, int group, int64_t k_off, int64_t v_off,
+                            int64_t blocks, int heads, float scale, float* attn, int64_t ld_out) {
+  static std::once_flag once;
+  constexpr size_t bytes = attention_tiled_smem_bytes<HD>();
+  std::call_once(once, [&] {
+    AWQ_CUDA_CHECK(cudaFuncSetAttribute(attention_tiled_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(bytes)));
+  });
+  const int qtiles = (S + kTq - 1) / kTq;
+  const int64_t gx = blocks * qtiles;
+  AWQ_CHECK_ARG(gx <= INT32_MAX, "cuda attention: too many sequence blocks");
+  dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(heads));
+  attention_tiled_kernel<HD><<<grid, kTThreads, bytes>>>(qkv, ld, S, group, k_off, v_off, qtiles, scale, attn, ld_out);
+  AWQ_CUDA_CHECK(cudaGetLastError());
+}
+
 // ---- scratch shared by calls ----
 
 GrowBuffer g_ssd_part("sum_sq_diff partial sums");
@@ -405,7 +616,14 @@ double attention_core(const LayerArch& a, float* qkv, int64_t T, int64_t seqlen,
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
   const int S = static_cast<int>(seqlen), h = static_cast<int>(hd), group = static_cast<int>(nh / nkv);
   const int64_t k_off = a.q_out(), v_off = a.q_out() + a.kv_out();
-  if (hd <= 64)
+  // The register-tiled kernel for head_dim 64 and 128 (float4 accesses: 16-byte aligned
+  // pointers; ld, the offsets and q_out are multiples of head_dim); the general one otherwise.
+  const bool aligned = (reinterpret_cast<uintptr_t>(qkv) | reinterpret_cast<uintptr_t>(attn)) % 16 == 0;
+  if (aligned && hd == 64)
+    launch_attention_tiled<64>(qkv, ld, S, group, k_off, v_off, blocks, static_cast<int>(nh), scale, attn, a.q_out());
+  else if (aligned && hd == 128)
+    launch_attention_tiled<128>(qkv, ld, S, group, k_off, v_off, blocks, static_cast<int>(nh), scale, attn, a.q_out());
+  else if (hd <= 64)
     launch_attention<64, 16>(qkv, ld, S, h, group, k_off, v_off, blocks, static_cast<int>(nh), scale, attn, a.q_out());
   else if (hd <= 128)
     launch_attention<64, 32>(qkv, ld, S, h, group, k_off, v_off, blocks, static_cast<int>(nh), scale, attn, a.q_out());

@@ -571,10 +571,18 @@ TEST(cuda_attention_core_matches_cpu) {
   struct Cfg {
     int64_t nh, nkv, hd, S, blocks;
     bool qk_norm;
+    int64_t out_skew = 0;  // attn starts this many floats into its buffer (not 16-byte aligned)
   };
-  for (const Cfg& c : {Cfg{4, 4, 16, 1, 3, false}, Cfg{4, 2, 32, 7, 2, true}, Cfg{4, 2, 64, 33, 2, false},
-                       Cfg{8, 2, 128, 100, 2, true}, Cfg{2, 1, 256, 65, 2, true}, Cfg{4, 1, 80, 130, 1, false},
-                       Cfg{2, 2, 8, 300, 1, false}, Cfg{2, 1, 200, 40, 1, true}, Cfg{4, 2, 64, 520, 1, false}}) {
+  // head_dim 64 and 128 run the register-tiled kernel (64 queries x 64 keys per tile): S = 1, S
+  // below / one past / a multiple of the tile, GQA groups 1, 2 and 4, several blocks. An output
+  // off 16-byte alignment sends head_dim 128 to the general kernel.
+  for (const Cfg& c :
+       {Cfg{4, 4, 16, 1, 3, false}, Cfg{4, 2, 32, 7, 2, true}, Cfg{4, 2, 64, 33, 2, false}, Cfg{8, 2, 128, 100, 2, true},
+        Cfg{2, 1, 256, 65, 2, true}, Cfg{4, 1, 80, 130, 1, false}, Cfg{2, 2, 8, 300, 1, false},
+        Cfg{2, 1, 200, 40, 1, true}, Cfg{4, 2, 64, 520, 1, false}, Cfg{4, 4, 64, 1, 3, false},
+        Cfg{4, 1, 128, 1, 2, true}, Cfg{2, 2, 128, 7, 3, false}, Cfg{8, 2, 128, 65, 2, false},
+        Cfg{4, 4, 64, 130, 2, true}, Cfg{4, 1, 64, 128, 2, false}, Cfg{8, 2, 128, 512, 2, true},
+        Cfg{4, 2, 128, 100, 2, false, 1}}) {
     LayerArch a;
     a.heads = c.nh, a.kv_heads = c.nkv, a.head_dim = c.hd, a.hidden = c.nh * c.hd, a.intermediate = 1;
     a.eps = 1e-6f;
@@ -596,15 +604,18 @@ TEST(cuda_attention_core_matches_cpu) {
     const cuda::DeviceRope drope(inv.data(), c.hd / 2, c.S);
     CHECK(drope.host_cos == rope.cos && drope.host_sin == rope.sin);
     auto dqkv = upload(qkv, "qkv"), dqn = upload(qn, "q_norm"), dkn = upload(kn, "k_norm");
-    cuda::DeviceMemory dattn(T * a.q_out() * 4, "attn");
+    // NaN-filled: an output element the kernel does not write fails the comparison.
+    auto dattn = upload(std::vector<float>(T * a.q_out() + c.out_skew, kNaN), "attn");
+    float* out = F(dattn) + c.out_skew;
     const double f_gpu = cuda::attention_core(a, F(dqkv), T, c.S, drope, c.qk_norm ? F(dqn) : nullptr,
-                                              c.qk_norm ? F(dkn) : nullptr, F(dattn));
+                                              c.qk_norm ? F(dkn) : nullptr, out);
     const std::string label = "attention heads " + std::to_string(c.nh) + "/" + std::to_string(c.nkv) + " hd " +
                               std::to_string(c.hd) + " S " + std::to_string(c.S) + " blocks " +
-                              std::to_string(c.blocks) + (c.qk_norm ? " qk_norm" : "");
+                              std::to_string(c.blocks) + (c.qk_norm ? " qk_norm" : "") +
+                              (c.out_skew ? " unaligned output" : "");
     CHECK_NEAR(f_gpu, f_cpu, 0.0);
     compare_rel1(label + " q|k after norm+rope", download(dqkv.get(), T * ld), qkv_cpu, 1e-5, ld);
-    compare_rel1(label + " output", download(dattn.get(), T * a.q_out()), attn_cpu, 1e-5, a.q_out());
+    compare_rel1(label + " output", download(out, T * a.q_out()), attn_cpu, 1e-5, a.q_out());
   }
 #endif
 }
