@@ -573,9 +573,11 @@ int main(int argc, char** argv) {
           for (int tiles : {2, 4})
             for (int warps : {4, 8})
               for (int stages : {2, 4})
-                kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps) +
-                                       "x" + std::to_string(stages),
-                                   cuda::Int4Kernel::Skinny, {tiles, warps, stages}});
+                for (bool no_fold : {false, true})
+                  if (!no_fold || (stages == 2 && warps == 8))  // the fold's effect on the usual configurations
+                    kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps) +
+                                           "x" + std::to_string(stages) + (no_fold ? " nofold" : ""),
+                                       cuda::Int4Kernel::Skinny, {tiles, warps, stages, no_fold}});
           kernels.push_back({std::string(what) + " tiled16", cuda::Int4Kernel::Tiled16});
         }
         // the two large-M paths side by side, to check kDequantDenseMinM

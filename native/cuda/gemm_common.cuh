@@ -98,16 +98,24 @@ __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t m
   return d;
 }
 
-__device__ __forceinline__ void int4_dequant8(uint32_t w, const Int4Dq& d, uint32_t out[4]) {
+// The same word -> out[p] = (q[2p] - z, q[2p+1] - z), exact small integers in fp16, without the
+// scale: for kernels that apply the scale to a group's fp32 partial sums instead.
+__device__ __forceinline__ void int4_unpack8(uint32_t w, const Int4Dq& d, uint32_t out[4]) {
   constexpr uint32_t kMagic = 0x64006400u, kLo = 0x000F000Fu, kHi = 0x00F000F0u;
   const __half2 sixteenth = __float2half2_rn(0.0625f);
   const uint32_t l0 = and_or(w, kLo, kMagic), h0 = and_or(w, kHi, kMagic);  // values 0,1 / 2,3
   w >>= 8;
   const uint32_t l1 = and_or(w, kLo, kMagic), h1 = and_or(w, kHi, kMagic);  // values 4,5 / 6,7
-  out[0] = h2_bits(__hmul2(__hsub2(bits_h2(l0), d.z1024), d.scale));
-  out[1] = h2_bits(__hmul2(__hfma2(bits_h2(h0), sixteenth, d.nz64), d.scale));
-  out[2] = h2_bits(__hmul2(__hsub2(bits_h2(l1), d.z1024), d.scale));
-  out[3] = h2_bits(__hmul2(__hfma2(bits_h2(h1), sixteenth, d.nz64), d.scale));
+  out[0] = h2_bits(__hsub2(bits_h2(l0), d.z1024));
+  out[1] = h2_bits(__hfma2(bits_h2(h0), sixteenth, d.nz64));
+  out[2] = h2_bits(__hsub2(bits_h2(l1), d.z1024));
+  out[3] = h2_bits(__hfma2(bits_h2(h1), sixteenth, d.nz64));
+}
+
+__device__ __forceinline__ void int4_dequant8(uint32_t w, const Int4Dq& d, uint32_t out[4]) {
+  int4_unpack8(w, d, out);
+#pragma unroll
+  for (int p = 0; p < 4; ++p) out[p] = h2_bits(__hmul2(bits_h2(out[p]), d.scale));
 }
 
 template <typename OutT>

@@ -103,7 +103,7 @@ constexpr int skinny_smem_bytes() {
   return WARPS * STAGES * static_cast<int>(sizeof(SkinnyStage<TILES>));
 }
 
-template <int TILES, int WARPS, int STAGES, bool M16, typename OutT>
+template <int TILES, int WARPS, int STAGES, bool M16, bool FOLD, typename OutT>
 __global__ void __launch_bounds__(32 * WARPS)
     int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
                        const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
@@ -194,12 +194,33 @@ __global__ void __launch_bounds__(32 * WARPS)
     for (int j = 0; j < TILES; ++j) {
       const Int4Dq d = int4_dq(st.sz[j * 32 + lane]);
       const uint4 wv = st.w[j * 32 + lane];
+      if constexpr (FOLD) {
+        // The whole chunk is one group: multiply its fp32 sums of x (q - z) by the scales of
+        // the lane's output columns 2t, 2t + 1 (the sz words copied by lanes 8t and 8t + 4)
+        // instead of every weight by its scale: 4 multiply-adds per tile and chunk instead of 16
+        // fp16 multiplies, and the products are not rounded to fp16.
+        float part[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        uint32_t b[4];
-        int4_dequant8(word_at(wv, w), d, b);
-        MmaOp<__half>::run(acc[j], xl[w].x, xh[w].x, xl[w].y, xh[w].y, b[0], b[1]);
-        MmaOp<__half>::run(acc[j], xl[w].z, xh[w].z, xl[w].w, xh[w].w, b[2], b[3]);
+        for (int w = 0; w < 4; ++w) {
+          uint32_t b[4];
+          int4_unpack8(word_at(wv, w), d, b);
+          MmaOp<__half>::run(part, xl[w].x, xh[w].x, xl[w].y, xh[w].y, b[0], b[1]);
+          MmaOp<__half>::run(part, xl[w].z, xh[w].z, xl[w].w, xh[w].w, b[2], b[3]);
+        }
+        const float s0 = __low2float(bits_h2(st.sz[j * 32 + 8 * t]));
+        const float s1 = __low2float(bits_h2(st.sz[j * 32 + 8 * t + 4]));
+        acc[j][0] = fmaf(part[0], s0, acc[j][0]);
+        acc[j][1] = fmaf(part[1], s1, acc[j][1]);
+        acc[j][2] = fmaf(part[2], s0, acc[j][2]);
+        acc[j][3] = fmaf(part[3], s1, acc[j][3]);
+      } else {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          uint32_t b[4];
+          int4_dequant8(word_at(wv, w), d, b);
+          MmaOp<__half>::run(acc[j], xl[w].x, xh[w].x, xl[w].y, xh[w].y, b[0], b[1]);
+          MmaOp<__half>::run(acc[j], xl[w].z, xh[w].z, xl[w].w, xh[w].w, b[2], b[3]);
+        }
       }
     }
 #pragma unroll
@@ -394,29 +415,25 @@ void launch_tiled(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, c
 
 SkinnyConfig g_forced_skinny{};
 
-// Tiles per warp, warps per block and ring stages for a shape: enough blocks to fill every SM
-// (two tiles per warp when four would leave SMs idle), k split over 8 warps, two stages. Measured
-// on an H200 (awq_cuda_bench sweeps every configuration): deeper rings cost more in blocks per SM
-// (shared memory) than they gain in bytes in flight, and four-tile warps win once the grid
-// fills the GPU twice over.
-SkinnyConfig skinny_config(int64_t N) {
+// Tiles per warp, warps per block and ring stages for a shape, from sweeps of every configuration
+// on an H200 (awq_cuda_bench): k split over 8 warps and two stages throughout (deeper rings cost
+// more in blocks per SM than they gain in bytes in flight); four tiles per warp once that still
+// gives every SM a block (M <= 8), and always for M > 8, where x rows 8..15 double the x loads
+// that the extra tiles share (two-tile blocks ran 1.5-2x slower there).
+SkinnyConfig skinny_config(int64_t N, int M) {
   if (g_forced_skinny.tiles > 0) return g_forced_skinny;
   const int64_t NB = N / 8;
-  const int tiles = (NB + 3) / 4 >= 2 * sm_count() ? 4 : 2;
-  return {tiles, 8, 2};
+  const int tiles = M > 8 || (NB + 3) / 4 >= sm_count() ? 4 : 2;
+  return {tiles, 8, 2, false};
 }
 
-template <int TILES, int WARPS, int STAGES, typename OutT>
-void launch_skinny_cfg(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+template <int TILES, int WARPS, int STAGES, bool M16, bool FOLD, typename OutT>
+void launch_skinny_kernel(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
   constexpr int smem = skinny_smem_bytes<TILES, WARPS, STAGES>();
-  auto kernel = M > 8 ? int4_skinny_kernel<TILES, WARPS, STAGES, true, OutT>
-                      : int4_skinny_kernel<TILES, WARPS, STAGES, false, OutT>;
+  auto kernel = int4_skinny_kernel<TILES, WARPS, STAGES, M16, FOLD, OutT>;
   static std::once_flag once;
-  std::call_once(once, [] {
-    AWQ_CUDA_CHECK(cudaFuncSetAttribute(int4_skinny_kernel<TILES, WARPS, STAGES, true, OutT>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    AWQ_CUDA_CHECK(cudaFuncSetAttribute(int4_skinny_kernel<TILES, WARPS, STAGES, false, OutT>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  std::call_once(once, [&] {
+    AWQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   });
   const Int4Layout& L = w.layout;
   const int NB = static_cast<int>(L.N / 8);
@@ -430,20 +447,33 @@ void launch_skinny_cfg(const Int4DeviceWeights& w, const __half* x, int M, OutT*
   AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
+// The scale fold needs one group per 128-k chunk (group size a multiple of 128).
+template <int TILES, int WARPS, int STAGES, typename OutT>
+void launch_skinny_cfg(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream, bool fold) {
+  fold = fold && w.layout.group % 128 == 0;
+  if (M > 8) {
+    if (fold) launch_skinny_kernel<TILES, WARPS, STAGES, true, true, OutT>(w, x, M, y, stream);
+    else launch_skinny_kernel<TILES, WARPS, STAGES, true, false, OutT>(w, x, M, y, stream);
+  } else {
+    if (fold) launch_skinny_kernel<TILES, WARPS, STAGES, false, true, OutT>(w, x, M, y, stream);
+    else launch_skinny_kernel<TILES, WARPS, STAGES, false, false, OutT>(w, x, M, y, stream);
+  }
+}
+
 template <int TILES, int WARPS, typename OutT>
-void launch_skinny_stages(int stages, const Int4DeviceWeights& w, const __half* x, int M, OutT* y,
+void launch_skinny_stages(const SkinnyConfig& c, const Int4DeviceWeights& w, const __half* x, int M, OutT* y,
                           cudaStream_t stream) {
-  if (stages == 2) launch_skinny_cfg<TILES, WARPS, 2, OutT>(w, x, M, y, stream);
-  else launch_skinny_cfg<TILES, WARPS, 4, OutT>(w, x, M, y, stream);
+  if (c.stages == 2) launch_skinny_cfg<TILES, WARPS, 2, OutT>(w, x, M, y, stream, !c.no_fold);
+  else launch_skinny_cfg<TILES, WARPS, 4, OutT>(w, x, M, y, stream, !c.no_fold);
 }
 
 template <typename OutT>
 void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
-  const SkinnyConfig c = skinny_config(w.layout.N);
-  if (c.tiles == 2 && c.warps == 4) launch_skinny_stages<2, 4, OutT>(c.stages, w, x, M, y, stream);
-  else if (c.tiles == 2) launch_skinny_stages<2, 8, OutT>(c.stages, w, x, M, y, stream);
-  else if (c.warps == 4) launch_skinny_stages<4, 4, OutT>(c.stages, w, x, M, y, stream);
-  else launch_skinny_stages<4, 8, OutT>(c.stages, w, x, M, y, stream);
+  const SkinnyConfig c = skinny_config(w.layout.N, M);
+  if (c.tiles == 2 && c.warps == 4) launch_skinny_stages<2, 4, OutT>(c, w, x, M, y, stream);
+  else if (c.tiles == 2) launch_skinny_stages<2, 8, OutT>(c, w, x, M, y, stream);
+  else if (c.warps == 4) launch_skinny_stages<4, 4, OutT>(c, w, x, M, y, stream);
+  else launch_skinny_stages<4, 8, OutT>(c, w, x, M, y, stream);
 }
 
 template <typename OutT>
@@ -585,7 +615,7 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
 }
 
 void int4_force_skinny_config(const SkinnyConfig& c) {
-  const bool automatic = c.tiles == 0 && c.warps == 0 && c.stages == 0;
+  const bool automatic = c.tiles == 0 && c.warps == 0 && c.stages == 0 && !c.no_fold;
   AWQ_CHECK_ARG(automatic || ((c.tiles == 2 || c.tiles == 4) && (c.warps == 4 || c.warps == 8) &&
                               (c.stages == 2 || c.stages == 4)),
                 "int4_force_skinny_config: tiles must be 2 or 4, warps 4 or 8, stages 2 or 4 (or all 0)");

@@ -113,14 +113,16 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
   const auto xh = to_fp16(x);
   cuda::DeviceMemory dx(xh.size() * 2, "x"), dy(M * L.N * 4, "y");
   cuda::copy_to_device(dx.get(), xh.data(), xh.size() * 2);
-  // Every kernel; the skinny one in every (tiles per warp, warps per block, stages) configuration.
+  // Every kernel; the skinny one in every (tiles per warp, warps per block, stages, scale fold)
+  // configuration.
   std::vector<std::pair<cuda::Int4Kernel, cuda::SkinnyConfig>> runs = {
       {cuda::Int4Kernel::Auto, {}}, {cuda::Int4Kernel::Tiled16, {}}, {cuda::Int4Kernel::Tiled64, {}},
       {cuda::Int4Kernel::Tiled128, {}}, {cuda::Int4Kernel::DequantDense, {}}};
   if (M <= cuda::kSkinnyMaxM)
     for (int tiles : {2, 4})
       for (int warps : {4, 8})
-        for (int stages : {2, 4}) runs.push_back({cuda::Int4Kernel::Skinny, {tiles, warps, stages}});
+        for (int stages : {2, 4})
+          for (bool no_fold : {false, true}) runs.push_back({cuda::Int4Kernel::Skinny, {tiles, warps, stages, no_fold}});
   for (const auto& [kern, cfg] : runs)
     for (cuda::Dtype yt : {cuda::Dtype::F32, cuda::Dtype::F16}) {
       cuda::int4_force_skinny_config(cfg);
@@ -145,7 +147,7 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
                  "int4 M=" + std::to_string(M) + " K=" + std::to_string(L.K) + " N=" + std::to_string(L.N) +
                      " g=" + std::to_string(L.group) + " kernel " + std::to_string(static_cast<int>(kern)) +
                      " skinny " + std::to_string(cfg.tiles) + "x" + std::to_string(cfg.warps) + "x" +
-                     std::to_string(cfg.stages) + " y " +
+                     std::to_string(cfg.stages) + (cfg.no_fold ? " no-fold" : "") + " y " +
                      (yt == cuda::Dtype::F16 ? "f16" : "f32") + ": [" + std::to_string(i / L.N) + ", " +
                      std::to_string(i % L.N) + "] gpu " + std::to_string(y[i]) + " cpu " + std::to_string(ref[i]) +
                      " tol " + std::to_string(tol));
