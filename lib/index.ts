@@ -69,6 +69,7 @@ export {
   type QuantizedLinear,
   type QuantOptions,
 } from './quantize/layer.js';
+export { CudaHiddenStates } from './quantize/cuda-hidden.js';
 export { quantize, type QuantizeOptions, type QuantizeResult, type QuantizationReport, type LayerSummary } from './quantize/pipeline.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/perplexity.js';
 export { adapterFor, type ArchitectureAdapter } from './models/adapters.js';

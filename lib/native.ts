@@ -64,7 +64,12 @@ export interface NativeBinding {
   /** Next-token NLL summed over positions 1..seqlen-1 of every window (REFERENCE.md section 7). */
   lmHeadNll(hidden: Float32Array, hiddenSize: number, seqlen: number, finalNorm: Float32Array, eps: number, lmHead: Float32Array, vocab: number, tokens: Int32Array, abortFlag?: Int32Array): Promise<{ nllSum: number; count: number }>;
   /** Sections 3-5 for one decoder layer: forward, scale search + fold, clip search, integer quantization. */
-  quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array | null, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
+  quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array | CudaHiddenHandle | null, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
+  // Device-resident hidden states for the CUDA layer driver (native/addon/cuda_hidden.cc).
+  cudaHiddenUpload(hidden: Float32Array, hiddenSize: number): CudaHiddenHandle;
+  cudaHiddenInfo(h: CudaHiddenHandle): { tokens: number; hiddenSize: number; released: boolean };
+  cudaHiddenDownload(h: CudaHiddenHandle): Float32Array;
+  cudaHiddenRelease(h: CudaHiddenHandle): void;
   // Dense fp32 GEMM (native/addon/gemm.cc).
   /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
   sgemm(
@@ -110,6 +115,11 @@ export interface NativeBinding {
 /** Opaque native buffer of the bandwidth probe (freed by the garbage collector). */
 export interface StreamPool {
   readonly __brand: 'awq.StreamPool';
+}
+
+/** Opaque native handle of hidden states in device memory (cudaHiddenUpload; freed by release or the GC). */
+export interface CudaHiddenHandle {
+  readonly __brand: 'awq.CudaHiddenHandle';
 }
 
 /** Opaque native handle of repacked int4 weights (freed by the garbage collector). */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { backends, CudaError, InvalidArgumentError, resolveBackend, setThreads, version } from '../dist/index.js';
+import { backends, CudaError, CudaHiddenStates, InvalidArgumentError, resolveBackend, setThreads, version } from '../dist/index.js';
 
 const cli = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 
@@ -29,6 +29,23 @@ describe('backends and the CLI skeleton', () => {
     } else {
       expect(resolveBackend('auto', 'bf16')).toMatchObject({ backend: 'cuda', description: expect.stringMatching(/bf16/) });
     }
+  });
+
+  it('CudaHiddenStates: device-resident hidden states (a typed error saying how to build CUDA without it)', () => {
+    const h = new Float32Array(4 * 8).map((_, i) => i * 0.5 - 3);
+    expect(() => CudaHiddenStates.upload(h, 3)).toThrow(InvalidArgumentError);
+    if (backends().cuda === null) {
+      expect(() => CudaHiddenStates.upload(h, 8)).toThrow(CudaError);
+      expect(() => CudaHiddenStates.upload(h, 8)).toThrow(/npm run build:cuda|CUDA/);
+      return;
+    }
+    const d = CudaHiddenStates.upload(h, 8);
+    expect([d.tokens, d.hiddenSize, d.released]).toEqual([4, 8, false]);
+    expect(d.download()).toEqual(h);
+    d.release();
+    d.release();
+    expect(d.released).toBe(true);
+    expect(() => d.download()).toThrow(/released/);
   });
 
   it('resizes the shared thread pool', () => {

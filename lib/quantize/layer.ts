@@ -8,6 +8,7 @@
  */
 import { AbortedError, InvalidArgumentError } from '../errors.js';
 import { native } from '../native.js';
+import { CudaHiddenStates } from './cuda-hidden.js';
 
 export interface LayerArch {
   hiddenSize: number;
@@ -141,7 +142,8 @@ export interface QuantizedLayer {
   kNorm?: Float32Array;
   /**
    * Next layer's input: the full-precision forward output, computed before any scaling (empty
-   * when RTN ran without hidden states).
+   * when RTN ran without hidden states, and when the hidden states were CudaHiddenStates: those
+   * then hold it).
    */
   output: Float32Array;
   report: LayerReport;
@@ -153,11 +155,14 @@ export type LayerPhase = 'forward' | 'scale-search' | 'clip-search' | 'quantize'
  * Runs the AWQ search and quantization of one decoder layer (REFERENCE.md sections 3-5).
  * RTN (method 'rtn') uses no activations: pass `hidden = null` to skip the forward (seqlen is then
  * ignored and `output` is empty); with hidden states it still returns the forward output.
+ * With backend 'cuda', `hidden` may be CudaHiddenStates: the layer's input is read from the
+ * device and its output replaces it there (`output` is then empty); after an error or an abort
+ * they still hold the input.
  */
 export async function quantizeDecoderLayer(
   arch: LayerArch,
   weights: LayerWeights,
-  hidden: Float32Array | null,
+  hidden: Float32Array | CudaHiddenStates | null,
   seqlen: number,
   options: QuantOptions,
   control: { signal?: AbortSignal; onPhase?: (phase: LayerPhase) => void } = {},
@@ -169,13 +174,23 @@ export async function quantizeDecoderLayer(
       throw new InvalidArgumentError(`hidden: the AWQ search needs the calibration hidden states; null is accepted only with method 'rtn'`);
     }
     seqlen = 1;
+  } else if (hidden instanceof CudaHiddenStates) {
+    positiveInt('seqlen', seqlen);
+    if (options.backend !== 'cuda') throw new InvalidArgumentError(`hidden: CudaHiddenStates need options.backend 'cuda'`);
+    if (hidden.hiddenSize !== arch.hiddenSize) {
+      throw new InvalidArgumentError(`hidden: the device hidden states have width ${hidden.hiddenSize}, the layer's hiddenSize is ${arch.hiddenSize}`);
+    }
+    if (hidden.tokens % seqlen !== 0) {
+      throw new InvalidArgumentError(`hidden: ${hidden.tokens} device tokens are not whole blocks of seqlen ${seqlen}`);
+    }
   } else {
     validateHidden(hidden, arch.hiddenSize, seqlen);
   }
   const onPhase = control.onPhase;
+  const nativeHidden = hidden instanceof CudaHiddenStates ? hidden.nativeHandle() : hidden;
   return withAbort(control.signal, async (flag) => {
     const r = await native().quantizeDecoderLayer(
-      arch, weights, hidden, seqlen, raw,
+      arch, weights, nativeHidden, seqlen, raw,
       onPhase ? (p: string) => onPhase(p as LayerPhase) : undefined, flag,
     );
     const out: QuantizedLayer = {

@@ -3,11 +3,14 @@
  * each decoder layer load only its tensors, run the native forward + scale search + fold + clip
  * search + quantization, pack and append the result to the output shards, and free it. Peak
  * memory is one layer (fp32) plus the calibration hidden states and the layer's recorded inputs.
+ * With backend 'cuda' the hidden states are uploaded once and stay in device memory
+ * (CudaHiddenStates): each layer reads its input there and leaves its output there.
  */
 import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter, packAwq } from '../checkpoint/awq-format.js';
 import { resolveBackend } from '../backends.js';
+import { CudaHiddenStates } from './cuda-hidden.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
 import { embed, loadLayerWeights, openModelWeights } from '../models/weights.js';
@@ -128,6 +131,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const cfg = model.config;
   const adapter = model.adapter;
   let writer: AwqCheckpointWriter | undefined;
+  let deviceHidden: CudaHiddenStates | undefined;
   try {
     // Every quantized linear must split into whole groups: check before any work.
     if (opts.groupSize > 0) {
@@ -161,6 +165,11 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         droppedTokens: blocks.droppedTokens,
       };
       hidden = embed(embedTable, cfg.hiddenSize, blocks.tokens);
+      if (opts.backend === 'cuda') {
+        // held on the device from here on: each layer reads its input there and leaves its output
+        deviceHidden = CudaHiddenStates.upload(hidden, cfg.hiddenSize);
+        hidden = undefined;
+      }
     }
     throwIfAborted(signal);
 
@@ -180,7 +189,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'load' });
       const weights = await loadLayerWeights(model, i);
       // RTN uses no activations: no hidden states, so no forward runs.
-      const result = await quantizeDecoderLayer(adapter.layerArch, weights, hidden ?? null, seqlen, opts, {
+      const result = await quantizeDecoderLayer(adapter.layerArch, weights, deviceHidden ?? hidden ?? null, seqlen, opts, {
         signal,
         onPhase: (phase) => progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase }),
       });
@@ -220,6 +229,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
     return { out: options.out, report };
   } finally {
+    deviceHidden?.release();
     if (writer) await writer.abort();
     await model.close();
   }

@@ -1,6 +1,8 @@
 // quantizeDecoderLayer(arch, weights, hidden | null, seqlen, options, onPhase?, abortFlag?)
 //   -> Promise<{ linears, inputNorm, postNorm, output, report }>
-// hidden == null (RTN only): no forward runs and output is empty.
+// hidden == null (RTN only): no forward runs and output is empty. hidden may also be a
+// cudaHiddenUpload handle (backend 'cuda'): the input is read from the device and the layer's
+// output left there (output is then empty).
 // options.backend 'cpu' (default) or 'cuda' (device 0; options.precision 'fp32' | 'bf16' | 'fp16'
 // for the layer's products); 'cuda' in a build without CUDA is an ERR_AWQ_CUDA error saying how
 // to build one.
@@ -19,6 +21,7 @@
 #endif
 #include "args.h"
 #include "async.h"
+#include "cuda_hidden.h"
 #include "layer_args.h"
 #include "registry.h"
 
@@ -93,15 +96,32 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
     const bool no_hidden = info[2].IsNull() || info[2].IsUndefined();
     if (no_hidden && opt.awq) bad_arg("hidden: the AWQ search needs the calibration hidden states; null only with RTN");
     Borrowed<float> hidden{};
-    if (!no_hidden) {
+    size_t hidden_length = 0;  // elements of the hidden states (host or device)
+#ifdef AWQ_WITH_CUDA
+    const std::shared_ptr<CudaHidden> dev_hidden = cuda_hidden_of(info[2]);
+    if (dev_hidden) {
+      if (!backend.cuda) bad_arg("hidden: device hidden states need options.backend 'cuda'");
+      if (!dev_hidden->states) bad_arg("hidden: these device hidden states were released");
+      if (dev_hidden->states->hidden() != arch.hidden)
+        bad_arg("hidden: the device hidden states have width " + std::to_string(dev_hidden->states->hidden()) +
+                ", the layer's hiddenSize is " + std::to_string(arch.hidden));
+      hidden_length = static_cast<size_t>(dev_hidden->states->tokens() * arch.hidden);
+    }
+#else
+    constexpr bool dev_hidden = false;
+#endif
+    if (!no_hidden && !dev_hidden) {
       hidden = typed_array<float>(info[2], "hidden");
-      if (hidden.length == 0 || hidden.length % static_cast<size_t>(arch.hidden * seqlen) != 0) {
+      hidden_length = hidden.length;
+    }
+    if (!no_hidden) {
+      if (hidden_length == 0 || hidden_length % static_cast<size_t>(arch.hidden * seqlen) != 0) {
         bad_arg("hidden: expected a positive multiple of seqlen*hiddenSize = " +
-                std::to_string(arch.hidden * seqlen) + " elements, got " + std::to_string(hidden.length));
+                std::to_string(arch.hidden * seqlen) + " elements, got " + std::to_string(hidden_length));
       }
       keep.push_back(info[2]);
     }
-    const int64_t tokens = static_cast<int64_t>(hidden.length) / arch.hidden;
+    const int64_t tokens = static_cast<int64_t>(hidden_length) / arch.hidden;
     if (flag) keep.push_back(info[6]);
 
     const int64_t rows[] = {arch.q_out(), arch.kv_out(), arch.kv_out(), arch.hidden, arch.intermediate, arch.intermediate, arch.hidden};
@@ -136,10 +156,10 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
     }
     auto in_norm = Napi::Float32Array::New(env, static_cast<size_t>(arch.hidden));
     auto post_norm = Napi::Float32Array::New(env, static_cast<size_t>(arch.hidden));
-    auto output = Napi::Float32Array::New(env, hidden.length);
+    auto output = Napi::Float32Array::New(env, dev_hidden ? 0 : hidden_length);  // device form: output stays there
     out.input_norm = in_norm.Data();
     out.post_norm = post_norm.Data();
-    out.output = output.Data();
+    out.output = dev_hidden ? nullptr : output.Data();
     result.Set("linears", linears);
     result.Set("inputNorm", in_norm);
     result.Set("postNorm", post_norm);
@@ -190,6 +210,12 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
             done.wait_for(std::chrono::seconds(1));
           };
 #ifdef AWQ_WITH_CUDA
+          if (dev_hidden) {
+            CudaHiddenUse use(dev_hidden);
+            cuda::quantize_decoder_layer(arch, w, use.states(), seqlen, opt, static_cast<cuda::Precision>(backend.precision),
+                                         out, *report, CancelFlag(flag), on_phase);
+            return;
+          }
           if (backend.cuda) {
             cuda::quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, static_cast<cuda::Precision>(backend.precision),
                                          out, *report, CancelFlag(flag), on_phase);

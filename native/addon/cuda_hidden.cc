@@ -1,0 +1,135 @@
+// Device-resident hidden states for the CUDA layer driver (see cuda_hidden.h):
+//   cudaHiddenUpload(hidden Float32Array, hiddenSize) -> handle
+//   cudaHiddenInfo(handle) -> { tokens, hiddenSize, released }
+//   cudaHiddenDownload(handle) -> Float32Array [tokens * hiddenSize]
+//   cudaHiddenRelease(handle)   gives the device memory back now (also done by the GC)
+// In a build without CUDA each of them is an ERR_AWQ_CUDA error saying how to build one.
+#include "cuda_hidden.h"
+
+#include <string>
+
+#include "../core/errors.h"
+#include "args.h"
+#include "async.h"
+#include "registry.h"
+
+namespace awq::addon {
+
+#ifdef AWQ_WITH_CUDA
+namespace {
+
+using Handle = std::shared_ptr<CudaHidden>;
+
+// Marks externals created here, so another External passed back cannot be misread.
+constexpr napi_type_tag kHiddenTag = {0x3e6b1d95c07a4f28ULL, 0x91d2a7c4e85f306bULL};
+
+Handle unwrap(const Napi::Value& v) {
+  Handle h = cuda_hidden_of(v);
+  if (!h) bad_arg("hidden: expected a handle from cudaHiddenUpload");
+  if (!h->states) bad_arg("hidden: these device hidden states were released");
+  return h;
+}
+
+}  // namespace
+
+std::shared_ptr<CudaHidden> cuda_hidden_of(const Napi::Value& v) {
+  if (!v.IsExternal() || !v.As<Napi::External<Handle>>().CheckTypeTag(&kHiddenTag)) return nullptr;
+  return *v.As<Napi::External<Handle>>().Data();
+}
+
+CudaHiddenUse::CudaHiddenUse(std::shared_ptr<CudaHidden> h) : h_(std::move(h)) {
+  if (h_->busy.exchange(true))
+    throw Error(ErrorCode::InvalidArgument, "hidden: these device hidden states are in use by another layer call");
+  if (!h_->states) {
+    h_->busy = false;
+    throw Error(ErrorCode::InvalidArgument, "hidden: these device hidden states were released");
+  }
+}
+CudaHiddenUse::~CudaHiddenUse() { h_->busy = false; }
+
+namespace {
+
+Napi::Value Upload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const auto hidden = typed_array<float>(info[0], "hidden");
+    const int64_t H = integer(info[1], "hiddenSize", 1);
+    if (hidden.length == 0 || hidden.length % static_cast<size_t>(H) != 0)
+      bad_arg("hidden: expected a positive multiple of hiddenSize = " + std::to_string(H) + " elements, got " +
+              std::to_string(hidden.length));
+    auto h = std::make_shared<CudaHidden>();
+    h->states = std::make_unique<cuda::DeviceHidden>(hidden.data, static_cast<int64_t>(hidden.length) / H, H);
+    auto ext = Napi::External<Handle>::New(env, new Handle(std::move(h)), [](Napi::Env, Handle* p) { delete p; });
+    ext.TypeTag(&kHiddenTag);
+    return ext;
+  });
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Handle h = cuda_hidden_of(info[0]);
+    if (!h) bad_arg("hidden: expected a handle from cudaHiddenUpload");
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("released", !h->states);
+    o.Set("tokens", h->states ? static_cast<double>(h->states->tokens()) : 0.0);
+    o.Set("hiddenSize", h->states ? static_cast<double>(h->states->hidden()) : 0.0);
+    return o;
+  });
+}
+
+Napi::Value Download(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    CudaHiddenUse use(unwrap(info[0]));
+    const cuda::DeviceHidden& s = use.states();
+    auto out = Napi::Float32Array::New(env, static_cast<size_t>(s.tokens() * s.hidden()));
+    s.download(out.Data());
+    return out;
+  });
+}
+
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Handle h = cuda_hidden_of(info[0]);
+    if (!h) bad_arg("hidden: expected a handle from cudaHiddenUpload");
+    if (h->states) {
+      CudaHiddenUse use(h);  // not while a layer call holds them
+      h->states.reset();
+    }
+    return env.Undefined();
+  });
+}
+
+}  // namespace
+#else
+namespace {
+
+Napi::Value NoCuda(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), []() -> Napi::Value {
+    throw Error(ErrorCode::Cuda, "this binary was built without CUDA; build one with `npm run build:cuda` (needs nvcc)");
+  });
+}
+
+}  // namespace
+#endif
+
+namespace {
+
+void Export(Napi::Env env, Napi::Object exports) {
+#ifdef AWQ_WITH_CUDA
+  exports.Set("cudaHiddenUpload", Napi::Function::New(env, Upload, "cudaHiddenUpload"));
+  exports.Set("cudaHiddenInfo", Napi::Function::New(env, Info, "cudaHiddenInfo"));
+  exports.Set("cudaHiddenDownload", Napi::Function::New(env, Download, "cudaHiddenDownload"));
+  exports.Set("cudaHiddenRelease", Napi::Function::New(env, Release, "cudaHiddenRelease"));
+#else
+  for (const char* name : {"cudaHiddenUpload", "cudaHiddenInfo", "cudaHiddenDownload", "cudaHiddenRelease"})
+    exports.Set(name, Napi::Function::New(env, NoCuda, name));
+#endif
+}
+
+AWQ_EXPORTS(Export);
+
+}  // namespace
+}  // namespace awq::addon
