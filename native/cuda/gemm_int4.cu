@@ -108,7 +108,9 @@ __global__ void __launch_bounds__(32 * WARPS)
     int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
                        const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
                        int group, int gshift) {
-  constexpr int R = M16 ? 4 : 2;  // accumulator values per lane and tile that hold real rows
+  static_assert(TILES % 2 == 0, "tiles go to the mma in pairs");
+  constexpr int PAIRS = TILES / 2;
+  constexpr int R = M16 ? 8 : 4;  // accumulator values per lane and tile pair
   constexpr uint32_t kStage = sizeof(SkinnyStage<TILES>);
   extern __shared__ uint4 skinny_smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -156,29 +158,32 @@ __global__ void __launch_bounds__(32 * WARPS)
     for (int j = 0; j < TILES; ++j) wn[j] += WARPS * 32;
     cn += WARPS;
   };
-  // x rows g and g + 8 at this lane's 32 k of chunk cx (zeros for rows past M and k past K),
-  // loaded one chunk ahead; cx and the row pointers also move on by WARPS chunks per load
-  const bool lo_row = g < M, hi_row = M16 && g + 8 < M;
+  // x rows g and g + 8 at this lane's 32 k of chunk cx, loaded one chunk ahead; cx and the row
+  // pointers move on by WARPS chunks per load. A lane whose row is past M reads row 0 instead:
+  // its row is an output column that is never stored. Zeros only past K (the last chunk's zero
+  // padding dequantizes to -z s, which must meet x = 0).
   int cx = warp;
-  const uint4* xlo = reinterpret_cast<const uint4*>(x + static_cast<size_t>(lo_row ? g : 0) * K + cx * 128 + 32 * t);
-  const uint4* xhi = reinterpret_cast<const uint4*>(x + static_cast<size_t>(hi_row ? g + 8 : 0) * K + cx * 128 + 32 * t);
+  const uint4* xlo = reinterpret_cast<const uint4*>(x + static_cast<size_t>(g < M ? g : 0) * K + cx * 128 + 32 * t);
+  const uint4* xhi = reinterpret_cast<const uint4*>(x + static_cast<size_t>(M16 && g + 8 < M ? g + 8 : 0) * K + cx * 128 + 32 * t);
   asm volatile("" : "+l"(xlo));
   asm volatile("" : "+l"(xhi));
   auto load_x = [&](uint4 (&xl)[4], uint4 (&xh)[4]) {
     const bool in = cx * 128 + 32 * t < K;  // this lane's 32 k are all in the row or all out (K % 32 == 0)
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
-      xl[w] = lo_row && in ? __ldg(xlo + w) : make_uint4(0, 0, 0, 0);
-      xh[w] = hi_row && in ? __ldg(xhi + w) : make_uint4(0, 0, 0, 0);
+      xl[w] = in ? __ldg(xlo + w) : make_uint4(0, 0, 0, 0);
+      xh[w] = M16 && in ? __ldg(xhi + w) : make_uint4(0, 0, 0, 0);
     }
     xlo += WARPS * 16;  // 128 halves per chunk
     xhi += WARPS * 16;
     cx += WARPS;
   };
 
-  float acc[TILES][4];
+  float acc[PAIRS][R];
 #pragma unroll
-  for (int j = 0; j < TILES; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  for (int p = 0; p < PAIRS; ++p)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[p][r] = 0.f;
 
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) issue(s);
@@ -190,37 +195,48 @@ __global__ void __launch_bounds__(32 * WARPS)
     issue(s == 0 ? STAGES - 1 : s - 1);  // chunk c + (STAGES - 1) WARPS, into the slot chunk c - WARPS used
     load_x(xl_next, xh_next);           // chunk c + WARPS
     const SkinnyStage<TILES>& st = ring[s];
+    // The mma computes y^T = W x^T: A (16 x 16) is a pair of tiles, columns g of tiles j and
+    // j + 1 as its rows g and g + 8 (the lane's own dequantized words), and B (16 x 8) is x with
+    // its rows as B's columns (row g: the lane's own x load, two consecutive registers of it per
+    // mma, so no register is moved or zeroed to build an operand). The lane's k slots map to its
+    // own 32 k of the chunk as in gemm_common.cuh: word w gives k pairs (0,1) (2,3) to one mma and
+    // (4,5) (6,7) to the next. C[n][m]: c0, c1 = column g of tile j for x rows 2t, 2t + 1; c2, c3
+    // the same for tile j + 1 (M16: c4..c7 for x rows 8 + 2t, 8 + 2t + 1).
 #pragma unroll
-    for (int j = 0; j < TILES; ++j) {
-      const Int4Dq d = int4_dq(st.sz[j * 32 + lane]);
-      const uint4 wv = st.w[j * 32 + lane];
+    for (int p = 0; p < PAIRS; ++p) {
+      const uint32_t sz0 = st.sz[2 * p * 32 + lane], sz1 = st.sz[(2 * p + 1) * 32 + lane];
+      const Int4Dq d0 = int4_dq(sz0), d1 = int4_dq(sz1);
+      const uint4 w0 = st.w[2 * p * 32 + lane], w1 = st.w[(2 * p + 1) * 32 + lane];
+      // FOLD: the chunk is one group, so its fp32 sums of (q - z) x are scaled once per column
+      // (the lane's own scales: its rows of C are its own weight columns) instead of every
+      // weight being scaled in fp16 before the product.
+      float part[R];
+      float* c = FOLD ? part : acc[p];
       if constexpr (FOLD) {
-        // The whole chunk is one group: multiply its fp32 sums of x (q - z) by the scales of
-        // the lane's output columns 2t, 2t + 1 (the sz words copied by lanes 8t and 8t + 4)
-        // instead of every weight by its scale: 4 multiply-adds per tile and chunk instead of 16
-        // fp16 multiplies, and the products are not rounded to fp16.
-        float part[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-        for (int w = 0; w < 4; ++w) {
-          uint32_t b[4];
-          int4_unpack8(word_at(wv, w), d, b);
-          MmaOp<__half>::run(part, xl[w].x, xh[w].x, xl[w].y, xh[w].y, b[0], b[1]);
-          MmaOp<__half>::run(part, xl[w].z, xh[w].z, xl[w].w, xh[w].w, b[2], b[3]);
-        }
-        const float s0 = __low2float(bits_h2(st.sz[j * 32 + 8 * t]));
-        const float s1 = __low2float(bits_h2(st.sz[j * 32 + 8 * t + 4]));
-        acc[j][0] = fmaf(part[0], s0, acc[j][0]);
-        acc[j][1] = fmaf(part[1], s1, acc[j][1]);
-        acc[j][2] = fmaf(part[2], s0, acc[j][2]);
-        acc[j][3] = fmaf(part[3], s1, acc[j][3]);
-      } else {
+        for (int r = 0; r < R; ++r) part[r] = 0.f;
+      }
 #pragma unroll
-        for (int w = 0; w < 4; ++w) {
-          uint32_t b[4];
-          int4_dequant8(word_at(wv, w), d, b);
-          MmaOp<__half>::run(acc[j], xl[w].x, xh[w].x, xl[w].y, xh[w].y, b[0], b[1]);
-          MmaOp<__half>::run(acc[j], xl[w].z, xh[w].z, xl[w].w, xh[w].w, b[2], b[3]);
+      for (int w = 0; w < 4; ++w) {
+        uint32_t a0[4], a1[4];
+        if constexpr (FOLD) {
+          int4_unpack8(word_at(w0, w), d0, a0);
+          int4_unpack8(word_at(w1, w), d1, a1);
+        } else {
+          int4_dequant8(word_at(w0, w), d0, a0);
+          int4_dequant8(word_at(w1, w), d1, a1);
         }
+        MmaOp<__half>::run(c, a0[0], a1[0], a0[1], a1[1], xl[w].x, xl[w].y);
+        MmaOp<__half>::run(c, a0[2], a1[2], a0[3], a1[3], xl[w].z, xl[w].w);
+        if constexpr (M16) {
+          MmaOp<__half>::run(c + 4, a0[0], a1[0], a0[1], a1[1], xh[w].x, xh[w].y);
+          MmaOp<__half>::run(c + 4, a0[2], a1[2], a0[3], a1[3], xh[w].z, xh[w].w);
+        }
+      }
+      if constexpr (FOLD) {
+        const float s0 = __low2float(bits_h2(sz0)), s1 = __low2float(bits_h2(sz1));
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[p][r] = fmaf(part[r], (r & 2) ? s1 : s0, acc[p][r]);
       }
     }
 #pragma unroll
@@ -232,24 +248,25 @@ __global__ void __launch_bounds__(32 * WARPS)
   }
   cp_async_wait<0>();  // no copy may still target shared memory when the block exits
 
-  // acc[j][0..1] = C[g][8 (nb0 + j) + 2t + 0..1], acc[j][2..3] = C[g + 8][...]; the ring is
-  // reused for the cross-warp reduction once every warp is done with it.
-  static_assert(WARPS * TILES * 32 * R * 4 <= WARPS * STAGES * sizeof(SkinnyStage<TILES>), "reduction fits");
+  // acc[p][r]: output column 8 (nb0 + 2p + (r & 2 ? 1 : 0)) + g, x row 2t + (r & 1) + (r & 4 ? 8 : 0);
+  // the ring is reused for the cross-warp reduction once every warp is done with it.
+  static_assert(WARPS * PAIRS * 32 * R * 4 <= WARPS * STAGES * sizeof(SkinnyStage<TILES>), "reduction fits");
   __syncthreads();
-  float* red = reinterpret_cast<float*>(skinny_smem);  // [WARPS][TILES * 32 * R]
+  float* red = reinterpret_cast<float*>(skinny_smem);  // [WARPS][PAIRS * 32 * R]
 #pragma unroll
-  for (int j = 0; j < TILES; ++j)
+  for (int p = 0; p < PAIRS; ++p)
 #pragma unroll
-    for (int r = 0; r < R; ++r) red[(warp * TILES * 32 + j * 32 + lane) * R + r] = acc[j][r];
+    for (int r = 0; r < R; ++r) red[(warp * PAIRS * 32 + p * 32 + lane) * R + r] = acc[p][r];
   __syncthreads();
-  for (int e = threadIdx.x; e < TILES * 32 * R; e += 32 * WARPS) {
+  for (int e = threadIdx.x; e < PAIRS * 32 * R; e += 32 * WARPS) {
+    const int p = e / (32 * R), l = (e / R) % 32, r = e % R;
+    const int row = 2 * (l & 3) + (r & 1) + ((r & 4) ? 8 : 0);
+    const int nb = nb0 + 2 * p + ((r & 2) ? 1 : 0), col = nb * 8 + (l >> 2);
+    if (row >= M || nb >= NB) continue;
     float v = 0.f;
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) v += red[w * TILES * 32 * R + e];
-    const int j = e / (32 * R), l = (e / R) % 32, r = e % R;
-    const int row = (l >> 2) + (r >= 2 ? 8 : 0);
-    const int nb = nb0 + j, col = nb * 8 + 2 * (l & 3) + (r & 1);
-    if (row < M && nb < NB) y[static_cast<size_t>(row) * N + col] = to_out<OutT>(v + (bias ? bias[col] : 0.f));
+    for (int w = 0; w < WARPS; ++w) v += red[w * PAIRS * 32 * R + e];
+    y[static_cast<size_t>(row) * N + col] = to_out<OutT>(v + (bias ? bias[col] : 0.f));
   }
 }
 
@@ -416,15 +433,18 @@ void launch_tiled(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, c
 SkinnyConfig g_forced_skinny{};
 
 // Tiles per warp, warps per block and ring stages for a shape, from sweeps of every configuration
-// on an H200 (awq_cuda_bench): k split over 8 warps and two stages throughout (deeper rings cost
-// more in blocks per SM than they gain in bytes in flight); four tiles per warp once that still
-// gives every SM a block (M <= 8), and always for M > 8, where x rows 8..15 double the x loads
-// that the extra tiles share (two-tile blocks ran 1.5-2x slower there).
-SkinnyConfig skinny_config(int64_t N, int M) {
+// on an H200 (awq_cuda_bench): two stages throughout (deeper rings cost more in blocks per SM
+// than they gain in bytes in flight); four tiles per warp once that still gives every SM a block
+// (M <= 8), and always for M > 8, where x rows 8..15 double the x loads that the extra tiles
+// share (two-tile blocks ran 1.5-2x slower there); k split over 8 warps, or 4 where K has only
+// 32 chunks and the grid covers the GPU 2.5 times over (4096 x 11008: 4 warps 1.15-1.3x faster).
+SkinnyConfig skinny_config(const Int4Layout& L, int M) {
   if (g_forced_skinny.tiles > 0) return g_forced_skinny;
-  const int64_t NB = N / 8;
+  const int64_t NB = L.N / 8;
   const int tiles = M > 8 || (NB + 3) / 4 >= sm_count() ? 4 : 2;
-  return {tiles, 8, 2, false};
+  const int64_t blocks = (NB + tiles - 1) / tiles;
+  const int warps = L.chunks <= 32 && 2 * blocks >= 5 * sm_count() ? 4 : 8;
+  return {tiles, warps, 2, false};
 }
 
 template <int TILES, int WARPS, int STAGES, bool M16, bool FOLD, typename OutT>
@@ -469,7 +489,7 @@ void launch_skinny_stages(const SkinnyConfig& c, const Int4DeviceWeights& w, con
 
 template <typename OutT>
 void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
-  const SkinnyConfig c = skinny_config(w.layout.N, M);
+  const SkinnyConfig c = skinny_config(w.layout, M);
   if (c.tiles == 2 && c.warps == 4) launch_skinny_stages<2, 4, OutT>(c, w, x, M, y, stream);
   else if (c.tiles == 2) launch_skinny_stages<2, 8, OutT>(c, w, x, M, y, stream);
   else if (c.warps == 4) launch_skinny_stages<4, 4, OutT>(c, w, x, M, y, stream);
