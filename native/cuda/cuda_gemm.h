@@ -95,7 +95,7 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
 // and shared-memory ring stages (2, 4); all 0 restores the automatic choice by shape.
 // Process-wide, not thread-safe.
 // no_fold: scale every weight before the product even where the group size (a multiple of 128)
-// lets the kernel scale each chunk's fp32 sums instead (the automatic choice).
+// lets the kernel scale each chunk's fp32 sums instead (the automatic choice for M <= 8).
 struct SkinnyConfig {
   int tiles = 0, warps = 0, stages = 0;
   bool no_fold = false;

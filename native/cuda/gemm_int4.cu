@@ -103,8 +103,10 @@ constexpr int skinny_smem_bytes() {
   return WARPS * STAGES * static_cast<int>(sizeof(SkinnyStage<TILES>));
 }
 
+// M <= 8: three 8-warp blocks per SM (at most 85 registers; the weight stream needs the warps in
+// flight). M16 needs more registers than that without spilling.
 template <int TILES, int WARPS, int STAGES, bool M16, bool FOLD, typename OutT>
-__global__ void __launch_bounds__(32 * WARPS)
+__global__ void __launch_bounds__(32 * WARPS, M16 ? 1 : 24 / WARPS)
     int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
                        const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
                        int group, int gshift) {
@@ -436,15 +438,17 @@ SkinnyConfig g_forced_skinny{};
 // on an H200 (awq_cuda_bench): two stages throughout (deeper rings cost more in blocks per SM
 // than they gain in bytes in flight); four tiles per warp once that still gives every SM a block
 // (M <= 8), and always for M > 8, where x rows 8..15 double the x loads that the extra tiles
-// share (two-tile blocks ran 1.5-2x slower there); k split over 8 warps, or 4 where K has only
-// 32 chunks and the grid covers the GPU 2.5 times over (4096 x 11008: 4 warps 1.15-1.3x faster).
+// share (two-tile blocks ran 1.5-2x slower there); k split over 8 warps, or for M > 8 over 4
+// where K has only 32 chunks and the grid covers the GPU 2.5 times over (4096 x 11008: 1.25x).
 SkinnyConfig skinny_config(const Int4Layout& L, int M) {
   if (g_forced_skinny.tiles > 0) return g_forced_skinny;
   const int64_t NB = L.N / 8;
   const int tiles = M > 8 || (NB + 3) / 4 >= sm_count() ? 4 : 2;
   const int64_t blocks = (NB + tiles - 1) / tiles;
-  const int warps = L.chunks <= 32 && 2 * blocks >= 5 * sm_count() ? 4 : 8;
-  return {tiles, warps, 2, false};
+  const int warps = M > 8 && L.chunks <= 32 && 2 * blocks >= 5 * sm_count() ? 4 : 8;
+  // the scale fold pays at M <= 8 (up to 1.1x); with M16's second accumulator set its registers
+  // cost more than the fp16 multiplies it saves (1.03x slower)
+  return {tiles, warps, 2, M > 8};
 }
 
 template <int TILES, int WARPS, int STAGES, bool M16, bool FOLD, typename OutT>
