@@ -103,10 +103,11 @@ constexpr int skinny_smem_bytes() {
   return WARPS * STAGES * static_cast<int>(sizeof(SkinnyStage<TILES>));
 }
 
-// M <= 8: three 8-warp blocks per SM (at most 85 registers; the weight stream needs the warps in
-// flight). M16 needs more registers than that without spilling.
+// Blocks per SM the registers must allow: M <= 8 three 8-warp blocks (at most 85 registers; the
+// weight stream needs the warps in flight), M16 two (128 registers: it spills at 85; left free,
+// the compiler takes 156-168 and one block per SM ran 1.4x slower).
 template <int TILES, int WARPS, int STAGES, bool M16, bool FOLD, typename OutT>
-__global__ void __launch_bounds__(32 * WARPS, M16 ? 1 : 24 / WARPS)
+__global__ void __launch_bounds__(32 * WARPS, M16 ? 16 / WARPS : 24 / WARPS)
     int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
                        const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
                        int group, int gshift) {
