@@ -8,12 +8,15 @@
 // 16-byte load of x at the same 8 k per row.
 //
 // Skinny (M <= 16, decode): a warp streams TILES column tiles over every WARPS-th chunk of
-// 128 k, WARPS warps per block split k; x rows 0..7 / 8..15 are the A rows g / g + 8, loaded
+// 128 k through a cp.async ring, WARPS warps per block split k; the mma computes y^T = W x^T
+// with a pair of weight tiles as its A rows and x rows 0..7 (8..15) as its B columns, loaded
 // straight from global memory (x is tiny and stays in L1/L2); partial sums are reduced through
-// shared memory. The weights of the next chunk are loaded before the current one is used.
-// Dequantization is 13 integer/half2 instructions per 8 weights and the multiply-adds run on
-// the tensor cores: an fp32-FMA GEMV needs ~4.5 instructions per weight, more than an H100 can
-// issue while reading weights at full bandwidth (6.7e12 weights/s at 3.35 TB/s).
+// shared memory. Dequantization is 9 integer/half2 instructions per 8 weights (the scale is
+// applied to each chunk's fp32 sums where the group allows), and the multiply-adds run on the
+// tensor cores: an fp32-FMA GEMV needs ~4.5 instructions per weight, more than an H100 can
+// issue while reading weights at full bandwidth (6.7e12 weights/s at 3.35 TB/s). The kernel is
+// bound by instruction issue as much as by memory (ncu on an H200: 2.5 instructions per weight
+// at 75% of the copy bandwidth), so its loop keeps everything per-chunk out of the way.
 //
 // Tiled (any M): x tiles go to shared memory with cp.async (two stages, swizzled so the lanes'
 // 16-byte reads are conflict-free), weights go straight to registers one chunk ahead, and
@@ -62,9 +65,9 @@ double fp16_bits_to_double(uint16_t h) {
 // ---------------------------------------------------------------------------------------------
 // Skinny kernel (M <= 16)
 //
-// TILES 8-column tiles per warp, WARPS warps per block splitting k (chunk c goes to warp
-// c % WARPS); M16: x rows 8..15 feed the A rows g + 8 of the mma (for M <= 8 those are the zero
-// register). Each warp streams its weights (and their scale/zero words) through a private ring of
+// TILES 8-column tiles per warp (taken in pairs as the mma's 16 A rows), WARPS warps per block
+// splitting k (chunk c goes to warp c % WARPS); x rows 0..7 are the mma's B columns, and M16 runs
+// a second mma per A for rows 8..15. Each warp streams its weights (and their scale/zero words) through a private ring of
 // STAGES buffers in shared memory filled by cp.async, STAGES - 1 chunks ahead: a weight-streaming
 // kernel is as fast as the bytes it keeps in flight per SM, and copies in flight cost no
 // registers. Every lane reads back only the slots it copied itself, so the ring needs no barrier,
