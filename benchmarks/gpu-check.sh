@@ -34,9 +34,19 @@ fi
 log "nvcc: $(nvcc --version 2>/dev/null | tail -1 || echo 'not found'); cmake: $(cmake --version | head -1); CUDA archs: $arch"
 
 # Prebuilt binaries (built on another machine for this GPU's arch and carried here) save the
-# build's minutes of device time: AWQ_GPU_PREBUILT=folder holding awq_tests and awq_cuda_bench.
+# build's minutes of device time: AWQ_GPU_PREBUILT=folder holding awq_tests, awq_cuda_bench and
+# awq_cuda_layer_bench, or the same as .xz files.
 # They are used only when they start here (same libc/libstdc++); otherwise the build runs.
 PREBUILT=${AWQ_GPU_PREBUILT:-}
+# xz-compressed binaries (`strip` then `xz`: ~3 MB for the three instead of ~15 MB, so they fit a
+# device call beside the end-to-end payload) are unpacked first.
+if [ -n "$PREBUILT" ] && [ -f "$PREBUILT/awq_tests.xz" ]; then
+  mkdir -p /tmp/awq-prebuilt
+  for f in "$PREBUILT"/*.xz; do
+    xz -dc "$f" > "/tmp/awq-prebuilt/$(basename "$f" .xz)" && chmod +x "/tmp/awq-prebuilt/$(basename "$f" .xz)"
+  done
+  PREBUILT=/tmp/awq-prebuilt
+fi
 if [ -n "$PREBUILT" ] && [ -x "$PREBUILT/awq_tests" ] && [ -x "$PREBUILT/awq_cuda_bench" ] &&
    [ -x "$PREBUILT/awq_cuda_layer_bench" ] &&
    "$PREBUILT/awq_tests" no-such-test > "$OUTDIR/prebuilt-probe.log" 2>&1; then
