@@ -6,7 +6,9 @@
 #   bash benchmarks/gpu-e2e.sh run       # there, from the repository root, with .gpu/e2e carried:
 #                                        #   unpacks, then quantizes llama-22m with AWQ at w4 and w3 on
 #                                        #   CUDA in fp32 and bf16 and evaluates the first 64 windows
-#                                        #   (benchmarks/quality.mjs), reports and tables to $OUT
+#                                        #   (benchmarks/quality.mjs), and checks Int4Linear on CUDA
+#                                        #   against the CPU (benchmarks/cuda-int4-check.mjs); reports
+#                                        #   and tables to $OUT
 #
 # .gpu/e2e holds node.xz (this machine's node, xz-compressed: ~24 MB), awq.node.xz (the CUDA
 # addon), pkg/ (dist, package.json, production node_modules) and shared.tar.xz (llama-22m,
@@ -24,7 +26,7 @@ pack() {
   cp -r dist package.json "$E/pkg/"
   # stripped and compressed (the 64 MiB limit is close): unpacked by `run`
   strip --strip-unneeded -o "$E/awq.node" "$addon" && xz -T0 -6 -f "$E/awq.node"
-  cp benchmarks/quality.mjs "$E/pkg/benchmarks/"
+  cp benchmarks/quality.mjs benchmarks/cuda-int4-check.mjs "$E/pkg/benchmarks/"
   npm ls --omit=dev --parseable --all 2>/dev/null | tail -n +2 | while read -r dir; do
     rel=${dir#"$PWD/"}
     [ "$rel" = node_modules/node-addon-api ] && continue  # C++ headers for the build only
@@ -44,6 +46,7 @@ run() {
   mkdir -p "$E/shared" && tar -C "$E/shared" -xJf "$E/shared.tar.xz"  # ../shared as seen from $E/pkg
   cd "$E/pkg"
   node dist/cli/main.js doctor
+  node benchmarks/cuda-int4-check.mjs | tee "$out/cuda-int4-check.txt" || echo "cuda-int4-check failed (exit $?)"
   for p in fp32 bf16; do
     node benchmarks/quality.mjs --only awq-w4,awq-w3 --backend cuda --precision "$p" --work "/tmp/awq-q-$p" |
       tee "$out/quality-$p.txt"

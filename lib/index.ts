@@ -81,5 +81,7 @@ export {
   type Int4Input,
   type Int4Mode,
   type Int4ForwardOptions,
+  type Int4BuildOptions,
+  type Int4Device,
 } from './gemm/int4-linear.js';
 export { loadAwq, type LoadedAwq } from './gemm/load-awq.js';

@@ -106,6 +106,13 @@ export interface NativeBinding {
   int4Forward(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Promise<Float32Array>;
   int4ForwardSync(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Float32Array;
   int4Dequantize(w: Int4Handle, dst: Float32Array): Float32Array;
+  // CUDA int4 GEMM (native/addon/int4_cuda.cc): AWQ tensors uploaded to device 0, x rounded to fp16.
+  int4CudaUpload(
+    qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, bias: Uint16Array | null,
+    inFeatures: number, outFeatures: number, groupSize: number,
+  ): Promise<CudaInt4Handle>;
+  int4CudaInfo(w: CudaInt4Handle): { in: number; out: number; group: number; bytes: number };
+  int4CudaForward(w: CudaInt4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, y: Float32Array): Promise<Float32Array>;
   /** A buffer for the bandwidth probe of `awq bench`, allocated as the int4 weights are (huge pages advised, every page touched). */
   benchStreamPool(bytes: number): StreamPool;
   /** Reads pool[offset, offset + length) once on the thread pool, synchronously; returns a checksum. */
@@ -125,6 +132,11 @@ export interface CudaHiddenHandle {
 /** Opaque native handle of repacked int4 weights (freed by the garbage collector). */
 export interface Int4Handle {
   readonly __brand: 'awq.Int4Handle';
+}
+
+/** Opaque native handle of int4 weights in CUDA device memory (freed by the garbage collector). */
+export interface CudaInt4Handle {
+  readonly __brand: 'awq.CudaInt4Handle';
 }
 
 /** Options of quantizeDecoderLayer as the addon reads them (groupSize already resolved per linear in native code). */

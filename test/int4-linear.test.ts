@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { Int4Linear, InvalidArgumentError, NonFiniteError, type AwqLinearTensors } from '../dist/index.js';
+import { backends, CudaError, Int4Linear, InvalidArgumentError, NonFiniteError, type AwqLinearTensors } from '../dist/index.js';
 import { mulberry32 } from './helpers/random.js';
 
 // ---- fp16 / bf16 helpers (independent of the native conversions) ----
@@ -239,5 +239,46 @@ describe('Int4Linear', () => {
     const rand = mulberry32(77);
     const x = new Float32Array(2 * inF).map(() => rand() - 0.5);
     expect(excess(x, 2, w, inF, outF, await lin.forward(x, 2))).toBeLessThanOrEqual(0);
+  });
+});
+
+describe('Int4Linear on CUDA', () => {
+  const cuda = backends().cuda;
+
+  it('without a CUDA build or device, device \'cuda\' is a typed error saying why', async () => {
+    if (cuda !== null) return; // covered by the test below on a CUDA machine
+    const L = randomLayer(256, 16, 128, 3);
+    await expect(Int4Linear.fromAwq(toAwq(L), { device: 'cuda' })).rejects.toThrow(CudaError);
+    await expect(Int4Linear.fromAwq(toAwq(L), { device: 'tpu' as 'cuda' })).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it.skipIf(cuda === null)('matches the float64 reference within fp16 rounding, decode and prefill sizes (skipped without a CUDA build and device)', async () => {
+    const rand = mulberry32(77);
+    for (const [m, inF, outF, group] of [[1, 256, 16, 128], [3, 384, 24, 32], [16, 512, 40, 128], [40, 640, 72, 64], [1, 256, 8, -1]]) {
+      const L = randomLayer(inF, outF, group === -1 ? inF : group, 30 + m, m % 2 === 1);
+      const lin = await Int4Linear.fromAwq({ ...toAwq(L), groupSize: group }, { device: 'cuda' });
+      expect(lin.device).toBe('cuda');
+      const w = dequantRef(L);
+      const x = new Float32Array(m * inF).map(() => (rand() - 0.5) * 4);
+      x[inF >> 1] *= 300;
+      const xh = Array.from(Uint16Array.from(x, f32ToFp16), fp16ToF32); // what the kernels multiply
+      const y = await lin.forward(x, m);
+      for (let i = 0; i < m; i++)
+        for (let n = 0; n < outF; n++) {
+          let ref = L.bias ? L.bias[n] : 0, mag = Math.abs(ref);
+          for (let k = 0; k < inF; k++) {
+            ref += xh[i * inF + k] * w[n * inF + k];
+            mag += Math.abs(xh[i * inF + k] * w[n * inF + k]);
+          }
+          expect(Math.abs(y[i * outF + n] - ref)).toBeLessThanOrEqual(2 ** -10 * mag + 1e-6);
+        }
+      expect(() => lin.forwardSync(x, m)).toThrow(InvalidArgumentError);
+      expect(() => lin.dequantize()).toThrow(InvalidArgumentError);
+      await expect(lin.forward(x, m, { mode: 'int8' })).rejects.toThrow(InvalidArgumentError);
+      x[0] = NaN;
+      await expect(lin.forward(x, m)).rejects.toThrow(NonFiniteError);
+      x[0] = 1e6; // beyond fp16
+      await expect(lin.forward(x, m)).rejects.toThrow(/fp16/);
+    }
   });
 });

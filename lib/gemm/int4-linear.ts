@@ -11,6 +11,11 @@
  * pool thread for dequantized weight panels (AVX2; elsewhere 256 KiB from m = 64, and for
  * 16 < m < 64 a scratch of `128 * in * 4` bytes per thread plus the sgemm's packing buffers).
  *
+ * Device 'cuda' (`fromAwq(t, { device: 'cuda' })`, a CUDA build with a device): the weights are
+ * repacked and uploaded to device 0 (about the same bytes, in device memory); each `forward`
+ * rounds x to fp16 (the kernels are W4A16: fp16 activations, fp32 accumulation), copies it over
+ * and y back. Only `exact` mode and the async `forward`; `dequantize` needs a CPU layer.
+ *
  * Modes: `exact` (default) equals `x * dequantize(W)^T` up to fp32 summation rounding.
  * `int8` quantizes each row of x per 128 inputs to int8 (scale max|x|/127, round to nearest)
  * and multiplies in integers; each output is then off by at most
@@ -19,7 +24,7 @@
  */
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
-import { native, type Int4Handle } from '../native.js';
+import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
 export interface QuantizedLinearTensors {
@@ -41,6 +46,14 @@ export type Int4Input = Float32Array | { data: Uint16Array; dtype: 'f16' | 'bf16
 
 export type Int4Mode = 'exact' | 'int8';
 
+/** Where the layer's weights live and its products run. */
+export type Int4Device = 'cpu' | 'cuda';
+
+export interface Int4BuildOptions {
+  /** 'cpu' (default) or 'cuda' (device 0 of a CUDA build: CudaError otherwise). */
+  device?: Int4Device;
+}
+
 export interface Int4ForwardOptions {
   /** 'exact' (default) or 'int8' (activations quantized per 128 inputs; see the class docs). */
   mode?: Int4Mode;
@@ -55,11 +68,15 @@ export class Int4Linear {
   readonly groupSize: number;
   /** The AWQ tensors this layer was built from (for saving), or null for quantizer output. */
   readonly awq: AwqLinearTensors | null;
-  readonly #handle: Int4Handle;
+  readonly device: Int4Device;
+  readonly #handle: Int4Handle | null;
+  readonly #cuda: CudaInt4Handle | null;
 
-  private constructor(handle: Int4Handle, name: string | undefined, awq: AwqLinearTensors | null) {
-    const info = native().int4Info(handle);
-    this.#handle = handle;
+  private constructor(handle: Int4Handle | CudaInt4Handle, device: Int4Device, name: string | undefined, awq: AwqLinearTensors | null) {
+    this.device = device;
+    this.#handle = device === 'cpu' ? (handle as Int4Handle) : null;
+    this.#cuda = device === 'cuda' ? (handle as CudaInt4Handle) : null;
+    const info = this.#cuda ? native().int4CudaInfo(this.#cuda) : native().int4Info(this.#handle!);
     this.name = name;
     this.inFeatures = info.in;
     this.outFeatures = info.out;
@@ -68,7 +85,9 @@ export class Int4Linear {
   }
 
   /** Builds the layer from AWQ checkpoint tensors (validated here, repacked off the JS thread). */
-  static async fromAwq(t: AwqLinearTensors): Promise<Int4Linear> {
+  static async fromAwq(t: AwqLinearTensors, options: Int4BuildOptions = {}): Promise<Int4Linear> {
+    const device = options.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') throw new InvalidArgumentError(`device: expected 'cpu' or 'cuda', got ${String(device)}`);
     const what = t?.name ? `${t.name}: ` : '';
     const { inFeatures: inF, outFeatures: outF } = t;
     const group = checkShape(what, inF, outF, t.groupSize);
@@ -82,8 +101,15 @@ export class Int4Linear {
       checkArray(what, 'bias', t.bias, Uint16Array, outF, `[${outF}]`);
       checkFp16Finite(what, 'bias', t.bias, outF);
     }
+    if (device === 'cuda') {
+      if (inF % 32 !== 0 || group % 32 !== 0) {
+        throw new InvalidArgumentError(`${what}device 'cuda' needs inFeatures and groupSize that are multiples of 32, got ${inF} and ${group}`);
+      }
+      const cudaHandle = await native().int4CudaUpload(t.qweight, t.qzeros, t.scales, t.bias ?? null, inF, outF, group);
+      return new Int4Linear(cudaHandle, 'cuda', t.name, t);
+    }
     const handle = await native().int4PackAwq(t.qweight, t.qzeros, t.scales, t.bias ?? null, inF, outF, group);
-    return new Int4Linear(handle, t.name, t);
+    return new Int4Linear(handle, 'cpu', t.name, t);
   }
 
   /** Builds the layer from this project's quantizer output (q and zeros 0..15). */
@@ -101,32 +127,35 @@ export class Int4Linear {
       checkF32Finite(what, 'bias', t.bias, outF);
     }
     const handle = await native().int4PackQuantized(t.q, t.zeros, t.scales, t.bias ?? null, inF, outF, group);
-    return new Int4Linear(handle, t.name, null);
+    return new Int4Linear(handle, 'cpu', t.name, null);
   }
 
-  /** Bytes of the repacked weights held natively. */
+  /** Bytes of the repacked weights held natively (device memory for a CUDA layer). */
   get nativeBytes(): number {
-    return native().int4Info(this.#handle).bytes;
+    return this.#cuda ? native().int4CudaInfo(this.#cuda).bytes : native().int4Info(this.#handle!).bytes;
   }
 
   /** `y[m, out]` for `x[m, in]`, computed on the worker pool (does not block the event loop). */
   forward(x: Int4Input, m: number, options: Int4ForwardOptions = {}): Promise<Float32Array> {
     try {
       const a = this.#args(x, m, options);
-      return native().int4Forward(this.#handle, a.data, a.dtype, m, a.mode, a.out);
+      if (this.#cuda) return native().int4CudaForward(this.#cuda, a.data, a.dtype, m, a.out);
+      return native().int4Forward(this.#handle!, a.data, a.dtype, m, a.mode, a.out);
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
-  /** Synchronous `forward` for small m (decode steps): no Promise overhead, blocks the caller. */
+  /** Synchronous `forward` for small m (decode steps): no Promise overhead, blocks the caller. CPU layers only. */
   forwardSync(x: Int4Input, m: number, options: Int4ForwardOptions = {}): Float32Array {
+    if (!this.#handle) throw new InvalidArgumentError(`forwardSync: a CUDA layer runs through forward() (asynchronous)`);
     const a = this.#args(x, m, options);
     return native().int4ForwardSync(this.#handle, a.data, a.dtype, m, a.mode, a.out);
   }
 
-  /** `dequantize(W)` as fp32 `[out, in]`: `(q - z) * s` exactly (tests, dense baselines). */
+  /** `dequantize(W)` as fp32 `[out, in]`: `(q - z) * s` exactly (tests, dense baselines). CPU layers only. */
   dequantize(): Float32Array {
+    if (!this.#handle) throw new InvalidArgumentError(`dequantize: needs a CPU layer (build one from the same tensors with device 'cpu')`);
     return native().int4Dequantize(this.#handle, new Float32Array(this.outFeatures * this.inFeatures));
   }
 
@@ -152,6 +181,7 @@ export class Int4Linear {
     }
     const mode = options.mode ?? 'exact';
     if (mode !== 'exact' && mode !== 'int8') throw new InvalidArgumentError(`mode: expected 'exact' or 'int8', got ${String(mode)}`);
+    if (mode === 'int8' && this.#cuda) throw new InvalidArgumentError(`mode 'int8' is a CPU mode; a CUDA layer multiplies fp16 activations`);
     if (mode === 'int8' && this.groupSize % 128 !== 0) {
       throw new InvalidArgumentError(`mode 'int8' needs a group size that is a multiple of 128, this layer has ${this.groupSize}`);
     }

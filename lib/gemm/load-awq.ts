@@ -5,7 +5,7 @@
  */
 import { openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
 import type { ModelConfig } from '../models/config.js';
-import { Int4Linear } from './int4-linear.js';
+import { Int4Linear, type Int4Device } from './int4-linear.js';
 
 export interface LoadedAwq {
   readonly dir: string;
@@ -20,6 +20,8 @@ export interface LoadedAwq {
 export interface LoadAwqOptions {
   /** Called after each tensor or linear is loaded (`done` of `total`). */
   onProgress?: (event: { name: string; done: number; total: number }) => void;
+  /** Where the linears' weights go: 'cpu' (default) or 'cuda' (see Int4Linear). */
+  device?: Int4Device;
 }
 
 export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promise<LoadedAwq> {
@@ -34,7 +36,7 @@ export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promis
     const linears = new Map<string, Int4Linear>();
     for (const name of linearNames) {
       // One linear at a time: the AWQ tensors are read, repacked, and kept only as the layer's `awq`.
-      linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name)));
+      linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name), { device: options.device }));
       options.onProgress?.({ name, done: ++done, total });
     }
     const tensors = new Map<string, Float32Array>();

@@ -1,0 +1,174 @@
+// The CUDA int4 GEMM behind Int4Linear's device 'cuda' (native/cuda/cuda_gemm.h): the AWQ
+// tensors are repacked once and uploaded to device 0; each forward rounds x to fp16 on the host
+// (the kernels are W4A16), copies it over, multiplies (skinny kernel for m <= 16, tiled or
+// dequantize + dense beyond) and copies y (fp32) back.
+//   int4CudaUpload(qweight, qzeros, scales, bias|null, in, out, group) -> Promise<handle>
+//   int4CudaInfo(handle) -> { in, out, group, bytes }
+//   int4CudaForward(handle, x, dtype, m, y) -> Promise<y>   (dtype 0 f32, 1 f16, 2 bf16)
+// In a build without CUDA each of them is an ERR_AWQ_CUDA error saying how to build one.
+#include <napi.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../core/dtype.h"
+#include "../core/errors.h"
+#ifdef AWQ_WITH_CUDA
+#include "../cuda/cuda_gemm.h"
+#endif
+#include "args.h"
+#include "async.h"
+#include "registry.h"
+
+namespace awq::addon {
+namespace {
+
+#ifdef AWQ_WITH_CUDA
+struct CudaInt4 {
+  cuda::Int4DeviceWeights w;
+  int64_t in = 0, out = 0, group = 0;
+  std::mutex mu;             // one forward at a time: they share the x / y device buffers
+  cuda::DeviceMemory dx, dy;  // grown on demand
+};
+using Handle = std::shared_ptr<CudaInt4>;
+
+// Marks externals created here, so another External passed back cannot be misread.
+constexpr napi_type_tag kCudaInt4Tag = {0x5d2e8b41a7c3f096ULL, 0x0e94c6b3d1f72a58ULL};
+
+Handle unwrap(const Napi::Value& v) {
+  if (!v.IsExternal() || !v.As<Napi::External<Handle>>().CheckTypeTag(&kCudaInt4Tag))
+    bad_arg("weights: expected a CUDA int4 weight handle");
+  return *v.As<Napi::External<Handle>>().Data();
+}
+
+template <typename T>
+const T* sized(const Napi::Value& v, const char* name, size_t expected) {
+  auto a = typed_array<T>(v, name);
+  if (a.length != expected)
+    bad_arg(std::string(name) + ": expected " + std::to_string(expected) + " elements, got " + std::to_string(a.length));
+  return a.data;
+}
+
+Napi::Value Upload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const int64_t in = integer(info[4], "in", 1), out = integer(info[5], "out", 1);
+    int64_t group = integer(info[6], "group", 0);
+    if (group == 0) group = in;
+    if (out % 8 != 0) bad_arg("out: AWQ packing needs a multiple of 8, got " + std::to_string(out));
+    if (in % group != 0) bad_arg("group: must divide in = " + std::to_string(in) + ", got " + std::to_string(group));
+    const int64_t groups = in / group;
+    const int32_t* qweight = sized<int32_t>(info[0], "qweight", static_cast<size_t>(in * out / 8));
+    const int32_t* qzeros = sized<int32_t>(info[1], "qzeros", static_cast<size_t>(groups * out / 8));
+    const uint16_t* scales = sized<uint16_t>(info[2], "scales", static_cast<size_t>(groups * out));
+    const uint16_t* bias = info[3].IsNull() || info[3].IsUndefined() ? nullptr : sized<uint16_t>(info[3], "bias", static_cast<size_t>(out));
+    std::vector<Napi::Value> keep;
+    for (size_t i = 0; i < 4; ++i)
+      if (info[i].IsObject()) keep.push_back(info[i]);
+    auto box = std::make_shared<Handle>(std::make_shared<CudaInt4>());
+    return AsyncJob::start(
+        env, "awq.int4CudaUpload", keep,
+        [=] {
+          CudaInt4& h = **box;
+          h.w = cuda::int4_upload_awq(qweight, qzeros, scales, bias, in, out, group);
+          h.in = in;
+          h.out = out;
+          h.group = group;
+        },
+        [box](Napi::Env e, const std::vector<Napi::Value>&) -> Napi::Value {
+          auto ext = Napi::External<Handle>::New(e, new Handle(std::move(*box)), [](Napi::Env, Handle* p) { delete p; });
+          ext.TypeTag(&kCudaInt4Tag);
+          return ext;
+        });
+  });
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const Handle h = unwrap(info[0]);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("in", static_cast<double>(h->in));
+    o.Set("out", static_cast<double>(h->out));
+    o.Set("group", static_cast<double>(h->group));
+    o.Set("bytes", static_cast<double>(h->w.bytes()));
+    return o;
+  });
+}
+
+// x (f32, f16 or bf16 bits) -> fp16 bits; NaN/Inf inputs and values beyond fp16's range are a
+// NonFinite error naming the element (the CPU path rejects NaN/Inf the same way).
+std::vector<uint16_t> to_fp16(const void* x, int dtype, int64_t m, int64_t in) {
+  const int64_t n = m * in;
+  std::vector<float> f;
+  const float* xf = static_cast<const float*>(x);
+  if (dtype != 0) {
+    f.resize(static_cast<size_t>(n));
+    if (dtype == 1) fp16_to_f32(static_cast<const uint16_t*>(x), f.data(), n);
+    else bf16_to_f32(static_cast<const uint16_t*>(x), f.data(), n);
+    xf = f.data();
+  }
+  std::vector<uint16_t> h(static_cast<size_t>(n));
+  f32_to_fp16(xf, h.data(), n);
+  for (int64_t i = 0; i < n; ++i)
+    if ((h[i] & 0x7C00) == 0x7C00) {
+      const std::string where = "x[" + std::to_string(i / in) + ", " + std::to_string(i % in) + "]";
+      if (!std::isfinite(xf[i])) throw Error(ErrorCode::NonFinite, where + " is " + (std::isnan(xf[i]) ? "NaN" : "Inf"));
+      throw Error(ErrorCode::NonFinite, where + " = " + std::to_string(xf[i]) +
+                                            " is beyond fp16's range (the CUDA int4 kernels take fp16 activations)");
+    }
+  return h;
+}
+
+Napi::Value Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const Handle h = unwrap(info[0]);
+    const int dtype = static_cast<int>(integer(info[2], "dtype", 0));
+    if (dtype > 2) bad_arg("dtype: expected 0 (f32), 1 (f16) or 2 (bf16), got " + std::to_string(dtype));
+    const int64_t m = integer(info[3], "m", 1);
+    const size_t nx = static_cast<size_t>(m * h->in), ny = static_cast<size_t>(m * h->out);
+    const void* x = dtype == 0 ? static_cast<const void*>(sized<float>(info[1], "x", nx))
+                               : static_cast<const void*>(sized<uint16_t>(info[1], "x", nx));
+    float* y = const_cast<float*>(sized<float>(info[4], "y", ny));
+    return AsyncJob::start(
+        env, "awq.int4CudaForward", {info[1], info[4]},
+        [=] {
+          const std::vector<uint16_t> xh = to_fp16(x, dtype, m, h->in);
+          std::lock_guard<std::mutex> lock(h->mu);
+          if (h->dx.size() < nx * 2) h->dx = cuda::DeviceMemory(nx * 2, "int4 forward x (fp16)");
+          if (h->dy.size() < ny * 4) h->dy = cuda::DeviceMemory(ny * 4, "int4 forward y");
+          cuda::copy_to_device(h->dx.get(), xh.data(), nx * 2);
+          cuda::int4_gemm(h->w, h->dx.get(), m, h->dy.get(), cuda::Dtype::F32);
+          cuda::copy_to_host(y, h->dy.get(), ny * 4);  // waits for the product (same stream)
+        },
+        [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[1]; });
+  });
+}
+#else
+Napi::Value NoCuda(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), []() -> Napi::Value {
+    throw Error(ErrorCode::Cuda, "this binary was built without CUDA; build one with `npm run build:cuda` (needs nvcc)");
+  });
+}
+#endif
+
+void Export(Napi::Env env, Napi::Object exports) {
+#ifdef AWQ_WITH_CUDA
+  exports.Set("int4CudaUpload", Napi::Function::New(env, Upload, "int4CudaUpload"));
+  exports.Set("int4CudaInfo", Napi::Function::New(env, Info, "int4CudaInfo"));
+  exports.Set("int4CudaForward", Napi::Function::New(env, Forward, "int4CudaForward"));
+#else
+  for (const char* name : {"int4CudaUpload", "int4CudaInfo", "int4CudaForward"})
+    exports.Set(name, Napi::Function::New(env, NoCuda, name));
+#endif
+}
+
+AWQ_EXPORTS(Export);
+
+}  // namespace
+}  // namespace awq::addon
