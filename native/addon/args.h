@@ -61,4 +61,14 @@ inline const int32_t* cancel_flag(const Napi::Value& v) {
   return a.data;
 }
 
+// { in, out, group, bytes }: what int4Info and int4CudaInfo report about a weight handle.
+inline Napi::Object int4_info_object(Napi::Env env, int64_t in, int64_t out, int64_t group, size_t bytes) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("in", static_cast<double>(in));
+  o.Set("out", static_cast<double>(out));
+  o.Set("group", static_cast<double>(group));
+  o.Set("bytes", static_cast<double>(bytes));
+  return o;
+}
+
 }  // namespace awq::addon

@@ -115,12 +115,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     const Handle h = unwrap(info[0]);
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("in", static_cast<double>(h->in));
-    o.Set("out", static_cast<double>(h->out));
-    o.Set("group", static_cast<double>(h->group));
-    o.Set("bytes", static_cast<double>(h->bytes()));
-    return o;
+    return int4_info_object(env, h->in, h->out, h->group, h->bytes());
   });
 }
 
