@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "../core/dtype.h"
 #include "../core/errors.h"
 
 namespace awq::addon {
@@ -59,6 +61,33 @@ inline const int32_t* cancel_flag(const Napi::Value& v) {
   auto a = typed_array<int32_t>(v, "abortFlag");
   if (a.length < 1) bad_arg("abortFlag: expected an Int32Array of length 1");
   return a.data;
+}
+
+// A TypedArray of exactly `expected` elements.
+template <typename T>
+const T* sized_array(const Napi::Value& v, const char* name, size_t expected) {
+  auto a = typed_array<T>(v, name);
+  if (a.length != expected) {
+    bad_arg(std::string(name) + ": expected " + std::to_string(expected) + " elements, got " + std::to_string(a.length));
+  }
+  return a.data;
+}
+
+// sized_array, or null for an absent (null / undefined) argument.
+template <typename T>
+const T* optional_array(const Napi::Value& v, const char* name, size_t expected) {
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  return sized_array<T>(v, name, expected);
+}
+
+// Activations given as f32 (dtype 0) or fp16 / bf16 bits (1 / 2) as fp32: x itself, or widened
+// into `scratch`.
+inline const float* activations_f32(const void* x, int dtype, int64_t n, std::vector<float>& scratch) {
+  if (dtype == 0) return static_cast<const float*>(x);
+  scratch.resize(static_cast<size_t>(n));
+  if (dtype == 1) fp16_to_f32(static_cast<const uint16_t*>(x), scratch.data(), n);
+  else bf16_to_f32(static_cast<const uint16_t*>(x), scratch.data(), n);
+  return scratch.data();
 }
 
 // { in, out, group, bytes }: what int4Info and int4CudaInfo report about a weight handle.

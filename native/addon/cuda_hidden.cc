@@ -23,10 +23,10 @@ using Handle = std::shared_ptr<CudaHidden>;
 // Marks externals created here, so another External passed back cannot be misread.
 constexpr napi_type_tag kHiddenTag = {0x3e6b1d95c07a4f28ULL, 0x91d2a7c4e85f306bULL};
 
-Handle unwrap(const Napi::Value& v) {
+// The handle behind `v`; an argument error when it is not one.
+Handle handle_of(const Napi::Value& v) {
   Handle h = cuda_hidden_of(v);
   if (!h) bad_arg("hidden: expected a handle from cudaHiddenUpload");
-  if (!h->states) bad_arg("hidden: these device hidden states were released");
   return h;
 }
 
@@ -68,8 +68,7 @@ Napi::Value Upload(const Napi::CallbackInfo& info) {
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    Handle h = cuda_hidden_of(info[0]);
-    if (!h) bad_arg("hidden: expected a handle from cudaHiddenUpload");
+    const Handle h = handle_of(info[0]);
     Napi::Object o = Napi::Object::New(env);
     o.Set("released", !h->states);
     o.Set("tokens", h->states ? static_cast<double>(h->states->tokens()) : 0.0);
@@ -81,7 +80,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Value Download(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    CudaHiddenUse use(unwrap(info[0]));
+    CudaHiddenUse use(handle_of(info[0]));  // refuses released states
     const cuda::DeviceHidden& s = use.states();
     auto out = Napi::Float32Array::New(env, static_cast<size_t>(s.tokens() * s.hidden()));
     s.download(out.Data());
@@ -92,23 +91,12 @@ Napi::Value Download(const Napi::CallbackInfo& info) {
 Napi::Value Release(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    Handle h = cuda_hidden_of(info[0]);
-    if (!h) bad_arg("hidden: expected a handle from cudaHiddenUpload");
+    const Handle h = handle_of(info[0]);
     if (h->states) {
       CudaHiddenUse use(h);  // not while a layer call holds them
       h->states.reset();
     }
     return env.Undefined();
-  });
-}
-
-}  // namespace
-#else
-namespace {
-
-Napi::Value NoCuda(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), []() -> Napi::Value {
-    throw Error(ErrorCode::Cuda, "this binary was built without CUDA; build one with `npm run build:cuda` (needs nvcc)");
   });
 }
 
@@ -124,8 +112,7 @@ void Export(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaHiddenDownload", Napi::Function::New(env, Download, "cudaHiddenDownload"));
   exports.Set("cudaHiddenRelease", Napi::Function::New(env, Release, "cudaHiddenRelease"));
 #else
-  for (const char* name : {"cudaHiddenUpload", "cudaHiddenInfo", "cudaHiddenDownload", "cudaHiddenRelease"})
-    exports.Set(name, Napi::Function::New(env, NoCuda, name));
+  export_without_cuda(env, exports, {"cudaHiddenUpload", "cudaHiddenInfo", "cudaHiddenDownload", "cudaHiddenRelease"});
 #endif
 }
 

@@ -43,25 +43,6 @@ Handle unwrap(const Napi::Value& v) {
   return *v.As<Napi::External<Handle>>().Data();
 }
 
-template <typename T>
-const T* optional_array(const Napi::Value& v, const char* name, size_t expected) {
-  if (v.IsUndefined() || v.IsNull()) return nullptr;
-  auto a = typed_array<T>(v, name);
-  if (a.length != expected) {
-    bad_arg(std::string(name) + ": expected " + std::to_string(expected) + " elements, got " + std::to_string(a.length));
-  }
-  return a.data;
-}
-
-template <typename T>
-const T* sized_array(const Napi::Value& v, const char* name, size_t expected) {
-  auto a = typed_array<T>(v, name);
-  if (a.length != expected) {
-    bad_arg(std::string(name) + ": expected " + std::to_string(expected) + " elements, got " + std::to_string(a.length));
-  }
-  return a.data;
-}
-
 struct Shape {
   int64_t in, out, group, groups;
 };
@@ -129,12 +110,8 @@ struct Forward {
   float* y;
 
   void run() const {
-    const int64_t n = m * w->in;
-    if (dtype == 0) return int4_linear(*w, static_cast<const float*>(x), m, y, mode);
-    std::vector<float> xf(n);
-    if (dtype == 1) fp16_to_f32(static_cast<const uint16_t*>(x), xf.data(), n);
-    else bf16_to_f32(static_cast<const uint16_t*>(x), xf.data(), n);
-    int4_linear(*w, xf.data(), m, y, mode);
+    std::vector<float> scratch;
+    int4_linear(*w, activations_f32(x, dtype, m * w->in, scratch), m, y, mode);
   }
 };
 

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "../core/dtype.h"
 #include "../core/errors.h"
+#include "../core/int4_gemm.h"
 #ifdef AWQ_WITH_CUDA
 #include "../cuda/cuda_gemm.h"
 #endif
@@ -45,27 +45,19 @@ Handle unwrap(const Napi::Value& v) {
   return *v.As<Napi::External<Handle>>().Data();
 }
 
-template <typename T>
-const T* sized(const Napi::Value& v, const char* name, size_t expected) {
-  auto a = typed_array<T>(v, name);
-  if (a.length != expected)
-    bad_arg(std::string(name) + ": expected " + std::to_string(expected) + " elements, got " + std::to_string(a.length));
-  return a.data;
-}
-
 Napi::Value Upload(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     const int64_t in = integer(info[4], "in", 1), out = integer(info[5], "out", 1);
     int64_t group = integer(info[6], "group", 0);
     if (group == 0) group = in;
+    check_int4_shape(in, out, group);  // the CPU handle's rules; int4_upload_awq adds the kernels' (multiples of 32)
     if (out % 8 != 0) bad_arg("out: AWQ packing needs a multiple of 8, got " + std::to_string(out));
-    if (in % group != 0) bad_arg("group: must divide in = " + std::to_string(in) + ", got " + std::to_string(group));
     const int64_t groups = in / group;
-    const int32_t* qweight = sized<int32_t>(info[0], "qweight", static_cast<size_t>(in * out / 8));
-    const int32_t* qzeros = sized<int32_t>(info[1], "qzeros", static_cast<size_t>(groups * out / 8));
-    const uint16_t* scales = sized<uint16_t>(info[2], "scales", static_cast<size_t>(groups * out));
-    const uint16_t* bias = info[3].IsNull() || info[3].IsUndefined() ? nullptr : sized<uint16_t>(info[3], "bias", static_cast<size_t>(out));
+    const int32_t* qweight = sized_array<int32_t>(info[0], "qweight", static_cast<size_t>(in * out / 8));
+    const int32_t* qzeros = sized_array<int32_t>(info[1], "qzeros", static_cast<size_t>(groups * out / 8));
+    const uint16_t* scales = sized_array<uint16_t>(info[2], "scales", static_cast<size_t>(groups * out));
+    const uint16_t* bias = optional_array<uint16_t>(info[3], "bias", static_cast<size_t>(out));
     std::vector<Napi::Value> keep;
     for (size_t i = 0; i < 4; ++i)
       if (info[i].IsObject()) keep.push_back(info[i]);
@@ -99,14 +91,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 // NonFinite error naming the element (the CPU path rejects NaN/Inf the same way).
 std::vector<uint16_t> to_fp16(const void* x, int dtype, int64_t m, int64_t in) {
   const int64_t n = m * in;
-  std::vector<float> f;
-  const float* xf = static_cast<const float*>(x);
-  if (dtype != 0) {
-    f.resize(static_cast<size_t>(n));
-    if (dtype == 1) fp16_to_f32(static_cast<const uint16_t*>(x), f.data(), n);
-    else bf16_to_f32(static_cast<const uint16_t*>(x), f.data(), n);
-    xf = f.data();
-  }
+  std::vector<float> scratch;
+  const float* xf = activations_f32(x, dtype, n, scratch);
   std::vector<uint16_t> h(static_cast<size_t>(n));
   f32_to_fp16(xf, h.data(), n);
   for (int64_t i = 0; i < n; ++i)
@@ -127,9 +113,9 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     if (dtype > 2) bad_arg("dtype: expected 0 (f32), 1 (f16) or 2 (bf16), got " + std::to_string(dtype));
     const int64_t m = integer(info[3], "m", 1);
     const size_t nx = static_cast<size_t>(m * h->in), ny = static_cast<size_t>(m * h->out);
-    const void* x = dtype == 0 ? static_cast<const void*>(sized<float>(info[1], "x", nx))
-                               : static_cast<const void*>(sized<uint16_t>(info[1], "x", nx));
-    float* y = const_cast<float*>(sized<float>(info[4], "y", ny));
+    const void* x = dtype == 0 ? static_cast<const void*>(sized_array<float>(info[1], "x", nx))
+                               : static_cast<const void*>(sized_array<uint16_t>(info[1], "x", nx));
+    float* y = const_cast<float*>(sized_array<float>(info[4], "y", ny));
     return AsyncJob::start(
         env, "awq.int4CudaForward", {info[1], info[4]},
         [=] {
@@ -144,12 +130,6 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
         [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[1]; });
   });
 }
-#else
-Napi::Value NoCuda(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), []() -> Napi::Value {
-    throw Error(ErrorCode::Cuda, "this binary was built without CUDA; build one with `npm run build:cuda` (needs nvcc)");
-  });
-}
 #endif
 
 void Export(Napi::Env env, Napi::Object exports) {
@@ -158,8 +138,7 @@ void Export(Napi::Env env, Napi::Object exports) {
   exports.Set("int4CudaInfo", Napi::Function::New(env, Info, "int4CudaInfo"));
   exports.Set("int4CudaForward", Napi::Function::New(env, Forward, "int4CudaForward"));
 #else
-  for (const char* name : {"int4CudaUpload", "int4CudaInfo", "int4CudaForward"})
-    exports.Set(name, Napi::Function::New(env, NoCuda, name));
+  export_without_cuda(env, exports, {"int4CudaUpload", "int4CudaInfo", "int4CudaForward"});
 #endif
 }
 

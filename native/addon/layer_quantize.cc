@@ -54,8 +54,7 @@ Backend parse_backend(const Napi::Value& v) {
     if (b.precision != 0 && !b.cuda) bad_arg("options.precision: '" + name + "' needs backend 'cuda' (the CPU search is fp32)");
   }
 #ifndef AWQ_WITH_CUDA
-  if (b.cuda)
-    throw Error(ErrorCode::Cuda, "this binary was built without CUDA; build one with `npm run build:cuda` (needs nvcc)");
+  if (b.cuda) no_cuda_build();
 #endif
   return b;
 }

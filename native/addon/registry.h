@@ -3,6 +3,11 @@
 #pragma once
 #include <napi.h>
 
+#include <initializer_list>
+
+#include "../core/errors.h"
+#include "async.h"
+
 namespace awq::addon {
 
 using ExportFn = void (*)(Napi::Env env, Napi::Object exports);
@@ -12,6 +17,24 @@ struct Registration {
 };
 
 void register_all(Napi::Env env, Napi::Object exports);
+
+// The error of a CUDA feature in a binary built without CUDA.
+[[noreturn]] inline void no_cuda_build() {
+  throw awq::Error(awq::ErrorCode::Cuda,
+                   "this binary was built without CUDA; build one with `npm run build:cuda` (needs nvcc)");
+}
+
+// A binary built without CUDA exports its CUDA bindings as functions throwing no_cuda_build's
+// error, so that callers get that typed error rather than "not a function".
+inline void export_without_cuda(Napi::Env env, Napi::Object exports, std::initializer_list<const char*> names) {
+  for (const char* name : names)
+    exports.Set(name, Napi::Function::New(
+                          env,
+                          [](const Napi::CallbackInfo& info) {
+                            return guarded(info.Env(), []() -> Napi::Value { no_cuda_build(); });
+                          },
+                          name));
+}
 
 }  // namespace awq::addon
 

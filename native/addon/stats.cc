@@ -25,10 +25,7 @@ Napi::Value ActivationStats(const Napi::CallbackInfo& info) {
     const bool on_cuda = info.Length() > 3 && info[3].IsString() &&
                          info[3].As<Napi::String>().Utf8Value() == "cuda";
 #ifndef AWQ_WITH_CUDA
-    if (on_cuda) {
-      throw awq::Error(awq::ErrorCode::Cuda,
-                       "this binary was built without CUDA; build it with npm run build:cuda");
-    }
+    if (on_cuda) no_cuda_build();
 #endif
     Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(cols));
     float* out_data = out.Data();
