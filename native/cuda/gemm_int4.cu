@@ -86,14 +86,6 @@ struct SkinnyStage {
   uint32_t sz[TILES * 32];
 };
 
-// 16-byte / 4-byte global -> shared copies to a shared-space address (no conversion per copy).
-__device__ __forceinline__ void cp_async16_s(uint32_t smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async4_s(uint32_t smem, const void* gmem) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem), "l"(gmem));
-}
-
 // Group of the 32 k that lane t reads in chunk c (k past K only in the last chunk's zero padding,
 // which any group's scale turns into 0 * x = 0; clamped to the last group).
 __device__ __forceinline__ int skinny_group(int c, int t, int gshift, int group, int G) {
