@@ -104,11 +104,25 @@ interface Runner {
 }
 
 /**
- * Times the runners round-robin (one call each per round) so that load from other processes
- * on a shared machine hits every impl alike; returns the median ms of each. Within a round the
- * runners start at copies spread over the pool: impls that share weight copies (awq and
- * awq-int8) would otherwise read, one after the other, the copy the previous one just pulled
- * into the last-level cache.
+ * Blocks this thread for `ms` without occupying a core, so that pool threads that spin after a
+ * call (ours, for 200 us) go idle before the next impl is timed. ONNX Runtime's spinning is off
+ * (ortMatMulNBits): each of its sessions, one per weight copy, has its own pool, and dozens of
+ * spinning pools would take the cores from every call.
+ */
+function sleepQuietly(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+const QUIET_MS = 1;
+
+/**
+ * Times the runners round-robin (one timed call each per round) so that load from other
+ * processes on a shared machine hits every impl alike; returns the median ms of each. Each timed
+ * call is the second of a back-to-back pair of the same impl, after a quiet pause: as in a decode
+ * loop, where one layer's call follows another's, every impl runs with its thread pool as that
+ * loop leaves it, and no impl's spinning threads overlap another's call.
+ * Within a round the runners start at copies spread over the pool: impls that share weight
+ * copies (awq and awq-int8) would otherwise read, one after the other, the copy the previous one
+ * just pulled into the last-level cache; the untimed first call of a pair reads yet another copy.
  */
 async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: number): Promise<number[]> {
   for (const r of runners) for (let c = 0; c < r.copies; c++) await r.run(c); // warm-up: touch every copy
@@ -119,8 +133,11 @@ async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: 
     if (round >= minCalls && elapsed >= minSeconds * runners.length) break;
     for (let j = 0; j < runners.length; j++) {
       const { copies } = runners[j];
+      const copy = (round + j * Math.floor(copies / runners.length)) % copies;
+      sleepQuietly(QUIET_MS);
+      await runners[j].run((copy + Math.floor(copies / 2)) % copies);
       const t0 = process.hrtime.bigint();
-      await runners[j].run((round + j * Math.floor(copies / runners.length)) % copies);
+      await runners[j].run(copy);
       times[j].push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
   }

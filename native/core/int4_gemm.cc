@@ -271,7 +271,8 @@ void decode_int8_portable(const Int4Weights& w, const Int8Activations& a, float*
 
 }  // namespace
 
-const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, decode_int8_portable, nullptr};
+const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, decode_int8_portable, nullptr,
+                                   nullptr, nullptr};
 
 const Int4Kernels& int4_kernels() {
   switch (active_isa()) {
@@ -436,6 +437,11 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
     detail::quantize_activations_int8(x, M, K, a);
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode_int8(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
+    });
+  } else if (detail::PermutedActivations a; M <= detail::kPermutedDecodeMaxM && kern.decode_permuted && w.group % 128 == 0 &&
+                                             kern.permute_x(x, M, K, a)) {
+    for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
+      kern.decode_permuted(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
   } else if (M <= kDecodeMaxM) {
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {

@@ -102,6 +102,15 @@ struct Int8Activations {
 };
 void quantize_activations_int8(const float* x, int64_t M, int64_t in, Int8Activations& out);
 
+// Activations for an ISA's permuted exact decode (Int4Kernels::decode_permuted): per row m,
+// x[m, 128b + k] moved, within its 128-block b, to the position at which that kernel produces
+// weight k, and scaled by a power of two that the kernel's converted weights carry inversely
+// (so each product is the exact fp32 product x * (q - z)). [M, blocks * 128] floats.
+struct PermutedActivations {
+  int64_t M = 0, blocks = 0;
+  std::vector<float> x;
+};
+
 // One ISA's kernels. n ranges are output rows; k0 is a multiple of 128 and kc of 16.
 struct Int4Kernels {
   // y[m * ldy + n] for m < M (any M; used up to kDecodeMaxM), n in [n0, n1): exact mode, no bias.
@@ -117,7 +126,16 @@ struct Int4Kernels {
   // sgemm, dequantized in place: dst[s * 16 + l] = dequantize(W)[n0 + l, k0 + s] for l < lanes
   // (0 for lanes <= l < 16), s < kc.
   void (*dequant_panel16)(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst);
+  // Optional (null: decode) exact decode for group % 128 == 0 and M <= kPermutedDecodeMaxM on
+  // activations that permute_x prepared. permute_x returns false, preparing nothing, where the scaling would not be exact
+  // (a nonzero |x| below 2^-100); the caller then uses decode.
+  bool (*permute_x)(const float* x, int64_t M, int64_t in, PermutedActivations& out);
+  void (*decode_permuted)(const Int4Weights& w, const PermutedActivations& a, float* y, int64_t ldy,
+                          int64_t n0, int64_t n1);
 };
+// Rows of x up to which decode_permuted is used: from 4 rows on, the FMAs outweigh the unpacking
+// it saves and its accumulators crowd the registers (AVX2: 10-20% slower than decode at M = 4-16).
+constexpr int64_t kPermutedDecodeMaxM = 3;
 extern const Int4Kernels kInt4Portable;
 extern const Int4Kernels kInt4Avx2;
 extern const Int4Kernels kInt4Avx512;

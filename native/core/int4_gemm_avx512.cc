@@ -165,7 +165,7 @@ void decode_int8_avx512(const Int4Weights& w, const Int8Activations& a, float* y
 
 }  // namespace
 
-const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int8_avx512, nullptr};
+const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int8_avx512, nullptr, nullptr, nullptr};
 
 }  // namespace awq::detail
 

@@ -158,6 +158,53 @@ TEST(int4_exact_on_adversarial_inputs_every_isa) {
   });
 }
 
+TEST(int4_exact_permuted_decode_on_extreme_inputs_every_isa) {
+  // The lookup decode (group % 128 == 0, AVX2): zero points 0 and 15 with q at both ends, several
+  // blocks per group, activations near the ends of the fp32 range (|x| < 2^-100 takes the
+  // unpermuted path, since x * 2^-24 would lose bits), and every M up to the decode limit.
+  for_each_isa([&](Isa) {
+    for (int64_t group : {128, 256}) {
+      QLinear L = random_linear(512, 40, group, 41 + static_cast<uint32_t>(group), true);
+      for (size_t i = 0; i < L.z.size(); ++i) L.z[i] = (i % 3 == 0) ? 0 : (i % 3 == 1 ? 15 : L.z[i]);
+      for (size_t i = 0; i < L.q.size(); ++i) L.q[i] = (i % 5 == 0) ? 0 : (i % 5 == 1 ? 15 : L.q[i]);
+      for (int64_t M = 1; M <= 17; ++M) check_exact(L, random_floats(M * 512, 50 + static_cast<uint32_t>(M), -3.f, 3.f), M);
+      for (float magnitude : {1e-33f, 1e-25f, 1e20f, 1e30f}) {
+        auto x = random_floats(3 * 512, 60, -1.f, 1.f);
+        for (auto& v : x) v *= magnitude;
+        x[7] = 0.f;
+        check_exact(L, x, 3);
+        check_exact(L, x, 1);
+      }
+    }
+  });
+}
+
+TEST(int4_permuted_decode_kernel_runs_and_matches_the_reference) {
+  // The driver falls back silently when an ISA has no permuted decode; call it directly where
+  // one exists, so a layout mistake cannot hide behind the fallback.
+  bool ran = false;
+  for_each_isa([&](Isa) {
+    const detail::Int4Kernels& kern = detail::int4_kernels();
+    if (!kern.decode_permuted) return;
+    ran = true;
+    QLinear L = random_linear(384, 24, 128, 71);
+    L.bias.clear();
+    auto w = pack(L);
+    for (int64_t M = 1; M <= detail::kPermutedDecodeMaxM; ++M) {
+      auto x = random_floats(M * 384, 72 + static_cast<uint32_t>(M), -2.f, 2.f);
+      detail::PermutedActivations a;
+      CHECK(kern.permute_x(x.data(), M, 384, a));
+      std::vector<float> y(M * 24, std::numeric_limits<float>::quiet_NaN());
+      kern.decode_permuted(*w, a, y.data(), 24, 0, 24);
+      CHECK(worst_excess(L, x, M, y) <= 0);
+    }
+    std::vector<float> tiny(384, 1e-32f);
+    detail::PermutedActivations a;
+    CHECK(!kern.permute_x(tiny.data(), 1, 384, a));
+  });
+  if (!ran) SKIP("no ISA of this CPU has a permuted decode (it is the AVX2 kernel's)");
+}
+
 TEST(int4_int8_mode_within_its_documented_bound_every_isa) {
   for_each_isa([&](Isa) {
     const int64_t shapes[][4] = {{1, 128, 16, 128}, {3, 512, 24, 256}, {8, 384, 40, 128}, {20, 1024, 9, 128}};
