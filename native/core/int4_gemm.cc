@@ -352,8 +352,9 @@ bool fused_panels(const detail::Int4Kernels& kern, const detail::GemmKernel& gk)
 // x is packed once into mr-row micro-panels per kc-deep block, shared by all threads; each work
 // item (a block of output rows) dequantizes its weights kc at a time into B micro-panels (in L2;
 // straight, or through a staging block and the sgemm's packer where fused_panels is false), and runs the micro-kernel
-// for every x panel against them. Each weight is dequantized once, and x is packed once rather
-// than once per weight panel (as a plain sgemm call per dequantized panel would).
+// for every x panel against them, into a padded output block copied to y at the end. Each
+// weight is dequantized once, and x is packed once rather than once per weight panel (as a
+// plain sgemm call per dequantized panel would).
 void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& kern, const Int4Weights& w,
                    const float* x, int64_t M, float* y) {
   const int64_t K = w.in, N = w.out, mr = gk.mr, nr = gk.nr;
@@ -375,8 +376,13 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
   // fewer when N is small so that every thread gets work.
   const int64_t per_thread = (N + 2 * num_threads() - 1) / (2 * num_threads());
   const int64_t rows = std::min(8 * nr, std::max(nr, (per_thread + nr - 1) / nr * nr));
+  // Each item accumulates its C block (all M rows x its output rows) in a thread-local buffer
+  // whose row stride is padded off multiples of 4 KiB: written straight into y with ldc = out =
+  // 4096, the six rows of a micro-tile share one L1 set and evict the B panel's lines.
+  // (5-10% faster at M = 128-512 with out = 4096 on Zen 3, same-run A/B against ort-acc0.)
+  const int64_t ldcb = rows + 16;
   struct Buffers {
-    AlignedBytes panels, stage;
+    AlignedBytes panels, stage, c;
   };
   std::vector<Buffers> scratch(num_threads());
   const bool fused = fused_panels(kern, gk);
@@ -385,7 +391,9 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
     if (buf.panels.size() == 0) {
       buf.panels = AlignedBytes(static_cast<size_t>(rows * kc) * sizeof(float));
       if (!fused) buf.stage = AlignedBytes(static_cast<size_t>(rows * kc) * sizeof(float));
+      buf.c = AlignedBytes(static_cast<size_t>(M * ldcb) * sizeof(float));
     }
+    float* cb = reinterpret_cast<float*>(buf.c.data());
     float* pb = reinterpret_cast<float*>(buf.panels.data());
     float* stage = reinterpret_cast<float*>(buf.stage.data());
     const int64_t n_begin = item * rows, n_end = std::min(N, n_begin + rows);
@@ -413,12 +421,15 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
         for (int64_t q = 0; q < panels; ++q) {
           const int64_t n0 = n_begin + q * nr;
           const int n = static_cast<int>(std::min(nr, n_end - n0));
-          for (int64_t i = i0; i < i1; ++i)
-            gk.micro(kb, px + pc * Mp + i * mr * kb, pb + q * nr * kb, y + i * mr * N + n0, N, 1.f, beta,
-                     static_cast<int>(std::min(mr, M - i * mr)), n);
+          for (int64_t i = i0; i < i1; ++i) {
+            gk.micro(kb, px + pc * Mp + i * mr * kb, pb + q * nr * kb, cb + i * mr * ldcb + (n0 - n_begin), ldcb,
+                     1.f, beta, static_cast<int>(std::min(mr, M - i * mr)), n);
+          }
         }
       }
     }
+    for (int64_t m = 0; m < M; ++m)
+        std::memcpy(y + m * N + n_begin, cb + m * ldcb, static_cast<size_t>(n_end - n_begin) * sizeof(float));
   });
 }
 

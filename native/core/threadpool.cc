@@ -26,6 +26,16 @@ inline void cpu_relax() {
 #endif
 }
 
+// AWQ_POOL_SPIN_US (README "Runtime knobs"): the spin before sleeping; default 200 us.
+int64_t spin_microseconds() {
+  if (const char* env = std::getenv("AWQ_POOL_SPIN_US")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    if (end != env && *end == '\0' && v >= 0) return std::min<long long>(v, 1000000);
+  }
+  return 200;
+}
+
 class Pool {
  public:
   explicit Pool(int threads) { resize(threads); }
@@ -99,13 +109,13 @@ class Pool {
     t_inside_region = false;
   }
 
-  // Spins up to kSpin for ready() before the caller blocks. A worker woken from a futex starts
+  // Spins up to spin_ for ready() before the caller blocks. A worker woken from a futex starts
   // ~50 us late on the development VM (a parallel_for round trip took 62 us median); decode
   // calls come back to back and last 0.3-3 ms, so both sides first spin briefly.
   template <typename Ready>
-  static void spin_until(const Ready& ready) {
-    constexpr auto kSpin = std::chrono::microseconds(200);
-    const auto until = std::chrono::steady_clock::now() + kSpin;
+  void spin_until(const Ready& ready) const {
+    if (spin_.count() == 0) return;
+    const auto until = std::chrono::steady_clock::now() + spin_;
     while (!ready()) {
       for (int i = 0; i < 64; ++i) cpu_relax();
       if (std::chrono::steady_clock::now() >= until) return;
@@ -134,6 +144,7 @@ class Pool {
   std::mutex region_mutex_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
+  const std::chrono::microseconds spin_{spin_microseconds()};
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> generation_{0};
   const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
