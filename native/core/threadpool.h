@@ -3,7 +3,9 @@
 // parallel_for splits [0, n) into contiguous chunks, runs them on the pool and on the calling
 // thread, and returns when all are done. Calls from different threads are serialized (one
 // parallel region at a time), so kernels started by concurrent AsyncWorkers take turns instead
-// of oversubscribing the cores. Nested parallel_for from inside a task runs inline.
+// of oversubscribing the cores. Nested parallel_for from inside a task runs inline. Between
+// regions the workers (and a caller waiting for them) spin for AWQ_POOL_SPIN_US microseconds
+// (default 200) before sleeping, so that back-to-back regions skip the wake-up.
 #pragma once
 #include <cstddef>
 #include <cstdint>
