@@ -38,7 +38,9 @@ int64_t spin_microseconds() {
 
 class Pool {
  public:
-  explicit Pool(int threads) { resize(threads); }
+  // Not through resize: the region lock is not needed yet, and taking it under pool()'s lock
+  // would order the two locks against a nested parallel_for's (region, then pool()).
+  explicit Pool(int threads) { start(threads); }
   ~Pool() { stop(); }
 
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
@@ -46,8 +48,7 @@ class Pool {
   void resize(int threads) {
     std::lock_guard<std::mutex> region(region_mutex_);
     stop();
-    stopping_ = false;
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { work(i); });
+    start(threads);
   }
 
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
@@ -122,8 +123,16 @@ class Pool {
     }
   }
 
-  void work(int index) {
-    uint64_t seen = 0;
+  // New workers start at the current generation: one that started at 0 after a resize ran the
+  // last (finished) region's loop once more, racing the next region's setup and decrementing
+  // its pending count (TSan found it).
+  void start(int threads) {
+    stopping_ = false;
+    const uint64_t now = generation_.load();
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, now] { work(i, now); });
+  }
+
+  void work(int index, uint64_t seen) {
     for (;;) {
       spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(); });
       {

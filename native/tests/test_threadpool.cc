@@ -1,4 +1,5 @@
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <vector>
 
@@ -43,4 +44,38 @@ TEST(threadpool_resize) {
   CHECK(num_threads() == 3);
   set_threads(before);
   CHECK(num_threads() == before);
+}
+
+TEST(threadpool_regions_across_the_spin_window) {
+  // Workers spin ~200 us after a region, then sleep: regions that follow at once, just inside,
+  // just past and well past that window (the handovers between spinning and sleeping, where a
+  // lost wake-up would hang), with a failing region now and then and more threads than cores.
+  const int before = num_threads();
+  bool ok = true;
+  for (int threads : {before, 3}) {
+    set_threads(threads);
+    const int gaps_us[] = {0, 150, 190, 210, 260, 1000};
+    for (int r = 0; r < 600; ++r) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(gaps_us[r % 6]);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+      std::atomic<int64_t> sum{0};
+      if (r % 50 == 7) {
+        bool threw = false;
+        try {
+          parallel_for(64, 1, [&](int64_t b, int64_t, int) {
+            if (b == 0) throw std::runtime_error("boom");
+          });
+        } catch (const std::runtime_error&) {
+          threw = true;
+        }
+        ok &= threw;
+        continue;
+      }
+      parallel_for(1000, 1, [&](int64_t b, int64_t e, int) { sum += e - b; });
+      ok &= sum.load() == 1000;
+    }
+  }
+  set_threads(before);
+  CHECK(ok);
 }
