@@ -421,15 +421,14 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
         for (int64_t q = 0; q < panels; ++q) {
           const int64_t n0 = n_begin + q * nr;
           const int n = static_cast<int>(std::min(nr, n_end - n0));
-          for (int64_t i = i0; i < i1; ++i) {
+          for (int64_t i = i0; i < i1; ++i)
             gk.micro(kb, px + pc * Mp + i * mr * kb, pb + q * nr * kb, cb + i * mr * ldcb + (n0 - n_begin), ldcb,
                      1.f, beta, static_cast<int>(std::min(mr, M - i * mr)), n);
-          }
         }
       }
     }
     for (int64_t m = 0; m < M; ++m)
-        std::memcpy(y + m * N + n_begin, cb + m * ldcb, static_cast<size_t>(n_end - n_begin) * sizeof(float));
+      std::memcpy(y + m * N + n_begin, cb + m * ldcb, static_cast<size_t>(n_end - n_begin) * sizeof(float));
   });
 }
 
@@ -449,8 +448,8 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode_int8(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
-  } else if (detail::PermutedActivations a; M <= detail::kPermutedDecodeMaxM && kern.decode_permuted && w.group % 128 == 0 &&
-                                             kern.permute_x(x, M, K, a)) {
+  } else if (detail::PermutedActivations a; M <= detail::kPermutedDecodeMaxM && kern.decode_permuted &&
+                                             w.group % 128 == 0 && kern.permute_x(x, M, K, a)) {
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode_permuted(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
