@@ -74,14 +74,20 @@ function formatTable(
     `threads: ${r.threads}; streaming read bandwidth ${r.bandwidthGBs.toFixed(1)} GB/s; fp32 FMA peak ${r.fmaPeakGflops.toFixed(0)} GFLOP/s; peer: ${r.ort}`,
     'GB/s = AutoAWQ weight bytes (qweight + qzeros + fp16 scales) / time, for every impl; calls interleaved round-robin, medians.',
     '',
-    '| m | k x n | mode | impl | median ms | GB/s | % of bandwidth | GFLOP/s | vs ort-acc0 |',
-    '|---:|---|---|---|---:|---:|---:|---:|---:|',
+    "'vs floor': the floor row's time over this row's (M = 1, stream: the same bytes read in the same run).",
+    '',
+    '| m | k x n | mode | impl | median ms | GB/s | % of bandwidth | GFLOP/s | vs ort-acc0 | vs floor |',
+    '|---:|---|---|---|---:|---:|---:|---:|---:|---:|',
   ];
+  const same = (x: GemmBenchRecord, impl: string) =>
+    records.find((y) => y.impl === impl && y.m === x.m && y.k === x.k && y.n === x.n && y.mode === x.mode);
   for (const x of records) {
-    const peer = records.find((y) => y.impl === 'ort-acc0' && y.m === x.m && y.k === x.k && y.n === x.n && y.mode === x.mode);
+    const peer = same(x, 'ort-acc0');
+    const floor = same(x, 'floor');
     lines.push(
       `| ${x.m} | ${x.k} x ${x.n} | ${x.mode} | ${x.impl} | ${x.medianMs.toFixed(3)} | ${x.gbPerS.toFixed(1)} | ` +
-        `${((100 * x.gbPerS) / r.bandwidthGBs).toFixed(0)}% | ${x.gflopPerS.toFixed(1)} | ${peer ? `${(peer.medianMs / x.medianMs).toFixed(2)}x` : ''} |`,
+        `${((100 * x.gbPerS) / r.bandwidthGBs).toFixed(0)}% | ${x.gflopPerS.toFixed(1)} | ${peer ? `${(peer.medianMs / x.medianMs).toFixed(2)}x` : ''} | ` +
+        `${floor && x.impl !== 'floor' ? `${((100 * floor.medianMs) / x.medianMs).toFixed(0)}%` : ''} |`,
     );
   }
   if (r.notes.length) lines.push('', ...r.notes.map((n) => `note: ${n}`));
