@@ -104,8 +104,7 @@ void quantize_activations_int8(const float* x, int64_t M, int64_t in, Int8Activa
 
 // Activations for an ISA's permuted exact decode (Int4Kernels::decode_permuted): per row m,
 // x[m, 128b + k] moved, within its 128-block b, to the position at which that kernel produces
-// weight k, and scaled by a power of two that the kernel's converted weights carry inversely
-// (so each product is the exact fp32 product x * (q - z)). [M, blocks * 128] floats.
+// weight k. [M, blocks * 128] floats.
 struct PermutedActivations {
   int64_t M = 0, blocks = 0;
   std::vector<float> x;
@@ -127,8 +126,8 @@ struct Int4Kernels {
   // (0 for lanes <= l < 16), s < kc.
   void (*dequant_panel16)(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst);
   // Optional (null: decode) exact decode for group % 128 == 0 and M <= kPermutedDecodeMaxM on
-  // activations that permute_x prepared. permute_x returns false, preparing nothing, where the
-  // scaling would not be exact (a nonzero |x| below 2^-100); the caller then uses decode.
+  // activations that permute_x prepared. permute_x may return false, preparing nothing, where an
+  // ISA's preparation would not keep x exact; the caller then uses decode (AVX2's never does).
   bool (*permute_x)(const float* x, int64_t M, int64_t in, PermutedActivations& out);
   void (*decode_permuted)(const Int4Weights& w, const PermutedActivations& a, float* y, int64_t ldy,
                           int64_t n0, int64_t n1);

@@ -160,15 +160,15 @@ TEST(int4_exact_on_adversarial_inputs_every_isa) {
 
 TEST(int4_exact_permuted_decode_on_extreme_inputs_every_isa) {
   // The lookup decode (group % 128 == 0, AVX2): zero points 0 and 15 with q at both ends, several
-  // blocks per group, activations near the ends of the fp32 range (|x| < 2^-100 takes the
-  // unpermuted path, since x * 2^-24 would lose bits), and every M up to the decode limit.
+  // blocks per group, activations near the ends of the fp32 range (down to subnormals), and every
+  // M up to the decode limit and past it.
   for_each_isa([&](Isa) {
     for (int64_t group : {128, 256}) {
       QLinear L = random_linear(512, 40, group, 41 + static_cast<uint32_t>(group), true);
       for (size_t i = 0; i < L.z.size(); ++i) L.z[i] = (i % 3 == 0) ? 0 : (i % 3 == 1 ? 15 : L.z[i]);
       for (size_t i = 0; i < L.q.size(); ++i) L.q[i] = (i % 5 == 0) ? 0 : (i % 5 == 1 ? 15 : L.q[i]);
       for (int64_t M = 1; M <= 17; ++M) check_exact(L, random_floats(M * 512, 50 + static_cast<uint32_t>(M), -3.f, 3.f), M);
-      for (float magnitude : {1e-33f, 1e-25f, 1e20f, 1e30f}) {
+      for (float magnitude : {1e-42f, 1e-33f, 1e-25f, 1e20f, 1e30f}) {
         auto x = random_floats(3 * 512, 60, -1.f, 1.f);
         for (auto& v : x) v *= magnitude;
         x[7] = 0.f;
@@ -198,9 +198,16 @@ TEST(int4_permuted_decode_kernel_runs_and_matches_the_reference) {
       kern.decode_permuted(*w, a, y.data(), 24, 0, 24);
       CHECK(worst_excess(L, x, M, y) <= 0);
     }
-    std::vector<float> tiny(384, 1e-32f);
-    detail::PermutedActivations a;
-    CHECK(!kern.permute_x(tiny.data(), 1, 384, a));
+    // Tiny and subnormal activations go through the same kernel, still exact.
+    for (float magnitude : {1e-32f, 1e-40f}) {
+      auto x = random_floats(384, 73, -1.f, 1.f);
+      for (auto& v : x) v *= magnitude;
+      detail::PermutedActivations a;
+      CHECK(kern.permute_x(x.data(), 1, 384, a));
+      std::vector<float> y(24, std::numeric_limits<float>::quiet_NaN());
+      kern.decode_permuted(*w, a, y.data(), 24, 0, 24);
+      CHECK(worst_excess(L, x, 1, y) <= 0);
+    }
   });
   if (!ran) SKIP("no ISA of this CPU has a permuted decode (it is the AVX2 kernel's)");
 }
