@@ -1,6 +1,7 @@
 /** What this machine and build can run: CPU instruction set and threads, CUDA devices. */
 import { native, nativeLoadNotes, nativePath, type Isa } from './native.js';
 import { CudaError, InvalidArgumentError } from './errors.js';
+import type { Precision } from './quantize/layer.js';
 
 export interface CudaDevice {
   index: number;
@@ -46,7 +47,7 @@ export function setThreads(threads: number): number {
 export interface ResolvedBackend {
   backend: 'cpu' | 'cuda';
   /** The search's arithmetic: as asked on CUDA, always 'fp32' on the CPU. */
-  precision: 'fp32' | 'bf16' | 'fp16';
+  precision: Precision;
   /** For reports: 'cpu (avx2, 2 threads)' or 'cuda (NVIDIA H200, bf16)'. */
   description: string;
   /** Set when 'auto' fell back to the CPU: why CUDA was not used. */

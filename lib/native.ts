@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { fromNativeError, NativeLoadError } from './errors.js';
-import type { LayerArch, LayerWeights } from './quantize/layer.js';
+import type { LayerArch, LayerWeights, Precision, QuantizedLinear } from './quantize/layer.js';
 
 export type Isa = 'portable' | 'avx2' | 'avx512';
 
@@ -153,21 +153,11 @@ export interface RawQuantOptions {
   /** 'cpu' (default) or 'cuda' (a CUDA build with a device). */
   backend?: 'cpu' | 'cuda';
   /** Arithmetic of the layer's products on 'cuda' (default 'fp32'). */
-  precision?: 'fp32' | 'bf16' | 'fp16';
-}
-
-export interface RawQuantizedLinear {
-  out: number;
-  in: number;
-  groupSize: number;
-  q: Uint8Array;
-  zeros: Uint8Array;
-  scales: Float32Array;
-  bias?: Float32Array;
+  precision?: Precision;
 }
 
 export interface RawQuantizedLayer {
-  linears: Record<string, RawQuantizedLinear>;
+  linears: Record<string, QuantizedLinear>;
   inputNorm: Float32Array;
   postNorm: Float32Array;
   output: Float32Array;

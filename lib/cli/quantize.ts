@@ -6,6 +6,7 @@ import { Option } from 'commander';
 
 import type { CalibrationSource } from '../calib/dataset.js';
 import { InvalidArgumentError, ioError } from '../errors.js';
+import type { Precision } from '../quantize/layer.js';
 import { quantize, type QuantizationReport } from '../quantize/pipeline.js';
 import { abortOnSignals, progressView } from './progress-view.js';
 import { intIn, positiveInt } from './parse.js';
@@ -25,7 +26,7 @@ interface Opts {
   method: 'awq' | 'rtn';
   threads?: number;
   backend: 'cpu' | 'cuda' | 'auto';
-  precision: 'fp32' | 'bf16' | 'fp16';
+  precision: Precision;
   overwrite?: boolean;
   json?: boolean;
   quiet?: boolean;

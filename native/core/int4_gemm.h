@@ -25,9 +25,11 @@
 // micro-kernel, which reuses it for every row of x (int4_gemm.cc: the two prefill variants and
 // the crossovers).
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 namespace awq {
@@ -151,6 +153,25 @@ inline const char* prefetch_target(const Int4Weights& w, const uint8_t* row, int
   return reinterpret_cast<const char*>(row + (rows_ahead * w.blocks + blk) * 64);
 }
 constexpr int64_t kPrefetchRows = 4;
+
+// The streaming (decode) kernels' walk over output rows [n0, n1): tiles of 64 rows (64 KiB of
+// weights at in = 4096, kept in L2 while each 4-row slice of x passes), calling
+// rows(std::integral_constant<int, MR>{}, m0, t0, t1) with MR = min(4, M - m0), so that each ISA
+// instantiates its register tiles for MR = 1..4.
+template <typename Rows>
+void for_each_decode_tile(int64_t M, int64_t n0, int64_t n1, const Rows& rows) {
+  for (int64_t t0 = n0; t0 < n1; t0 += 64) {
+    const int64_t t1 = std::min(n1, t0 + 64);
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      switch (std::min<int64_t>(4, M - m0)) {
+        case 1: rows(std::integral_constant<int, 1>{}, m0, t0, t1); break;
+        case 2: rows(std::integral_constant<int, 2>{}, m0, t0, t1); break;
+        case 3: rows(std::integral_constant<int, 3>{}, m0, t0, t1); break;
+        default: rows(std::integral_constant<int, 4>{}, m0, t0, t1); break;
+      }
+    }
+  }
+}
 
 // q[n, k] read from the packed layout (tests, portable kernels).
 inline int int4_at(const Int4Weights& w, int64_t n, int64_t k) {

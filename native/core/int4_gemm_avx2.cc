@@ -146,21 +146,9 @@ void decode_avx2(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, f
     for (; n < n1; ++n) decode_tile_m1_g128<1>(w, x, y, n);
     return;
   }
-  // Output rows in tiles of 64 (64 KiB of weights for in = 4096, kept in L2) so that the second
-  // chunk of x rows finds them cached.
-  for (int64_t t0 = n0; t0 < n1; t0 += 64) {
-    const int64_t t1 = std::min(n1, t0 + 64);
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      const float* xm = x + m0 * ldx;
-      float* ym = y + m0 * ldy;
-      switch (std::min<int64_t>(4, M - m0)) {
-        case 1: decode_rows<1>(w, xm, ldx, ym, ldy, t0, t1); break;
-        case 2: decode_rows<2>(w, xm, ldx, ym, ldy, t0, t1); break;
-        case 3: decode_rows<3>(w, xm, ldx, ym, ldy, t0, t1); break;
-        default: decode_rows<4>(w, xm, ldx, ym, ldy, t0, t1); break;
-      }
-    }
-  }
+  for_each_decode_tile(M, n0, n1, [&](auto mr, int64_t m0, int64_t t0, int64_t t1) {
+    decode_rows<decltype(mr)::value>(w, x + m0 * ldx, ldx, y + m0 * ldy, ldy, t0, t1);
+  });
 }
 
 void dequant_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst,
@@ -431,17 +419,9 @@ void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0
 
 void decode_int8_avx2(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0,
                       int64_t n1) {
-  for (int64_t t0 = n0; t0 < n1; t0 += 64) {
-    const int64_t t1 = std::min(n1, t0 + 64);
-    for (int64_t m0 = 0; m0 < a.M; m0 += 4) {
-      switch (std::min<int64_t>(4, a.M - m0)) {
-        case 1: decode_int8_rows<1>(w, a, m0, y, ldy, t0, t1); break;
-        case 2: decode_int8_rows<2>(w, a, m0, y, ldy, t0, t1); break;
-        case 3: decode_int8_rows<3>(w, a, m0, y, ldy, t0, t1); break;
-        default: decode_int8_rows<4>(w, a, m0, y, ldy, t0, t1); break;
-      }
-    }
-  }
+  for_each_decode_tile(a.M, n0, n1, [&](auto mr, int64_t m0, int64_t t0, int64_t t1) {
+    decode_int8_rows<decltype(mr)::value>(w, a, m0, y, ldy, t0, t1);
+  });
 }
 
 }  // namespace

@@ -55,17 +55,9 @@ void rows_vnni(const Int4Weights& w, const Int8Activations& a, int64_t m0, float
 
 void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0,
                             int64_t n1) {
-  for (int64_t t0 = n0; t0 < n1; t0 += 64) {
-    const int64_t t1 = std::min(n1, t0 + 64);
-    for (int64_t m0 = 0; m0 < a.M; m0 += 4) {
-      switch (std::min<int64_t>(4, a.M - m0)) {
-        case 1: rows_vnni<1>(w, a, m0, y, ldy, t0, t1); break;
-        case 2: rows_vnni<2>(w, a, m0, y, ldy, t0, t1); break;
-        case 3: rows_vnni<3>(w, a, m0, y, ldy, t0, t1); break;
-        default: rows_vnni<4>(w, a, m0, y, ldy, t0, t1); break;
-      }
-    }
-  }
+  for_each_decode_tile(a.M, n0, n1, [&](auto mr, int64_t m0, int64_t t0, int64_t t1) {
+    rows_vnni<decltype(mr)::value>(w, a, m0, y, ldy, t0, t1);
+  });
 }
 
 }  // namespace awq::detail
