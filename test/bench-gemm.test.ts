@@ -36,4 +36,13 @@ describe('awq bench gemm', () => {
     expect(() => native().benchStreamRead(pool, 1024, 4096)).toThrow(/past the pool's 4096 bytes/);
     expect(() => native().benchStreamRead({} as never, 0, 1)).toThrow(/benchStreamPool/);
   });
+
+  it('refuses another binding\'s handle: each kind of handle carries its own type tag', async () => {
+    const pool = native().benchStreamPool(4096);
+    expect(() => native().int4Info(pool as never)).toThrow(/expected an int4 weight handle/);
+    const q = new Uint8Array(8 * 16).fill(3), zeros = new Uint8Array(8).fill(8), scales = new Float32Array(8).fill(0.5);
+    const w = await native().int4PackQuantized(q, zeros, scales, null, 16, 8, 16);
+    expect(native().int4Info(w).in).toBe(16);
+    expect(() => native().benchStreamRead(w as never, 0, 1)).toThrow(/benchStreamPool/);
+  });
 });

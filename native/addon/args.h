@@ -55,6 +55,27 @@ inline int64_t integer(const Napi::Value& v, const char* name, int64_t min_value
   return static_cast<int64_t>(d);
 }
 
+// A handle for JS: an External owning `owned` (deleted when the GC collects it), marked with `tag`
+// so that only this binding's own handles unwrap (tagged_external_data). external_bytes > 0 is
+// reported to V8 as external memory while the handle lives, so the GC sees what it holds.
+template <typename T>
+Napi::External<T> tagged_external(Napi::Env env, T* owned, const napi_type_tag& tag, int64_t external_bytes = 0) {
+  auto ext = Napi::External<T>::New(env, owned, [external_bytes](Napi::Env e, T* p) {
+    delete p;
+    if (external_bytes > 0) Napi::MemoryManagement::AdjustExternalMemory(e, -external_bytes);
+  });
+  ext.TypeTag(&tag);
+  if (external_bytes > 0) Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes);
+  return ext;
+}
+
+// The object behind a tagged_external handle, or nullptr when v is not an External with `tag`.
+template <typename T>
+T* tagged_external_data(const Napi::Value& v, const napi_type_tag& tag) {
+  if (!v.IsExternal() || !v.As<Napi::External<T>>().CheckTypeTag(&tag)) return nullptr;
+  return v.As<Napi::External<T>>().Data();
+}
+
 // Optional Int32Array(1) that JS sets to 1 when the caller's AbortSignal fires.
 inline const int32_t* cancel_flag(const Napi::Value& v) {
   if (v.IsUndefined() || v.IsNull()) return nullptr;

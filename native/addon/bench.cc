@@ -26,23 +26,16 @@ Napi::Value BenchStreamPool(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     const int64_t bytes = integer(info[0], "bytes", 1);
-    auto* pool = new AlignedBytes(static_cast<size_t>(bytes));
-    auto ext = Napi::External<AlignedBytes>::New(env, pool, [bytes](Napi::Env e, AlignedBytes* p) {
-      delete p;
-      Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
-    });
-    Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
-    ext.TypeTag(&kPoolTag);
-    return ext;
+    return tagged_external(env, new AlignedBytes(static_cast<size_t>(bytes)), kPoolTag, bytes);
   });
 }
 
 Napi::Value BenchStreamRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    if (!info[0].IsExternal() || !info[0].As<Napi::External<AlignedBytes>>().CheckTypeTag(&kPoolTag))
-      bad_arg("pool: expected a handle from benchStreamPool");
-    const AlignedBytes& pool = *info[0].As<Napi::External<AlignedBytes>>().Data();
+    const AlignedBytes* pool_ptr = tagged_external_data<AlignedBytes>(info[0], kPoolTag);
+    if (!pool_ptr) bad_arg("pool: expected a handle from benchStreamPool");
+    const AlignedBytes& pool = *pool_ptr;
     const int64_t offset = integer(info[1], "offset"), length = integer(info[2], "length");
     if (static_cast<uint64_t>(offset) + static_cast<uint64_t>(length) > pool.size())
       bad_arg("benchStreamRead: range [" + std::to_string(offset) + ", " + std::to_string(offset + length) +

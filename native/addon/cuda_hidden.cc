@@ -33,8 +33,8 @@ Handle handle_of(const Napi::Value& v) {
 }  // namespace
 
 std::shared_ptr<CudaHidden> cuda_hidden_of(const Napi::Value& v) {
-  if (!v.IsExternal() || !v.As<Napi::External<Handle>>().CheckTypeTag(&kHiddenTag)) return nullptr;
-  return *v.As<Napi::External<Handle>>().Data();
+  const Handle* h = tagged_external_data<Handle>(v, kHiddenTag);
+  return h ? *h : nullptr;
 }
 
 CudaHiddenUse::CudaHiddenUse(std::shared_ptr<CudaHidden> h) : h_(std::move(h)) {
@@ -59,9 +59,7 @@ Napi::Value Upload(const Napi::CallbackInfo& info) {
               std::to_string(hidden.length));
     auto h = std::make_shared<CudaHidden>();
     h->states = std::make_unique<cuda::DeviceHidden>(hidden.data, static_cast<int64_t>(hidden.length) / H, H);
-    auto ext = Napi::External<Handle>::New(env, new Handle(std::move(h)), [](Napi::Env, Handle* p) { delete p; });
-    ext.TypeTag(&kHiddenTag);
-    return ext;
+    return tagged_external(env, new Handle(std::move(h)), kHiddenTag);
   });
 }
 

@@ -27,20 +27,13 @@ constexpr napi_type_tag kInt4Tag = {0x8a1f3c2e9b7d4a61ULL, 0x5c03e7f2d8b94e17ULL
 
 Napi::Value wrap(Napi::Env env, Handle h) {
   const int64_t bytes = static_cast<int64_t>(h->bytes());
-  auto ext = Napi::External<Handle>::New(env, new Handle(std::move(h)), [bytes](Napi::Env e, Handle* p) {
-    delete p;
-    Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
-  });
-  ext.TypeTag(&kInt4Tag);
-  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
-  return ext;
+  return tagged_external(env, new Handle(std::move(h)), kInt4Tag, bytes);
 }
 
 Handle unwrap(const Napi::Value& v) {
-  if (!v.IsExternal() || !v.As<Napi::External<Handle>>().CheckTypeTag(&kInt4Tag)) {
-    bad_arg("weights: expected an int4 weight handle");
-  }
-  return *v.As<Napi::External<Handle>>().Data();
+  const Handle* h = tagged_external_data<Handle>(v, kInt4Tag);
+  if (!h) bad_arg("weights: expected an int4 weight handle");
+  return *h;
 }
 
 struct Shape {

@@ -40,9 +40,9 @@ using Handle = std::shared_ptr<CudaInt4>;
 constexpr napi_type_tag kCudaInt4Tag = {0x5d2e8b41a7c3f096ULL, 0x0e94c6b3d1f72a58ULL};
 
 Handle unwrap(const Napi::Value& v) {
-  if (!v.IsExternal() || !v.As<Napi::External<Handle>>().CheckTypeTag(&kCudaInt4Tag))
-    bad_arg("weights: expected a CUDA int4 weight handle");
-  return *v.As<Napi::External<Handle>>().Data();
+  const Handle* h = tagged_external_data<Handle>(v, kCudaInt4Tag);
+  if (!h) bad_arg("weights: expected a CUDA int4 weight handle");
+  return *h;
 }
 
 Napi::Value Upload(const Napi::CallbackInfo& info) {
@@ -72,9 +72,7 @@ Napi::Value Upload(const Napi::CallbackInfo& info) {
           h.group = group;
         },
         [box](Napi::Env e, const std::vector<Napi::Value>&) -> Napi::Value {
-          auto ext = Napi::External<Handle>::New(e, new Handle(std::move(*box)), [](Napi::Env, Handle* p) { delete p; });
-          ext.TypeTag(&kCudaInt4Tag);
-          return ext;
+          return tagged_external(e, new Handle(std::move(*box)), kCudaInt4Tag);
         });
   });
 }
