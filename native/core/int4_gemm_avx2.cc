@@ -180,43 +180,64 @@ void dequant_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0
 
 #include "gemm_pack_x86.inc"  // transpose8x8
 
-// One 16-lane sgemm B micro-panel: per 16 k (one nibble of a block's words), 8 rows' two
-// 8-wide vectors are dequantized as dequant_panel_avx2 does and transposed in registers into 16
-// steps of those 8 lanes; the second 8 rows fill the other half of each step.
-void dequant_panel16_avx2(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst) {
+// Eight lanes of a 16-lane sgemm B micro-panel (out: the panel at the half's first lane): per 16 k
+// (one nibble of a block's words), each row's two 8-wide vectors are dequantized as
+// dequant_panel_avx2 does, and each set of 8 transposed in registers into 8 steps of these lanes.
+// Rows past `rows` (an edge panel) are zero; kFull drops that test from the common case. One set
+// of 8 at a time keeps the transpose within the 16 registers, and the group index advances
+// without a division: 1.3-1.4x the speed of the earlier form (16 vectors, a division per step)
+// on its own, bitwise the same; inside the prefill its share of the time hardly moved (32% to
+// 31% at M = 32), where fetching the weights bounds it.
+template <bool kFull>
+void dequant_panel_half(const Int4Weights& w, int64_t n_first, int rows, int64_t k0, int64_t kc, float* out) {
   const __m256i mask = _mm256_set1_epi32(15), magic = _mm256_set1_epi32(0x4B000000);
-  const __m256 zero = _mm256_setzero_ps();
-  const int64_t G = w.groups;
+  const int64_t G = w.groups, slots_per_group = w.group / 16;
+  const uint8_t* row[8] = {};
+  const uint8_t* zeros[8] = {};
+  const float* scales[8] = {};
+  for (int r = 0; r < rows; ++r) {
+    row[r] = w.row(n_first + r);
+    zeros[r] = w.zeros.data() + (n_first + r) * G;
+    scales[r] = w.scales.data() + (n_first + r) * G;
+  }
+  const int64_t s_end = (k0 + kc) / 16;
+  int64_t s = k0 / 16, g = s / slots_per_group, g_end = (g + 1) * slots_per_group;  // group of slot s, its end
+  for (; s < s_end; ++s) {
+    if (s == g_end) {
+      ++g;
+      g_end += slots_per_group;
+    }
+    const int64_t blk = s >> 3;
+    const __m128i cnt = _mm_cvtsi32_si128(static_cast<int>(4 * (s & 7)));
+    float* o = out + (s * 16 - k0) * 16;
+    for (int h = 0; h < 2; ++h) {  // words 0-7, then 8-15: k = 16 * nibble + word
+      __m256 v[8];
+      for (int r = 0; r < 8; ++r) {
+        if (!kFull && r >= rows) {
+          v[r] = _mm256_setzero_ps();
+          continue;
+        }
+        __m256i wv = _mm256_srl_epi32(load_block_half(row[r] + blk * 64 + 32 * h), cnt);
+        const __m256 zc = _mm256_set1_ps(8388608.f + zeros[r][g]);
+        v[r] = _mm256_mul_ps(next_nibble(wv, mask, magic, zc), _mm256_set1_ps(scales[r][g]));
+      }
+      transpose8x8(v);
+      for (int t = 0; t < 8; ++t) _mm256_store_ps(o + (8 * h + t) * 16, v[t]);
+    }
+  }
+}
+
+// One 16-lane sgemm B micro-panel, as two halves of 8 lanes (dequant_panel_half).
+void dequant_panel16_avx2(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst) {
   for (int half = 0; half < 2; ++half) {
     const int l0 = 8 * half;
     float* out = dst + l0;
     if (lanes <= l0) {
-      for (int64_t s = 0; s < kc; ++s) _mm256_store_ps(out + s * 16, zero);
-      continue;
-    }
-    const int rows = std::min(8, lanes - l0);
-    for (int64_t s = k0 / 16; s < (k0 + kc) / 16; ++s) {
-      const int64_t blk = s >> 3, nib = s & 7, g = (s * 16) / w.group;
-      __m256 lo[8], hi[8];
-      for (int r = 0; r < 8; ++r) {
-        if (r >= rows) {
-          lo[r] = hi[r] = zero;
-          continue;
-        }
-        const int64_t n = n0 + l0 + r;
-        const uint8_t* p = w.row(n) + blk * 64;
-        const __m128i cnt = _mm_cvtsi32_si128(static_cast<int>(4 * nib));
-        __m256i w0 = _mm256_srl_epi32(load_block_half(p), cnt), w1 = _mm256_srl_epi32(load_block_half(p + 32), cnt);
-        const __m256 zc = _mm256_set1_ps(8388608.f + w.zeros[n * G + g]);
-        const __m256 sc = _mm256_set1_ps(w.scales[n * G + g]);
-        lo[r] = _mm256_mul_ps(next_nibble(w0, mask, magic, zc), sc);
-        hi[r] = _mm256_mul_ps(next_nibble(w1, mask, magic, zc), sc);
-      }
-      transpose8x8(lo);
-      transpose8x8(hi);
-      float* o = out + (s * 16 - k0) * 16;
-      for (int t = 0; t < 8; ++t) _mm256_store_ps(o + t * 16, lo[t]);
-      for (int t = 0; t < 8; ++t) _mm256_store_ps(o + (8 + t) * 16, hi[t]);
+      for (int64_t s = 0; s < kc; ++s) _mm256_store_ps(out + s * 16, _mm256_setzero_ps());
+    } else if (lanes - l0 >= 8) {
+      dequant_panel_half<true>(w, n0 + l0, 8, k0, kc, out);
+    } else {
+      dequant_panel_half<false>(w, n0 + l0, lanes - l0, k0, kc, out);
     }
   }
 }
