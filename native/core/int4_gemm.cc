@@ -290,10 +290,13 @@ namespace {
 // registers once per 4 rows of x; above it, the prefill paths dequantize each weight once and
 // reuse it for every row: straight into the sgemm's packed panels (prefill_packed), or, below
 // kPackedPrefillMinM rows where the ISA has no fused panel dequantization, through a dequantized
-// fp32 panel and an sgemm call. Crossovers measured on Zen 3 (AVX2), 4096 x 4096 and
-// 4096 x 11008, 2 threads: decode and the fused packed path are level at M = 16, packed leads
-// by 20-30% from M = 24; the unfused packed path needed M = 64.
+// fp32 panel and an sgemm call. Crossovers measured on Zen 3 (AVX2), 2 threads: the fused packed
+// path is 1-13% faster than decode at M = 16 (median 1.07x over the three benchmark shapes,
+// same-process A/B, after its panel dequantization was sped up), behind at M = 12-15, and
+// 20-30% ahead from M = 24; the unfused packed path needed M = 64, so without the fused panels
+// decode keeps M = 16.
 constexpr int64_t kDecodeMaxM = 16;
+constexpr int64_t kDecodeMaxMFused = 15;
 constexpr int64_t kPackedPrefillMinM = 64;
 
 // Runs fn(i, thread index) for i in [0, n) with the items handed out one at a time from a shared counter:
@@ -453,7 +456,8 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode_permuted(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
-  } else if (M <= kDecodeMaxM) {
+  } else if (const detail::GemmKernel* gk = detail::active_gemm_kernel();
+             M <= (gk && fused_panels(kern, *gk) ? kDecodeMaxMFused : kDecodeMaxM)) {
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
