@@ -291,9 +291,8 @@ namespace {
 // reuse it for every row: straight into the sgemm's packed panels (prefill_packed), or, below
 // kPackedPrefillMinM rows where the ISA has no fused panel dequantization, through a dequantized
 // fp32 panel and an sgemm call. Crossovers measured on Zen 3 (AVX2), 2 threads: the fused packed
-// path is 1-13% faster than decode at M = 16 (median 1.07x over the three benchmark shapes,
-// same-process A/B, after its panel dequantization was sped up), behind at M = 12-15, and
-// 20-30% ahead from M = 24; the unfused packed path needed M = 64, so without the fused panels
+// path is 1.02-1.11x the speed of decode at M = 16 on the three benchmark shapes (medians of 41
+// alternating calls in one process), behind at M = 12-15, and 20-30% ahead from M = 24; the unfused packed path needed M = 64, so without the fused panels
 // decode keeps M = 16.
 constexpr int64_t kDecodeMaxM = 16;
 constexpr int64_t kDecodeMaxMFused = 15;
