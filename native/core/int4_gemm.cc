@@ -292,8 +292,8 @@ namespace {
 // kPackedPrefillMinM rows where the ISA has no fused panel dequantization, through a dequantized
 // fp32 panel and an sgemm call. Crossovers measured on Zen 3 (AVX2), 2 threads: the fused packed
 // path is 1.02-1.11x the speed of decode at M = 16 on the three benchmark shapes (medians of 41
-// alternating calls in one process), behind at M = 12-15, and 20-30% ahead from M = 24; the unfused packed path needed M = 64, so without the fused panels
-// decode keeps M = 16.
+// alternating calls in one process), behind at M = 12-15, and 20-30% ahead from M = 24; the
+// unfused packed path needed M = 64, so without the fused panels decode keeps M = 16.
 constexpr int64_t kDecodeMaxM = 16;
 constexpr int64_t kDecodeMaxMFused = 15;
 constexpr int64_t kPackedPrefillMinM = 64;
@@ -434,6 +434,14 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
   });
 }
 
+void add_bias(const Int4Weights& w, int64_t M, float* y) {
+  if (w.bias.empty()) return;
+  parallel_for(M, 16, [&](int64_t m0, int64_t m1, int) {
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t n = 0; n < w.out; ++n) y[m * w.out + n] += w.bias[n];
+  });
+}
+
 }  // namespace
 
 void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4Mode mode) {
@@ -450,28 +458,26 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode_int8(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
-  } else if (detail::PermutedActivations a; M <= detail::kPermutedDecodeMaxM && kern.decode_permuted &&
-                                             w.group % 128 == 0 && kern.permute_x(x, M, K, a)) {
+    return add_bias(w, M, y);
+  }
+  const detail::GemmKernel* gk = detail::active_gemm_kernel();
+  const bool fused = gk && fused_panels(kern, *gk);
+  if (M <= detail::kPermutedDecodeMaxM && kern.decode_permuted && w.group % 128 == 0) {
+    detail::PermutedActivations a;
+    kern.permute_x(x, M, K, a);
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode_permuted(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
-  } else if (const detail::GemmKernel* gk = detail::active_gemm_kernel();
-             M <= (gk && fused_panels(kern, *gk) ? kDecodeMaxMFused : kDecodeMaxM)) {
+  } else if (M <= (fused ? kDecodeMaxMFused : kDecodeMaxM)) {
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
-  } else if (const detail::GemmKernel* gk = detail::active_gemm_kernel();
-             gk && (M >= kPackedPrefillMinM || fused_panels(kern, *gk))) {
+  } else if (gk && (M >= kPackedPrefillMinM || fused)) {
     prefill_packed(*gk, kern, w, x, M, y);
   } else {
     prefill_dequant_sgemm(kern, w, x, M, y);
   }
-  if (!w.bias.empty()) {
-    parallel_for(M, 16, [&](int64_t m0, int64_t m1, int) {
-      for (int64_t m = m0; m < m1; ++m)
-        for (int64_t n = 0; n < N; ++n) y[m * N + n] += w.bias[n];
-    });
-  }
+  add_bias(w, M, y);
 }
 
 }  // namespace awq

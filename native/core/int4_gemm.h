@@ -128,9 +128,8 @@ struct Int4Kernels {
   // (0 for lanes <= l < 16), s < kc.
   void (*dequant_panel16)(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst);
   // Optional (null: decode) exact decode for group % 128 == 0 and M <= kPermutedDecodeMaxM on
-  // activations that permute_x prepared. permute_x may return false, preparing nothing, where an
-  // ISA's preparation would not keep x exact; the caller then uses decode (AVX2's never does).
-  bool (*permute_x)(const float* x, int64_t M, int64_t in, PermutedActivations& out);
+  // activations that permute_x prepared (x exact, only reordered).
+  void (*permute_x)(const float* x, int64_t M, int64_t in, PermutedActivations& out);
   void (*decode_permuted)(const Int4Weights& w, const PermutedActivations& a, float* y, int64_t ldy,
                           int64_t n0, int64_t n1);
 };

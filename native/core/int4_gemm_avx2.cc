@@ -307,7 +307,7 @@ constexpr bool is_permutation_of_128() {
 }
 static_assert(is_permutation_of_128(), "permuted_position must be a permutation of a block");
 
-bool permute_x_avx2(const float* x, int64_t M, int64_t in, PermutedActivations& a) {
+void permute_x_avx2(const float* x, int64_t M, int64_t in, PermutedActivations& a) {
   a.M = M;
   a.blocks = in / 128;
   a.x.resize(static_cast<size_t>(M * in));
@@ -317,7 +317,6 @@ bool permute_x_avx2(const float* x, int64_t M, int64_t in, PermutedActivations& 
       float* dst = a.x.data() + m * in + b * 128;
       for (int k = 0; k < 128; ++k) dst[permuted_position(k)] = src[k];
     }
-  return true;
 }
 
 // One 128-block of one output row against the MR rows of permuted x (xb: the block in row 0).
