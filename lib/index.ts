@@ -35,6 +35,7 @@ export {
 } from './checkpoint/awq-format.js';
 export {
   SUPPORTED_MODEL_TYPES,
+  checkSequenceFits,
   parseModelConfig,
   type ModelConfig,
   type ModelType,

@@ -9,6 +9,7 @@ import {
   ModelFolder,
   SafetensorsWriter,
   UnsupportedArchitectureError,
+  checkSequenceFits,
   copyAuxiliaryFiles,
   parseModelConfig,
   prepareOutputDir,
@@ -49,6 +50,54 @@ describe('parseModelConfig', () => {
     expect([d.rmsNormEps, d.numKvHeads]).toEqual([1e-6, 4]);
   });
 
+  it('reads the Transformers 5 rope_parameters, the top-level rope_theta only as a fallback', () => {
+    const llama3 = { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+    const c = parseModelConfig(llamaConfig({ rope_theta: undefined, rope_parameters: { rope_theta: 500000, ...llama3 } }), 'c');
+    expect([c.ropeTheta, c.ropeScaling]).toEqual([
+      500000,
+      { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 },
+    ]);
+    const q = parseModelConfig(llamaConfig({ model_type: 'qwen3', rope_theta: 7, rope_parameters: { rope_theta: 1e6, rope_type: 'default' } }), 'c');
+    expect([q.ropeTheta, q.ropeScaling]).toEqual([1e6, null]);
+    const fallback = parseModelConfig(llamaConfig({ rope_theta: 250000, rope_parameters: { rope_type: 'linear', factor: 2 } }), 'c');
+    expect([fallback.ropeTheta, fallback.ropeScaling]).toEqual([250000, { type: 'linear', factor: 2 }]);
+    expect(parseModelConfig(llamaConfig({ rope_theta: undefined, rope_parameters: { rope_type: 'default' } }), 'c').ropeTheta).toBe(10000);
+  });
+
+  it('takes the Transformers class defaults for absent num_key_value_heads and head_dim, and swish for silu', () => {
+    const absent = { num_key_value_heads: undefined, hidden_size: 1024, num_attention_heads: 32 };
+    expect(parseModelConfig(llamaConfig(absent), 'c').numKvHeads).toBe(32);
+    expect(parseModelConfig(llamaConfig({ ...absent, model_type: 'mistral' }), 'c').numKvHeads).toBe(8);
+    expect(parseModelConfig(llamaConfig({ ...absent, model_type: 'qwen2' }), 'c').numKvHeads).toBe(32);
+    // an explicit null means num_attention_heads in every class
+    expect(parseModelConfig(llamaConfig({ ...absent, num_attention_heads: 16, model_type: 'mistral', num_key_value_heads: null }), 'c').numKvHeads).toBe(16);
+    const q3 = parseModelConfig(llamaConfig({ model_type: 'qwen3', hidden_size: 1024, num_attention_heads: 16, num_key_value_heads: 8 }), 'c');
+    expect(q3.headDim).toBe(128);
+    expect(parseModelConfig(llamaConfig({ hidden_size: 1024, num_attention_heads: 16 }), 'c').headDim).toBe(64);
+    expect(parseModelConfig(llamaConfig({ hidden_act: 'swish' }), 'c').hiddenAct).toBe('silu');
+  });
+
+  it('finds the sliding window the layers use, and refuses sequences longer than it', () => {
+    const window = (over: Record<string, unknown>) => parseModelConfig(llamaConfig(over), 'c').slidingWindow;
+    expect(window({ model_type: 'mistral' })).toBe(4096); // MistralConfig's default
+    expect(window({ model_type: 'mistral', sliding_window: null })).toBeNull();
+    expect(window({ model_type: 'mistral', sliding_window: 1024 })).toBe(1024);
+    expect(window({ sliding_window: 1024 })).toBeNull(); // llama has none
+    expect(window({ model_type: 'qwen2', sliding_window: 1024 })).toBeNull(); // use_sliding_window false
+    // qwen2/qwen3: only layers from max_window_layers on
+    expect(window({ model_type: 'qwen2', use_sliding_window: true, sliding_window: 1024, num_hidden_layers: 28 })).toBeNull();
+    expect(window({ model_type: 'qwen2', use_sliding_window: true, sliding_window: 1024, num_hidden_layers: 29 })).toBe(1024);
+    expect(window({ model_type: 'qwen3', use_sliding_window: true, max_window_layers: 0 })).toBe(4096);
+    const types = (t: string[]) => window({ model_type: 'qwen3', use_sliding_window: true, sliding_window: 512, num_hidden_layers: 2, layer_types: t });
+    expect(types(['full_attention', 'full_attention'])).toBeNull();
+    expect(types(['full_attention', 'sliding_attention'])).toBe(512);
+
+    const cfg = parseModelConfig(llamaConfig({ model_type: 'mistral', sliding_window: 1024 }), 'c');
+    expect(() => checkSequenceFits(cfg, 1024, 'seqlen')).not.toThrow();
+    expect(() => checkSequenceFits(cfg, 1025, 'seqlen')).toThrow(InvalidArgumentError);
+    expect(() => checkSequenceFits(cfg, 2048, 'seqlen')).toThrow(/seqlen 2048 is longer than the model's sliding attention window \(1024 tokens\)/);
+  });
+
   it('unsupported architecture lists the supported ones', () => {
     expect(() => parseModelConfig(llamaConfig({ model_type: 'gpt2' }), 'x/config.json')).toThrow(UnsupportedArchitectureError);
     expect(() => parseModelConfig(llamaConfig({ model_type: 'gpt2' }), 'x')).toThrow(/'gpt2'.*llama, mistral, qwen2, qwen3/);
@@ -66,6 +115,12 @@ describe('parseModelConfig', () => {
       [{ rope_scaling: { rope_type: 'yarn', factor: 4 } }, /rope_scaling type 'yarn' is not supported/],
       [{ rope_scaling: { rope_type: 'dynamic', factor: 4 } }, /'dynamic'/],
       [{ rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling.low_freq_factor/],
+      [{ rope_parameters: { rope_type: 'yarn', factor: 4, rope_theta: 1e6 } }, /rope_parameters type 'yarn' is not supported/],
+      [{ rope_parameters: { rope_type: 'llama3', factor: 8 } }, /rope_parameters.low_freq_factor/],
+      [{ rope_parameters: { full_attention: { rope_type: 'default' }, sliding_attention: { rope_type: 'default' } } }, /per layer type/],
+      [{ partial_rotary_factor: 0.5 }, /'partial_rotary_factor': expected 1/],
+      [{ rope_parameters: { rope_type: 'default', partial_rotary_factor: 0.25 } }, /'rope_parameters.partial_rotary_factor'/],
+      [{ model_type: 'qwen2', use_sliding_window: true, layer_types: 'sliding_attention' }, /'layer_types'/],
     ];
     for (const [over, re] of cases) {
       let err: unknown;

@@ -94,6 +94,20 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     await expect(quantize({ model, out: outDir(), method: 'rtn' })).rejects.toBeInstanceOf(UnsupportedArchitectureError);
   });
 
+  it('refuses calibration and evaluation sequences longer than a sliding attention window', async () => {
+    const model = await writeTinyModel({ modelType: 'mistral', kvHeads: 4, layers: 1 });
+    const cfg = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8'));
+    writeFileSync(join(model, 'config.json'), JSON.stringify({ ...cfg, sliding_window: 64 }));
+    const out = outDir();
+    const err = await quantize({ model, out, calib: { kind: 'tokens', samples: tokens(256, 1) }, seqlen: 128 }).catch((e) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.message).toMatch(/calibration seqlen 128 is longer than the model's sliding attention window \(64 tokens\)/);
+    expect(existsSync(out)).toBe(false);
+    const text = 'the quick brown fox jumps over the lazy dog. '.repeat(60);
+    await expect(evaluate({ model, text, seqlen: 128 })).rejects.toThrow(/seqlen 128 is longer than/);
+    expect(Number.isFinite((await evaluate({ model, text, seqlen: 64 })).perplexity)).toBe(true);
+  });
+
   it('NaN in a weight is a typed error naming the tensor; nothing is left behind', async () => {
     const model = await writeTinyModel({ layers: 1, nanTensor: 'model.layers.0.mlp.up_proj.weight' });
     const out = outDir();

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { InvalidArgumentError, ioError } from '../errors.js';
+import { checkSequenceFits } from '../models/config.js';
 import { embed, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { decoderLayerForward, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
@@ -89,6 +90,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   }
   const model = await openModelWeights(options.model);
   try {
+    checkSequenceFits(model.config, seqlen, 'seqlen');
     progress.emit({ stage: 'load', completed: 0, total: 1, message: 'tokenizing' });
     const ids = await tokenizeOnce(options.model, text);
     const available = Math.floor(ids.length / seqlen);

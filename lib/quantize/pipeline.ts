@@ -13,6 +13,7 @@ import { resolveBackend } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
+import { checkSequenceFits } from '../models/config.js';
 import { embed, loadLayerWeights, openModelWeights } from '../models/weights.js';
 import { native } from '../native.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
@@ -153,6 +154,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     let calibration: QuantizationReport['calibration'] = null;
     const seqlen = options.seqlen ?? 512;
     if (opts.method === 'awq') {
+      checkSequenceFits(cfg, seqlen, 'calibration seqlen');
       const source = options.calib ?? { kind: 'default' };
       progress.emit({ stage: 'calibrate', completed: 0, total: 1, message: `tokenizing ${describeSource(source)}` });
       const tokenizer = source.kind === 'tokens' ? undefined : await loadTokenizer(options.model);
