@@ -177,6 +177,30 @@ describe('Int4Linear', () => {
     expect(() => lin.forwardSync(x, 2)).toThrow(NonFiniteError);
   });
 
+  it('callers may transfer their buffers while forward and the packing run: native code holds copies', async () => {
+    const L = randomLayer(512, 64, 128, 9);
+    const tensors = toAwq(L);
+    const building = Int4Linear.fromAwq(tensors);
+    structuredClone(tensors.qweight.buffer, { transfer: [tensors.qweight.buffer] });
+    const lin = await building;
+    const same = await Int4Linear.fromAwq(toAwq(L));
+    expect(lin.dequantize()).toEqual(same.dequantize());
+
+    const m = 64;
+    const x = new Float32Array(m * 512).map((_, i) => Math.sin(i));
+    const expected = lin.forwardSync(x, m);
+    const pending = lin.forward(x, m);
+    structuredClone(x.buffer, { transfer: [x.buffer] }); // x is now detached (length 0)
+    expect(x.length).toBe(0);
+    expect(await pending).toEqual(expected);
+
+    const out = new Float32Array(m * 64);
+    const writing = lin.forward(new Float32Array(m * 512).fill(1), m, { out });
+    structuredClone(out.buffer, { transfer: [out.buffer] });
+    await expect(writing).rejects.toThrow(InvalidArgumentError);
+    await expect(lin.forward(new Float32Array(m * 512).fill(1), m, { out: new Float32Array(m * 64) })).resolves.toHaveLength(m * 64);
+  });
+
   it('rejects bad input with typed errors before native work', async () => {
     const L = randomLayer(256, 16, 128, 6);
     const t = toAwq(L);

@@ -105,10 +105,11 @@ export class Int4Linear {
       if (inF % 32 !== 0 || group % 32 !== 0) {
         throw new InvalidArgumentError(`${what}device 'cuda' needs inFeatures and groupSize that are multiples of 32, got ${inF} and ${group}`);
       }
-      const cudaHandle = await native().int4CudaUpload(t.qweight, t.qzeros, t.scales, t.bias ?? null, inF, outF, group);
+      const cudaHandle = await native().int4CudaUpload(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
       return new Int4Linear(cudaHandle, 'cuda', t.name, t);
     }
-    const handle = await native().int4PackAwq(t.qweight, t.qzeros, t.scales, t.bias ?? null, inF, outF, group);
+    // Native threads read the tensors while JS runs on: private copies (see `forward`).
+    const handle = await native().int4PackAwq(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
     return new Int4Linear(handle, 'cpu', t.name, t);
   }
 
@@ -126,7 +127,7 @@ export class Int4Linear {
       checkArray(what, 'bias', t.bias, Float32Array, outF, `[${outF}]`);
       checkF32Finite(what, 'bias', t.bias, outF);
     }
-    const handle = await native().int4PackQuantized(t.q, t.zeros, t.scales, t.bias ?? null, inF, outF, group);
+    const handle = await native().int4PackQuantized(t.q.slice(), t.zeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
     return new Int4Linear(handle, 'cpu', t.name, null);
   }
 
@@ -135,12 +136,20 @@ export class Int4Linear {
     return this.#cuda ? native().int4CudaInfo(this.#cuda).bytes : native().int4Info(this.#handle!).bytes;
   }
 
-  /** `y[m, out]` for `x[m, in]`, computed on the worker pool (does not block the event loop). */
+  /**
+   * `y[m, out]` for `x[m, in]`, computed on the worker pool (does not block the event loop).
+   * Native threads work on private copies of x and y: a caller may transfer or detach its
+   * buffers while the call runs (a detached `out` then rejects the call, nothing is written).
+   */
   forward(x: Int4Input, m: number, options: Int4ForwardOptions = {}): Promise<Float32Array> {
     try {
       const a = this.#args(x, m, options);
-      if (this.#cuda) return native().int4CudaForward(this.#cuda, a.data, a.dtype, m, a.out);
-      return native().int4Forward(this.#handle!, a.data, a.dtype, m, a.mode, a.out);
+      const data = a.data.slice();
+      const y = options.out ? new Float32Array(a.out.length) : a.out;
+      const done = this.#cuda
+        ? native().int4CudaForward(this.#cuda, data, a.dtype, m, y)
+        : native().int4Forward(this.#handle!, data, a.dtype, m, a.mode, y);
+      return y === a.out ? done : done.then(() => copyInto(a.out, y));
     } catch (err) {
       return Promise.reject(err);
     }
@@ -192,6 +201,15 @@ export class Int4Linear {
     }
     return { data, dtype, mode: mode === 'int8' ? (1 as const) : (0 as const), out };
   }
+}
+
+/** Copies a finished result into the caller's `out`, unless its buffer was detached meanwhile. */
+function copyInto(out: Float32Array, y: Float32Array): Float32Array {
+  if (out.length !== y.length) {
+    throw new InvalidArgumentError(`out: its buffer was detached or transferred while forward ran; the result was not written`);
+  }
+  out.set(y);
+  return out;
 }
 
 function checkShape(what: string, inF: number, outF: number, groupSize: number): number {
