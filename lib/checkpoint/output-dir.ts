@@ -4,6 +4,7 @@
  * an interrupted run never leaves a folder under the requested name that looks done.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { lstat, mkdir, realpath, rename, rm } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 
@@ -25,6 +26,20 @@ export interface OutputDir {
   commit(): Promise<void>;
   /** Removes the temporary folder; safe to call more than once and after a failed commit. */
   abort(): Promise<void>;
+}
+
+// Temporary folders not yet committed or aborted. A process that exits meanwhile (a second Ctrl-C
+// exits at once, with no time for the asynchronous clean-up) removes them on its way out.
+const openTempDirs = new Set<string>();
+let exitHookInstalled = false;
+function trackTempDir(dir: string): void {
+  if (!exitHookInstalled) {
+    process.on('exit', () => {
+      for (const d of openTempDirs) rmSync(d, { recursive: true, force: true });
+    });
+    exitHookInstalled = true;
+  }
+  openTempDirs.add(dir);
 }
 
 async function exists(path: string): Promise<'dir' | 'other' | null> {
@@ -89,6 +104,7 @@ export async function prepareOutputDir(out: string, opts: PrepareOutputOptions =
   } catch (err) {
     throw ioError(`creating ${tempDir}`, err);
   }
+  trackTempDir(tempDir);
 
   let state: 'open' | 'committed' | 'aborted' = 'open';
   return {
@@ -114,8 +130,10 @@ export async function prepareOutputDir(out: string, opts: PrepareOutputOptions =
           await rename(tempDir, outAbs);
         }
         state = 'committed';
+        openTempDirs.delete(tempDir);
       } catch (err) {
         await rm(tempDir, { recursive: true, force: true }).catch(() => {});
+        openTempDirs.delete(tempDir);
         state = 'aborted';
         throw err instanceof AwqError ? err : ioError(`moving ${tempDir} to ${outAbs}`, err);
       }
@@ -124,6 +142,7 @@ export async function prepareOutputDir(out: string, opts: PrepareOutputOptions =
       if (state !== 'open') return;
       state = 'aborted';
       await rm(tempDir, { recursive: true, force: true }).catch(() => {});
+      openTempDirs.delete(tempDir);
     },
   };
 }

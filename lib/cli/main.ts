@@ -9,6 +9,7 @@ import { registerDoctor } from './doctor.js';
 import { registerEval } from './eval.js';
 import { registerQuantize } from './quantize.js';
 import { registerInspect } from './inspect.js';
+import { receivedSignal, signalExitCode } from './progress-view.js';
 
 const program = new Command();
 program
@@ -31,7 +32,7 @@ try {
     process.exitCode = err.exitCode;
   } else if (err instanceof AwqError) {
     process.stderr.write(`awq: ${err.message} (${err.code})\n`);
-    process.exitCode = err.code === 'ERR_AWQ_ABORTED' ? 130 : 1;
+    process.exitCode = err.code === 'ERR_AWQ_ABORTED' ? signalExitCode(receivedSignal ?? 'SIGINT') : 1;
   } else {
     process.stderr.write(`awq: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
     process.exitCode = 1;

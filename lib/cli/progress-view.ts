@@ -3,6 +3,8 @@
  * stderr is not a TTY, or JSON lines (`--json`) for harnesses. Progress goes to stderr so that
  * stdout carries only results.
  */
+import { constants } from 'node:os';
+
 import cliProgress from 'cli-progress';
 
 import type { ProgressEvent } from '../progress.js';
@@ -72,10 +74,22 @@ export function progressView(mode: { json: boolean; quiet?: boolean }, unit = 'l
   };
 }
 
-/** Aborts `controller` on the first Ctrl-C / SIGTERM (a second one exits at once). */
+/** The exit status of a process ended by `sig` (the shell's 128 + signal number: 130, 143). */
+export function signalExitCode(sig: NodeJS.Signals): number {
+  return 128 + (constants.signals[sig] ?? 2);
+}
+
+/** The signal that aborted this run, if one did (main.ts turns it into the exit status). */
+export let receivedSignal: NodeJS.Signals | undefined;
+
+/**
+ * Aborts `controller` on the first Ctrl-C / SIGTERM. A second one exits at once; unfinished output
+ * folders are removed on the way out (output-dir.ts).
+ */
 export function abortOnSignals(controller: AbortController): () => void {
   const onSignal = (sig: NodeJS.Signals) => {
-    if (controller.signal.aborted) process.exit(130);
+    if (controller.signal.aborted) process.exit(signalExitCode(sig));
+    receivedSignal = sig;
     process.stderr.write(`\nawq: ${sig} received, stopping cleanly (press again to exit at once)\n`);
     controller.abort();
   };
