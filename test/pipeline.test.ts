@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import {
   AbortedError,
+  BadCheckpointError,
   evaluate,
   InvalidArgumentError,
   NonFiniteError,
@@ -106,6 +107,15 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     const text = 'the quick brown fox jumps over the lazy dog. '.repeat(60);
     await expect(evaluate({ model, text, seqlen: 128 })).rejects.toThrow(/seqlen 128 is longer than/);
     expect(Number.isFinite((await evaluate({ model, text, seqlen: 64 })).perplexity)).toBe(true);
+  });
+
+  it('a weight stored with the right element count but a transposed shape is refused, naming it', async () => {
+    const model = await writeTinyModel({ layers: 1, transposedTensor: 'model.layers.0.mlp.up_proj.weight' });
+    const out = outDir();
+    const err = await quantize({ model, out, method: 'rtn' }).catch((e) => e);
+    expect(err).toBeInstanceOf(BadCheckpointError);
+    expect(err.message).toMatch(/tensor model\.layers\.0\.mlp\.up_proj\.weight has shape \[128,256\], the config implies \[256,128\]/);
+    expect(existsSync(out)).toBe(false);
   });
 
   it('NaN in a weight is a typed error naming the tensor; nothing is left behind', async () => {

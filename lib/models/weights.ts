@@ -23,6 +23,11 @@ export interface ModelWeights {
   readTensor(name: string): Promise<Float32Array>;
   hasTensor(name: string): boolean;
   readLinear(prefix: string): Promise<{ weight: Float32Array; bias?: Float32Array }>;
+  /**
+   * The stored shape of a dense tensor; undefined for a packed linear's weight (the AWQ reader
+   * checks those shapes against the config itself).
+   */
+  storedShape(name: string): readonly number[] | undefined;
   /** config.json as read. */
   readonly rawConfig: Record<string, unknown>;
   close(): Promise<void>;
@@ -55,6 +60,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
       quantization: ckpt.quantization,
       readTensor: (name) => ckpt.readF32(name),
       hasTensor: (name) => folder.has(name),
+      storedShape: (name) => (folder.has(name) ? folder.info(name).shape : undefined),
       async readLinear(prefix) {
         if (!linears.has(prefix)) {
           if (folder.has(`${prefix}.weight`)) {
@@ -78,6 +84,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
     quantization: null,
     readTensor: (name) => folder.readF32(name),
     hasTensor: (name) => folder.has(name),
+    storedShape: (name) => folder.info(name).shape,
     async readLinear(prefix) {
       const bias = folder.has(`${prefix}.bias`) ? await folder.readF32(`${prefix}.bias`) : undefined;
       return { weight: await folder.readF32(`${prefix}.weight`), bias };
@@ -91,9 +98,15 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
 export async function loadLayerWeights(model: ModelWeights, i: number): Promise<LayerWeights> {
   const a = model.adapter;
   const h = model.config.hiddenSize;
-  const expectLength = (name: string, data: Float32Array, n: number) => {
-    if (data.length !== n) {
-      throw new BadCheckpointError(`${model.dir}: tensor ${name} has ${data.length} elements, the config implies ${n}`);
+  // The stored shape, not only the element count: a transposed [in, out] weight has the right
+  // count and would be read as garbage.
+  const expectShape = (name: string, data: Float32Array, shape: number[]) => {
+    const stored = model.storedShape(name);
+    const n = shape.reduce((x, y) => x * y, 1);
+    if (data.length !== n || (stored !== undefined && stored.join() !== shape.join())) {
+      throw new BadCheckpointError(
+        `${model.dir}: tensor ${name} has shape [${stored ?? [data.length]}], the config implies [${shape}]`,
+      );
     }
     return data;
   };
@@ -102,12 +115,12 @@ export async function loadLayerWeights(model: ModelWeights, i: number): Promise<
     const prefix = a.linear(i, name);
     const l = await model.readLinear(prefix);
     const [out, inF] = a.linearShape(name);
-    expectLength(`${prefix}.weight`, l.weight, out * inF);
-    if (l.bias) expectLength(`${prefix}.bias`, l.bias, out);
+    expectShape(`${prefix}.weight`, l.weight, [out, inF]);
+    if (l.bias) expectShape(`${prefix}.bias`, l.bias, [out]);
     linear[name] = l;
   }
   const norm = async (name: string | undefined, n: number) =>
-    name ? expectLength(name, await model.readTensor(name), n) : undefined;
+    name ? expectShape(name, await model.readTensor(name), [n]) : undefined;
   return {
     inputNorm: (await norm(a.inputNorm(i), h))!,
     postNorm: (await norm(a.postNorm(i), h))!,

@@ -23,6 +23,8 @@ export interface TinyModelOptions {
   seed?: number;
   /** Put a NaN into this tensor (bad-input tests). */
   nanTensor?: string;
+  /** Store this 2-D tensor with its shape reversed (bad-input tests). */
+  transposedTensor?: string;
 }
 
 export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> {
@@ -43,7 +45,7 @@ export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> 
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) data[i] = mean + std * randn();
     if (name === o.nanTensor) data[n >> 1] = Number.NaN;
-    await w.add(name, 'F32', shape, data);
+    await w.add(name, 'F32', name === o.transposedTensor ? [...shape].reverse() : shape, data);
   };
   await add('model.embed_tokens.weight', [vocab, hidden], 1);
   for (let i = 0; i < layers; i++) {
