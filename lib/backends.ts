@@ -36,9 +36,12 @@ export function backends(): Backends {
 }
 
 /** Sizes the shared native thread pool; 0 restores the default (all available cores). */
+/** The most threads the pool accepts (native/core/threadpool.h). */
+export const MAX_THREADS = 1024;
+
 export function setThreads(threads: number): number {
-  if (!Number.isInteger(threads) || threads < 0) {
-    throw new InvalidArgumentError(`threads: expected an integer >= 0, got ${threads}`);
+  if (!Number.isInteger(threads) || threads < 0 || threads > MAX_THREADS) {
+    throw new InvalidArgumentError(`threads: expected an integer from 0 to ${MAX_THREADS}, got ${threads}`);
   }
   return native().setThreads(threads);
 }

@@ -57,7 +57,9 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    set_threads(static_cast<int>(integer(info[0], "threads", 0)));
+    const int64_t n = integer(info[0], "threads", 0);
+    if (n > kMaxThreads) bad_arg("threads: at most " + std::to_string(kMaxThreads) + ", got " + std::to_string(n));
+    set_threads(static_cast<int>(n));
     return Napi::Number::New(env, num_threads());
   });
 }

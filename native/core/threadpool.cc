@@ -10,8 +10,12 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
+
+#include "errors.h"
 
 namespace awq {
 namespace {
@@ -45,10 +49,19 @@ class Pool {
 
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
 
+  // If the system refuses the threads, the pool goes back to its previous size and says so.
   void resize(int threads) {
     std::lock_guard<std::mutex> region(region_mutex_);
+    const int before = this->threads();
     stop();
-    start(threads);
+    try {
+      start(threads);
+    } catch (const std::system_error& e) {
+      start(before);
+      throw Error(ErrorCode::InvalidArgument, "threads: the system refused to start " + std::to_string(threads) +
+                                                  " threads (" + e.what() + "); the pool keeps its " +
+                                                  std::to_string(before));
+    }
   }
 
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
@@ -126,10 +139,16 @@ class Pool {
   // New workers start at the current generation: one that started at 0 after a resize ran the
   // last (finished) region's loop once more, racing the next region's setup and decrementing
   // its pending count (TSan found it).
+  // All or nothing: when a thread cannot be created, the ones already started are stopped.
   void start(int threads) {
     stopping_ = false;
     const uint64_t now = generation_.load();
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, now] { work(i, now); });
+    try {
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, now] { work(i, now); });
+    } catch (...) {
+      stop();
+      throw;
+    }
   }
 
   void work(int index, uint64_t seen) {
@@ -166,7 +185,7 @@ class Pool {
 int default_threads() {
   if (const char* env = std::getenv("AWQ_THREADS")) {
     const int n = std::atoi(env);
-    if (n > 0) return n;
+    if (n > 0) return std::min(n, kMaxThreads);
   }
   return available_cores();
 }
@@ -197,6 +216,10 @@ int num_threads() { return pool().threads(); }
 bool in_parallel_region() { return t_inside_region; }
 
 void set_threads(int n) {
+  if (n > kMaxThreads) {
+    throw Error(ErrorCode::InvalidArgument,
+                "threads: at most " + std::to_string(kMaxThreads) + ", got " + std::to_string(n));
+  }
   const int want = n > 0 ? n : default_threads();
   Pool& p = pool();
   if (p.threads() != want) p.resize(want);

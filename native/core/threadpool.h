@@ -17,6 +17,8 @@ namespace awq {
 // process may run on; AWQ_THREADS in the environment overrides the default.
 int num_threads();
 // Resizes the pool; n <= 0 restores the default.
+// The most threads set_threads accepts (more is a typed error, never an attempt).
+constexpr int kMaxThreads = 1024;
 void set_threads(int n);
 // Cores available to this process (affinity mask aware).
 int available_cores();

@@ -44,6 +44,9 @@ TEST(threadpool_resize) {
   CHECK(num_threads() == 3);
   set_threads(before);
   CHECK(num_threads() == before);
+  // More than the cap is refused before any thread is started; the pool keeps its size.
+  CHECK_THROWS(set_threads(kMaxThreads + 1));
+  CHECK(num_threads() == before);
 }
 
 TEST(threadpool_regions_across_the_spin_window) {
