@@ -92,7 +92,8 @@ describe('parseModelConfig', () => {
     expect(types(['full_attention', 'full_attention'])).toBeNull();
     expect(types(['full_attention', 'sliding_attention'])).toBe(512);
 
-    const cfg = parseModelConfig(llamaConfig({ model_type: 'mistral', sliding_window: 1024 }), 'c');
+    const cfg = parseModelConfig(llamaConfig({ model_type: 'mistral', sliding_window: 1024, max_position_embeddings: 4096 }), 'c');
+    expect(() => checkSequenceFits(cfg, 8192, 'seqlen')).toThrow(/seqlen 8192 is longer than the model's max_position_embeddings \(4096\)/);
     expect(() => checkSequenceFits(cfg, 1024, 'seqlen')).not.toThrow();
     expect(() => checkSequenceFits(cfg, 1025, 'seqlen')).toThrow(InvalidArgumentError);
     expect(() => checkSequenceFits(cfg, 2048, 'seqlen')).toThrow(/seqlen 2048 is longer than the model's sliding attention window \(1024 tokens\)/);

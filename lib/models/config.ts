@@ -242,11 +242,18 @@ function slidingWindow(type: ModelType, obj: Record<string, unknown>, f: Fields,
 }
 
 /**
- * Throws when some layer of the model would attend over a sliding window shorter than `seqlen`:
- * this package computes full causal attention, which agrees with the windowed one only up to the
- * window's length.
+ * Throws when `seqlen` is longer than the model's positions (`max_position_embeddings`: positions
+ * it never saw in training, and attention cost growing as seqlen^2), or than a sliding window
+ * some layer attends over: this package computes full causal attention, which agrees with the
+ * windowed one only up to the window's length.
  */
 export function checkSequenceFits(config: ModelConfig, seqlen: number, what: string): void {
+  if (seqlen > config.maxPositionEmbeddings) {
+    throw new InvalidArgumentError(
+      `${what} ${seqlen} is longer than the model's max_position_embeddings (${config.maxPositionEmbeddings}): ` +
+        `use a ${what} of at most ${config.maxPositionEmbeddings}`,
+    );
+  }
   if (config.slidingWindow !== null && seqlen > config.slidingWindow) {
     throw new InvalidArgumentError(
       `${what} ${seqlen} is longer than the model's sliding attention window (${config.slidingWindow} tokens); ` +

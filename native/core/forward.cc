@@ -109,7 +109,7 @@ void concat_rows(std::initializer_list<std::pair<const float*, int64_t>> parts, 
 }
 
 double attention_core(const LayerArch& a, float* qkv, int64_t T, int64_t seqlen, const RopeTable& rope,
-                      const float* q_norm, const float* k_norm, float* attn) {
+                      const float* q_norm, const float* k_norm, float* attn, const CancelFlag& cancel) {
   const int64_t hd = a.head_dim, half = hd / 2, ld = a.qkv_out();
   const int64_t nh = a.heads, nkv = a.kv_heads, group = nh / nkv;
   const int64_t q_off = 0, k_off = a.q_out(), v_off = a.q_out() + a.kv_out();
@@ -143,6 +143,7 @@ double attention_core(const LayerArch& a, float* qkv, int64_t T, int64_t seqlen,
       // tile); the products are bitwise sgemm's.
       const bool packed = kp.pack(Trans::T, hd, seqlen, K, ld) && vp.pack(Trans::N, seqlen, hd, V, ld);
       for (int64_t i0 = 0; i0 < seqlen; i0 += kTile) {
+        cancel.check();
         const int64_t i1 = std::min(seqlen, i0 + kTile), rows = i1 - i0;
         // only keys 0..i1-1 can be attended to by rows i0..i1-1 (causal)
         if (packed) sgemm_packed(Trans::N, rows, i1, hd, scale, Q + i0 * ld, ld, kp, 0.f, scores.data(), i1);
@@ -194,7 +195,7 @@ void decoder_layer_forward(const LayerArch& a, const LayerWeights& w, const floa
     linear(n1, T, H, w_qkv.data(), QKV, b_qkv.empty() ? nullptr : b_qkv.data(), qkv.data());
     float* ao = rec && rec->x_o ? rec->x_o + t0 * QO : att.data();
     f += attention_core(a, qkv.data(), T, seqlen, rope, a.qk_norm ? w.q_norm : nullptr,
-                        a.qk_norm ? w.k_norm : nullptr, ao);
+                        a.qk_norm ? w.k_norm : nullptr, ao, cancel);
     float* attn_out = rec && rec->attn_out ? rec->attn_out + t0 * H : tmp.data();
     linear(ao, T, QO, w.o, H, w.o_bias, attn_out);
     // y = x + attention (the residual stream h), then the MLP adds to it

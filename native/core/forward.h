@@ -60,9 +60,10 @@ void rms_norm(const float* x, int64_t rows, int64_t cols, const float* w, float 
 
 // The attention core on a fused projection buffer qkv [T, qkv_out] (q | k | v columns) of whole
 // blocks: q/k RMSNorm (when given) and RoPE in place, then causal GQA attention into
-// attn [T, heads*head_dim]. Returns the FLOPs of the two attention products.
+// attn [T, heads*head_dim]. Returns the FLOPs of the two attention products. `cancel` is polled
+// per 64-query tile (a long sequence's attention is the one unit of work that grows as seqlen^2).
 double attention_core(const LayerArch& a, float* qkv, int64_t T, int64_t seqlen, const RopeTable& rope,
-                      const float* q_norm, const float* k_norm, float* attn);
+                      const float* q_norm, const float* k_norm, float* attn, const CancelFlag& cancel = CancelFlag());
 
 // Concatenates rows of several [r_i, cols] matrices (and optional biases: null -> zeros).
 void concat_rows(std::initializer_list<std::pair<const float*, int64_t>> parts, int64_t cols, float* dst);

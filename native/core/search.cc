@@ -314,7 +314,7 @@ struct LayerState {
       const int64_t T = std::min(C, n - t0);
       linear(x_attn.data() + t0 * H, T, H, w_qkv.data(), QKV, b_qkv.empty() ? nullptr : b_qkv.data(), qkv.data());
       flops += attention_core(a, qkv.data(), T, seqlen, rope, q_norm.empty() ? nullptr : q_norm.data(),
-                              k_norm.empty() ? nullptr : k_norm.data(), att.data());
+                              k_norm.empty() ? nullptr : k_norm.data(), att.data(), cancel);
       linear(att.data(), T, QO, W[kO].data(), H, o_bias.empty() ? nullptr : o_bias.data(), y.data());
       sum += sum_sq_diff(y.data(), attn_out.data() + t0 * H, T * H);
       flops += 2.0 * T * H * (QKV + QO);
