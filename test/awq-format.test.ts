@@ -173,8 +173,12 @@ describe('openAwqCheckpoint: checks', () => {
   });
 
   it('inconsistent shapes are BadCheckpointErrors naming the tensor', async () => {
-    await expect(openAwqCheckpoint(handAwq('shape', goodQuant, { qzerosShape: [3, 2] }))).rejects.toThrow(/'p.qzeros': shape \[3,2\] is inconsistent with in=64, out=16, group_size=32 \(expected \[2,2\]\)/);
-    await expect(openAwqCheckpoint(handAwq('gsize', { ...goodQuant, group_size: 128 }))).rejects.toThrow(/'p.qweight'.*group_size=128/);
+    await expect(openAwqCheckpoint(handAwq('shape', goodQuant, { qzerosShape: [3, 2] }))).rejects.toThrow(
+      /'p.qzeros': expected shape \[2,2\] \(in=64, out=16 from 'p.qweight' \[64,2\], group_size=32\), got \[3,2\]/,
+    );
+    await expect(openAwqCheckpoint(handAwq('gsize', { ...goodQuant, group_size: 128 }))).rejects.toThrow(
+      /'p.qweight': in_features 64 \(its rows\) is not a multiple of quantization_config.group_size 128/,
+    );
   });
 });
 

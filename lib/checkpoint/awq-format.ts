@@ -259,20 +259,26 @@ function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: numbe
   const qw = need('qweight', 'I32');
   const qz = need('qzeros', 'I32');
   const sc = need('scales', 'F16');
+  // qweight [in, out / 8] gives the dimensions; the others must agree with it.
   const inFeatures = qw.shape[0];
-  const outFeatures = sc.shape[1];
-  const bad = (t: TensorInfo, expected: number[]) =>
-    new BadCheckpointError(
-      `${t.file}: tensor '${t.name}': shape ${JSON.stringify(t.shape)} is inconsistent with in=${inFeatures}, ` +
-        `out=${outFeatures}, group_size=${groupSize} (expected ${JSON.stringify(expected)})`,
+  const outFeatures = qw.shape[1] * 8;
+  if (inFeatures === 0 || outFeatures === 0) {
+    throw new BadCheckpointError(`${qw.file}: tensor '${qw.name}': shape ${JSON.stringify(qw.shape)} is empty`);
+  }
+  if (inFeatures % groupSize !== 0) {
+    throw new BadCheckpointError(
+      `${qw.file}: tensor '${qw.name}': in_features ${inFeatures} (its rows) is not a multiple of ` +
+        `quantization_config.group_size ${groupSize}`,
     );
-  if (inFeatures % groupSize !== 0 || outFeatures % 8 !== 0 || inFeatures === 0 || outFeatures === 0) {
-    throw bad(qw, [inFeatures, outFeatures / 8]);
   }
   const groups = inFeatures / groupSize;
-  if (qw.shape[1] !== outFeatures / 8) throw bad(qw, [inFeatures, outFeatures / 8]);
+  const bad = (t: TensorInfo, expected: number[]) =>
+    new BadCheckpointError(
+      `${t.file}: tensor '${t.name}': expected shape ${JSON.stringify(expected)} (in=${inFeatures}, out=${outFeatures} ` +
+        `from '${qw.name}' ${JSON.stringify(qw.shape)}, group_size=${groupSize}), got ${JSON.stringify(t.shape)}`,
+    );
   if (qz.shape[0] !== groups || qz.shape[1] !== outFeatures / 8) throw bad(qz, [groups, outFeatures / 8]);
-  if (sc.shape[0] !== groups) throw bad(sc, [groups, outFeatures]);
+  if (sc.shape[0] !== groups || sc.shape[1] !== outFeatures) throw bad(sc, [groups, outFeatures]);
   const biasName = `${prefix}.bias`;
   if (folder.has(biasName)) {
     const b = folder.info(biasName);
