@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { InvalidArgumentError, ioError } from '../errors.js';
 import { checkSequenceFits } from '../models/config.js';
-import { embed, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
+import { embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { decoderLayerForward, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
 
@@ -149,7 +149,8 @@ async function modelNll(
     for (let i = 0; i < cfg.numLayers; i++) {
       throwIfAborted(signal);
       progress.emit({ stage: 'eval', completed: w0, total: windows, layer: i, phase: 'forward' });
-      hidden = await decoderLayerForward(arch, await layer(i), hidden, seqlen, { signal });
+      const input = hidden;
+      hidden = await inLayer(model, i, async () => decoderLayerForward(arch, await layer(i), input, seqlen, { signal }));
     }
     const r = await lmHeadNll(hidden, seqlen, finalNorm, cfg.rmsNormEps, lmHead, cfg.vocabSize, chunk);
     sum += r.nllSum;

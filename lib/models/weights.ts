@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 import { dequantizeAwq, openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
 import { ModelFolder } from '../checkpoint/model-folder.js';
-import { BadCheckpointError } from '../errors.js';
+import { BadCheckpointError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
 import type { LayerWeights, LinearName } from '../quantize/layer.js';
 import { adapterFor, LINEAR_NAMES, type ArchitectureAdapter } from './adapters.js';
@@ -150,4 +150,18 @@ export function embed(table: Float32Array, hidden: number, tokens: Int32Array): 
     out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
   }
   return out;
+}
+
+/**
+ * Runs a native step on decoder layer `i`, naming the folder and the layer in a NonFiniteError
+ * (native code knows only the tensor's short name, e.g. `up_proj.weight`).
+ */
+export async function inLayer<T>(model: ModelWeights, i: number, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (!(err instanceof NonFiniteError)) throw err;
+    const packed = model.quantization && /_proj\.weight/.test(err.message) ? ' (the weight dequantized from its AWQ qweight, qzeros and scales)' : '';
+    throw new NonFiniteError(`${model.dir}: layer ${i}: ${err.message}${packed}`, { cause: err });
+  }
 }

@@ -14,7 +14,7 @@ import { CudaHiddenStates } from './cuda-hidden.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
 import { checkSequenceFits } from '../models/config.js';
-import { embed, loadLayerWeights, openModelWeights } from '../models/weights.js';
+import { embed, inLayer, loadLayerWeights, openModelWeights } from '../models/weights.js';
 import { native } from '../native.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import {
@@ -191,10 +191,13 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'load' });
       const weights = await loadLayerWeights(model, i);
       // RTN uses no activations: no hidden states, so no forward runs.
-      const result = await quantizeDecoderLayer(adapter.layerArch, weights, deviceHidden ?? hidden ?? null, seqlen, opts, {
-        signal,
-        onPhase: (phase) => progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase }),
-      });
+      const input = deviceHidden ?? hidden ?? null;
+      const result = await inLayer(model, i, () =>
+        quantizeDecoderLayer(adapter.layerArch, weights, input, seqlen, opts, {
+          signal,
+          onPhase: (phase) => progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase }),
+        }),
+      );
       progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'write' });
       await writeLayer(writer, adapter, i, result, weights);
       if (hidden) hidden = result.output;
