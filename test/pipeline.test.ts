@@ -11,11 +11,13 @@ import {
   AbortedError,
   BadCheckpointError,
   evaluate,
+  Int4Linear,
   InvalidArgumentError,
   NonFiniteError,
   openAwqCheckpoint,
   quantize,
   UnsupportedArchitectureError,
+  type AwqLinearTensors,
 } from '../dist/index.js';
 import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
@@ -116,6 +118,17 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     expect(err).toBeInstanceOf(BadCheckpointError);
     expect(err.message).toMatch(/tensor model\.layers\.0\.mlp\.up_proj\.weight has shape \[128,256\], the config implies \[256,128\]/);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('calibration token ids outside the vocabulary, and non-objects for tensors or folders, are InvalidArgumentErrors', async () => {
+    const model = await writeTinyModel({ layers: 1 });
+    const samples = tokens(256, 1);
+    samples[1][5] = 99999;
+    const err = await quantize({ model, out: outDir(), calib: { kind: 'tokens', samples }, seqlen: 128 }).catch((e) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.message).toMatch(/token id 99999 is outside the model's vocabulary \(vocab_size 8192\)/);
+    await expect(openAwqCheckpoint(undefined as unknown as string)).rejects.toThrow(InvalidArgumentError);
+    await expect(Int4Linear.fromAwq(null as unknown as AwqLinearTensors)).rejects.toThrow(InvalidArgumentError);
   });
 
   it('NaN in a weight is a typed error naming the tensor; nothing is left behind', async () => {

@@ -5,7 +5,7 @@
 import { copyFile, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { AwqError, BadCheckpointError, BadConfigError, ioError } from '../errors.js';
+import { AwqError, BadCheckpointError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
 import { parseModelConfig, type ModelConfig } from '../models/config.js';
 import { SafetensorsFile, type TensorInfo } from './safetensors.js';
 
@@ -14,6 +14,7 @@ export const SINGLE_FILE = 'model.safetensors';
 
 /** Reads and parses `<dir>/config.json` as JSON (not yet as a model description). */
 export async function readRawConfig(dir: string): Promise<Record<string, unknown>> {
+  if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError(`model folder: expected a path, got ${JSON.stringify(dir) ?? String(dir)}`);
   const path = join(dir, 'config.json');
   let text: string;
   try {

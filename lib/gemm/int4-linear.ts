@@ -86,6 +86,7 @@ export class Int4Linear {
 
   /** Builds the layer from AWQ checkpoint tensors (validated here, repacked off the JS thread). */
   static async fromAwq(t: AwqLinearTensors, options: Int4BuildOptions = {}): Promise<Int4Linear> {
+    if (t === null || typeof t !== 'object') throw new InvalidArgumentError(`tensors: expected an object, got ${String(t)}`);
     const device = options.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') throw new InvalidArgumentError(`device: expected 'cpu' or 'cuda', got ${String(device)}`);
     const what = t?.name ? `${t.name}: ` : '';
@@ -115,6 +116,7 @@ export class Int4Linear {
 
   /** Builds the layer from this project's quantizer output (q and zeros 0..15). */
   static async fromQuantized(t: QuantizedLinearTensors): Promise<Int4Linear> {
+    if (t === null || typeof t !== 'object') throw new InvalidArgumentError(`tensors: expected an object, got ${String(t)}`);
     const what = t?.name ? `${t.name}: ` : '';
     const { inFeatures: inF, outFeatures: outF } = t;
     const group = checkShape(what, inF, outF, t.groupSize);

@@ -159,6 +159,12 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       progress.emit({ stage: 'calibrate', completed: 0, total: 1, message: `tokenizing ${describeSource(source)}` });
       const tokenizer = source.kind === 'tokens' ? undefined : await loadTokenizer(options.model);
       const blocks = await buildCalibrationBlocks(source, tokenizer, { nSamples: options.nSamples, seqlen });
+      const outside = blocks.tokens.findIndex((id) => id < 0 || id >= cfg.vocabSize);
+      if (outside >= 0) {
+        throw new InvalidArgumentError(
+          `${describeSource(source)}: token id ${blocks.tokens[outside]} is outside the model's vocabulary (vocab_size ${cfg.vocabSize})`,
+        );
+      }
       calibration = {
         source: describeSource(source),
         samples: blocks.acceptedSamples,
