@@ -76,7 +76,7 @@ export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: st
   const cpu = (): ResolvedBackend => ({
     backend: 'cpu',
     precision: 'fp32',
-    description: `cpu (${b.cpu.isa}, ${b.cpu.threads} threads)`,
+    description: `cpu (${b.cpu.isa}, ${b.cpu.threads} thread${b.cpu.threads === 1 ? '' : 's'})`,
   });
   if (requested === 'cpu') return cpu();
   if (b.cuda) {

@@ -9,7 +9,7 @@
 import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter, packAwq } from '../checkpoint/awq-format.js';
-import { resolveBackend } from '../backends.js';
+import { resolveBackend, setThreads } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
@@ -115,10 +115,11 @@ function resolveOptions(o: QuantizeOptions): QuantOptions {
 export async function quantize(options: QuantizeOptions): Promise<QuantizeResult> {
   const started = performance.now();
   const opts = resolveOptions(options);
+  // Threads first: the backend's description (in the report) names the thread count.
+  if (options.threads !== undefined) setThreads(options.threads);
   const resolved = resolveBackend(options.backend ?? 'auto', options.precision ?? 'fp32');
   opts.backend = resolved.backend;
   opts.precision = resolved.precision;
-  if (options.threads !== undefined) native().setThreads(options.threads);
   const progress = new ProgressTracker(options.onProgress);
   if (resolved.note) progress.emit({ stage: 'load', completed: 0, total: 1, message: resolved.note });
   const signal = options.signal;
