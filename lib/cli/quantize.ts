@@ -81,7 +81,10 @@ export function registerQuantize(program: Command): void {
     .option('--json', 'progress as JSON lines on stderr, the report as JSON on stdout')
     .option('--quiet', 'no progress output')
     .action(async (model: string, opts: Opts) => {
-      const calib = await calibrationSource(opts);
+      if (opts.method === 'rtn' && (opts.calib || opts.calibTokens) && !opts.json && !opts.quiet) {
+        process.stderr.write('awq: --method rtn uses no calibration data: the calibration option is ignored\n');
+      }
+      const calib = opts.method === 'rtn' ? undefined : await calibrationSource(opts);
       if (!calib && opts.method === 'awq' && !opts.json && !opts.quiet) {
         process.stderr.write(
           'awq: no --calib given: calibrating on the general English text shipped with awq (Brown corpus).\n' +
