@@ -310,11 +310,11 @@ static_assert(is_permutation_of_128(), "permuted_position must be a permutation 
 void permute_x_avx2(const float* x, int64_t M, int64_t in, PermutedActivations& a) {
   a.M = M;
   a.blocks = in / 128;
-  a.x.resize(static_cast<size_t>(M * in));
+  a.storage = AlignedBytes(static_cast<size_t>(M * in) * sizeof(float));
   for (int64_t m = 0; m < M; ++m)
     for (int64_t b = 0; b < a.blocks; ++b) {
       const float* src = x + m * in + b * 128;
-      float* dst = a.x.data() + m * in + b * 128;
+      float* dst = a.x() + m * in + b * 128;
       for (int k = 0; k < 128; ++k) dst[permuted_position(k)] = src[k];
     }
 }
@@ -360,7 +360,7 @@ template <int MR, bool kOneBlockPerGroup>
 void decode_permuted_rows(const Int4Weights& w, const PermutedActivations& a, float* y, int64_t ldy, int64_t n0,
                           int64_t n1) {
   const int64_t G = w.groups, blocks_per_group = kOneBlockPerGroup ? 1 : w.group / 128, in = a.blocks * 128;
-  const float* x = a.x.data();
+  const float* x = a.x();
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = w.row(n);
     const uint8_t* zeros = w.zeros.data() + n * G;
