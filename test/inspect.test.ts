@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -54,6 +54,19 @@ describe('awq inspect', () => {
     const a = JSON.parse(execFileSync(process.execPath, ['dist/cli/main.js', 'inspect', LLAMA_AWQ, '--json'], { encoding: 'utf8' }));
     expect(a.quantization).toEqual({ quant_method: 'awq', bits: 4, group_size: 128, zero_point: true, version: 'gemm', modules_to_not_convert: null });
     expect(a.awq.linears).toBe(42);
+    expect(a.awqError).toBeNull();
     expect(a.dtypes.I32.tensors).toBe(84);
+  });
+
+  it.skipIf(!HAVE_MODELS)('warns when the AWQ reader would refuse the checkpoint (skipped when ../shared is absent)', () => {
+    // llama-22m-awq's config copied with group_size 64: its qzeros and scales have half the groups
+    const dir = join(tmp.dir, 'awq-g64');
+    mkdirSync(dir);
+    for (const f of readdirSync(LLAMA_AWQ)) if (f !== 'config.json') symlinkSync(join(LLAMA_AWQ, f), join(dir, f));
+    const cfg = JSON.parse(readFileSync(join(LLAMA_AWQ, 'config.json'), 'utf8'));
+    writeJson(join(dir, 'config.json'), { ...cfg, quantization_config: { ...cfg.quantization_config, group_size: 64 } });
+    const r = cli(dir);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/warning: not readable as an AWQ checkpoint: .*qzeros': expected shape \[8,/);
   });
 });

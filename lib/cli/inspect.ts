@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Command } from 'commander';
 
-import { parseAwqQuantization, type AwqQuantization } from '../checkpoint/awq-format.js';
+import { openAwqCheckpoint, parseAwqQuantization, type AwqQuantization } from '../checkpoint/awq-format.js';
 import { readRawConfig, WeightFiles } from '../checkpoint/model-folder.js';
 import { SafetensorsFile, type TensorInfo } from '../checkpoint/safetensors.js';
 import { AwqError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
@@ -26,6 +26,8 @@ export interface InspectReport {
   quantization: Record<string, unknown> | null;
   /** Parsed AWQ settings and the number of quantized linears, when it is an AWQ checkpoint. */
   awq: (AwqQuantization & { linears: number }) | null;
+  /** Why the AWQ reader (`awq eval`, `loadAwq`) would refuse this checkpoint, or null. */
+  awqError: string | null;
 }
 
 export async function inspectCheckpoint(path: string): Promise<InspectReport> {
@@ -67,6 +69,7 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
   let config: ModelConfig | null = null;
   let configError: string | null = null;
   let awq: InspectReport['awq'] = null;
+  let awqError: string | null = null;
   if (raw) {
     const source = join(path, 'config.json');
     try {
@@ -78,8 +81,12 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
     if (raw.quantization_config !== undefined && raw.quantization_config !== null) {
       try {
         awq = { ...parseAwqQuantization(raw, source), linears: tensors.filter((t) => t.name.endsWith('.qweight')).length };
+        // The reader's own checks (headers only: every linear's tensors, dtypes and shapes).
+        await (await openAwqCheckpoint(path)).close();
       } catch (err) {
-        if (!(err instanceof BadConfigError)) throw err;
+        if (!(err instanceof AwqError)) throw err;
+        if (awq) awqError = err.message;
+        else if (!(err instanceof BadConfigError)) throw err;
       }
     }
   }
@@ -96,6 +103,7 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
     shards,
     quantization: qc && typeof qc === 'object' && !Array.isArray(qc) ? (qc as Record<string, unknown>) : null,
     awq,
+    awqError,
   };
 }
 
@@ -135,6 +143,7 @@ function formatReport(r: InspectReport): string {
   if (r.quantization) {
     lines.push(`quantization: ${JSON.stringify(r.quantization)}`);
     if (r.awq) lines.push(`  AWQ ${r.awq.bits}-bit, group ${r.awq.groupSize}, ${r.awq.version}: ${r.awq.linears} quantized linears`);
+    if (r.awqError) lines.push(`  warning: not readable as an AWQ checkpoint: ${r.awqError}`);
   } else {
     lines.push('quantization: none');
   }
