@@ -3,8 +3,8 @@
 # From the repository root:   bash benchmarks/gpu-check.sh
 #   1. configures and builds the C++ test executable and the CUDA benchmark with plain CMake,
 #      for this machine's GPU architecture only (AWQ_CUDA_ARCH overrides, e.g. 90);
-#   2. runs the CUDA tests (CUDA kernels against the CPU kernels), the GEMM benchmark and the
-#      7B-shaped layer benchmark;
+#   2. runs the CUDA tests (CUDA kernels against the CPU kernels), the CPU tests on this host's
+#      ISAs (AVX-512 where present), the GEMM benchmark and the 7B-shaped layer benchmark;
 #   3. copies logs and the benchmark JSON to $OUT (when set) and prints a summary.
 # Exit status: 0 all tests passed and the benchmark ran; 1 a build/test/bench failure;
 # 3 no usable CUDA device (the build still ran).
@@ -83,6 +83,15 @@ else
 fi
 [ "$test_rc" -eq 0 ] || { log "FAILED: CUDA tests (exit $test_rc)"; status=1; }
 
+# The CPU tests too: this host's CPU usually has AVX-512 (and VNNI), which the development
+# machine and CI lack, so its kernels (every *_every_isa test runs each ISA up to the best one
+# present) get run only here. About 2 s on 2 cores.
+log "CPU tests on this host's ISAs (awq_tests, all non-CUDA cases)"
+timeout "${AWQ_CPU_TEST_TIMEOUT:-120}" "$BUILD/awq_tests" 2>&1 | grep -v "^ok   cuda\|^SKIP cuda" > "$OUTDIR/tests-cpu.log"
+cpu_rc=${PIPESTATUS[0]}
+head -1 "$OUTDIR/tests-cpu.log"
+[ "$cpu_rc" -eq 0 ] || { log "FAILED: CPU tests (exit $cpu_rc)"; grep "^FAIL" "$OUTDIR/tests-cpu.log"; status=1; }
+
 bench_rc=skipped
 if [ "$no_device" -eq 0 ]; then
   log "benchmark (awq_cuda_bench)"
@@ -101,6 +110,7 @@ echo
 echo "=== summary (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo none))"
 grep -E "^native:" "$OUTDIR/tests-cuda.log" || echo "tests: no summary line"
 grep -E "^FAIL" "$OUTDIR/tests-cuda.log" || true
+echo "CPU: $(head -1 "$OUTDIR/tests-cpu.log"); $(grep -E '^native:' "$OUTDIR/tests-cpu.log" || echo 'no summary line')"
 if [ -f "$OUTDIR/bench.log" ]; then
   grep -E "^device-to-device|^  (PASS|MISS)|^wrote" "$OUTDIR/bench.log"
 fi
