@@ -11,6 +11,7 @@ import {
   dequantizeAwq,
   openAwqCheckpoint,
   packAwq,
+  readRawConfig,
   unpackAwq,
   type AwqLinearTensors,
 } from '../dist/index.js';
@@ -216,7 +217,7 @@ describe('AwqCheckpointWriter', () => {
     await w.addTensor('model.embed_tokens.weight', [32, 64], emb, 'BF16');
     expect(existsSync(out)).toBe(false); // nothing under the final name before finish
     const raw = llamaConfig({ model_type: 'qwen2', torch_dtype: 'bfloat16' });
-    await w.finish(raw, { groupSize: 32, zeroPoint: true });
+    await w.finish(raw, { groupSize: 32 });
     const files = readdirSync(out).sort();
     expect(files.filter((f) => !/^model-\d{5}-of-\d{5}\.safetensors$/.test(f))).toEqual(
       ['config.json', 'model.safetensors.index.json', 'tokenizer.json', 'tokenizer_config.json'],
@@ -245,11 +246,42 @@ describe('AwqCheckpointWriter', () => {
     await w.addLinear({ name: 'x', ...(await packAwq(randomLinear('x', 8, 32, 32, 1))), outFeatures: 8, inFeatures: 32, groupSize: 32 });
     await w.addTensor('b', [2], new Float32Array([1e10, -3]), 'BF16');
     await w.addTensor('f', [2], new Float32Array([1e10, 0.1]), 'F32');
-    await w.finish(llamaConfig(), { groupSize: 32, zeroPoint: true });
+    await w.finish(llamaConfig(), { groupSize: 32 });
     const m = await ModelFolder.open(out);
     expect([m.info('b').dtype, m.info('f').dtype]).toEqual(['BF16', 'F32']);
     expect(Array.from(await m.readF32('f'))).toEqual([Math.fround(1e10), Math.fround(0.1)]);
     await m.close();
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).torch_dtype).toBe('bfloat16');
+  });
+
+  it('config.json: the source text edited in place, dtype set with torch_dtype, zero_point always true', async () => {
+    const src2 = join(tmp.dir, 'src-text');
+    mkdirSync(src2);
+    // As Transformers >= 4.56 writes it: "dtype", and floats spelled as floats.
+    const text = JSON.stringify(llamaConfig({ dtype: 'bfloat16' }), null, 2)
+      .replace('"rope_theta": 10000', '"rope_theta": 10000.0')
+      .replace(/"rms_norm_eps": [^,\n]+/, '"rms_norm_eps": 1e-06');
+    writeFileSync(join(src2, 'config.json'), text);
+    const raw = await readRawConfig(src2);
+    expect(raw.rope_theta).toBe(10000);
+    const finishWith = async (out: string, rawConfig: Record<string, unknown>) => {
+      const w = await AwqCheckpointWriter.create(out, { sourceDir: src2 });
+      await w.addLinear({ name: 'x', ...(await packAwq(randomLinear('x', 8, 32, 32, 1))), outFeatures: 8, inFeatures: 32, groupSize: 32 });
+      await w.finish(rawConfig, { groupSize: 32 });
+      return readFileSync(join(out, 'config.json'), 'utf8');
+    };
+    const written = await finishWith(join(tmp.dir, 'awq-text'), raw);
+    expect(written).toContain('"rope_theta": 10000.0,');
+    expect(written).toContain('"rms_norm_eps": 1e-06,');
+    const cfg = JSON.parse(written);
+    expect(cfg).toEqual({
+      ...raw, dtype: 'float16', torch_dtype: 'float16',
+      quantization_config: { quant_method: 'awq', bits: 4, group_size: 32, zero_point: true, version: 'gemm', modules_to_not_convert: null },
+    });
+    // A config the caller changed is written as given (JSON.stringify), with the same keys set.
+    const changed = JSON.parse(await finishWith(join(tmp.dir, 'awq-changed'), { ...raw, max_position_embeddings: 4096 }));
+    expect(changed.max_position_embeddings).toBe(4096);
+    expect([changed.dtype, changed.torch_dtype, changed.quantization_config.zero_point]).toEqual(['float16', 'float16', true]);
   });
 
   it('refuses fp16 overflow and NaN naming the tensor; the writer stays usable', async () => {
@@ -274,7 +306,7 @@ describe('AwqCheckpointWriter', () => {
     expect(readdirSync(src).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
     const w = await AwqCheckpointWriter.create(out, { sourceDir: src, overwrite: true });
     await w.addLinear({ name: 'x', ...(await packAwq(randomLinear('x', 8, 32, 32, 1))), outFeatures: 8, inFeatures: 32, groupSize: 32 });
-    await w.finish(llamaConfig(), { groupSize: 32, zeroPoint: true });
+    await w.finish(llamaConfig(), { groupSize: 32 });
     expect(readdirSync(out)).toContain('model.safetensors');
   });
 });

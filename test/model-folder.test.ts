@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -198,6 +198,31 @@ describe('ModelFolder', () => {
     const copied = await copyAuxiliaryFiles(handFolder('aux'), dst);
     expect(copied).toEqual(['generation_config.json', 'tokenizer.json']);
     expect(readdirSync(dst).sort()).toEqual(copied);
+  });
+
+  it('copyAuxiliaryFiles follows symbolic links (a hub cache snapshot), carries chat templates, writes 0644', async () => {
+    // A snapshot folder as huggingface_hub lays it out: every file a link into ../blobs.
+    const blobs = join(tmp.dir, 'blobs');
+    mkdirSync(blobs);
+    const snap = join(tmp.dir, 'snapshot');
+    mkdirSync(join(snap, 'additional_chat_templates'), { recursive: true });
+    for (const [name, body] of [['tok', '{"tok": 2}'], ['gen', '{"do_sample": true}'], ['tpl', '{{ messages }}'], ['cfg', '{}']] as const) {
+      writeFileSync(join(blobs, name), body);
+      chmodSync(join(blobs, name), 0o444);
+    }
+    symlinkSync(join(blobs, 'tok'), join(snap, 'tokenizer.json'));
+    symlinkSync(join(blobs, 'gen'), join(snap, 'generation_config.json'));
+    symlinkSync(join(blobs, 'cfg'), join(snap, 'config.json'));
+    symlinkSync(join(blobs, 'tpl'), join(snap, 'additional_chat_templates', 'tool_use.jinja'));
+    symlinkSync(join(blobs, 'missing'), join(snap, 'special_tokens_map.json')); // dangling: skipped
+    const dst = join(tmp.dir, 'snapshot-out');
+    mkdirSync(dst);
+    const copied = await copyAuxiliaryFiles(snap, dst);
+    expect(copied).toEqual(['additional_chat_templates/tool_use.jinja', 'generation_config.json', 'tokenizer.json']);
+    expect(readFileSync(join(dst, 'tokenizer.json'), 'utf8')).toBe('{"tok": 2}');
+    expect(readFileSync(join(dst, 'additional_chat_templates', 'tool_use.jinja'), 'utf8')).toBe('{{ messages }}');
+    expect(lstatSync(join(dst, 'tokenizer.json')).isFile()).toBe(true); // the content, not a link
+    expect(statSync(join(dst, 'generation_config.json')).mode & 0o777).toBe(0o644);
   });
 });
 

@@ -83,6 +83,31 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     expect(report.layers[0].gflop).toBe(0);
   });
 
+  it('keepDtype writes embeddings and norms in the source dtype, with torch_dtype to match', async () => {
+    const model = await writeTinyModel({ layers: 1 }); // an fp32 model
+    const out = outDir();
+    await quantize({ model, out, method: 'rtn', keepDtype: true });
+    const ck = await openAwqCheckpoint(out);
+    expect(ck.folder.info('model.embed_tokens.weight').dtype).toBe('F32');
+    expect(ck.folder.info('model.layers.0.input_layernorm.weight').dtype).toBe('F32');
+    expect(ck.folder.info('model.norm.weight').dtype).toBe('F32');
+    expect(ck.folder.info('model.layers.0.self_attn.q_proj.scales').dtype).toBe('F16');
+    await ck.close();
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).torch_dtype).toBe('float32');
+  });
+
+  it('symmetric quantization is stored with explicit zero points, and says zero_point: true', async () => {
+    const model = await writeTinyModel({ layers: 1 });
+    const out = outDir();
+    const { report } = await quantize({ model, out, method: 'rtn', zeroPoint: false });
+    expect(report.options.zeroPoint).toBe(false); // the method, recorded in the report
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).quantization_config.zero_point).toBe(true);
+    const ck = await openAwqCheckpoint(out);
+    const l = await ck.readLinear('model.layers.0.mlp.down_proj');
+    expect(new Set(l.qzeros)).toEqual(new Set([0x88888888 | 0])); // z = 8 in every nibble
+    await ck.close();
+  });
+
   it('refuses group sizes that do not divide in_features, naming the tensor', async () => {
     const model = await writeTinyModel({ hidden: 96, heads: 3, kvHeads: 1, intermediate: 192, layers: 1 });
     const err = await quantize({ model, out: outDir(), groupSize: 64, method: 'rtn' }).catch((e) => e);

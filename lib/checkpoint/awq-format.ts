@@ -3,11 +3,13 @@
  * writing. Packing runs in native code (native/core/pack.cc).
  */
 import { join } from 'node:path';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { isDeepStrictEqual } from 'node:util';
 
 import { AwqError, BadCheckpointError, BadConfigError, InvalidArgumentError, ioError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
 import type { ModelConfig } from '../models/config.js';
+import { setTopLevelMembers } from './json-edit.js';
 import { copyAuxiliaryFiles, ModelFolder } from './model-folder.js';
 import { prepareOutputDir, type OutputDir } from './output-dir.js';
 import { SafetensorsWriter, type Dtype, type TensorInfo } from './safetensors.js';
@@ -318,17 +320,32 @@ async function toHalf(data: Float32Array, dtype: 'F16' | 'BF16', name: string): 
 // ----------------------------------------------------------------------------------------------
 // Writing
 
+/** The text of `<dir>/config.json` when it parses to `rawConfig` (else undefined: write rawConfig). */
+async function sourceConfigTextOf(dir: string, rawConfig: Record<string, unknown>): Promise<string | undefined> {
+  try {
+    const text = await readFile(join(dir, 'config.json'), 'utf8');
+    return isDeepStrictEqual(JSON.parse(text), rawConfig) ? text : undefined;
+  } catch {
+    return undefined; // unreadable or not JSON: the caller's rawConfig is what gets written
+  }
+}
+
 export interface AwqWriterOptions {
   /** The model folder being quantized: auxiliary files come from it; `out` may not be inside it. */
   sourceDir: string;
   overwrite?: boolean;
   maxShardBytes?: number;
-  /** Write unquantized tensors in their source dtype (when given to addTensor) instead of fp16. */
+  /**
+   * Write unquantized tensors in their source dtype (when given to addTensor) instead of fp16;
+   * config.json's torch_dtype then names it (bfloat16 before float32 when both occur).
+   */
   keepSourceDtype?: boolean;
 }
 
 export class AwqCheckpointWriter {
   private done = false;
+  /** Dtypes other than F16 that keepSourceDtype wrote: config.json's torch_dtype follows them. */
+  private readonly keptDtypes = new Set<'BF16' | 'F32'>();
 
   private constructor(
     private readonly output: OutputDir,
@@ -379,6 +396,7 @@ export class AwqCheckpointWriter {
     if (!(data instanceof Float32Array)) throw new InvalidArgumentError(`tensor '${name}': data: expected a Float32Array`);
     let dtype: 'F16' | 'BF16' | 'F32' = 'F16';
     if (this.opts.keepSourceDtype && (sourceDtype === 'BF16' || sourceDtype === 'F32')) dtype = sourceDtype;
+    if (dtype !== 'F16') this.keptDtypes.add(dtype);
     await this.guard(async () => {
       if (dtype === 'F32') {
         const r = await native().convertFromF32(data, 'F16', new Uint16Array(data.length));
@@ -408,28 +426,42 @@ export class AwqCheckpointWriter {
   }
 
   /**
-   * Writes config.json (rawConfig with quantization_config and torch_dtype float16), copies the
-   * auxiliary files of the source folder, and renames the folder into place.
+   * Writes config.json, copies the auxiliary files of the source folder, and renames the folder
+   * into place. config.json is rawConfig with `quantization_config` (REFERENCE.md section 6) and
+   * `torch_dtype` (and `dtype`, which Transformers 4.56+ writes and prefers, when present) set to
+   * the dtype of the unquantized tensors: float16, or the source dtype kept by keepSourceDtype.
+   * When rawConfig is the source folder's config.json as read, the source text is edited in place,
+   * so every other value keeps its spelling (`10000.0` stays a float for strict config classes).
+   *
+   * `zero_point` is always true: the qzeros tensor holds an explicit zero point for every group,
+   * also after symmetric quantization (z = 2^(bits-1)), which is how loaders should read it. vLLM
+   * uses its fast Marlin kernel for AWQ only with `zero_point: true`.
    */
-  async finish(rawConfig: Record<string, unknown>, quantization: { groupSize: number; zeroPoint: boolean; modulesToNotConvert?: string[] | null }): Promise<void> {
+  async finish(rawConfig: Record<string, unknown>, quantization: { groupSize: number; modulesToNotConvert?: string[] | null }): Promise<void> {
     this.checkOpen();
     if (!Number.isSafeInteger(quantization?.groupSize) || quantization.groupSize < 1) {
       throw new InvalidArgumentError(`quantization.groupSize: expected a positive integer, got ${quantization?.groupSize}`);
     }
     await this.guard(async () => {
       await this.writer.finish();
-      const config: Record<string, unknown> = { ...rawConfig, torch_dtype: 'float16' };
-      config.quantization_config = {
+      const torchDtype = this.keptDtypes.has('BF16') ? 'bfloat16' : this.keptDtypes.has('F32') ? 'float32' : 'float16';
+      const updates: Record<string, unknown> = { torch_dtype: torchDtype };
+      if (Object.hasOwn(rawConfig, 'dtype')) updates.dtype = torchDtype;
+      updates.quantization_config = {
         quant_method: 'awq',
         bits: 4,
         group_size: quantization.groupSize,
-        zero_point: quantization.zeroPoint,
+        zero_point: true,
         version: 'gemm',
         modules_to_not_convert: quantization.modulesToNotConvert ?? null,
       };
+      const sourceText = await sourceConfigTextOf(this.opts.sourceDir, rawConfig);
+      const text = sourceText !== undefined
+        ? setTopLevelMembers(sourceText, updates)
+        : `${JSON.stringify({ ...rawConfig, ...updates }, null, 2)}\n`;
       const configPath = join(this.output.tempDir, 'config.json');
       try {
-        await writeFile(configPath, `${JSON.stringify(config, null, 2)}\n`);
+        await writeFile(configPath, text.endsWith('\n') ? text : `${text}\n`);
       } catch (err) {
         throw ioError(`writing ${configPath}`, err);
       }

@@ -2,7 +2,7 @@
  * A Hugging Face model folder: `config.json` plus one `model.safetensors` or shards named by
  * `model.safetensors.index.json`. Tensors are read on demand, by offset.
  */
-import { copyFile, readdir, readFile, stat } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { AwqError, BadCheckpointError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
@@ -214,29 +214,68 @@ function isWeightOrConfig(name: string): boolean {
 /** Small files are carried; anything larger is not a tokenizer or a generation config. */
 const MAX_AUXILIARY_BYTES = 100 << 20;
 
+/** Folders of small files carried along too: Transformers' extra chat templates. */
+const AUXILIARY_FOLDERS = new Set(['additional_chat_templates']);
+
 /**
  * Copies the tokenizer files, generation_config.json and the other small non-weight files of
- * `srcDir` (regular files, not hidden) into `dstDir`. README.md is left out: it describes the
- * source model, not the quantized one. Returns the names copied.
+ * `srcDir` (not hidden), and the folders in AUXILIARY_FOLDERS, into `dstDir`. A symbolic link
+ * counts as the file it points to: in a Hugging Face hub cache snapshot every file is one. The
+ * copies are made writable (0644) whatever the source mode. README.md is left out: it describes
+ * the source model, not the quantized one. Returns the names copied (folder files as
+ * `folder/name`).
  */
 export async function copyAuxiliaryFiles(srcDir: string, dstDir: string): Promise<string[]> {
-  let entries;
-  try {
-    entries = await readdir(srcDir, { withFileTypes: true });
-  } catch (err) {
-    throw ioError(`listing ${srcDir}`, err);
-  }
   const copied: string[] = [];
-  for (const e of entries) {
-    if (!e.isFile() || e.name.startsWith('.') || isWeightOrConfig(e.name) || e.name.toLowerCase() === 'readme.md') continue;
-    const src = join(srcDir, e.name);
-    try {
-      if ((await stat(src)).size > MAX_AUXILIARY_BYTES) continue;
-      await copyFile(src, join(dstDir, e.name));
-    } catch (err) {
-      throw err instanceof AwqError ? err : ioError(`copying ${src} to ${dstDir}`, err);
+  for (const name of await listNames(srcDir)) {
+    if (name.startsWith('.') || isWeightOrConfig(name) || name.toLowerCase() === 'readme.md') continue;
+    const src = join(srcDir, name);
+    const kind = await fileKind(src);
+    if (kind === 'file') {
+      if (await copySmallFile(src, join(dstDir, name))) copied.push(name);
+    } else if (kind === 'folder' && AUXILIARY_FOLDERS.has(name)) {
+      for (const inner of await listNames(src)) {
+        const innerSrc = join(src, inner);
+        if (inner.startsWith('.') || (await fileKind(innerSrc)) !== 'file') continue;
+        try {
+          await mkdir(join(dstDir, name), { recursive: true });
+        } catch (err) {
+          throw ioError(`creating ${join(dstDir, name)}`, err);
+        }
+        if (await copySmallFile(innerSrc, join(dstDir, name, inner))) copied.push(`${name}/${inner}`);
+      }
     }
-    copied.push(e.name);
   }
   return copied.sort();
+}
+
+async function listNames(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    throw ioError(`listing ${dir}`, err);
+  }
+}
+
+/** What a path is after following symbolic links; a dangling link is 'other'. */
+async function fileKind(path: string): Promise<'file' | 'folder' | 'other'> {
+  try {
+    const st = await stat(path);
+    return st.isFile() ? 'file' : st.isDirectory() ? 'folder' : 'other';
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'other';
+    throw ioError(`reading ${path}`, err);
+  }
+}
+
+/** Copies src (its content, through links) to dst with mode 0644; false when over the size cap. */
+async function copySmallFile(src: string, dst: string): Promise<boolean> {
+  try {
+    if ((await stat(src)).size > MAX_AUXILIARY_BYTES) return false;
+    await copyFile(src, dst);
+    await chmod(dst, 0o644);
+  } catch (err) {
+    throw err instanceof AwqError ? err : ioError(`copying ${src} to ${dst}`, err);
+  }
+  return true;
 }

@@ -28,6 +28,7 @@ interface Opts {
   backend: 'cpu' | 'cuda' | 'auto';
   precision: Precision;
   overwrite?: boolean;
+  keepDtype?: boolean;
   json?: boolean;
   quiet?: boolean;
 }
@@ -78,6 +79,7 @@ export function registerQuantize(program: Command): void {
         .default('fp32'),
     )
     .option('--overwrite', 'replace the output folder if it exists')
+    .option('--keep-dtype', 'write embeddings, norms and lm_head in the source dtype (bf16/fp32) instead of fp16')
     .option('--json', 'progress as JSON lines on stderr, the report as JSON on stdout')
     .option('--quiet', 'no progress output')
     .action(async (model: string, opts: Opts) => {
@@ -99,6 +101,7 @@ export function registerQuantize(program: Command): void {
           model,
           out: opts.out,
           overwrite: opts.overwrite,
+          keepDtype: opts.keepDtype,
           calib,
           nSamples: opts.samples,
           seqlen: opts.seqlen,

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { dequantizeAwq, openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
+import type { Dtype } from '../checkpoint/dtypes.js';
 import { ModelFolder } from '../checkpoint/model-folder.js';
 import { BadCheckpointError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
@@ -28,6 +29,8 @@ export interface ModelWeights {
    * checks those shapes against the config itself).
    */
   storedShape(name: string): readonly number[] | undefined;
+  /** The stored dtype of a dense tensor; undefined as for storedShape. */
+  storedDtype(name: string): Dtype | undefined;
   /** config.json as read. */
   readonly rawConfig: Record<string, unknown>;
   close(): Promise<void>;
@@ -61,6 +64,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
       readTensor: (name) => ckpt.readF32(name),
       hasTensor: (name) => folder.has(name),
       storedShape: (name) => (folder.has(name) ? folder.info(name).shape : undefined),
+      storedDtype: (name) => (folder.has(name) ? folder.info(name).dtype : undefined),
       async readLinear(prefix) {
         if (!linears.has(prefix)) {
           if (folder.has(`${prefix}.weight`)) {
@@ -85,6 +89,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
     readTensor: (name) => folder.readF32(name),
     hasTensor: (name) => folder.has(name),
     storedShape: (name) => folder.info(name).shape,
+    storedDtype: (name) => folder.info(name).dtype,
     async readLinear(prefix) {
       const bias = folder.has(`${prefix}.bias`) ? await folder.readF32(`${prefix}.bias`) : undefined;
       return { weight: await folder.readF32(`${prefix}.weight`), bias };

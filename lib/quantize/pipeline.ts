@@ -9,6 +9,7 @@
 import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter, packAwq } from '../checkpoint/awq-format.js';
+import type { Dtype } from '../checkpoint/dtypes.js';
 import { resolveBackend, setThreads } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
@@ -51,6 +52,12 @@ export interface QuantizeOptions {
   /** Arithmetic of the layers' products on CUDA: 'fp32' (default), 'bf16' or 'fp16' (see QuantOptions). */
   precision?: Precision;
   maxShardBytes?: number;
+  /**
+   * Write the unquantized tensors (embeddings, norms, lm_head) in the source dtype (bf16 / fp32)
+   * instead of fp16, with config.json's torch_dtype to match: for a model whose values overflow
+   * fp16. vLLM then needs its Marlin AWQ kernel (its plain AWQ kernel runs fp16 only).
+   */
+  keepDtype?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
 }
@@ -186,8 +193,9 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       sourceDir: options.model,
       overwrite: options.overwrite,
       maxShardBytes: options.maxShardBytes,
+      keepSourceDtype: options.keepDtype ?? false,
     });
-    await writer.addTensor(adapter.embedTokens, [cfg.vocabSize, cfg.hiddenSize], embedTable);
+    await writer.addTensor(adapter.embedTokens, [cfg.vocabSize, cfg.hiddenSize], embedTable, model.storedDtype(adapter.embedTokens));
     embedTable = undefined; // not needed again: free it before the layers
 
     const layers: LayerSummary[] = [];
@@ -206,16 +214,16 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         }),
       );
       progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'write' });
-      await writeLayer(writer, adapter, i, result, weights);
+      await writeLayer(writer, adapter, i, result, weights, (name) => model.storedDtype(name));
       if (hidden) hidden = result.output;
       layers.push({ layer: i, wallMs: performance.now() - layerStart, ...result.report });
       progress.emit({ stage: 'layer', completed: i + 1, total: cfg.numLayers, layer: i, phase: 'done' });
     }
 
     progress.emit({ stage: 'write', completed: cfg.numLayers, total: cfg.numLayers, message: 'writing the checkpoint' });
-    await writer.addTensor(adapter.finalNorm, [cfg.hiddenSize], await model.readTensor(adapter.finalNorm));
+    await writer.addTensor(adapter.finalNorm, [cfg.hiddenSize], await model.readTensor(adapter.finalNorm), model.storedDtype(adapter.finalNorm));
     if (!cfg.tieWordEmbeddings) {
-      await writer.addTensor(adapter.lmHead, [cfg.vocabSize, cfg.hiddenSize], await model.readTensor(adapter.lmHead));
+      await writer.addTensor(adapter.lmHead, [cfg.vocabSize, cfg.hiddenSize], await model.readTensor(adapter.lmHead), model.storedDtype(adapter.lmHead));
     }
     const report: QuantizationReport = {
       model: options.model,
@@ -236,7 +244,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     };
     await writer.addFile('awq-report.json', `${JSON.stringify(report, null, 2)}\n`);
     throwIfAborted(signal);
-    await writer.finish(model.rawConfig, { groupSize: opts.groupSize, zeroPoint: opts.zeroPoint });
+    await writer.finish(model.rawConfig, { groupSize: opts.groupSize });
     writer = undefined;
     progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
     return { out: options.out, report };
@@ -262,6 +270,7 @@ async function writeLayer(
   i: number,
   result: QuantizedLayer,
   original: LayerWeights,
+  sourceDtype: (name: string) => Dtype | undefined,
 ): Promise<void> {
   const h = adapter.layerArch.hiddenSize;
   for (const name of LINEAR_NAMES as LinearName[]) {
@@ -283,11 +292,12 @@ async function writeLayer(
       bias: l.bias ? await biasToF16(adapter.linear(i, name), l.bias) : undefined,
     });
   }
-  await writer.addTensor(adapter.inputNorm(i), [h], result.inputNorm);
-  await writer.addTensor(adapter.postNorm(i), [h], result.postNorm);
+  const add = (name: string, shape: number[], data: Float32Array) => writer.addTensor(name, shape, data, sourceDtype(name));
+  await add(adapter.inputNorm(i), [h], result.inputNorm);
+  await add(adapter.postNorm(i), [h], result.postNorm);
   const qn = adapter.qNorm(i);
   const kn = adapter.kNorm(i);
-  if (qn) await writer.addTensor(qn, [adapter.layerArch.headDim], result.qNorm ?? original.qNorm!);
-  if (kn) await writer.addTensor(kn, [adapter.layerArch.headDim], result.kNorm ?? original.kNorm!);
+  if (qn) await add(qn, [adapter.layerArch.headDim], result.qNorm ?? original.qNorm!);
+  if (kn) await add(kn, [adapter.layerArch.headDim], result.kNorm ?? original.kNorm!);
 }
 
