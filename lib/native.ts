@@ -113,6 +113,8 @@ export interface NativeBinding {
   ): Promise<CudaInt4Handle>;
   int4CudaInfo(w: CudaInt4Handle): { in: number; out: number; group: number; bytes: number };
   int4CudaForward(w: CudaInt4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, y: Float32Array): Promise<Float32Array>;
+  /** Frees the layer's device memory (after a forward in flight); later calls on it reject. */
+  int4CudaRelease(w: CudaInt4Handle): Promise<void>;
   /** A buffer for the bandwidth probe of `awq bench`, allocated as the int4 weights are (huge pages advised, every page touched). */
   benchStreamPool(bytes: number): StreamPool;
   /** Reads pool[offset, offset + length) once on the thread pool, synchronously; returns a checksum. */

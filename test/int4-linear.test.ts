@@ -266,6 +266,23 @@ describe('Int4Linear', () => {
   });
 });
 
+describe('Int4Linear.dispose', () => {
+  it('drops the native weights; later calls are InvalidArgumentErrors naming the layer; twice is harmless', async () => {
+    const L = randomLayer(256, 16, 128, 5);
+    const lin = await Int4Linear.fromAwq(toAwq(L, 'model.layers.0.mlp.up_proj'));
+    const x = new Float32Array(256).fill(0.5);
+    const pending = lin.forward(x, 1); // started before dispose: completes
+    expect(lin.nativeBytes).toBeGreaterThan(0);
+    await lin.dispose();
+    await lin.dispose();
+    expect((await pending).length).toBe(16);
+    expect(lin.nativeBytes).toBe(0);
+    await expect(lin.forward(x, 1)).rejects.toThrow(/forward: model.layers.0.mlp.up_proj was disposed/);
+    expect(() => lin.forwardSync(x, 1)).toThrow(InvalidArgumentError);
+    expect(() => lin.dequantize()).toThrow(InvalidArgumentError);
+  });
+});
+
 describe('Int4Linear on CUDA', () => {
   const cuda = backends().cuda;
 
@@ -303,6 +320,31 @@ describe('Int4Linear on CUDA', () => {
       await expect(lin.forward(x, m)).rejects.toThrow(NonFiniteError);
       x[0] = 1e6; // beyond fp16
       await expect(lin.forward(x, m)).rejects.toThrow(/fp16/);
+      await lin.dispose();
+      expect(lin.nativeBytes).toBe(0);
+      await expect(lin.forward(new Float32Array(m * inF), m)).rejects.toThrow(/disposed/);
     }
+  });
+
+  it.skipIf(cuda === null)('a prefill past the cached buffers (m = 12000: dequantize + dense, per-call x / y) with a bias, then dispose (skipped without a CUDA build and device)', async () => {
+    const [m, inF, outF] = [12000, 1024, 256];
+    const L = randomLayer(inF, outF, 128, 91, true);
+    const lin = await Int4Linear.fromAwq(toAwq(L), { device: 'cuda' });
+    const w = dequantRef(L);
+    const rand = mulberry32(91);
+    const x = new Float32Array(m * inF).map(() => rand() - 0.5);
+    const xh = Float32Array.from(Uint16Array.from(x, f32ToFp16), fp16ToF32);
+    const y = await lin.forward(x, m);
+    for (const i of [0, 4321, m - 1])
+      for (let n = 0; n < outF; n++) {
+        let ref = L.bias![n], mag = Math.abs(ref);
+        for (let k = 0; k < inF; k++) {
+          ref += xh[i * inF + k] * w[n * inF + k];
+          mag += Math.abs(xh[i * inF + k] * w[n * inF + k]);
+        }
+        expect(Math.abs(y[i * outF + n] - ref)).toBeLessThanOrEqual(2 ** -10 * mag + 1e-6);
+      }
+    await Promise.all([lin.dispose(), lin.dispose()]);
+    await expect(lin.forward(x, m)).rejects.toThrow(InvalidArgumentError);
   });
 });

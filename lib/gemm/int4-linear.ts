@@ -23,7 +23,8 @@
  * typically ~0.1-0.5% relative. It needs a group size that is a multiple of 128.
  */
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
-import { InvalidArgumentError, NonFiniteError } from '../errors.js';
+import { backends } from '../backends.js';
+import { CudaError, InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
@@ -69,8 +70,9 @@ export class Int4Linear {
   /** The AWQ tensors this layer was built from (for saving), or null for quantizer output. */
   readonly awq: AwqLinearTensors | null;
   readonly device: Int4Device;
-  readonly #handle: Int4Handle | null;
-  readonly #cuda: CudaInt4Handle | null;
+  #handle: Int4Handle | null;
+  #cuda: CudaInt4Handle | null;
+  #disposed = false;
 
   private constructor(handle: Int4Handle | CudaInt4Handle, device: Int4Device, name: string | undefined, awq: AwqLinearTensors | null) {
     this.device = device;
@@ -106,7 +108,19 @@ export class Int4Linear {
       if (inF % 32 !== 0 || group % 32 !== 0) {
         throw new InvalidArgumentError(`${what}device 'cuda' needs inFeatures and groupSize that are multiples of 32, got ${inF} and ${group}`);
       }
-      const cudaHandle = await native().int4CudaUpload(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
+      const b = backends();
+      if (!b.cuda) {
+        // Also when a CUDA build exists but no device answered: the CPU binary was loaded then.
+        throw new CudaError(`${what}device 'cuda': ${b.cudaUnavailable ?? 'no CUDA device'}. A CUDA build is made with \`npm run build:cuda\` (needs nvcc and an NVIDIA driver)`);
+      }
+      let cudaHandle: CudaInt4Handle;
+      try {
+        cudaHandle = await native().int4CudaUpload(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
+      } catch (err) {
+        // Name the layer: out of device memory while loading a model should say where it stopped.
+        if (err instanceof Error && t.name && !err.message.startsWith(t.name)) err.message = `${t.name}: ${err.message}`;
+        throw err;
+      }
       return new Int4Linear(cudaHandle, 'cuda', t.name, t);
     }
     // Native threads read the tensors while JS runs on: private copies (see `forward`).
@@ -133,9 +147,30 @@ export class Int4Linear {
     return new Int4Linear(handle, 'cpu', t.name, null);
   }
 
-  /** Bytes of the repacked weights held natively (device memory for a CUDA layer). */
+  /** Bytes of the repacked weights held natively (device memory for a CUDA layer); 0 once disposed. */
   get nativeBytes(): number {
+    if (this.#disposed) return 0;
     return this.#cuda ? native().int4CudaInfo(this.#cuda).bytes : native().int4Info(this.#handle!).bytes;
+  }
+
+  /**
+   * Releases the native weights now instead of at garbage collection: a CUDA layer frees its
+   * device memory (after a forward in flight finishes), a CPU layer drops its reference to the
+   * repacked weights. The garbage collector does not see device memory, so a serving backend that
+   * reloads or swaps models should dispose the old layers. Later calls throw (or reject with)
+   * InvalidArgumentError; disposing twice is harmless.
+   */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    const cuda = this.#cuda;
+    this.#handle = null;
+    this.#cuda = null;
+    if (cuda) await native().int4CudaRelease(cuda);
+  }
+
+  #checkLive(what: string): void {
+    if (this.#disposed) throw new InvalidArgumentError(`${what}: ${this.name ?? 'this Int4Linear'} was disposed`);
   }
 
   /**
@@ -145,6 +180,7 @@ export class Int4Linear {
    */
   forward(x: Int4Input, m: number, options: Int4ForwardOptions = {}): Promise<Float32Array> {
     try {
+      this.#checkLive('forward');
       const a = this.#args(x, m, options);
       const data = a.data.slice();
       const y = options.out ? new Float32Array(a.out.length) : a.out;
@@ -159,6 +195,7 @@ export class Int4Linear {
 
   /** Synchronous `forward` for small m (decode steps): no Promise overhead, blocks the caller. CPU layers only. */
   forwardSync(x: Int4Input, m: number, options: Int4ForwardOptions = {}): Float32Array {
+    this.#checkLive('forwardSync');
     if (!this.#handle) throw new InvalidArgumentError(`forwardSync: a CUDA layer runs through forward() (asynchronous)`);
     const a = this.#args(x, m, options);
     return native().int4ForwardSync(this.#handle, a.data, a.dtype, m, a.mode, a.out);
@@ -166,6 +203,7 @@ export class Int4Linear {
 
   /** `dequantize(W)` as fp32 `[out, in]`: `(q - z) * s` exactly (tests, dense baselines). CPU layers only. */
   dequantize(): Float32Array {
+    this.#checkLive('dequantize');
     if (!this.#handle) throw new InvalidArgumentError(`dequantize: needs a CPU layer (build one from the same tensors with device 'cpu')`);
     return native().int4Dequantize(this.#handle, new Float32Array(this.outFeatures * this.inFeatures));
   }

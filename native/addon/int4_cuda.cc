@@ -5,6 +5,7 @@
 //   int4CudaUpload(qweight, qzeros, scales, bias|null, in, out, group) -> Promise<handle>
 //   int4CudaInfo(handle) -> { in, out, group, bytes }
 //   int4CudaForward(handle, x, dtype, m, y) -> Promise<y>   (dtype 0 f32, 1 f16, 2 bf16)
+//   int4CudaRelease(handle) -> Promise<undefined>   frees the device memory now (later calls reject)
 // In a build without CUDA each of them is an ERR_AWQ_CUDA error saying how to build one.
 #include <napi.h>
 
@@ -31,9 +32,18 @@ namespace {
 struct CudaInt4 {
   cuda::Int4DeviceWeights w;
   int64_t in = 0, out = 0, group = 0;
-  std::mutex mu;             // one forward at a time: they share the x / y device buffers
-  cuda::DeviceMemory dx, dy;  // grown on demand
+  // One forward (or the release) at a time: the GPU runs them one after the other on the default
+  // stream anyway, and the small-m x / y buffers are shared.
+  std::mutex mu;
+  bool released = false;
+  cuda::DeviceMemory dx, dy;  // kept for calls of at most kCachedForwardBytes (decode steps)
 };
+// x and y buffers up to this size are kept on the handle between calls (a decode step of a 7B
+// layer needs well under 1 MiB); larger ones (prefill) are allocated for the call and freed after
+// it, so one long prompt does not pin gigabytes per layer.
+constexpr size_t kCachedForwardBytes = size_t{16} << 20;
+
+const char* const kReleased = "weights: this CUDA int4 layer was released (dispose)";
 using Handle = std::shared_ptr<CudaInt4>;
 
 // Marks externals created here, so another External passed back cannot be misread.
@@ -110,6 +120,7 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
     const int dtype = static_cast<int>(integer(info[2], "dtype", 0));
     if (dtype > 2) bad_arg("dtype: expected 0 (f32), 1 (f16) or 2 (bf16), got " + std::to_string(dtype));
     const int64_t m = integer(info[3], "m", 1);
+    if (m > 1000000) bad_arg("m: at most 1000000 rows per call, got " + std::to_string(m));
     const size_t nx = static_cast<size_t>(m * h->in), ny = static_cast<size_t>(m * h->out);
     const void* x = dtype == 0 ? static_cast<const void*>(sized_array<float>(info[1], "x", nx))
                                : static_cast<const void*>(sized_array<uint16_t>(info[1], "x", nx));
@@ -119,13 +130,44 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
         [=] {
           const std::vector<uint16_t> xh = to_fp16(x, dtype, m, h->in);
           std::lock_guard<std::mutex> lock(h->mu);
-          if (h->dx.size() < nx * 2) h->dx = cuda::DeviceMemory(nx * 2, "int4 forward x (fp16)");
-          if (h->dy.size() < ny * 4) h->dy = cuda::DeviceMemory(ny * 4, "int4 forward y");
-          cuda::copy_to_device(h->dx.get(), xh.data(), nx * 2);
-          cuda::int4_gemm(h->w, h->dx.get(), m, h->dy.get(), cuda::Dtype::F32);
-          cuda::copy_to_host(y, h->dy.get(), ny * 4);  // waits for the product (same stream)
+          if (h->released) bad_arg(kReleased);
+          cuda::DeviceMemory call_x, call_y;
+          void* dx;
+          void* dy;
+          if (nx * 2 + ny * 4 <= kCachedForwardBytes) {
+            if (h->dx.size() < nx * 2) h->dx = cuda::DeviceMemory(nx * 2, "int4 forward x (fp16)");
+            if (h->dy.size() < ny * 4) h->dy = cuda::DeviceMemory(ny * 4, "int4 forward y");
+            dx = h->dx.get();
+            dy = h->dy.get();
+          } else {
+            call_x = cuda::DeviceMemory(nx * 2, "int4 forward x (fp16)");
+            call_y = cuda::DeviceMemory(ny * 4, "int4 forward y");
+            dx = call_x.get();
+            dy = call_y.get();
+          }
+          cuda::copy_to_device(dx, xh.data(), nx * 2);
+          cuda::int4_gemm(h->w, dx, m, dy, cuda::Dtype::F32);
+          cuda::copy_to_host(y, dy, ny * 4);  // waits for the product (same stream)
         },
         [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[1]; });
+  });
+}
+
+// On a worker: it waits for a forward in flight, and cudaFree waits for the device.
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const Handle h = unwrap(info[0]);
+    return AsyncJob::start(
+        env, "awq.int4CudaRelease", {},
+        [h] {
+          std::lock_guard<std::mutex> lock(h->mu);
+          h->released = true;
+          h->w = cuda::Int4DeviceWeights{};
+          h->dx = cuda::DeviceMemory();
+          h->dy = cuda::DeviceMemory();
+        },
+        [](Napi::Env e, const std::vector<Napi::Value>&) -> Napi::Value { return e.Undefined(); });
   });
 }
 #endif
@@ -135,8 +177,9 @@ void Export(Napi::Env env, Napi::Object exports) {
   exports.Set("int4CudaUpload", Napi::Function::New(env, Upload, "int4CudaUpload"));
   exports.Set("int4CudaInfo", Napi::Function::New(env, Info, "int4CudaInfo"));
   exports.Set("int4CudaForward", Napi::Function::New(env, Forward, "int4CudaForward"));
+  exports.Set("int4CudaRelease", Napi::Function::New(env, Release, "int4CudaRelease"));
 #else
-  export_without_cuda(env, exports, {"int4CudaUpload", "int4CudaInfo", "int4CudaForward"});
+  export_without_cuda(env, exports, {"int4CudaUpload", "int4CudaInfo", "int4CudaForward", "int4CudaRelease"});
 #endif
 }
 

@@ -18,11 +18,24 @@ std::vector<DeviceInfo> list_devices(std::string* why_none) {
     if (why_none) *why_none = "the CUDA driver reports no devices";
     return out;
   }
+  std::string too_old;
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+      cudaGetLastError();
+      continue;
+    }
+    // The kernels are built for sm_80 and newer (mma.sync with bf16, cp.async): an older device
+    // would fail every launch with "no kernel image", so it is not offered.
+    if (prop.major < 8) {
+      too_old += std::string(too_old.empty() ? "" : ", ") + prop.name + " (compute capability " +
+                 std::to_string(prop.major) + "." + std::to_string(prop.minor) + ")";
+      continue;
+    }
     out.push_back({i, prop.name, prop.major, prop.minor, static_cast<uint64_t>(prop.totalGlobalMem)});
   }
+  if (out.empty() && !too_old.empty() && why_none)
+    *why_none = "the CUDA kernels need compute capability 8.0 or newer (Ampere); found " + too_old;
   return out;
 }
 

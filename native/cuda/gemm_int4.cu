@@ -501,7 +501,15 @@ void launch_dequant_dense(const Int4DeviceWeights& w, const __half* x, int M, Ou
   const Int4Layout& L = w.layout;
   const size_t bytes = static_cast<size_t>(L.N) * static_cast<size_t>(L.K) * sizeof(__half);
   void* W = nullptr;
-  const cudaError_t err = cudaMallocAsync(&W, bytes, stream);
+  // Stream-ordered where the device has memory pools; plain cudaMalloc / cudaFree where it does not.
+  bool pooled = true;
+  cudaError_t err = cudaMallocAsync(&W, bytes, stream);
+  if (err == cudaErrorNotSupported) {
+    cudaGetLastError();
+    pooled = false;
+    err = cudaMalloc(&W, bytes);
+  }
+  const auto release = [&] { return pooled ? cudaFreeAsync(W, stream) : cudaFree(W); };
   if (err != cudaSuccess) {
     cudaGetLastError();
     throw Error(err == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory : ErrorCode::Cuda,
@@ -517,10 +525,11 @@ void launch_dequant_dense(const Int4DeviceWeights& w, const __half* x, int M, Ou
     dense_gemm(x, W, Dtype::F16, M, L.N, L.K, y, std::is_same_v<OutT, float> ? Dtype::F32 : Dtype::F16,
                static_cast<const float*>(w.bias.get()), stream);
   } catch (...) {
-    cudaFreeAsync(W, stream);
+    release();
+    cudaGetLastError();
     throw;
   }
-  AWQ_CUDA_CHECK(cudaFreeAsync(W, stream));
+  AWQ_CUDA_CHECK(release());
 }
 
 template <typename OutT>

@@ -30,8 +30,10 @@ DeviceMemory::DeviceMemory(size_t bytes, const char* what) : size_(bytes) {
   }
 }
 
+// A failed free (a lost context) is not reported from a destructor; the error is cleared so that
+// the next launch check on this thread does not report it as the launch's.
 DeviceMemory::~DeviceMemory() {
-  if (ptr_) cudaFree(ptr_);
+  if (ptr_ && cudaFree(ptr_) != cudaSuccess) cudaGetLastError();
 }
 
 DeviceMemory::DeviceMemory(DeviceMemory&& o) noexcept : ptr_(o.ptr_), size_(o.size_) {
@@ -41,7 +43,7 @@ DeviceMemory::DeviceMemory(DeviceMemory&& o) noexcept : ptr_(o.ptr_), size_(o.si
 
 DeviceMemory& DeviceMemory::operator=(DeviceMemory&& o) noexcept {
   if (this != &o) {
-    if (ptr_) cudaFree(ptr_);
+    if (ptr_ && cudaFree(ptr_) != cudaSuccess) cudaGetLastError();
     ptr_ = std::exchange(o.ptr_, nullptr);
     size_ = std::exchange(o.size_, 0);
   }
