@@ -1,8 +1,11 @@
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
-import { dequantizeAwq, loadAwq, openAwqCheckpoint } from '../dist/index.js';
+import { AwqCheckpointWriter, dequantizeAwq, Int4Linear, loadAwq, NonFiniteError, openAwqCheckpoint } from '../dist/index.js';
+import { llamaConfig } from './helpers/fixtures.js';
+import { scratchDir } from './helpers/scratch.js';
 import { mulberry32 } from './helpers/random.js';
 
 const dir = '../shared/models/llama-22m-awq';
@@ -34,6 +37,32 @@ describe('loadAwq', () => {
       }
     } finally {
       await ckpt.close();
+    }
+    await loaded.dispose();
+    for (const lin of loaded.linears.values()) expect(lin.nativeBytes).toBe(0);
+  });
+
+  it('a load that fails part way disposes the linears it had built', async () => {
+    const src = scratchDir('load-awq-src-');
+    writeFileSync(join(src, 'config.json'), JSON.stringify(llamaConfig()));
+    const out = join(scratchDir('load-awq-'), 'ck');
+    const w = await AwqCheckpointWriter.create(out, { sourceDir: src });
+    const linear = (name: string, scale: number) => ({
+      name, inFeatures: 128, outFeatures: 8, groupSize: 128,
+      qweight: new Int32Array(128), qzeros: new Int32Array(1), scales: new Uint16Array(8).fill(scale),
+    });
+    await w.addLinear(linear('model.layers.0.mlp.down_proj', 0x3c00)); // 1.0
+    await w.addLinear(linear('model.layers.0.mlp.up_proj', 0x7e00)); // NaN: refused by Int4Linear.fromAwq
+    await w.finish(llamaConfig(), { groupSize: 128 });
+    const disposed: string[] = [];
+    const spy = vi.spyOn(Int4Linear.prototype, 'dispose').mockImplementation(async function (this: Int4Linear) {
+      disposed.push(this.name ?? '');
+    });
+    try {
+      await expect(loadAwq(out)).rejects.toThrow(NonFiniteError);
+      expect(disposed).toEqual(['model.layers.0.mlp.down_proj']);
+    } finally {
+      spy.mockRestore();
     }
   });
 });

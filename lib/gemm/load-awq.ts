@@ -15,6 +15,8 @@ export interface LoadedAwq {
   readonly linears: ReadonlyMap<string, Int4Linear>;
   /** Every tensor that is not part of a quantized linear, widened to fp32. */
   readonly tensors: ReadonlyMap<string, Float32Array>;
+  /** Disposes every linear (Int4Linear.dispose: device memory back now on CUDA). */
+  dispose(): Promise<void>;
 }
 
 export interface LoadAwqOptions {
@@ -34,17 +36,27 @@ export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promis
     const total = linearNames.length + plain.length;
     let done = 0;
     const linears = new Map<string, Int4Linear>();
-    for (const name of linearNames) {
-      // One linear at a time: the AWQ tensors are read, repacked, and kept only as the layer's `awq`.
-      linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name), { device: options.device }));
-      options.onProgress?.({ name, done: ++done, total });
+    const dispose = async () => {
+      await Promise.all([...linears.values()].map((l) => l.dispose()));
+    };
+    try {
+      for (const name of linearNames) {
+        // One linear at a time: the AWQ tensors are read, repacked, and kept only as the layer's `awq`.
+        linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name), { device: options.device }));
+        options.onProgress?.({ name, done: ++done, total });
+      }
+      const tensors = new Map<string, Float32Array>();
+      for (const name of plain) {
+        tensors.set(name, await ckpt.readF32(name));
+        options.onProgress?.({ name, done: ++done, total });
+      }
+      return { dir, config: ckpt.config, quantization: ckpt.quantization, linears, tensors, dispose };
+    } catch (err) {
+      // A load that fails part way (out of device memory at some layer, a corrupt tensor) gives
+      // back what it had uploaded rather than leaving it to the garbage collector.
+      await dispose();
+      throw err;
     }
-    const tensors = new Map<string, Float32Array>();
-    for (const name of plain) {
-      tensors.set(name, await ckpt.readF32(name));
-      options.onProgress?.({ name, done: ++done, total });
-    }
-    return { dir, config: ckpt.config, quantization: ckpt.quantization, linears, tensors };
   } finally {
     await ckpt.close();
   }
