@@ -66,10 +66,10 @@ export interface NativeBinding {
   /** Sections 3-5 for one decoder layer: forward, scale search + fold, clip search, integer quantization. */
   quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array | CudaHiddenHandle | null, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
   // Device-resident hidden states for the CUDA layer driver (native/addon/cuda_hidden.cc).
-  cudaHiddenUpload(hidden: Float32Array, hiddenSize: number): CudaHiddenHandle;
+  cudaHiddenUpload(hidden: Float32Array, hiddenSize: number): Promise<CudaHiddenHandle>;
   cudaHiddenInfo(h: CudaHiddenHandle): { tokens: number; hiddenSize: number; released: boolean };
-  cudaHiddenDownload(h: CudaHiddenHandle): Float32Array;
-  cudaHiddenRelease(h: CudaHiddenHandle): void;
+  cudaHiddenDownload(h: CudaHiddenHandle): Promise<Float32Array>;
+  cudaHiddenRelease(h: CudaHiddenHandle): Promise<void>;
   // Dense fp32 GEMM (native/addon/gemm.cc).
   /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
   sgemm(

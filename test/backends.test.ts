@@ -31,21 +31,21 @@ describe('backends and the CLI skeleton', () => {
     }
   });
 
-  it('CudaHiddenStates: device-resident hidden states (a typed error saying how to build CUDA without it)', () => {
+  it('CudaHiddenStates: device-resident hidden states (a typed error saying how to build CUDA without it)', async () => {
     const h = new Float32Array(4 * 8).map((_, i) => i * 0.5 - 3);
-    expect(() => CudaHiddenStates.upload(h, 3)).toThrow(InvalidArgumentError);
+    await expect(CudaHiddenStates.upload(h, 3)).rejects.toThrow(InvalidArgumentError);
     if (backends().cuda === null) {
-      expect(() => CudaHiddenStates.upload(h, 8)).toThrow(CudaError);
-      expect(() => CudaHiddenStates.upload(h, 8)).toThrow(/npm run build:cuda|CUDA/);
+      await expect(CudaHiddenStates.upload(h, 8)).rejects.toThrow(CudaError);
+      await expect(CudaHiddenStates.upload(h, 8)).rejects.toThrow(/npm run build:cuda|CUDA/);
       return;
     }
-    const d = CudaHiddenStates.upload(h, 8);
+    const d = await CudaHiddenStates.upload(h, 8);
     expect([d.tokens, d.hiddenSize, d.released]).toEqual([4, 8, false]);
-    expect(d.download()).toEqual(h);
-    d.release();
-    d.release();
+    expect(await d.download()).toEqual(h);
+    await Promise.all([d.release(), d.release()]);
+    await d.release();
     expect(d.released).toBe(true);
-    expect(() => d.download()).toThrow(/released/);
+    await expect(d.download()).rejects.toThrow(/released/);
   });
 
   it('resizes the shared thread pool', () => {

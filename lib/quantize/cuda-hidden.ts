@@ -9,6 +9,7 @@ import { native, type CudaHiddenHandle } from '../native.js';
 
 export class CudaHiddenStates {
   readonly #handle: CudaHiddenHandle;
+  #release: Promise<void> | undefined;
   /** Rows (calibration tokens). */
   readonly tokens: number;
   readonly hiddenSize: number;
@@ -19,8 +20,11 @@ export class CudaHiddenStates {
     this.hiddenSize = hiddenSize;
   }
 
-  /** Copies `hidden` [tokens, hiddenSize] to device 0 (CudaError without a CUDA build or device). */
-  static upload(hidden: Float32Array, hiddenSize: number): CudaHiddenStates {
+  /**
+   * Copies `hidden` [tokens, hiddenSize] to device 0 on a worker (CudaError without a CUDA build
+   * or device). Keep `hidden` attached until the promise settles.
+   */
+  static async upload(hidden: Float32Array, hiddenSize: number): Promise<CudaHiddenStates> {
     if (!(hidden instanceof Float32Array)) throw new InvalidArgumentError('hidden: expected a Float32Array');
     if (!Number.isInteger(hiddenSize) || hiddenSize < 1) {
       throw new InvalidArgumentError(`hiddenSize: expected a positive integer, got ${hiddenSize}`);
@@ -28,7 +32,7 @@ export class CudaHiddenStates {
     if (hidden.length === 0 || hidden.length % hiddenSize !== 0) {
       throw new InvalidArgumentError(`hidden: expected a positive multiple of hiddenSize = ${hiddenSize} elements, got ${hidden.length}`);
     }
-    const handle = native().cudaHiddenUpload(hidden, hiddenSize);
+    const handle = await native().cudaHiddenUpload(hidden, hiddenSize);
     return new CudaHiddenStates(handle, hidden.length / hiddenSize, hiddenSize);
   }
 
@@ -37,14 +41,25 @@ export class CudaHiddenStates {
     return native().cudaHiddenInfo(this.#handle).released;
   }
 
-  /** The current contents, copied to the host ([tokens, hiddenSize]). */
-  download(): Float32Array {
-    return native().cudaHiddenDownload(this.#handle);
+  /** The current contents, copied to the host ([tokens, hiddenSize]) on a worker. */
+  download(): Promise<Float32Array> {
+    try {
+      return native().cudaHiddenDownload(this.#handle);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Gives the device memory back now (the garbage collector would, later). Idempotent. */
-  release(): void {
-    native().cudaHiddenRelease(this.#handle);
+  release(): Promise<void> {
+    if (!this.#release) {
+      try {
+        this.#release = native().cudaHiddenRelease(this.#handle);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.#release;
   }
 
   /** @internal The native handle, for quantizeDecoderLayer. */

@@ -183,7 +183,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       hidden = embed(embedTable, cfg.hiddenSize, blocks.tokens);
       if (opts.backend === 'cuda') {
         // held on the device from here on: each layer reads its input there and leaves its output
-        deviceHidden = CudaHiddenStates.upload(hidden, cfg.hiddenSize);
+        deviceHidden = await CudaHiddenStates.upload(hidden, cfg.hiddenSize);
         hidden = undefined;
       }
     }
@@ -249,7 +249,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
     return { out: options.out, report };
   } finally {
-    deviceHidden?.release();
+    // A failed release must not hide the run's own error; the garbage collector frees them then.
+    await deviceHidden?.release().catch(() => undefined);
     if (writer) await writer.abort();
     await model.close();
   }

@@ -1,8 +1,10 @@
 // Device-resident hidden states for the CUDA layer driver (see cuda_hidden.h):
-//   cudaHiddenUpload(hidden Float32Array, hiddenSize) -> handle
+//   cudaHiddenUpload(hidden Float32Array, hiddenSize) -> Promise<handle>
 //   cudaHiddenInfo(handle) -> { tokens, hiddenSize, released }
-//   cudaHiddenDownload(handle) -> Float32Array [tokens * hiddenSize]
-//   cudaHiddenRelease(handle)   gives the device memory back now (also done by the GC)
+//   cudaHiddenDownload(handle) -> Promise<Float32Array [tokens * hiddenSize]>
+//   cudaHiddenRelease(handle) -> Promise<undefined>   gives the device memory back now (also done by the GC)
+// The copies (about 1 GiB for a 7B model's calibration states, from pageable memory) and the free
+// (cudaFree waits for the device) run on a worker, not on the event loop.
 // In a build without CUDA each of them is an ERR_AWQ_CUDA error saying how to build one.
 #include "cuda_hidden.h"
 
@@ -58,8 +60,14 @@ Napi::Value Upload(const Napi::CallbackInfo& info) {
       bad_arg("hidden: expected a positive multiple of hiddenSize = " + std::to_string(H) + " elements, got " +
               std::to_string(hidden.length));
     auto h = std::make_shared<CudaHidden>();
-    h->states = std::make_unique<cuda::DeviceHidden>(hidden.data, static_cast<int64_t>(hidden.length) / H, H);
-    return tagged_external(env, new Handle(std::move(h)), kHiddenTag);
+    const float* data = hidden.data;
+    const int64_t tokens = static_cast<int64_t>(hidden.length) / H;
+    return AsyncJob::start(
+        env, "awq.cudaHiddenUpload", {info[0]},
+        [h, data, tokens, H] { h->states = std::make_unique<cuda::DeviceHidden>(data, tokens, H); },
+        [h](Napi::Env e, const std::vector<Napi::Value>&) -> Napi::Value {
+          return tagged_external(e, new Handle(h), kHiddenTag);
+        });
   });
 }
 
@@ -78,11 +86,24 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Value Download(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    CudaHiddenUse use(handle_of(info[0]));  // refuses released states
-    const cuda::DeviceHidden& s = use.states();
-    auto out = Napi::Float32Array::New(env, static_cast<size_t>(s.tokens() * s.hidden()));
-    s.download(out.Data());
-    return out;
+    const Handle h = handle_of(info[0]);
+    size_t n = 0;
+    {
+      CudaHiddenUse use(h);  // refuses released or busy states now; the worker checks again
+      n = static_cast<size_t>(use.states().tokens() * use.states().hidden());
+    }
+    auto out = Napi::Float32Array::New(env, n);
+    float* dst = out.Data();
+    return AsyncJob::start(
+        env, "awq.cudaHiddenDownload", {out},
+        [h, dst, n] {
+          CudaHiddenUse use(h);
+          const cuda::DeviceHidden& s = use.states();
+          if (static_cast<size_t>(s.tokens() * s.hidden()) != n)
+            throw Error(ErrorCode::InvalidArgument, "hidden: the device hidden states changed shape during the download");
+          s.download(dst);
+        },
+        [](Napi::Env, const std::vector<Napi::Value>& kept) -> Napi::Value { return kept[0]; });
   });
 }
 
@@ -90,11 +111,14 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     const Handle h = handle_of(info[0]);
-    if (h->states) {
-      CudaHiddenUse use(h);  // not while a layer call holds them
-      h->states.reset();
-    }
-    return env.Undefined();
+    return AsyncJob::start(
+        env, "awq.cudaHiddenRelease", {},
+        [h] {
+          if (!h->states) return;  // released already: idempotent
+          CudaHiddenUse use(h);     // not while a layer call holds them
+          h->states.reset();
+        },
+        [](Napi::Env e, const std::vector<Napi::Value>&) -> Napi::Value { return e.Undefined(); });
   });
 }
 
