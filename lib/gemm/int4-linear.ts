@@ -70,9 +70,9 @@ export class Int4Linear {
   /** The AWQ tensors this layer was built from (for saving), or null for quantizer output. */
   readonly awq: AwqLinearTensors | null;
   readonly device: Int4Device;
+  // Both null once disposed.
   #handle: Int4Handle | null;
   #cuda: CudaInt4Handle | null;
-  #disposed = false;
 
   private constructor(handle: Int4Handle | CudaInt4Handle, device: Int4Device, name: string | undefined, awq: AwqLinearTensors | null) {
     this.device = device;
@@ -161,12 +161,14 @@ export class Int4Linear {
    * InvalidArgumentError; disposing twice is harmless.
    */
   async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    this.#disposed = true;
     const cuda = this.#cuda;
     this.#handle = null;
     this.#cuda = null;
     if (cuda) await native().int4CudaRelease(cuda);
+  }
+
+  get #disposed(): boolean {
+    return this.#handle === null && this.#cuda === null;
   }
 
   #checkLive(what: string): void {

@@ -65,4 +65,7 @@ class AsyncJob : public Napi::AsyncWorker {
   std::string code_ = "ERR_AWQ_INTERNAL";
 };
 
+// An AsyncJob result for work that returns nothing: the promise resolves with undefined.
+inline Napi::Value resolve_undefined(Napi::Env env, const std::vector<Napi::Value>&) { return env.Undefined(); }
+
 }  // namespace awq::addon

@@ -144,7 +144,7 @@ Napi::Value ConvertToF32(const Napi::CallbackInfo& info) {
             fp16_to_f32(src.data, dst.data, static_cast<int64_t>(src.length));
           }
         },
-        [](Napi::Env env, const std::vector<Napi::Value>&) { return env.Undefined(); });
+        resolve_undefined);
   });
 }
 

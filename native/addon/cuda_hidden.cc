@@ -118,7 +118,7 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
           CudaHiddenUse use(h);     // not while a layer call holds them
           h->states.reset();
         },
-        [](Napi::Env e, const std::vector<Napi::Value>&) -> Napi::Value { return e.Undefined(); });
+        resolve_undefined);
   });
 }
 

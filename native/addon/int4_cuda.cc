@@ -167,7 +167,7 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
           h->dx = cuda::DeviceMemory();
           h->dy = cuda::DeviceMemory();
         },
-        [](Napi::Env e, const std::vector<Napi::Value>&) -> Napi::Value { return e.Undefined(); });
+        resolve_undefined);
   });
 }
 #endif
