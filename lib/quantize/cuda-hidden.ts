@@ -54,7 +54,12 @@ export class CudaHiddenStates {
   release(): Promise<void> {
     if (!this.#release) {
       try {
-        this.#release = native().cudaHiddenRelease(this.#handle);
+        // Shared by concurrent calls; forgotten when refused (in use by a layer call), so a later
+        // release can succeed.
+        this.#release = native().cudaHiddenRelease(this.#handle).catch((err: unknown) => {
+          this.#release = undefined;
+          throw err;
+        });
       } catch (err) {
         return Promise.reject(err);
       }
