@@ -47,6 +47,16 @@ CpuFeatures detect() {
     f.avxvnni = a & (1u << 4);
     f.avx512bf16 = zmm_ok && (a & (1u << 5));
   }
+#ifdef AWQ_EMULATE_AVX512
+  // The emulated test build (native/tests/avx512_emulation.h): its AVX-512 kernels are SIMDe
+  // code compiled for AVX2, so they run wherever AVX2 does. AWQ_EMULATE_VNNI=0 leaves VNNI out,
+  // for the AVX-512 kernels that machines without it run.
+  if (f.avx2 && f.fma && f.f16c) {
+    f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = true;
+    const char* vnni = std::getenv("AWQ_EMULATE_VNNI");
+    f.avx512vnni = !(vnni && !std::strcmp(vnni, "0"));
+  }
+#endif
   return f;
 }
 

@@ -6,7 +6,9 @@
 #include "fma_peak.h"
 
 #pragma GCC push_options
+#ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
 #pragma GCC target("avx512f,avx2,fma")
+#endif
 
 namespace awq::detail {
 

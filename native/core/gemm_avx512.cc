@@ -8,7 +8,9 @@
 #include "gemm_kernels.h"
 
 #pragma GCC push_options
+#ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
 
 namespace awq::detail {
 namespace {

@@ -16,7 +16,9 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
 
 namespace awq::detail {
 namespace {

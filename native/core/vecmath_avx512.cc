@@ -10,7 +10,9 @@
 #include "vecmath.h"
 
 #pragma GCC push_options
+#ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
 #pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
+#endif
 
 namespace awq {
 namespace {
