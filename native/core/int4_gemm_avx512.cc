@@ -67,9 +67,50 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
     for (int r = 0; r < NR; ++r) y[m * ldy + n0 + r] = _mm512_reduce_add_ps(acc[m][r]);
 }
 
+// decode_tile at M = 1 for groups of whole 128-blocks (group 128, the usual AWQ case): every
+// block's 8 slots share one table and one fully unrolled loop, ~12% faster than the general slot
+// walk above with the weights in L1 (Zen 4; at M = 4 it was 8% slower, so M > 1 keeps the walk).
+// The prefetch goes to L2, not L1: from DRAM that was 6-13% faster on Zen 4 (same-process A/B,
+// 2 threads), as the L1 then holds x and the rows in use rather than the next tile as well.
+template <int NR>
+void decode_tile_blocks(const Int4Weights& w, const float* x, float* y, int64_t n0) {
+  const int64_t G = w.groups, bpg = w.group / 128;
+  const uint8_t* rows[NR];
+  for (int r = 0; r < NR; ++r) rows[r] = w.row(n0 + r);
+  __m512 acc[NR];
+  for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; ++g) {
+    __m512 lut[NR];
+    for (int r = 0; r < NR; ++r) lut[r] = group_table(w, (n0 + r) * G + g);
+    for (int64_t blk = g * bpg; blk < (g + 1) * bpg; ++blk) {
+      __m512i wv[NR];
+      for (int r = 0; r < NR; ++r) wv[r] = load_block(rows[r] + blk * 64);
+      for (int r = 0; r < NR; ++r) _mm_prefetch(prefetch_target(w, rows[r], kPrefetchRows, blk), _MM_HINT_T1);
+      const float* xb = x + blk * 128;
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) {
+        const __m512 xv = _mm512_loadu_ps(xb + s * 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+          acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(wv[r], lut[r]), xv, acc[r]);
+          wv[r] = _mm512_srli_epi32(wv[r], 4);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r) y[n0 + r] = _mm512_reduce_add_ps(acc[r]);
+}
+
 template <int MR, int NR>
 void decode_rows(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n0, int64_t n1) {
   int64_t n = n0;
+  if constexpr (MR == 1) {
+    if (w.group % 128 == 0) {
+      for (; n + NR <= n1; n += NR) decode_tile_blocks<NR>(w, x, y, n);
+      for (; n < n1; ++n) decode_tile_blocks<1>(w, x, y, n);
+      return;
+    }
+  }
   for (; n + NR <= n1; n += NR) decode_tile<MR, NR>(w, x, ldx, y, ldy, n);
   for (; n < n1; ++n) decode_tile<MR, 1>(w, x, ldx, y, ldy, n);
 }
