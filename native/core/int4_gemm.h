@@ -136,6 +136,10 @@ struct Int4Kernels {
   void (*permute_x)(const float* x, int64_t M, int64_t in, PermutedActivations& out);
   void (*decode_permuted)(const Int4Weights& w, const PermutedActivations& a, float* y, int64_t ldy,
                           int64_t n0, int64_t n1);
+  // Optional (null: decode_int8) int8 mode from kInt8PrefillMinM rows of x: same contract as
+  // decode_int8, organised for many rows (AVX-512 VNNI: 16 output rows per vector).
+  void (*prefill_int8)(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0,
+                       int64_t n1);
 };
 // Rows of x up to which decode_permuted is used: from 4 rows on, the FMAs outweigh the unpacking
 // it saves and its accumulators crowd the registers (AVX2: 10-20% slower than decode at M = 4-16).
@@ -146,6 +150,8 @@ extern const Int4Kernels kInt4Avx512;
 // The AVX-512 int8 kernel with VNNI (vpdpbusd), picked by kInt4Avx512 where the CPU has it.
 void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
                             int64_t n0, int64_t n1);
+void prefill_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
+                             int64_t n0, int64_t n1);
 const Int4Kernels& int4_kernels();  // for active_isa()
 
 // Software prefetch target of the streaming kernels: block `blk` of the row `rows_ahead` rows

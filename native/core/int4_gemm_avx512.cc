@@ -189,9 +189,16 @@ void decode_int8_avx512(const Int4Weights& w, const Int8Activations& a, float* y
   });
 }
 
+void prefill_int8_avx512(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0,
+                         int64_t n1) {
+  if (cpu_features().avx512vnni) return prefill_int8_avx512vnni(w, a, y, ldy, n0, n1);
+  decode_int8_avx512(w, a, y, ldy, n0, n1);
+}
+
 }  // namespace
 
-const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int8_avx512, nullptr, nullptr, nullptr};
+const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int8_avx512, nullptr,
+                                 nullptr,       nullptr,              prefill_int8_avx512};
 
 }  // namespace awq::detail
 

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "int4_gemm.h"
 
@@ -53,7 +55,101 @@ void rows_vnni(const Int4Weights& w, const Int8Activations& a, int64_t m0, float
   }
 }
 
+// ---- Int8 prefill: 16 output rows per vector ----
+// A panel regroups 16 rows' nibbles as u8 so that, in block b, dword t of lane l holds the 4
+// weights of row n0 + l that meet dword t of the block's quantized activations (the order of
+// Int8Activations). One vpdpbusd with that dword broadcast then does 4 inputs x 16 rows for a row
+// of x, and the per-block scaling (convert + fma) is paid once per 16 rows, not once per row as
+// in rows_vnni, whose lanes are inputs.
+constexpr int kPanelLanes = 16;
+constexpr int kPanelMR = 8;  // rows of x per pass: 8 int32 + 8 fp32 accumulators
+
+struct Int8Panel {
+  AlignedBytes q;            // uint32 [blocks][32][16], 64-byte aligned for whole-vector loads
+  std::vector<float> sw;     // [groups][16]: weight scales
+  std::vector<float> zsw;    // [groups][16]: zero point x weight scale
+};
+
+void pack_int8_panel(const Int4Weights& w, int64_t n0, int lanes, Int8Panel& p) {
+  const __m512i low = _mm512_set1_epi8(15);
+  const int64_t G = w.groups;
+  const size_t bytes = static_cast<size_t>(w.blocks * 32 * kPanelLanes * 4);
+  if (p.q.size() != bytes) p.q = AlignedBytes(bytes);
+  uint32_t* words = reinterpret_cast<uint32_t*>(p.q.data());
+  if (lanes < kPanelLanes) std::memset(words, 0, bytes);  // rows past the end multiply as zeros
+  p.sw.assign(static_cast<size_t>(G * kPanelLanes), 0.f);
+  p.zsw.assign(static_cast<size_t>(G * kPanelLanes), 0.f);
+  alignas(64) uint32_t lohi[32];
+  for (int l = 0; l < lanes; ++l) {
+    const int64_t n = n0 + l;
+    const uint8_t* row = w.row(n);
+    for (int64_t b = 0; b < w.blocks; ++b) {
+      // lo dword j = nibbles 0, 2, 4, 6 of word j (inputs 32c + j); hi = 1, 3, 5, 7 (32c + 16 + j)
+      const __m512i v = load_block(row + b * 64);
+      _mm512_store_si512(reinterpret_cast<void*>(lohi), _mm512_and_si512(v, low));
+      _mm512_store_si512(reinterpret_cast<void*>(lohi + 16), _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
+      uint32_t* dst = words + b * 32 * kPanelLanes + l;
+      for (int t = 0; t < 32; ++t) dst[t * kPanelLanes] = lohi[t];
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      p.sw[g * kPanelLanes + l] = w.scales[n * G + g];
+      p.zsw[g * kPanelLanes + l] = static_cast<float>(w.zeros[n * G + g]) * w.scales[n * G + g];
+    }
+  }
+}
+
+template <int MR>
+void panel_rows_int8(const Int4Weights& w, const Int8Activations& a, const Int8Panel& p, int64_t m0, float* y,
+                     int64_t ldy, int64_t n0, int lanes) {
+  const int64_t bpg = w.group / 128;
+  const __mmask16 keep = static_cast<__mmask16>((1u << lanes) - 1);
+  __m512 acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < w.blocks; ++b) {
+    const uint32_t* pq = reinterpret_cast<const uint32_t*>(p.q.data()) + b * 32 * kPanelLanes;
+    const int32_t* xq[MR];
+    for (int m = 0; m < MR; ++m) xq[m] = reinterpret_cast<const int32_t*>(a.q.data() + ((m0 + m) * a.blocks + b) * 128);
+    __m512i d[MR];
+    for (int m = 0; m < MR; ++m) d[m] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int t = 0; t < 32; ++t) {
+      const __m512i wv = _mm512_load_si512(reinterpret_cast<const void*>(pq + t * kPanelLanes));
+      for (int m = 0; m < MR; ++m) d[m] = _mm512_dpbusd_epi32(d[m], wv, _mm512_set1_epi32(xq[m][t]));
+    }
+    const int64_t g = b / bpg;
+    const __m512 sw = _mm512_loadu_ps(p.sw.data() + g * kPanelLanes), zsw = _mm512_loadu_ps(p.zsw.data() + g * kPanelLanes);
+    for (int m = 0; m < MR; ++m) {
+      const int64_t ab = (m0 + m) * a.blocks + b;
+      const float sa = a.scale[ab];
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[m]), _mm512_mul_ps(sw, _mm512_set1_ps(sa)), acc[m]);
+      acc[m] = _mm512_fnmadd_ps(zsw, _mm512_set1_ps(sa * static_cast<float>(a.sum[ab])), acc[m]);
+    }
+  }
+  for (int m = 0; m < MR; ++m) _mm512_mask_storeu_ps(y + (m0 + m) * ldy + n0, keep, acc[m]);
+}
+
 }  // namespace
+
+void prefill_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0,
+                             int64_t n1) {
+  thread_local Int8Panel panel;  // reused: up to 2 KiB per 128 inputs
+  for (int64_t p0 = n0; p0 < n1; p0 += kPanelLanes) {
+    const int lanes = static_cast<int>(std::min<int64_t>(kPanelLanes, n1 - p0));
+    pack_int8_panel(w, p0, lanes, panel);
+    for (int64_t m0 = 0; m0 < a.M; m0 += kPanelMR) {
+      switch (std::min<int64_t>(kPanelMR, a.M - m0)) {
+        case 1: panel_rows_int8<1>(w, a, panel, m0, y, ldy, p0, lanes); break;
+        case 2: panel_rows_int8<2>(w, a, panel, m0, y, ldy, p0, lanes); break;
+        case 3: panel_rows_int8<3>(w, a, panel, m0, y, ldy, p0, lanes); break;
+        case 4: panel_rows_int8<4>(w, a, panel, m0, y, ldy, p0, lanes); break;
+        case 5: panel_rows_int8<5>(w, a, panel, m0, y, ldy, p0, lanes); break;
+        case 6: panel_rows_int8<6>(w, a, panel, m0, y, ldy, p0, lanes); break;
+        case 7: panel_rows_int8<7>(w, a, panel, m0, y, ldy, p0, lanes); break;
+        default: panel_rows_int8<8>(w, a, panel, m0, y, ldy, p0, lanes); break;
+      }
+    }
+  }
+}
 
 void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0,
                             int64_t n1) {

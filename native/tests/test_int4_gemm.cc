@@ -213,7 +213,10 @@ TEST(int4_permuted_decode_kernel_runs_and_matches_the_reference) {
 
 TEST(int4_int8_mode_within_its_documented_bound_every_isa) {
   for_each_isa([&](Isa) {
-    const int64_t shapes[][4] = {{1, 128, 16, 128}, {3, 512, 24, 256}, {8, 384, 40, 128}, {20, 1024, 9, 128}};
+    // From M = 32 the AVX-512 VNNI path takes 16 output rows per vector: 37 rows of x leave a
+    // pass of 5, 50 outputs a panel of 2, group 256 two blocks per scale.
+    const int64_t shapes[][4] = {{1, 128, 16, 128}, {3, 512, 24, 256}, {8, 384, 40, 128}, {20, 1024, 9, 128},
+                                 {37, 512, 50, 256}, {32, 384, 16, 128}};
     uint32_t seed = 300;
     for (auto& s : shapes) {
       const int64_t M = s[0];
@@ -249,18 +252,20 @@ TEST(int4_int8_and_exact_modes_agree_on_integer_friendly_inputs) {
   // x holding small integers with a block maximum of 127 quantizes exactly: both modes agree
   // up to fp32 rounding, which checks the int8 layout and zero-point folding tightly.
   for_each_isa([&](Isa) {
-    QLinear L = random_linear(256, 32, 128, 21);
+    QLinear L = random_linear(256, 40, 128, 21);
     std::mt19937 rng(22);
-    std::vector<float> x(2 * 256);
-    for (auto& v : x) v = static_cast<float>(static_cast<int>(rng() % 255) - 127);
-    for (int m = 0; m < 2; ++m) x[m * 256] = 127.f, x[m * 256 + 128] = -127.f;
-    auto w = pack(L);
-    std::vector<float> ye(2 * 32), yi(2 * 32);
-    int4_linear(*w, x.data(), 2, ye.data(), Int4Mode::Exact);
-    int4_linear(*w, x.data(), 2, yi.data(), Int4Mode::Int8);
-    double worst = 0;
-    for (int i = 0; i < 64; ++i) worst = std::max(worst, std::fabs(ye[i] - yi[i]) / (std::fabs(ye[i]) + 1.0));
-    CHECK(worst < 1e-4);
+    for (const int64_t M : {2, 35}) {  // the row-wise and (from 32 rows) the panel int8 kernels
+      std::vector<float> x(M * 256);
+      for (auto& v : x) v = static_cast<float>(static_cast<int>(rng() % 255) - 127);
+      for (int64_t m = 0; m < M; ++m) x[m * 256] = 127.f, x[m * 256 + 128] = -127.f;
+      auto w = pack(L);
+      std::vector<float> ye(M * 40), yi(M * 40);
+      int4_linear(*w, x.data(), M, ye.data(), Int4Mode::Exact);
+      int4_linear(*w, x.data(), M, yi.data(), Int4Mode::Int8);
+      double worst = 0;
+      for (int64_t i = 0; i < M * 40; ++i) worst = std::max(worst, std::fabs(ye[i] - yi[i]) / (std::fabs(ye[i]) + 1.0));
+      CHECK(worst < 1e-4);
+    }
   });
 }
 
