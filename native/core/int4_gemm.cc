@@ -298,9 +298,9 @@ constexpr int64_t kDecodeMaxM = 16;
 constexpr int64_t kDecodeMaxMFused = 15;
 constexpr int64_t kPackedPrefillMinM = 64;
 // Int8 mode: rows of x from which Int4Kernels::prefill_int8 (where an ISA has one) replaces
-// decode_int8. Zen 4, 2 threads: 0.93-1.08x decode_int8's time at M = 32, 0.72-0.91x at 48-64
-// (the panels are packed on every call, which M = 16 does not repay: 1.4x slower there).
-constexpr int64_t kInt8PrefillMinM = 32;
+// decode_int8. Zen 4, 2 threads: 0.78-1.0x decode_int8's time at M = 8, 0.67-0.75x at 16-32
+// (its panels are repacked on every call, which fewer rows do not repay).
+constexpr int64_t kInt8PrefillMinM = 8;
 
 // Runs fn(i, thread index) for i in [0, n) with the items handed out one at a time from a shared counter:
 // on a machine shared with other processes, a descheduled thread then delays one small item,

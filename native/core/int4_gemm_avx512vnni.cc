@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "int4_gemm.h"
@@ -70,32 +69,63 @@ struct Int8Panel {
   std::vector<float> zsw;    // [groups][16]: zero point x weight scale
 };
 
+// r[l] = dword row l (16 lanes) -> r[t] = (old r[0][t], ..., r[15][t]): 64 in-register shuffles.
+inline void transpose16x16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + j]: rows 4i..4i+3 of columns j, j + 4, j + 8, j + 12 (one per 128-bit lane)
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512i v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], _MM_SHUFFLE(3, 1, 3, 1));
+    r[j] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0));
+    r[j + 8] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1));
+    r[j + 4] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0));
+    r[j + 12] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
 void pack_int8_panel(const Int4Weights& w, int64_t n0, int lanes, Int8Panel& p) {
   const __m512i low = _mm512_set1_epi8(15);
   const int64_t G = w.groups;
   const size_t bytes = static_cast<size_t>(w.blocks * 32 * kPanelLanes * 4);
   if (p.q.size() != bytes) p.q = AlignedBytes(bytes);
   uint32_t* words = reinterpret_cast<uint32_t*>(p.q.data());
-  if (lanes < kPanelLanes) std::memset(words, 0, bytes);  // rows past the end multiply as zeros
   p.sw.assign(static_cast<size_t>(G * kPanelLanes), 0.f);
   p.zsw.assign(static_cast<size_t>(G * kPanelLanes), 0.f);
-  alignas(64) uint32_t lohi[32];
-  for (int l = 0; l < lanes; ++l) {
-    const int64_t n = n0 + l;
-    const uint8_t* row = w.row(n);
-    for (int64_t b = 0; b < w.blocks; ++b) {
-      // lo dword j = nibbles 0, 2, 4, 6 of word j (inputs 32c + j); hi = 1, 3, 5, 7 (32c + 16 + j)
-      const __m512i v = load_block(row + b * 64);
-      _mm512_store_si512(reinterpret_cast<void*>(lohi), _mm512_and_si512(v, low));
-      _mm512_store_si512(reinterpret_cast<void*>(lohi + 16), _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
-      uint32_t* dst = words + b * 32 * kPanelLanes + l;
-      for (int t = 0; t < 32; ++t) dst[t * kPanelLanes] = lohi[t];
+  for (int64_t b = 0; b < w.blocks; ++b) {
+    // lo dword j = nibbles 0, 2, 4, 6 of word j (inputs 32c + j); hi = 1, 3, 5, 7 (32c + 16 + j).
+    // Rows past the end multiply as zeros.
+    __m512i lo[16], hi[16];
+    for (int l = 0; l < kPanelLanes; ++l) {
+      const __m512i v = l < lanes ? load_block(w.row(n0 + l) + b * 64) : _mm512_setzero_si512();
+      lo[l] = _mm512_and_si512(v, low);
+      hi[l] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
     }
-    for (int64_t g = 0; g < G; ++g) {
-      p.sw[g * kPanelLanes + l] = w.scales[n * G + g];
-      p.zsw[g * kPanelLanes + l] = static_cast<float>(w.zeros[n * G + g]) * w.scales[n * G + g];
+    transpose16x16(lo);
+    transpose16x16(hi);
+    uint32_t* dst = words + b * 32 * kPanelLanes;
+    for (int t = 0; t < 16; ++t) {
+      _mm512_store_si512(reinterpret_cast<void*>(dst + t * kPanelLanes), lo[t]);
+      _mm512_store_si512(reinterpret_cast<void*>(dst + (16 + t) * kPanelLanes), hi[t]);
     }
   }
+  for (int l = 0; l < lanes; ++l)
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t i = (n0 + l) * G + g;
+      p.sw[g * kPanelLanes + l] = w.scales[i];
+      p.zsw[g * kPanelLanes + l] = static_cast<float>(w.zeros[i]) * w.scales[i];
+    }
 }
 
 template <int MR>

@@ -213,8 +213,8 @@ TEST(int4_permuted_decode_kernel_runs_and_matches_the_reference) {
 
 TEST(int4_int8_mode_within_its_documented_bound_every_isa) {
   for_each_isa([&](Isa) {
-    // From M = 32 the AVX-512 VNNI path takes 16 output rows per vector: 37 rows of x leave a
-    // pass of 5, 50 outputs a panel of 2, group 256 two blocks per scale.
+    // From M = 8 the AVX-512 VNNI path takes 16 output rows per vector: 37 rows of x leave a
+    // pass of 5, 50 outputs a panel of 2 (9 and 40: 9 and 8), group 256 two blocks per scale.
     const int64_t shapes[][4] = {{1, 128, 16, 128}, {3, 512, 24, 256}, {8, 384, 40, 128}, {20, 1024, 9, 128},
                                  {37, 512, 50, 256}, {32, 384, 16, 128}};
     uint32_t seed = 300;
@@ -254,7 +254,7 @@ TEST(int4_int8_and_exact_modes_agree_on_integer_friendly_inputs) {
   for_each_isa([&](Isa) {
     QLinear L = random_linear(256, 40, 128, 21);
     std::mt19937 rng(22);
-    for (const int64_t M : {2, 35}) {  // the row-wise and (from 32 rows) the panel int8 kernels
+    for (const int64_t M : {2, 35}) {  // the row-wise and (from 8 rows) the panel int8 kernels
       std::vector<float> x(M * 256);
       for (auto& v : x) v = static_cast<float>(static_cast<int>(rng() % 255) - 127);
       for (int64_t m = 0; m < M; ++m) x[m * 256] = 127.f, x[m * 256 + 128] = -127.f;
