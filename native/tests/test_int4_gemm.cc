@@ -216,7 +216,7 @@ TEST(int4_int8_mode_within_its_documented_bound_every_isa) {
     // From M = 8 the AVX-512 VNNI path takes 16 output rows per vector: 37 rows of x leave a
     // pass of 5, 50 outputs a panel of 2 (9 and 40: 9 and 8), group 256 two blocks per scale.
     const int64_t shapes[][4] = {{1, 128, 16, 128}, {3, 512, 24, 256}, {8, 384, 40, 128}, {20, 1024, 9, 128},
-                                 {37, 512, 50, 256}, {32, 384, 16, 128}};
+                                 {37, 512, 50, 256}, {32, 384, 16, 128}, {2, 2304, 24, 128}};
     uint32_t seed = 300;
     for (auto& s : shapes) {
       const int64_t M = s[0];
