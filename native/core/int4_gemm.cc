@@ -271,8 +271,8 @@ void decode_int8_portable(const Int4Weights& w, const Int8Activations& a, float*
 
 }  // namespace
 
-const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, decode_int8_portable, nullptr,
-                                   nullptr, nullptr, nullptr};
+const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, decode_int8_portable, nullptr, 0, 0,
+                                   nullptr,         nullptr,                nullptr};
 
 const Int4Kernels& int4_kernels() {
   switch (active_isa()) {
@@ -293,9 +293,10 @@ namespace {
 // fp32 panel and an sgemm call. Crossovers measured on Zen 3 (AVX2), 2 threads: the fused packed
 // path is 1.02-1.11x the speed of decode at M = 16 on the three benchmark shapes (medians of 41
 // alternating calls in one process), behind at M = 12-15, and 20-30% ahead from M = 24; the
-// unfused packed path needed M = 64, so without the fused panels decode keeps M = 16.
+// unfused packed path needed M = 64, so without the fused panels decode keeps M = 16. Where the
+// panels are fused, Int4Kernels::decode_max_m_fused says up to where decode stays (AVX2 15,
+// AVX-512 16: its 14-row micro-tiles make M = 16 cost as much as 28 rows).
 constexpr int64_t kDecodeMaxM = 16;
-constexpr int64_t kDecodeMaxMFused = 15;
 constexpr int64_t kPackedPrefillMinM = 64;
 // Int8 mode: rows of x from which Int4Kernels::prefill_int8 (where an ISA has one) replaces
 // decode_int8. Zen 4, 2 threads: 0.78-1.0x decode_int8's time at M = 8, 0.67-0.75x at 16-32
@@ -351,7 +352,7 @@ void prefill_dequant_sgemm(const detail::Int4Kernels& kern, const Int4Weights& w
 // Whether this ISA dequantizes straight into the sgemm's B micro-panels (no staging block):
 // prefill_packed then skips the transposing pack, and it pays from M = 17 on.
 bool fused_panels(const detail::Int4Kernels& kern, const detail::GemmKernel& gk) {
-  return kern.dequant_panel16 != nullptr && gk.nr == 16;
+  return kern.dequant_panel != nullptr && gk.nr == kern.panel_lanes;
 }
 
 // Exact prefill for large M on the sgemm micro-kernel (GotoBLAS blocking with the weights as the B operand):
@@ -416,7 +417,7 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
             __builtin_prefetch(w.row(n) + b * 64);
       for (int64_t q = 0; q < panels; ++q) {
         const int lanes = static_cast<int>(std::min(nr, n_end - n_begin - q * nr));
-        if (fused) kern.dequant_panel16(w, n_begin + q * nr, lanes, pc, kb, pb + q * nr * kb);
+        if (fused) kern.dequant_panel(w, n_begin + q * nr, lanes, pc, kb, pb + q * nr * kb);
         else gk.pack_b(stage + q * nr * kb, kb, false, lanes, kb, pb + q * nr * kb);
       }
       // GotoBLAS order: a B micro-panel stays in L1 while an mc-row block of x panels (L2)
@@ -473,7 +474,7 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode_permuted(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
-  } else if (M <= (fused ? kDecodeMaxMFused : kDecodeMaxM)) {
+  } else if (M <= (fused ? kern.decode_max_m_fused : kDecodeMaxM)) {
     for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
       kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });

@@ -127,10 +127,14 @@ struct Int4Kernels {
   // Int8 mode: y[m * ldy + n] for all m < a.M, n in [n0, n1), no bias.
   void (*decode_int8)(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
                       int64_t n0, int64_t n1);
-  // Optional (null: dequant_rows, then the sgemm's packer): one 16-lane B micro-panel of the
-  // sgemm, dequantized in place: dst[s * 16 + l] = dequantize(W)[n0 + l, k0 + s] for l < lanes
-  // (0 for lanes <= l < 16), s < kc.
-  void (*dequant_panel16)(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst);
+  // Optional (null: dequant_rows, then the sgemm's packer): one panel_lanes-wide B micro-panel of
+  // the sgemm (used where that is the sgemm's nr), dequantized in place:
+  // dst[s * panel_lanes + l] = dequantize(W)[n0 + l, k0 + s] for l < lanes (0 for lanes <= l <
+  // panel_lanes), s < kc.
+  void (*dequant_panel)(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst);
+  int panel_lanes;
+  // With dequant_panel: rows of x up to which decode stays faster than the fused prefill.
+  int decode_max_m_fused;
   // Optional (null: decode) exact decode for group % 128 == 0 and M <= kPermutedDecodeMaxM on
   // activations that permute_x prepared (x exact, only reordered).
   void (*permute_x)(const float* x, int64_t M, int64_t in, PermutedActivations& out);

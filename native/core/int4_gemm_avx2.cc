@@ -456,7 +456,7 @@ void decode_int8_avx2(const Int4Weights& w, const Int8Activations& a, float* y, 
 
 }  // namespace
 
-const Int4Kernels kInt4Avx2 = {decode_avx2,          dequant_panel_avx2, decode_int8_avx2, dequant_panel16_avx2,
+const Int4Kernels kInt4Avx2 = {decode_avx2,    dequant_panel_avx2,   decode_int8_avx2, dequant_panel16_avx2, 16, 15,
                                 permute_x_avx2, decode_permuted_avx2, nullptr};
 
 }  // namespace awq::detail

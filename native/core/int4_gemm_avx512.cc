@@ -23,6 +23,8 @@
 namespace awq::detail {
 namespace {
 
+#include "transpose16_avx512.inc"
+
 inline __m512i load_block(const uint8_t* p) { return _mm512_load_si512(reinterpret_cast<const void*>(p)); }
 
 inline __m512 group_table(const Int4Weights& w, int64_t gi) {
@@ -148,6 +150,41 @@ void dequant_panel_avx512(const Int4Weights& w, int64_t n0, int64_t nr, int64_t 
   }
 }
 
+// One 32-lane sgemm B micro-panel (dst[s * 32 + l] = dequantize(W)[n0 + l, k0 + s]), straight
+// from the packed weights: per 16 inputs and 16 rows, the rows' table lookups (as in the decode),
+// then a 16 x 16 transpose turns them into 16 steps of the panel. This replaces dequantizing
+// rows into a staging block and the sgemm packer's transposing copy of it.
+void dequant_panel32_avx512(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst) {
+  const int64_t G = w.groups, slots_per_group = w.group / 16, s0 = k0 / 16, s1 = (k0 + kc) / 16;
+  for (int half = 0; half < 2; ++half) {
+    const int l0 = 16 * half, rows = std::max(0, std::min(16, lanes - l0));
+    float* out = dst + l0;
+    if (rows == 0) {
+      for (int64_t s = 0; s < kc; ++s) _mm512_store_ps(out + s * 32, _mm512_setzero_ps());
+      continue;
+    }
+    __m512 lut[16];
+    int64_t table_group = -1;
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t g = s / slots_per_group;
+      if (g != table_group) {
+        for (int r = 0; r < rows; ++r) lut[r] = group_table(w, (n0 + l0 + r) * G + g);
+        table_group = g;
+      }
+      const int64_t blk = s >> 3;
+      const __m128i cnt = _mm_cvtsi32_si128(static_cast<int>(4 * (s & 7)));
+      __m512i v[16];
+      for (int r = 0; r < 16; ++r)
+        v[r] = r < rows ? _mm512_castps_si512(_mm512_permutexvar_ps(
+                              _mm512_srl_epi32(load_block(w.row(n0 + l0 + r) + blk * 64), cnt), lut[r]))
+                        : _mm512_setzero_si512();
+      transpose16x16(v);
+      float* o = out + (s * 16 - k0) * 32;
+      for (int t = 0; t < 16; ++t) _mm512_store_ps(o + t * 32, _mm512_castsi512_ps(v[t]));
+    }
+  }
+}
+
 // Int8 mode without VNNI: maddubs (u8 nibbles x s8 activations) then madd to 32 bits.
 template <int MR>
 void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0, float* y, int64_t ldy,
@@ -197,7 +234,7 @@ void prefill_int8_avx512(const Int4Weights& w, const Int8Activations& a, float* 
 
 }  // namespace
 
-const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int8_avx512, nullptr,
+const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int8_avx512, dequant_panel32_avx512, 32, 16,
                                  nullptr,       nullptr,              prefill_int8_avx512};
 
 }  // namespace awq::detail

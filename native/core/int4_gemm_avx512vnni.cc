@@ -21,6 +21,8 @@
 namespace awq::detail {
 namespace {
 
+#include "transpose16_avx512.inc"
+
 inline __m512i load_block(const uint8_t* p) { return _mm512_load_si512(reinterpret_cast<const void*>(p)); }
 
 template <int MR>
@@ -68,32 +70,6 @@ struct Int8Panel {
   std::vector<float> sw;     // [groups][16]: weight scales
   std::vector<float> zsw;    // [groups][16]: zero point x weight scale
 };
-
-// r[l] = dword row l (16 lanes) -> r[t] = (old r[0][t], ..., r[15][t]): 64 in-register shuffles.
-inline void transpose16x16(__m512i r[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  // u[4i + j]: rows 4i..4i+3 of columns j, j + 4, j + 8, j + 12 (one per 128-bit lane)
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], _MM_SHUFFLE(2, 0, 2, 0));
-    const __m512i v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], _MM_SHUFFLE(3, 1, 3, 1));
-    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], _MM_SHUFFLE(2, 0, 2, 0));
-    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], _MM_SHUFFLE(3, 1, 3, 1));
-    r[j] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(2, 0, 2, 0));
-    r[j + 8] = _mm512_shuffle_i32x4(v0, v2, _MM_SHUFFLE(3, 1, 3, 1));
-    r[j + 4] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(2, 0, 2, 0));
-    r[j + 12] = _mm512_shuffle_i32x4(v1, v3, _MM_SHUFFLE(3, 1, 3, 1));
-  }
-}
 
 void pack_int8_panel(const Int4Weights& w, int64_t n0, int lanes, Int8Panel& p) {
   const __m512i low = _mm512_set1_epi8(15);
