@@ -27,10 +27,20 @@ namespace {
 
 inline __m512i load_block(const uint8_t* p) { return _mm512_load_si512(reinterpret_cast<const void*>(p)); }
 
+// kIotaMinusZ.v[z][i] = i - z: a group's table is then one multiply of a row of it (a load) by the
+// scale, where converting z and subtracting took two more vector-pipe operations per group and
+// row (M = 1 decode 1.02-1.05x faster from DRAM on Zen 4, same-process A/B).
+struct IotaMinusZ {
+  alignas(64) float v[16][16];
+  IotaMinusZ() {
+    for (int z = 0; z < 16; ++z)
+      for (int i = 0; i < 16; ++i) v[z][i] = static_cast<float>(i - z);
+  }
+};
+const IotaMinusZ kIotaMinusZ;
+
 inline __m512 group_table(const Int4Weights& w, int64_t gi) {
-  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  return _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(static_cast<float>(w.zeros[gi]))),
-                       _mm512_set1_ps(w.scales[gi]));
+  return _mm512_mul_ps(_mm512_load_ps(kIotaMinusZ.v[w.zeros[gi]]), _mm512_set1_ps(w.scales[gi]));
 }
 
 template <int MR, int NR>
