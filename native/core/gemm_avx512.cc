@@ -19,17 +19,21 @@ namespace {
 
 constexpr int kMr = 14, kNr = 32;
 
-void micro_14x32(int64_t k, const float* a, const float* b, float* c, int64_t ldc, float alpha,
-                 float beta, int m, int n) {
-  __m512 acc[kMr][2];
+// R rows of the micro-tile (A panels keep their kMr stride): the full tile, and shorter ones for
+// the last tile of an M that is not a multiple of 14, which would otherwise cost a full tile
+// (M = 128 is 9 full tiles and one of 2).
+template <int R>
+void micro_rows(int64_t k, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta,
+                int m, int n) {
+  __m512 acc[R][2];
 #pragma GCC unroll 14
-  for (int i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < k; ++p) {
     const __m512 b0 = _mm512_load_ps(b);
     const __m512 b1 = _mm512_load_ps(b + 16);
     _mm_prefetch(reinterpret_cast<const char*>(b + 8 * kNr), _MM_HINT_T0);
 #pragma GCC unroll 14
-    for (int i = 0; i < kMr; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i]);
       acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
@@ -42,7 +46,7 @@ void micro_14x32(int64_t k, const float* a, const float* b, float* c, int64_t ld
   const __mmask16 m0 = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
   const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : static_cast<__mmask16>((1u << (n - 16)) - 1);
 #pragma GCC unroll 14
-  for (int i = 0; i < kMr; ++i) {
+  for (int i = 0; i < R; ++i) {
     if (i >= m) break;
     float* ci = c + i * ldc;
     __m512 lo = _mm512_mul_ps(acc[i][0], va), hi = _mm512_mul_ps(acc[i][1], va);
@@ -53,6 +57,14 @@ void micro_14x32(int64_t k, const float* a, const float* b, float* c, int64_t ld
     _mm512_mask_storeu_ps(ci, m0, lo);
     _mm512_mask_storeu_ps(ci + 16, m1, hi);
   }
+}
+
+void micro_14x32(int64_t k, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                 float beta, int m, int n) {
+  if (m <= 2) return micro_rows<2>(k, a, b, c, ldc, alpha, beta, m, n);
+  if (m <= 4) return micro_rows<4>(k, a, b, c, ldc, alpha, beta, m, n);
+  if (m <= 8) return micro_rows<8>(k, a, b, c, ldc, alpha, beta, m, n);
+  micro_rows<kMr>(k, a, b, c, ldc, alpha, beta, m, n);
 }
 
 void pack_a_14(const float* src, int64_t ld, bool lanes_contiguous, int lanes, int64_t k,

@@ -84,7 +84,9 @@ TEST(gemm_matches_fp64_reference_all_transposes_and_odd_sizes) {
   for_each_isa([](Isa) {
     const int64_t sizes[][3] = {{1, 1, 1},    {7, 5, 3},     {33, 17, 65},  {130, 71, 260},
                                 {1, 300, 129}, {64, 64, 512}, {6, 16, 8},    {12, 32, 4},
-                                {14, 32, 9},  {5, 15, 7},    {29, 33, 31},  {150, 40, 17}};
+                                {14, 32, 9},  {5, 15, 7},    {29, 33, 31},  {150, 40, 17},
+                                // last row tiles of 2 and 3 rows (the AVX-512 kernel's short tiles)
+                                {16, 24, 40}, {3, 9, 33}};
     uint32_t seed = 10;
     for (auto& s : sizes)
       for (Trans ta : {Trans::N, Trans::T})
