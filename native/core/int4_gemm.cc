@@ -350,7 +350,7 @@ void prefill_dequant_sgemm(const detail::Int4Kernels& kern, const Int4Weights& w
 }
 
 // Whether this ISA dequantizes straight into the sgemm's B micro-panels (no staging block):
-// prefill_packed then skips the transposing pack, and it pays from M = 17 on.
+// prefill_packed then skips the transposing pack, and it takes over from decode_max_m_fused + 1 rows.
 bool fused_panels(const detail::Int4Kernels& kern, const detail::GemmKernel& gk) {
   return kern.dequant_panel != nullptr && gk.nr == kern.panel_lanes;
 }
