@@ -13,6 +13,7 @@
 // never reads C. A product that is symmetric by construction (X^T X, X X^T with beta == 0: the
 // Gram matrices of the scale search) computes only the upper triangle's tiles and mirrors them.
 // Elsewhere the portable reference below runs (also the benchmarks' baseline).
+// BF16 products use the same driver with a kernel whose packers round to bf16 (gemm_kernels.h).
 #include "gemm.h"
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "cpu_features.h"
+#include "dtype.h"
 #include "errors.h"
 #include "gemm_kernels.h"
 #include "threadpool.h"
@@ -29,21 +31,23 @@
 namespace awq {
 namespace {
 
+// bf16: both operands rounded to bf16 (the rounding is exact on bf16 values, so it is idempotent).
 void sgemm_reference(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
-                     float* C, int64_t ldc) {
+                     float* C, int64_t ldc, bool bf16) {
+  auto op = [bf16](float v) { return bf16 ? round_to_bf16(v) : v; };
   parallel_for(M, 4, [&](int64_t m0, int64_t m1, int) {
     std::vector<float> arow(K);
     for (int64_t i = m0; i < m1; ++i) {
-      for (int64_t k = 0; k < K; ++k) arow[k] = ta == Trans::N ? A[i * lda + k] : A[k * lda + i];
+      for (int64_t k = 0; k < K; ++k) arow[k] = op(ta == Trans::N ? A[i * lda + k] : A[k * lda + i]);
       float* c = C + i * ldc;
       for (int64_t j = 0; j < N; ++j) {
         float acc = 0.f;
         if (tb == Trans::T) {
           const float* b = B + j * ldb;
-          for (int64_t k = 0; k < K; ++k) acc += arow[k] * b[k];
+          for (int64_t k = 0; k < K; ++k) acc += arow[k] * op(b[k]);
         } else {
-          for (int64_t k = 0; k < K; ++k) acc += arow[k] * B[k * ldb + j];
+          for (int64_t k = 0; k < K; ++k) acc += arow[k] * op(B[k * ldb + j]);
         }
         c[j] = alpha * acc + (beta == 0.f ? 0.f : beta * c[j]);
       }
@@ -108,9 +112,10 @@ void mirror_upper_to_lower(float* C, int64_t n, int64_t ldc) {
 void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M, int64_t N,
                    int64_t K, float alpha, const float* A, int64_t lda, const float* B,
                    int64_t ldb, float beta, float* C, int64_t ldc, bool symmetric) {
-  const int64_t mr = kern.mr, nr = kern.nr;
+  const int64_t mr = kern.mr, nr = kern.nr, unit = kern.k_unit;
   const int64_t threads = in_parallel_region() ? 1 : num_threads();
-  const int64_t kc_max = balanced_block(K, kern.kc, 1);
+  // k blocks of whole units (bf16 pairs), so only the last block can end in a half-filled pair
+  const int64_t kc_max = balanced_block(K, kern.kc, unit);
   const int64_t nc_max = balanced_block(N, kern.nc, nr);
   // Row blocks: a multiple of the thread count when that keeps them reasonably tall, so every
   // thread gets the same number of equal blocks.
@@ -123,25 +128,25 @@ void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M
 
   const bool a_lanes_contiguous = ta == Trans::T;  // op(A) rows = A columns: lanes contiguous
   const bool b_lanes_contiguous = tb == Trans::N;
-  float* packed_b = t_pack_b.get(static_cast<size_t>(kc_max * round_up(nc_max, nr)));
+  float* packed_b = t_pack_b.get(static_cast<size_t>(ceil_div(kc_max, unit) * round_up(nc_max, nr)));
 
   for (int64_t jc = 0; jc < N; jc += nc_max) {
     const int64_t nc = std::min(nc_max, N - jc);
     const int64_t n_panels = ceil_div(nc, nr);
     for (int64_t pc = 0; pc < K; pc += kc_max) {
-      const int64_t kc = std::min(kc_max, K - pc);
+      const int64_t kc = std::min(kc_max, K - pc), ku = ceil_div(kc, unit);  // steps, packed rows
       const float beta_here = pc == 0 ? beta : 1.f;
       parallel_for(n_panels, 8, [&](int64_t p0, int64_t p1, int) {
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t j = jc + p * nr;
           const float* src = tb == Trans::N ? B + pc * ldb + j : B + j * ldb + pc;
           kern.pack_b(src, ldb, b_lanes_contiguous, static_cast<int>(std::min(nr, N - j)), kc,
-                      packed_b + p * nr * kc);
+                      packed_b + p * nr * ku);
         }
       });
       const int64_t tasks = m_blocks * n_groups;
       parallel_for(tasks, 1, [&](int64_t t0, int64_t t1, int) {
-        float* packed_a = t_pack_a.get(static_cast<size_t>(round_up(mc, mr) * kc));
+        float* packed_a = t_pack_a.get(static_cast<size_t>(round_up(mc, mr) * ku));
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t ic = (t / n_groups) * mc, group = t % n_groups;
           const int64_t m = std::min(mc, M - ic);
@@ -150,15 +155,15 @@ void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M
           for (int64_t i = 0; i < m; i += mr) {
             const float* src = ta == Trans::N ? A + (ic + i) * lda + pc : A + pc * lda + ic + i;
             kern.pack_a(src, lda, a_lanes_contiguous, static_cast<int>(std::min(mr, m - i)), kc,
-                        packed_a + i * kc);
+                        packed_a + i * ku);
           }
           for (int64_t q = q0; q < q1; ++q) {
             const int64_t j = jc + q * nr;
             const int n = static_cast<int>(std::min(nr, N - j));
-            const float* bp = packed_b + q * nr * kc;
+            const float* bp = packed_b + q * nr * ku;
             for (int64_t i = 0; i < m; i += mr) {
               if (symmetric && j + n <= ic + i) continue;  // strictly below the diagonal
-              kern.micro(kc, packed_a + i * kc, bp, C + (ic + i) * ldc + j, ldc, alpha, beta_here,
+              kern.micro(ku, packed_a + i * ku, bp, C + (ic + i) * ldc + j, ldc, alpha, beta_here,
                          static_cast<int>(std::min(mr, m - i)), n);
             }
           }
@@ -169,7 +174,44 @@ void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M
   if (symmetric) mirror_upper_to_lower(C, M, ldc);
 }
 
+// An fp32 kernel whose packers round what they pack to bf16: BF16 products on CPUs without
+// AVX512-BF16 (the same numbers as the bf16 kernel up to summation order).
+template <const detail::GemmKernel& (*Base)()>
+struct RoundedOperands {
+  static void round_panel(float* p, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) p[i] = round_to_bf16(p[i]);
+  }
+  static void pack_a(const float* src, int64_t ld, bool lanes_contiguous, int lanes, int64_t k, float* out) {
+    Base().pack_a(src, ld, lanes_contiguous, lanes, k, out);
+    round_panel(out, Base().mr * k);
+  }
+  static void pack_b(const float* src, int64_t ld, bool lanes_contiguous, int lanes, int64_t k, float* out) {
+    Base().pack_b(src, ld, lanes_contiguous, lanes, k, out);
+    round_panel(out, Base().nr * k);
+  }
+  static const detail::GemmKernel& kernel() {
+    static const detail::GemmKernel k = [] {
+      detail::GemmKernel r = Base();
+      r.pack_a = pack_a;
+      r.pack_b = pack_b;
+      return r;
+    }();
+    return k;
+  }
+};
+
 }  // namespace
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::F32: return "f32";
+    case Precision::BF16: return "bf16";
+    case Precision::F16: return "f16";
+  }
+  return "unknown";
+}
+
+bool bf16_products_native() { return active_isa() == Isa::Avx512 && cpu_features().avx512bf16; }
 
 const detail::GemmKernel* detail::active_gemm_kernel() {
   switch (active_isa()) {
@@ -179,8 +221,21 @@ const detail::GemmKernel* detail::active_gemm_kernel() {
   }
 }
 
+const detail::GemmKernel* detail::gemm_kernel_for(Precision p) {
+  AWQ_CHECK_ARG(p == Precision::F32 || p == Precision::BF16,
+                std::string("matrix product: precision ") + precision_name(p) + " is not available on the CPU (f32, bf16)");
+  if (p == Precision::F32) return active_gemm_kernel();
+  if (bf16_products_native()) return &gemm_kernel_avx512bf16();
+  switch (active_isa()) {
+    case Isa::Avx512: return &RoundedOperands<gemm_kernel_avx512>::kernel();
+    case Isa::Avx2: return &RoundedOperands<gemm_kernel_avx2>::kernel();
+    default: return nullptr;
+  }
+}
+
 void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Precision p) {
+  const detail::GemmKernel* kern = detail::gemm_kernel_for(p);
   AWQ_CHECK_ARG(M >= 0 && N >= 0 && K >= 0, "sgemm: negative dimension");
   if (M == 0 || N == 0) return;
   AWQ_CHECK_ARG(ldc >= N, "sgemm: ldc must be >= N");
@@ -191,12 +246,12 @@ void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, con
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  if (const detail::GemmKernel* kern = detail::active_gemm_kernel()) {
+  if (kern) {
     // X^T X (Gram matrices) and X X^T: the same operand on both sides, transposed on one.
     const bool symmetric = A == B && lda == ldb && ta != tb && M == N && beta == 0.f;
     sgemm_blocked(*kern, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, symmetric);
   } else {
-    sgemm_reference(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_reference(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, p == Precision::BF16);
   }
 }
 
@@ -257,8 +312,8 @@ void sgemm_packed(Trans ta, int64_t M, int64_t n, int64_t k, float alpha, const 
 }
 
 void linear(const float* x, int64_t M, int64_t in, const float* W, int64_t out, const float* bias,
-            float* y) {
-  sgemm(Trans::N, Trans::T, M, out, in, 1.f, x, in, W, in, 0.f, y, out);
+            float* y, Precision p) {
+  sgemm(Trans::N, Trans::T, M, out, in, 1.f, x, in, W, in, 0.f, y, out, p);
   if (bias) {
     parallel_for(M, 64, [&](int64_t m0, int64_t m1, int) {
       for (int64_t i = m0; i < m1; ++i)

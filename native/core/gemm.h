@@ -4,6 +4,11 @@
 // [N,K], ldb: the layout of a linear layer's weight W[out,in], so X * W^T is sgemm(N, T, ...)).
 // beta == 0 overwrites C without reading it (NaN in stale C does not leak in).
 // Runs on the shared thread pool; called from inside a parallel region it runs single-threaded.
+//
+// Precision::BF16 rounds both operands to bf16 (nearest even, as torch's .bfloat16()) and sums the
+// exact products in fp32: the arithmetic of a bf16 matrix unit. With AVX512-BF16 it runs on
+// vdpbf16ps (two products per lane and instruction, about twice the fp32 FMA rate); elsewhere the
+// fp32 kernels multiply the rounded operands (the same numbers up to summation order, no faster).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -11,12 +16,19 @@
 namespace awq {
 
 enum class Trans { N, T };
+// Arithmetic of a matrix product (the CUDA backend uses the same names). F16 exists on CUDA only.
+enum class Precision : int { F32 = 0, BF16 = 1, F16 = 2 };
+const char* precision_name(Precision p);  // "f32", "bf16", "f16"
+// Whether BF16 products run on bf16 instructions here (AVX512-BF16 under the AWQ_ISA cap).
+bool bf16_products_native();
 namespace detail {
 struct GemmKernel;
 }
 
+// p: F32 or BF16 (InvalidArgument for F16).
 void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+           Precision p = Precision::F32);
 
 // op(B) [K, N] packed once into the active kernel's B micro-panels, every panel holding all K
 // steps, for a series of products that use prefixes of its columns and steps (attention: every
@@ -46,8 +58,8 @@ class PackedB {
 void sgemm_packed(Trans ta, int64_t M, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
                   const PackedB& B, float beta, float* C, int64_t ldc);
 
-// y[M,out] = x[M,in] * W[out,in]^T (+ bias[out] when not null): a linear layer.
+// y[M,out] = x[M,in] * W[out,in]^T (+ bias[out] when not null, added in fp32): a linear layer.
 void linear(const float* x, int64_t M, int64_t in, const float* W, int64_t out, const float* bias,
-            float* y);
+            float* y, Precision p = Precision::F32);
 
 }  // namespace awq

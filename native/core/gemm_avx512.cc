@@ -16,6 +16,7 @@ namespace awq::detail {
 namespace {
 
 #include "gemm_pack_x86.inc"
+#include "gemm_store_avx512.inc"
 
 constexpr int kMr = 14, kNr = 32;
 
@@ -41,22 +42,7 @@ void micro_rows(int64_t k, const float* a, const float* b, float* c, int64_t ldc
     a += kMr;
     b += kNr;
   }
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  // Masks cover the valid columns, so edge tiles in n need no staging; rows past m are skipped.
-  const __mmask16 m0 = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
-  const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : static_cast<__mmask16>((1u << (n - 16)) - 1);
-#pragma GCC unroll 14
-  for (int i = 0; i < R; ++i) {
-    if (i >= m) break;
-    float* ci = c + i * ldc;
-    __m512 lo = _mm512_mul_ps(acc[i][0], va), hi = _mm512_mul_ps(acc[i][1], va);
-    if (beta != 0.f) {
-      lo = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), lo);
-      hi = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), hi);
-    }
-    _mm512_mask_storeu_ps(ci, m0, lo);
-    _mm512_mask_storeu_ps(ci + 16, m1, hi);
-  }
+  store_tile<R>(acc, c, ldc, alpha, beta, m, n);
 }
 
 void micro_14x32(int64_t k, const float* a, const float* b, float* c, int64_t ldc, float alpha,

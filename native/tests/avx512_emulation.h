@@ -12,8 +12,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
-// SIMDe 0.7.4 (Debian 12) lacks the intrinsics below or aliases them wrongly. These follow the
+// SIMDe 0.7.4 (Debian 12) lacks the intrinsics below (or, for vdpbf16ps, takes a bf16 vector type the
+// kernels do not name) or aliases them wrongly. These follow the
 // instruction set reference: masked loads and stores touch only the selected lanes (the kernels
 // rely on that at row ends), conversions round to nearest even and give INT32_MIN out of range,
 // and the reduction adds in the order GCC's own _mm512_reduce_add_ps uses.
@@ -58,12 +60,43 @@ inline simde__m512i cvtps_epi32(simde__m512 v) {
   return simde__m512i_from_private(r);
 }
 
+template <typename Vec, int N>
+inline void mask_storeu_epi32(void* p, unsigned k, Vec v) {
+  int32_t lanes[N];
+  std::memcpy(lanes, &v, sizeof(lanes));
+  int32_t* d = static_cast<int32_t*>(p);
+  for (int i = 0; i < N; ++i)
+    if ((k >> i) & 1) d[i] = lanes[i];
+}
+
+// vdpbf16ps as the instruction set reference writes it: per fp32 lane, the odd pair's product is
+// added first, then the even one's, each add rounded (the hardware also flushes denormals, which
+// this leaves alone). a and b hold pairs of bf16 (gemm_kernels.h); the kernel passes them as __m512i.
+inline simde__m512 dpbf16_ps(simde__m512 acc, simde__m512i a, simde__m512i b) {
+  simde__m512_private r = simde__m512_to_private(acc);
+  const simde__m512i_private x = simde__m512i_to_private(a), y = simde__m512i_to_private(b);
+  auto widen = [](uint32_t half) {
+    const uint32_t u = half << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  for (int i = 0; i < 16; ++i) {
+    const uint32_t u = static_cast<uint32_t>(x.i32[i]), v = static_cast<uint32_t>(y.i32[i]);
+    r.f32[i] += widen(u >> 16) * widen(v >> 16);
+    r.f32[i] += widen(u & 0xffff) * widen(v & 0xffff);
+  }
+  return simde__m512_from_private(r);
+}
+
 }  // namespace awq_emu
 
 #define _mm512_maskz_loadu_ps(k, p) awq_emu::maskz_loadu_ps((k), (p))
 #define _mm512_mask_storeu_ps(p, k, v) awq_emu::mask_storeu_ps((p), (k), (v))
 #define _mm512_reduce_add_ps(v) awq_emu::reduce_add_ps(v)
 #define _mm512_cvtepi32_ps(v) awq_emu::cvtepi32_ps(v)
+#define _mm512_mask_storeu_epi32(p, k, v) awq_emu::mask_storeu_epi32<simde__m512i, 16>((p), (k), (v))
+#define _mm256_mask_storeu_epi32(p, k, v) awq_emu::mask_storeu_epi32<simde__m256i, 8>((p), (k), (v))
 #define _mm512_cvtps_epi32(v) awq_emu::cvtps_epi32(v)
 #define _mm512_mask_cmp_ps_mask(k, a, b, imm) \
   static_cast<simde__mmask16>((k) & simde_mm512_cmp_ps_mask((a), (b), (imm)))

@@ -3,6 +3,8 @@
 #include <tuple>
 #include <vector>
 
+#include "../core/dtype.h"
+#include "../core/errors.h"
 #include "../core/gemm.h"
 #include "../core/gemm_kernels.h"
 #include "../core/threadpool.h"
@@ -46,11 +48,14 @@ float b_at(const GemmCase& c, const Operands& o, int64_t k, int64_t j) {
 
 // Runs sgemm on a copy of o.C and compares every element with an fp64 reference, within the
 // rigorous fp32 accumulation bound (K + 2) * eps * (|alpha| sum|a b| + |beta c|); checks that the
-// padding between rows of C is untouched. Returns the result.
-std::vector<float> check_case(const GemmCase& c, const Operands& o) {
+// padding between rows of C is untouched. Returns the result. BF16: the reference multiplies the
+// operands rounded to bf16, whose products are exact in fp32, so the same bound holds (and an
+// unrounded operand would miss it by far: one bf16 rounding is 2^-9 relative, eps is 2^-23).
+std::vector<float> check_case(const GemmCase& c, const Operands& o, Precision prec = Precision::F32) {
   std::vector<float> C = o.C;
   sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta, C.data(),
-        o.ldc);
+        o.ldc, prec);
+  auto op = [prec](float v) { return prec == Precision::BF16 ? round_to_bf16(v) : v; };
   const double eps = std::numeric_limits<float>::epsilon();
   int bad = 0;
   for (int64_t i = 0; i < c.M; ++i) {
@@ -62,7 +67,7 @@ std::vector<float> check_case(const GemmCase& c, const Operands& o) {
       }
       double acc = 0, mag = 0;
       for (int64_t k = 0; k < c.K; ++k) {
-        const double p = static_cast<double>(a_at(c, o, i, k)) * b_at(c, o, k, j);
+        const double p = static_cast<double>(op(a_at(c, o, i, k))) * op(b_at(c, o, k, j));
         acc += p;
         mag += std::fabs(p);
       }
@@ -77,6 +82,7 @@ std::vector<float> check_case(const GemmCase& c, const Operands& o) {
 }
 
 const char* tname(Trans t) { return t == Trans::N ? "N" : "T"; }
+constexpr Precision kPrecisions[] = {Precision::F32, Precision::BF16};
 
 }  // namespace
 
@@ -88,13 +94,14 @@ TEST(gemm_matches_fp64_reference_all_transposes_and_odd_sizes) {
                                 // last row tiles of 2 and 3 rows (the AVX-512 kernel's short tiles)
                                 {16, 24, 40}, {3, 9, 33}};
     uint32_t seed = 10;
-    for (auto& s : sizes)
-      for (Trans ta : {Trans::N, Trans::T})
-        for (Trans tb : {Trans::N, Trans::T})
-          for (float beta : {0.f, 0.5f}) {
-            const GemmCase c{ta, tb, s[0], s[1], s[2], 1.25f, beta};
-            check_case(c, make_operands(c, seed++));
-          }
+    for (Precision p : kPrecisions)
+      for (auto& s : sizes)
+        for (Trans ta : {Trans::N, Trans::T})
+          for (Trans tb : {Trans::N, Trans::T})
+            for (float beta : {0.f, 0.5f}) {
+              const GemmCase c{ta, tb, s[0], s[1], s[2], 1.25f, beta};
+              check_case(c, make_operands(c, seed++), p);
+            }
   });
 }
 
@@ -111,7 +118,8 @@ TEST(gemm_large_k_edges_alpha_beta) {
         {Trans::N, Trans::T, 200, 7, 300, 1.f, 0.f, 17, 29, 0},
     };
     uint32_t seed = 100;
-    for (const GemmCase& c : cases) check_case(c, make_operands(c, seed += 3));
+    for (Precision p : kPrecisions)  // bf16: odd K past one 512-step block, so the last pair is half empty
+      for (const GemmCase& c : cases) check_case(c, make_operands(c, seed += 3), p);
   });
 }
 
@@ -120,23 +128,25 @@ TEST(gemm_large_k_edges_alpha_beta) {
 // (where sgemm runs single-threaded, as the attention code calls it).
 TEST(gemm_deterministic_across_threads_and_nested) {
   for_each_isa([](Isa) {
-    const GemmCase c{Trans::N, Trans::T, 515, 261, 600, 1.f, 0.f};
-    const Operands o = make_operands(c, 7);
-    const std::vector<float> all = check_case(c, o);
-    set_threads(1);
-    std::vector<float> one = o.C;
-    sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta,
-          one.data(), o.ldc);
-    set_threads(0);
-    CHECK(one == all);
-    // Four independent products from inside one parallel region.
-    std::vector<std::vector<float>> nested(4, o.C);
-    parallel_for(4, 1, [&](int64_t b, int64_t e, int) {
-      for (int64_t t = b; t < e; ++t)
-        sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta,
-              nested[t].data(), o.ldc);
-    });
-    for (auto& r : nested) CHECK(r == all);
+    for (Precision p : kPrecisions) {
+      const GemmCase c{Trans::N, Trans::T, 515, 261, 600, 1.f, 0.f};
+      const Operands o = make_operands(c, 7);
+      const std::vector<float> all = check_case(c, o, p);
+      set_threads(1);
+      std::vector<float> one = o.C;
+      sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta,
+            one.data(), o.ldc, p);
+      set_threads(0);
+      CHECK(one == all);
+      // Four independent products from inside one parallel region.
+      std::vector<std::vector<float>> nested(4, o.C);
+      parallel_for(4, 1, [&](int64_t b, int64_t e, int) {
+        for (int64_t t = b; t < e; ++t)
+          sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, o.B.data(), o.ldb, c.beta,
+                nested[t].data(), o.ldc, p);
+      });
+      for (auto& r : nested) CHECK(r == all);
+    }
   });
 }
 
@@ -184,6 +194,7 @@ TEST(gemm_packed_b_prefixes_equal_sgemm) {
 TEST(gemm_symmetric_gram) {
   for_each_isa([](Isa) {
     uint32_t seed = 200;
+    for (Precision p : kPrecisions)
     for (int64_t n : {1, 7, 40, 149})
       for (int64_t d : {3, 300})
         for (Trans ta : {Trans::N, Trans::T}) {
@@ -195,9 +206,9 @@ TEST(gemm_symmetric_gram) {
           o.A = random_floats((ta == Trans::N ? n : d) * o.lda, seed++);
           o.B = o.A;  // same values, different buffer: check_case takes the general path
           o.C = random_floats(n * o.ldc, seed++);
-          const std::vector<float> general = check_case(c, o);
+          const std::vector<float> general = check_case(c, o, p);
           std::vector<float> C = o.C;  // B aliased to A: the symmetric path
-          sgemm(c.ta, c.tb, n, n, d, c.alpha, o.A.data(), o.lda, o.A.data(), o.lda, 0.f, C.data(), o.ldc);
+          sgemm(c.ta, c.tb, n, n, d, c.alpha, o.A.data(), o.lda, o.A.data(), o.lda, 0.f, C.data(), o.ldc, p);
           CHECK(C == general);
           bool symmetric = true;
           for (int64_t i = 0; i < n; ++i)
@@ -299,5 +310,36 @@ TEST(gemm_linear_with_bias) {
         worst = std::max(worst, std::fabs(acc - y[i * out + j]));
       }
     CHECK(worst < 1e-4);
+  });
+}
+
+// BF16 products: which kernel runs (the vdpbf16ps one only with AVX512-BF16), NaN and Inf carried
+// through the rounding, values that round up to the next binade, and F16 refused on the CPU.
+TEST(gemm_bf16_kernels_and_special_values) {
+  for_each_isa([](Isa isa) {
+    const detail::GemmKernel* k = detail::gemm_kernel_for(Precision::BF16);
+    CHECK((k != nullptr) == (isa != Isa::Portable));
+    CHECK(bf16_products_native() == (isa == Isa::Avx512 && cpu_features().avx512bf16));
+    if (k) CHECK((k->k_unit == 2) == bf16_products_native());
+    // 1 + 2^-8 + 2^-9 rounds up to 1 + 2^-7; 1 + 2^-8 is a tie and rounds to even (1); 255.9 rounds to 256.
+    const int64_t K = 5;
+    std::vector<float> a = {1.f + 0x1p-8f + 0x1p-9f, 1.f + 0x1p-8f, 255.9f, 0.f, -3.f};
+    std::vector<float> b = {1.f, 1.f, 1.f, 7.f, 0.f};
+    float c = -1.f;
+    sgemm(Trans::N, Trans::T, 1, 1, K, 1.f, a.data(), K, b.data(), K, 0.f, &c, 1, Precision::BF16);
+    CHECK(c == (1.f + 0x1p-7f) + 1.f + 256.f);
+    a[3] = std::numeric_limits<float>::quiet_NaN();
+    sgemm(Trans::N, Trans::T, 1, 1, K, 1.f, a.data(), K, b.data(), K, 0.f, &c, 1, Precision::BF16);
+    CHECK(std::isnan(c));
+    a[3] = std::numeric_limits<float>::infinity();
+    sgemm(Trans::N, Trans::T, 1, 1, K, 1.f, a.data(), K, b.data(), K, 0.f, &c, 1, Precision::BF16);
+    CHECK(std::isinf(c) && c > 0);
+    bool refused = false;
+    try {
+      sgemm(Trans::N, Trans::T, 1, 1, K, 1.f, a.data(), K, b.data(), K, 0.f, &c, 1, Precision::F16);
+    } catch (const Error& e) {
+      refused = e.code() == ErrorCode::InvalidArgument;
+    }
+    CHECK(refused);
   });
 }
