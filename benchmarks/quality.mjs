@@ -6,8 +6,11 @@
 //
 //   node benchmarks/quality.mjs [--all] [--json] [--only awq-w4,rtn-w4] [--work /tmp/awq-quality]
 //                               [--backend cpu|cuda|auto] [--precision fp32|bf16|fp16]
+//                               [--precisions fp32,bf16]
 //
 // --all also evaluates all 782 windows (slow); the default is the first 64 windows.
+// --precisions quantizes each AWQ row once per precision of the search's products (RTN has no
+// search) and gives the reduced-precision rows' perplexity change against the fp32 row.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -24,6 +27,7 @@ const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',
 const work = args.includes('--work') ? args[args.indexOf('--work') + 1] : '/tmp/awq-quality';
 const backend = args.includes('--backend') ? args[args.indexOf('--backend') + 1] : 'cpu';
 const precision = args.includes('--precision') ? args[args.indexOf('--precision') + 1] : 'fp32';
+const precisions = args.includes('--precisions') ? args[args.indexOf('--precisions') + 1].split(',') : [precision];
 
 // REFERENCE.md section 8 (fp32 compute): [first 64 windows, all 782 windows]
 const reference = {
@@ -57,27 +61,29 @@ function evalPpl(folder, windows) {
   return JSON.parse(execFileSync('node', [cli, ...argv], { encoding: 'utf8', maxBuffer: 1 << 26 }).trim().split('\n').pop());
 }
 
+const awqRows = (wBit) => precisions.map((p) => ({ name: `awq-w${wBit}`, method: 'awq', wBit, precision: p }));
 const settings = [
   { name: 'fp', folder: model },
   { name: 'reference-awq-w4', folder: join(shared, 'models', 'llama-22m-awq') },
-  { name: 'rtn-w4', method: 'rtn', wBit: 4 },
-  { name: 'awq-w4', method: 'awq', wBit: 4 },
-  { name: 'rtn-w3', method: 'rtn', wBit: 3 },
-  { name: 'awq-w3', method: 'awq', wBit: 3 },
+  { name: 'rtn-w4', method: 'rtn', wBit: 4, precision },
+  ...awqRows(4),
+  { name: 'rtn-w3', method: 'rtn', wBit: 3, precision },
+  ...awqRows(3),
 ].filter((s) => !only || only.includes(s.name));
+const label = (s) => (s.method === 'awq' && precisions.length > 1 ? `${s.name} ${s.precision}` : s.name);
 
 mkdirSync(work, { recursive: true });
 const rows = [];
 for (const s of settings) {
-  const row = { setting: s.name };
+  const row = { setting: label(s), precision: s.precision };
   let folder = s.folder;
   if (!folder) {
-    folder = join(work, s.name);
+    folder = join(work, `${s.name}-${s.precision}`);
     rmSync(folder, { recursive: true, force: true });
     const q = runTimed([
       'quantize', model, '--out', folder, '--calib', join(shared, 'data', 'calib.jsonl'),
       '--method', s.method, '--w-bit', String(s.wBit), '--group-size', '128', '--json', '--quiet',
-      '--backend', backend, '--precision', precision,
+      '--backend', backend, '--precision', s.precision,
     ]);
     const report = JSON.parse(q.stdout.trim().split('\n').pop());
     row.backend = report.backend;
@@ -102,8 +108,14 @@ for (const s of settings) {
     row.refAll = reference[s.name][1];
     row.diffAllPct = row.refAll ? (100 * (row.pplAll - row.refAll)) / row.refAll : null;
   }
+  // a reduced-precision AWQ row against the fp32 row of the same setting
+  const base = s.precision && s.precision !== 'fp32' ? rows.find((r) => r.setting === `${s.name} fp32`) : null;
+  if (base) {
+    row.vsFp32Pct64 = (100 * (row.ppl64 - base.ppl64)) / base.ppl64;
+    if (all) row.vsFp32PctAll = (100 * (row.pplAll - base.pplAll)) / base.pplAll;
+  }
   rows.push(row);
-  if (!json) process.stderr.write(`${s.name}: ppl64 ${row.ppl64.toFixed(2)}${row.quantizeSeconds ? `, quantized in ${row.quantizeSeconds.toFixed(1)} s` : ''}\n`);
+  if (!json) process.stderr.write(`${row.setting}: ppl64 ${row.ppl64.toFixed(2)}${row.quantizeSeconds ? `, quantized in ${row.quantizeSeconds.toFixed(1)} s` : ''}\n`);
 }
 
 const machine = `${cpus()[0]?.model ?? 'cpu'} x${cpus().length}`;
@@ -113,12 +125,13 @@ if (json) {
   const f = (v, d = 2) => (v === undefined || v === null ? '-' : v.toFixed(d));
   const quantizedOn = rows.find((r) => r.backend)?.backend ?? backend;
   console.log(`\nquality on llama-22m (machine: ${machine}; quantized on ${quantizedOn}; perplexity, REFERENCE.md section 7 protocol, seqlen 512)`);
-  console.log('setting            ppl@64   ref@64   diff%   ppl@all  ref@all  diff%   quantize s  peak RSS MB  fwd GFLOP/s');
+  console.log('setting            ppl@64   ref@64   diff%   ppl@all  ref@all  diff%   quantize s  peak RSS MB  fwd GFLOP/s  vs fp32 % (64 / all)');
   for (const r of rows) {
+    const vs = r.vsFp32Pct64 === undefined ? '' : `  ${f(r.vsFp32Pct64)} / ${f(r.vsFp32PctAll)}`;
     console.log(
       `${r.setting.padEnd(17)}  ${f(r.ppl64).padStart(7)}  ${f(r.ref64).padStart(7)}  ${f(r.diff64Pct).padStart(6)}  ` +
         `${f(r.pplAll).padStart(8)}  ${f(r.refAll).padStart(7)}  ${f(r.diffAllPct).padStart(6)}  ${f(r.quantizeSeconds, 1).padStart(10)}  ` +
-        `${f(r.peakRssMB, 0).padStart(11)}  ${f(r.forwardGflopPerS, 0).padStart(11)}`,
+        `${f(r.peakRssMB, 0).padStart(11)}  ${f(r.forwardGflopPerS, 0).padStart(11)}${vs}`,
     );
   }
 }

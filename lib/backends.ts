@@ -11,7 +11,8 @@ export interface CudaDevice {
 }
 
 export interface Backends {
-  cpu: { isa: Isa; threads: number; cores: number; features: string[] };
+  /** bf16Products: whether bf16 products run on bf16 instructions (AVX512-BF16) here. */
+  cpu: { isa: Isa; threads: number; cores: number; features: string[]; bf16Products: boolean };
   /** null when no CUDA device is usable; `cudaUnavailable` then says why. */
   cuda: { devices: CudaDevice[] } | null;
   cudaUnavailable: string | null;
@@ -28,6 +29,7 @@ export function backends(): Backends {
       threads: raw.cpu.threads,
       cores: raw.cpu.cores,
       features: raw.cpu.features ? raw.cpu.features.split(' ') : [],
+      bf16Products: raw.cpu.bf16Products,
     },
     cuda: usable ? { devices: raw.cuda.devices } : null,
     cudaUnavailable: usable ? null : (nativeLoadNotes()[0] ?? raw.cuda.reason),
@@ -49,18 +51,20 @@ export function setThreads(threads: number): number {
 /** The backend a quantization runs on, as resolved from the user's choice. */
 export interface ResolvedBackend {
   backend: 'cpu' | 'cuda';
-  /** The search's arithmetic: as asked on CUDA, always 'fp32' on the CPU. */
+  /** The search's arithmetic: as asked ('fp16' only on CUDA). */
   precision: Precision;
-  /** For reports: 'cpu (avx2, 2 threads)' or 'cuda (NVIDIA H200, bf16)'. */
+  /** For reports: 'cpu (avx2, 2 threads)', 'cpu (avx512, 2 threads, bf16)' or 'cuda (NVIDIA H200, bf16)'. */
   description: string;
-  /** Set when 'auto' fell back to the CPU: why CUDA was not used. */
+  /** Set when 'auto' fell back to the CPU (why CUDA was not used), or when bf16 runs without bf16 instructions. */
   note?: string;
 }
 
 /**
  * 'cuda' needs a CUDA build with a device (CudaError saying why not, and how to build one);
- * 'auto' takes CUDA when usable and otherwise the CPU, with a note. A reduced precision is a
- * CUDA option: asked with 'cpu' it is an error, and an 'auto' that falls back drops it (noted).
+ * 'auto' takes CUDA when usable and otherwise the CPU, with a note. The CPU takes 'fp32' and
+ * 'bf16' (noting when this CPU lacks AVX512-BF16, so bf16 gives its numbers at fp32 speed);
+ * 'fp16' is CUDA only: asked with 'cpu' it is an error, and an 'auto' that falls back drops it
+ * to 'fp32' (noted).
  */
 export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: string = 'fp32'): ResolvedBackend {
   if (requested !== 'cpu' && requested !== 'cuda' && requested !== 'auto') {
@@ -69,16 +73,24 @@ export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: st
   if (precision !== 'fp32' && precision !== 'bf16' && precision !== 'fp16') {
     throw new InvalidArgumentError(`precision: expected 'fp32', 'bf16' or 'fp16', got ${String(precision)}`);
   }
-  if (requested === 'cpu' && precision !== 'fp32') {
-    throw new InvalidArgumentError(`precision: '${precision}' needs the CUDA backend (the CPU search runs in fp32)`);
+  if (requested === 'cpu' && precision === 'fp16') {
+    throw new InvalidArgumentError("precision: 'fp16' needs the CUDA backend (the CPU takes 'fp32' or 'bf16')");
   }
   const b = backends();
-  const cpu = (): ResolvedBackend => ({
-    backend: 'cpu',
-    precision: 'fp32',
-    description: `cpu (${b.cpu.isa}, ${b.cpu.threads} thread${b.cpu.threads === 1 ? '' : 's'})`,
-  });
-  if (requested === 'cpu') return cpu();
+  const cpu = (notes: string[]): ResolvedBackend => {
+    const p: Precision = precision === 'bf16' ? 'bf16' : 'fp32';
+    if (p === 'bf16' && !b.cpu.bf16Products) {
+      notes.push('this CPU has no AVX512-BF16: bf16 products run on the fp32 kernels (bf16 results at fp32 speed)');
+    }
+    const threads = `${b.cpu.threads} thread${b.cpu.threads === 1 ? '' : 's'}`;
+    return {
+      backend: 'cpu',
+      precision: p,
+      description: `cpu (${b.cpu.isa}, ${threads}${p === 'bf16' ? ', bf16' : ''})`,
+      ...(notes.length ? { note: notes.join('; ') } : {}),
+    };
+  };
+  if (requested === 'cpu') return cpu([]);
   if (b.cuda) {
     return { backend: 'cuda', precision, description: `cuda (${b.cuda.devices[0].name}, ${precision})` };
   }
@@ -89,6 +101,7 @@ export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: st
         '--backend auto falls back to the CPU.',
     );
   }
-  const dropped = precision === 'fp32' ? '' : `; precision '${precision}' applies to CUDA only, the CPU search runs in fp32`;
-  return { ...cpu(), note: `CUDA not used (${why}); quantizing on the CPU${dropped}` };
+  const notes = [`CUDA not used (${why}); quantizing on the CPU`];
+  if (precision === 'fp16') notes.push("precision 'fp16' applies to CUDA only, the CPU search runs in fp32");
+  return cpu(notes);
 }

@@ -24,7 +24,7 @@ export interface RawCudaDevice {
 }
 
 export interface RawBackends {
-  cpu: { isa: Isa; threads: number; cores: number; features: string };
+  cpu: { isa: Isa; threads: number; cores: number; features: string; bf16Products: boolean };
   cuda: { compiled: boolean; devices: RawCudaDevice[]; reason: string | null };
 }
 

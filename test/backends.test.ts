@@ -19,13 +19,18 @@ describe('backends and the CLI skeleton', () => {
   it('resolves --backend: cpu, cuda (typed error saying how to build one), auto (CPU fallback with a note)', () => {
     expect(resolveBackend('cpu', 'fp32')).toMatchObject({ backend: 'cpu', description: expect.stringMatching(/^cpu \(/) });
     expect(() => resolveBackend('tpu' as 'cpu', 'fp32')).toThrow(InvalidArgumentError);
-    expect(() => resolveBackend('cpu', 'bf16')).toThrow(/needs the CUDA backend/);
+    expect(() => resolveBackend('cpu', 'fp16')).toThrow(/needs the CUDA backend/);
+    const bf = resolveBackend('cpu', 'bf16');
+    expect(bf).toMatchObject({ backend: 'cpu', precision: 'bf16', description: expect.stringMatching(/bf16/) });
+    // without AVX512-BF16 the note says that bf16 runs at fp32 speed
+    expect(bf.note === undefined).toBe(backends().cpu.bf16Products);
     expect(() => resolveBackend('auto', 'int8')).toThrow(InvalidArgumentError);
     if (backends().cuda === null) {
       expect(() => resolveBackend('cuda', 'fp32')).toThrow(CudaError);
       expect(() => resolveBackend('cuda', 'fp32')).toThrow(/npm run build:cuda/);
       expect(resolveBackend('auto', 'fp32')).toMatchObject({ backend: 'cpu', note: expect.stringMatching(/CUDA not used/) });
-      expect(resolveBackend('auto', 'bf16')).toMatchObject({ backend: 'cpu', precision: 'fp32', note: expect.stringMatching(/applies to CUDA only/) });
+      expect(resolveBackend('auto', 'fp16')).toMatchObject({ backend: 'cpu', precision: 'fp32', note: expect.stringMatching(/applies to CUDA only/) });
+      expect(resolveBackend('auto', 'bf16')).toMatchObject({ backend: 'cpu', precision: 'bf16', note: expect.stringMatching(/CUDA not used/) });
     } else {
       expect(resolveBackend('auto', 'bf16')).toMatchObject({ backend: 'cuda', description: expect.stringMatching(/bf16/) });
     }

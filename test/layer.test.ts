@@ -190,10 +190,33 @@ describe('quantizeDecoderLayer', () => {
     await expect(p).rejects.toBeInstanceOf(AbortedError);
   });
 
-  it('backend cuda: a typed CUDA error without a usable device; precision needs CUDA', async () => {
+  it('precision bf16 on the CPU: bf16-rounded products, losses within the rounding of fp32', async () => {
+    const { arch, weights } = randomLayer(4);
+    const rand = mulberry32(19);
+    const x = Float32Array.from({ length: 3 * 32 * 64 }, () => (rand() - 0.5) * 4);
+    const f = await quantizeDecoderLayer(arch, weights, x, 32, AWQ);
+    const b = await quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, precision: 'bf16' });
+    // the recorded forward ran in bf16 too: its output moved, by about bf16's step
+    let maxDiff = 0;
+    let maxAbs = 0;
+    for (let i = 0; i < f.output.length; i++) {
+      maxDiff = Math.max(maxDiff, Math.abs(b.output[i] - f.output[i]));
+      maxAbs = Math.max(maxAbs, Math.abs(f.output[i]));
+    }
+    expect(maxDiff).toBeGreaterThan(0);
+    expect(maxDiff / maxAbs).toBeLessThan(1e-2);
+    for (const g of [0, 2, 3]) {
+      const lb = b.report.groups[g].losses;
+      const lf = f.report.groups[g].losses;
+      lf.forEach((l, i) => expect(Math.abs(lb[i] / l - 1)).toBeLessThan(0.05));
+    }
+  });
+
+  it('backend cuda: a typed CUDA error without a usable device; fp16 needs CUDA', async () => {
     const { arch, weights } = randomLayer(4);
     const x = new Float32Array(32 * 64).fill(0.5);
-    await expect(quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, precision: 'bf16' })).rejects.toThrow(InvalidArgumentError);
+    await expect(quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, precision: 'fp16' })).rejects.toThrow(InvalidArgumentError);
+    await expect(quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, precision: 'fp16' })).rejects.toThrow(/'fp16' needs backend 'cuda'/);
     await expect(quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, backend: 'gpu' as 'cuda' })).rejects.toThrow(/options.backend/);
     if (backends().cuda !== null) return; // a device answers: the CUDA path is checked by the C++ tests there
     const err = await quantizeDecoderLayer(arch, weights, x, 32, { ...AWQ, backend: 'cuda' }).catch((e: unknown) => e);

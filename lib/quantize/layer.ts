@@ -72,9 +72,12 @@ export interface QuantOptions {
   /** Where the layer is quantized: 'cpu' (default) or 'cuda' (device 0 of a CUDA build). */
   backend?: 'cpu' | 'cuda';
   /**
-   * Arithmetic of the layer's matrix products on 'cuda' (default 'fp32': the CPU path's choices,
-   * ties aside). 'bf16' / 'fp16' round the operands for the tensor cores (fp32 accumulation):
-   * several times faster; losses move by the rounding, so close candidates may swap.
+   * Arithmetic of the layer's linear products (the recorded forward, the candidates' forwards, the
+   * Gram losses; attention, norms and the clip search stay fp32). Default 'fp32' (on 'cuda' the CPU
+   * path's choices, ties aside). 'bf16' rounds the operands to bf16 and accumulates in fp32: on
+   * the CPU it runs on AVX512-BF16 (`backends().cpu.bf16Products`) at about twice the fp32 rate, and
+   * elsewhere on the fp32 kernels (the same numbers, no faster); on CUDA on the tensor cores.
+   * 'fp16' is CUDA only. Losses move by the rounding, so close candidates may swap.
    */
   precision?: Precision;
 }
@@ -365,7 +368,9 @@ function checkBackend(b: unknown): 'cpu' | 'cuda' {
 function checkPrecision(p: unknown, backend: unknown): Precision {
   if (p === undefined || p === 'fp32') return 'fp32';
   if (p !== 'bf16' && p !== 'fp16') throw new InvalidArgumentError(`options.precision: expected 'fp32', 'bf16' or 'fp16', got ${describe(p)}`);
-  if (backend !== 'cuda') throw new InvalidArgumentError(`options.precision: '${p}' needs backend 'cuda' (the CPU search runs in fp32)`);
+  if (p === 'fp16' && backend !== 'cuda') {
+    throw new InvalidArgumentError("options.precision: 'fp16' needs backend 'cuda' (the CPU takes 'fp32' or 'bf16')");
+  }
   return p;
 }
 

@@ -49,7 +49,7 @@ export interface QuantizeOptions {
   threads?: number;
   /** 'auto' (default): CUDA when a CUDA build sees a device, else the CPU (with a progress note). */
   backend?: 'cpu' | 'cuda' | 'auto';
-  /** Arithmetic of the layers' products on CUDA: 'fp32' (default), 'bf16' or 'fp16' (see QuantOptions). */
+  /** Arithmetic of the layers' linear products: 'fp32' (default), 'bf16', or 'fp16' on CUDA (see QuantOptions). */
   precision?: Precision;
   maxShardBytes?: number;
   /**

@@ -3,9 +3,9 @@
 // hidden == null (RTN only): no forward runs and output is empty. hidden may also be a
 // cudaHiddenUpload handle (backend 'cuda'): the input is read from the device and the layer's
 // output left there (output is then empty).
-// options.backend 'cpu' (default) or 'cuda' (device 0; options.precision 'fp32' | 'bf16' | 'fp16'
-// for the layer's products); 'cuda' in a build without CUDA is an ERR_AWQ_CUDA error saying how
-// to build one.
+// options.backend 'cpu' (default) or 'cuda' (device 0); options.precision 'fp32' (default) |
+// 'bf16' | 'fp16' (CUDA only) for the layer's linear products (gemm.h); 'cuda' in a build without
+// CUDA is an ERR_AWQ_CUDA error saying how to build one.
 // All outputs are allocated here on the JS thread; the search runs on a worker thread and
 // reports phase changes through a thread-safe function.
 #include <napi.h>
@@ -30,7 +30,7 @@ namespace {
 
 struct Backend {
   bool cuda = false;
-  int precision = 0;  // awq::cuda::Precision: 0 fp32, 1 bf16, 2 fp16
+  Precision precision = Precision::F32;
 };
 
 Backend parse_backend(const Napi::Value& v) {
@@ -47,11 +47,11 @@ Backend parse_backend(const Napi::Value& v) {
   if (!pr.IsUndefined()) {
     if (!pr.IsString()) bad_arg("options.precision: expected 'fp32', 'bf16' or 'fp16'");
     const std::string name = pr.As<Napi::String>().Utf8Value();
-    if (name == "fp32") b.precision = 0;
-    else if (name == "bf16") b.precision = 1;
-    else if (name == "fp16") b.precision = 2;
+    if (name == "fp32") b.precision = Precision::F32;
+    else if (name == "bf16") b.precision = Precision::BF16;
+    else if (name == "fp16") b.precision = Precision::F16;
     else bad_arg("options.precision: expected 'fp32', 'bf16' or 'fp16', got '" + name + "'");
-    if (b.precision != 0 && !b.cuda) bad_arg("options.precision: '" + name + "' needs backend 'cuda' (the CPU search is fp32)");
+    if (b.precision == Precision::F16 && !b.cuda) bad_arg("options.precision: 'fp16' needs backend 'cuda' (the CPU takes 'fp32' or 'bf16')");
   }
 #ifndef AWQ_WITH_CUDA
   if (b.cuda) no_cuda_build();
@@ -211,17 +211,18 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
 #ifdef AWQ_WITH_CUDA
           if (dev_hidden) {
             CudaHiddenUse use(dev_hidden);
-            cuda::quantize_decoder_layer(arch, w, use.states(), seqlen, opt, static_cast<cuda::Precision>(backend.precision),
+            cuda::quantize_decoder_layer(arch, w, use.states(), seqlen, opt, backend.precision,
                                          out, *report, CancelFlag(flag), on_phase);
             return;
           }
           if (backend.cuda) {
-            cuda::quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, static_cast<cuda::Precision>(backend.precision),
+            cuda::quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, backend.precision,
                                          out, *report, CancelFlag(flag), on_phase);
             return;
           }
 #endif
-          quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, out, *report, CancelFlag(flag), on_phase);
+          quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, backend.precision, out, *report, CancelFlag(flag),
+                                 on_phase);
         },
         [report](Napi::Env env, const std::vector<Napi::Value>& kept) {
           Napi::Object res = kept.back().As<Napi::Object>();

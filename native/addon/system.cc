@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "../core/cpu_features.h"
+#include "../core/gemm.h"
 #include "../core/threadpool.h"
 #include "args.h"
 #include "async.h"
@@ -47,6 +48,7 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
     cpu.Set("threads", num_threads());
     cpu.Set("cores", available_cores());
     cpu.Set("features", cpu_feature_list());
+    cpu.Set("bf16Products", bf16_products_native());
     Napi::Object out = Napi::Object::New(env);
     out.Set("cpu", cpu);
     out.Set("cuda", cuda_info(env));

@@ -49,12 +49,16 @@ CpuFeatures detect() {
   }
 #ifdef AWQ_EMULATE_AVX512
   // The emulated test build (native/tests/avx512_emulation.h): its AVX-512 kernels are SIMDe
-  // code compiled for AVX2, so they run wherever AVX2 does. AWQ_EMULATE_VNNI=0 leaves VNNI out,
-  // for the AVX-512 kernels that machines without it run.
+  // code compiled for AVX2, so they run wherever AVX2 does. AWQ_EMULATE_VNNI=0 / AWQ_EMULATE_BF16=0
+  // leave VNNI / BF16 out, for the AVX-512 kernels that machines without them run.
   if (f.avx2 && f.fma && f.f16c) {
     f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = true;
-    const char* vnni = std::getenv("AWQ_EMULATE_VNNI");
-    f.avx512vnni = !(vnni && !std::strcmp(vnni, "0"));
+    auto emulated = [](const char* var) {
+      const char* v = std::getenv(var);
+      return !(v && !std::strcmp(v, "0"));
+    };
+    f.avx512vnni = emulated("AWQ_EMULATE_VNNI");
+    f.avx512bf16 = emulated("AWQ_EMULATE_BF16");
   }
 #endif
   return f;

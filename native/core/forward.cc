@@ -167,7 +167,7 @@ double attention_core(const LayerArch& a, float* qkv, int64_t T, int64_t seqlen,
 
 void decoder_layer_forward(const LayerArch& a, const LayerWeights& w, const float* hidden,
                            int64_t tokens, int64_t seqlen, float* out, const LayerRecord* rec,
-                           const CancelFlag& cancel, double* flops) {
+                           const CancelFlag& cancel, double* flops, Precision p) {
   AWQ_CHECK_ARG(seqlen > 0 && tokens > 0 && tokens % seqlen == 0,
                 "decoder layer: tokens (" + std::to_string(tokens) + ") must be a positive multiple of seqlen (" +
                     std::to_string(seqlen) + ")");
@@ -192,23 +192,23 @@ void decoder_layer_forward(const LayerArch& a, const LayerWeights& w, const floa
     float* y = out + t0 * H;
     float* n1 = rec && rec->x_attn ? rec->x_attn + t0 * H : xn.data();
     rms_norm(x, T, H, w.input_norm, a.eps, n1);
-    linear(n1, T, H, w_qkv.data(), QKV, b_qkv.empty() ? nullptr : b_qkv.data(), qkv.data());
+    linear(n1, T, H, w_qkv.data(), QKV, b_qkv.empty() ? nullptr : b_qkv.data(), qkv.data(), p);
     float* ao = rec && rec->x_o ? rec->x_o + t0 * QO : att.data();
     f += attention_core(a, qkv.data(), T, seqlen, rope, a.qk_norm ? w.q_norm : nullptr,
                         a.qk_norm ? w.k_norm : nullptr, ao, cancel);
     float* attn_out = rec && rec->attn_out ? rec->attn_out + t0 * H : tmp.data();
-    linear(ao, T, QO, w.o, H, w.o_bias, attn_out);
+    linear(ao, T, QO, w.o, H, w.o_bias, attn_out, p);
     // y = x + attention (the residual stream h), then the MLP adds to it
     for (int64_t i = 0; i < T * H; ++i) y[i] = x[i] + attn_out[i];
     float* n2 = rec && rec->x_mlp ? rec->x_mlp + t0 * H : xn.data();
     rms_norm(y, T, H, w.post_norm, a.eps, n2);
-    linear(n2, T, H, w_gu.data(), 2 * I, nullptr, gu.data());
+    linear(n2, T, H, w_gu.data(), 2 * I, nullptr, gu.data(), p);
     float* d = rec && rec->x_down ? rec->x_down + t0 * I : act.data();
     parallel_for(T, 16, [&](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r) silu_mul(gu.data() + r * 2 * I, gu.data() + r * 2 * I + I, d + r * I, I);
     });
     float* m = rec && rec->mlp_out ? rec->mlp_out + t0 * H : tmp.data();
-    linear(d, T, I, w.down, H, nullptr, m);
+    linear(d, T, I, w.down, H, nullptr, m, p);
     for (int64_t i = 0; i < T * H; ++i) y[i] += m[i];
     f += 2.0 * T * H * (QKV + QO + 3.0 * I);
   }

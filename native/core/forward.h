@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cancel.h"
+#include "gemm.h"
 
 namespace awq {
 
@@ -70,10 +71,11 @@ void concat_rows(std::initializer_list<std::pair<const float*, int64_t>> parts, 
 
 // Full decoder-layer forward over `tokens` = blocks * seqlen rows of `hidden`, in chunks of
 // whole blocks so scratch memory stays bounded. Polls `cancel` between chunks. Adds the FLOPs
-// done to *flops when given.
+// done to *flops when given. `p`: arithmetic of the four linear products (gemm.h); attention and
+// norms stay fp32.
 void decoder_layer_forward(const LayerArch& a, const LayerWeights& w, const float* hidden,
                            int64_t tokens, int64_t seqlen, float* out, const LayerRecord* rec,
-                           const CancelFlag& cancel, double* flops = nullptr);
+                           const CancelFlag& cancel, double* flops = nullptr, Precision p = Precision::F32);
 
 // Tokens per chunk for a forward: whole blocks, about `target` tokens.
 inline int64_t chunk_tokens(int64_t seqlen, int64_t tokens, int64_t target = 2048) {

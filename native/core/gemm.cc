@@ -221,9 +221,13 @@ const detail::GemmKernel* detail::active_gemm_kernel() {
   }
 }
 
-const detail::GemmKernel* detail::gemm_kernel_for(Precision p) {
+void require_cpu_precision(Precision p) {
   AWQ_CHECK_ARG(p == Precision::F32 || p == Precision::BF16,
-                std::string("matrix product: precision ") + precision_name(p) + " is not available on the CPU (f32, bf16)");
+                std::string("matrix products in ") + precision_name(p) + " are not available on the CPU (f32, bf16)");
+}
+
+const detail::GemmKernel* detail::gemm_kernel_for(Precision p) {
+  require_cpu_precision(p);
   if (p == Precision::F32) return active_gemm_kernel();
   if (bf16_products_native()) return &gemm_kernel_avx512bf16();
   switch (active_isa()) {

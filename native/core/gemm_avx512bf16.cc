@@ -10,6 +10,10 @@
 #include "gemm_kernels.h"
 
 #pragma GCC push_options
+// GCC 12 warns that _mm512_undefined_epi32's self-initialized value (the unused passthrough of the
+// unmasked shift and narrowing intrinsics) may be uninitialized: a false positive of its headers.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")
 #endif
@@ -141,4 +145,5 @@ const GemmKernel& gemm_kernel_avx512bf16() {
 
 }  // namespace awq::detail
 
+#pragma GCC diagnostic pop
 #pragma GCC pop_options

@@ -122,20 +122,20 @@ bool scaled_fake_quant(const float* W, int64_t rows, int64_t in, const float* s,
   return std::all_of(ok.begin(), ok.end(), [](char c) { return c != 0; });
 }
 
-void gram(const float* X, int64_t n, int64_t in, std::vector<double>& G) {
+void gram(const float* X, int64_t n, int64_t in, std::vector<double>& G, Precision p) {
   G.assign(in * in, 0.0);
   constexpr int64_t kBlock = 1024;
   std::vector<float> Gb(in * in);
   for (int64_t t0 = 0; t0 < n; t0 += kBlock) {
     const int64_t T = std::min(kBlock, n - t0);
-    sgemm(Trans::T, Trans::N, in, in, T, 1.f, X + t0 * in, in, X + t0 * in, in, 0.f, Gb.data(), in);
+    sgemm(Trans::T, Trans::N, in, in, T, 1.f, X + t0 * in, in, X + t0 * in, in, 0.f, Gb.data(), in, p);
     for (int64_t i = 0; i < in * in; ++i) G[i] += Gb[i];
   }
 }
 
-double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf) {
+double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf, Precision p) {
   std::vector<float> T(out * in);
-  sgemm(Trans::N, Trans::N, out, in, in, 1.f, dW, in, Gf, in, 0.f, T.data(), in);
+  sgemm(Trans::N, Trans::N, out, in, in, 1.f, dW, in, Gf, in, 0.f, T.data(), in, p);
   std::vector<double> part(static_cast<size_t>(num_threads()), 0.0);
   parallel_for(out, 16, [&](int64_t r0, int64_t r1, int t) {
     double acc = 0.0;
@@ -150,7 +150,7 @@ double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf)
 }
 
 double direct_sq_error(const float* X, int64_t n, int64_t in, const float* dW, int64_t out,
-                       const CancelFlag& cancel) {
+                       const CancelFlag& cancel, Precision p) {
   // Chunks of at most 4 Mi products (16 MiB) and at most n tokens.
   const int64_t C = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 22) / std::max<int64_t>(out, 1)));
   std::vector<float> E(C * out);
@@ -158,7 +158,7 @@ double direct_sq_error(const float* X, int64_t n, int64_t in, const float* dW, i
   for (int64_t t0 = 0; t0 < n; t0 += C) {
     cancel.check();
     const int64_t T = std::min(C, n - t0);
-    linear(X + t0 * in, T, in, dW, out, nullptr, E.data());
+    linear(X + t0 * in, T, in, dW, out, nullptr, E.data(), p);
     parallel_for(T, 16, [&](int64_t r0, int64_t r1, int t) {
       double acc = 0.0;
       for (int64_t r = r0; r < r1; ++r) {
@@ -265,6 +265,7 @@ struct LayerState {
   const LayerArch& a;
   const SearchOptions& opt;
   const CancelFlag& cancel;
+  const Precision prec;  // of the linear products
   int64_t n, seqlen, H, I, QO, KV, QKV;
   std::vector<float> W[kNumLinears];
   std::vector<float> in_norm, post_norm, q_bias, k_bias, v_bias, o_bias, q_norm, k_norm;
@@ -272,8 +273,8 @@ struct LayerState {
   double flops = 0;
 
   LayerState(const LayerArch& a_, const LayerWeights& w, int64_t n_, int64_t seqlen_, const SearchOptions& o,
-             const CancelFlag& c)
-      : a(a_), opt(o), cancel(c), n(n_), seqlen(seqlen_), H(a_.hidden), I(a_.intermediate), QO(a_.q_out()),
+             Precision p, const CancelFlag& c)
+      : a(a_), opt(o), cancel(c), prec(p), n(n_), seqlen(seqlen_), H(a_.hidden), I(a_.intermediate), QO(a_.q_out()),
         KV(a_.kv_out()), QKV(a_.qkv_out()) {
     auto copy = [](const float* p, int64_t len) { return p ? std::vector<float>(p, p + len) : std::vector<float>(); };
     W[kQ] = copy(w.q, QO * H);
@@ -312,10 +313,10 @@ struct LayerState {
     for (int64_t t0 = 0; t0 < n; t0 += C) {
       cancel.check();
       const int64_t T = std::min(C, n - t0);
-      linear(x_attn.data() + t0 * H, T, H, w_qkv.data(), QKV, b_qkv.empty() ? nullptr : b_qkv.data(), qkv.data());
+      linear(x_attn.data() + t0 * H, T, H, w_qkv.data(), QKV, b_qkv.empty() ? nullptr : b_qkv.data(), qkv.data(), prec);
       flops += attention_core(a, qkv.data(), T, seqlen, rope, q_norm.empty() ? nullptr : q_norm.data(),
                               k_norm.empty() ? nullptr : k_norm.data(), att.data(), cancel);
-      linear(att.data(), T, QO, W[kO].data(), H, o_bias.empty() ? nullptr : o_bias.data(), y.data());
+      linear(att.data(), T, QO, W[kO].data(), H, o_bias.empty() ? nullptr : o_bias.data(), y.data(), prec);
       sum += sum_sq_diff(y.data(), attn_out.data() + t0 * H, T * H);
       flops += 2.0 * T * H * (QKV + QO);
     }
@@ -329,11 +330,11 @@ struct LayerState {
     for (int64_t t0 = 0; t0 < n; t0 += C) {
       cancel.check();
       const int64_t T = std::min(C, n - t0);
-      linear(x_mlp.data() + t0 * H, T, H, w_gu.data(), 2 * I, nullptr, gu.data());
+      linear(x_mlp.data() + t0 * H, T, H, w_gu.data(), 2 * I, nullptr, gu.data(), prec);
       parallel_for(T, 16, [&](int64_t r0, int64_t r1, int) {
         for (int64_t r = r0; r < r1; ++r) silu_mul(gu.data() + r * 2 * I, gu.data() + r * 2 * I + I, d.data() + r * I, I);
       });
-      linear(d.data(), T, I, W[kDown].data(), H, nullptr, y.data());
+      linear(d.data(), T, I, W[kDown].data(), H, nullptr, y.data(), prec);
       sum += sum_sq_diff(y.data(), mlp_out.data() + t0 * H, T * H);
       flops += 2.0 * T * H * 3.0 * I;
     }
@@ -410,16 +411,18 @@ void check_layer_quant_args(const LayerArch& a, const LayerWeights& w, const flo
 }
 
 void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
-                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out,
+                            int64_t seqlen, const SearchOptions& opt, Precision precision, const LayerQuantOutputs& out,
                             LayerQuantReport& report, const CancelFlag& cancel,
                             const std::function<void(const char*)>& on_phase) {
   check_layer_quant_args(a, w, hidden, tokens, seqlen, opt, out);
+  require_cpu_precision(precision);
   report = LayerQuantReport();
-  LayerState st(a, w, tokens, seqlen, opt, cancel);
+  LayerState st(a, w, tokens, seqlen, opt, precision, cancel);
   const int64_t n = tokens, H = st.H, I = st.I, QO = st.QO;
   const bool search = opt.awq;
 
-  // 1. the full-precision forward, recording what the search needs (RTN without tokens: none)
+  // 1. the forward of the unquantized layer, recording what the search needs (RTN without tokens:
+  // none)
   auto t0 = Clock::now();
   if (n > 0) {
     if (on_phase) on_phase("forward");
@@ -433,7 +436,7 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
       st.mlp_out.resize(n * H);
       rec = LayerRecord{st.x_attn.data(), st.x_o.data(), st.x_mlp.data(), st.x_down.data(), st.attn_out.data(), st.mlp_out.data()};
     }
-    decoder_layer_forward(a, w, hidden, n, seqlen, out.output, search ? &rec : nullptr, cancel, &st.flops);
+    decoder_layer_forward(a, w, hidden, n, seqlen, out.output, search ? &rec : nullptr, cancel, &st.flops, precision);
     report.ms_forward = ms_since(t0);
   }
 
@@ -463,7 +466,7 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
       std::vector<float> Gf, dW(st.W[id].size());
       if (!direct) {
         std::vector<double> G;
-        gram(X.data(), n, in, G);
+        gram(X.data(), n, in, G, precision);
         st.flops += 2.0 * n * in * in;
         Gf.assign(G.begin(), G.end());
       }
@@ -472,10 +475,10 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
                                     for (size_t e = 0; e < dW.size(); ++e) dW[e] = c[0][e] - st.W[id][e];
                                     double sq;
                                     if (direct) {
-                                      sq = direct_sq_error(X.data(), n, in, dW.data(), rows, cancel);
+                                      sq = direct_sq_error(X.data(), n, in, dW.data(), rows, cancel, precision);
                                       st.flops += 2.0 * n * in * rows;
                                     } else {
-                                      sq = gram_quadratic(dW.data(), rows, in, Gf.data());
+                                      sq = gram_quadratic(dW.data(), rows, in, Gf.data(), precision);
                                       st.flops += 2.0 * rows * in * in;
                                     }
                                     return sq / static_cast<double>(n * rows);

@@ -89,9 +89,12 @@ struct LayerQuantOutputs {
 
 // tokens == 0 (hidden may be null) is accepted for RTN (opt.awq == false) only: no forward runs
 // and the weights are quantized as they are.
+// `precision` (gemm.h): arithmetic of every linear product of the layer (the recorded forward, the
+// candidates' forwards, the Gram matrices and their quadratic forms), as on CUDA; attention, norms,
+// the quantization and the clip search stay fp32. F32 or BF16.
 // Throws InvalidArgument (options / shapes), NonFinite (naming the tensor), Aborted.
 void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const float* hidden, int64_t tokens,
-                            int64_t seqlen, const SearchOptions& opt, const LayerQuantOutputs& out,
+                            int64_t seqlen, const SearchOptions& opt, Precision precision, const LayerQuantOutputs& out,
                             LayerQuantReport& report, const CancelFlag& cancel,
                             const std::function<void(const char*)>& on_phase = {});
 
@@ -116,14 +119,15 @@ void scale_candidate(const float* x_mean, const float* w_mean, int64_t in, float
 void weight_mean(const std::vector<std::pair<const float*, int64_t>>& linears, int64_t in, int64_t group, float* w_mean);
 // W' = Q(W * s) / s, rows [0, rows), written to dst (may not alias W).
 bool scaled_fake_quant(const float* W, int64_t rows, int64_t in, const float* s, const QuantParams& p, float* dst);
-// G = X^T X for X [n, in], fp32 products over token blocks summed in fp64.
-void gram(const float* X, int64_t n, int64_t in, std::vector<double>& G);
+// The products below run in precision p (gemm.h); their sums stay fp32 within a row, fp64 across.
+// G = X^T X for X [n, in], products over token blocks summed in fp64.
+void gram(const float* X, int64_t n, int64_t in, std::vector<double>& G, Precision p = Precision::F32);
 // sum over rows r of dW_r G dW_r^T (fp64 sum), dW [out, in], Gf = G as fp32.
-double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf);
+double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf, Precision p = Precision::F32);
 // sum over tokens t and rows r of (X dW^T)[t, r]^2 (fp64 sum): the squared output error of a
 // linear whose weights moved by dW [out, in], on X [n, in], computed in token chunks (polls cancel).
 double direct_sq_error(const float* X, int64_t n, int64_t in, const float* dW, int64_t out,
-                       const CancelFlag& cancel = CancelFlag());
+                       const CancelFlag& cancel = CancelFlag(), Precision p = Precision::F32);
 // FLOPs of the two ways to evaluate n_grid candidates of a single linear [out, in] on n tokens:
 // Gram matrix (2 n in^2) plus n_grid quadratic forms (2 out in^2 each), or n_grid direct
 // products (2 n in out each).

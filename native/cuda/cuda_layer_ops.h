@@ -17,11 +17,12 @@
 
 namespace awq::cuda {
 
-// Arithmetic of the search's matrix products. F32: SIMT fp32 FMA (the CPU path's arithmetic up to
-// summation order). BF16 / F16: operands rounded to bf16 / fp16, tensor-core products, fp32
-// accumulation (faster; changes losses by ~2^-8 / 2^-11 relative, so close candidates may swap).
-enum class Precision : int { F32 = 0, BF16 = 1, F16 = 2 };
-const char* precision_name(Precision p);
+// Arithmetic of the search's matrix products (awq::Precision, gemm.h). F32: SIMT fp32 FMA (the CPU
+// path's arithmetic up to summation order). BF16 / F16: operands rounded to bf16 / fp16,
+// tensor-core products, fp32 accumulation (faster; changes losses by ~2^-8 / 2^-11 relative, so
+// close candidates may swap).
+using awq::Precision;
+using awq::precision_name;
 
 // ---- dense products (sgemm_f32.cu) ----
 

@@ -30,15 +30,6 @@
 
 namespace awq::cuda {
 
-const char* precision_name(Precision p) {
-  switch (p) {
-    case Precision::F32: return "f32";
-    case Precision::BF16: return "bf16";
-    case Precision::F16: return "f16";
-  }
-  return "unknown";
-}
-
 namespace {
 
 constexpr int kThreads = 256;

@@ -69,6 +69,16 @@ inline void mask_storeu_epi32(void* p, unsigned k, Vec v) {
     if ((k >> i) & 1) d[i] = lanes[i];
 }
 
+// vpmovdw: the low 16 bits of each 32-bit lane, in order.
+inline simde__m256i cvtepi32_epi16(simde__m512i v) {
+  const simde__m512i_private a = simde__m512i_to_private(v);
+  int16_t r[16];
+  for (int i = 0; i < 16; ++i) r[i] = static_cast<int16_t>(a.i32[i]);
+  simde__m256i out;
+  std::memcpy(&out, r, sizeof(r));
+  return out;
+}
+
 // vdpbf16ps as the instruction set reference writes it: per fp32 lane, the odd pair's product is
 // added first, then the even one's, each add rounded (the hardware also flushes denormals, which
 // this leaves alone). a and b hold pairs of bf16 (gemm_kernels.h); the kernel passes them as __m512i.
@@ -95,6 +105,7 @@ inline simde__m512 dpbf16_ps(simde__m512 acc, simde__m512i a, simde__m512i b) {
 #define _mm512_mask_storeu_ps(p, k, v) awq_emu::mask_storeu_ps((p), (k), (v))
 #define _mm512_reduce_add_ps(v) awq_emu::reduce_add_ps(v)
 #define _mm512_cvtepi32_ps(v) awq_emu::cvtepi32_ps(v)
+#define _mm512_cvtepi32_epi16(v) awq_emu::cvtepi32_epi16(v)
 #define _mm512_mask_storeu_epi32(p, k, v) awq_emu::mask_storeu_epi32<simde__m512i, 16>((p), (k), (v))
 #define _mm256_mask_storeu_epi32(p, k, v) awq_emu::mask_storeu_epi32<simde__m256i, 8>((p), (k), (v))
 #define _mm512_cvtps_epi32(v) awq_emu::cvtps_epi32(v)

@@ -24,7 +24,15 @@ using LayerQuantizer = std::function<void(const LayerArch&, const LayerWeights&,
 
 inline void cpu_quantize_layer(const LayerArch& a, const LayerWeights& w, const float* x, int64_t T, int64_t S,
                                const SearchOptions& opt, const LayerQuantOutputs& o, LayerQuantReport& report) {
-  quantize_decoder_layer(a, w, x, T, S, opt, o, report, CancelFlag());
+  quantize_decoder_layer(a, w, x, T, S, opt, Precision::F32, o, report, CancelFlag());
+}
+
+// The CPU quantizer with linear products in precision p.
+inline LayerQuantizer cpu_quantizer(Precision p) {
+  return [p](const LayerArch& a, const LayerWeights& w, const float* x, int64_t T, int64_t S, const SearchOptions& opt,
+             const LayerQuantOutputs& o, LayerQuantReport& report) {
+    quantize_decoder_layer(a, w, x, T, S, opt, p, o, report, CancelFlag());
+  };
 }
 
 // Runs one layer's quantization with every output (folded weights included) allocated.

@@ -285,7 +285,7 @@ TEST(search_rtn_without_tokens_runs_no_forward) {
   o.input_norm = none.in_norm.data();
   o.post_norm = none.post_norm.data();
   std::vector<std::string> phases;
-  quantize_decoder_layer(a, L.w, nullptr, 0, 1, rtn, o, none.report, CancelFlag(),
+  quantize_decoder_layer(a, L.w, nullptr, 0, 1, rtn, Precision::F32, o, none.report, CancelFlag(),
                          [&](const char* p) { phases.push_back(p); });
   CHECK(phases == std::vector<std::string>{"quantize"});
   CHECK(none.report.flops == 0 && none.report.ms_forward == 0);
@@ -297,5 +297,51 @@ TEST(search_rtn_without_tokens_runs_no_forward) {
   // AWQ needs tokens
   SearchOptions awq;
   awq.group_size = 32;
-  CHECK_THROWS(quantize_decoder_layer(a, L.w, nullptr, 0, 1, awq, o, none.report, CancelFlag()));
+  CHECK_THROWS(quantize_decoder_layer(a, L.w, nullptr, 0, 1, awq, Precision::F32, o, none.report, CancelFlag()));
+}
+
+// Precision::BF16: every linear product of the layer (the recorded forward, the candidates'
+// forwards, the Gram or direct losses) rounds its operands to bf16, on every ISA (the AVX512-BF16
+// kernel or fp32 kernels on rounded operands). The losses move by about the rounding (2^-9
+// relative), not more; the choices may move with them.
+TEST(search_bf16_products_move_losses_by_rounding_only) {
+  for_each_isa([](Isa) {
+    for (LinearLoss method : {LinearLoss::Gram, LinearLoss::Direct}) {
+      RandomLayer L(64, 96, 4, 4, 16, true, false, 31);  // MHA: the o group is searched too
+      const int64_t S = 24, T = 3 * S;
+      auto x = random_floats(T * 64, 17, -2.f, 2.f);
+      for (int64_t t = 0; t < T; ++t) x[t * 64 + 5] *= 12.f;
+      SearchOptions opt;
+      opt.group_size = 32;
+      opt.linear_loss = method;
+      const QuantRun f = run_layer(L, x, T, S, opt);
+      const QuantRun b = run_layer(L, x, T, S, opt, cpu_quantizer(Precision::BF16));
+      const double out_diff = max_rel_diff(b.output, f.output);
+      CHECK(out_diff > 1e-6 && out_diff < 1e-2);  // rounded, and only by bf16's step
+      CHECK(b.report.groups.size() == f.report.groups.size());
+      bool moved = false;
+      for (size_t g = 0; g < f.report.groups.size(); ++g) {
+        const GroupResult &gb = b.report.groups[g], &gf = f.report.groups[g];
+        CHECK(gb.skipped == gf.skipped && gb.loss_method == gf.loss_method);
+        if (!gf.skipped.empty()) continue;
+        for (size_t i = 0; i < gf.losses.size(); ++i) {
+          moved |= gb.losses[i] != gf.losses[i];
+          CHECK_NEAR(gb.losses[i] / gf.losses[i], 1.0, 0.05);
+        }
+      }
+      CHECK(moved);
+    }
+  });
+}
+
+TEST(search_refuses_fp16_products_on_the_cpu) {
+  RandomLayer L(64, 96, 4, 4, 16, false, false, 3);
+  auto x = random_floats(32 * 64, 2, -1.f, 1.f);
+  bool refused = false;
+  try {
+    run_layer(L, x, 32, 16, SearchOptions(), cpu_quantizer(Precision::F16));
+  } catch (const Error& e) {
+    refused = e.code() == ErrorCode::InvalidArgument;
+  }
+  CHECK(refused);
 }
