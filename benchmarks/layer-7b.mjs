@@ -4,7 +4,7 @@
 // channels, and reports seconds per layer (by phase) and peak RSS, so a user can estimate a real
 // 7B run (32 layers) on this machine.
 //
-//   node benchmarks/layer-7b.mjs [--layers 2] [--blocks 16] [--seqlen 512] [--json]
+//   node benchmarks/layer-7b.mjs [--layers 2] [--blocks 16] [--seqlen 512] [--precision fp32|bf16] [--json]
 import { cpus } from 'node:os';
 
 import { quantizeDecoderLayer, backends } from '../dist/index.js';
@@ -15,6 +15,7 @@ const layers = opt('--layers', 2);
 const blocks = opt('--blocks', 16);
 const seqlen = opt('--seqlen', 512);
 const json = args.includes('--json');
+const precision = args.includes('--precision') ? args[args.indexOf('--precision') + 1] : 'fp32';
 const H = 4096, I = 11008, heads = 32, headDim = 128;
 
 let seed = 1234567;
@@ -46,7 +47,7 @@ for (let l = 0; l < layers; l++) {
     gate: randomMatrix(I * H, 0.02), up: randomMatrix(I * H, 0.02), down: randomMatrix(H * I, 0.02),
   };
   const t0 = performance.now();
-  const r = await quantizeDecoderLayer(arch, weights, hidden, seqlen, { wBit: 4, groupSize: 128, zeroPoint: true, duoScaling: true, clip: true, method: 'awq' });
+  const r = await quantizeDecoderLayer(arch, weights, hidden, seqlen, { wBit: 4, groupSize: 128, zeroPoint: true, duoScaling: true, clip: true, method: 'awq', precision });
   const seconds = (performance.now() - t0) / 1000;
   hidden = r.output;
   const t = r.report.timingsMs;
@@ -55,12 +56,12 @@ for (let l = 0; l < layers; l++) {
 }
 const peakRssMB = (process.resourceUsage().maxRSS * 1024) / 2 ** 20;
 const b = backends();
-const machine = `${cpus()[0]?.model ?? 'cpu'}, ${b.cpu.threads} threads, ${b.cpu.isa}`;
+const machine = `${cpus()[0]?.model ?? 'cpu'}, ${b.cpu.threads} threads, ${b.cpu.isa}${b.cpu.bf16Products ? ' (bf16 products)' : ''}`;
 const perLayer = results.reduce((s, r) => s + r.seconds, 0) / results.length;
 if (json) {
-  console.log(JSON.stringify({ machine, blocks, seqlen, results, secondsPerLayer: perLayer, estimated7BSeconds: perLayer * 32, peakRssMB }, null, 2));
+  console.log(JSON.stringify({ machine, precision, blocks, seqlen, results, secondsPerLayer: perLayer, estimated7BSeconds: perLayer * 32, peakRssMB }, null, 2));
 } else {
-  console.log(`\n7B-shaped layers (hidden ${H}, intermediate ${I}, ${heads} heads), ${blocks} blocks of ${seqlen} tokens; machine: ${machine}`);
+  console.log(`\n7B-shaped layers (hidden ${H}, intermediate ${I}, ${heads} heads), ${blocks} blocks of ${seqlen} tokens, ${precision} products; machine: ${machine}`);
   console.log('layer  total s  forward s  scale s  clip s  quant s  GFLOP  GFLOP/s');
   for (const r of results) {
     console.log(`${String(r.layer).padStart(5)}  ${r.seconds.toFixed(1).padStart(7)}  ${r.forwardS.toFixed(1).padStart(9)}  ${r.scaleSearchS.toFixed(1).padStart(7)}  ${r.clipSearchS.toFixed(1).padStart(6)}  ${r.quantizeS.toFixed(1).padStart(7)}  ${r.gflop.toFixed(0).padStart(5)}  ${r.gflopPerS.toFixed(0).padStart(7)}`);

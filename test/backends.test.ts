@@ -24,6 +24,10 @@ describe('backends and the CLI skeleton', () => {
     expect(bf).toMatchObject({ backend: 'cpu', precision: 'bf16', description: expect.stringMatching(/bf16/) });
     // without AVX512-BF16 the note says that bf16 runs at fp32 speed
     expect(bf.note === undefined).toBe(backends().cpu.bf16Products);
+    // precision 'auto' (the default): bf16 where the CPU runs it natively, else fp32
+    expect(resolveBackend('cpu').precision).toBe(backends().cpu.bf16Products ? 'bf16' : 'fp32');
+    expect(resolveBackend('cpu', 'auto').note).toBeUndefined();
+    expect(resolveBackend('cpu', 'fp32')).toMatchObject({ precision: 'fp32', description: expect.not.stringMatching(/bf16/) });
     expect(() => resolveBackend('auto', 'int8')).toThrow(InvalidArgumentError);
     if (backends().cuda === null) {
       expect(() => resolveBackend('cuda', 'fp32')).toThrow(CudaError);

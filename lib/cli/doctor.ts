@@ -20,6 +20,7 @@ export function registerDoctor(program: Command): void {
         `native binary: ${b.binary}`,
         `cpu: ${b.cpu.isa} kernels, ${b.cpu.threads} threads (${b.cpu.cores} cores available)`,
         `cpu features: ${b.cpu.features.join(' ') || 'none beyond x86-64 baseline'}`,
+        `cpu bf16 products (--precision bf16): ${b.cpu.bf16Products ? 'AVX512-BF16, about 2x the fp32 rate' : 'no AVX512-BF16 here, run on the fp32 kernels (bf16 results at fp32 speed)'}`,
       ];
       if (b.cuda) {
         for (const d of b.cuda.devices) {

@@ -49,8 +49,12 @@ export interface QuantizeOptions {
   threads?: number;
   /** 'auto' (default): CUDA when a CUDA build sees a device, else the CPU (with a progress note). */
   backend?: 'cpu' | 'cuda' | 'auto';
-  /** Arithmetic of the layers' linear products: 'fp32' (default), 'bf16', or 'fp16' on CUDA (see QuantOptions). */
-  precision?: Precision;
+  /**
+   * Arithmetic of the layers' linear products (see QuantOptions): 'fp32', 'bf16', 'fp16' (CUDA),
+   * or 'auto' (default): 'bf16' on a CPU with AVX512-BF16, else 'fp32' (resolveBackend). The
+   * report's options.precision says which ran.
+   */
+  precision?: Precision | 'auto';
   maxShardBytes?: number;
   /**
    * Write the unquantized tensors (embeddings, norms, lm_head) in the source dtype (bf16 / fp32)
@@ -70,7 +74,8 @@ export interface LayerSummary extends LayerReport {
 export interface QuantizationReport {
   model: string;
   modelType: string;
-  options: Required<Pick<QuantOptions, 'wBit' | 'groupSize' | 'zeroPoint' | 'duoScaling' | 'clip' | 'method'>>;
+  /** precision: the arithmetic of the search's linear products, as resolved (see QuantOptions). */
+  options: Required<Pick<QuantOptions, 'wBit' | 'groupSize' | 'zeroPoint' | 'duoScaling' | 'clip' | 'method' | 'precision'>>;
   calibration: { source: string; samples: number; blocks: number; seqlen: number; droppedTokens: number } | null;
   layers: LayerSummary[];
   totalMs: number;
@@ -124,7 +129,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const opts = resolveOptions(options);
   // Threads first: the backend's description (in the report) names the thread count.
   if (options.threads !== undefined) setThreads(options.threads);
-  const resolved = resolveBackend(options.backend ?? 'auto', options.precision ?? 'fp32');
+  const resolved = resolveBackend(options.backend ?? 'auto', options.precision ?? 'auto');
   opts.backend = resolved.backend;
   opts.precision = resolved.precision;
   const progress = new ProgressTracker(options.onProgress);
@@ -235,6 +240,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         duoScaling: opts.duoScaling,
         clip: opts.clip,
         method: opts.method,
+        precision: resolved.precision,
       },
       calibration,
       layers,
