@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Dense fp32 GEMM throughput for the shapes AWQ runs, against the measured FMA ceiling and the
-// portable reference kernel, both measured in this run.
+// portable reference kernel, both measured in this run; and the same products with bf16 operands
+// (impl 'bf16': vdpbf16ps on AVX512-BF16, else the fp32 kernel on rounded operands), whose
+// peakFraction is still against the fp32 FMA peak (AVX512-BF16's own peak is twice that).
 //
 //   node benchmarks/gemm-fp32.mjs [--json] [--quick] [--threads 1,2] [--no-reference]
 //
@@ -79,14 +81,14 @@ for (const [label, m, n, k, transA, transB] of shapes) {
   const c = new Float32Array(m * n);
   for (const threads of threadCounts) {
     setThreads(threads);
-    const impls = [[isa, m]];
+    const impls = [[isa, m], ['bf16', m]];
     // The portable reference runs at 0.3-1.5 GFLOP/s here: time it on a row slice of ~0.15 GFLOP.
     if (withReference) impls.push(['portable', Math.max(1, Math.min(m, Math.floor(1.5e8 / (2 * n * k))))]);
     for (const [impl, rows] of impls) {
       native().setIsaCap(impl === 'portable' ? 'portable' : 'avx512');
       const lda = transA ? m : k;
       const ms = await timeIt(
-        () => denseGemm({ a, b, c, m: rows, n, k, transA, transB, lda }),
+        () => denseGemm({ a, b, c, m: rows, n, k, transA, transB, lda, precision: impl === 'bf16' ? 'bf16' : 'fp32' }),
         impl === 'portable' ? { minReps: 1, maxReps: 1, minSeconds: 0, warmUp: false } : undefined,
       );
       native().setIsaCap('avx512');
@@ -112,10 +114,11 @@ for (const [label, m, n, k, transA, transB] of shapes) {
 setThreads(0);
 
 if (json) {
-  console.log(JSON.stringify({ isa, fmaPeakGflops: peaks, records }, null, 1));
+  console.log(JSON.stringify({ isa, bf16Products: backends().cpu.bf16Products, fmaPeakGflops: peaks, records }, null, 1));
 } else {
   const peakText = threadCounts.map((t) => `${t} thread${t > 1 ? 's' : ''}: ${peaks[t].toFixed(1)}`).join(', ');
-  console.log(`fp32 GEMM, ISA ${isa}; measured FMA peak GFLOP/s ${peakText}`);
+  const bf16 = backends().cpu.bf16Products ? 'bf16 on AVX512-BF16' : 'bf16 on the fp32 kernels (no AVX512-BF16)';
+  console.log(`fp32 GEMM, ISA ${isa}, ${bf16}; measured fp32 FMA peak GFLOP/s ${peakText}`);
   const rows = [['shape', 'm', 'n', 'k', 'op', 'thr', 'impl', 'ms', 'GFLOP/s', '% peak', 'vs portable']];
   for (const r of records) {
     const ref = records.find((q) => q.shape === r.shape && q.threads === r.threads && q.impl === 'portable');

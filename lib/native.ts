@@ -86,6 +86,7 @@ export interface NativeBinding {
     beta: number,
     c: Float32Array,
     ldc: number,
+    precision?: 'fp32' | 'bf16',
   ): Promise<Float32Array>;
   /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
   fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;

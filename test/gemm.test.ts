@@ -29,6 +29,32 @@ describe('denseGemm', () => {
     }
   });
 
+  it("precision 'bf16': the product of the operands rounded to bf16 (nearest even), summed in fp32", async () => {
+    const bits = new Uint32Array(1);
+    const f = new Float32Array(bits.buffer);
+    const bf16 = (x: number) => {
+      f[0] = x;
+      bits[0] = (bits[0] + 0x7fff + ((bits[0] >>> 16) & 1)) & 0xffff0000;
+      return f[0];
+    };
+    const rand = mulberry32(5);
+    const [m, n, k] = [9, 37, 301];
+    const a = new Float32Array(m * k).map(() => rand() - 0.5);
+    const b = new Float32Array(n * k).map(() => rand() - 0.5);
+    const c = await denseGemm({ a, b, m, n, k, transB: true, precision: 'bf16' });
+    const ref = reference(a.map(bf16), b.map(bf16), m, n, k, false, true);
+    const plain = reference(a, b, m, n, k, false, true);
+    let maxErr = 0;
+    let maxMove = 0;
+    for (let i = 0; i < m * n; i++) {
+      maxErr = Math.max(maxErr, Math.abs(c[i] - ref[i]));
+      maxMove = Math.max(maxMove, Math.abs(c[i] - plain[i]));
+    }
+    expect(maxErr).toBeLessThanOrEqual(1e-5 * k * 0.25); // fp32 sums of exact products
+    expect(maxMove).toBeGreaterThan(1e-3); // the rounding is real: 2^-9 relative per operand
+    await expect(denseGemm({ a, b, m, n, k, transB: true, precision: 'fp16' as 'bf16' })).rejects.toThrow(InvalidArgumentError);
+  });
+
   it('accumulates into c with alpha, beta and strides', async () => {
     const a = Float32Array.from([1, 2, 9, 3, 4, 9]); // [2,2] with lda 3
     const b = Float32Array.from([1, 0, 0, 1]);

@@ -1,6 +1,6 @@
-// sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) -> Promise<Float32Array>:
+// sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, precision?) -> Promise<Float32Array>:
 // C = alpha * op(A) op(B) + beta * C in place on the caller's buffers (zero-copy), resolving
-// with c. fmaPeak(secondsPerRep?, reps?) -> Promise<number>: the measured FMA ceiling in GFLOP/s
+// with c; precision 'fp32' (default) or 'bf16' (operands rounded to bf16, gemm.h). fmaPeak(secondsPerRep?, reps?) -> Promise<number>: the measured FMA ceiling in GFLOP/s
 // on the current thread count, for benchmarks to report GEMM throughput against.
 #include <napi.h>
 
@@ -55,6 +55,12 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
     const float beta = number(info[10], "beta");
     auto c = typed_array<float>(info[11], "c");
     const int64_t ldc = integer(info[12], "ldc", 1);
+    Precision prec = Precision::F32;
+    if (info.Length() > 13 && !info[13].IsUndefined()) {
+      const std::string p = info[13].IsString() ? info[13].As<Napi::String>().Utf8Value() : "";
+      if (p == "bf16") prec = Precision::BF16;
+      else if (p != "fp32") bad_arg("precision: expected 'fp32' or 'bf16'");
+    }
     check_matrix("a", a.length, ta ? k : m, ta ? m : k, lda);
     check_matrix("b", b.length, tb ? n : k, tb ? k : n, ldb);
     check_matrix("c", c.length, m, n, ldc);
@@ -65,7 +71,7 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
         env, "awq.sgemm", {info[6], info[8], info[11]},
         [=] {
           sgemm(ta ? Trans::T : Trans::N, tb ? Trans::T : Trans::N, m, n, k, alpha, a_data, lda,
-                b_data, ldb, beta, c_data, ldc);
+                b_data, ldb, beta, c_data, ldc, prec);
         },
         [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[2]; });
   });
