@@ -102,6 +102,13 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return err / scale;
 }
 
+// T tokens of hidden size 64 in [-2, 2], with channel `outlier` scaled by `factor`.
+std::vector<float> input_with_outlier(int64_t T, uint32_t seed, int64_t outlier, float factor) {
+  auto x = random_floats(T * 64, seed, -2.f, 2.f);
+  for (int64_t t = 0; t < T; ++t) x[t * 64 + outlier] *= factor;
+  return x;
+}
+
 }  // namespace
 
 TEST(search_fold_is_exact_and_losses_match_fp64) {
@@ -109,8 +116,7 @@ TEST(search_fold_is_exact_and_losses_match_fp64) {
   for (bool gqa : {false, true}) {
     RandomLayer L(64, 96, 4, gqa ? 2 : 4, 16, !gqa, gqa, 21);
     const int64_t S = 24, T = 3 * S;
-    auto x = random_floats(T * 64, 7, -2.f, 2.f);
-    for (int64_t t = 0; t < T; ++t) x[t * 64 + 9] *= 15.f;
+    const auto x = input_with_outlier(T, 7, 9, 15.f);
     SearchOptions opt;
     opt.group_size = 32;
     opt.clip = false;
@@ -309,8 +315,7 @@ TEST(search_bf16_products_move_losses_by_rounding_only) {
     for (LinearLoss method : {LinearLoss::Gram, LinearLoss::Direct}) {
       RandomLayer L(64, 96, 4, 4, 16, true, false, 31);  // MHA: the o group is searched too
       const int64_t S = 24, T = 3 * S;
-      auto x = random_floats(T * 64, 17, -2.f, 2.f);
-      for (int64_t t = 0; t < T; ++t) x[t * 64 + 5] *= 12.f;
+      const auto x = input_with_outlier(T, 17, 5, 12.f);
       SearchOptions opt;
       opt.group_size = 32;
       opt.linear_loss = method;
