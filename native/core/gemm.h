@@ -7,8 +7,9 @@
 //
 // Precision::BF16 rounds both operands to bf16 (nearest even, as torch's .bfloat16()) and sums the
 // exact products in fp32: the arithmetic of a bf16 matrix unit. With AVX512-BF16 it runs on
-// vdpbf16ps (two products per lane and instruction, about twice the fp32 FMA rate); elsewhere the
-// fp32 kernels multiply the rounded operands (the same numbers up to summation order, no faster).
+// vdpbf16ps (two products per lane and instruction, about twice the fp32 FMA rate; the instruction
+// treats subnormal bf16 operands as zero); elsewhere the fp32 kernels multiply the rounded
+// operands (the same numbers up to summation order and subnormals, no faster).
 #pragma once
 #include <cstdint>
 #include <memory>
