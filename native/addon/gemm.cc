@@ -1,7 +1,9 @@
-// sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, precision?) -> Promise<Float32Array>:
-// C = alpha * op(A) op(B) + beta * C in place on the caller's buffers (zero-copy), resolving
-// with c; precision 'fp32' (default) or 'bf16' (operands rounded to bf16, gemm.h). fmaPeak(secondsPerRep?, reps?) -> Promise<number>: the measured FMA ceiling in GFLOP/s
-// on the current thread count, for benchmarks to report GEMM throughput against.
+// sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, precision?)
+//   -> Promise<Float32Array>: C = alpha * op(A) op(B) + beta * C in place on the caller's buffers
+//   (zero-copy), resolving with c; precision 'fp32' (default) or 'bf16' (operands rounded to
+//   bf16, gemm.h).
+// fmaPeak(secondsPerRep?, reps?) -> Promise<number>: the measured FMA ceiling in GFLOP/s on the
+//   current thread count, for benchmarks to report GEMM throughput against.
 #include <napi.h>
 
 #include <algorithm>
