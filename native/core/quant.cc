@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <string>
 #include <vector>
 
@@ -10,6 +13,45 @@
 #include "threadpool.h"
 
 namespace awq {
+namespace {
+
+// std::nearbyint for the quantizer, without the libm call it costs per weight on baseline x86-64
+// (no roundss). Adding and subtracting 1.5 * 2^23 leaves no fraction bits, so for |x| < 2^22 this
+// is exactly round-half-to-even (the default rounding mode; the compiler may not fold it without
+// -ffast-math). A larger |x| comes back as a value of the same sign and at least 2^22 - 1 in
+// magnitude, which every caller clamps to [0, 255] as it would the exact result; NaN and +-Inf
+// stay NaN and +-Inf.
+inline float round_even(float x) {
+  constexpr float kShift = 12582912.f;  // 1.5 * 2^23
+  return (x + kShift) - kShift;
+}
+
+// max and min of v[0..n) (n >= 1) in 8 interleaved lanes (SSE2, baseline on x86-64), not one
+// serial chain the compiler keeps scalar. Max and min are exact, so the result is the serial
+// scan's (mx = v[0], then mx = std::max(mx, v[k])), NaN included: every lane starts from v[0], so
+// a NaN there makes the result NaN and a NaN elsewhere is skipped (maxps(a, hi) keeps hi when
+// either is NaN, as std::max(hi, a) does).
+inline void max_min(const float* v, int64_t n, float& mx, float& mn) {
+  int64_t k = 1;
+  mx = mn = v[0];
+#ifdef __SSE2__
+  if (n >= 8) {
+    __m128 hi0 = _mm_set1_ps(v[0]), hi1 = hi0, lo0 = hi0, lo1 = hi0;
+    for (k = 0; k + 8 <= n; k += 8) {
+      const __m128 a = _mm_loadu_ps(v + k), b = _mm_loadu_ps(v + k + 4);
+      hi0 = _mm_max_ps(a, hi0), hi1 = _mm_max_ps(b, hi1);  // std::max(hi, a)
+      lo0 = _mm_min_ps(a, lo0), lo1 = _mm_min_ps(b, lo1);
+    }
+    alignas(16) float h[8], l[8];
+    _mm_store_ps(h, hi0), _mm_store_ps(h + 4, hi1), _mm_store_ps(l, lo0), _mm_store_ps(l + 4, lo1);
+    mx = h[0], mn = l[0];
+    for (int i = 1; i < 8; ++i) mx = std::max(mx, h[i]), mn = std::min(mn, l[i]);
+  }
+#endif
+  for (; k < n; ++k) mx = std::max(mx, v[k]), mn = std::min(mn, v[k]);
+}
+
+}  // namespace
 
 void check_quant_params(const QuantParams& p, int64_t cols) {
   AWQ_CHECK_ARG(p.bits >= 2 && p.bits <= 8,
@@ -32,14 +74,11 @@ bool quantize_rows(const float* w, int64_t r0, int64_t r1, int64_t cols, const Q
       float s, z, lo, hi;
       if (p.zero_point) {
         const float qmax = static_cast<float>((1 << p.bits) - 1);
-        float mx = src[0], mn = src[0];
-        for (int64_t k = 1; k < g; ++k) {
-          mx = std::max(mx, src[k]);
-          mn = std::min(mn, src[k]);
-        }
+        float mx, mn;
+        max_min(src, g, mx, mn);
         s = std::max(mx - mn, 1e-5f) / qmax;
         if (p.fp16_scale) s = round_to_fp16(s);
-        z = std::min(std::max(-std::nearbyint(mn / s), 0.f), qmax);
+        z = std::min(std::max(-round_even(mn / s), 0.f), qmax);
         lo = 0.f;
         hi = qmax;
       } else {
@@ -56,11 +95,12 @@ bool quantize_rows(const float* w, int64_t r0, int64_t r1, int64_t cols, const Q
       ok &= std::isfinite(s);
       if (scales) scales[r * groups + j] = s;
       if (zeros) zeros[r * groups + j] = static_cast<uint8_t>(z);
-      for (int64_t k = 0; k < g; ++k) {
-        const float qv = std::min(std::max(std::nearbyint(src[k] / s) + z, lo), hi);
-        if (q) q[base + k] = static_cast<uint8_t>(qv);
-        if (dq) dq[base + k] = (qv - z) * s;
-      }
+      // Separate branch-free loops, so they vectorize; the codes first, because dq may be w.
+      auto code = [&](float x) { return std::min(std::max(round_even(x / s) + z, lo), hi); };
+      if (q)
+        for (int64_t k = 0; k < g; ++k) q[base + k] = static_cast<uint8_t>(code(src[k]));
+      if (dq)
+        for (int64_t k = 0; k < g; ++k) dq[base + k] = (code(src[k]) - z) * s;
     }
   }
   return ok;

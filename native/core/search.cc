@@ -112,10 +112,11 @@ void weight_mean(const std::vector<std::pair<const float*, int64_t>>& linears, i
 bool scaled_fake_quant(const float* W, int64_t rows, int64_t in, const float* s, const QuantParams& p, float* dst) {
   std::vector<char> ok(static_cast<size_t>(num_threads()), 1);
   parallel_for(rows, std::max<int64_t>(1, 8192 / in), [&](int64_t r0, int64_t r1, int t) {
+    std::vector<float> ws(in);  // W * s apart from dst: quantize_rows' loops vectorize unaliased
     for (int64_t r = r0; r < r1; ++r) {
       float* d = dst + r * in;
-      for (int64_t j = 0; j < in; ++j) d[j] = W[r * in + j] * s[j];
-      if (!quantize_rows(d, 0, 1, in, p, d, nullptr, nullptr, nullptr)) ok[t] = 0;
+      for (int64_t j = 0; j < in; ++j) ws[j] = W[r * in + j] * s[j];
+      if (!quantize_rows(ws.data(), 0, 1, in, p, d, nullptr, nullptr, nullptr)) ok[t] = 0;
       for (int64_t j = 0; j < in; ++j) d[j] /= s[j];
     }
   });
