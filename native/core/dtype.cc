@@ -68,14 +68,7 @@ void fp16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 
 void f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {
   parallel_for(n, kGrain, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) {
-      const uint32_t x = float_to_bits(src[i]);
-      if ((x & 0x7fffffff) > 0x7f800000u) {
-        dst[i] = static_cast<uint16_t>((x >> 16) | 0x40);  // quiet NaN
-      } else {
-        dst[i] = static_cast<uint16_t>((x + 0x7fff + ((x >> 16) & 1)) >> 16);
-      }
-    }
+    for (int64_t i = b; i < e; ++i) dst[i] = f32_to_bf16_scalar(src[i]);
   });
 }
 

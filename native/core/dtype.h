@@ -17,14 +17,18 @@ uint16_t f32_to_fp16_scalar(float f);
 float fp16_to_f32_scalar(uint16_t h);
 // x rounded to the nearest fp16 value and back: what inference sees for an fp16-stored scale.
 inline float round_to_fp16(float x) { return fp16_to_f32_scalar(f32_to_fp16_scalar(x)); }
-// x rounded to the nearest bf16 value (ties to even; NaN stays a quiet NaN), as an fp32: f32_to_bf16
-// of one value, widened back. Branch-free, so loops over it vectorize.
-inline float round_to_bf16(float x) {
+// One value of f32_to_bf16: nearest even, NaN kept a NaN (made quiet). Branch-free, so loops over
+// it vectorize.
+inline uint16_t f32_to_bf16_scalar(float x) {
   uint32_t u;
   std::memcpy(&u, &x, 4);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  const uint32_t nan = (u | 0x00400000u) & 0xffff0000u;
-  const uint32_t r = (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = (u >> 16) | 0x40u;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+// x rounded to the nearest bf16 value, as an fp32 (what a bf16 product's operand holds).
+inline float round_to_bf16(float x) {
+  const uint32_t r = static_cast<uint32_t>(f32_to_bf16_scalar(x)) << 16;
   float f;
   std::memcpy(&f, &r, 4);
   return f;
