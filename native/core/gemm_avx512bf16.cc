@@ -75,8 +75,6 @@ void micro_14x32(int64_t kp, const float* a, const float* b, float* c, int64_t l
   micro_rows<kMr>(kp, a, b, c, ldc, alpha, beta, m, n);
 }
 
-inline __mmask16 first_lanes(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1); }
-
 // PackPanelFn for width W in bf16 pairs (gemm_kernels.h): `out` gets W * ceil(k / 2) 32-bit units.
 template <int W>
 void pack_pairs(const float* src, int64_t ld, bool lanes_contiguous, int lanes, int64_t k, float* out) {
