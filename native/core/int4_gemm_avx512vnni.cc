@@ -25,35 +25,54 @@ namespace {
 
 inline __m512i load_block(const uint8_t* p) { return _mm512_load_si512(reinterpret_cast<const void*>(p)); }
 
-template <int MR>
-void rows_vnni(const Int4Weights& w, const Int8Activations& a, int64_t m0, float* y, int64_t ldy, int64_t n0,
-               int64_t n1) {
+// R output rows at a time, each with MR rows of x; the rows' blocks interleave so that R weight
+// streams are in flight, and the next tile's rows are prefetched to L2 rather than L1. At M = 1,
+// R = 4 with L2 prefetch was 1.1-1.3x faster than one row at a time with L1 prefetch (Zen 4,
+// 2 threads, from DRAM, same process): at in = 11008 four prefetched rows (22 KiB) plus the
+// activations no longer fit the 32 KiB L1 beside the rows in use.
+template <int MR, int R>
+void rows_vnni(const Int4Weights& w, const Int8Activations& a, int64_t m0, float* y, int64_t ldy, int64_t n) {
   const __m512i low = _mm512_set1_epi8(15);
   const int64_t bpg = w.group / 128, G = w.groups;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = w.row(n);
-    __m512 acc[MR];
-    float zterm[MR];
-    for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps(), zterm[m] = 0.f;
-    for (int64_t b = 0; b < w.blocks; ++b) {
-      _mm_prefetch(prefetch_target(w, row, kPrefetchRows, b), _MM_HINT_T0);
-      const __m512i v = load_block(row + b * 64);
-      const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-      const int64_t g = n * G + b / bpg;
-      const float sw = w.scales[g];
-      const int z = w.zeros[g];
-      for (int m = 0; m < MR; ++m) {
-        const int64_t ab = (m0 + m) * a.blocks + b;
-        const uint8_t* xq = a.q.data() + ab * 128;
-        const __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, load_block(xq)), hi,
-                                              load_block(xq + 64));
-        const float s = sw * a.scale[ab];
-        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(s), acc[m]);
-        zterm[m] += s * static_cast<float>(z * a.sum[ab]);
+  const uint8_t* row[R];
+  for (int r = 0; r < R; ++r) row[r] = w.row(n + r);
+  __m512 acc[R][MR];
+  float zterm[R][MR];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_setzero_ps(), zterm[r][m] = 0.f;
+  for (int64_t g = 0; g < G; ++g) {
+    float sw[R];
+    int z[R];
+    for (int r = 0; r < R; ++r) sw[r] = w.scales[(n + r) * G + g], z[r] = w.zeros[(n + r) * G + g];
+    for (int64_t b = g * bpg; b < (g + 1) * bpg; ++b) {
+      for (int r = 0; r < R; ++r) _mm_prefetch(prefetch_target(w, row[r], kPrefetchRows, b), _MM_HINT_T1);
+      for (int r = 0; r < R; ++r) {
+        const __m512i v = load_block(row[r] + b * 64);
+        const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+        for (int m = 0; m < MR; ++m) {
+          const int64_t ab = (m0 + m) * a.blocks + b;
+          const uint8_t* xq = a.q.data() + ab * 128;
+          const __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, load_block(xq)), hi,
+                                                load_block(xq + 64));
+          const float s = sw[r] * a.scale[ab];
+          acc[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(s), acc[r][m]);
+          zterm[r][m] += s * static_cast<float>(z[r] * a.sum[ab]);
+        }
       }
     }
-    for (int m = 0; m < MR; ++m) y[(m0 + m) * ldy + n] = _mm512_reduce_add_ps(acc[m]) - zterm[m];
   }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MR; ++m) y[(m0 + m) * ldy + n + r] = _mm512_reduce_add_ps(acc[r][m]) - zterm[r][m];
+}
+
+// M = 1: 4 rows at a time; M = 2..4: 2 (1.0-1.4x faster than 1 or 4 at M = 2 and 4, same test).
+template <int MR>
+void rows_vnni_tile(const Int4Weights& w, const Int8Activations& a, int64_t m0, float* y, int64_t ldy, int64_t n0,
+                    int64_t n1) {
+  constexpr int R = MR == 1 ? 4 : 2;
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) rows_vnni<MR, R>(w, a, m0, y, ldy, n);
+  for (; n < n1; ++n) rows_vnni<MR, 1>(w, a, m0, y, ldy, n);
 }
 
 // ---- Int8 prefill: 16 output rows per vector ----
@@ -160,7 +179,7 @@ void prefill_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, flo
 void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0,
                             int64_t n1) {
   for_each_decode_tile(a.M, n0, n1, [&](auto mr, int64_t m0, int64_t t0, int64_t t1) {
-    rows_vnni<decltype(mr)::value>(w, a, m0, y, ldy, t0, t1);
+    rows_vnni_tile<decltype(mr)::value>(w, a, m0, y, ldy, t0, t1);
   });
 }
 

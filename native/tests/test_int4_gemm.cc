@@ -215,8 +215,10 @@ TEST(int4_int8_mode_within_its_documented_bound_every_isa) {
   for_each_isa([&](Isa) {
     // From M = 8 the AVX-512 VNNI path takes 16 output rows per vector: 37 rows of x leave a
     // pass of 5, 50 outputs a panel of 2 (9 and 40: 9 and 8), group 256 two blocks per scale.
+    // Below 8 it walks 4 outputs at a time (M = 1) or 2 (M = 2..4): 13 outputs leave one.
     const int64_t shapes[][4] = {{1, 128, 16, 128}, {3, 512, 24, 256}, {8, 384, 40, 128}, {20, 1024, 9, 128},
-                                 {37, 512, 50, 256}, {32, 384, 16, 128}, {2, 2304, 24, 128}};
+                                 {37, 512, 50, 256}, {32, 384, 16, 128}, {2, 2304, 24, 128}, {1, 256, 13, 128},
+                                 {2, 512, 13, 256}};
     uint32_t seed = 300;
     for (auto& s : shapes) {
       const int64_t M = s[0];
