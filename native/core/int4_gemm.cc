@@ -15,6 +15,7 @@
 #endif
 
 #include "cpu_features.h"
+#include "round_even.h"
 #include "dtype.h"
 #include "gemm.h"
 #include "gemm_kernels.h"
@@ -201,7 +202,7 @@ void quantize_activations_int8(const float* x, int64_t M, int64_t in, Int8Activa
       const float scale = amax / 127.f, inv = 127.f / amax;
       int32_t sum = 0;
       for (int64_t k = 0; k < len; ++k) {
-        const float r = std::nearbyint(xb[k] * inv);
+        const float r = round_even(xb[k] * inv);
         const int v = static_cast<int>(std::min(127.f, std::max(-127.f, r)));
         // k = 32c + 16h + j  ->  half h, byte 4j + c
         const int64_t c = k >> 5, h = (k >> 4) & 1, j = k & 15;

@@ -10,21 +10,11 @@
 
 #include "dtype.h"
 #include "errors.h"
+#include "round_even.h"
 #include "threadpool.h"
 
 namespace awq {
 namespace {
-
-// std::nearbyint for the quantizer, without the libm call it costs per weight on baseline x86-64
-// (no roundss). Adding and subtracting 1.5 * 2^23 leaves no fraction bits, so for |x| < 2^22 this
-// is exactly round-half-to-even (the default rounding mode; the compiler may not fold it without
-// -ffast-math). A larger |x| comes back as a value of the same sign and at least 2^22 - 1 in
-// magnitude, which every caller clamps to [0, 255] as it would the exact result; NaN and +-Inf
-// stay NaN and +-Inf.
-inline float round_even(float x) {
-  constexpr float kShift = 12582912.f;  // 1.5 * 2^23
-  return (x + kShift) - kShift;
-}
 
 // max and min of v[0..n) (n >= 1) in 8 interleaved lanes (SSE2, baseline on x86-64), not one
 // serial chain the compiler keeps scalar. Max and min are exact, so the result is the serial
