@@ -22,6 +22,12 @@ pack() {
   local addon=build-cuda/Release/awq.node
   [ -f "$addon" ] || { echo "no $addon: run npm run build:cuda first" >&2; exit 1; }
   [ -f dist/cli/main.js ] || { echo "no dist/: run npm run build:ts first" >&2; exit 1; }
+  # A build older than its sources would send a stale addon or dist/ for the device's minutes.
+  local stale
+  stale=$(find native CMakeLists.txt package.json -path native/tests -prune -o -type f -newer "$addon" -print | head -5)
+  [ -z "$stale" ] || { echo "$addon is older than: $stale ... (run npm run build:cuda)" >&2; exit 1; }
+  stale=$(find lib tsconfig.json -newer dist/cli/main.js -type f | head -5)
+  [ -z "$stale" ] || { echo "dist/ is older than: $stale ... (run npm run build:ts)" >&2; exit 1; }
   rm -rf "$E/pkg" && mkdir -p "$E/pkg/build-cuda/Release" "$E/pkg/benchmarks"
   cp -r dist package.json "$E/pkg/"
   # stripped and compressed (the 64 MiB limit is close): unpacked by `run`
@@ -40,6 +46,7 @@ pack() {
 run() {
   local out=${OUT:-$E/results}
   mkdir -p "$out" /tmp/awq-node
+  out=$(cd "$out" && pwd)  # absolute: used after the cd below
   xz -dc "$E/node.xz" > /tmp/awq-node/node && chmod +x /tmp/awq-node/node
   export PATH=/tmp/awq-node:$PATH
   xz -dc "$E/awq.node.xz" > "$E/pkg/build-cuda/Release/awq.node"
@@ -50,7 +57,8 @@ run() {
   for p in fp32 bf16; do
     node benchmarks/quality.mjs --only awq-w4,awq-w3 --backend cuda --precision "$p" --work "/tmp/awq-q-$p" |
       tee "$out/quality-$p.txt"
-    for w in w4 w3; do cp "/tmp/awq-q-$p/awq-$w/awq-report.json" "$out/report-$p-$w.json"; done
+    # quality.mjs writes each setting to <work>/<name>-<precision>
+    for w in w4 w3; do cp "/tmp/awq-q-$p/awq-$w-$p/awq-report.json" "$out/report-$p-$w.json"; done
   done
 }
 

@@ -73,9 +73,11 @@ void compare_layer(const LayerCase& c, uint32_t seed) {
   const std::string what = std::string(c.name) + ": ";
 
   // the recorded forward: fp32 on both sides, different summation order
+  // A NaN difference counts as infinite (std::max would skip it).
+  auto nan_max = [](double acc, double d) { return std::isnan(d) ? INFINITY : std::max(acc, d); };
   double out_err = 0, out_scale = 0;
   for (size_t i = 0; i < cpu.output.size(); ++i) {
-    out_err = std::max(out_err, std::fabs(static_cast<double>(gpu.output[i]) - cpu.output[i]));
+    out_err = nan_max(out_err, std::fabs(static_cast<double>(gpu.output[i]) - cpu.output[i]));
     out_scale = std::max(out_scale, std::fabs(static_cast<double>(cpu.output[i])));
   }
   if (!(out_err <= 1e-5 * out_scale)) fail(__FILE__, __LINE__, what + "layer output differs by " + std::to_string(out_err));
@@ -87,7 +89,7 @@ void compare_layer(const LayerCase& c, uint32_t seed) {
     CHECK(a.group == b.group && a.skipped == b.skipped && a.loss_method == b.loss_method);
     CHECK(a.losses.size() == b.losses.size());
     double worst = 0;  // losses: the same sums in another order (and forwards equal to fp32 level)
-    for (size_t i = 0; i < std::min(a.losses.size(), b.losses.size()); ++i) worst = std::max(worst, rel(a.losses[i], b.losses[i]));
+    for (size_t i = 0; i < std::min(a.losses.size(), b.losses.size()); ++i) worst = nan_max(worst, rel(a.losses[i], b.losses[i]));
     if (!(worst <= 1e-4))
       fail(__FILE__, __LINE__, what + "group " + b.group + ": losses differ by up to " + std::to_string(worst) + " relative");
     if (!same_choice(a, b, 1e-5))
