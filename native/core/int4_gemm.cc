@@ -15,11 +15,11 @@
 #endif
 
 #include "cpu_features.h"
-#include "round_even.h"
 #include "dtype.h"
 #include "gemm.h"
 #include "gemm_kernels.h"
 #include "errors.h"
+#include "round_even.h"
 #include "threadpool.h"
 
 namespace awq {
