@@ -9,6 +9,7 @@
 
 #include "../core/dtype.h"
 #include "../core/errors.h"
+#include "../core/gemm.h"
 
 namespace awq::addon {
 
@@ -20,6 +21,16 @@ struct Borrowed {
 
 [[noreturn]] inline void bad_arg(const std::string& msg) {
   throw awq::Error(awq::ErrorCode::InvalidArgument, msg);
+}
+
+// A precision name ('fp32', 'bf16', 'fp16') as gemm.h's Precision; callers refuse what their
+// backend lacks.
+inline Precision precision_arg(const Napi::Value& v, const std::string& name) {
+  const std::string p = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+  if (p == "fp32") return Precision::F32;
+  if (p == "bf16") return Precision::BF16;
+  if (p == "fp16") return Precision::F16;
+  bad_arg(name + ": expected 'fp32', 'bf16' or 'fp16', got " + (v.IsString() ? "'" + p + "'" : "a non-string"));
 }
 
 template <typename T>

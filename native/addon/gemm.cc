@@ -59,9 +59,8 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
     const int64_t ldc = integer(info[12], "ldc", 1);
     Precision prec = Precision::F32;
     if (info.Length() > 13 && !info[13].IsUndefined()) {
-      const std::string p = info[13].IsString() ? info[13].As<Napi::String>().Utf8Value() : "";
-      if (p == "bf16") prec = Precision::BF16;
-      else if (p != "fp32") bad_arg("precision: expected 'fp32' or 'bf16'");
+      prec = precision_arg(info[13], "precision");
+      if (prec == Precision::F16) bad_arg("precision: 'fp16' products are not available on the CPU (fp32, bf16)");
     }
     check_matrix("a", a.length, ta ? k : m, ta ? m : k, lda);
     check_matrix("b", b.length, tb ? n : k, tb ? k : n, ldb);

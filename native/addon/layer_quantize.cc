@@ -45,12 +45,7 @@ Backend parse_backend(const Napi::Value& v) {
   }
   const Napi::Value pr = field(o, "options", "precision", false);
   if (!pr.IsUndefined()) {
-    if (!pr.IsString()) bad_arg("options.precision: expected 'fp32', 'bf16' or 'fp16'");
-    const std::string name = pr.As<Napi::String>().Utf8Value();
-    if (name == "fp32") b.precision = Precision::F32;
-    else if (name == "bf16") b.precision = Precision::BF16;
-    else if (name == "fp16") b.precision = Precision::F16;
-    else bad_arg("options.precision: expected 'fp32', 'bf16' or 'fp16', got '" + name + "'");
+    b.precision = precision_arg(pr, "options.precision");
     if (b.precision == Precision::F16 && !b.cuda) bad_arg("options.precision: 'fp16' needs backend 'cuda' (the CPU takes 'fp32' or 'bf16')");
   }
 #ifndef AWQ_WITH_CUDA
