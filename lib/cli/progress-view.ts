@@ -96,6 +96,10 @@ export function abortOnSignals(controller: AbortController): () => void {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return () => {
+    // Once a signal has aborted the run, the handlers stay until the process exits: a second
+    // signal arriving after the run unwound (while the process winds down) must still exit with
+    // 128 + signal, not fall to the default action. (Signal handlers do not keep Node alive.)
+    if (controller.signal.aborted) return;
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   };
