@@ -113,8 +113,9 @@ describe('Int4Linear', () => {
     expect([a.inFeatures, a.outFeatures, a.groupSize, a.name]).toEqual([384, 48, 128, 'test.proj']);
     expect(a.awq?.qweight).toBeInstanceOf(Int32Array);
     expect(b.awq).toBeNull();
-    // 0.5 byte per weight + 5 bytes per group and row + 4 per bias entry
-    expect(a.nativeBytes).toBe((384 * 48) / 2 + 48 * 3 * 5 + 48 * 4);
+    // 0.5 byte per weight, an fp16 scale per group and row, the 3 groups' zeros in 2 bytes per
+    // row, 4 bytes per bias entry, and 16 entries of padding after the scales and the zeros
+    expect(a.nativeBytes).toBe((384 * 48) / 2 + 48 * 3 * 2 + 48 * 2 + 48 * 4 + 16 * 2 + 16);
   });
 
   it('forward matches a float64 reference for f32, f16 and bf16 inputs, async and sync, decode and prefill sizes', async () => {
@@ -218,6 +219,13 @@ describe('Int4Linear', () => {
     await expect(bad({ scales: nanScales })).rejects.toThrow(/scales\[1, 1\] is NaN/);
     await expect(Int4Linear.fromQuantized({ q: new Uint8Array(16 * 256).fill(16), zeros: L.zeros, scales: L.scales, inFeatures: 256, outFeatures: 16, groupSize: 128 }))
       .rejects.toThrow(/not in 0\.\.15/);
+    // Scales are held as fp16, as the checkpoint stores them: other values round to the nearest
+    // fp16, and one past fp16's range is a NonFiniteError.
+    const ones = { q: new Uint8Array(8 * 128).fill(1), zeros: new Uint8Array(8), inFeatures: 128, outFeatures: 8, groupSize: 128 };
+    const rounded = await Int4Linear.fromQuantized({ ...ones, scales: new Float32Array(8).fill(0.1) });
+    expect(rounded.dequantize()[5]).toBe(0.0999755859375);  // fp16(0.1)
+    await expect(Int4Linear.fromQuantized({ ...ones, scales: new Float32Array(8).fill(70000) })).rejects.toThrow(NonFiniteError);
+    await expect(Int4Linear.fromQuantized({ ...ones, scales: new Float32Array(8).fill(70000) })).rejects.toThrow(/scales\[0, 0\] = 70000.* beyond fp16's range/);
 
     const lin = await Int4Linear.fromAwq(t);
     expect(() => lin.forwardSync(new Float32Array(255), 1)).toThrow(/x: expected m \* inFeatures/);

@@ -4,8 +4,9 @@
  *
  * Memory: the weights are repacked once, at construction, into the layout the kernels stream
  * (native/core/int4_gemm.h): `in * out / 2` bytes of nibbles (rows padded to a multiple of 128
- * inputs) plus 5 bytes per group and row (fp32 scale, u8 zero) and 4 bytes per output of bias,
- * i.e. about 0.54 bytes per weight at group 128 (`nativeBytes`). The AWQ tensors it was built
+ * inputs) plus 2.5 bytes per group and row (fp16 scale, 4-bit zero) and 4 bytes per output of
+ * bias, i.e. about 0.52 bytes per weight at group 128, the size of the AWQ tensors themselves
+ * (`nativeBytes`). The AWQ tensors it was built
  * from stay referenced (not copied) in `awq`, for saving; drop the layer to free both.
  * Exact calls with m > 16 pack x once (`ceil(m / 6) * 6 * in * 4` bytes) and use 128 KiB per
  * pool thread for dequantized weight panels (AVX2; elsewhere 256 KiB from m = 64, and for
@@ -128,7 +129,11 @@ export class Int4Linear {
     return new Int4Linear(handle, 'cpu', t.name, t);
   }
 
-  /** Builds the layer from this project's quantizer output (q and zeros 0..15). */
+  /**
+   * Builds the layer from this project's quantizer output (q and zeros 0..15). The scales are held
+   * as fp16, as the checkpoint stores them (the quantizer's scales are fp16 values already); any
+   * other value rounds to the nearest fp16, and one beyond fp16's range is a `NonFiniteError`.
+   */
   static async fromQuantized(t: QuantizedLinearTensors): Promise<Int4Linear> {
     if (t === null || typeof t !== 'object') throw new InvalidArgumentError(`tensors: expected an object, got ${String(t)}`);
     const what = t?.name ? `${t.name}: ` : '';

@@ -63,8 +63,10 @@ AlignedBytes::AlignedBytes(size_t n) : size_(n) {
 void AlignedBytes::Free::operator()(uint8_t* p) const { std::free(p); }
 
 size_t Int4Weights::bytes() const {
-  return q.size() + scales.size() * sizeof(float) + zeros.size() + bias.size() * sizeof(float);
+  return q.size() + scales.size() * sizeof(uint16_t) + zeros.size() + bias.size() * sizeof(float);
 }
+
+float Int4Weights::scale(int64_t n, int64_t g) const { return fp16_to_f32_scalar(scales[static_cast<size_t>(n * groups + g)]); }
 
 void check_int4_shape(int64_t in, int64_t out, int64_t group) {
   AWQ_CHECK_ARG(in > 0, "int4: in must be positive, got " + std::to_string(in));
@@ -86,9 +88,16 @@ std::shared_ptr<Int4Weights> allocate(int64_t in, int64_t out, int64_t group) {
   w->blocks = (in + 127) / 128;
   w->groups = in / group;
   w->q = AlignedBytes(static_cast<size_t>(out * w->blocks * 64));
-  w->scales.resize(static_cast<size_t>(out * w->groups));
-  w->zeros.resize(static_cast<size_t>(out * w->groups));
+  w->zero_bytes = (w->groups + 1) / 2;
+  w->scales.assign(static_cast<size_t>(out * w->groups + Int4Weights::kMetaPad), 0);
+  w->zeros.assign(static_cast<size_t>(out * w->zero_bytes + Int4Weights::kMetaPad), 0);
   return w;
+}
+
+// Sets the zero point of row n, group g (the buffer starts zeroed, so OR is enough).
+inline void put_zero(Int4Weights& w, int64_t n, int64_t g, unsigned z) {
+  uint8_t& byte = w.zeros[static_cast<size_t>(n * w.zero_bytes + (g >> 1))];
+  byte = static_cast<uint8_t>(byte | (z << ((g & 1) * 4)));
 }
 
 // Sets q[n, k] in the packed layout (the buffer starts zeroed, so OR is enough).
@@ -119,11 +128,12 @@ std::shared_ptr<Int4Weights> pack_int4_awq(const int32_t* qweight, const int32_t
   // Scales and zeros first (they can fail on NaN), then the weights, 8 output rows per task.
   for (int64_t g = 0; g < G; ++g) {
     for (int64_t n = 0; n < out; ++n) {
-      const float s = fp16_to_f32_scalar(scales_fp16[g * out + n]);
+      const uint16_t h = scales_fp16[g * out + n];
+      const float s = fp16_to_f32_scalar(h);
       if (!std::isfinite(s)) non_finite("scales[" + std::to_string(g) + ", " + std::to_string(n) + "]", s);
-      w->scales[n * G + g] = s;
+      w->scales[n * G + g] = h;
       const uint32_t word = static_cast<uint32_t>(qzeros[g * cols + n / 8]);
-      w->zeros[n * G + g] = static_cast<uint8_t>((word >> (4 * kAwqNibbleOf[n % 8])) & 15);
+      put_zero(*w, n, g, (word >> (4 * kAwqNibbleOf[n % 8])) & 15);
     }
   }
   if (bias_fp16) {
@@ -153,12 +163,17 @@ std::shared_ptr<Int4Weights> pack_int4_quantized(const uint8_t* q, const uint8_t
   auto w = allocate(in, out, group);
   const int64_t G = w->groups;
   for (int64_t i = 0; i < out * G; ++i) {
-    const std::string at = "[" + std::to_string(i / G) + ", " + std::to_string(i % G) + "]";
-    if (!std::isfinite(scales[i])) non_finite("scales" + at, scales[i]);
-    AWQ_CHECK_ARG(zeros[i] <= 15, "int4: zeros" + at + " = " + std::to_string(zeros[i]) + " is not in 0..15");
+    const auto at = [&] { return "[" + std::to_string(i / G) + ", " + std::to_string(i % G) + "]"; };
+    if (!std::isfinite(scales[i])) non_finite("scales" + at(), scales[i]);
+    AWQ_CHECK_ARG(zeros[i] <= 15, "int4: zeros" + at() + " = " + std::to_string(zeros[i]) + " is not in 0..15");
+    // Held as fp16 (see the header); a value past fp16's range would become Inf.
+    const uint16_t h = f32_to_fp16_scalar(scales[i]);
+    if ((h & 0x7c00) == 0x7c00)
+      throw Error(ErrorCode::NonFinite, "scales" + at() + " = " + std::to_string(scales[i]) +
+                                            " is beyond fp16's range (scales are held as fp16, as AWQ checkpoints store them)");
+    w->scales[i] = h;
+    put_zero(*w, i / G, i % G, zeros[i]);
   }
-  std::copy(scales, scales + out * G, w->scales.begin());
-  std::copy(zeros, zeros + out * G, w->zeros.begin());
   if (bias) {
     for (int64_t n = 0; n < out; ++n)
       if (!std::isfinite(bias[n])) non_finite("bias[" + std::to_string(n) + "]", bias[n]);
@@ -224,14 +239,14 @@ void decode_portable(const Int4Weights& w, const float* x, int64_t ldx, int64_t 
   std::vector<float> wq(w.in);
   for (int64_t n = n0; n < n1; ++n) {
     for (int64_t k = 0; k < w.in; ++k)
-      wq[k] = static_cast<float>(int4_at(w, n, k) - w.zeros[n * w.groups + k / w.group]);
+      wq[k] = static_cast<float>(int4_at(w, n, k) - w.zero(n, k / w.group));
     for (int64_t m = 0; m < M; ++m) {
       const float* xm = x + m * ldx;
       float total = 0.f;
       for (int64_t g = 0; g < w.groups; ++g) {
         float acc = 0.f;
         for (int64_t k = g * w.group; k < (g + 1) * w.group; ++k) acc += xm[k] * wq[k];
-        total += acc * w.scales[n * w.groups + g];
+        total += acc * w.scale(n, g);
       }
       y[m * ldy + n] = total;
     }
@@ -243,8 +258,8 @@ void dequant_panel_portable(const Int4Weights& w, int64_t n0, int64_t nr, int64_
   for (int64_t r = 0; r < nr; ++r) {
     const int64_t n = n0 + r;
     for (int64_t k = k0; k < k0 + kc; ++k) {
-      const int64_t g = n * w.groups + k / w.group;
-      dst[r * ld + (k - k0)] = static_cast<float>(int4_at(w, n, k) - w.zeros[g]) * w.scales[g];
+      const int64_t g = k / w.group;
+      dst[r * ld + (k - k0)] = static_cast<float>(int4_at(w, n, k) - w.zero(n, g)) * w.scale(n, g);
     }
   }
 }
@@ -261,9 +276,9 @@ void decode_int8_portable(const Int4Weights& w, const Int8Activations& a, float*
         const int8_t* xb = reinterpret_cast<const int8_t*>(a.q.data() + (m * a.blocks + b) * 128);
         int32_t dot = 0;
         for (int t = 0; t < 64; ++t) dot += (wb[t] & 15) * xb[t] + (wb[t] >> 4) * xb[64 + t];
-        const int64_t g = n * w.groups + b / blocks_per_group;
-        dot -= w.zeros[g] * a.sum[m * a.blocks + b];
-        total += static_cast<float>(dot) * (w.scales[g] * a.scale[m * a.blocks + b]);
+        const int64_t g = b / blocks_per_group;
+        dot -= w.zero(n, g) * a.sum[m * a.blocks + b];
+        total += static_cast<float>(dot) * (w.scale(n, g) * a.scale[m * a.blocks + b]);
       }
       y[m * ldy + n] = total;
     }

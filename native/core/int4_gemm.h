@@ -8,9 +8,13 @@
 //     word j (0..15) holds in its nibble i (bits 4i..4i+3) the value q[n, 128b + 16i + j].
 //     One 16-lane (or two 8-lane) vector of words thus yields 16 consecutive k per nibble: a
 //     shift and a mask (or a 16-entry permute) unpack it, with no shuffles across lanes.
-//   - scales fp32 [out, groups], zeros u8 [out, groups], bias fp32 [out] (optional).
-// Memory: in*out/2 bytes of weights (rows padded to a multiple of 128 in) + 5 bytes per group
-// per row + 4 bytes per output with a bias: for group 128 that is 0.54 bytes per weight.
+//   - scales fp16 [out, groups] (the checkpoint's own precision); zeros 4-bit, two per byte, each
+//     row in whole bytes (group g of row n in nibble g & 1 of byte n * zero_bytes + g / 2); bias
+//     fp32 [out] (optional). Both arrays carry a few bytes of padding for whole-vector loads.
+// Memory: in*out/2 bytes of weights (rows padded to a multiple of 128 in) + 2.5 bytes per group
+// per row + 4 bytes per output with a bias: for group 128 that is 0.52 bytes per weight, the
+// bytes of the AWQ tensors themselves. fp32 scales with a u8 zero (5 bytes a group) made the
+// int8 decode at M = 1 5-6% slower from DRAM (Zen 4, same-process A/B): it streams every byte.
 //
 // Modes:
 //   Exact: fp32 accumulation of x * ((q - z) * s); equal to x * dequantize(W)^T up to fp32
@@ -58,11 +62,17 @@ struct Int4Weights {
   int64_t blocks = 0;  // ceil(in / 128)
   int64_t groups = 0;  // in / group
   AlignedBytes q;      // out * blocks * 64 bytes
-  std::vector<float> scales;   // [out, groups]
-  std::vector<uint8_t> zeros;  // [out, groups], 0..15
-  std::vector<float> bias;     // [out] or empty
+  int64_t zero_bytes = 0;  // (groups + 1) / 2: bytes of zeros per row
+  std::vector<uint16_t> scales;  // [out, groups] fp16 bits, then kMetaPad more
+  std::vector<uint8_t> zeros;    // [out, zero_bytes], then kMetaPad more
+  std::vector<float> bias;       // [out] or empty
+  // Padding after scales and zeros: a 16-group vector load at any row's group 16i stays inside.
+  static constexpr int64_t kMetaPad = 16;
 
   const uint8_t* row(int64_t n) const { return q.data() + n * blocks * 64; }
+  int zero(int64_t n, int64_t g) const { return (zeros[static_cast<size_t>(n * zero_bytes + (g >> 1))] >> ((g & 1) * 4)) & 15; }
+  // Exact. The x86 kernels convert with F16C instead (int4_meta_x86.inc).
+  float scale(int64_t n, int64_t g) const;
   // Bytes held by this object (for external-memory accounting and the docs).
   size_t bytes() const;
 };
@@ -75,7 +85,9 @@ std::shared_ptr<Int4Weights> pack_int4_awq(const int32_t* qweight, const int32_t
                                            int64_t in, int64_t out, int64_t group);
 
 // From this project's quantizer: q u8 [out, in] (0..15), zeros u8 [out, in/group] (0..15),
-// scales fp32 [out, in/group], bias fp32 [out] or null.
+// scales fp32 [out, in/group], bias fp32 [out] or null. The scales are held as fp16, as the
+// checkpoint stores them (the quantizer's scales are fp16 values already, REFERENCE.md section
+// 1); any other value rounds to the nearest fp16, and one beyond fp16's range is NonFinite.
 std::shared_ptr<Int4Weights> pack_int4_quantized(const uint8_t* q, const uint8_t* zeros,
                                                  const float* scales, const float* bias,
                                                  int64_t in, int64_t out, int64_t group);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "int4_gemm.h"
 
@@ -19,6 +20,8 @@
 
 namespace awq::detail {
 namespace {
+
+#include "int4_meta_x86.inc"
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -39,8 +42,10 @@ inline __m256 next_nibble(__m256i& wv, __m256i mask, __m256i magic, __m256 zc) {
 
 // Decode: MR rows of x against NR output rows, the whole of `in`. Per group, the products of
 // (q - z) with x are summed in fp32 and then scaled once.
+// meta: rows [n0, n0 + NR) unpacked.
 template <int MR, int NR>
-void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n0) {
+void decode_tile(const Int4Weights& w, const TileMeta& meta, const float* x, int64_t ldx, float* y, int64_t ldy,
+                 int64_t n0) {
   const int64_t G = w.groups, slots_per_group = w.group / 16;
   const uint8_t* rows[NR];
   for (int r = 0; r < NR; ++r) rows[r] = w.row(n0 + r);
@@ -53,7 +58,7 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
     for (int m = 0; m < MR; ++m)
       for (int r = 0; r < NR; ++r) acc[m][r][0] = acc[m][r][1] = _mm256_setzero_ps();
     __m256 zc[NR];
-    for (int r = 0; r < NR; ++r) zc[r] = _mm256_set1_ps(8388608.f + w.zeros[(n0 + r) * G + g]);
+    for (int r = 0; r < NR; ++r) zc[r] = _mm256_set1_ps(8388608.f + meta.zero(r, g));
     int64_t s = g * slots_per_group;
     const int64_t s1 = s + slots_per_group;
     while (s < s1) {
@@ -80,7 +85,7 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
       }
     }
     for (int r = 0; r < NR; ++r) {
-      const __m256 sc = _mm256_set1_ps(w.scales[(n0 + r) * G + g]);
+      const __m256 sc = _mm256_set1_ps(meta.scale(r, g));
       for (int m = 0; m < MR; ++m) tot[m][r] = _mm256_fmadd_ps(_mm256_add_ps(acc[m][r][0], acc[m][r][1]), sc, tot[m][r]);
     }
   }
@@ -92,7 +97,7 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
 // decode_tile with the 8 nibble steps of a block unrolled at compile time; bitwise the same
 // results, 13% less time at 4096 x 11008 on Zen 3 (interleaved A/B, 2 threads).
 template <int NR>
-void decode_tile_m1_g128(const Int4Weights& w, const float* x, float* y, int64_t n0) {
+void decode_tile_m1_g128(const Int4Weights& w, const TileMeta& meta, const float* x, float* y, int64_t n0) {
   const int64_t G = w.groups, blocks_per_group = w.group / 128;
   const uint8_t* rows[NR];
   for (int r = 0; r < NR; ++r) rows[r] = w.row(n0 + r);
@@ -103,7 +108,7 @@ void decode_tile_m1_g128(const Int4Weights& w, const float* x, float* y, int64_t
     __m256 acc[NR][2], zc[NR];
     for (int r = 0; r < NR; ++r) {
       acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-      zc[r] = _mm256_set1_ps(8388608.f + w.zeros[(n0 + r) * G + g]);
+      zc[r] = _mm256_set1_ps(8388608.f + meta.zero(r, g));
     }
     for (int64_t blk = g * blocks_per_group; blk < (g + 1) * blocks_per_group; ++blk) {
       const float* xb = x + blk * 128;
@@ -124,26 +129,28 @@ void decode_tile_m1_g128(const Int4Weights& w, const float* x, float* y, int64_t
       }
     }
     for (int r = 0; r < NR; ++r)
-      tot[r] = _mm256_fmadd_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_set1_ps(w.scales[(n0 + r) * G + g]), tot[r]);
+      tot[r] = _mm256_fmadd_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_set1_ps(meta.scale(r, g)), tot[r]);
   }
   for (int r = 0; r < NR; ++r) y[n0 + r] = hsum(tot[r]);
 }
 
 template <int MR>
 void decode_rows(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  TileMeta meta(w, 2);
   int64_t n = n0;
   if constexpr (MR == 1) {
-    for (; n + 2 <= n1; n += 2) decode_tile<1, 2>(w, x, ldx, y, ldy, n);
+    for (; n + 2 <= n1; n += 2) meta.unpack(n, 2), decode_tile<1, 2>(w, meta, x, ldx, y, ldy, n);
   }
-  for (; n < n1; ++n) decode_tile<MR, 1>(w, x, ldx, y, ldy, n);
+  for (; n < n1; ++n) meta.unpack(n, 1), decode_tile<MR, 1>(w, meta, x, ldx, y, ldy, n);
 }
 
 void decode_avx2(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, float* y, int64_t ldy,
                  int64_t n0, int64_t n1) {
   if (M == 1 && w.group % 128 == 0) {
+    TileMeta meta(w, 2);
     int64_t n = n0;
-    for (; n + 2 <= n1; n += 2) decode_tile_m1_g128<2>(w, x, y, n);
-    for (; n < n1; ++n) decode_tile_m1_g128<1>(w, x, y, n);
+    for (; n + 2 <= n1; n += 2) meta.unpack(n, 2), decode_tile_m1_g128<2>(w, meta, x, y, n);
+    for (; n < n1; ++n) meta.unpack(n, 1), decode_tile_m1_g128<1>(w, meta, x, y, n);
     return;
   }
   for_each_decode_tile(M, n0, n1, [&](auto mr, int64_t m0, int64_t t0, int64_t t1) {
@@ -154,7 +161,6 @@ void decode_avx2(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, f
 void dequant_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst,
                         int64_t ld) {
   const __m256i mask = _mm256_set1_epi32(15), magic = _mm256_set1_epi32(0x4B000000);
-  const int64_t G = w.groups;
   for (int64_t r = 0; r < nr; ++r) {
     const int64_t n = n0 + r;
     const uint8_t* row = w.row(n);
@@ -168,9 +174,9 @@ void dequant_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0
       __m256i w1 = _mm256_srl_epi32(load_block_half(row + blk * 64 + 32), cnt);
       const int64_t send = std::min(s1, (blk + 1) * 8);
       for (; s < send; ++s) {
-        const int64_t g = n * G + (s * 16) / w.group;
-        const __m256 zc = _mm256_set1_ps(8388608.f + w.zeros[g]);
-        const __m256 sc = _mm256_set1_ps(w.scales[g]);
+        const int64_t g = (s * 16) / w.group;
+        const __m256 zc = _mm256_set1_ps(8388608.f + w.zero(n, g));
+        const __m256 sc = _mm256_set1_ps(scale_f16c(w, n, g));
         _mm256_storeu_ps(out + s * 16, _mm256_mul_ps(next_nibble(w0, mask, magic, zc), sc));
         _mm256_storeu_ps(out + s * 16 + 8, _mm256_mul_ps(next_nibble(w1, mask, magic, zc), sc));
       }
@@ -191,15 +197,9 @@ void dequant_panel_avx2(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0
 template <bool kFull>
 void dequant_panel_half(const Int4Weights& w, int64_t n_first, int rows, int64_t k0, int64_t kc, float* out) {
   const __m256i mask = _mm256_set1_epi32(15), magic = _mm256_set1_epi32(0x4B000000);
-  const int64_t G = w.groups, slots_per_group = w.group / 16;
+  const int64_t slots_per_group = w.group / 16;
   const uint8_t* row[8] = {};
-  const uint8_t* zeros[8] = {};
-  const float* scales[8] = {};
-  for (int r = 0; r < rows; ++r) {
-    row[r] = w.row(n_first + r);
-    zeros[r] = w.zeros.data() + (n_first + r) * G;
-    scales[r] = w.scales.data() + (n_first + r) * G;
-  }
+  for (int r = 0; r < rows; ++r) row[r] = w.row(n_first + r);
   const int64_t s_end = (k0 + kc) / 16;
   int64_t s = k0 / 16, g = s / slots_per_group, g_end = (g + 1) * slots_per_group;  // group of slot s, its end
   for (; s < s_end; ++s) {
@@ -218,8 +218,8 @@ void dequant_panel_half(const Int4Weights& w, int64_t n_first, int rows, int64_t
           continue;
         }
         __m256i wv = _mm256_srl_epi32(load_block_half(row[r] + blk * 64 + 32 * h), cnt);
-        const __m256 zc = _mm256_set1_ps(8388608.f + zeros[r][g]);
-        v[r] = _mm256_mul_ps(next_nibble(wv, mask, magic, zc), _mm256_set1_ps(scales[r][g]));
+        const __m256 zc = _mm256_set1_ps(8388608.f + w.zero(n_first + r, g));
+        v[r] = _mm256_mul_ps(next_nibble(wv, mask, magic, zc), _mm256_set1_ps(scale_f16c(w, n_first + r, g)));
       }
       transpose8x8(v);
       for (int t = 0; t < 8; ++t) _mm256_store_ps(o + (8 * h + t) * 16, v[t]);
@@ -361,10 +361,12 @@ void decode_permuted_rows(const Int4Weights& w, const PermutedActivations& a, fl
                           int64_t n1) {
   const int64_t G = w.groups, blocks_per_group = kOneBlockPerGroup ? 1 : w.group / 128, in = a.blocks * 128;
   const float* x = a.x();
+  TileMeta meta(w, 1);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = w.row(n);
-    const uint8_t* zeros = w.zeros.data() + n * G;
-    const float* scales = w.scales.data() + n * G;
+    meta.unpack(n, 1);
+    const float* scales = meta.scales(0);
+    const uint8_t* zeros = meta.zeros(0);
     __m256 tot[MR];
     for (int m = 0; m < MR; ++m) tot[m] = _mm256_setzero_ps();
     for (int64_t g = 0; g < G; ++g) {
@@ -417,9 +419,11 @@ void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0
                       int64_t n0, int64_t n1) {
   const __m256i low = _mm256_set1_epi8(15);
   const __m256i ones = _mm256_set1_epi16(1);
-  const int64_t bpg = w.group / 128, G = w.groups;
+  const int64_t bpg = w.group / 128;
+  TileMeta meta(w, 1);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = w.row(n);
+    meta.unpack(n, 1);
     __m256 acc[MR];
     float zterm[MR];
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps(), zterm[m] = 0.f;
@@ -428,9 +432,8 @@ void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0
       const __m256i v0 = load_block_half(row + b * 64), v1 = load_block_half(row + b * 64 + 32);
       const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
       const __m256i lo1 = _mm256_and_si256(v1, low), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
-      const int64_t g = n * G + b / bpg;
-      const float sw = w.scales[g];
-      const int z = w.zeros[g];
+      const float sw = meta.scale(0, b / bpg);
+      const int z = meta.zero(0, b / bpg);
       for (int m = 0; m < MR; ++m) {
         const int64_t ab = (m0 + m) * a.blocks + b;
         const uint8_t* xq = a.q.data() + ab * 128;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "cpu_features.h"
 #include "int4_gemm.h"
@@ -23,6 +24,7 @@
 namespace awq::detail {
 namespace {
 
+#include "int4_meta_x86.inc"
 #include "transpose16_avx512.inc"
 
 inline __m512i load_block(const uint8_t* p) { return _mm512_load_si512(reinterpret_cast<const void*>(p)); }
@@ -41,12 +43,18 @@ struct IotaMinusZ {
 };
 constexpr IotaMinusZ kIotaMinusZ;
 
-inline __m512 group_table(const Int4Weights& w, int64_t gi) {
-  return _mm512_mul_ps(_mm512_load_ps(kIotaMinusZ.v[w.zeros[gi]]), _mm512_set1_ps(w.scales[gi]));
+inline __m512 group_table(const Int4Weights& w, int64_t n, int64_t g) {
+  return _mm512_mul_ps(_mm512_load_ps(kIotaMinusZ.v[w.zero(n, g)]), _mm512_set1_ps(scale_f16c(w, n, g)));
+}
+// The same from a tile's unpacked metadata (row r of the tile).
+inline __m512 group_table(const TileMeta& m, int r, int64_t g) {
+  return _mm512_mul_ps(_mm512_load_ps(kIotaMinusZ.v[m.zero(r, g)]), _mm512_set1_ps(m.scale(r, g)));
 }
 
+// meta: rows [n0, n0 + NR) unpacked.
 template <int MR, int NR>
-void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n0) {
+void decode_tile(const Int4Weights& w, const TileMeta& meta, const float* x, int64_t ldx, float* y, int64_t ldy,
+                 int64_t n0) {
   const int64_t G = w.groups, slots_per_group = w.group / 16;
   const uint8_t* rows[NR];
   for (int r = 0; r < NR; ++r) rows[r] = w.row(n0 + r);
@@ -55,7 +63,7 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
     for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; ++g) {
     __m512 lut[NR];
-    for (int r = 0; r < NR; ++r) lut[r] = group_table(w, (n0 + r) * G + g);
+    for (int r = 0; r < NR; ++r) lut[r] = group_table(meta, r, g);
     int64_t s = g * slots_per_group;
     const int64_t s1 = s + slots_per_group;
     while (s < s1) {
@@ -91,16 +99,16 @@ void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
 // block per group) has its own instance without the block loop: together 1.08-1.10x from L2 and
 // DRAM (Zen 4, same-process A/B, bit-identical results).
 template <int NR, int kBlocksPerGroup>
-void decode_tile_blocks(const Int4Weights& w, const float* x, float* y, int64_t n0) {
+void decode_tile_blocks(const Int4Weights& w, const TileMeta& meta, const float* x, float* y, int64_t n0) {
   const int64_t G = w.groups, bpg = kBlocksPerGroup > 0 ? kBlocksPerGroup : w.group / 128;
   const uint8_t* rows[NR];
   for (int r = 0; r < NR; ++r) rows[r] = w.row(n0 + r);
   __m512 acc[NR], lut[NR];
-  for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps(), lut[r] = group_table(w, (n0 + r) * G);
+  for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps(), lut[r] = group_table(meta, r, 0);
   for (int64_t g = 0; g < G; ++g) {
     __m512 next[NR];
     const int64_t g_next = std::min(g + 1, G - 1);
-    for (int r = 0; r < NR; ++r) next[r] = group_table(w, (n0 + r) * G + g_next);
+    for (int r = 0; r < NR; ++r) next[r] = group_table(meta, r, g_next);
     for (int64_t blk = g * bpg; blk < (g + 1) * bpg; ++blk) {
       __m512i wv[NR];
       for (int r = 0; r < NR; ++r) wv[r] = load_block(rows[r] + blk * 64);
@@ -124,9 +132,10 @@ void decode_tile_blocks(const Int4Weights& w, const float* x, float* y, int64_t 
 // kBlocksPerGroup: 1 for group 128, 0 for any other multiple of 128 (read from w).
 template <int NR, int kBlocksPerGroup>
 void decode_rows_blocks(const Int4Weights& w, const float* x, float* y, int64_t n0, int64_t n1) {
+  TileMeta meta(w, NR);
   int64_t n = n0;
-  for (; n + NR <= n1; n += NR) decode_tile_blocks<NR, kBlocksPerGroup>(w, x, y, n);
-  for (; n < n1; ++n) decode_tile_blocks<1, kBlocksPerGroup>(w, x, y, n);
+  for (; n + NR <= n1; n += NR) meta.unpack(n, NR), decode_tile_blocks<NR, kBlocksPerGroup>(w, meta, x, y, n);
+  for (; n < n1; ++n) meta.unpack(n, 1), decode_tile_blocks<1, kBlocksPerGroup>(w, meta, x, y, n);
 }
 
 template <int MR, int NR>
@@ -136,8 +145,9 @@ void decode_rows(const Int4Weights& w, const float* x, int64_t ldx, float* y, in
     if (w.group == 128) return decode_rows_blocks<NR, 1>(w, x, y, n0, n1);
     if (w.group % 128 == 0) return decode_rows_blocks<NR, 0>(w, x, y, n0, n1);
   }
-  for (; n + NR <= n1; n += NR) decode_tile<MR, NR>(w, x, ldx, y, ldy, n);
-  for (; n < n1; ++n) decode_tile<MR, 1>(w, x, ldx, y, ldy, n);
+  TileMeta meta(w, NR);
+  for (; n + NR <= n1; n += NR) meta.unpack(n, NR), decode_tile<MR, NR>(w, meta, x, ldx, y, ldy, n);
+  for (; n < n1; ++n) meta.unpack(n, 1), decode_tile<MR, 1>(w, meta, x, ldx, y, ldy, n);
 }
 
 void decode_avx512(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, float* y, int64_t ldy,
@@ -150,7 +160,6 @@ void decode_avx512(const Int4Weights& w, const float* x, int64_t ldx, int64_t M,
 
 void dequant_panel_avx512(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* dst,
                           int64_t ld) {
-  const int64_t G = w.groups;
   for (int64_t r = 0; r < nr; ++r) {
     const int64_t n = n0 + r;
     const uint8_t* row = w.row(n);
@@ -165,7 +174,7 @@ void dequant_panel_avx512(const Int4Weights& w, int64_t n0, int64_t nr, int64_t 
       const int64_t send = std::min(s1, (blk + 1) * 8);
       for (; s < send; ++s) {
         const int64_t g = (s * 16) / w.group;
-        if (g != table_group) lut = group_table(w, n * G + g), table_group = g;
+        if (g != table_group) lut = group_table(w, n, g), table_group = g;
         _mm512_storeu_ps(out + s * 16, _mm512_permutexvar_ps(wv, lut));
         wv = _mm512_srli_epi32(wv, 4);
       }
@@ -178,7 +187,7 @@ void dequant_panel_avx512(const Int4Weights& w, int64_t n0, int64_t nr, int64_t 
 // then a 16 x 16 transpose turns them into 16 steps of the panel. This replaces dequantizing
 // rows into a staging block and the sgemm packer's transposing copy of it.
 void dequant_panel32_avx512(const Int4Weights& w, int64_t n0, int lanes, int64_t k0, int64_t kc, float* dst) {
-  const int64_t G = w.groups, slots_per_group = w.group / 16, s0 = k0 / 16, s1 = (k0 + kc) / 16;
+  const int64_t slots_per_group = w.group / 16, s0 = k0 / 16, s1 = (k0 + kc) / 16;
   for (int half = 0; half < 2; ++half) {
     const int l0 = 16 * half, rows = std::max(0, std::min(16, lanes - l0));
     float* out = dst + l0;
@@ -191,7 +200,7 @@ void dequant_panel32_avx512(const Int4Weights& w, int64_t n0, int lanes, int64_t
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t g = s / slots_per_group;
       if (g != table_group) {
-        for (int r = 0; r < rows; ++r) lut[r] = group_table(w, (n0 + l0 + r) * G + g);
+        for (int r = 0; r < rows; ++r) lut[r] = group_table(w, n0 + l0 + r, g);
         table_group = g;
       }
       const int64_t blk = s >> 3;
@@ -214,9 +223,11 @@ void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0
                       int64_t n0, int64_t n1) {
   const __m512i low = _mm512_set1_epi8(15);
   const __m512i ones = _mm512_set1_epi16(1);
-  const int64_t bpg = w.group / 128, G = w.groups;
+  const int64_t bpg = w.group / 128;
+  TileMeta meta(w, 1);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = w.row(n);
+    meta.unpack(n, 1);
     __m512 acc[MR];
     float zterm[MR];
     for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps(), zterm[m] = 0.f;
@@ -224,9 +235,8 @@ void decode_int8_rows(const Int4Weights& w, const Int8Activations& a, int64_t m0
       _mm_prefetch(prefetch_target(w, row, kPrefetchRows, b), _MM_HINT_T0);
       const __m512i v = load_block(row + b * 64);
       const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-      const int64_t g = n * G + b / bpg;
-      const float sw = w.scales[g];
-      const int z = w.zeros[g];
+      const float sw = meta.scale(0, b / bpg);
+      const int z = meta.zero(0, b / bpg);
       for (int m = 0; m < MR; ++m) {
         const int64_t ab = (m0 + m) * a.blocks + b;
         const uint8_t* xq = a.q.data() + ab * 128;

@@ -93,7 +93,11 @@ TEST(int4_awq_packing_round_trips_through_the_repacked_layout) {
       for (int64_t k = 0; k < L.in; ++k)
         same &= detail::int4_at(*a, n, k) == L.q[n * L.in + k] && detail::int4_at(*b, n, k) == L.q[n * L.in + k];
     CHECK(same);
-    CHECK(a->zeros == L.z && a->scales == L.s && a->bias == L.bias);
+    CHECK(a->zeros == b->zeros && a->scales == b->scales && a->bias == L.bias && b->bias == L.bias);
+    bool meta = true;
+    for (int64_t i = 0; i < L.out * L.groups(); ++i)
+      meta &= a->zero(i / L.groups(), i % L.groups()) == L.z[i] && a->scale(i / L.groups(), i % L.groups()) == L.s[i];
+    CHECK(meta);
     for_each_isa([&](Isa) {
       std::vector<float> d(L.out * L.in);
       int4_dequantize(*a, d.data());
@@ -105,12 +109,43 @@ TEST(int4_awq_packing_round_trips_through_the_repacked_layout) {
   }
 }
 
+TEST(int4_scales_are_held_as_fp16_and_zeros_as_nibbles) {
+  // fp32 scales that are not fp16 values round to the nearest fp16 (as the checkpoint stores
+  // them), subnormal fp16 ones included; with an odd number of groups each row's zeros end on a
+  // half byte.
+  QLinear L = random_linear(96, 13, 32, 5);
+  std::vector<float> s32(L.s.size());
+  for (size_t i = 0; i < s32.size(); ++i) s32[i] = (i % 3 == 0) ? 0.1f * (1 + i) : (i % 3 == 1 ? 3e-7f * (1 + i) : L.s[i]);
+  for (size_t i = 0; i < L.z.size(); ++i) L.z[i] = static_cast<uint8_t>(15 - i % 16);
+  auto w = pack_int4_quantized(L.q.data(), L.z.data(), s32.data(), nullptr, L.in, L.out, L.group);
+  CHECK(w->zero_bytes == 2 && w->scales.size() == 39 + Int4Weights::kMetaPad &&
+        w->zeros.size() == 26 + Int4Weights::kMetaPad);
+  bool same = true;
+  for (size_t i = 0; i < s32.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(i) / L.groups(), g = static_cast<int64_t>(i) % L.groups();
+    same &= w->scale(n, g) == round_to_fp16(s32[i]) && w->zero(n, g) == L.z[i];
+    L.s[i] = round_to_fp16(s32[i]);
+  }
+  CHECK(same);
+  for_each_isa([&](Isa) {
+    std::vector<float> d(L.out * L.in);
+    int4_dequantize(*w, d.data());
+    bool exact = true;
+    for (int64_t n = 0; n < L.out; ++n)
+      for (int64_t k = 0; k < L.in; ++k) exact &= d[n * L.in + k] == static_cast<float>(L.w(n, k));
+    CHECK(exact);
+    check_exact(L, random_floats(3 * L.in, 6), 3);
+  });
+}
+
 TEST(int4_exact_matches_fp64_reference_on_random_shapes_every_isa) {
   // (M, in, out, group): decode and prefill paths, odd M, in = one group, partial last block,
   // out not a multiple of any tile, group 16 .. in.
   const int64_t shapes[][4] = {{1, 128, 8, 128},  {2, 256, 24, 64},  {3, 208, 40, 16},  {4, 384, 16, 128},
                                {5, 512, 24, 512}, {7, 96, 13, 32},   {8, 256, 9, 256},  {9, 256, 37, 128},
                                {13, 640, 70, 128}, {31, 160, 19, 80}, {64, 1024, 64, 128}, {1, 4096, 32, 128}, {1, 512, 26, 256},
+                               // more groups per row than the decodes' unpacked metadata keeps on the stack
+                               {1, 4352, 9, 16}, {3, 4352, 9, 16},
                                // prefill paths (dequantized panel + sgemm; packed from M = 64):
                                // several kc blocks, a short last one, several work items
                                {40, 1152, 100, 128}, {17, 2320, 48, 16}, {70, 1152, 100, 128}, {65, 2320, 48, 16}};
@@ -294,6 +329,10 @@ TEST(int4_rejects_bad_shapes_values_and_non_finite_input) {
   auto bad_s = L.s;
   bad_s[3] = std::numeric_limits<float>::quiet_NaN();
   expect_code(ErrorCode::NonFinite, [&] { pack_int4_quantized(L.q.data(), L.z.data(), bad_s.data(), nullptr, 256, 16, 128); });
+  bad_s[3] = -65520.f;  // finite in fp32, rounds to -Inf in fp16 (the scales' storage)
+  expect_code(ErrorCode::NonFinite, [&] { pack_int4_quantized(L.q.data(), L.z.data(), bad_s.data(), nullptr, 256, 16, 128); });
+  bad_s[3] = 65504.f;  // fp16's largest: accepted
+  pack_int4_quantized(L.q.data(), L.z.data(), bad_s.data(), nullptr, 256, 16, 128);
   t.scales[7] = 0x7e00;  // fp16 NaN
   expect_code(ErrorCode::NonFinite, [&] { pack_int4_awq(t.qweight.data(), t.qzeros.data(), t.scales.data(), nullptr, 256, 16, 128); });
   auto w = pack(L);
