@@ -73,6 +73,16 @@ double worst_excess(const QLinear& L, const std::vector<float>& x, int64_t M, co
   return worst;  // <= 0 when every output is within its bound
 }
 
+// int4_dequantize(w) equals L's (q - z) * s exactly.
+bool dequantizes_exactly(const Int4Weights& w, const QLinear& L) {
+  std::vector<float> d(L.out * L.in);
+  int4_dequantize(w, d.data());
+  bool exact = true;
+  for (int64_t n = 0; n < L.out; ++n)
+    for (int64_t k = 0; k < L.in; ++k) exact &= d[n * L.in + k] == static_cast<float>(L.w(n, k));
+  return exact;
+}
+
 void check_exact(const QLinear& L, const std::vector<float>& x, int64_t M) {
   auto w = pack(L);
   std::vector<float> y(M * L.out, std::numeric_limits<float>::quiet_NaN());
@@ -98,14 +108,7 @@ TEST(int4_awq_packing_round_trips_through_the_repacked_layout) {
     for (int64_t i = 0; i < L.out * L.groups(); ++i)
       meta &= a->zero(i / L.groups(), i % L.groups()) == L.z[i] && a->scale(i / L.groups(), i % L.groups()) == L.s[i];
     CHECK(meta);
-    for_each_isa([&](Isa) {
-      std::vector<float> d(L.out * L.in);
-      int4_dequantize(*a, d.data());
-      bool exact = true;
-      for (int64_t n = 0; n < L.out; ++n)
-        for (int64_t k = 0; k < L.in; ++k) exact &= d[n * L.in + k] == static_cast<float>(L.w(n, k));
-      CHECK(exact);
-    });
+    for_each_isa([&](Isa) { CHECK(dequantizes_exactly(*a, L)); });
   }
 }
 
@@ -128,12 +131,7 @@ TEST(int4_scales_are_held_as_fp16_and_zeros_as_nibbles) {
   }
   CHECK(same);
   for_each_isa([&](Isa) {
-    std::vector<float> d(L.out * L.in);
-    int4_dequantize(*w, d.data());
-    bool exact = true;
-    for (int64_t n = 0; n < L.out; ++n)
-      for (int64_t k = 0; k < L.in; ++k) exact &= d[n * L.in + k] == static_cast<float>(L.w(n, k));
-    CHECK(exact);
+    CHECK(dequantizes_exactly(*w, L));
     check_exact(L, random_floats(3 * L.in, 6), 3);
   });
 }
