@@ -2,7 +2,8 @@
 // floor's bandwidth probe (a natively allocated pool) rejects reads past its end.
 import { describe, expect, it } from 'vitest';
 
-import { benchGemm } from '../dist/bench/gemm.js';
+import { benchGemm, type GemmBenchRecord, type GemmImpl } from '../dist/bench/gemm.js';
+import { formatTable } from '../dist/cli/bench.js';
 import { native } from '../dist/native.js';
 
 describe('awq bench gemm', () => {
@@ -28,6 +29,17 @@ describe('awq bench gemm', () => {
       expect(Number.isFinite(r.medianMs) && r.medianMs > 0).toBe(true);
       expect(r.gbPerS).toBeCloseTo((256 * 64 / 2 + 2 * 64 / 2 + 2 * 64 * 2) / (r.medianMs / 1e3) / 1e9, 6);
     }
+  });
+
+  it('prints each measurement of a shape given twice against its own floor and peer', () => {
+    const rec = (impl: GemmImpl, medianMs: number): GemmBenchRecord =>
+      ({ m: 1, k: 256, n: 64, threads: 2, impl, mode: 'stream', medianMs, gbPerS: 1, gflopPerS: 1 });
+    // --shapes 256x64,256x64: two blocks of the same key, each with its own baselines
+    const records = [rec('awq', 2), rec('ort-acc0', 4), rec('floor', 1), rec('awq', 5), rec('ort-acc0', 20), rec('floor', 4)];
+    const table = formatTable(records, { machine: 'test', threads: 2, bandwidthGBs: 1, fmaPeakGflops: 1, ort: 'test', notes: [] });
+    // | m | k x n | mode | impl | median ms | GB/s | % of bandwidth | GFLOP/s | vs ort-acc0 | vs floor |
+    const awqRows = table.split('\n').filter((l) => l.includes('| awq |')).map((l) => l.split('|').map((c) => c.trim()));
+    expect(awqRows.map((c) => [c[9], c[10]])).toEqual([['2.00x', '50%'], ['4.00x', '80%']]);
   });
 
   it('reads a stream pool only within its bounds', () => {

@@ -65,7 +65,8 @@ export function registerBench(program: Command): void {
     });
 }
 
-function formatTable(
+/** The table `awq bench gemm` prints (exported for its test). */
+export function formatTable(
   records: GemmBenchRecord[],
   r: { machine: string; threads: number; bandwidthGBs: number; fmaPeakGflops: number; ort: string; notes: string[] },
 ): string {
@@ -79,11 +80,22 @@ function formatTable(
     '| m | k x n | mode | impl | median ms | GB/s | % of bandwidth | GFLOP/s | vs ort-acc0 | vs floor |',
     '|---:|---|---|---|---:|---:|---:|---:|---:|---:|',
   ];
-  const same = (x: GemmBenchRecord, impl: string) =>
-    records.find((y) => y.impl === impl && y.m === x.m && y.k === x.k && y.n === x.n && y.mode === x.mode);
-  for (const x of records) {
-    const peer = same(x, 'ort-acc0');
-    const floor = same(x, 'floor');
+  // Each record's measurement: the consecutive records of one m, shape and mode that benchGemm
+  // timed together, one per impl. A shape given twice in --shapes is measured twice, and each
+  // row is compared with the baselines of its own measurement.
+  const sameKey = (a: GemmBenchRecord, b: GemmBenchRecord) => a.m === b.m && a.k === b.k && a.n === b.n && a.mode === b.mode;
+  const measurement: number[] = [];
+  let seen = new Set<string>();
+  records.forEach((x, i) => {
+    const fresh = i === 0 || !sameKey(records[i - 1], x) || seen.has(x.impl);
+    if (fresh) seen = new Set();
+    seen.add(x.impl);
+    measurement.push(fresh ? i : measurement[i - 1]);
+  });
+  const same = (i: number, impl: string) => records.find((y, j) => measurement[j] === measurement[i] && y.impl === impl);
+  for (const [i, x] of records.entries()) {
+    const peer = same(i, 'ort-acc0');
+    const floor = same(i, 'floor');
     lines.push(
       `| ${x.m} | ${x.k} x ${x.n} | ${x.mode} | ${x.impl} | ${x.medianMs.toFixed(3)} | ${x.gbPerS.toFixed(1)} | ` +
         `${((100 * x.gbPerS) / r.bandwidthGBs).toFixed(0)}% | ${x.gflopPerS.toFixed(1)} | ${peer ? `${(peer.medianMs / x.medianMs).toFixed(2)}x` : ''} | ` +
