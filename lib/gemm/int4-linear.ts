@@ -6,8 +6,8 @@
  * (native/core/int4_gemm.h): `in * out / 2` bytes of nibbles (rows padded to a multiple of 128
  * inputs) plus 2.5 bytes per group and row (fp16 scale, 4-bit zero) and 4 bytes per output of
  * bias, i.e. about 0.52 bytes per weight at group 128, the size of the AWQ tensors themselves
- * (`nativeBytes`). The AWQ tensors it was built
- * from stay referenced (not copied) in `awq`, for saving; drop the layer to free both.
+ * (`nativeBytes`). A layer built by `fromAwq` keeps the AWQ tensors referenced (not copied) in
+ * `awq`, for saving; drop the layer to free both.
  * Exact calls with m > 16 pack x once (`ceil(m / 6) * 6 * in * 4` bytes) and use 128 KiB per
  * pool thread for dequantized weight panels (AVX2; elsewhere 256 KiB from m = 64, and for
  * 16 < m < 64 a scratch of `128 * in * 4` bytes per thread plus the sgemm's packing buffers).

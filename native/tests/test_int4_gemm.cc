@@ -143,7 +143,7 @@ TEST(int4_exact_matches_fp64_reference_on_random_shapes_every_isa) {
                                {5, 512, 24, 512}, {7, 96, 13, 32},   {8, 256, 9, 256},  {9, 256, 37, 128},
                                {13, 640, 70, 128}, {31, 160, 19, 80}, {64, 1024, 64, 128}, {1, 4096, 32, 128}, {1, 512, 26, 256},
                                // more groups per row than the decodes' unpacked metadata keeps on the stack
-                               {1, 4352, 9, 16}, {3, 4352, 9, 16},
+                               {1, 16512, 9, 16}, {3, 16512, 9, 16},
                                // prefill paths (dequantized panel + sgemm; packed from M = 64):
                                // several kc blocks, a short last one, several work items
                                {40, 1152, 100, 128}, {17, 2320, 48, 16}, {70, 1152, 100, 128}, {65, 2320, 48, 16}};
