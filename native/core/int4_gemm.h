@@ -14,7 +14,7 @@
 // Memory: in*out/2 bytes of weights (rows padded to a multiple of 128 in) + 2.5 bytes per group
 // per row + 4 bytes per output with a bias: for group 128 that is 0.52 bytes per weight, the
 // bytes of the AWQ tensors themselves. fp32 scales with a u8 zero (5 bytes a group) made the
-// int8 decode at M = 1 5-6% slower from DRAM (Zen 4, same-process A/B): it streams every byte.
+// int8 decode at M = 1 4-6% slower from DRAM (Zen 4, same-process A/B): it streams every byte.
 //
 // Modes:
 //   Exact: fp32 accumulation of x * ((q - z) * s); equal to x * dequantize(W)^T up to fp32
@@ -70,7 +70,9 @@ struct Int4Weights {
   static constexpr int64_t kMetaPad = 16;
 
   const uint8_t* row(int64_t n) const { return q.data() + n * blocks * 64; }
-  int zero(int64_t n, int64_t g) const { return (zeros[static_cast<size_t>(n * zero_bytes + (g >> 1))] >> ((g & 1) * 4)) & 15; }
+  int zero(int64_t n, int64_t g) const {
+    return (zeros[static_cast<size_t>(n * zero_bytes + (g >> 1))] >> ((g & 1) * 4)) & 15;
+  }
   // Exact. The x86 kernels convert with F16C instead (int4_meta_x86.inc).
   float scale(int64_t n, int64_t g) const;
   // Bytes held by this object (for external-memory accounting and the docs).
