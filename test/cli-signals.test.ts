@@ -4,6 +4,7 @@
  * shell's 128 + signal number.
  */
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
@@ -32,9 +33,12 @@ async function startQuantize() {
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  // What a shell reports as the status: the exit code, or 128 + the signal that ended the process.
+  const status = new Promise<number | null>((res) =>
+    child.on('exit', (code, signal) => res(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : null))));
   for (let i = 0; i < 600 && leftovers(out).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
   expect(leftovers(out), `no temporary folder appeared; stderr: ${stderr}`).toHaveLength(1);
-  return { child, out, exited, stderr: () => stderr };
+  return { child, out, exited, status, stderr: () => stderr };
 }
 
 describe('awq quantize interrupted by signals', () => {
@@ -52,7 +56,11 @@ describe('awq quantize interrupted by signals', () => {
     run.child.kill('SIGINT');
     await new Promise((r) => setTimeout(r, 20));
     run.child.kill('SIGINT');
-    expect(await run.exited).toBe(130);
+    // The CLI's handlers stay until exit and exit with 130; a second signal that lands in Node's
+    // own teardown, after the handlers are gone, ends the process by SIGINT instead: a few
+    // milliseconds the CLI cannot cover (1 CI run in about 6 hit it). A shell reports 130 for both,
+    // and by then the temporary folder is gone.
+    expect(await run.status).toBe(130);
     expect(leftovers(run.out)).toEqual([]);
   }, 60_000);
 });
