@@ -145,7 +145,7 @@ grep -E "^native:" "$OUTDIR/tests-cuda.log" || echo "tests: no summary line"
 grep -E "^FAIL" "$OUTDIR/tests-cuda.log" || true
 echo "CPU: $(head -1 "$OUTDIR/tests-cpu.log"); $(grep -E '^native:' "$OUTDIR/tests-cpu.log" || echo 'no summary line')"
 if [ -f "$OUTDIR/bench.log" ]; then
-  grep -E "^device-to-device|^  (PASS|MISS)|^wrote" "$OUTDIR/bench.log"
+  grep -E "^device-to-device|^programmatic|^  (PASS|MISS)|^wrote" "$OUTDIR/bench.log"
 fi
 [ -f "$OUTDIR/layer-bench.log" ] && grep -E "blocks:|PASS|MISS|FAILED" "$OUTDIR/layer-bench.log"
 echo "results in $OUTDIR; $(( $(date +%s) - t0 ))s total"

@@ -11,9 +11,11 @@
 // bitwise against each other), then timed (bf16 in, fp32 out, as cuda::linear calls it) on the
 // AWQ search's large shapes; exit code 1 when a kernel fails its check. --dense-one M N K KERNEL
 // runs one kernel twice (for profilers).
-// Times are medians of `reps` timings after warm-up, cudaEvent-timed; a timing of M <= 16 covers
-// 20 back-to-back calls (a stream of decode calls) cycling through weight copies that together
-// exceed the L2 cache four times over, so the weights come from memory as when decoding a model.
+// Times are medians of `reps` timings after warm-up, cudaEvent-timed on a non-blocking stream of
+// the benchmark's own; a timing of M <= 16 covers 20 back-to-back calls (a stream of decode calls)
+// cycling through weight copies that together exceed the L2 cache four times over, so the weights
+// come from memory as when decoding a model. Skinny rows marked "nopdl" launch without
+// programmatic dependent launch (the automatic choice uses it on sm_90+).
 // Prints a table; writes JSON to the path given with --json (default cuda-bench.json). Exit code
 // 2 when no device answers.
 #include <cuda_runtime.h>
@@ -49,12 +51,13 @@ struct Int4Case {
   int64_t M;
   cuda::Int4Kernel kernel;
   cuda::SkinnyConfig skinny;  // forced skinny configuration (all 0: automatic)
+  void* stream;               // calls queue here, as a serving loop's do on its own stream
 };
 void run_int4(void* p) {
   auto* c = static_cast<Int4Case*>(p);
   cuda::int4_force_skinny_config(c->skinny);
   const cuda::Int4DeviceWeights& w = c->copies[c->next++ % c->copies.size()];
-  cuda::int4_gemm(w, c->x, c->M, c->y, cuda::Dtype::F16, nullptr, c->kernel);
+  cuda::int4_gemm(w, c->x, c->M, c->y, cuda::Dtype::F16, c->stream, c->kernel);
 }
 
 struct DenseCase {
@@ -62,20 +65,24 @@ struct DenseCase {
   std::vector<const void*> b;  // weight copies, cycled like Int4Case's
   void* c;
   int64_t M, N, K;
+  void* stream;
   size_t next = 0;
 };
 void run_dense(void* p) {
   auto* c = static_cast<DenseCase*>(p);
-  cuda::dense_gemm(c->a, c->b[c->next++ % c->b.size()], cuda::Dtype::F16, c->M, c->N, c->K, c->c, cuda::Dtype::F16);
+  cuda::dense_gemm(c->a, c->b[c->next++ % c->b.size()], cuda::Dtype::F16, c->M, c->N, c->K, c->c, cuda::Dtype::F16,
+                   nullptr, c->stream);
 }
 
 struct CopyCase {
   void *dst, *src;
   size_t bytes;
+  void* stream;
 };
 void run_copy(void* p) {
   auto* c = static_cast<CopyCase*>(p);
-  if (cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice) != cudaSuccess)
+  if (cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(c->stream)) !=
+      cudaSuccess)
     throw Error(ErrorCode::Cuda, "cudaMemcpyAsync failed");
 }
 
@@ -503,6 +510,9 @@ int main(int argc, char** argv) {
               dev.memory_bytes / 1073741824.0);
   try {
     if (sweep) return dense_sweep(std::min(reps, 7));
+    // The int4, dense and copy timings queue on a stream of their own (a serving loop's, not the
+    // legacy default stream), where consecutive decode calls overlap by programmatic dependent launch.
+    const cuda::DeviceStream stream;
     if (one[0] > 0) {
       const auto k = static_cast<cuda::DenseKernel>(one[3]);
       cuda::DeviceMemory a(static_cast<size_t>(one[0] * one[2]) * 2, "A"), b(static_cast<size_t>(one[1] * one[2]) * 2, "B"),
@@ -525,7 +535,8 @@ int main(int argc, char** argv) {
       ic.y = y.get();
       ic.M = int4_one[0];
       ic.kernel = cuda::Int4Kernel::Auto;
-      const double ms = cuda::time_median_ms(run_int4, &ic, 0, 2, 20);
+      ic.stream = stream.get();
+      const double ms = cuda::time_median_ms(run_int4, &ic, 0, 2, 20, stream.get());
       std::printf("int4 M=%lld K=%lld N=%lld: %.4f ms per call\n", static_cast<long long>(int4_one[0]),
                   static_cast<long long>(int4_one[1]), static_cast<long long>(int4_one[2]), ms);
       return 0;
@@ -537,12 +548,13 @@ int main(int argc, char** argv) {
     const double l2_bytes = l2_attr;
     cuda::DeviceMemory src(copy_bytes, "copy source"), dst(copy_bytes, "copy destination");
     cuda::fill_zero(src.get(), copy_bytes);
-    CopyCase cc{dst.get(), src.get(), copy_bytes};
-    const double copy_ms = cuda::time_median_ms(run_copy, &cc, 3, 15);
+    CopyCase cc{dst.get(), src.get(), copy_bytes, stream.get()};
+    const double copy_ms = cuda::time_median_ms(run_copy, &cc, 3, 15, 1, stream.get());
     const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
     std::printf("device-to-device copy: %.1f GB/s (read + write, median of 15)\n\n", copy_gbs);
 
     std::vector<Row> rows;
+    bool pdl_reported = false;
     auto bench_shape = [&](const char* what, int64_t K, int64_t N, const std::vector<int64_t>& Ms, bool skinny_too) {
       Int4Case ic{};
       ic.copies.push_back(make_int4(K, N, static_cast<uint32_t>(K * 31 + N)));
@@ -560,6 +572,7 @@ int main(int argc, char** argv) {
       cuda::DeviceMemory y(static_cast<size_t>(maxM * N * 2), "y");
       ic.x = x.get();
       ic.y = y.get();
+      ic.stream = stream.get();
       const double wbytes4 = static_cast<double>(ic.copies[0].q.size() + ic.copies[0].sz.size());
       for (int64_t M : Ms) {
         struct Variant {
@@ -573,11 +586,20 @@ int main(int argc, char** argv) {
           for (int tiles : {2, 4})
             for (int warps : {4, 8})
               for (int stages : {2, 4})
-                for (bool no_fold : {false, true})
-                  if (!no_fold || (stages == 2 && warps == 8))  // the fold's effect on the usual configurations
-                    kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps) +
-                                           "x" + std::to_string(stages) + (no_fold ? " nofold" : ""),
-                                       cuda::Int4Kernel::Skinny, {tiles, warps, stages, no_fold}});
+                for (int variant : {0, 1, 2}) {  // 1: without the scale fold, 2: without PDL
+                  // the fold's and PDL's effects on the usual configurations (PDL's in both ring depths)
+                  if (variant == 1 && !(stages == 2 && warps == 8)) continue;
+                  if (variant == 2 && warps != 8) continue;
+                  const bool no_fold = variant == 1 || (variant == 2 && M > 8);  // variant 2 folds where auto does
+                  kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps) +
+                                         "x" + std::to_string(stages) + (variant == 1 ? " nofold" : "") +
+                                         (variant == 2 ? " nopdl" : ""),
+                                     cuda::Int4Kernel::Skinny, {tiles, warps, stages, no_fold, variant == 2}});
+                }
+          for (int variant : {0, 1, 2})  // eight tiles per warp, in the same three variants
+            kernels.push_back({std::string(what) + " skinny8x8x2" + (variant == 1 ? " nofold" : "") +
+                                   (variant == 2 ? " nopdl" : ""),
+                               cuda::Int4Kernel::Skinny, {8, 8, 2, variant == 1 || (variant == 2 && M > 8), variant == 2}});
           kernels.push_back({std::string(what) + " tiled16", cuda::Int4Kernel::Tiled16});
         }
         // the two large-M paths side by side, to check kDequantDenseMinM
@@ -585,17 +607,17 @@ int main(int argc, char** argv) {
           kernels.push_back({std::string(what) + " tiled", cuda::Int4Kernel::Tiled});
           kernels.push_back({std::string(what) + " dequant+dense", cuda::Int4Kernel::DequantDense});
         }
-        DenseCase dc{x.get(), b_ptrs, y.get(), M, N, K};
+        DenseCase dc{x.get(), b_ptrs, y.get(), M, N, K, stream.get()};
         const int r = M >= 1024 ? std::max(5, reps / 3) : reps;
         const int batch = M <= 16 ? 20 : 1;  // decode-sized calls: throughput of a stream of calls
-        const double dense_ms = cuda::time_median_ms(run_dense, &dc, 3, r, batch);
+        const double dense_ms = cuda::time_median_ms(run_dense, &dc, 3, r, batch, stream.get());
         for (const Variant& v : kernels) {
           const std::string& name = v.name;
           ic.M = M;
           ic.kernel = v.kernel;
           ic.skinny = v.skinny;
           Row row{name, M, K, N};
-          row.int4_ms = cuda::time_median_ms(run_int4, &ic, 3, r, batch);
+          row.int4_ms = cuda::time_median_ms(run_int4, &ic, 3, r, batch, stream.get());
           row.dense_ms = dense_ms;
           const double io = 2.0 * M * (K + N);
           const double flops = 2.0 * M * N * K;
@@ -611,6 +633,10 @@ int main(int argc, char** argv) {
                       row.int4_ms, row.int4_gbs, row.int4_tflops, 100 * row.bw_share, row.dense_ms, row.dense_gbs,
                       row.dense_tflops, dense_ms / row.int4_ms);
           std::fflush(stdout);
+        }
+        if (!pdl_reported && M <= cuda::kSkinnyMaxM) {  // after skinny calls ran: a refusal shows there
+          std::printf("programmatic dependent launch of the skinny kernel: %s\n", cuda::int4_pdl_in_use() ? "on" : "off");
+          pdl_reported = true;
         }
       }
     };
@@ -661,8 +687,9 @@ int main(int argc, char** argv) {
 
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) throw Error(ErrorCode::InvalidArgument, "cannot write " + json_path);
-    std::fprintf(f, "{\"device\":\"%s\",\"sm\":\"%d%d\",\"copy_GBps\":%.1f,\"reps\":%d,\"rows\":[", dev.name.c_str(),
-                 dev.cc_major, dev.cc_minor, copy_gbs, reps);
+    std::fprintf(f, "{\"device\":\"%s\",\"sm\":\"%d%d\",\"skinny_pdl\":%s,\"copy_GBps\":%.1f,\"reps\":%d,\"rows\":[",
+                 dev.name.c_str(), dev.cc_major, dev.cc_minor, cuda::int4_pdl_in_use() ? "true" : "false", copy_gbs,
+                 reps);
     for (size_t i = 0; i < rows.size(); ++i) std::fprintf(f, "%s%s", i ? "," : "", json_row(rows[i]).c_str());
     std::fprintf(f, "],\"layer_ops\":[");
     for (size_t i = 0; i < layer_ops.size(); ++i) std::fprintf(f, "%s%s", i ? "," : "", layer_ops[i].c_str());

@@ -37,6 +37,23 @@ class DeviceMemory {
   size_t size_ = 0;
 };
 
+// A CUDA stream of the caller's own (RAII, move-only), created non-blocking: it does not wait for
+// the legacy default stream. get() is what the `stream` parameters below take.
+class DeviceStream {
+ public:
+  DeviceStream();
+  ~DeviceStream();
+  DeviceStream(DeviceStream&& o) noexcept;
+  DeviceStream& operator=(DeviceStream&& o) noexcept;
+  DeviceStream(const DeviceStream&) = delete;
+  DeviceStream& operator=(const DeviceStream&) = delete;
+  void* get() const { return stream_; }
+  void synchronize() const;  // waits for the stream's work; throws on an asynchronous kernel error
+
+ private:
+  void* stream_ = nullptr;
+};
+
 void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);
 void fill_zero(void* dst, size_t bytes, void* stream = nullptr);
@@ -92,15 +109,24 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
                void* stream = nullptr, Int4Kernel kernel = Int4Kernel::Auto);
 
 // Tests and benchmarks: force the skinny kernel's tiles per warp (2, 4), warps per block (4, 8)
-// and shared-memory ring stages (2, 4); all 0 restores the automatic choice by shape.
+// and shared-memory ring stages (2, 4), or 8 tiles with 8 warps and 2 stages (a candidate for
+// M > 8, not an automatic choice yet); all 0 restores the automatic choice by shape.
 // Process-wide, not thread-safe.
 // no_fold: scale every weight before the product even where the group size (a multiple of 128)
 // lets the kernel scale each chunk's fp32 sums instead (the automatic choice for M <= 8).
+// no_pdl: launch without programmatic dependent launch. By default, on sm_90+, a skinny call may
+// start while the previous kernel of its stream finishes (it fetches its first weights, then waits
+// for that kernel before reading x), which hides most of a short call's start and drain in a
+// stream of calls.
 struct SkinnyConfig {
   int tiles = 0, warps = 0, stages = 0;
   bool no_fold = false;
+  bool no_pdl = false;
 };
 void int4_force_skinny_config(const SkinnyConfig& c);
+// Whether skinny launches use programmatic dependent launch on the current device (sm_90+, and
+// the driver has not refused it).
+bool int4_pdl_in_use();
 constexpr int kSkinnyMaxM = 16;
 
 enum class DenseKernel : int {
@@ -125,8 +151,9 @@ void dense_gemm(const void* A, const void* B, Dtype ab_type, int64_t M, int64_t 
                 DenseKernel kernel = DenseKernel::Auto);
 
 // Timing helper for benchmarks: median milliseconds per call over `reps` timings (after `warmup`
-// calls), each timing `batch` back-to-back calls of fn between two CUDA events on the default
-// stream (batch > 1 measures throughput in a stream, not the latency of one launch).
-double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps, int batch = 1);
+// calls), each timing `batch` back-to-back calls of fn between two CUDA events on `stream` (the
+// stream fn queues its work on; batch > 1 measures throughput in a stream, not the latency of
+// one launch).
+double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps, int batch = 1, void* stream = nullptr);
 
 }  // namespace awq::cuda

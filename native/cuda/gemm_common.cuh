@@ -17,6 +17,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "cuda_check.h"
@@ -67,6 +68,30 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Programmatic dependent launch (sm_90+; no-ops on older devices and in launches without the
+// attribute, see launch_kernel). launch_dependents lets the next kernel of the stream start its
+// blocks once every block of this grid has executed it; wait_primary blocks until the previous
+// kernel of the stream has completed and its writes are visible. Everything a kernel reads that
+// the previous kernel may write (x) must be read after wait_primary, and through coherent loads:
+// the non-coherent path (__ldg) is specified only for data that no grid running at the same time
+// writes.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait_primary() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+// 16-byte coherent global load (ld.global: cached in L1, covered by the memory model).
+__device__ __forceinline__ uint4 ld_global16(const uint4* p) {
+  uint4 v;
+  asm("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
 }
 
 __device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
@@ -145,6 +170,45 @@ inline int sm_count() {
     return n;
   }();
   return count;
+}
+
+// Whether the current device takes programmatic dependent launches (compute capability 9.0+).
+inline bool pdl_supported() {
+  static bool ok = [] {
+    int dev = 0, major = 0;
+    AWQ_CUDA_CHECK(cudaGetDevice(&dev));
+    AWQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    return major >= 9;
+  }();
+  return ok;
+}
+
+// Launches `kernel`, with programmatic stream serialization when `pdl` is set and the device has
+// it: the kernel may then start while the previous kernel of the stream finishes, and must call
+// pdl_wait_primary before touching what that kernel writes. Should a driver refuse the attribute,
+// the kernel is launched without it from then on (the kernel is correct either way). Launch
+// errors throw (AWQ_CUDA_CHECK).
+inline std::atomic<bool> g_pdl_refused{false};
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
+                   Args... args) {
+  if (pdl && pdl_supported() && !g_pdl_refused.load(std::memory_order_relaxed)) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...) == cudaSuccess) return;
+    cudaGetLastError();  // a refused launch configuration is not a sticky error
+    g_pdl_refused.store(true, std::memory_order_relaxed);
+  }
+  kernel<<<grid, block, smem, stream>>>(static_cast<Params>(args)...);
+  AWQ_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace awq::cuda::kern

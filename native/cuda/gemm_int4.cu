@@ -100,9 +100,11 @@ constexpr int skinny_smem_bytes() {
 
 // Blocks per SM the registers must allow: M <= 8 three 8-warp blocks (at most 85 registers; the
 // weight stream needs the warps in flight), M16 two (128 registers: it spills at 85; left free,
-// the compiler takes 156-168 and one block per SM ran 1.4x slower).
+// the compiler takes 156-168 and one block per SM ran 1.4x slower). Eight tiles per warp (a
+// candidate for M16, where each chunk's x loads, 4 KiB per warp from L1/L2, outweigh its 2.5 KiB
+// of weights at four tiles) need more registers than two blocks allow and take one block per SM.
 template <int TILES, int WARPS, int STAGES, bool M16, bool FOLD, typename OutT>
-__global__ void __launch_bounds__(32 * WARPS, M16 ? 16 / WARPS : 24 / WARPS)
+__global__ void __launch_bounds__(32 * WARPS, TILES == 8 ? 1 : M16 ? 16 / WARPS : 24 / WARPS)
     int4_skinny_kernel(const uint4* __restrict__ wq, const uint32_t* __restrict__ sz, const float* __restrict__ bias,
                        const __half* __restrict__ x, OutT* __restrict__ y, int M, int N, int K, int chunks,
                        int group, int gshift) {
@@ -115,6 +117,10 @@ __global__ void __launch_bounds__(32 * WARPS, M16 ? 16 / WARPS : 24 / WARPS)
   const int g = lane >> 2, t = lane & 3;
   const int NB = N / 8, G = K / group;
   const int nb0 = blockIdx.x * TILES;
+  // A decode step is a chain of these calls, each too short to hide its own start and drain:
+  // the next call's blocks may start (on sm_90, launched with launch_kernel's attribute) and
+  // fetch their first weights while this grid finishes; they wait for it before reading x.
+  pdl_launch_dependents();
 
   // The next chunk to copy (cn, from warp on in steps of WARPS) and this lane's weight unit of it
   // in each tile: pointers carried from chunk to chunk (tiles past N clamped to the last tile).
@@ -156,10 +162,23 @@ __global__ void __launch_bounds__(32 * WARPS, M16 ? 16 / WARPS : 24 / WARPS)
     for (int j = 0; j < TILES; ++j) wn[j] += WARPS * 32;
     cn += WARPS;
   };
+  float acc[PAIRS][R];
+#pragma unroll
+  for (int p = 0; p < PAIRS; ++p)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[p][r] = 0.f;
+
+  // The weights never change, so their first chunks are fetched before waiting for the previous
+  // kernel; x may be its output, so x is read only after the wait.
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) issue(s);
+  pdl_wait_primary();
+
   // x rows g and g + 8 at this lane's 32 k of chunk cx, loaded one chunk ahead; cx and the row
   // pointers move on by WARPS chunks per load. A lane whose row is past M reads row 0 instead:
   // its row is an output column that is never stored. Zeros only past K (the last chunk's zero
-  // padding dequantizes to -z s, which must meet x = 0).
+  // padding dequantizes to -z s, which must meet x = 0). The pointers come out of the opaque asm
+  // below, which stays after the wait (both are volatile), so no x load can move above it.
   int cx = warp;
   const uint4* xlo = reinterpret_cast<const uint4*>(x + static_cast<size_t>(g < M ? g : 0) * K + cx * 128 + 32 * t);
   const uint4* xhi = reinterpret_cast<const uint4*>(x + static_cast<size_t>(M16 && g + 8 < M ? g + 8 : 0) * K + cx * 128 + 32 * t);
@@ -169,22 +188,14 @@ __global__ void __launch_bounds__(32 * WARPS, M16 ? 16 / WARPS : 24 / WARPS)
     const bool in = cx * 128 + 32 * t < K;  // this lane's 32 k are all in the row or all out (K % 32 == 0)
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
-      xl[w] = in ? __ldg(xlo + w) : make_uint4(0, 0, 0, 0);
-      xh[w] = M16 && in ? __ldg(xhi + w) : make_uint4(0, 0, 0, 0);
+      xl[w] = in ? ld_global16(xlo + w) : make_uint4(0, 0, 0, 0);
+      xh[w] = M16 && in ? ld_global16(xhi + w) : make_uint4(0, 0, 0, 0);
     }
     xlo += WARPS * 16;  // 128 halves per chunk
     xhi += WARPS * 16;
     cx += WARPS;
   };
 
-  float acc[PAIRS][R];
-#pragma unroll
-  for (int p = 0; p < PAIRS; ++p)
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[p][r] = 0.f;
-
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) issue(s);
   uint4 xl[4], xh[4], xl_next[4], xh_next[4];
   load_x(xl, xh);
   int s = 0;
@@ -443,12 +454,13 @@ SkinnyConfig skinny_config(const Int4Layout& L, int M) {
   const int64_t blocks = (NB + tiles - 1) / tiles;
   const int warps = M > 8 && L.chunks <= 32 && 2 * blocks >= 5 * sm_count() ? 4 : 8;
   // the scale fold pays at M <= 8 (up to 1.1x); with M16's second accumulator set its registers
-  // cost more than the fp16 multiplies it saves (1.03x slower)
-  return {tiles, warps, 2, M > 8};
+  // cost more than the fp16 multiplies it saves (1.03x slower). Programmatic dependent launch
+  // where the device has it (launch_kernel).
+  return {tiles, warps, 2, M > 8, false};
 }
 
 template <int TILES, int WARPS, int STAGES, bool M16, bool FOLD, typename OutT>
-void launch_skinny_kernel(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
+void launch_skinny_kernel(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream, bool pdl) {
   constexpr int smem = skinny_smem_bytes<TILES, WARPS, STAGES>();
   auto kernel = int4_skinny_kernel<TILES, WARPS, STAGES, M16, FOLD, OutT>;
   static std::once_flag once;
@@ -460,37 +472,37 @@ void launch_skinny_kernel(const Int4DeviceWeights& w, const __half* x, int M, Ou
   dim3 grid(static_cast<unsigned>((NB + TILES - 1) / TILES));
   const int group = static_cast<int>(L.group);
   const int gshift = (group & (group - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(group)) : -1;
-  kernel<<<grid, 32 * WARPS, smem, stream>>>(static_cast<const uint4*>(w.q.get()),
-                                             static_cast<const uint32_t*>(w.sz.get()),
-                                             static_cast<const float*>(w.bias.get()), x, y, M, static_cast<int>(L.N),
-                                             static_cast<int>(L.K), static_cast<int>(L.chunks), group, gshift);
-  AWQ_CUDA_CHECK(cudaGetLastError());
+  launch_kernel(kernel, grid, dim3(32 * WARPS), smem, stream, pdl, static_cast<const uint4*>(w.q.get()),
+                static_cast<const uint32_t*>(w.sz.get()), static_cast<const float*>(w.bias.get()), x, y, M,
+                static_cast<int>(L.N), static_cast<int>(L.K), static_cast<int>(L.chunks), group, gshift);
 }
 
 // The scale fold needs one group per 128-k chunk (group size a multiple of 128).
 template <int TILES, int WARPS, int STAGES, typename OutT>
-void launch_skinny_cfg(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream, bool fold) {
+void launch_skinny_cfg(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream, bool fold,
+                       bool pdl) {
   fold = fold && w.layout.group % 128 == 0;
   if (M > 8) {
-    if (fold) launch_skinny_kernel<TILES, WARPS, STAGES, true, true, OutT>(w, x, M, y, stream);
-    else launch_skinny_kernel<TILES, WARPS, STAGES, true, false, OutT>(w, x, M, y, stream);
+    if (fold) launch_skinny_kernel<TILES, WARPS, STAGES, true, true, OutT>(w, x, M, y, stream, pdl);
+    else launch_skinny_kernel<TILES, WARPS, STAGES, true, false, OutT>(w, x, M, y, stream, pdl);
   } else {
-    if (fold) launch_skinny_kernel<TILES, WARPS, STAGES, false, true, OutT>(w, x, M, y, stream);
-    else launch_skinny_kernel<TILES, WARPS, STAGES, false, false, OutT>(w, x, M, y, stream);
+    if (fold) launch_skinny_kernel<TILES, WARPS, STAGES, false, true, OutT>(w, x, M, y, stream, pdl);
+    else launch_skinny_kernel<TILES, WARPS, STAGES, false, false, OutT>(w, x, M, y, stream, pdl);
   }
 }
 
 template <int TILES, int WARPS, typename OutT>
 void launch_skinny_stages(const SkinnyConfig& c, const Int4DeviceWeights& w, const __half* x, int M, OutT* y,
                           cudaStream_t stream) {
-  if (c.stages == 2) launch_skinny_cfg<TILES, WARPS, 2, OutT>(w, x, M, y, stream, !c.no_fold);
-  else launch_skinny_cfg<TILES, WARPS, 4, OutT>(w, x, M, y, stream, !c.no_fold);
+  if (c.stages == 2) launch_skinny_cfg<TILES, WARPS, 2, OutT>(w, x, M, y, stream, !c.no_fold, !c.no_pdl);
+  else launch_skinny_cfg<TILES, WARPS, 4, OutT>(w, x, M, y, stream, !c.no_fold, !c.no_pdl);
 }
 
 template <typename OutT>
 void launch_skinny(const Int4DeviceWeights& w, const __half* x, int M, OutT* y, cudaStream_t stream) {
   const SkinnyConfig c = skinny_config(w.layout, M);
-  if (c.tiles == 2 && c.warps == 4) launch_skinny_stages<2, 4, OutT>(c, w, x, M, y, stream);
+  if (c.tiles == 8) launch_skinny_cfg<8, 8, 2, OutT>(w, x, M, y, stream, !c.no_fold, !c.no_pdl);  // 8 warps, 2 stages
+  else if (c.tiles == 2 && c.warps == 4) launch_skinny_stages<2, 4, OutT>(c, w, x, M, y, stream);
   else if (c.tiles == 2) launch_skinny_stages<2, 8, OutT>(c, w, x, M, y, stream);
   else if (c.warps == 4) launch_skinny_stages<4, 4, OutT>(c, w, x, M, y, stream);
   else launch_skinny_stages<4, 8, OutT>(c, w, x, M, y, stream);
@@ -643,11 +655,15 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
   else dispatch<float>(w, xh, m, static_cast<float*>(y), s, kernel);
 }
 
+bool int4_pdl_in_use() { return pdl_supported() && !g_pdl_refused.load(std::memory_order_relaxed); }
+
 void int4_force_skinny_config(const SkinnyConfig& c) {
-  const bool automatic = c.tiles == 0 && c.warps == 0 && c.stages == 0 && !c.no_fold;
+  const bool automatic = c.tiles == 0 && c.warps == 0 && c.stages == 0 && !c.no_fold && !c.no_pdl;
   AWQ_CHECK_ARG(automatic || ((c.tiles == 2 || c.tiles == 4) && (c.warps == 4 || c.warps == 8) &&
-                              (c.stages == 2 || c.stages == 4)),
-                "int4_force_skinny_config: tiles must be 2 or 4, warps 4 or 8, stages 2 or 4 (or all 0)");
+                              (c.stages == 2 || c.stages == 4)) ||
+                    (c.tiles == 8 && c.warps == 8 && c.stages == 2),
+                "int4_force_skinny_config: tiles must be 2 or 4, warps 4 or 8, stages 2 or 4, or tiles 8 with 8 warps "
+                "and 2 stages (or all 0)");
   g_forced_skinny = c;
 }
 

@@ -50,6 +50,33 @@ DeviceMemory& DeviceMemory::operator=(DeviceMemory&& o) noexcept {
   return *this;
 }
 
+DeviceStream::DeviceStream() {
+  cudaStream_t s = nullptr;
+  AWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  stream_ = s;
+}
+
+// Destroying a stream with work queued is allowed (the work completes first); errors of a lost
+// context are cleared as in ~DeviceMemory.
+DeviceStream::~DeviceStream() {
+  if (stream_ && cudaStreamDestroy(static_cast<cudaStream_t>(stream_)) != cudaSuccess) cudaGetLastError();
+}
+
+DeviceStream::DeviceStream(DeviceStream&& o) noexcept : stream_(std::exchange(o.stream_, nullptr)) {}
+
+DeviceStream& DeviceStream::operator=(DeviceStream&& o) noexcept {
+  if (this != &o) {
+    if (stream_ && cudaStreamDestroy(static_cast<cudaStream_t>(stream_)) != cudaSuccess) cudaGetLastError();
+    stream_ = std::exchange(o.stream_, nullptr);
+  }
+  return *this;
+}
+
+void DeviceStream::synchronize() const {
+  AWQ_CUDA_CHECK(cudaGetLastError());
+  AWQ_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)));
+}
+
 void copy_to_device(void* dst, const void* src, size_t bytes) {
   if (bytes) AWQ_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
@@ -64,7 +91,8 @@ void synchronize() {
   AWQ_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps, int batch) {
+double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps, int batch, void* stream) {
+  const auto st = static_cast<cudaStream_t>(stream);
   AWQ_CHECK_ARG(reps > 0 && warmup >= 0 && batch > 0, "time_median_ms: reps and batch must be positive");
   for (int i = 0; i < warmup; ++i) fn(ctx);
   synchronize();
@@ -74,9 +102,9 @@ double time_median_ms(void (*fn)(void*), void* ctx, int warmup, int reps, int ba
   std::vector<double> ms(reps);
   try {
     for (int i = 0; i < reps; ++i) {
-      AWQ_CUDA_CHECK(cudaEventRecord(start));
+      AWQ_CUDA_CHECK(cudaEventRecord(start, st));
       for (int b = 0; b < batch; ++b) fn(ctx);
-      AWQ_CUDA_CHECK(cudaEventRecord(stop));
+      AWQ_CUDA_CHECK(cudaEventRecord(stop, st));
       AWQ_CUDA_CHECK(cudaEventSynchronize(stop));
       float t = 0.f;
       AWQ_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));

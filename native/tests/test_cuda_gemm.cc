@@ -123,6 +123,8 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
       for (int warps : {4, 8})
         for (int stages : {2, 4})
           for (bool no_fold : {false, true}) runs.push_back({cuda::Int4Kernel::Skinny, {tiles, warps, stages, no_fold}});
+  if (M <= cuda::kSkinnyMaxM)
+    for (bool no_fold : {false, true}) runs.push_back({cuda::Int4Kernel::Skinny, {8, 8, 2, no_fold}});
   for (const auto& [kern, cfg] : runs)
     for (cuda::Dtype yt : {cuda::Dtype::F32, cuda::Dtype::F16}) {
       cuda::int4_force_skinny_config(cfg);
@@ -270,6 +272,79 @@ TEST(cuda_int4_gemm_adversarial_inputs) {
   for (Pattern p : {Pattern::EqualGroups, Pattern::ZeroPoint0, Pattern::ZeroPoint15, Pattern::Random})
     for (int64_t M : {1, 5, 17, 64})
       check_int4_case(make_quant(512, 40, 128, ++seed, p, true), M, /*outliers=*/true, ++seed);
+#endif
+}
+
+TEST(cuda_int4_decode_chain_reads_each_input_after_it_is_written) {
+#ifndef AWQ_WITH_CUDA
+  SKIP("built without CUDA");
+#else
+  require_cuda_device();
+  // Calls queued back to back on one stream, each taking the previous call's output as x (N = K),
+  // as a decode step does. With programmatic dependent launch (sm_90) a skinny call starts while
+  // the previous call finishes and must read x only once that call's y is complete. Every output
+  // starts as NaN, so a read too early gives NaN or a wrong value; each step is checked against the
+  // CPU on the input the GPU actually had. Variants: automatic configuration (PDL where the device
+  // has it), a forced one without PDL, and skinny calls alternating with the tiled kernel (which
+  // launches without PDL).
+  constexpr int kSteps = 8;
+  uint32_t seed = 1300;
+  for (int64_t K : {1024, 4096})
+    for (int64_t M : {1, 7, 16})
+      for (int variant = 0; variant < 3; ++variant) {
+        Quant L = make_quant(K, K, 128, ++seed, Pattern::Random, false);
+        // |y| about |x| from step to step: E[(q - z)^2] = 42.5 for uniform q and z
+        const float scale = round_to_fp16(1.f / std::sqrt(42.5f * static_cast<float>(K)));
+        for (auto& v : L.s) v = scale;
+        const AwqTensors t = to_awq(L);
+        auto cpu_w = pack_int4_awq(t.qweight.data(), t.qzeros.data(), t.scales.data(), nullptr, K, K, 128);
+        auto w = cuda::int4_upload_awq(t.qweight.data(), t.qzeros.data(), t.scales.data(), nullptr, K, K, 128);
+        std::vector<float> wabs(K * K);
+        for (int64_t n = 0; n < K; ++n)
+          for (int64_t k = 0; k < K; ++k) wabs[n * K + k] = static_cast<float>(std::fabs(L.w(n, k)));
+
+        const size_t n_elems = static_cast<size_t>(M * K);
+        std::vector<cuda::DeviceMemory> act;
+        const std::vector<uint16_t> nan_fill(n_elems, 0x7E00);
+        for (int i = 0; i <= kSteps; ++i) {
+          act.emplace_back(n_elems * 2, "chain activations");
+          cuda::copy_to_device(act.back().get(), i == 0 ? to_fp16(make_x(M, K, ++seed, false)).data() : nan_fill.data(),
+                               n_elems * 2);
+        }
+        cuda::DeviceStream stream;
+        if (variant == 1) cuda::int4_force_skinny_config({4, 8, 2, M > 8, /*no_pdl=*/true});
+        for (int i = 1; i <= kSteps; ++i) {
+          const auto kern = variant == 2 && i % 2 == 0 ? cuda::Int4Kernel::Tiled16 : cuda::Int4Kernel::Auto;
+          cuda::int4_gemm(w, act[i - 1].get(), M, act[i].get(), cuda::Dtype::F16, stream.get(), kern);
+        }
+        cuda::int4_force_skinny_config({});
+        stream.synchronize();
+
+        std::vector<std::vector<float>> host(kSteps + 1, std::vector<float>(n_elems));
+        for (int i = 0; i <= kSteps; ++i) {
+          std::vector<uint16_t> h(n_elems);
+          cuda::copy_to_host(h.data(), act[i].get(), n_elems * 2);
+          fp16_to_f32(h.data(), host[i].data(), static_cast<int64_t>(n_elems));
+        }
+        int bad = 0;
+        std::vector<float> ref(n_elems);
+        for (int i = 1; i <= kSteps; ++i) {
+          const std::vector<float>& x = host[i - 1];
+          int4_linear(*cpu_w, x.data(), M, ref.data());
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < K; ++n) {
+              float mag = 0.f;
+              for (int64_t k = 0; k < K; ++k) mag += std::fabs(x[m * K + k]) * wabs[n * K + k];
+              const size_t e = static_cast<size_t>(m * K + n);
+              const double tol = std::ldexp(1.01 * mag, -10) + std::ldexp(std::fabs(ref[e]), -11) + 1e-6;
+              if (!(std::fabs(host[i][e] - ref[e]) <= tol) && bad++ < 3)
+                fail(__FILE__, __LINE__,
+                     "int4 chain K=N=" + std::to_string(K) + " M=" + std::to_string(M) + " variant " +
+                         std::to_string(variant) + " step " + std::to_string(i) + " [" + std::to_string(m) + ", " +
+                         std::to_string(n) + "]: gpu " + std::to_string(host[i][e]) + " cpu " + std::to_string(ref[e]));
+            }
+        }
+      }
 #endif
 }
 
