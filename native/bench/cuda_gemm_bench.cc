@@ -11,7 +11,7 @@
 // bitwise against each other), then timed (bf16 in, fp32 out, as cuda::linear calls it) on the
 // AWQ search's large shapes; exit code 1 when a kernel fails its check. --dense-one M N K KERNEL
 // runs one kernel twice (for profilers).
-// Times are medians of `reps` timings after warm-up, cudaEvent-timed on a non-blocking stream of
+// Times are medians of `reps` timings after warm-up, cudaEvent-timed on a (blocking) stream of
 // the benchmark's own; a timing of M <= 16 covers 20 back-to-back calls (a stream of decode calls)
 // cycling through weight copies that together exceed the L2 cache four times over, so the weights
 // come from memory as when decoding a model. Skinny rows marked "nopdl" launch without
@@ -511,7 +511,7 @@ int main(int argc, char** argv) {
   try {
     if (sweep) return dense_sweep(std::min(reps, 7));
     // The int4, dense and copy timings queue on a stream of their own (a serving loop's, not the
-    // legacy default stream), where consecutive decode calls overlap by programmatic dependent launch.
+    // legacy default stream, where the skinny kernel does not use programmatic dependent launch).
     const cuda::DeviceStream stream;
     if (one[0] > 0) {
       const auto k = static_cast<cuda::DenseKernel>(one[3]);
@@ -592,12 +592,13 @@ int main(int argc, char** argv) {
                   if (variant == 2 && warps != 8) continue;
                   const bool no_fold = variant == 1 || (variant == 2 && M > 8);  // variant 2 folds where auto does
                   kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps) +
-                                         "x" + std::to_string(stages) + (variant == 1 ? " nofold" : "") +
+                                         "x" + std::to_string(stages) + (no_fold ? " nofold" : "") +
                                          (variant == 2 ? " nopdl" : ""),
                                      cuda::Int4Kernel::Skinny, {tiles, warps, stages, no_fold, variant == 2}});
                 }
           for (int variant : {0, 1, 2})  // eight tiles per warp, in the same three variants
-            kernels.push_back({std::string(what) + " skinny8x8x2" + (variant == 1 ? " nofold" : "") +
+            kernels.push_back({std::string(what) + " skinny8x8x2" +
+                                   (variant == 1 || (variant == 2 && M > 8) ? " nofold" : "") +
                                    (variant == 2 ? " nopdl" : ""),
                                cuda::Int4Kernel::Skinny, {8, 8, 2, variant == 1 || (variant == 2 && M > 8), variant == 2}});
           kernels.push_back({std::string(what) + " tiled16", cuda::Int4Kernel::Tiled16});

@@ -37,8 +37,9 @@ class DeviceMemory {
   size_t size_ = 0;
 };
 
-// A CUDA stream of the caller's own (RAII, move-only), created non-blocking: it does not wait for
-// the legacy default stream. get() is what the `stream` parameters below take.
+// A CUDA stream of the caller's own (RAII, move-only). It is a blocking stream: its work waits for
+// what was queued on the legacy default stream before it (the uploads and copies here), as uploaded
+// weights must. get() is what the `stream` parameters below take.
 class DeviceStream {
  public:
   DeviceStream();
@@ -114,7 +115,8 @@ void int4_gemm(const Int4DeviceWeights& w, const void* x, int64_t M, void* y, Dt
 // Process-wide, not thread-safe.
 // no_fold: scale every weight before the product even where the group size (a multiple of 128)
 // lets the kernel scale each chunk's fp32 sums instead (the automatic choice for M <= 8).
-// no_pdl: launch without programmatic dependent launch. By default, on sm_90+, a skinny call may
+// no_pdl: launch without programmatic dependent launch. By default, on sm_90+ with sm_90 code and
+// on a stream other than the legacy default stream (nullptr), a skinny call may
 // start while the previous kernel of its stream finishes (it fetches its first weights, then waits
 // for that kernel before reading x), which hides most of a short call's start and drain in a
 // stream of calls.

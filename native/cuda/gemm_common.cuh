@@ -90,7 +90,8 @@ __device__ __forceinline__ void pdl_wait_primary() {
 // 16-byte coherent global load (ld.global: cached in L1, covered by the memory model).
 __device__ __forceinline__ uint4 ld_global16(const uint4* p) {
   uint4 v;
-  asm("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  // volatile: kept after pdl_wait_primary (also a volatile asm) whatever the pointer's origin
+  asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
 }
 
@@ -205,7 +206,10 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
     cfg.numAttrs = 1;
     if (cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...) == cudaSuccess) return;
     cudaGetLastError();  // a refused launch configuration is not a sticky error
-    g_pdl_refused.store(true, std::memory_order_relaxed);
+    kernel<<<grid, block, smem, stream>>>(static_cast<Params>(args)...);
+    AWQ_CUDA_CHECK(cudaGetLastError());
+    g_pdl_refused.store(true, std::memory_order_relaxed);  // only the attribute failed
+    return;
   }
   kernel<<<grid, block, smem, stream>>>(static_cast<Params>(args)...);
   AWQ_CUDA_CHECK(cudaGetLastError());

@@ -464,9 +464,17 @@ void launch_skinny_kernel(const Int4DeviceWeights& w, const __half* x, int M, Ou
   constexpr int smem = skinny_smem_bytes<TILES, WARPS, STAGES>();
   auto kernel = int4_skinny_kernel<TILES, WARPS, STAGES, M16, FOLD, OutT>;
   static std::once_flag once;
+  static bool has_wait = false;  // the code the device runs holds griddepcontrol (built for sm_90+)
   std::call_once(once, [&] {
     AWQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    cudaFuncAttributes fa{};
+    AWQ_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    has_wait = fa.ptxVersion >= 90;
   });
+  // Not on the legacy default stream (its implicit synchronization with other streams is not
+  // specified together with PDL, and the addon's calls there each wait for their result anyway),
+  // and not with code built without sm_90, whose kernel would not wait for x.
+  pdl = pdl && has_wait && stream != nullptr;
   const Int4Layout& L = w.layout;
   const int NB = static_cast<int>(L.N / 8);
   dim3 grid(static_cast<unsigned>((NB + TILES - 1) / TILES));

@@ -52,7 +52,7 @@ DeviceMemory& DeviceMemory::operator=(DeviceMemory&& o) noexcept {
 
 DeviceStream::DeviceStream() {
   cudaStream_t s = nullptr;
-  AWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  AWQ_CUDA_CHECK(cudaStreamCreate(&s));
   stream_ = s;
 }
 
