@@ -582,25 +582,24 @@ int main(int argc, char** argv) {
         };
         std::vector<Variant> kernels = {{what, cuda::Int4Kernel::Auto}};
         if (skinny_too && M <= cuda::kSkinnyMaxM) {
+          // variant 0: as configured; 1: without the scale fold; 2: without PDL, folding where auto does
+          auto add_skinny = [&](int tiles, int warps, int stages, int variant) {
+            const bool no_fold = variant == 1 || (variant == 2 && M > 8);
+            kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps) + "x" +
+                                   std::to_string(stages) + (no_fold ? " nofold" : "") + (variant == 2 ? " nopdl" : ""),
+                               cuda::Int4Kernel::Skinny, {tiles, warps, stages, no_fold, variant == 2}});
+          };
           // every skinny configuration (tiles per warp x warps per block x stages), to check the automatic choice
           for (int tiles : {2, 4})
             for (int warps : {4, 8})
               for (int stages : {2, 4})
-                for (int variant : {0, 1, 2}) {  // 1: without the scale fold, 2: without PDL
+                for (int variant : {0, 1, 2}) {
                   // the fold's and PDL's effects on the usual configurations (PDL's in both ring depths)
                   if (variant == 1 && !(stages == 2 && warps == 8)) continue;
                   if (variant == 2 && warps != 8) continue;
-                  const bool no_fold = variant == 1 || (variant == 2 && M > 8);  // variant 2 folds where auto does
-                  kernels.push_back({std::string(what) + " skinny" + std::to_string(tiles) + "x" + std::to_string(warps) +
-                                         "x" + std::to_string(stages) + (no_fold ? " nofold" : "") +
-                                         (variant == 2 ? " nopdl" : ""),
-                                     cuda::Int4Kernel::Skinny, {tiles, warps, stages, no_fold, variant == 2}});
+                  add_skinny(tiles, warps, stages, variant);
                 }
-          for (int variant : {0, 1, 2})  // eight tiles per warp, in the same three variants
-            kernels.push_back({std::string(what) + " skinny8x8x2" +
-                                   (variant == 1 || (variant == 2 && M > 8) ? " nofold" : "") +
-                                   (variant == 2 ? " nopdl" : ""),
-                               cuda::Int4Kernel::Skinny, {8, 8, 2, variant == 1 || (variant == 2 && M > 8), variant == 2}});
+          for (int variant : {0, 1, 2}) add_skinny(8, 8, 2, variant);  // eight tiles per warp, the three variants
           kernels.push_back({std::string(what) + " tiled16", cuda::Int4Kernel::Tiled16});
         }
         // the two large-M paths side by side, to check kDequantDenseMinM

@@ -126,8 +126,10 @@ struct SkinnyConfig {
   bool no_pdl = false;
 };
 void int4_force_skinny_config(const SkinnyConfig& c);
-// Whether skinny launches use programmatic dependent launch on the current device (sm_90+, and
-// the driver has not refused it).
+// Whether skinny launches may use programmatic dependent launch on the current device: sm_90+,
+// and the driver has not refused it. That is the device's and driver's part only; a launch also
+// needs kernels compiled for sm_90 (a build without sm_90 code runs them without PDL) and a
+// stream other than the legacy default stream (nullptr), which the addon's calls use.
 bool int4_pdl_in_use();
 constexpr int kSkinnyMaxM = 16;
 

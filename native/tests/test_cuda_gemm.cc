@@ -8,11 +8,13 @@
 //   dense: 2^-14 * sum_k |a_k b_k|: fp16/bf16 products are exact in fp32, only the tensor-core
 //          fp32 accumulation rounds; fp16 / bf16 output adds 2^-11 / 2^-8 of |c|.
 // A wrong index, fragment or nibble gives errors of the order of |y| itself, far above these.
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../core/dtype.h"
@@ -24,10 +26,43 @@
 #include "test.h"
 #include "util.h"
 #ifdef AWQ_WITH_CUDA
+#include <cuda_runtime.h>
+
 #include "../cuda/cuda_gemm.h"
 #endif
 
 using namespace awq;
+
+#ifdef AWQ_WITH_CUDA
+namespace {
+
+// Stops a stream at this point until release(), so that the work queued after it is all in the
+// queue when it starts and runs back to back (without it, each short call may end before the
+// host has queued the next, and nothing overlaps). The destructor releases and waits, so the
+// flag outlives the host function that reads it.
+class StreamHold {
+ public:
+  explicit StreamHold(void* stream) : stream_(static_cast<cudaStream_t>(stream)) {
+    if (cudaLaunchHostFunc(stream_, wait, &open_) != cudaSuccess) awq::test::fail(__FILE__, __LINE__, "cudaLaunchHostFunc failed");
+  }
+  StreamHold(const StreamHold&) = delete;
+  StreamHold& operator=(const StreamHold&) = delete;
+  ~StreamHold() {
+    release();
+    cudaStreamSynchronize(stream_);
+  }
+  void release() { open_.store(true); }
+
+ private:
+  static void CUDART_CB wait(void* flag) {
+    while (!static_cast<std::atomic<bool>*>(flag)->load()) std::this_thread::yield();
+  }
+  cudaStream_t stream_;
+  std::atomic<bool> open_{false};
+};
+
+}  // namespace
+#endif
 using namespace awq::test;
 
 #ifdef AWQ_WITH_CUDA
@@ -286,7 +321,7 @@ TEST(cuda_int4_decode_chain_reads_each_input_after_it_is_written) {
   // starts as NaN, so a read too early gives NaN or a wrong value; each step is checked against the
   // CPU on the input the GPU actually had. Variants: automatic configuration (PDL where the device
   // has it), a forced one without PDL, and skinny calls alternating with the tiled kernel (which
-  // launches without PDL).
+  // launches without PDL). The stream is held until all 8 calls are queued (StreamHold).
   constexpr int kSteps = 8;
   uint32_t seed = 1300;
   for (int64_t K : {1024, 4096})
@@ -312,12 +347,16 @@ TEST(cuda_int4_decode_chain_reads_each_input_after_it_is_written) {
                                n_elems * 2);
         }
         cuda::DeviceStream stream;
-        if (variant == 1) cuda::int4_force_skinny_config({4, 8, 2, M > 8, /*no_pdl=*/true});
-        for (int i = 1; i <= kSteps; ++i) {
-          const auto kern = variant == 2 && i % 2 == 0 ? cuda::Int4Kernel::Tiled16 : cuda::Int4Kernel::Auto;
-          cuda::int4_gemm(w, act[i - 1].get(), M, act[i].get(), cuda::Dtype::F16, stream.get(), kern);
+        {
+          StreamHold hold(stream.get());
+          if (variant == 1) cuda::int4_force_skinny_config({4, 8, 2, M > 8, /*no_pdl=*/true});
+          for (int i = 1; i <= kSteps; ++i) {
+            const auto kern = variant == 2 && i % 2 == 0 ? cuda::Int4Kernel::Tiled16 : cuda::Int4Kernel::Auto;
+            cuda::int4_gemm(w, act[i - 1].get(), M, act[i].get(), cuda::Dtype::F16, stream.get(), kern);
+          }
+          cuda::int4_force_skinny_config({});
+          hold.release();
         }
-        cuda::int4_force_skinny_config({});
         stream.synchronize();
 
         std::vector<std::vector<float>> host(kSteps + 1, std::vector<float>(n_elems));
@@ -345,6 +384,11 @@ TEST(cuda_int4_decode_chain_reads_each_input_after_it_is_written) {
             }
         }
       }
+  // On sm_90+ the automatic variant must have run with PDL (the driver did not refuse it), or this
+  // test checked nothing that the plain launches do not.
+  std::string why;
+  const auto devices = cuda::list_devices(&why);
+  if (!devices.empty() && devices[0].cc_major >= 9) CHECK(cuda::int4_pdl_in_use());
 #endif
 }
 
