@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { fromNativeError, NativeLoadError } from './errors.js';
@@ -247,9 +247,19 @@ function load(): Loaded {
   } catch (err) {
     tried.push(`node-gyp-build in ${packageRoot}: ${(err as Error).message.split('\n')[0]}`);
   }
-  throw new NativeLoadError(
-    `no native awq binary could be loaded. Tried:\n  ${tried.join('\n  ')}\n` +
-      'Build one with `npm run build:native` (CPU) or `npm run build:cuda` (CUDA).',
+  throw new NativeLoadError(`no native awq binary could be loaded. Tried:\n  ${tried.join('\n  ')}\n${howToBuild()}`);
+}
+
+/** What builds a binary: in this checkout, or in a project that installed awq from npm. */
+function howToBuild(): string {
+  if (!packageRoot.split(sep).includes('node_modules')) {
+    return 'Build one with `npm run build:native` (CPU) or `npm run build:cuda` (CUDA).';
+  }
+  // An install that skipped or failed awq's install script (which compiles the CPU addon).
+  return (
+    'awq is installed as a dependency, but its addon was not built (its install script did not run or failed). ' +
+    'Build it with `npm rebuild awq` (CPU: node-gyp, a C++ compiler, make and python3) or ' +
+    '`npm explore awq -- npm run build:cuda` (CUDA: nvcc and CMake).'
   );
 }
 

@@ -7,13 +7,14 @@
 //   - `import ... from 'awq'` loads the installed addon and an int4 product matches a float64
 //     reference;
 //   - the shipped default calibration set is where the library looks for it;
+//   - without its addon, the load error says `npm rebuild awq`, and that rebuilds it;
 //   - `awq --version` and `awq doctor --json` run from node_modules/.bin;
 //   - TypeScript (strict, NodeNext) type-checks a consumer file against the shipped .d.ts;
 //   - where nvcc is installed, `npm run build:cuda` inside the installed package (sm_90 only, to
 //     keep it short) builds a CUDA addon that the library then finds.
 // Prints one line per check and "package: N passed, N failed, N skipped" (CI counts it).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -102,6 +103,21 @@ console.log(JSON.stringify({ worst, binary: backends().binary, calib: existsSync
   expect(r.binary.startsWith(join(consumer, 'node_modules', 'awq')), `addon loaded from ${r.binary}, not the installed package`);
   expect(r.calib && r.calib.startsWith(join(consumer, 'node_modules', 'awq', 'data')), `default calibration set not found (${r.calib})`);
   return `max relative error ${r.worst.toExponential(1)}, addon ${r.binary.slice(consumer.length + 1)}`;
+});
+
+check('with its addon gone, the error says how to rebuild it, and `npm rebuild awq` does', () => {
+  expect(installed, 'not installed');
+  const addon = join(consumer, 'node_modules', 'awq', 'build', 'Release', 'awq.node');
+  renameSync(addon, `${addon}.away`);
+  writeFileSync(join(consumer, 'missing.mjs'), `
+import { backends, NativeLoadError } from 'awq';
+try { backends(); console.log('loaded'); } catch (e) { console.log(e instanceof NativeLoadError ? e.message : 'other: ' + e); }
+`);
+  const message = run(['missing.mjs']);
+  expect(/npm rebuild awq/.test(message), `the load error does not say how to rebuild: ${message}`);
+  sh('npm', ['rebuild', 'awq'], consumer);
+  expect(existsSync(addon), 'npm rebuild awq built no addon');
+  expect(JSON.parse(run(['product.mjs'])).worst < 1e-4, 'the rebuilt addon gives a wrong product');
 });
 
 check('awq --version and awq doctor --json from node_modules/.bin', () => {
