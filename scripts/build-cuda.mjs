@@ -32,9 +32,14 @@ function fail(message) {
 }
 
 function nodeIncludeDir() {
+  if (opts.nodedir) {
+    // Asked for by name: that folder or nothing.
+    const dir = join(resolve(opts.nodedir), 'include', 'node');
+    if (!existsSync(join(dir, 'node_api.h'))) fail(`--nodedir ${opts.nodedir}: no node_api.h in ${dir}`);
+    return dir;
+  }
   const candidates = [];
-  const nodedir = opts.nodedir ?? process.env.npm_config_nodedir;
-  if (nodedir) candidates.push(join(nodedir, 'include', 'node'));
+  if (process.env.npm_config_nodedir) candidates.push(join(process.env.npm_config_nodedir, 'include', 'node'));
   candidates.push(join(dirname(dirname(process.execPath)), 'include', 'node'));
   const found = candidates.find((dir) => existsSync(join(dir, 'node_api.h')));
   if (!found) {
