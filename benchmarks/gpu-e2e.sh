@@ -7,8 +7,8 @@
 #                                        #   unpacks, then quantizes llama-22m with AWQ at w4 and w3 on
 #                                        #   CUDA in fp32 and bf16 and evaluates the first 64 windows
 #                                        #   (benchmarks/quality.mjs), and checks Int4Linear on CUDA
-#                                        #   against the CPU (benchmarks/cuda-int4-check.mjs); reports
-#                                        #   and tables to $OUT
+#                                        #   against the CPU (benchmarks/cuda-int4-check.mjs) and
+#                                        #   `awq bench cuda-gemm --quick`; reports and tables to $OUT
 #
 # .gpu/e2e holds node.xz (this machine's node, xz-compressed: ~24 MB), awq.node.xz (the CUDA
 # addon), pkg/ (dist, package.json, production node_modules) and shared.tar.xz (llama-22m,
@@ -54,6 +54,10 @@ run() {
   cd "$E/pkg"
   node dist/cli/main.js doctor
   node benchmarks/cuda-int4-check.mjs | tee "$out/cuda-int4-check.txt" || echo "cuda-int4-check failed (exit $?)"
+  # `awq bench cuda-gemm` from Node (the kernels awq_cuda_bench times, through the addon)
+  node dist/cli/main.js bench cuda-gemm --quick --json > "$out/bench-cuda-gemm.json" &&
+    node -e 'const r = require(process.argv[1]); for (const x of r.records) console.log(x.m, x.k + "x" + x.n, x.impl, x.medianMs.toFixed(4), "ms", (100 * x.shareOfCopyBandwidth).toFixed(0) + "% of copy")' "$out/bench-cuda-gemm.json" ||
+    echo "awq bench cuda-gemm failed (exit $?)"
   for p in fp32 bf16; do
     node benchmarks/quality.mjs --only awq-w4,awq-w3 --backend cuda --precision "$p" --work "/tmp/awq-q-$p" |
       tee "$out/quality-$p.txt"

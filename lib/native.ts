@@ -120,6 +120,13 @@ export interface NativeBinding {
   benchStreamPool(bytes: number): StreamPool;
   /** Reads pool[offset, offset + length) once on the thread pool, synchronously; returns a checksum. */
   benchStreamRead(pool: StreamPool, offset: number, length: number): number;
+  // `awq bench cuda-gemm` (native/addon/cuda_bench.cc): device 0, a stream of the benchmark's own.
+  /** 1 GiB device-to-device copy: GB/s counted as bytes read + written. */
+  cudaBenchCopy(): Promise<number>;
+  /** Median ms per call of the automatic int4 kernel and the dense fp16 GEMM on random [K, N] weights. */
+  cudaBenchGemm(
+    K: number, N: number, ms: number[], reps: number,
+  ): Promise<{ int4WeightBytes: number; rows: Array<{ m: number; int4Ms: number; denseMs: number }> }>;
 }
 
 /** Opaque native buffer of the bandwidth probe (freed by the garbage collector). */

@@ -1,6 +1,11 @@
-/** `awq bench gemm`: int4 GEMM timings against ONNX Runtime and the memory-bandwidth floor. */
+/**
+ * `awq bench gemm`: int4 GEMM timings on the CPU against ONNX Runtime and the memory-bandwidth
+ * floor. `awq bench cuda-gemm`: the CUDA int4 GEMM against the dense fp16 GEMM and the copy
+ * bandwidth of the device.
+ */
 import type { Command } from 'commander';
 
+import { benchCudaGemm, CUDA_DEFAULT_MS, CUDA_DEFAULT_SHAPES, formatCudaTable } from '../bench/cuda-gemm.js';
 import { benchGemm, DEFAULT_MS, DEFAULT_SHAPES, GEMM_IMPLS, type GemmBenchRecord, type GemmImpl } from '../bench/gemm.js';
 import { InvalidArgumentError } from '../errors.js';
 
@@ -22,6 +27,18 @@ function ints(flag: string, v: string): number[] {
   });
 }
 
+function shapeList(v: string): Array<[number, number]> {
+  return v.split(',').map((s) => {
+    const [k, n] = s.split('x').map(Number);
+    if (!Number.isInteger(k) || !Number.isInteger(n) || k < 128 || n < 8 || k % 128 || n % 8) {
+      throw new InvalidArgumentError(`--shapes: expected KxN with K a multiple of 128 and N of 8, got ${s}`);
+    }
+    return [k, n] as [number, number];
+  });
+}
+
+const shapeText = (shapes: Array<[number, number]>) => shapes.map(([k, n]) => `${k}x${n}`).join(',');
+
 export function registerBench(program: Command): void {
   const bench = program.command('bench').description('benchmarks that measure their own baselines in the same run');
   bench
@@ -31,17 +48,11 @@ export function registerBench(program: Command): void {
     .option('--quick', 'a short run: shape 4096x11008, m = 1 and 128, fewer calls')
     .option('--threads <n>', 'threads for every impl (default: all available cores)')
     .option('--m <list>', `rows of x (default ${DEFAULT_MS.join(',')})`)
-    .option('--shapes <list>', `KxN pairs, in x out (default ${DEFAULT_SHAPES.map(([k, n]) => `${k}x${n}`).join(',')})`)
+    .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(DEFAULT_SHAPES)})`)
     .option('--impl <list>', `subset of ${GEMM_IMPLS.join(',')}`)
     .option('--stream-mb <mb>', 'total size of the distinct weight copies in stream mode (default 400)')
     .action(async (opts: GemmCliOptions) => {
-      const shapes = opts.shapes?.split(',').map((s) => {
-        const [k, n] = s.split('x').map(Number);
-        if (!Number.isInteger(k) || !Number.isInteger(n) || k < 128 || n < 8 || k % 128 || n % 8) {
-          throw new InvalidArgumentError(`--shapes: expected KxN with K a multiple of 128 and N of 8, got ${s}`);
-        }
-        return [k, n] as [number, number];
-      });
+      const shapes = opts.shapes ? shapeList(opts.shapes) : undefined;
       const impls = opts.impl?.split(',').map((s) => {
         if (!GEMM_IMPLS.includes(s as GemmImpl)) throw new InvalidArgumentError(`--impl: expected some of ${GEMM_IMPLS.join(',')}, got ${s}`);
         return s as GemmImpl;
@@ -62,6 +73,24 @@ export function registerBench(program: Command): void {
         return;
       }
       process.stdout.write(`${formatTable(result.records, result)}\n`);
+    });
+  bench
+    .command('cuda-gemm')
+    .description('CUDA int4 GEMM vs the dense fp16 GEMM and the device copy bandwidth (device 0)')
+    .option('--json', 'print a JSON object {device, computeCapability, copyGBs, records: [{m, k, n, impl, medianMs, gbPerS, tflopPerS, shareOfCopyBandwidth}]}')
+    .option('--quick', 'a short run: shape 4096x11008, m = 1 and 16, fewer timings')
+    .option('--m <list>', `rows of x (default ${CUDA_DEFAULT_MS.join(',')})`)
+    .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(CUDA_DEFAULT_SHAPES)})`)
+    .option('--reps <n>', 'timings per measurement, each a median (default 15)')
+    .action(async (opts: { json?: boolean; quick?: boolean; m?: string; shapes?: string; reps?: string }) => {
+      const quick = opts.quick === true;
+      const result = await benchCudaGemm({
+        ms: opts.m ? ints('--m', opts.m) : quick ? [1, 16] : undefined,
+        shapes: opts.shapes ? shapeList(opts.shapes) : quick ? [[4096, 11008]] : undefined,
+        reps: opts.reps ? ints('--reps', opts.reps)[0] : quick ? 5 : undefined,
+        log: (line) => process.stderr.write(`${line}\n`),
+      });
+      process.stdout.write(opts.json ? `${JSON.stringify(result, null, 1)}\n` : `${formatCudaTable(result)}\n`);
     });
 }
 

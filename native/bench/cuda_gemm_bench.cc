@@ -33,6 +33,7 @@
 #include "../core/errors.h"
 #include "../cuda/cuda_backend.h"
 #include "../cuda/cuda_gemm.h"
+#include "../cuda/gemm_bench.h"
 #include "../core/search.h"
 #include "../cuda/cuda_layer_ops.h"
 #include "../tests/ref_linear.h"
@@ -40,74 +41,6 @@
 using namespace awq;
 
 namespace {
-
-struct Int4Case {
-  // Copies of the same weights, cycled call after call so that decode-sized products stream
-  // from memory (together they exceed the L2 cache several times), as decoding a model does.
-  std::vector<cuda::Int4DeviceWeights> copies;
-  size_t next = 0;
-  const void* x;
-  void* y;
-  int64_t M;
-  cuda::Int4Kernel kernel;
-  cuda::SkinnyConfig skinny;  // forced skinny configuration (all 0: automatic)
-  void* stream;               // calls queue here, as a serving loop's do on its own stream
-};
-void run_int4(void* p) {
-  auto* c = static_cast<Int4Case*>(p);
-  cuda::int4_force_skinny_config(c->skinny);
-  const cuda::Int4DeviceWeights& w = c->copies[c->next++ % c->copies.size()];
-  cuda::int4_gemm(w, c->x, c->M, c->y, cuda::Dtype::F16, c->stream, c->kernel);
-}
-
-struct DenseCase {
-  const void* a;
-  std::vector<const void*> b;  // weight copies, cycled like Int4Case's
-  void* c;
-  int64_t M, N, K;
-  void* stream;
-  size_t next = 0;
-};
-void run_dense(void* p) {
-  auto* c = static_cast<DenseCase*>(p);
-  cuda::dense_gemm(c->a, c->b[c->next++ % c->b.size()], cuda::Dtype::F16, c->M, c->N, c->K, c->c, cuda::Dtype::F16,
-                   nullptr, c->stream);
-}
-
-struct CopyCase {
-  void *dst, *src;
-  size_t bytes;
-  void* stream;
-};
-void run_copy(void* p) {
-  auto* c = static_cast<CopyCase*>(p);
-  if (cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(c->stream)) !=
-      cudaSuccess)
-    throw Error(ErrorCode::Cuda, "cudaMemcpyAsync failed");
-}
-
-// Random device data: AWQ tensors (random nibbles, fp16 scales in [0.002, 0.02]), fp16 x and
-// dense weights. Generated on the host once per shape (the repack is part of loading).
-cuda::Int4DeviceWeights make_int4(int64_t K, int64_t N, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> qw(static_cast<size_t>(K * N / 8)), qz(static_cast<size_t>(K / 128 * N / 8));
-  for (auto& v : qw) v = static_cast<int32_t>(rng());
-  for (auto& v : qz) v = static_cast<int32_t>(rng());
-  std::vector<uint16_t> sc(static_cast<size_t>(K / 128 * N));
-  std::uniform_real_distribution<float> sd(0.002f, 0.02f);
-  for (auto& v : sc) v = f32_to_fp16_scalar(sd(rng));
-  return cuda::int4_upload_awq(qw.data(), qz.data(), sc.data(), nullptr, K, N, 128);
-}
-
-cuda::DeviceMemory make_fp16(size_t n, uint32_t seed, float scale, const char* what) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> d(-scale, scale);
-  std::vector<uint16_t> h(n);
-  for (auto& v : h) v = f32_to_fp16_scalar(d(rng));
-  cuda::DeviceMemory m(n * 2, what);
-  cuda::copy_to_device(m.get(), h.data(), n * 2);
-  return m;
-}
 
 struct Row {
   std::string what;
@@ -484,7 +417,7 @@ int main(int argc, char** argv) {
   bool layer_ops_only = false;  // --layer-ops: only the layer-search products
   bool sweep = false;           // --dense-sweep: every dense kernel, checked and timed on large shapes
   int64_t one[4] = {0, 0, 0, 0};  // --dense-one M N K KERNEL: two calls of one kernel (for profilers)
-  int64_t int4_one[3] = {0, 0, 0};  // --int4-one M K N: 40 automatic int4 calls over 4 weight copies (for profilers)
+  int64_t int4_one[3] = {0, 0, 0};  // --int4-one M K N: 40 automatic int4 calls over the weight copies (for profilers)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(3, std::atoi(argv[++i]));
@@ -527,53 +460,20 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (int4_one[0] > 0) {
-      Int4Case ic{};
-      for (uint32_t c = 0; c < 4; ++c) ic.copies.push_back(make_int4(int4_one[1], int4_one[2], 17 + c));
-      cuda::DeviceMemory x = make_fp16(static_cast<size_t>(int4_one[0] * int4_one[1]), 7, 1.f, "x");
-      cuda::DeviceMemory y(static_cast<size_t>(int4_one[0] * int4_one[2]) * 2, "y");
-      ic.x = x.get();
-      ic.y = y.get();
-      ic.M = int4_one[0];
-      ic.kernel = cuda::Int4Kernel::Auto;
-      ic.stream = stream.get();
-      const double ms = cuda::time_median_ms(run_int4, &ic, 0, 2, 20, stream.get());
+      cuda::GemmBenchShape shape(int4_one[1], int4_one[2], int4_one[0], stream.get());
+      const double ms = shape.int4_ms(int4_one[0], 0, 2, 20);
       std::printf("int4 M=%lld K=%lld N=%lld: %.4f ms per call\n", static_cast<long long>(int4_one[0]),
                   static_cast<long long>(int4_one[1]), static_cast<long long>(int4_one[2]), ms);
       return 0;
     }
-    // Copy bandwidth: 1 GiB device to device, counted as read + write.
-    const size_t copy_bytes = size_t{1} << 30;
-    int l2_attr = 0;
-    if (cudaDeviceGetAttribute(&l2_attr, cudaDevAttrL2CacheSize, 0) != cudaSuccess) l2_attr = 64 << 20;
-    const double l2_bytes = l2_attr;
-    cuda::DeviceMemory src(copy_bytes, "copy source"), dst(copy_bytes, "copy destination");
-    cuda::fill_zero(src.get(), copy_bytes);
-    CopyCase cc{dst.get(), src.get(), copy_bytes, stream.get()};
-    const double copy_ms = cuda::time_median_ms(run_copy, &cc, 3, 15, 1, stream.get());
-    const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
+    const double copy_gbs = cuda::copy_bandwidth_gbps(stream.get());
     std::printf("device-to-device copy: %.1f GB/s (read + write, median of 15)\n\n", copy_gbs);
 
     std::vector<Row> rows;
     bool pdl_reported = false;
     auto bench_shape = [&](const char* what, int64_t K, int64_t N, const std::vector<int64_t>& Ms, bool skinny_too) {
-      Int4Case ic{};
-      ic.copies.push_back(make_int4(K, N, static_cast<uint32_t>(K * 31 + N)));
-      const double one_copy = static_cast<double>(ic.copies[0].bytes());
-      while (ic.copies.size() < 16 && ic.copies.size() * one_copy < 4.0 * l2_bytes)
-        ic.copies.push_back(make_int4(K, N, static_cast<uint32_t>(K * 31 + N + ic.copies.size())));
-      const int64_t maxM = *std::max_element(Ms.begin(), Ms.end());
-      cuda::DeviceMemory x = make_fp16(static_cast<size_t>(maxM * K), 7, 1.f, "x");
-      std::vector<cuda::DeviceMemory> B;
-      std::vector<const void*> b_ptrs;
-      do {
-        B.push_back(make_fp16(static_cast<size_t>(N * K), 8 + static_cast<uint32_t>(B.size()), 0.05f, "dense weights"));
-        b_ptrs.push_back(B.back().get());
-      } while (B.size() < 8 && B.size() * 2.0 * N * K < 4.0 * l2_bytes);
-      cuda::DeviceMemory y(static_cast<size_t>(maxM * N * 2), "y");
-      ic.x = x.get();
-      ic.y = y.get();
-      ic.stream = stream.get();
-      const double wbytes4 = static_cast<double>(ic.copies[0].q.size() + ic.copies[0].sz.size());
+      cuda::GemmBenchShape shape(K, N, *std::max_element(Ms.begin(), Ms.end()), stream.get());
+      const double wbytes4 = shape.int4_weight_bytes();
       for (int64_t M : Ms) {
         struct Variant {
           std::string name;
@@ -607,17 +507,12 @@ int main(int argc, char** argv) {
           kernels.push_back({std::string(what) + " tiled", cuda::Int4Kernel::Tiled});
           kernels.push_back({std::string(what) + " dequant+dense", cuda::Int4Kernel::DequantDense});
         }
-        DenseCase dc{x.get(), b_ptrs, y.get(), M, N, K, stream.get()};
-        const int r = M >= 1024 ? std::max(5, reps / 3) : reps;
-        const int batch = M <= 16 ? 20 : 1;  // decode-sized calls: throughput of a stream of calls
-        const double dense_ms = cuda::time_median_ms(run_dense, &dc, 3, r, batch, stream.get());
+        const int r = cuda::GemmBenchShape::reps_for(M, reps), batch = cuda::GemmBenchShape::batch_for(M);
+        const double dense_ms = shape.dense_ms(M, 3, r, batch);
         for (const Variant& v : kernels) {
           const std::string& name = v.name;
-          ic.M = M;
-          ic.kernel = v.kernel;
-          ic.skinny = v.skinny;
           Row row{name, M, K, N};
-          row.int4_ms = cuda::time_median_ms(run_int4, &ic, 3, r, batch, stream.get());
+          row.int4_ms = shape.int4_ms(M, 3, r, batch, v.kernel, v.skinny);
           row.dense_ms = dense_ms;
           const double io = 2.0 * M * (K + N);
           const double flops = 2.0 * M * N * K;
