@@ -4,12 +4,12 @@
 // (node_modules/awq), where no build tool from devDependencies is present, and offline: Node's
 // own headers are used, nothing is downloaded.
 //
-//   node scripts/build-cuda.mjs [--nodedir DIR] [--archs "80;86;89;90"] [--jobs N]
+//   node scripts/build-cuda.mjs [--nodedir DIR] [--archs "80;86;89;90"] [--jobs N] [--out build-cuda]
 //
 // Node's headers (node_api.h) come from --nodedir, else npm's `nodedir` setting, else the
 // include/node folder beside the running node binary (official tarballs, nvm, Debian's nodejs).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -57,6 +57,13 @@ function run(cmd, args) {
 }
 
 const buildDir = resolve(root, opts.out);
+// A folder configured by cmake-js (an earlier build:cuda) may use another generator, which CMake
+// refuses to switch: start it afresh.
+const cache = join(buildDir, 'CMakeCache.txt');
+if (existsSync(cache) && readFileSync(cache, 'utf8').includes('CMAKE_JS_INC')) {
+  console.log(`build:cuda: ${buildDir} was configured by cmake-js; removing it`);
+  rmSync(buildDir, { recursive: true, force: true });
+}
 mkdirSync(buildDir, { recursive: true });
 const configure = [
   '-S', root, '-B', buildDir,
@@ -67,7 +74,8 @@ const configure = [
   `-DAWQ_NODE_ADDON_API_DIR=${dirname(createRequire(join(root, 'package.json')).resolve('node-addon-api/napi.h'))}`,
   `-DCMAKE_LIBRARY_OUTPUT_DIRECTORY=${join(buildDir, 'Release')}`,
 ];
-if (opts.archs) configure.push(`-DCMAKE_CUDA_ARCHITECTURES=${opts.archs}`);
+// Always given, so that an earlier --archs does not stay in CMake's cache.
+configure.push(`-DCMAKE_CUDA_ARCHITECTURES=${opts.archs ?? '80;86;89;90'}`);
 run('cmake', configure);
 run('cmake', ['--build', buildDir, '--target', 'awq_addon', '-j', opts.jobs ?? String(availableParallelism())]);
 console.log(`build:cuda: ${join(buildDir, 'Release', 'awq.node')}`);

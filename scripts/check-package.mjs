@@ -48,7 +48,9 @@ function expect(cond, message) {
 
 let installed = false;
 check('npm pack, then npm install of the tarball into an empty project', () => {
-  const packed = JSON.parse(sh('npm', ['pack', '--json', '--pack-destination', work], root));
+  // From the first '[': some npm versions print the prepare script's banner on stdout too.
+  const packOut = sh('npm', ['pack', '--json', '--pack-destination', work], root);
+  const packed = JSON.parse(packOut.slice(packOut.indexOf('[')));
   const tarball = join(work, packed[0].filename);
   packedFiles = packed[0].files.map((f) => f.path);
   sh('mkdir', ['-p', consumer]);

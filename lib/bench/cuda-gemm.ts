@@ -60,8 +60,11 @@ export async function benchCudaGemm(opts: CudaGemmBenchOptions = {}): Promise<Cu
   }
   const ms = opts.ms ?? CUDA_DEFAULT_MS;
   const shapes = opts.shapes ?? CUDA_DEFAULT_SHAPES;
-  const reps = opts.reps ?? 15;
+  const reps = Math.max(3, opts.reps ?? 15); // a median of fewer means little (and the native side wants 3)
   const log = opts.log ?? (() => {});
+  if (typeof native().cudaBenchGemm !== 'function') {
+    throw new CudaError('awq bench cuda-gemm: the CUDA build predates this benchmark; rebuild it with `npm run build:cuda`');
+  }
   const dev = b.cuda.devices[0];
   const copyGBs = await native().cudaBenchCopy();
   log(`${dev.name}: device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);

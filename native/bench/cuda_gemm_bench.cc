@@ -460,7 +460,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (int4_one[0] > 0) {
-      cuda::GemmBenchShape shape(int4_one[1], int4_one[2], int4_one[0], stream.get());
+      cuda::GemmBenchShape shape(int4_one[1], int4_one[2], int4_one[0], stream.get(), /*with_dense=*/false);
       const double ms = shape.int4_ms(int4_one[0], 0, 2, 20);
       std::printf("int4 M=%lld K=%lld N=%lld: %.4f ms per call\n", static_cast<long long>(int4_one[0]),
                   static_cast<long long>(int4_one[1]), static_cast<long long>(int4_one[2]), ms);

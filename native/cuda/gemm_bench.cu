@@ -42,9 +42,13 @@ struct Int4Call {
   SkinnyConfig skinny;
   void* stream;
 };
+// Whether a configuration is forced (all zero: the automatic choice; anything else is validated
+// by int4_force_skinny_config).
+bool forced(const SkinnyConfig& c) { return c.tiles || c.warps || c.stages || c.no_fold || c.no_pdl; }
+
 void run_int4(void* p) {
   auto* c = static_cast<Int4Call*>(p);
-  if (c->skinny.tiles > 0) int4_force_skinny_config(c->skinny);
+  if (forced(c->skinny)) int4_force_skinny_config(c->skinny);
   const Int4DeviceWeights& w = (*c->copies)[(*c->next)++ % c->copies->size()];
   int4_gemm(w, c->x, c->M, c->y, Dtype::F16, c->stream, c->kernel);
 }
@@ -95,21 +99,26 @@ double copy_bandwidth_gbps(void* stream) {
   return 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
 }
 
-GemmBenchShape::GemmBenchShape(int64_t K, int64_t N, int64_t max_m, void* stream)
+GemmBenchShape::GemmBenchShape(int64_t K, int64_t N, int64_t max_m, void* stream, bool with_dense)
     : K_(K), N_(N), max_m_(max_m), stream_(stream) {
-  if (K <= 0 || K % 128 != 0 || N <= 0 || N % 8 != 0 || max_m <= 0)
-    throw Error(ErrorCode::InvalidArgument, "GemmBenchShape: K must be a positive multiple of 128, N of 8, got " +
-                                                std::to_string(K) + " x " + std::to_string(N));
+  // Bounds far above any model's layer, and low enough that no size below overflows.
+  constexpr int64_t kMaxDim = int64_t{1} << 20;
+  if (K <= 0 || K % 128 != 0 || N <= 0 || N % 8 != 0 || max_m <= 0 || K > kMaxDim || N > kMaxDim || max_m > kMaxDim)
+    throw Error(ErrorCode::InvalidArgument,
+                "GemmBenchShape: K must be a multiple of 128 and N of 8, each up to 2^20, and M from 1 to 2^20; got K " +
+                    std::to_string(K) + ", N " + std::to_string(N) + ", M " + std::to_string(max_m));
   const double l2 = l2_cache_bytes();
   const auto seed = static_cast<uint32_t>(K * 31 + N);
   int4_.push_back(bench_int4_weights(K, N, seed));
   const double one_copy = static_cast<double>(int4_[0].bytes());
   while (int4_.size() < 16 && static_cast<double>(int4_.size()) * one_copy < 4.0 * l2)
     int4_.push_back(bench_int4_weights(K, N, seed + static_cast<uint32_t>(int4_.size())));
-  do {
-    dense_.push_back(bench_fp16(static_cast<size_t>(N * K), 8 + static_cast<uint32_t>(dense_.size()), 0.05f,
-                                "dense weights"));
-  } while (dense_.size() < 8 && static_cast<double>(dense_.size()) * 2.0 * N * K < 4.0 * l2);
+  if (with_dense) {
+    do {
+      dense_.push_back(bench_fp16(static_cast<size_t>(N * K), 8 + static_cast<uint32_t>(dense_.size()), 0.05f,
+                                  "dense weights"));
+    } while (dense_.size() < 8 && static_cast<double>(dense_.size()) * 2.0 * N * K < 4.0 * l2);
+  }
   x_ = bench_fp16(static_cast<size_t>(max_m * K), 7, 1.f, "x");
   y_ = DeviceMemory(static_cast<size_t>(max_m * N * 2), "y");
 }
@@ -118,7 +127,7 @@ double GemmBenchShape::int4_ms(int64_t M, int warmup, int reps, int batch, Int4K
                                const SkinnyConfig& skinny) {
   if (M <= 0 || M > max_m_) throw Error(ErrorCode::InvalidArgument, "GemmBenchShape: M out of range");
   Int4Call c{&int4_, &next_int4_, x_.get(), y_.get(), M, kernel, skinny, stream_};
-  if (skinny.tiles == 0) return time_median_ms(run_int4, &c, warmup, reps, batch, stream_);
+  if (!forced(skinny)) return time_median_ms(run_int4, &c, warmup, reps, batch, stream_);
   // A forced skinny configuration is process-wide (benchmarks and tests only): back to the
   // automatic choice afterwards, whatever happens.
   try {
@@ -133,6 +142,7 @@ double GemmBenchShape::int4_ms(int64_t M, int warmup, int reps, int batch, Int4K
 
 double GemmBenchShape::dense_ms(int64_t M, int warmup, int reps, int batch) {
   if (M <= 0 || M > max_m_) throw Error(ErrorCode::InvalidArgument, "GemmBenchShape: M out of range");
+  if (dense_.empty()) throw Error(ErrorCode::InvalidArgument, "GemmBenchShape: built without dense weights");
   DenseCall c{&dense_, &next_dense_, x_.get(), y_.get(), M, N_, K_, stream_};
   return time_median_ms(run_dense, &c, warmup, reps, batch, stream_);
 }

@@ -23,9 +23,11 @@ double copy_bandwidth_gbps(void* stream);
 // One (K, N) shape: int4 weight copies and dense fp16 weight copies that together exceed the L2
 // cache four times over (so that decode-sized calls, cycling through them, read their weights
 // from memory as decoding a model does), x for up to max_m rows, and y. Calls queue on `stream`.
+// K, N and max_m up to 2^20 (InvalidArgument beyond); without `with_dense`, no dense weights
+// (dense_ms then throws).
 class GemmBenchShape {
  public:
-  GemmBenchShape(int64_t K, int64_t N, int64_t max_m, void* stream);
+  GemmBenchShape(int64_t K, int64_t N, int64_t max_m, void* stream, bool with_dense = true);
   GemmBenchShape(const GemmBenchShape&) = delete;
   GemmBenchShape& operator=(const GemmBenchShape&) = delete;
 

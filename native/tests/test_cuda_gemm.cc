@@ -9,6 +9,7 @@
 //          fp32 accumulation rounds; fp16 / bf16 output adds 2^-11 / 2^-8 of |c|.
 // A wrong index, fragment or nibble gives errors of the order of |y| itself, far above these.
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -38,27 +39,52 @@ namespace {
 
 // Stops a stream at this point until release(), so that the work queued after it is all in the
 // queue when it starts and runs back to back (without it, each short call may end before the
-// host has queued the next, and nothing overlaps). The destructor releases and waits, so the
-// flag outlives the host function that reads it.
+// host has queued the next, and nothing overlaps). Whatever is queued behind it must not make the
+// host wait for the stream (no synchronizing copy or allocation, no first load of a kernel
+// module: the test warms its kernels up first); should that happen anyway, the hold gives up
+// after 30 s and says so (timed_out) rather than hanging the GPU machine's whole run. The flag
+// lives on the heap and is leaked if the stream cannot be waited for, so the host function never
+// reads freed memory.
 class StreamHold {
  public:
-  explicit StreamHold(void* stream) : stream_(static_cast<cudaStream_t>(stream)) {
-    if (cudaLaunchHostFunc(stream_, wait, &open_) != cudaSuccess) awq::test::fail(__FILE__, __LINE__, "cudaLaunchHostFunc failed");
+  explicit StreamHold(void* stream) : stream_(static_cast<cudaStream_t>(stream)), state_(new State) {
+    if (cudaLaunchHostFunc(stream_, wait, state_) != cudaSuccess) {
+      awq::test::fail(__FILE__, __LINE__, "cudaLaunchHostFunc failed");
+      state_->open.store(true);
+    }
   }
   StreamHold(const StreamHold&) = delete;
   StreamHold& operator=(const StreamHold&) = delete;
   ~StreamHold() {
     release();
-    cudaStreamSynchronize(stream_);
+    if (cudaStreamSynchronize(stream_) == cudaSuccess) delete state_;
   }
-  void release() { open_.store(true); }
+  void release() { state_->open.store(true); }
+  bool timed_out() const { return state_->timed_out.load(); }
 
  private:
-  static void CUDART_CB wait(void* flag) {
-    while (!static_cast<std::atomic<bool>*>(flag)->load()) std::this_thread::yield();
+  struct State {
+    std::atomic<bool> open{false}, timed_out{false};
+  };
+  static void CUDART_CB wait(void* p) {
+    auto* st = static_cast<State*>(p);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!st->open.load()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        st->timed_out.store(true);
+        return;
+      }
+      std::this_thread::yield();
+    }
   }
   cudaStream_t stream_;
-  std::atomic<bool> open_{false};
+  State* state_;
+};
+
+// Forces a skinny configuration for a scope (tests), back to the automatic choice on the way out.
+struct ForcedSkinny {
+  explicit ForcedSkinny(const cuda::SkinnyConfig& c) { cuda::int4_force_skinny_config(c); }
+  ~ForcedSkinny() { cuda::int4_force_skinny_config({}); }
 };
 
 }  // namespace
@@ -348,16 +374,23 @@ TEST(cuda_int4_decode_chain_reads_each_input_after_it_is_written) {
         }
         cuda::DeviceStream stream;
         {
+          ForcedSkinny forced(variant == 1 ? cuda::SkinnyConfig{4, 8, 2, M > 8, /*no_pdl=*/true} : cuda::SkinnyConfig{});
+          const auto kernel_of = [&](int i) {
+            return variant == 2 && i % 2 == 0 ? cuda::Int4Kernel::Tiled16 : cuda::Int4Kernel::Auto;
+          };
+          // Warm-up outside the hold: each kernel's first launch may load its module, which can
+          // wait for the device (and so for the held stream).
+          cuda::DeviceMemory scratch(n_elems * 2, "chain warm-up output");
+          for (int i = 1; i <= 2; ++i)
+            cuda::int4_gemm(w, act[0].get(), M, scratch.get(), cuda::Dtype::F16, stream.get(), kernel_of(i));
+          stream.synchronize();
           StreamHold hold(stream.get());
-          if (variant == 1) cuda::int4_force_skinny_config({4, 8, 2, M > 8, /*no_pdl=*/true});
-          for (int i = 1; i <= kSteps; ++i) {
-            const auto kern = variant == 2 && i % 2 == 0 ? cuda::Int4Kernel::Tiled16 : cuda::Int4Kernel::Auto;
-            cuda::int4_gemm(w, act[i - 1].get(), M, act[i].get(), cuda::Dtype::F16, stream.get(), kern);
-          }
-          cuda::int4_force_skinny_config({});
+          for (int i = 1; i <= kSteps; ++i)
+            cuda::int4_gemm(w, act[i - 1].get(), M, act[i].get(), cuda::Dtype::F16, stream.get(), kernel_of(i));
           hold.release();
+          stream.synchronize();
+          if (hold.timed_out()) fail(__FILE__, __LINE__, "the held stream waited 30 s: something queued after the hold waited for it");
         }
-        stream.synchronize();
 
         std::vector<std::vector<float>> host(kSteps + 1, std::vector<float>(n_elems));
         for (int i = 0; i <= kSteps; ++i) {
