@@ -6,7 +6,7 @@
 //
 //   node scripts/build-cuda.mjs [--nodedir DIR] [--archs "80;86;89;90"] [--jobs N] [--out build-cuda]
 //
-// Node's headers (node_api.h) come from --nodedir, else npm's `nodedir` setting, else the
+// --out is relative to the package's folder. Node's headers (node_api.h) come from --nodedir, else npm's `nodedir` setting, else the
 // include/node folder beside the running node binary (official tarballs, nvm, Debian's nodejs).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
