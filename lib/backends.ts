@@ -98,13 +98,19 @@ export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: st
     return { backend: 'cuda', precision: p, description: `cuda (${b.cuda.devices[0].name}, ${p})` };
   }
   const why = b.cudaUnavailable ?? 'no CUDA device';
-  if (requested === 'cuda') {
-    throw new CudaError(
-      `--backend cuda: ${why}. A CUDA build is made with \`npm run build:cuda\` (needs nvcc and an NVIDIA driver); ` +
-        '--backend auto falls back to the CPU.',
-    );
-  }
+  if (requested === 'cuda') throw noCudaError('--backend cuda', b, '; --backend auto falls back to the CPU.');
   const notes = [`CUDA not used (${why}); quantizing on the CPU`];
   if (precision === 'fp16') notes.push("precision 'fp16' applies to CUDA only, the CPU search runs in fp32");
   return cpu(notes);
+}
+
+/**
+ * The error of a CUDA feature asked for where no CUDA device is usable (`what`: who asked): why
+ * none is (also when a CUDA build loads but no device answered), and how a CUDA build is made.
+ */
+export function noCudaError(what: string, b: Backends = backends(), tail = ''): CudaError {
+  return new CudaError(
+    `${what}: ${b.cudaUnavailable ?? 'no CUDA device'}. A CUDA build is made with \`npm run build:cuda\` ` +
+      `(needs nvcc and an NVIDIA driver)${tail}`,
+  );
 }

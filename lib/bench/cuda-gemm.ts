@@ -11,7 +11,7 @@
  *   their scales and zeros, or fp16 for the dense GEMM) plus x and y in fp16.
  * - These are kernel times on the device; `Int4Linear.forward` adds the host copies of x and y.
  */
-import { backends } from '../backends.js';
+import { backends, noCudaError } from '../backends.js';
 import { CudaError } from '../errors.js';
 import { native } from '../native.js';
 
@@ -52,12 +52,7 @@ export const CUDA_DEFAULT_SHAPES: Array<[number, number]> = [[8192, 8192], [8192
 
 export async function benchCudaGemm(opts: CudaGemmBenchOptions = {}): Promise<CudaGemmBenchResult> {
   const b = backends();
-  if (!b.cuda) {
-    throw new CudaError(
-      `awq bench cuda-gemm: ${b.cudaUnavailable ?? 'no CUDA device'}. A CUDA build is made with \`npm run build:cuda\` ` +
-        '(needs nvcc and an NVIDIA driver)',
-    );
-  }
+  if (!b.cuda) throw noCudaError('awq bench cuda-gemm', b);
   const ms = opts.ms ?? CUDA_DEFAULT_MS;
   const shapes = opts.shapes ?? CUDA_DEFAULT_SHAPES;
   const reps = Math.max(3, opts.reps ?? 15); // a median of fewer means little (and the native side wants 3)

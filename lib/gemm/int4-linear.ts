@@ -24,8 +24,8 @@
  * typically ~0.1-0.5% relative. It needs a group size that is a multiple of 128.
  */
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
-import { backends } from '../backends.js';
-import { CudaError, InvalidArgumentError, NonFiniteError } from '../errors.js';
+import { backends, noCudaError } from '../backends.js';
+import { InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
@@ -109,11 +109,8 @@ export class Int4Linear {
       if (inF % 32 !== 0 || group % 32 !== 0) {
         throw new InvalidArgumentError(`${what}device 'cuda' needs inFeatures and groupSize that are multiples of 32, got ${inF} and ${group}`);
       }
-      const b = backends();
-      if (!b.cuda) {
-        // Also when a CUDA build exists but no device answered: the CPU binary was loaded then.
-        throw new CudaError(`${what}device 'cuda': ${b.cudaUnavailable ?? 'no CUDA device'}. A CUDA build is made with \`npm run build:cuda\` (needs nvcc and an NVIDIA driver)`);
-      }
+      // Also when a CUDA build exists but no device answered: the CPU binary was loaded then.
+      if (!backends().cuda) throw noCudaError(`${what}device 'cuda'`);
       let cudaHandle: CudaInt4Handle;
       try {
         cudaHandle = await native().int4CudaUpload(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);

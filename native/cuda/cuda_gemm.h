@@ -126,6 +126,15 @@ struct SkinnyConfig {
   bool no_pdl = false;
 };
 void int4_force_skinny_config(const SkinnyConfig& c);
+// Forces a skinny configuration for a scope (tests and benchmarks), back to the automatic choice
+// on the way out, exceptions included.
+class ScopedSkinnyConfig {
+ public:
+  explicit ScopedSkinnyConfig(const SkinnyConfig& c) { int4_force_skinny_config(c); }
+  ~ScopedSkinnyConfig() { int4_force_skinny_config({}); }
+  ScopedSkinnyConfig(const ScopedSkinnyConfig&) = delete;
+  ScopedSkinnyConfig& operator=(const ScopedSkinnyConfig&) = delete;
+};
 // Whether skinny launches may use programmatic dependent launch on the current device: sm_90+,
 // and the driver has not refused it. That is the device's and driver's part only; a launch also
 // needs kernels compiled for sm_90 (a build without sm_90 code runs them without PDL) and a

@@ -1,6 +1,7 @@
 // GEMM timing pieces (gemm_bench.h).
 #include <cuda_runtime.h>
 
+#include <optional>
 #include <random>
 
 #include "../core/dtype.h"
@@ -39,7 +40,6 @@ struct Int4Call {
   void* y;
   int64_t M;
   Int4Kernel kernel;
-  SkinnyConfig skinny;
   void* stream;
 };
 // Whether a configuration is forced (all zero: the automatic choice; anything else is validated
@@ -48,7 +48,6 @@ bool forced(const SkinnyConfig& c) { return c.tiles || c.warps || c.stages || c.
 
 void run_int4(void* p) {
   auto* c = static_cast<Int4Call*>(p);
-  if (forced(c->skinny)) int4_force_skinny_config(c->skinny);
   const Int4DeviceWeights& w = (*c->copies)[(*c->next)++ % c->copies->size()];
   int4_gemm(w, c->x, c->M, c->y, Dtype::F16, c->stream, c->kernel);
 }
@@ -126,18 +125,12 @@ GemmBenchShape::GemmBenchShape(int64_t K, int64_t N, int64_t max_m, void* stream
 double GemmBenchShape::int4_ms(int64_t M, int warmup, int reps, int batch, Int4Kernel kernel,
                                const SkinnyConfig& skinny) {
   if (M <= 0 || M > max_m_) throw Error(ErrorCode::InvalidArgument, "GemmBenchShape: M out of range");
-  Int4Call c{&int4_, &next_int4_, x_.get(), y_.get(), M, kernel, skinny, stream_};
-  if (!forced(skinny)) return time_median_ms(run_int4, &c, warmup, reps, batch, stream_);
-  // A forced skinny configuration is process-wide (benchmarks and tests only): back to the
-  // automatic choice afterwards, whatever happens.
-  try {
-    const double ms = time_median_ms(run_int4, &c, warmup, reps, batch, stream_);
-    int4_force_skinny_config({});
-    return ms;
-  } catch (...) {
-    int4_force_skinny_config({});
-    throw;
-  }
+  Int4Call c{&int4_, &next_int4_, x_.get(), y_.get(), M, kernel, stream_};
+  // A forced configuration is process-wide: set for this timing only. The automatic choice leaves
+  // the setting alone (the addon's other calls may be reading it).
+  std::optional<ScopedSkinnyConfig> forced_config;
+  if (forced(skinny)) forced_config.emplace(skinny);
+  return time_median_ms(run_int4, &c, warmup, reps, batch, stream_);
 }
 
 double GemmBenchShape::dense_ms(int64_t M, int warmup, int reps, int batch) {

@@ -193,6 +193,7 @@ inline std::atomic<bool> g_pdl_refused{false};
 template <typename... Params, typename... Args>
 void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
                    Args... args) {
+  bool refused = false;
   if (pdl && pdl_supported() && !g_pdl_refused.load(std::memory_order_relaxed)) {
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -206,13 +207,11 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
     cfg.numAttrs = 1;
     if (cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...) == cudaSuccess) return;
     cudaGetLastError();  // a refused launch configuration is not a sticky error
-    kernel<<<grid, block, smem, stream>>>(static_cast<Params>(args)...);
-    AWQ_CUDA_CHECK(cudaGetLastError());
-    g_pdl_refused.store(true, std::memory_order_relaxed);  // only the attribute failed
-    return;
+    refused = true;
   }
   kernel<<<grid, block, smem, stream>>>(static_cast<Params>(args)...);
   AWQ_CUDA_CHECK(cudaGetLastError());
+  if (refused) g_pdl_refused.store(true, std::memory_order_relaxed);  // only the attribute failed
 }
 
 }  // namespace awq::cuda::kern

@@ -81,12 +81,6 @@ class StreamHold {
   State* state_;
 };
 
-// Forces a skinny configuration for a scope (tests), back to the automatic choice on the way out.
-struct ForcedSkinny {
-  explicit ForcedSkinny(const cuda::SkinnyConfig& c) { cuda::int4_force_skinny_config(c); }
-  ~ForcedSkinny() { cuda::int4_force_skinny_config({}); }
-};
-
 }  // namespace
 #endif
 using namespace awq::test;
@@ -188,10 +182,11 @@ void check_int4_case(const Quant& L, int64_t M, bool outliers, uint32_t seed) {
     for (bool no_fold : {false, true}) runs.push_back({cuda::Int4Kernel::Skinny, {8, 8, 2, no_fold}});
   for (const auto& [kern, cfg] : runs)
     for (cuda::Dtype yt : {cuda::Dtype::F32, cuda::Dtype::F16}) {
-      cuda::int4_force_skinny_config(cfg);
-      cuda::fill_zero(dy.get(), dy.size());
-      cuda::int4_gemm(w, dx.get(), M, dy.get(), yt, nullptr, kern);
-      cuda::int4_force_skinny_config({});
+      {
+        const cuda::ScopedSkinnyConfig forced(cfg);
+        cuda::fill_zero(dy.get(), dy.size());
+        cuda::int4_gemm(w, dx.get(), M, dy.get(), yt, nullptr, kern);
+      }
       cuda::synchronize();
       std::vector<float> y(M * L.N);
       if (yt == cuda::Dtype::F32) {
@@ -374,7 +369,7 @@ TEST(cuda_int4_decode_chain_reads_each_input_after_it_is_written) {
         }
         cuda::DeviceStream stream;
         {
-          ForcedSkinny forced(variant == 1 ? cuda::SkinnyConfig{4, 8, 2, M > 8, /*no_pdl=*/true} : cuda::SkinnyConfig{});
+          const cuda::ScopedSkinnyConfig forced(variant == 1 ? cuda::SkinnyConfig{4, 8, 2, M > 8, /*no_pdl=*/true} : cuda::SkinnyConfig{});
           const auto kernel_of = [&](int i) {
             return variant == 2 && i % 2 == 0 ? cuda::Int4Kernel::Tiled16 : cuda::Int4Kernel::Auto;
           };
