@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -129,11 +129,16 @@ describe('pack / unpack / dequantize round trip', () => {
   });
 });
 
-/** A tiny AWQ folder written by hand. */
-function handAwq(name: string, quant: Record<string, unknown>, opts: { qzerosShape?: number[] } = {}): string {
+/**
+ * A tiny AWQ folder written by hand; `legacy` puts the settings in quant_config.json (as AutoAWQ
+ * before 0.1.7 did, raw text when a string) instead of config.json.
+ */
+function handAwq(name: string, quant: Record<string, unknown>, opts: { qzerosShape?: number[]; legacy?: unknown } = {}): string {
   const dir = join(tmp.dir, name);
   mkdirSync(dir);
-  writeJson(join(dir, 'config.json'), llamaConfig({ quantization_config: quant }));
+  writeJson(join(dir, 'config.json'), llamaConfig(opts.legacy === undefined ? { quantization_config: quant } : {}));
+  if (typeof opts.legacy === 'string') writeFileSync(join(dir, 'quant_config.json'), opts.legacy);
+  else if (opts.legacy !== undefined) writeJson(join(dir, 'quant_config.json'), opts.legacy);
   // q_proj: in 64, out 16, g 32 -> qweight [64, 2], qzeros [2, 2], scales [2, 16]
   const qz = opts.qzerosShape ?? [2, 2];
   const qzBytes = qz[0] * qz[1] * 4;
@@ -173,12 +178,40 @@ describe('openAwqCheckpoint: checks', () => {
     }
   });
 
+  it("reads AutoAWQ's older quant_config.json when config.json has no quantization_config", async () => {
+    const legacy = { zero_point: true, q_group_size: 32, w_bit: 4, version: 'GEMM' };
+    const ck = await openAwqCheckpoint(handAwq('legacy', {}, { legacy }));
+    expect(ck.quantization).toEqual({ bits: 4, groupSize: 32, zeroPoint: true, version: 'gemm', modulesToNotConvert: null });
+    await ck.close();
+    // config.json's quantization_config wins where both exist (as in Transformers)
+    const both = handAwq('both', goodQuant);
+    writeJson(join(both, 'quant_config.json'), { ...legacy, q_group_size: 64 });
+    const ck2 = await openAwqCheckpoint(both);
+    expect(ck2.quantization.groupSize).toBe(32);
+    await ck2.close();
+    const cases: [unknown, RegExp][] = [
+      [{ ...legacy, w_bit: 3 }, /quant_config\.json: w_bit: expected 4.*got 3/],
+      [{ ...legacy, version: 'GEMV' }, /quant_config\.json: version: expected 'gemm'.*got "GEMV"/],
+      ['{"w_bit": 4,', /quant_config\.json: not valid JSON/],
+      [[4], /quant_config\.json: the settings is not an object/],
+    ];
+    for (const [i, [bad, re]] of cases.entries()) {
+      const err = await openAwqCheckpoint(handAwq(`legacy-bad-${i}`, {}, { legacy: bad })).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BadConfigError);
+      expect((err as Error).message).toMatch(re);
+    }
+    // neither file: not an AWQ checkpoint, and the message names both places it looked
+    const none = handAwq('neither', {}, { legacy: {} });
+    rmSync(join(none, 'quant_config.json'));
+    await expect(openAwqCheckpoint(none)).rejects.toThrow(/no 'quantization_config' \(and no quant_config\.json\): not an AWQ checkpoint/);
+  });
+
   it('inconsistent shapes are BadCheckpointErrors naming the tensor', async () => {
     await expect(openAwqCheckpoint(handAwq('shape', goodQuant, { qzerosShape: [3, 2] }))).rejects.toThrow(
       /'p.qzeros': expected shape \[2,2\] \(in=64, out=16 from 'p.qweight' \[64,2\], group_size=32\), got \[3,2\]/,
     );
     await expect(openAwqCheckpoint(handAwq('gsize', { ...goodQuant, group_size: 128 }))).rejects.toThrow(
-      /'p.qweight': in_features 64 \(its rows\) is not a multiple of quantization_config.group_size 128/,
+      /'p.qweight': in_features 64 \(its rows\) is not a multiple of the quantization's group_size 128/,
     );
   });
 });

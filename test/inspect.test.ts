@@ -3,8 +3,10 @@ import { mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { SafetensorsWriter, inspectCheckpoint } from '../dist/index.js';
+import { SafetensorsWriter, evaluate, inspectCheckpoint } from '../dist/index.js';
 import { HAVE_MODELS, LLAMA, LLAMA_AWQ, llamaConfig, tmpDir, writeJson } from './helpers/fixtures.js';
+
+const EVAL_TEXT = '../shared/data/eval.txt';
 
 const tmp = tmpDir('awq-inspect-');
 afterAll(() => tmp.cleanup());
@@ -56,6 +58,23 @@ describe('awq inspect', () => {
     expect(a.awq.linears).toBe(42);
     expect(a.awqError).toBeNull();
     expect(a.dtypes.I32.tensors).toBe(84);
+  });
+
+  it.skipIf(!HAVE_MODELS)("llama-22m-awq in AutoAWQ's older form (quant_config.json) inspects and evaluates as the original (skipped when ../shared is absent)", async () => {
+    const dir = join(tmp.dir, 'awq-legacy');
+    mkdirSync(dir);
+    for (const f of readdirSync(LLAMA_AWQ)) if (f !== 'config.json') symlinkSync(join(LLAMA_AWQ, f), join(dir, f));
+    const { quantization_config: qc, ...cfg } = JSON.parse(readFileSync(join(LLAMA_AWQ, 'config.json'), 'utf8'));
+    writeJson(join(dir, 'config.json'), cfg);
+    writeJson(join(dir, 'quant_config.json'), { zero_point: qc.zero_point, q_group_size: qc.group_size, w_bit: qc.bits, version: 'GEMM' });
+    const r = JSON.parse(cli(dir, '--json').stdout);
+    expect(r.quantizationFile).toBe('quant_config.json');
+    expect(r.awq).toMatchObject({ bits: 4, groupSize: 128, linears: 42 });
+    expect(r.awqError).toBeNull();
+    expect(cli(dir).stdout).toMatch(/quantization \(quant_config\.json\): .*\n {2}AWQ 4-bit, group 128, gemm: 42 quantized linears/);
+    const text = readFileSync(EVAL_TEXT, 'utf8').slice(0, 20000);
+    const [legacy, original] = await Promise.all([evaluate({ model: dir, text, seqlen: 128 }), evaluate({ model: LLAMA_AWQ, text, seqlen: 128 })]);
+    expect(legacy.perplexity).toBe(original.perplexity);
   });
 
   it.skipIf(!HAVE_MODELS)('warns when the AWQ reader would refuse the checkpoint (skipped when ../shared is absent)', () => {

@@ -132,14 +132,55 @@ export function parseAwqQuantization(raw: Record<string, unknown>, source: strin
   if (qc === undefined || qc === null) {
     throw new BadConfigError(`${source}: no 'quantization_config': not an AWQ checkpoint`);
   }
-  if (typeof qc !== 'object' || Array.isArray(qc)) {
-    throw new BadConfigError(`${source}: 'quantization_config' is not an object`);
+  return parseQuantizationFields(qc, source, 'quantization_config');
+}
+
+/**
+ * The file that says how a folder is quantized: config.json's `quantization_config` (what
+ * Transformers reads, and what we write), else `quant_config.json`, which AutoAWQ wrote before
+ * 0.1.7 and which older published AWQ checkpoints carry instead. Null when neither exists.
+ */
+export async function readAwqQuantization(dir: string, rawConfig: Record<string, unknown>): Promise<AwqQuantization | null> {
+  if (rawConfig.quantization_config !== undefined && rawConfig.quantization_config !== null) {
+    return parseAwqQuantization(rawConfig, join(dir, 'config.json'));
+  }
+  const legacy = await readLegacyQuantConfig(dir);
+  if (legacy === null) return null;
+  // AutoAWQ's file names no method: it was only ever written for AWQ.
+  const fields = typeof legacy === 'object' && !Array.isArray(legacy) ? { quant_method: 'awq', ...legacy } : legacy;
+  return parseQuantizationFields(fields, join(dir, LEGACY_QUANT_CONFIG), null);
+}
+
+/** `quant_config.json` of `dir` as parsed JSON (any value), or null when there is none. */
+export async function readLegacyQuantConfig(dir: string): Promise<unknown> {
+  const path = join(dir, LEGACY_QUANT_CONFIG);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(`reading ${path}`, err);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new BadConfigError(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** AutoAWQ's older name for the quantization settings (zero_point, q_group_size, w_bit, version). */
+export const LEGACY_QUANT_CONFIG = 'quant_config.json';
+
+function parseQuantizationFields(qc: unknown, source: string, key: string | null): AwqQuantization {
+  const where = key === null ? '' : `${key}.`;
+  if (typeof qc !== 'object' || qc === null || Array.isArray(qc)) {
+    throw new BadConfigError(`${source}: ${key === null ? 'the settings' : `'${key}'`} is not an object`);
   }
   const o = qc as Record<string, unknown>;
   const fail = (field: string, expected: string): never => {
     const v = o[field];
     throw new BadConfigError(
-      `${source}: quantization_config.${field}: expected ${expected}, ${v === undefined ? 'it is missing' : `got ${JSON.stringify(v)}`}`,
+      `${source}: ${where}${field}: expected ${expected}, ${v === undefined ? 'it is missing' : `got ${JSON.stringify(v)}`}`,
     );
   };
   if (o.quant_method !== 'awq') fail('quant_method', "'awq'");
@@ -183,7 +224,10 @@ export class AwqCheckpoint {
   static async open(dir: string): Promise<AwqCheckpoint> {
     const folder = await ModelFolder.open(dir);
     try {
-      const quantization = parseAwqQuantization(folder.rawConfig, join(dir, 'config.json'));
+      const quantization = await readAwqQuantization(dir, folder.rawConfig);
+      if (!quantization) {
+        throw new BadConfigError(`${join(dir, 'config.json')}: no 'quantization_config' (and no ${LEGACY_QUANT_CONFIG}): not an AWQ checkpoint`);
+      }
       const linears = new Map<string, AwqDims>();
       for (const name of folder.tensorNames()) {
         if (!name.endsWith('.qweight')) continue;
@@ -196,7 +240,7 @@ export class AwqCheckpoint {
           throw new BadCheckpointError(`${dir}: '${name}' has no matching '${m[1]}.qweight'`);
         }
       }
-      if (linears.size === 0) throw new BadCheckpointError(`${dir}: config.json says AWQ, but no tensor is named '*.qweight'`);
+      if (linears.size === 0) throw new BadCheckpointError(`${dir}: the quantization config says AWQ, but no tensor is named '*.qweight'`);
       return new AwqCheckpoint(folder, quantization, linears);
     } catch (err) {
       await folder.close().catch(() => {});
@@ -270,7 +314,7 @@ function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: numbe
   if (inFeatures % groupSize !== 0) {
     throw new BadCheckpointError(
       `${qw.file}: tensor '${qw.name}': in_features ${inFeatures} (its rows) is not a multiple of ` +
-        `quantization_config.group_size ${groupSize}`,
+        `the quantization's group_size ${groupSize}`,
     );
   }
   const groups = inFeatures / groupSize;

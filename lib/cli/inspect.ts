@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Command } from 'commander';
 
-import { openAwqCheckpoint, parseAwqQuantization, type AwqQuantization } from '../checkpoint/awq-format.js';
+import { LEGACY_QUANT_CONFIG, openAwqCheckpoint, readAwqQuantization, readLegacyQuantConfig, type AwqQuantization } from '../checkpoint/awq-format.js';
 import { readRawConfig, WeightFiles } from '../checkpoint/model-folder.js';
 import { SafetensorsFile, type TensorInfo } from '../checkpoint/safetensors.js';
 import { AwqError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
@@ -22,8 +22,10 @@ export interface InspectReport {
   totalBytes: number;
   dtypes: Record<string, { tensors: number; bytes: number }>;
   shards: { file: string; tensors: number; bytes: number; fileBytes: number }[];
-  /** config.json quantization_config as written, or null. */
+  /** config.json quantization_config (else quant_config.json, AutoAWQ's older file) as written, or null. */
   quantization: Record<string, unknown> | null;
+  /** Which file `quantization` came from. */
+  quantizationFile: 'config.json' | typeof LEGACY_QUANT_CONFIG | null;
   /** Parsed AWQ settings and the number of quantized linears, when it is an AWQ checkpoint. */
   awq: (AwqQuantization & { linears: number }) | null;
   /** Why the AWQ reader (`awq eval`, `loadAwq`) would refuse this checkpoint, or null. */
@@ -78,19 +80,30 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
       if (!(err instanceof AwqError)) throw err;
       configError = err.message;
     }
-    if (raw.quantization_config !== undefined && raw.quantization_config !== null) {
-      try {
-        awq = { ...parseAwqQuantization(raw, source), linears: tensors.filter((t) => t.name.endsWith('.qweight')).length };
-        // The reader's own checks (headers only: every linear's tensors, dtypes and shapes).
-        await (await openAwqCheckpoint(path)).close();
-      } catch (err) {
-        if (!(err instanceof AwqError)) throw err;
-        if (awq) awqError = err.message;
-        else if (!(err instanceof BadConfigError)) throw err;
-      }
+  }
+  let qc: unknown = raw?.quantization_config ?? null;
+  let quantizationFile: InspectReport['quantizationFile'] = qc === null ? null : 'config.json';
+  if (raw && qc === null) {
+    try {
+      qc = await readLegacyQuantConfig(path);
+    } catch (err) {
+      if (!(err instanceof BadConfigError)) throw err;
+      awqError = err.message;
+    }
+    if (qc !== null) quantizationFile = LEGACY_QUANT_CONFIG;
+  }
+  if (raw && qc !== null) {
+    try {
+      const q = await readAwqQuantization(path, raw);
+      if (q) awq = { ...q, linears: tensors.filter((t) => t.name.endsWith('.qweight')).length };
+      // The reader's own checks (headers only: every linear's tensors, dtypes and shapes).
+      await (await openAwqCheckpoint(path)).close();
+    } catch (err) {
+      if (!(err instanceof AwqError)) throw err;
+      if (awq) awqError = err.message;
+      else if (!(err instanceof BadConfigError)) throw err;
     }
   }
-  const qc = raw?.quantization_config;
   return {
     path,
     modelType: typeof raw?.model_type === 'string' ? raw.model_type : null,
@@ -102,6 +115,7 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
     dtypes,
     shards,
     quantization: qc && typeof qc === 'object' && !Array.isArray(qc) ? (qc as Record<string, unknown>) : null,
+    quantizationFile,
     awq,
     awqError,
   };
@@ -141,11 +155,12 @@ function formatReport(r: InspectReport): string {
   lines.push(`shards: ${r.shards.length}`);
   for (const s of r.shards) lines.push(`  ${s.file}  ${s.tensors} tensors  ${human(s.fileBytes)}`);
   if (r.quantization) {
-    lines.push(`quantization: ${JSON.stringify(r.quantization)}`);
+    lines.push(`quantization${r.quantizationFile === 'config.json' ? '' : ` (${r.quantizationFile})`}: ${JSON.stringify(r.quantization)}`);
     if (r.awq) lines.push(`  AWQ ${r.awq.bits}-bit, group ${r.awq.groupSize}, ${r.awq.version}: ${r.awq.linears} quantized linears`);
     if (r.awqError) lines.push(`  warning: not readable as an AWQ checkpoint: ${r.awqError}`);
   } else {
     lines.push('quantization: none');
+    if (r.awqError) lines.push(`  warning: ${r.awqError}`);
   }
   return lines.join('\n');
 }

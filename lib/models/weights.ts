@@ -3,10 +3,11 @@
  * and each linear as a dense fp32 `[out, in]` weight. For AWQ folders the linear is the packed
  * checkpoint dequantized as written, so a packing bug shows up in evaluation.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { dequantizeAwq, openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
+import { dequantizeAwq, LEGACY_QUANT_CONFIG, openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
 import type { Dtype } from '../checkpoint/dtypes.js';
 import { ModelFolder } from '../checkpoint/model-folder.js';
 import { BadCheckpointError, NonFiniteError } from '../errors.js';
@@ -36,13 +37,15 @@ export interface ModelWeights {
   close(): Promise<void>;
 }
 
+/** config.json names a quantization_config, or AutoAWQ's older quant_config.json is there. */
 async function isAwqFolder(dir: string): Promise<boolean> {
   try {
     const raw = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { quantization_config?: unknown };
-    return raw.quantization_config !== undefined && raw.quantization_config !== null;
+    if (raw.quantization_config !== undefined && raw.quantization_config !== null) return true;
   } catch {
     return false; // ModelFolder.open reports missing / malformed config.json precisely
   }
+  return existsSync(join(dir, LEGACY_QUANT_CONFIG));
 }
 
 async function fp16ToF32(h: Uint16Array): Promise<Float32Array> {
