@@ -130,8 +130,8 @@ describe('pack / unpack / dequantize round trip', () => {
 });
 
 /**
- * A tiny AWQ folder written by hand; `legacy` puts the settings in quant_config.json (as AutoAWQ
- * before 0.1.7 did, raw text when a string) instead of config.json.
+ * A tiny AWQ folder written by hand; `legacy` puts the settings in quant_config.json (as older
+ * AutoAWQ versions did; raw text when a string) instead of config.json.
  */
 function handAwq(name: string, quant: Record<string, unknown>, opts: { qzerosShape?: number[]; legacy?: unknown } = {}): string {
   const dir = join(tmp.dir, name);

@@ -137,8 +137,8 @@ export function parseAwqQuantization(raw: Record<string, unknown>, source: strin
 
 /**
  * The file that says how a folder is quantized: config.json's `quantization_config` (what
- * Transformers reads, and what we write), else `quant_config.json`, which AutoAWQ wrote before
- * 0.1.7 and which older published AWQ checkpoints carry instead. Null when neither exists.
+ * Transformers reads, and what we write), else `quant_config.json`, which older AutoAWQ
+ * versions wrote and which many published AWQ checkpoints carry instead. Null when neither exists.
  */
 export async function readAwqQuantization(dir: string, rawConfig: Record<string, unknown>): Promise<AwqQuantization | null> {
   if (rawConfig.quantization_config !== undefined && rawConfig.quantization_config !== null) {
