@@ -24,6 +24,7 @@ export {
   openAwqCheckpoint,
   packAwq,
   parseAwqQuantization,
+  readAwqQuantization,
   unpackAwq,
   type AwqDims,
   type AwqLinearTensors,
@@ -72,6 +73,7 @@ export {
 } from './quantize/layer.js';
 export { CudaHiddenStates } from './quantize/cuda-hidden.js';
 export { quantize, type QuantizeOptions, type QuantizeResult, type QuantizationReport, type LayerSummary } from './quantize/pipeline.js';
+export { keptProgress, resumeDirFor } from './quantize/resume.js';
 export { evaluate, type EvaluateOptions, type EvaluateResult } from './eval/perplexity.js';
 export { adapterFor, type ArchitectureAdapter } from './models/adapters.js';
 export { ropeInvFreq } from './models/rope.js';

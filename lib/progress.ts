@@ -25,10 +25,13 @@ export class ProgressTracker {
   private unitsStartAt = 0;
   constructor(private readonly listener: ProgressListener | undefined) {}
 
-  /** Marks the start of the unit-counted part, so loading time does not skew the ETA. */
-  beginUnits(): void {
+  /**
+   * Marks the start of the unit-counted part, so loading time (and units done before, such as
+   * layers kept by an earlier run) does not skew the ETA.
+   */
+  beginUnits(completed = 0): void {
     this.unitsStartAt = performance.now();
-    this.unitsStart = 0;
+    this.unitsStart = completed;
   }
 
   emit(e: Omit<ProgressEvent, 'elapsedMs' | 'etaMs'>): void {

@@ -8,6 +8,7 @@ import type { CalibrationSource } from '../calib/dataset.js';
 import { InvalidArgumentError, ioError } from '../errors.js';
 import type { Precision } from '../quantize/layer.js';
 import { quantize, type QuantizationReport } from '../quantize/pipeline.js';
+import { keptProgress } from '../quantize/resume.js';
 import { abortOnSignals, progressView } from './progress-view.js';
 import { intIn, positiveInt } from './parse.js';
 
@@ -29,6 +30,7 @@ interface Opts {
   precision: Precision | 'auto';
   overwrite?: boolean;
   keepDtype?: boolean;
+  resume?: boolean;
   json?: boolean;
   quiet?: boolean;
 }
@@ -83,6 +85,7 @@ export function registerQuantize(program: Command): void {
     )
     .option('--overwrite', 'replace the output folder if it exists')
     .option('--keep-dtype', 'write embeddings, norms and lm_head in the source dtype (bf16/fp32) instead of fp16')
+    .option('--resume', 'keep each finished layer in <out>.resume/ and continue from there after an interruption (run the same command again)')
     .option('--json', 'progress as JSON lines on stderr, the report as JSON on stdout')
     .option('--quiet', 'no progress output')
     .action(async (model: string, opts: Opts) => {
@@ -105,6 +108,7 @@ export function registerQuantize(program: Command): void {
           out: opts.out,
           overwrite: opts.overwrite,
           keepDtype: opts.keepDtype,
+          resume: opts.resume,
           calib,
           nSamples: opts.samples,
           seqlen: opts.seqlen,
@@ -123,6 +127,16 @@ export function registerQuantize(program: Command): void {
         view.stop();
         if (opts.json) process.stdout.write(`${JSON.stringify(report)}\n`);
         else process.stdout.write(summaryTable(report, opts.out));
+      } catch (err) {
+        view.stop();
+        const progress = opts.resume ? await keptProgress(opts.out) : null;
+        if (progress && !opts.quiet) {
+          process.stderr.write(
+            `awq: ${progress.layersDone} finished layer${progress.layersDone === 1 ? '' : 's'} kept in ${progress.dir}: ` +
+              'run the same command again to continue after them\n',
+          );
+        }
+        throw err;
       } finally {
         view.stop();
         release();
@@ -137,7 +151,8 @@ export function summaryTable(r: QuantizationReport, out: string): string {
   lines.push(
     `quantized ${r.model} (${r.modelType}) -> ${out}: ${o.method} w${o.wBit} g${o.groupSize}` +
       `${o.zeroPoint ? ' zero-point' : ' symmetric'}${o.method === 'awq' ? `${o.duoScaling ? ' duo' : ''}${o.clip ? ' clip' : ' no-clip'}` : ''}` +
-      ` in ${(r.totalMs / 1000).toFixed(1)} s on ${r.backend}`,
+      ` in ${(r.totalMs / 1000).toFixed(1)} s on ${r.backend}` +
+      `${r.resumedLayers ? ` (layers 0-${r.resumedLayers - 1} kept from an earlier run)` : ''}`,
   );
   if (r.calibration) {
     lines.push(`calibration: ${r.calibration.source}, ${r.calibration.samples} samples, ${r.calibration.blocks} blocks of ${r.calibration.seqlen} tokens`);

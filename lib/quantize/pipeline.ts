@@ -8,16 +8,18 @@
  */
 import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
-import { AwqCheckpointWriter, packAwq } from '../checkpoint/awq-format.js';
+import { AwqCheckpointWriter, packAwq, type AwqLinearTensors } from '../checkpoint/awq-format.js';
 import type { Dtype } from '../checkpoint/dtypes.js';
 import { resolveBackend, setThreads } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
-import { InvalidArgumentError, NonFiniteError } from '../errors.js';
+import { BadCheckpointError, InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
 import { checkSequenceFits } from '../models/config.js';
 import { embed, inLayer, loadLayerWeights, openModelWeights } from '../models/weights.js';
 import { native } from '../native.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
+import { version } from '../version.js';
+import { digest, modelFingerprint, ResumeState, type PackedLayer, type RunFingerprint } from './resume.js';
 import {
   quantizeDecoderLayer,
   type LayerReport,
@@ -62,6 +64,13 @@ export interface QuantizeOptions {
    * fp16. vLLM then needs its Marlin AWQ kernel (its plain AWQ kernel runs fp16 only).
    */
   keepDtype?: boolean;
+  /**
+   * Keep every finished layer in `<out>.resume/` (see resume.ts), and continue after the last one
+   * kept there by an earlier run of the same model, settings and calibration. A run that stops
+   * leaves that folder (and no output folder); the finished run removes it. Costs a write of each
+   * packed layer and of the calibration hidden states (tokens x hidden x 4 bytes) per layer.
+   */
+  resume?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
 }
@@ -82,6 +91,8 @@ export interface QuantizationReport {
   /** Peak resident memory of this process so far (bytes). */
   peakRssBytes: number;
   backend: string;
+  /** Layers taken from `<out>.resume/` (finished by an earlier run), when resuming. */
+  resumedLayers?: number;
 }
 
 export interface QuantizeResult {
@@ -146,6 +157,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const adapter = model.adapter;
   let writer: AwqCheckpointWriter | undefined;
   let deviceHidden: CudaHiddenStates | undefined;
+  let kept: ResumeState<LayerSummary> | undefined;
   try {
     // Every quantized linear must split into whole groups: check before any work.
     if (opts.groupSize > 0) {
@@ -165,6 +177,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // Calibration (not needed for round-to-nearest).
     let hidden: Float32Array | undefined;
     let calibration: QuantizationReport['calibration'] = null;
+    let calibrationDigest: string | null = null;
     const seqlen = options.seqlen ?? 512;
     if (opts.method === 'awq') {
       checkSequenceFits(cfg, seqlen, 'calibration seqlen');
@@ -185,14 +198,43 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         seqlen,
         droppedTokens: blocks.droppedTokens,
       };
+      calibrationDigest = digest(blocks.tokens);
       hidden = embed(embedTable, cfg.hiddenSize, blocks.tokens);
-      if (opts.backend === 'cuda') {
-        // held on the device from here on: each layer reads its input there and leaves its output
-        deviceHidden = await CudaHiddenStates.upload(hidden, cfg.hiddenSize);
-        hidden = undefined;
-      }
     }
     throwIfAborted(signal);
+
+    if (options.resume) {
+      const run: RunFingerprint = {
+        awq: version,
+        ...(await modelFingerprint(options.model)),
+        method: opts.method,
+        wBit: opts.wBit,
+        groupSize: opts.groupSize,
+        zeroPoint: opts.zeroPoint,
+        duoScaling: opts.duoScaling,
+        clip: opts.clip,
+        precision: resolved.precision,
+        backend: resolved.backend,
+        'calibration.tokens': calibrationDigest,
+        'calibration.seqlen': opts.method === 'awq' ? seqlen : null,
+      };
+      kept = await ResumeState.open<LayerSummary>(options.out, run);
+      const h = await kept.readHidden();
+      if (h) {
+        if (h.data.length !== hidden?.length) {
+          throw new BadCheckpointError(`${kept.dir}: the kept hidden states do not match this calibration; remove the folder to start afresh`);
+        }
+        hidden = h.data;
+      }
+      if (kept.layersDone > 0) {
+        progress.emit({ stage: 'load', completed: 0, total: 1, message: `resuming after layer ${kept.layersDone - 1} (kept in ${kept.dir})` });
+      }
+    }
+    if (hidden && opts.backend === 'cuda') {
+      // held on the device from here on: each layer reads its input there and leaves its output
+      deviceHidden = await CudaHiddenStates.upload(hidden, cfg.hiddenSize);
+      hidden = undefined;
+    }
 
     writer = await AwqCheckpointWriter.create(options.out, {
       sourceDir: options.model,
@@ -204,8 +246,15 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     embedTable = undefined; // not needed again: free it before the layers
 
     const layers: LayerSummary[] = [];
-    progress.beginUnits();
-    for (let i = 0; i < cfg.numLayers; i++) {
+    const resumed = kept?.layersDone ?? 0;
+    for (let i = 0; i < resumed; i++) {
+      throwIfAborted(signal);
+      await writePackedLayer(writer, await kept!.readLayer(i, layerTensorNames(adapter, i)), (name) => model.storedDtype(name));
+      layers.push(kept!.reports[i]);
+      progress.emit({ stage: 'layer', completed: i + 1, total: cfg.numLayers, layer: i, phase: 'resumed' });
+    }
+    progress.beginUnits(resumed);
+    for (let i = resumed; i < cfg.numLayers; i++) {
       throwIfAborted(signal);
       const layerStart = performance.now();
       progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'load' });
@@ -219,9 +268,15 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         }),
       );
       progress.emit({ stage: 'layer', completed: i, total: cfg.numLayers, layer: i, phase: 'write' });
-      await writeLayer(writer, adapter, i, result, weights, (name) => model.storedDtype(name));
+      const packed = await packLayer(adapter, i, result, weights);
+      await writePackedLayer(writer, packed, (name) => model.storedDtype(name));
       if (hidden) hidden = result.output;
-      layers.push({ layer: i, wallMs: performance.now() - layerStart, ...result.report });
+      const summary: LayerSummary = { layer: i, wallMs: performance.now() - layerStart, ...result.report };
+      if (kept) {
+        const next = deviceHidden ? await deviceHidden.download() : hidden;
+        await kept.saveLayer(i, packed, next ? { data: next, cols: cfg.hiddenSize } : null, summary);
+      }
+      layers.push(summary);
       progress.emit({ stage: 'layer', completed: i + 1, total: cfg.numLayers, layer: i, phase: 'done' });
     }
 
@@ -247,17 +302,21 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       totalMs: performance.now() - started,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
       backend: resolved.description,
+      ...(kept ? { resumedLayers: resumed } : {}),
     };
     await writer.addFile('awq-report.json', `${JSON.stringify(report, null, 2)}\n`);
     throwIfAborted(signal);
     await writer.finish(model.rawConfig, { groupSize: opts.groupSize });
     writer = undefined;
+    await kept?.remove();
+    kept = undefined;
     progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
     return { out: options.out, report };
   } finally {
     // A failed release must not hide the run's own error; the garbage collector frees them then.
     await deviceHidden?.release().catch(() => undefined);
     if (writer) await writer.abort();
+    await kept?.close();
     await model.close();
   }
 }
@@ -271,15 +330,22 @@ async function biasToF16(name: string, bias: Float32Array): Promise<Uint16Array>
   return out;
 }
 
-async function writeLayer(
-  writer: AwqCheckpointWriter,
-  adapter: ReturnType<typeof import('../models/adapters.js').adapterFor>,
-  i: number,
-  result: QuantizedLayer,
-  original: LayerWeights,
-  sourceDtype: (name: string) => Dtype | undefined,
-): Promise<void> {
+type Adapter = ReturnType<typeof import('../models/adapters.js').adapterFor>;
+
+/** Layer i's tensors besides the linears, in the order they are written. */
+function layerTensorNames(adapter: Adapter, i: number): { linears: string[]; tensors: string[] } {
+  const tensors = [adapter.inputNorm(i), adapter.postNorm(i)];
+  const qn = adapter.qNorm(i);
+  const kn = adapter.kNorm(i);
+  if (qn) tensors.push(qn);
+  if (kn) tensors.push(kn);
+  return { linears: (LINEAR_NAMES as LinearName[]).map((n) => adapter.linear(i, n)), tensors };
+}
+
+/** The layer as the checkpoint receives it (and as `<out>.resume/` keeps it). */
+async function packLayer(adapter: Adapter, i: number, result: QuantizedLayer, original: LayerWeights): Promise<PackedLayer> {
   const h = adapter.layerArch.hiddenSize;
+  const linears: AwqLinearTensors[] = [];
   for (const name of LINEAR_NAMES as LinearName[]) {
     const l = result.linears[name];
     const packed = await packAwq({
@@ -290,7 +356,7 @@ async function writeLayer(
       inFeatures: l.in,
       groupSize: l.groupSize,
     });
-    await writer.addLinear({
+    linears.push({
       name: adapter.linear(i, name),
       inFeatures: l.in,
       outFeatures: l.out,
@@ -299,12 +365,18 @@ async function writeLayer(
       bias: l.bias ? await biasToF16(adapter.linear(i, name), l.bias) : undefined,
     });
   }
-  const add = (name: string, shape: number[], data: Float32Array) => writer.addTensor(name, shape, data, sourceDtype(name));
-  await add(adapter.inputNorm(i), [h], result.inputNorm);
-  await add(adapter.postNorm(i), [h], result.postNorm);
+  const tensors: PackedLayer['tensors'] = [
+    { name: adapter.inputNorm(i), shape: [h], data: result.inputNorm },
+    { name: adapter.postNorm(i), shape: [h], data: result.postNorm },
+  ];
   const qn = adapter.qNorm(i);
   const kn = adapter.kNorm(i);
-  if (qn) await add(qn, [adapter.layerArch.headDim], result.qNorm ?? original.qNorm!);
-  if (kn) await add(kn, [adapter.layerArch.headDim], result.kNorm ?? original.kNorm!);
+  if (qn) tensors.push({ name: qn, shape: [adapter.layerArch.headDim], data: result.qNorm ?? original.qNorm! });
+  if (kn) tensors.push({ name: kn, shape: [adapter.layerArch.headDim], data: result.kNorm ?? original.kNorm! });
+  return { linears, tensors };
 }
 
+async function writePackedLayer(writer: AwqCheckpointWriter, layer: PackedLayer, sourceDtype: (name: string) => Dtype | undefined): Promise<void> {
+  for (const l of layer.linears) await writer.addLinear(l);
+  for (const t of layer.tensors) await writer.addTensor(t.name, t.shape, t.data, sourceDtype(t.name));
+}

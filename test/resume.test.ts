@@ -1,0 +1,148 @@
+/**
+ * `quantize({ resume: true })` / `awq quantize --resume`: a run that stops keeps its finished
+ * layers in `<out>.resume/`, the next run continues after them and writes the same checkpoint as
+ * an uninterrupted run; a different run, a damaged folder and a live lock are refused.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import {
+  AbortedError,
+  BadCheckpointError,
+  InvalidArgumentError,
+  keptProgress,
+  quantize,
+  resumeDirFor,
+  type QuantizeOptions,
+} from '../dist/index.js';
+import { scratchDir } from './helpers/scratch.js';
+import { writeTinyModel } from './helpers/tiny-model.js';
+
+const cli = resolve('dist/cli/main.js');
+const samples = (n: number) =>
+  Array.from({ length: n }, (_, s) => Array.from({ length: 128 }, (_, i) => (s * 977 + i * 31 + 5) % 8000));
+
+/** Every file of a checkpoint folder but the report (which holds timings), as bytes. */
+function checkpointFiles(dir: string): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
+  for (const f of readdirSync(dir).sort()) if (f !== 'awq-report.json') files.set(f, readFileSync(join(dir, f)));
+  return files;
+}
+
+/** Runs quantize with an abort once layer `stopAfter` has been kept. */
+async function runStoppingAfter(o: QuantizeOptions, stopAfter: number) {
+  const controller = new AbortController();
+  return quantize({
+    ...o,
+    resume: true,
+    signal: controller.signal,
+    onProgress: (e) => {
+      if (e.stage === 'layer' && e.layer === stopAfter && e.phase === 'done') controller.abort();
+    },
+  }).catch((e: unknown) => e);
+}
+
+describe('quantize --resume', () => {
+  for (const method of ['awq', 'rtn'] as const) {
+    it(`${method}: an interrupted run continues after its last finished layer and writes the uninterrupted run's checkpoint`, async () => {
+      const model = await writeTinyModel({ layers: 3, modelType: 'qwen3' });
+      const dir = scratchDir('awq-resume-');
+      const base: QuantizeOptions = { model, out: '', calib: { kind: 'tokens', samples: samples(4) }, seqlen: 128, method };
+      const whole = join(dir, 'whole');
+      await quantize({ ...base, out: whole });
+      expect(existsSync(resumeDirFor(whole)), 'a run without resume keeps nothing').toBe(false);
+
+      const out = join(dir, 'q');
+      expect(await runStoppingAfter({ ...base, out }, 1)).toBeInstanceOf(AbortedError);
+      expect(existsSync(out)).toBe(false);
+      expect(await keptProgress(out)).toEqual({ dir: resumeDirFor(out), layersDone: 2 });
+      expect(readdirSync(resumeDirFor(out)).sort()).toEqual(
+        method === 'awq'
+          ? ['hidden-after-layer-00001.f32', 'layer-00000.safetensors', 'layer-00001.safetensors', 'state.json']
+          : ['layer-00000.safetensors', 'layer-00001.safetensors', 'state.json'],
+      );
+
+      const phases: string[] = [];
+      const { report } = await quantize({
+        ...base,
+        out,
+        resume: true,
+        onProgress: (e) => e.stage === 'layer' && phases.push(`${e.layer}:${e.phase}`),
+      });
+      expect(report.resumedLayers).toBe(2);
+      expect(report.layers.map((l) => l.layer)).toEqual([0, 1, 2]);
+      expect(phases.filter((p) => p.endsWith(':resumed'))).toEqual(['0:resumed', '1:resumed']);
+      expect(phases).toContain('2:done');
+      expect(phases.some((p) => /^[01]:(load|forward|scale-search)$/.test(p))).toBe(false);
+      expect(existsSync(resumeDirFor(out)), 'removed once the checkpoint is complete').toBe(false);
+      expect(checkpointFiles(out)).toEqual(checkpointFiles(whole));
+    }, 120_000);
+  }
+
+  it('refuses a folder kept by a different run (naming what differs), a damaged one, and one locked by a live process', async () => {
+    const model = await writeTinyModel({ layers: 2 });
+    const dir = scratchDir('awq-resume-');
+    const out = join(dir, 'q');
+    const base: QuantizeOptions = { model, out, calib: { kind: 'tokens', samples: samples(2) }, seqlen: 128 };
+    expect(await runStoppingAfter(base, 0)).toBeInstanceOf(AbortedError);
+    const kept = resumeDirFor(out);
+    const state = readFileSync(join(kept, 'state.json'), 'utf8');
+
+    const other = await quantize({ ...base, wBit: 3, resume: true }).catch((e: unknown) => e);
+    expect(other).toBeInstanceOf(InvalidArgumentError);
+    expect((other as Error).message).toMatch(/holds 1 finished layers of a different run \(wBit: 4 there, 3 now\)/);
+    const otherCalib = await quantize({ ...base, calib: { kind: 'tokens', samples: samples(3) }, resume: true }).catch((e: unknown) => e);
+    expect((otherCalib as Error).message).toMatch(/calibration\.tokens: "[0-9a-f]{64}" there, "[0-9a-f]{64}" now/);
+    expect(readFileSync(join(kept, 'state.json'), 'utf8'), 'a refused run leaves the folder as it was').toBe(state);
+    expect(existsSync(join(kept, 'lock'))).toBe(false);
+
+    writeFileSync(join(kept, 'lock'), `${process.pid}\n`);
+    await expect(quantize({ ...base, resume: true })).rejects.toThrow(/is in use by another awq run \(process \d+\)/);
+    writeFileSync(join(kept, 'lock'), '2147483646\n'); // no such process: taken over
+
+    writeFileSync(join(kept, 'state.json'), '{"format": "awq-resume", "version": 1, "layersDone": 3');
+    await expect(quantize({ ...base, resume: true })).rejects.toBeInstanceOf(BadCheckpointError);
+    writeFileSync(join(kept, 'state.json'), state);
+    writeFileSync(join(kept, 'layer-00000.safetensors'), 'not safetensors');
+    const damaged = await quantize({ ...base, resume: true }).catch((e: unknown) => e);
+    expect(damaged).toBeInstanceOf(BadCheckpointError);
+    expect((damaged as Error).message).toMatch(/layer-00000\.safetensors/);
+    expect(existsSync(out)).toBe(false);
+  }, 120_000);
+
+  it('awq quantize --resume: a failing layer leaves the finished ones and says how to continue; SIGINT too, and the rerun completes', async () => {
+    const dir = scratchDir('awq-resume-cli-');
+    const ids = join(dir, 'ids.json');
+    writeFileSync(ids, JSON.stringify(samples(8)));
+    const args = (model: string, out: string) => [cli, 'quantize', model, '--out', out, '--calib-tokens', ids, '--seqlen', '128', '--threads', '1', '--resume'];
+
+    const nan = await writeTinyModel({ layers: 3, nanTensor: 'model.layers.2.mlp.up_proj.weight' });
+    const failed = spawnSync(process.execPath, args(nan, join(dir, 'nan')), { encoding: 'utf8' });
+    expect(failed.status).toBe(1);
+    expect(failed.stderr).toMatch(/2 finished layers kept in .*nan\.resume: run the same command again to continue after them/);
+    expect(failed.stderr).toMatch(/layer 2: up_proj\.weight.*\(ERR_AWQ_NON_FINITE\)/);
+
+    const model = await writeTinyModel({ layers: 12 });
+    const out = join(dir, 'q');
+    const child = spawn(process.execPath, args(model, out), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+    for (let i = 0; i < 1200 && !((await keptProgress(out))?.layersDone); i++) await new Promise((r) => setTimeout(r, 25));
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    const kept = await keptProgress(out);
+    expect(kept?.layersDone, stderr).toBeGreaterThan(0);
+    expect(stderr).toMatch(/finished layers? kept in .*q\.resume: run the same command again/);
+    expect(existsSync(out)).toBe(false);
+
+    const again = spawnSync(process.execPath, args(model, out), { encoding: 'utf8' });
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(new RegExp(`\\(layers 0-${kept!.layersDone - 1} kept from an earlier run\\)`));
+    expect(existsSync(resumeDirFor(out))).toBe(false);
+    expect(JSON.parse(readFileSync(join(out, 'awq-report.json'), 'utf8')).layers).toHaveLength(12);
+  }, 180_000);
+});
