@@ -4,6 +4,7 @@
  * an uninterrupted run; a different run, a damaged folder and a live lock are refused.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
@@ -25,10 +26,12 @@ const cli = resolve('dist/cli/main.js');
 const samples = (n: number) =>
   Array.from({ length: n }, (_, s) => Array.from({ length: 128 }, (_, i) => (s * 977 + i * 31 + 5) % 8000));
 
-/** Every file of a checkpoint folder but the report (which holds timings), as bytes. */
-function checkpointFiles(dir: string): Map<string, Buffer> {
-  const files = new Map<string, Buffer>();
-  for (const f of readdirSync(dir).sort()) if (f !== 'awq-report.json') files.set(f, readFileSync(join(dir, f)));
+/** Every file of a checkpoint folder but the report (which holds timings), as digests of its bytes. */
+function checkpointFiles(dir: string): Map<string, string> {
+  const files = new Map<string, string>();
+  for (const f of readdirSync(dir).sort()) {
+    if (f !== 'awq-report.json') files.set(f, createHash('sha256').update(readFileSync(join(dir, f))).digest('hex'));
+  }
   return files;
 }
 
