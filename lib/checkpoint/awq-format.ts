@@ -10,7 +10,7 @@ import { AwqError, BadCheckpointError, BadConfigError, InvalidArgumentError, ioE
 import { native } from '../native.js';
 import type { ModelConfig } from '../models/config.js';
 import { setTopLevelMembers } from './json-edit.js';
-import { copyAuxiliaryFiles, ModelFolder } from './model-folder.js';
+import { copyAuxiliaryFiles, ModelFolder, readJsonIfPresent } from './model-folder.js';
 import { prepareOutputDir, type OutputDir } from './output-dir.js';
 import { SafetensorsWriter, type Dtype, type TensorInfo } from './safetensors.js';
 
@@ -153,19 +153,7 @@ export async function readAwqQuantization(dir: string, rawConfig: Record<string,
 
 /** `quant_config.json` of `dir` as parsed JSON (any value), or null when there is none. */
 export async function readLegacyQuantConfig(dir: string): Promise<unknown> {
-  const path = join(dir, LEGACY_QUANT_CONFIG);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw ioError(`reading ${path}`, err);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new BadConfigError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  return (await readJsonIfPresent(join(dir, LEGACY_QUANT_CONFIG), BadConfigError)) ?? null;
 }
 
 /** AutoAWQ's older name for the quantization settings (zero_point, q_group_size, w_bit, version). */

@@ -12,25 +12,31 @@ import { SafetensorsFile, type TensorInfo } from './safetensors.js';
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';
 
-/** Reads and parses `<dir>/config.json` as JSON (not yet as a model description). */
-export async function readRawConfig(dir: string): Promise<Record<string, unknown>> {
-  if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError(`model folder: expected a path, got ${JSON.stringify(dir) ?? String(dir)}`);
-  const path = join(dir, 'config.json');
+/**
+ * A JSON file parsed, or undefined when it does not exist. Unreadable is an IoError; malformed
+ * JSON an error of class `Bad` naming the file.
+ */
+export async function readJsonIfPresent(path: string, Bad: typeof BadConfigError | typeof BadCheckpointError): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new BadConfigError(`${path}: missing (a Hugging Face model folder has a config.json)`, { cause: err });
-    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw ioError(`reading ${path}`, err);
   }
-  let json: unknown;
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
-    throw new BadConfigError(`${path}: not valid JSON (${(err as Error).message})`, { cause: err });
+    throw new Bad(`${path}: not valid JSON (${(err as Error).message})`, { cause: err });
   }
+}
+
+/** Reads and parses `<dir>/config.json` as JSON (not yet as a model description). */
+export async function readRawConfig(dir: string): Promise<Record<string, unknown>> {
+  if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError(`model folder: expected a path, got ${JSON.stringify(dir) ?? String(dir)}`);
+  const path = join(dir, 'config.json');
+  const json = await readJsonIfPresent(path, BadConfigError);
+  if (json === undefined) throw new BadConfigError(`${path}: missing (a Hugging Face model folder has a config.json)`);
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw new BadConfigError(`${path}: expected a JSON object`);
   }
@@ -129,19 +135,8 @@ async function isFile(path: string): Promise<boolean> {
 
 /** weight_map of the index, or null when the folder has none. */
 async function readIndex(path: string): Promise<Record<string, string> | null> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw ioError(`reading ${path}`, err);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new BadCheckpointError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  const json = await readJsonIfPresent(path, BadCheckpointError);
+  if (json === undefined) return null;
   const map = (json as { weight_map?: unknown } | null)?.weight_map;
   if (map === null || typeof map !== 'object' || Array.isArray(map)) {
     throw new BadCheckpointError(`${path}: expected an object with a 'weight_map' object`);
