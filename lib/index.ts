@@ -45,6 +45,7 @@ export {
 export { inspectCheckpoint, type InspectReport } from './cli/inspect.js';
 export {
   buildCalibrationBlocks,
+  calibrationTexts,
   loadCalibrationTexts,
   defaultCalibrationPath,
   type CalibrationSource,

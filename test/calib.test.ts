@@ -1,9 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as zlib from 'node:zlib';
+import { gzipSync } from 'node:zlib';
 
 import { describe, expect, it } from 'vitest';
 
-import { buildCalibrationBlocks, loadTokenizer, InvalidArgumentError, BadCheckpointError } from '../dist/index.js';
+import { buildCalibrationBlocks, loadTokenizer, InvalidArgumentError, IoError, BadCheckpointError } from '../dist/index.js';
 import { calibPath, hasShared, modelDir, sharedSkipReason } from './helpers/shared.js';
 import { scratchDir } from './helpers/scratch.js';
 
@@ -33,6 +35,40 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     const p = await buildCalibrationBlocks({ kind: 'text', path: join(dir, 'c.txt') }, charTokenizer, { seqlen: 5 });
     expect(p.acceptedSamples).toBe(3);
     expect(p.blocks).toBe(2);
+  });
+
+  it('JSONL is read only as far as the selection needs; .gz decompresses on the way; damaged files are IoErrors', async () => {
+    const dir = scratchDir('awq-calib-');
+    const rows = Array.from({ length: 50 }, (_, i) => JSON.stringify({ text: `sample ${i}` })).join('\n');
+    // 3 MB of lines that are not JSON after the first 50: never parsed when 20 samples suffice
+    const big = join(dir, 'big.jsonl');
+    writeFileSync(big, `${rows}\n${'not json\n'.repeat(350_000)}`);
+    const want = await buildCalibrationBlocks({ kind: 'texts', texts: Array.from({ length: 20 }, (_, i) => `sample ${i}`) }, charTokenizer, { nSamples: 20, seqlen: 16 });
+    const got = await buildCalibrationBlocks({ kind: 'jsonl', path: big }, charTokenizer, { nSamples: 20, seqlen: 16 });
+    expect(got).toEqual(want);
+    await expect(buildCalibrationBlocks({ kind: 'jsonl', path: big }, charTokenizer, { nSamples: 60, seqlen: 16 })).rejects.toThrow(/big\.jsonl:51: not a JSON object/);
+
+    const gz = join(dir, 'c.jsonl.gz');
+    writeFileSync(gz, gzipSync(`${rows}\r\n`));
+    expect(await buildCalibrationBlocks({ kind: 'jsonl', path: gz }, charTokenizer, { nSamples: 20, seqlen: 16 })).toEqual(want);
+    writeFileSync(join(dir, 'p.txt.gz'), gzipSync('abcd\n\nefgh\n\n\nij'));
+    expect((await buildCalibrationBlocks({ kind: 'text', path: join(dir, 'p.txt.gz') }, charTokenizer, { seqlen: 5 })).acceptedSamples).toBe(3);
+    const cut = join(dir, 'cut.jsonl.gz');
+    writeFileSync(cut, gzipSync(rows).subarray(0, 40));
+    const err = await buildCalibrationBlocks({ kind: 'jsonl', path: cut }, charTokenizer, { seqlen: 8 }).catch((e) => e);
+    expect(err).toBeInstanceOf(IoError);
+    expect(err.message).toMatch(/cannot read calibration file .*cut\.jsonl\.gz: unexpected end of file/);
+
+    // zstd where this Node has it; otherwise an error that says what to do
+    const zst = join(dir, 'c.jsonl.zst');
+    const zstd = (zlib as unknown as { zstdCompressSync?: (b: string) => Buffer }).zstdCompressSync;
+    if (zstd) {
+      writeFileSync(zst, zstd(rows));
+      expect(await buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer, { nSamples: 20, seqlen: 16 })).toEqual(want);
+    } else {
+      writeFileSync(zst, '');
+      await expect(buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer)).rejects.toThrow(/cannot decompress zstd .*decompress it first/);
+    }
   });
 
   it('pre-tokenized samples need no tokenizer', async () => {

@@ -3,11 +3,11 @@
  * tokenizer's defaults; samples longer than `seqlen` or empty are skipped; stop after `nSamples`
  * accepted; concatenate and cut into floor(total / seqlen) independent blocks.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { InvalidArgumentError, ioError } from '../errors.js';
 import { packageRoot } from '../native.js';
+import { readLines, readWholeText } from './text-stream.js';
 import type { TextTokenizer } from './tokenizer.js';
 
 /** Where calibration data comes from. */
@@ -38,50 +38,51 @@ export interface CalibrationBlocks {
   droppedTokens: number;
 }
 
-async function readText(path: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    throw ioError(`cannot read calibration file ${path}`, err);
-  }
-}
-
-/** Loads the texts of a source, in order (not needed for pre-tokenized sources). */
-export async function loadCalibrationTexts(source: CalibrationSource): Promise<string[]> {
+/**
+ * The texts of a source, in order, read as they are consumed: stopping early stops reading the
+ * file (see text-stream.ts). JSONL, plain text and the shipped default set may be `.gz`.
+ */
+export async function* calibrationTexts(source: CalibrationSource): AsyncGenerator<string> {
   switch (source.kind) {
     case 'texts':
-      return [...source.texts];
-    case 'text': {
-      const text = await readText(source.path);
-      return text.split(/\r?\n\s*\r?\n/);
-    }
+      yield* source.texts;
+      return;
+    case 'text':
+      // Paragraphs need the exact separators, so the (typically small) file is read whole.
+      yield* (await readWholeText(source.path)).split(/\r?\n\s*\r?\n/);
+      return;
     case 'default':
     case 'jsonl': {
       const path = source.kind === 'default' ? defaultCalibrationPath : source.path;
       const column = source.kind === 'jsonl' ? (source.textColumn ?? 'text') : 'text';
-      const lines = (await readText(path)).split(/\r?\n/);
-      const texts: string[] = [];
-      lines.forEach((line, i) => {
-        if (!line.trim()) return;
+      for await (const { line, number } of readLines(path)) {
+        if (!line.trim()) continue;
         let row: unknown;
         try {
           row = JSON.parse(line);
         } catch (err) {
-          throw new InvalidArgumentError(`${path}:${i + 1}: not a JSON object (${(err as Error).message})`);
+          throw new InvalidArgumentError(`${path}:${number}: not a JSON object (${(err as Error).message})`);
         }
         const value = (row as Record<string, unknown> | null)?.[column];
         if (typeof value !== 'string') {
           throw new InvalidArgumentError(
-            `${path}:${i + 1}: expected a string field "${column}" (choose the field with --text-column), got ${value === undefined ? 'no such field' : typeof value}`,
+            `${path}:${number}: expected a string field "${column}" (choose the field with --text-column), got ${value === undefined ? 'no such field' : typeof value}`,
           );
         }
-        texts.push(value);
-      });
-      return texts;
+        yield value;
+      }
+      return;
     }
     case 'tokens':
       throw new InvalidArgumentError('pre-tokenized calibration data has no texts');
   }
+}
+
+/** All the texts of a source, in order (not for pre-tokenized sources). */
+export async function loadCalibrationTexts(source: CalibrationSource): Promise<string[]> {
+  const texts: string[] = [];
+  for await (const text of calibrationTexts(source)) texts.push(text);
+  return texts;
 }
 
 /** Applies the AutoAWQ selection rule and cuts the accepted tokens into blocks. */
@@ -108,7 +109,7 @@ export async function buildCalibrationBlocks(
     for (const ids of source.samples) if (consider(ids)) break;
   } else {
     if (!tokenizer) throw new InvalidArgumentError('a tokenizer is needed to calibrate on text');
-    for (const raw of await loadCalibrationTexts(source)) {
+    for await (const raw of calibrationTexts(source)) {
       const text = raw.trim();
       if (consider(text ? tokenizer.encode(text) : [])) break;
     }

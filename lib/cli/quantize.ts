@@ -50,7 +50,7 @@ async function calibrationSource(opts: Opts): Promise<CalibrationSource | undefi
     return { kind: 'tokens', samples: samples as number[][] };
   }
   if (!opts.calib) return undefined;
-  if (/\.jsonl$/i.test(opts.calib)) return { kind: 'jsonl', path: opts.calib, textColumn: opts.textColumn };
+  if (/\.jsonl(\.gz|\.zst)?$/i.test(opts.calib)) return { kind: 'jsonl', path: opts.calib, textColumn: opts.textColumn };
   return { kind: 'text', path: opts.calib };
 }
 
@@ -60,7 +60,7 @@ export function registerQuantize(program: Command): void {
     .description('quantize a Hugging Face Llama / Mistral / Qwen2 / Qwen3 model to an AWQ checkpoint (AutoAWQ GEMM format)')
     .argument('<model>', 'Hugging Face model folder')
     .requiredOption('--out <dir>', 'output folder (written atomically)')
-    .option('--calib <file>', 'calibration texts: .jsonl (one JSON object per line) or plain text (one sample per paragraph)')
+    .option('--calib <file>', 'calibration texts: .jsonl (one JSON object per line) or plain text (one sample per paragraph); .gz (or .zst on Node 22.15+) compressed too')
     .option('--calib-tokens <file>', 'pre-tokenized calibration samples: a JSON array of arrays of token ids')
     .option('--text-column <name>', 'JSONL field holding the text', 'text')
     .option('--samples <n>', 'calibration samples to accept', positiveInt('--samples'), 128)
