@@ -8,7 +8,8 @@
 #                                        #   CUDA in fp32 and bf16 and evaluates the first 64 windows
 #                                        #   (benchmarks/quality.mjs), and checks Int4Linear on CUDA
 #                                        #   against the CPU (benchmarks/cuda-int4-check.mjs) and
-#                                        #   `awq bench cuda-gemm --quick`; reports and tables to $OUT
+#                                        #   `awq bench cuda-gemm --quick`, and `quantize --resume` on
+#                                        #   CUDA (benchmarks/resume-check.mjs); reports and tables to $OUT
 #
 # .gpu/e2e holds node.xz (this machine's node, xz-compressed: ~24 MB), awq.node.xz (the CUDA
 # addon), pkg/ (dist, package.json, production node_modules) and shared.tar.xz (llama-22m,
@@ -32,7 +33,7 @@ pack() {
   cp -r dist package.json "$E/pkg/"
   # stripped and compressed (the 64 MiB limit is close): unpacked by `run`
   strip --strip-unneeded -o "$E/awq.node" "$addon" && xz -T0 -6 -f "$E/awq.node"
-  cp benchmarks/quality.mjs benchmarks/cuda-int4-check.mjs "$E/pkg/benchmarks/"
+  cp benchmarks/quality.mjs benchmarks/cuda-int4-check.mjs benchmarks/resume-check.mjs "$E/pkg/benchmarks/"
   npm ls --omit=dev --parseable --all 2>/dev/null | tail -n +2 | while read -r dir; do
     rel=${dir#"$PWD/"}
     [ "$rel" = node_modules/node-addon-api ] && continue  # C++ headers for the build only
@@ -64,6 +65,8 @@ run() {
     # quality.mjs writes each setting to <work>/<name>-<precision>
     for w in w4 w3; do cp "/tmp/awq-q-$p/awq-$w-$p/awq-report.json" "$out/report-$p-$w.json"; done
   done
+  # --resume on CUDA: hidden states downloaded after each layer, uploaded again by the next run
+  node benchmarks/resume-check.mjs --backend cuda | tee "$out/resume-check.txt" || echo "resume-check failed (exit $?)"
 }
 
 case "${1:-}" in
