@@ -35,6 +35,26 @@ describe('awq inspect', () => {
     expect(table.stdout).toMatch(/shards: 2/);
   });
 
+  it('warns when the settings say AWQ in a form the reader refuses (quant_config.json GEMV); another method is just not AWQ', async () => {
+    for (const [name, extra, quantConfig, warning] of [
+      ['gemv', {}, { zero_point: true, q_group_size: 128, w_bit: 4, version: 'GEMV' }, /version: expected 'gemm'.*got "GEMV"/],
+      ['awq3', { quantization_config: { quant_method: 'awq', bits: 3, group_size: 128 } }, null, /bits: expected 4/],
+      ['gptq', { quantization_config: { quant_method: 'gptq', bits: 4, group_size: 128 } }, null, null],
+    ] as const) {
+      const dir = join(tmp.dir, `q-${name}`);
+      mkdirSync(dir);
+      writeJson(join(dir, 'config.json'), llamaConfig(extra));
+      if (quantConfig) writeJson(join(dir, 'quant_config.json'), quantConfig);
+      const w = await SafetensorsWriter.create(dir);
+      await w.add('a', 'F32', [2], new Float32Array(2));
+      await w.finish();
+      const r = await inspectCheckpoint(dir);
+      expect(r.awq, name).toBeNull();
+      if (warning) expect(r.awqError, name).toMatch(warning);
+      else expect(r.awqError, name).toBeNull();
+    }
+  });
+
   it('an unsupported architecture is still inspected; a missing path is an error', async () => {
     const dir = join(tmp.dir, 'gpt');
     mkdirSync(dir);

@@ -5,7 +5,8 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -102,9 +103,33 @@ describe('quantize --resume', () => {
     expect(readFileSync(join(kept, 'state.json'), 'utf8'), 'a refused run leaves the folder as it was').toBe(state);
     expect(existsSync(join(kept, 'lock'))).toBe(false);
 
-    writeFileSync(join(kept, 'lock'), `${process.pid}\n`);
+    // the lock: a live process on this host refuses; one on another host refuses saying how to
+    // clear it; a gone process, this process (not holding it: a restarted container's pid 1) and
+    // a lock not written by awq are taken over
+    const lock = (o: unknown) => writeFileSync(join(kept, 'lock'), typeof o === 'string' ? o : JSON.stringify(o));
+    lock({ pid: process.ppid, host: hostname() });
     await expect(quantize({ ...base, resume: true })).rejects.toThrow(/is in use by another awq run \(process \d+\)/);
-    writeFileSync(join(kept, 'lock'), '2147483646\n'); // no such process: taken over
+    lock({ pid: process.ppid, host: 'elsewhere' });
+    await expect(quantize({ ...base, resume: true })).rejects.toThrow(/locked by process \d+ on host elsewhere; if no awq run uses it any more, delete .*lock and run again/);
+    for (const stale of [{ pid: 2147483646, host: hostname() }, { pid: process.pid, host: hostname() }, '']) {
+      lock(stale);
+      await expect(quantize({ ...base, resume: true, wBit: 3 })).rejects.toThrow(/different run/); // got past the lock
+      expect(existsSync(join(kept, 'lock'))).toBe(false);
+    }
+
+    // files awq did not write: refused, nothing deleted
+    const foreign = join(dir, 'f');
+    mkdirSync(resumeDirFor(foreign));
+    writeFileSync(join(resumeDirFor(foreign), 'precious.txt'), 'x');
+    await expect(quantize({ ...base, out: foreign, resume: true })).rejects.toThrow(/holds files awq did not write \(precious\.txt\)/);
+    expect(readdirSync(resumeDirFor(foreign))).toEqual(['precious.txt']);
+    // a run that stops before its first layer leaves no folder
+    const early = join(dir, 'early');
+    const none = await quantize({ ...base, out: early, resume: true, model: join(dir, 'absent') }).catch((e: unknown) => e);
+    expect(none).toBeInstanceOf(Error);
+    mkdirSync(early);
+    await expect(quantize({ ...base, out: early, resume: true })).rejects.toThrow(/already exists/);
+    expect(existsSync(resumeDirFor(early))).toBe(false);
 
     writeFileSync(join(kept, 'state.json'), '{"format": "awq-resume", "version": 1, "layersDone": 3');
     await expect(quantize({ ...base, resume: true })).rejects.toBeInstanceOf(BadCheckpointError);
@@ -127,6 +152,24 @@ describe('quantize --resume', () => {
     expect(failed.status).toBe(1);
     expect(failed.stderr).toMatch(/2 finished layers kept in .*nan\.resume: run the same command again to continue after them/);
     expect(failed.stderr).toMatch(/layer 2: up_proj\.weight.*\(ERR_AWQ_NON_FINITE\)/);
+    // other settings: the same command would not help, so no such advice
+    const other = spawnSync(process.execPath, [...args(nan, join(dir, 'nan')), '--w-bit', '3'], { encoding: 'utf8' });
+    expect(other.stderr).toMatch(/different run \(wBit: 4 there, 3 now\)/);
+    expect(other.stderr).not.toMatch(/run the same command again/);
+
+    // continued with another instruction set: allowed, said, and recorded
+    const small = await writeTinyModel({ layers: 2 });
+    const moved = join(dir, 'moved');
+    // (--precision auto would resolve to bf16 on a CPU with AVX512-BF16 and fp32 on the portable path: another run)
+    const calib = { kind: 'tokens', samples: samples(8) } as const;
+    expect(await runStoppingAfter({ model: small, out: moved, calib, seqlen: 128, threads: 1, precision: 'fp32' }, 0)).toBeInstanceOf(AbortedError);
+    const elsewhere = spawnSync(process.execPath, [...args(small, moved), '--json', '--precision', 'fp32'], {
+      encoding: 'utf8',
+      env: { ...process.env, AWQ_ISA: 'portable' },
+    });
+    expect(elsewhere.status, elsewhere.stderr).toBe(0);
+    expect(elsewhere.stderr).toMatch(/the kept layers were computed on cpu: avx\S*.*, this run computes on cpu: portable/);
+    expect(JSON.parse(elsewhere.stdout)).toMatchObject({ resumedLayers: 1, resumedOn: [expect.stringMatching(/^cpu: avx/)] });
 
     const model = await writeTinyModel({ layers: 12 });
     const out = join(dir, 'q');

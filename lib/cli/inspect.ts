@@ -100,7 +100,10 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
       await (await openAwqCheckpoint(path)).close();
     } catch (err) {
       if (!(err instanceof AwqError)) throw err;
-      if (awq) awqError = err.message;
+      // Settings that say AWQ but are not readable (another version or width) are worth a warning;
+      // another method's quantization_config (GPTQ, ...) is simply not AWQ.
+      const saysAwq = quantizationFile === LEGACY_QUANT_CONFIG || (qc as { quant_method?: unknown }).quant_method === 'awq';
+      if (awq || saysAwq) awqError = err.message;
       else if (!(err instanceof BadConfigError)) throw err;
     }
   }

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 
 import type { CalibrationSource } from '../calib/dataset.js';
-import { InvalidArgumentError, ioError } from '../errors.js';
+import { BadCheckpointError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
 import type { Precision } from '../quantize/layer.js';
 import { quantize, type QuantizationReport } from '../quantize/pipeline.js';
 import { keptProgress } from '../quantize/resume.js';
@@ -129,7 +129,9 @@ export function registerQuantize(program: Command): void {
         else process.stdout.write(summaryTable(report, opts.out));
       } catch (err) {
         view.stop();
-        const progress = opts.resume ? await keptProgress(opts.out) : null;
+        // Not after errors that the same command meets again (settings, lock, existing output, damage).
+        const rerunHelps = !(err instanceof InvalidArgumentError || err instanceof BadConfigError || err instanceof BadCheckpointError);
+        const progress = opts.resume && rerunHelps ? await keptProgress(opts.out) : null;
         if (progress && !opts.quiet) {
           process.stderr.write(
             `awq: ${progress.layersDone} finished layer${progress.layersDone === 1 ? '' : 's'} kept in ${progress.dir}: ` +

@@ -10,7 +10,7 @@ import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter, packAwq, type AwqLinearTensors } from '../checkpoint/awq-format.js';
 import type { Dtype } from '../checkpoint/dtypes.js';
-import { resolveBackend, setThreads } from '../backends.js';
+import { backends, resolveBackend, setThreads } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 import { BadCheckpointError, InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
@@ -93,6 +93,8 @@ export interface QuantizationReport {
   backend: string;
   /** Layers taken from `<out>.resume/` (finished by an earlier run), when resuming. */
   resumedLayers?: number;
+  /** Where those layers were computed (e.g. `cpu: avx512`, `cuda: NVIDIA H200 (compute capability 9.0)`). */
+  resumedOn?: string[];
 }
 
 export interface QuantizeResult {
@@ -178,6 +180,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     let hidden: Float32Array | undefined;
     let calibration: QuantizationReport['calibration'] = null;
     let calibrationDigest: string | null = null;
+    let calibrationTokens: Int32Array | undefined;
     const seqlen = options.seqlen ?? 512;
     if (opts.method === 'awq') {
       checkSequenceFits(cfg, seqlen, 'calibration seqlen');
@@ -198,11 +201,12 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         seqlen,
         droppedTokens: blocks.droppedTokens,
       };
+      calibrationTokens = blocks.tokens;
       calibrationDigest = digest(blocks.tokens);
-      hidden = embed(embedTable, cfg.hiddenSize, blocks.tokens);
     }
     throwIfAborted(signal);
 
+    const machine = machineOf(resolved);
     if (options.resume) {
       const run: RunFingerprint = {
         awq: version,
@@ -214,22 +218,34 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         duoScaling: opts.duoScaling,
         clip: opts.clip,
         precision: resolved.precision,
-        backend: resolved.backend,
         'calibration.tokens': calibrationDigest,
         'calibration.seqlen': opts.method === 'awq' ? seqlen : null,
       };
       kept = await ResumeState.open<LayerSummary>(options.out, run);
-      const h = await kept.readHidden();
-      if (h) {
-        if (h.data.length !== hidden?.length) {
-          throw new BadCheckpointError(`${kept.dir}: the kept hidden states do not match this calibration; remove the folder to start afresh`);
-        }
-        hidden = h.data;
-      }
       if (kept.layersDone > 0) {
+        if (calibrationTokens) {
+          // the next layer's input, instead of the embedded calibration tokens
+          const h = await kept.readHidden();
+          if (h?.data.length !== calibrationTokens.length * cfg.hiddenSize) {
+            throw new BadCheckpointError(`${kept.dir}: the hidden states after layer ${kept.layersDone - 1} are missing or of another size; remove the folder to start afresh`);
+          }
+          hidden = h.data;
+        }
         progress.emit({ stage: 'load', completed: 0, total: 1, message: `resuming after layer ${kept.layersDone - 1} (kept in ${kept.dir})` });
+        const elsewhere = [...new Set(kept.machines)].filter((m) => m !== machine);
+        if (elsewhere.length > 0) {
+          progress.emit({
+            stage: 'load',
+            completed: 0,
+            total: 1,
+            message:
+              `the kept layers were computed on ${elsewhere.join(', ')}, this run computes on ${machine}: ` +
+              'the checkpoint equals an uninterrupted run up to fp32 rounding (near-tie choices may differ)',
+          });
+        }
       }
     }
+    if (calibrationTokens && !hidden) hidden = embed(embedTable, cfg.hiddenSize, calibrationTokens);
     if (hidden && opts.backend === 'cuda') {
       // held on the device from here on: each layer reads its input there and leaves its output
       deviceHidden = await CudaHiddenStates.upload(hidden, cfg.hiddenSize);
@@ -274,7 +290,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       const summary: LayerSummary = { layer: i, wallMs: performance.now() - layerStart, ...result.report };
       if (kept) {
         const next = deviceHidden ? await deviceHidden.download() : hidden;
-        await kept.saveLayer(i, packed, next ? { data: next, cols: cfg.hiddenSize } : null, summary);
+        await kept.saveLayer(i, packed, next ? { data: next, cols: cfg.hiddenSize } : null, summary, machine);
       }
       layers.push(summary);
       progress.emit({ stage: 'layer', completed: i + 1, total: cfg.numLayers, layer: i, phase: 'done' });
@@ -302,7 +318,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       totalMs: performance.now() - started,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
       backend: resolved.description,
-      ...(kept ? { resumedLayers: resumed } : {}),
+      ...(kept ? { resumedLayers: resumed, resumedOn: [...new Set(kept.machines.slice(0, resumed))] } : {}),
     };
     await writer.addFile('awq-report.json', `${JSON.stringify(report, null, 2)}\n`);
     throwIfAborted(signal);
@@ -319,6 +335,16 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     await kept?.close();
     await model.close();
   }
+}
+
+/** Where the search's arithmetic runs: results agree across machines up to fp32 rounding only. */
+function machineOf(resolved: ReturnType<typeof resolveBackend>): string {
+  const b = backends();
+  if (resolved.backend === 'cuda' && b.cuda) {
+    const d = b.cuda.devices[0];
+    return `cuda: ${d.name} (compute capability ${d.computeCapability})`;
+  }
+  return `cpu: ${b.cpu.isa}${resolved.precision === 'bf16' && b.cpu.bf16Products ? ' with bf16 instructions' : ''}`;
 }
 
 async function biasToF16(name: string, bias: Float32Array): Promise<Uint16Array> {

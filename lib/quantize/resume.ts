@@ -10,9 +10,15 @@
  * Every file is written under a temporary name, flushed to disk and renamed, and state.json is
  * renamed last, so the folder always describes finished layers only. A lock file keeps two runs
  * from sharing the folder. The folder is removed once the checkpoint is in place.
+ *
+ * The fingerprint holds what defines the result (model, settings, precision, calibration, awq
+ * version); where the arithmetic ran (instruction set, GPU) is recorded per layer but may change
+ * between runs: a run continued on another machine is still that run, with the kept layers
+ * rounded as they were there.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { AwqError, BadCheckpointError, InvalidArgumentError, ioError } from '../errors.js';
@@ -37,6 +43,8 @@ interface StateFile<Report> {
   /** The hidden states after layer layersDone-1 (null before any layer, and for RTN). */
   hidden: { file: string; rows: number; cols: number } | null;
   reports: Report[];
+  /** Where each finished layer's arithmetic ran (e.g. `cpu: avx512`), in layer order. */
+  machines: string[];
 }
 
 const STATE = 'state.json';
@@ -44,6 +52,9 @@ const LOCK = 'lock';
 const CHUNK = 64 << 20;
 const pad5 = (i: number) => String(i).padStart(5, '0');
 const layerFile = (i: number) => `layer-${pad5(i)}.safetensors`;
+const hiddenFile = (i: number) => `hidden-after-layer-${pad5(i)}.f32`;
+/** Names this module writes (final or temporary): the only ones it ever deletes. */
+const OURS = /^(layer-\d{5}\.safetensors|hidden-after-layer-\d{5}\.f32|state\.json|lock)(\.(tmp|stale)-[0-9a-f]+)?$/;
 
 /** The folder a resumable run of `out` keeps its progress in. */
 export function resumeDirFor(out: string): string {
@@ -102,10 +113,16 @@ export class ResumeState<Report> {
     return this.state.reports;
   }
 
+  /** Where each finished layer ran, in order. */
+  get machines(): readonly string[] {
+    return this.state.machines;
+  }
+
   /**
    * Opens `<out>.resume/` (creating it when absent) for a run with fingerprint `run`, and locks it.
    * A folder kept by a run with another fingerprint is an InvalidArgumentError that names the
-   * differences and leaves the folder alone; a damaged one is a BadCheckpointError.
+   * differences and leaves the folder alone; a damaged one is a BadCheckpointError; a folder of
+   * that name that awq did not write is refused.
    */
   static async open<R>(out: string, run: RunFingerprint): Promise<ResumeState<R>> {
     const dir = resumeDirFor(out);
@@ -113,6 +130,13 @@ export class ResumeState<Report> {
       await mkdir(dir, { recursive: true });
     } catch (err) {
       throw ioError(`creating ${dir}`, err);
+    }
+    const foreign = (await listDir(dir)).filter((name) => !OURS.test(name));
+    if (foreign.length > 0) {
+      throw new InvalidArgumentError(
+        `${dir} holds files awq did not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}): ` +
+          'it is where --resume keeps its progress; move them away',
+      );
     }
     await takeLock(dir);
     try {
@@ -122,7 +146,7 @@ export class ResumeState<Report> {
         throw ioError(`reading ${join(dir, STATE)}`, err);
       });
       if (text === null) {
-        state = { format: 'awq-resume', version: 1, run, layersDone: 0, hidden: null, reports: [] };
+        state = { format: 'awq-resume', version: 1, run, layersDone: 0, hidden: null, reports: [], machines: [] };
       } else {
         state = parseState<R>(text, join(dir, STATE));
         const diff = differences(state.run, run);
@@ -137,7 +161,7 @@ export class ResumeState<Report> {
       await rs.removeStrays();
       return rs;
     } catch (err) {
-      await rm(join(dir, LOCK), { force: true }).catch(() => {});
+      await releaseLock(dir);
       throw err;
     }
   }
@@ -215,7 +239,13 @@ export class ResumeState<Report> {
    * Keeps finished layer `i` (which must be the next one), the hidden states after it (null for
    * RTN) and its report. When this returns, the layer survives anything that stops the run.
    */
-  async saveLayer(i: number, layer: PackedLayer, hidden: { data: Float32Array; cols: number } | null, report: Report): Promise<void> {
+  async saveLayer(
+    i: number,
+    layer: PackedLayer,
+    hidden: { data: Float32Array; cols: number } | null,
+    report: Report,
+    machine: string,
+  ): Promise<void> {
     if (i !== this.state.layersDone) throw new InvalidArgumentError(`layer ${i}: expected layer ${this.state.layersDone} next`);
     const tmp = join(this.dir, `${layerFile(i)}.tmp-${randomBytes(4).toString('hex')}`);
     const w = await SafetensorsWriter.create(tmp);
@@ -238,31 +268,51 @@ export class ResumeState<Report> {
     const previous = this.state.hidden?.file;
     let kept: StateFile<Report>['hidden'] = null;
     if (hidden) {
-      kept = { file: `hidden-after-layer-${pad5(i)}.f32`, rows: hidden.data.length / hidden.cols, cols: hidden.cols };
+      kept = { file: hiddenFile(i), rows: hidden.data.length / hidden.cols, cols: hidden.cols };
       await writeDurably(join(this.dir, kept.file), new Uint8Array(hidden.data.buffer, hidden.data.byteOffset, hidden.data.byteLength));
     }
-    const next: StateFile<Report> = { ...this.state, layersDone: i + 1, hidden: kept, reports: [...this.state.reports, report] };
+    const next: StateFile<Report> = {
+      ...this.state,
+      layersDone: i + 1,
+      hidden: kept,
+      reports: [...this.state.reports, report],
+      machines: [...this.state.machines, machine],
+    };
+    // The renames above reach the disk before the state that names their files.
+    await syncDir(this.dir);
     await writeDurably(join(this.dir, STATE), Buffer.from(`${JSON.stringify(next, null, 1)}\n`));
+    await syncDir(this.dir);
     this.state = next;
     if (previous && previous !== kept?.file) await rm(join(this.dir, previous), { force: true }).catch(() => {});
   }
 
-  /** Unlocks the folder and leaves it for a later run. */
+  /** Unlocks the folder and leaves it for a later run (removes it when it holds no finished layer). */
   async close(): Promise<void> {
-    await rm(join(this.dir, LOCK), { force: true }).catch(() => {});
+    if (this.state.layersDone === 0) {
+      await this.remove();
+      return;
+    }
+    await releaseLock(this.dir);
   }
 
   /** Deletes the folder (the checkpoint is complete). */
   async remove(): Promise<void> {
+    await releaseLock(this.dir);
     await rm(this.dir, { recursive: true, force: true }).catch(() => {});
   }
 
   /** Temporary files of a run that stopped while writing, layers past layersDone, old hidden states. */
   private async removeStrays(): Promise<void> {
-    const keep = new Set([STATE, LOCK, this.state.hidden?.file]);
+    const keep = new Set([STATE, LOCK]);
+    if (this.state.hidden) keep.add(this.state.hidden.file);
     for (let i = 0; i < this.state.layersDone; i++) keep.add(layerFile(i));
-    for (const name of await readdir(this.dir)) {
-      if (!keep.has(name)) await rm(join(this.dir, name), { recursive: true, force: true });
+    for (const name of await listDir(this.dir)) {
+      if (keep.has(name) || !OURS.test(name) || /^lock\./.test(name)) continue;
+      try {
+        await rm(join(this.dir, name), { recursive: true, force: true });
+      } catch (err) {
+        throw ioError(`removing ${join(this.dir, name)}`, err);
+      }
     }
   }
 }
@@ -282,6 +332,7 @@ function parseState<R>(text: string, path: string): StateFile<R> {
     bad('inconsistent layer count');
   }
   if (typeof s.run !== 'object' || s.run === null) bad('no run fingerprint');
+  if (!Array.isArray(s.machines) || s.machines.length !== s.layersDone) bad('inconsistent machine list');
   const h = s.hidden;
   if (h !== null && !(typeof h?.file === 'string' && /^[\w.-]+$/.test(h.file) && Number.isInteger(h.rows) && Number.isInteger(h.cols))) {
     bad('bad hidden-state entry');
@@ -297,23 +348,68 @@ function differences(kept: RunFingerprint, now: RunFingerprint): string[] {
   return diff.length > 4 ? [...diff.slice(0, 4), `${diff.length - 4} more`] : diff;
 }
 
-/** Creates the lock file, or takes over one whose process is gone. */
+/** Lock files this process holds (a lock naming this process is stale unless listed here). */
+const heldLocks = new Set<string>();
+const LOCK_OWNER = JSON.stringify({ pid: process.pid, host: hostname() });
+
+/**
+ * Takes `<dir>/lock`: the owner (pid and host) is written to a temporary file that link() then
+ * publishes, so the lock never exists half-written, and only one of two runs can create it. A
+ * lock of a process that is gone (same host) is moved aside by rename(), which only one taker
+ * wins, and taken. On another host liveness cannot be checked: refused, saying how to clear it.
+ */
 async function takeLock(dir: string): Promise<void> {
   const path = join(dir, LOCK);
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
     try {
-      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+      await writeFile(tmp, LOCK_OWNER);
+      await link(tmp, path);
+      heldLocks.add(path);
       return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(`locking ${dir}`, err);
+    } finally {
+      await rm(tmp, { force: true }).catch(() => {});
     }
-    const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-      throw new InvalidArgumentError(`${dir} is in use by another awq run (process ${pid})`);
+    const text = await readFile(path, 'utf8').catch(() => null);
+    if (text === null) continue; // released meanwhile
+    let owner: { pid?: unknown; host?: unknown } = {};
+    try {
+      owner = JSON.parse(text) as typeof owner;
+    } catch {
+      // not written by this protocol: stale
     }
-    await rm(path, { force: true });
+    const pid = typeof owner.pid === 'number' ? owner.pid : 0;
+    if (typeof owner.host === 'string' && owner.host !== hostname()) {
+      throw new InvalidArgumentError(
+        `${dir} is locked by process ${pid} on host ${owner.host}; if no awq run uses it any more, delete ${path} and run again`,
+      );
+    }
+    const mine = pid === process.pid;
+    if ((mine && heldLocks.has(path)) || (!mine && pid > 0 && isAlive(pid))) {
+      throw new InvalidArgumentError(`${dir} is in use by ${mine ? "this process" : `another awq run (process ${pid})`}`);
+    }
+    const aside = `${path}.stale-${randomBytes(4).toString('hex')}`;
+    try {
+      await rename(path, aside);
+    } catch {
+      continue; // another run moved it first
+    }
+    if ((await readFile(aside, 'utf8').catch(() => null)) !== text) {
+      // a fresh lock was published between our read and the rename: give it back
+      await link(aside, path).catch(() => {});
+    }
+    await rm(aside, { force: true }).catch(() => {});
   }
-  throw new InvalidArgumentError(`${dir}: could not take its lock`);
+  throw new InvalidArgumentError(`${dir}: could not take its lock (other runs keep taking it)`);
+}
+
+/** Removes the lock if this process holds it. */
+async function releaseLock(dir: string): Promise<void> {
+  const path = join(dir, LOCK);
+  if (!heldLocks.delete(path)) return;
+  if ((await readFile(path, 'utf8').catch(() => null)) === LOCK_OWNER) await rm(path, { force: true }).catch(() => {});
 }
 
 function isAlive(pid: number): boolean {
@@ -322,6 +418,27 @@ function isAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    throw ioError(`reading ${dir}`, err);
+  }
+}
+
+/** Flushes a folder's entries (renames) to disk; best effort where the filesystem cannot. */
+async function syncDir(dir: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(dir, 'r');
+    await fh.sync();
+  } catch {
+    // e.g. EINVAL on filesystems without directory fsync
+  } finally {
+    await fh?.close().catch(() => {});
   }
 }
 
