@@ -5,9 +5,9 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
@@ -101,6 +101,19 @@ describe('quantize --resume', () => {
     const otherCalib = await quantize({ ...base, calib: { kind: 'tokens', samples: samples(3) }, resume: true }).catch((e: unknown) => e);
     expect((otherCalib as Error).message).toMatch(/calibration\.tokens: "[0-9a-f]{64}" there, "[0-9a-f]{64}" now/);
     expect(readFileSync(join(kept, 'state.json'), 'utf8'), 'a refused run leaves the folder as it was').toBe(state);
+    // the model: a copy (new modification times) is the same model; other weights of the same
+    // size and header (another fine-tune) are not
+    const weights = join(model, readdirSync(model).find((f) => f.endsWith('.safetensors'))!);
+    const bytes = readFileSync(weights);
+    utimesSync(weights, new Date(), new Date(Date.now() + 5000));
+    await expect(quantize({ ...base, wBit: 3, resume: true })).rejects.toThrow(/different run \(wBit: 4 there, 3 now\)/);
+    const tuned = Buffer.from(bytes);
+    for (let i = tuned.length >> 1; i < tuned.length; i += 4096) tuned[i] ^= 1;
+    writeFileSync(weights, tuned);
+    const tunedErr = await quantize({ ...base, resume: true }).catch((e: unknown) => e);
+    const file = basename(weights).replace(/\./g, '\\.');
+    expect((tunedErr as Error).message).toMatch(new RegExp(`different run \\(model\\.${file}: "\\d+ bytes, sampled sha256 [0-9a-f]{16}" there`));
+    writeFileSync(weights, bytes);
     expect(existsSync(join(kept, 'lock'))).toBe(false);
 
     // the lock: a live process on this host refuses; one on another host refuses saying how to

@@ -17,7 +17,7 @@
  * rounded as they were there.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -80,20 +80,43 @@ export function digest(data: ArrayBufferView | string): string {
 }
 
 /**
- * Identity of a model folder for resuming: config.json's digest and every weight file's name,
- * size and modification time (reading gigabytes of weights to hash them would cost minutes).
+ * Identity of a model folder for resuming: config.json's digest, and per weight file its size and
+ * a digest of its first 1 MiB (the safetensors header) and of 64 slices of 16 KiB spread over it.
+ * Hashing gigabytes would take minutes; modification times change with every copy or download
+ * of the same files; the sampled bytes tell two fine-tunes of one base model apart (their headers
+ * and sizes are equal, their weights differ everywhere).
  */
 export async function modelFingerprint(dir: string): Promise<RunFingerprint> {
   try {
     const fp: RunFingerprint = { 'model.config': digest(await readFile(join(dir, 'config.json'), 'utf8')) };
     for (const name of (await readdir(dir)).sort()) {
-      if (!/\.safetensors(\.index\.json)?$/.test(name)) continue;
-      const s = await stat(join(dir, name));
-      fp[`model.${name}`] = `${s.size} bytes, modified ${s.mtime.toISOString()}`;
+      if (/\.safetensors(\.index\.json)?$/.test(name)) fp[`model.${name}`] = await sampledDigest(join(dir, name));
     }
     return fp;
   } catch (err) {
     throw ioError(`reading ${dir}`, err);
+  }
+}
+
+async function sampledDigest(path: string): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const h = createHash('sha256');
+    const buf = Buffer.alloc(1 << 20);
+    const take = async (pos: number, len: number) => {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(len, buf.length), pos);
+      h.update(buf.subarray(0, bytesRead));
+    };
+    await take(0, buf.length);
+    const SLICES = 64;
+    const SLICE = 16 << 10;
+    if (size > buf.length) {
+      for (let i = 0; i < SLICES; i++) await take(Math.floor(((size - SLICE) * i) / (SLICES - 1)), SLICE);
+    }
+    return `${size} bytes, sampled sha256 ${h.digest('hex').slice(0, 16)}`;
+  } finally {
+    await fh.close();
   }
 }
 
