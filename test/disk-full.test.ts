@@ -7,7 +7,7 @@
  * folder nor its temporary folder behind.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, openSync, readdirSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
+import { existsSync, openSync, readdirSync, readFileSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -102,5 +102,21 @@ describe.skipIf(skipReason !== null)(`quantize onto a disk that fills up${skipRe
     // the unlimited run's folder is the only thing written
     expect(readdirSync(parent).sort()).toEqual(['full']);
     expect(existsSync(join(full, 'config.json'))).toBe(true);
+
+    // --resume: the layers finished before the disk filled are kept, and once there is room the
+    // same command continues after them and writes the same checkpoint
+    const out = join(parent, 'resumed');
+    const r = runLimited(cases[0].kib, [...args(out), '--resume']);
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/the disk is full for this file.*\(ERR_AWQ_IO\)/);
+    expect(existsSync(out)).toBe(false);
+    const kept = JSON.parse(readFileSync(join(`${out}.resume`, 'state.json'), 'utf8')).layersDone;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThan(4);
+    const again = runLimited(null, [...args(out), '--resume', '--json']);
+    expect(again.status, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).resumedLayers).toBe(kept);
+    expect(readFileSync(join(out, 'model.safetensors')).equals(readFileSync(shard))).toBe(true);
+    expect(existsSync(`${out}.resume`)).toBe(false);
   });
 });
