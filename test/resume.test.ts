@@ -204,4 +204,33 @@ describe('quantize --resume', () => {
     expect(existsSync(resumeDirFor(out))).toBe(false);
     expect(JSON.parse(readFileSync(join(out, 'awq-report.json'), 'utf8')).layers).toHaveLength(12);
   }, 180_000);
+  it('SIGKILL at any moment (mid-layer, mid-save) loses at most the layer in progress; the runs that follow finish the same checkpoint', async () => {
+    const dir = scratchDir('awq-resume-kill-');
+    const ids = join(dir, 'ids.json');
+    writeFileSync(ids, JSON.stringify(samples(8)));
+    const model = await writeTinyModel({ layers: 10, seed: 7 });
+    const args = (out: string, resume: boolean) =>
+      [cli, 'quantize', model, '--out', out, '--calib-tokens', ids, '--seqlen', '128', '--threads', '1', '--precision', 'fp32', '--quiet', ...(resume ? ['--resume'] : [])];
+    const whole = join(dir, 'whole');
+    expect(spawnSync(process.execPath, args(whole, false), { encoding: 'utf8' }).status).toBe(0);
+
+    const out = join(dir, 'q');
+    const seen: number[] = [];
+    // Each run is killed a little later than the last one got (sometimes inside a save: the
+    // state's files are written every few milliseconds), until one finishes.
+    for (let attempt = 0, delay = 150; attempt < 30; attempt++, delay += 37) {
+      const child = spawn(process.execPath, args(out, true), { stdio: 'ignore' });
+      const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+      const timer = setTimeout(() => child.kill('SIGKILL'), delay);
+      const code = await exited;
+      clearTimeout(timer);
+      if (code === 0) break;
+      seen.push((await keptProgress(out))?.layersDone ?? 0);
+    }
+    expect(existsSync(out), `kept after each kill: ${seen.join(', ')}`).toBe(true);
+    expect(seen.length, 'at least one run was killed').toBeGreaterThan(0);
+    expect(seen, 'kept layers never go back').toEqual([...seen].sort((x, y) => x - y));
+    expect(checkpointFiles(out)).toEqual(checkpointFiles(whole));
+    expect(existsSync(resumeDirFor(out))).toBe(false);
+  }, 180_000);
 });
