@@ -8,8 +8,9 @@
 #                                        #   CUDA in fp32 and bf16 and evaluates the first 64 windows
 #                                        #   (benchmarks/quality.mjs), and checks Int4Linear on CUDA
 #                                        #   against the CPU (benchmarks/cuda-int4-check.mjs) and
-#                                        #   `awq bench cuda-gemm --quick`, and `quantize --resume` on
-#                                        #   CUDA (benchmarks/resume-check.mjs); reports and tables to $OUT
+#                                        #   `awq bench cuda-gemm --quick`, `awq eval --backend cuda`
+#                                        #   against the CPU, and `quantize --resume` on CUDA
+#                                        #   (benchmarks/resume-check.mjs); reports and tables to $OUT
 #
 # .gpu/e2e holds node.xz (this machine's node, xz-compressed: ~24 MB), awq.node.xz (the CUDA
 # addon), pkg/ (dist, package.json, production node_modules) and shared.tar.xz (llama-22m,
@@ -65,6 +66,15 @@ run() {
     # quality.mjs writes each setting to <work>/<name>-<precision>
     for w in w4 w3; do cp "/tmp/awq-q-$p/awq-$w-$p/awq-report.json" "$out/report-$p-$w.json"; done
   done
+  # awq eval on CUDA against the CPU (64 windows): the AWQ w4 checkpoint just written, the dense model
+  for m in /tmp/awq-q-fp32/awq-w4-fp32 ../shared/models/llama-22m; do
+    for b in cuda cpu; do
+      node dist/cli/main.js eval "$m" --text ../shared/data/eval.txt --windows 64 --json --quiet --backend "$b" \
+        > "$out/eval-$(basename "$m")-$b.json" || echo "awq eval --backend $b $m failed (exit $?)"
+    done
+    node -e 'const [g, c] = process.argv.slice(1, 3).map((f) => require(f)); console.log(process.argv[3], "cuda", g.perplexity, g.seconds + " s", "cpu", c.perplexity, c.seconds + " s", "rel diff", Math.abs(g.perplexity / c.perplexity - 1))' \
+      "$out/eval-$(basename "$m")-cuda.json" "$out/eval-$(basename "$m")-cpu.json" "$(basename "$m")" || true
+  done | tee "$out/eval-cuda.txt"
   # --resume on CUDA: hidden states downloaded after each layer, uploaded again by the next run
   node benchmarks/resume-check.mjs --backend cuda | tee "$out/resume-check.txt" || echo "resume-check failed (exit $?)"
 }

@@ -70,6 +70,8 @@ export interface NativeBinding {
   cudaHiddenInfo(h: CudaHiddenHandle): { tokens: number; hiddenSize: number; released: boolean };
   cudaHiddenDownload(h: CudaHiddenHandle): Promise<Float32Array>;
   cudaHiddenRelease(h: CudaHiddenHandle): Promise<void>;
+  /** One decoder layer's fp32 forward on the device states, in place (evaluation on CUDA). */
+  cudaHiddenForward(h: CudaHiddenHandle, arch: LayerArch, weights: LayerWeights, seqlen: number, abortFlag?: Int32Array): Promise<void>;
   // Dense fp32 GEMM (native/addon/gemm.cc).
   /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
   sgemm(

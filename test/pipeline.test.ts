@@ -10,6 +10,8 @@ import { describe, expect, it } from 'vitest';
 import {
   AbortedError,
   BadCheckpointError,
+  backends,
+  CudaError,
   evaluate,
   Int4Linear,
   InvalidArgumentError,
@@ -68,6 +70,26 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
       expect(Number.isFinite(r.perplexity)).toBe(true);
     });
   }
+
+  it('evaluate with backend cuda gives the CPU perplexity (fp32); without a device a CudaError, and auto falls back to the CPU', async () => {
+    const text = 'the quick brown fox jumps over the lazy dog. '.repeat(60);
+    for (const modelType of ['qwen2', 'qwen3'] as const) {
+      const model = await writeTinyModel({ layers: 2, modelType });
+      const cpu = await evaluate({ model, text, seqlen: 64 });
+      expect(cpu.backend).toMatch(/^cpu \(/);
+      if (!backends().cuda) {
+        const err = await evaluate({ model, text, seqlen: 64, backend: 'cuda' }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(CudaError);
+        expect((err as Error).message).toMatch(/npm run build:cuda/);
+        const auto = await evaluate({ model, text, seqlen: 64, backend: 'auto' });
+        expect([auto.backend.slice(0, 3), auto.perplexity]).toEqual(['cpu', cpu.perplexity]);
+        continue;
+      }
+      const gpu = await evaluate({ model, text, seqlen: 64, backend: 'cuda' });
+      expect(gpu.backend).toMatch(/^cuda \(/);
+      expect(Math.abs(gpu.perplexity / cpu.perplexity - 1), modelType).toBeLessThan(1e-5);
+    }
+  });
 
   it('rtn needs no calibration and differs from awq', async () => {
     const model = await writeTinyModel({ layers: 1 });

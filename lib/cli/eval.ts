@@ -1,5 +1,5 @@
 /** `awq eval <folder> --text file`: perplexity of a dense or AWQ model (REFERENCE.md section 7). */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 
 import { evaluate } from '../eval/perplexity.js';
 import { abortOnSignals, progressView } from './progress-view.js';
@@ -14,9 +14,14 @@ export function registerEval(program: Command): void {
     .option('--seqlen <n>', 'window length in tokens', positiveInt('--seqlen'), 512)
     .option('--windows <n>', 'evaluate only the first N windows', positiveInt('--windows'))
     .option('--threads <n>', 'native threads (default: all cores)', positiveInt('--threads'))
+    .addOption(
+      new Option('--backend <b>', 'where the decoder layers run (cuda: device 0; auto: CUDA when a CUDA build sees a device)')
+        .choices(['cpu', 'cuda', 'auto'])
+        .default('cpu'),
+    )
     .option('--json', 'print a JSON object (progress as JSON lines on stderr)')
     .option('--quiet', 'no progress output')
-    .action(async (folder: string, opts: { text: string; seqlen: number; windows?: number; threads?: number; json?: boolean; quiet?: boolean }) => {
+    .action(async (folder: string, opts: { text: string; seqlen: number; windows?: number; threads?: number; backend: 'cpu' | 'cuda' | 'auto'; json?: boolean; quiet?: boolean }) => {
       const { setThreads } = await import('../backends.js');
       if (opts.threads) setThreads(opts.threads);
       const controller = new AbortController();
@@ -28,18 +33,19 @@ export function registerEval(program: Command): void {
           textPath: opts.text,
           seqlen: opts.seqlen,
           windows: opts.windows,
+          backend: opts.backend,
           signal: controller.signal,
           onProgress: view.listener,
         });
         view.stop();
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ perplexity: r.perplexity, tokens: r.tokens, windows: r.windows, seqlen: r.seqlen, predictedTokens: r.predictedTokens, quantized: r.quantized, seconds: r.elapsedMs / 1000 })}\n`,
+            `${JSON.stringify({ perplexity: r.perplexity, tokens: r.tokens, windows: r.windows, seqlen: r.seqlen, predictedTokens: r.predictedTokens, quantized: r.quantized, backend: r.backend, seconds: r.elapsedMs / 1000 })}\n`,
           );
         } else {
           process.stdout.write(
             `perplexity ${r.perplexity.toFixed(3)} over ${r.windows} windows of ${r.seqlen} tokens ` +
-              `(${r.tokens} tokens, ${r.predictedTokens} predicted; ${r.quantized ? 'AWQ checkpoint' : 'full precision'}; ${(r.elapsedMs / 1000).toFixed(1)} s)\n`,
+              `(${r.tokens} tokens, ${r.predictedTokens} predicted; ${r.quantized ? 'AWQ checkpoint' : 'full precision'}; ${r.backend}; ${(r.elapsedMs / 1000).toFixed(1)} s)\n`,
           );
         }
       } finally {

@@ -9,11 +9,14 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { loadTokenizer } from '../calib/tokenizer.js';
-import { InvalidArgumentError, ioError } from '../errors.js';
+import { resolveBackend } from '../backends.js';
+import { CudaError, InvalidArgumentError, ioError } from '../errors.js';
+import { native } from '../native.js';
+import { CudaHiddenStates } from '../quantize/cuda-hidden.js';
 import { checkSequenceFits } from '../models/config.js';
 import { embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
-import { decoderLayerForward, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
+import { decoderLayerForward, decoderLayerForwardOnDevice, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
 
 export interface EvaluateOptions {
   /** Model folder: Hugging Face (dense) or AWQ checkpoint. */
@@ -24,6 +27,12 @@ export interface EvaluateOptions {
   seqlen?: number; // 512
   /** Only the first N windows (default: all). */
   windows?: number;
+  /**
+   * Where the decoder layers run: 'cpu' (default), 'cuda' (device 0; CudaError without a CUDA
+   * build and device) or 'auto' (CUDA when available, else the CPU with a progress note). fp32
+   * either way; the final norm, lm_head and log-softmax run on the CPU.
+   */
+  backend?: 'cpu' | 'cuda' | 'auto';
   signal?: AbortSignal;
   onProgress?: ProgressListener;
 }
@@ -39,6 +48,8 @@ export interface EvaluateResult {
   /** Mean negative log-likelihood (nats per token). */
   meanNll: number;
   quantized: boolean;
+  /** What ran the decoder layers, e.g. `cpu (avx512, 2 threads)` or `cuda (NVIDIA H200, fp32)`. */
+  backend: string;
   elapsedMs: number;
 }
 
@@ -88,6 +99,11 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       throw ioError(`cannot read evaluation text ${options.textPath}`, err);
     }
   }
+  const resolved = resolveBackend(options.backend ?? 'cpu', 'fp32');
+  if (resolved.backend === 'cuda' && typeof native().cudaHiddenForward !== 'function') {
+    throw new CudaError('this CUDA build predates evaluation on CUDA: rebuild it with `npm run build:cuda`');
+  }
+  if (resolved.note) progress.emit({ stage: 'load', completed: 0, total: 1, message: resolved.note });
   const model = await openModelWeights(options.model);
   try {
     checkSequenceFits(model.config, seqlen, 'seqlen');
@@ -98,7 +114,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       throw new InvalidArgumentError(`evaluation text has ${ids.length} tokens, fewer than one window of ${seqlen}`);
     }
     const windows = Math.min(available, options.windows ?? available);
-    const nll = await modelNll(model, Int32Array.from(ids.slice(0, windows * seqlen)), seqlen, progress, options.signal);
+    const nll = await modelNll(model, Int32Array.from(ids.slice(0, windows * seqlen)), seqlen, resolved.backend, progress, options.signal);
     const meanNll = nll.sum / nll.count;
     return {
       perplexity: Math.exp(meanNll),
@@ -108,6 +124,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       seqlen,
       meanNll,
       quantized: model.quantization !== null,
+      backend: resolved.description.replace(', fp32', ''),
       elapsedMs: performance.now() - started,
     };
   } finally {
@@ -119,6 +136,7 @@ async function modelNll(
   model: ModelWeights,
   tokens: Int32Array,
   seqlen: number,
+  backend: 'cpu' | 'cuda',
   progress: ProgressTracker,
   signal: AbortSignal | undefined,
 ): Promise<{ sum: number; count: number }> {
@@ -146,11 +164,27 @@ async function modelNll(
     const w1 = Math.min(windows, w0 + windowsPerChunk);
     const chunk = tokens.subarray(w0 * seqlen, w1 * seqlen);
     let hidden = embed(embedTable, cfg.hiddenSize, chunk);
-    for (let i = 0; i < cfg.numLayers; i++) {
-      throwIfAborted(signal);
-      progress.emit({ stage: 'eval', completed: w0, total: windows, layer: i, phase: 'forward' });
-      const input = hidden;
-      hidden = await inLayer(model, i, async () => decoderLayerForward(arch, await layer(i), input, seqlen, { signal }));
+    const step = (i: number) => progress.emit({ stage: 'eval', completed: w0, total: windows, layer: i, phase: 'forward' });
+    if (backend === 'cuda') {
+      // the chunk's activations stay on the device from the embedding to the last layer
+      const device = await CudaHiddenStates.upload(hidden, cfg.hiddenSize);
+      try {
+        for (let i = 0; i < cfg.numLayers; i++) {
+          throwIfAborted(signal);
+          step(i);
+          await inLayer(model, i, async () => decoderLayerForwardOnDevice(arch, await layer(i), device, seqlen, { signal }));
+        }
+        hidden = await device.download();
+      } finally {
+        await device.release().catch(() => undefined); // the garbage collector frees it otherwise
+      }
+    } else {
+      for (let i = 0; i < cfg.numLayers; i++) {
+        throwIfAborted(signal);
+        step(i);
+        const input = hidden;
+        hidden = await inLayer(model, i, async () => decoderLayerForward(arch, await layer(i), input, seqlen, { signal }));
+      }
     }
     const r = await lmHeadNll(hidden, seqlen, finalNorm, cfg.rmsNormEps, lmHead, cfg.vocabSize, chunk);
     sum += r.nllSum;

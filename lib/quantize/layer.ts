@@ -222,6 +222,28 @@ export async function decoderLayerForward(
   return withAbort(control.signal, (flag) => native().decoderLayerForward(arch, weights, hidden, seqlen, flag));
 }
 
+/**
+ * decoderLayerForward on device-resident hidden states, in place (fp32; CUDA builds): after it
+ * `hidden` holds the layer's output (after an error or an abort, still its input). What
+ * `evaluate` with backend 'cuda' runs per layer, so a chunk's activations stay on the device.
+ */
+export async function decoderLayerForwardOnDevice(
+  arch: LayerArch,
+  weights: LayerWeights,
+  hidden: CudaHiddenStates,
+  seqlen: number,
+  control: { signal?: AbortSignal } = {},
+): Promise<void> {
+  validateLayer(arch, weights);
+  if (!(hidden instanceof CudaHiddenStates)) throw new InvalidArgumentError(`hidden: expected CudaHiddenStates, got ${describe(hidden)}`);
+  if (hidden.hiddenSize !== arch.hiddenSize || hidden.tokens % positiveInt('seqlen', seqlen) !== 0) {
+    throw new InvalidArgumentError(
+      `hidden: expected [blocks * seqlen, ${arch.hiddenSize}] device states, got [${hidden.tokens}, ${hidden.hiddenSize}] (seqlen ${seqlen})`,
+    );
+  }
+  return withAbort(control.signal, (flag) => native().cudaHiddenForward(hidden.nativeHandle(), arch, weights, seqlen, flag));
+}
+
 /** REFERENCE.md section 1 applied to `w` [out, inF]: the dequantized weights (RTN). */
 export async function pseudoQuantize(
   w: Float32Array,

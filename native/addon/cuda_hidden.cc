@@ -3,6 +3,8 @@
 //   cudaHiddenInfo(handle) -> { tokens, hiddenSize, released }
 //   cudaHiddenDownload(handle) -> Promise<Float32Array [tokens * hiddenSize]>
 //   cudaHiddenRelease(handle) -> Promise<undefined>   gives the device memory back now (also done by the GC)
+//   cudaHiddenForward(handle, arch, weights, seqlen, abortFlag?) -> Promise<undefined>
+//       one decoder layer's fp32 forward on the states, in place (awq eval on CUDA)
 // The copies (about 1 GiB for a 7B model's calibration states, from pageable memory) and the free
 // (cudaFree waits for the device) run on a worker, not on the event loop.
 // In a build without CUDA each of them is an ERR_AWQ_CUDA error saying how to build one.
@@ -11,8 +13,10 @@
 #include <string>
 
 #include "../core/errors.h"
+#include "../cuda/cuda_layer.h"
 #include "args.h"
 #include "async.h"
+#include "layer_args.h"
 #include "registry.h"
 
 namespace awq::addon {
@@ -122,6 +126,35 @@ Napi::Value Release(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const Handle h = handle_of(info[0]);
+    std::vector<Napi::Value> keep;
+    const LayerArch arch = parse_arch(info[1], keep);
+    const LayerWeights w = parse_weights(info[2], arch, keep);
+    const int64_t seqlen = integer(info[3], "seqlen", 1);
+    const int32_t* flag = cancel_flag(info[4]);
+    if (flag) keep.push_back(info[4]);
+    {
+      CudaHiddenUse use(h);  // refuses released or busy states now; the worker checks again
+      const cuda::DeviceHidden& s = use.states();
+      if (s.hidden() != arch.hidden)
+        bad_arg("hidden: the device hidden states have width " + std::to_string(s.hidden()) +
+                ", the layer's hiddenSize is " + std::to_string(arch.hidden));
+      if (s.tokens() % seqlen != 0)
+        bad_arg("hidden: " + std::to_string(s.tokens()) + " tokens are not whole blocks of seqlen " + std::to_string(seqlen));
+    }
+    return AsyncJob::start(
+        env, "awq.cudaHiddenForward", keep,
+        [h, arch, w, seqlen, flag] {
+          CudaHiddenUse use(h);
+          cuda::decoder_layer_forward(arch, w, use.states(), seqlen, Precision::F32, CancelFlag(flag));
+        },
+        resolve_undefined);
+  });
+}
+
 }  // namespace
 #endif
 
@@ -133,8 +166,10 @@ void Export(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaHiddenInfo", Napi::Function::New(env, Info, "cudaHiddenInfo"));
   exports.Set("cudaHiddenDownload", Napi::Function::New(env, Download, "cudaHiddenDownload"));
   exports.Set("cudaHiddenRelease", Napi::Function::New(env, Release, "cudaHiddenRelease"));
+  exports.Set("cudaHiddenForward", Napi::Function::New(env, Forward, "cudaHiddenForward"));
 #else
-  export_without_cuda(env, exports, {"cudaHiddenUpload", "cudaHiddenInfo", "cudaHiddenDownload", "cudaHiddenRelease"});
+  export_without_cuda(env, exports,
+                      {"cudaHiddenUpload", "cudaHiddenInfo", "cudaHiddenDownload", "cudaHiddenRelease", "cudaHiddenForward"});
 #endif
 }
 

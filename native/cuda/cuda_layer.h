@@ -51,4 +51,11 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, DeviceHid
                             LayerQuantReport& report, const CancelFlag& cancel,
                             const std::function<void(const char*)>& on_phase = {});
 
+// One decoder layer's forward on device-resident hidden states, in place (evaluation): the host
+// weights are validated as the CPU forward validates them (NonFinite naming the tensor) and
+// uploaded for the call; the linear products run in `precision`. On success `hidden` holds the
+// layer's output; on an error or cancellation it still holds the input. (layer_forward.cu)
+void decoder_layer_forward(const LayerArch& a, const LayerWeights& w, DeviceHidden& hidden, int64_t seqlen,
+                           Precision precision, const CancelFlag& cancel);
+
 }  // namespace awq::cuda

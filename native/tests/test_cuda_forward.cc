@@ -41,6 +41,7 @@
 #include "util.h"
 #ifdef AWQ_WITH_CUDA
 #include "../cuda/cuda_gemm.h"
+#include "../cuda/cuda_layer.h"
 #include "../cuda/cuda_layer_ops.h"
 #include "../cuda/sgemm_internal.h"
 #endif
@@ -52,6 +53,12 @@ using namespace awq::test;
 namespace {
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// A random layer's shape and the calibration blocks run through it (layer forward tests).
+struct LayerCfg {
+  int64_t H, I, nh, nkv, hd, S, blocks;
+  bool bias, qk_norm;
+};
 
 cuda::DeviceMemory upload(const std::vector<float>& v, const char* what) {
   cuda::DeviceMemory m(std::max<size_t>(v.size(), 1) * sizeof(float), what);
@@ -681,10 +688,7 @@ TEST(cuda_decoder_layer_forward_matches_cpu) {
   SKIP("built without CUDA");
 #else
   require_cuda_device();
-  struct Cfg {
-    int64_t H, I, nh, nkv, hd, S, blocks;
-    bool bias, qk_norm;
-  };
+  using Cfg = LayerCfg;
   uint32_t seed = 8000;
   // H = 100: in % 8 != 0 for q|k|v and gate|up and I = 210 for down, so BF16 / F16 fall back to
   // fp32 there (o_proj, in = 104, stays on tensor cores). S = 512 x 5 blocks: two chunks.
@@ -812,5 +816,62 @@ TEST(cuda_decoder_layer_forward_rejects_non_finite_input) {
   }
   CHECK(code == static_cast<int>(ErrorCode::NonFinite));
   CHECK(msg.find("decoder layer output") != std::string::npos);
+#endif
+}
+
+// The in-place forward on device-resident hidden states (cuda_layer.h; `awq eval --backend cuda`):
+// the same output as the CPU forward (fp32 tolerance as above), and an error or a cancellation
+// leaves the states holding the layer's input.
+TEST(cuda_decoder_layer_forward_in_place_on_device_hidden) {
+#ifndef AWQ_WITH_CUDA
+  SKIP("built without CUDA");
+#else
+  require_cuda_device();
+  using Cfg = LayerCfg;
+  uint32_t seed = 9100;
+  for (const Cfg& c : {Cfg{64, 160, 4, 2, 16, 16, 3, false, false}, Cfg{128, 352, 4, 2, 32, 33, 2, true, true},
+                       Cfg{100, 210, 4, 2, 26, 17, 2, true, false}}) {
+    RandomLayer L(c.H, c.I, c.nh, c.nkv, c.hd, c.bias, c.qk_norm, seed += 10);
+    const int64_t T = c.S * c.blocks, H = c.H;
+    auto x = random_floats(T * H, ++seed, -1.f, 1.f);
+    for (int64_t t = 0; t < T; ++t) x[t * H + 5] *= 20.f;  // an outlier channel
+    const std::string label = "in place H=" + std::to_string(H) + " hd=" + std::to_string(c.hd) +
+                              (c.bias ? " bias" : "") + (c.qk_norm ? " qk_norm" : "");
+    std::vector<float> want(T * H), got(T * H);
+    decoder_layer_forward(L.arch, L.w, x.data(), T, c.S, want.data(), nullptr, CancelFlag());
+    cuda::DeviceHidden dh(x.data(), T, H);
+    cuda::decoder_layer_forward(L.arch, L.w, dh, c.S, cuda::Precision::F32, CancelFlag());
+    dh.download(got.data());
+    compare_rel1(label, got, want, 3e-5, H);
+
+    // failures keep the input: a NaN weight (named), a cancellation, a width mismatch
+    cuda::DeviceHidden keep(x.data(), T, H);
+    const float saved = L.down[5];
+    L.down[5] = kNaN;
+    std::string msg;
+    int code = -1;
+    try {
+      cuda::decoder_layer_forward(L.arch, L.w, keep, c.S, cuda::Precision::F32, CancelFlag());
+    } catch (const Error& e) {
+      code = static_cast<int>(e.code());
+      msg = e.what();
+    }
+    L.down[5] = saved;
+    CHECK(code == static_cast<int>(ErrorCode::NonFinite));
+    CHECK(msg.find("down_proj.weight") != std::string::npos);
+    const int32_t stop = 1;
+    code = -1;
+    try {
+      cuda::decoder_layer_forward(L.arch, L.w, keep, c.S, cuda::Precision::F32, CancelFlag(&stop));
+    } catch (const Error& e) {
+      code = static_cast<int>(e.code());
+    }
+    CHECK(code == static_cast<int>(ErrorCode::Aborted));
+    cuda::DeviceHidden narrow(x.data(), T * H / 4, 4);
+    CHECK_THROWS(cuda::decoder_layer_forward(L.arch, L.w, narrow, c.S, cuda::Precision::F32, CancelFlag()));
+    std::vector<float> after(T * H);
+    keep.download(after.data());
+    if (after != x) fail(__FILE__, __LINE__, label + ": a failed call changed the hidden states");
+  }
 #endif
 }
