@@ -70,7 +70,8 @@ run() {
   for m in /tmp/awq-q-fp32/awq-w4-fp32 ../shared/models/llama-22m; do
     for b in cuda cpu; do
       node dist/cli/main.js eval "$m" --text ../shared/data/eval.txt --windows 64 --json --quiet --backend "$b" \
-        > "$out/eval-$(basename "$m")-$b.json" || echo "awq eval --backend $b $m failed (exit $?)"
+        > "$out/eval-$(basename "$m")-$b.json" 2> "$out/eval-$(basename "$m")-$b.err" ||
+        echo "awq eval --backend $b $m failed (exit $?): $(tail -c 600 "$out/eval-$(basename "$m")-$b.err")"
     done
     node -e 'const [g, c] = process.argv.slice(1, 3).map((f) => require(f)); console.log(process.argv[3], "cuda", g.perplexity, g.seconds + " s", "cpu", c.perplexity, c.seconds + " s", "rel diff", Math.abs(g.perplexity / c.perplexity - 1))' \
       "$out/eval-$(basename "$m")-cuda.json" "$out/eval-$(basename "$m")-cpu.json" "$(basename "$m")" || true

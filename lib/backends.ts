@@ -67,8 +67,9 @@ export interface ResolvedBackend {
  * to 'fp32' (noted). Precision 'auto' is 'bf16' on a CPU with AVX512-BF16 (about 1.75x faster on
  * llama-22m, perplexity within 0.11% of the fp32 search at w4 and w3: README) and 'fp32' elsewhere
  * (where bf16 would not be faster, and on CUDA, whose fp32 search is the reference and fast).
+ * `activity` names the work in the fallback note ('quantizing', 'evaluating').
  */
-export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: string = 'auto'): ResolvedBackend {
+export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: string = 'auto', activity = 'quantizing'): ResolvedBackend {
   if (requested !== 'cpu' && requested !== 'cuda' && requested !== 'auto') {
     throw new InvalidArgumentError(`backend: expected 'cpu', 'cuda' or 'auto', got ${String(requested)}`);
   }
@@ -99,7 +100,7 @@ export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: st
   }
   const why = b.cudaUnavailable ?? 'no CUDA device';
   if (requested === 'cuda') throw noCudaError('--backend cuda', b, '; --backend auto falls back to the CPU.');
-  const notes = [`CUDA not used (${why}); quantizing on the CPU`];
+  const notes = [`CUDA not used (${why}); ${activity} on the CPU`];
   if (precision === 'fp16') notes.push("precision 'fp16' applies to CUDA only, the CPU search runs in fp32");
   return cpu(notes);
 }

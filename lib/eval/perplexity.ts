@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { loadTokenizer } from '../calib/tokenizer.js';
-import { resolveBackend } from '../backends.js';
+import { backends, resolveBackend } from '../backends.js';
 import { CudaError, InvalidArgumentError, ioError } from '../errors.js';
 import { native } from '../native.js';
 import { CudaHiddenStates } from '../quantize/cuda-hidden.js';
@@ -75,8 +75,13 @@ async function tokenizeOnce(modelDir: string, text: string): Promise<number[]> {
   return ids;
 }
 
-/** Hidden states of this many tokens are processed at a time (bounded memory for large models). */
+/**
+ * Hidden states of this many bytes are processed at a time (bounded memory for large models). On
+ * CUDA each chunk uploads every layer's weights once, so chunks are larger there (host memory
+ * holds a chunk's embeddings and its final states; the device its states and one layer's output).
+ */
 const CHUNK_BYTES = 256 * 2 ** 20;
+const CUDA_CHUNK_BYTES = 2 * 2 ** 30;
 /** Layer weights stay cached across chunks when the whole model (fp32) is smaller than this. */
 const CACHE_BYTES = 4 * 2 ** 30;
 
@@ -99,9 +104,11 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       throw ioError(`cannot read evaluation text ${options.textPath}`, err);
     }
   }
-  const resolved = resolveBackend(options.backend ?? 'cpu', 'fp32');
+  let resolved = resolveBackend(options.backend ?? 'cpu', 'fp32', 'evaluating');
   if (resolved.backend === 'cuda' && typeof native().cudaHiddenForward !== 'function') {
-    throw new CudaError('this CUDA build predates evaluation on CUDA: rebuild it with `npm run build:cuda`');
+    const stale = 'this CUDA build predates evaluation on CUDA: rebuild it with `npm run build:cuda`';
+    if (options.backend === 'cuda') throw new CudaError(stale);
+    resolved = { ...resolveBackend('cpu', 'fp32'), note: `${stale}; evaluating on the CPU` };
   }
   if (resolved.note) progress.emit({ stage: 'load', completed: 0, total: 1, message: resolved.note });
   const model = await openModelWeights(options.model);
@@ -143,7 +150,10 @@ async function modelNll(
   const cfg = model.config;
   const arch = model.adapter.layerArch;
   const windows = tokens.length / seqlen;
-  const windowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / (seqlen * cfg.hiddenSize * 4)));
+  const windowBytes = seqlen * cfg.hiddenSize * 4;
+  const deviceBytes = backends().cuda?.devices[0].memoryBytes ?? 0;
+  const chunkBytes = backend === 'cuda' ? Math.min(CUDA_CHUNK_BYTES, deviceBytes / 8) : CHUNK_BYTES;
+  const windowsPerChunk = Math.max(1, Math.floor(chunkBytes / windowBytes));
   const embedTable = await model.readTensor(model.adapter.embedTokens);
   const finalNorm = await model.readTensor(model.adapter.finalNorm);
   const lmHead = model.adapter.lmHead === model.adapter.embedTokens ? embedTable : await model.readTensor(model.adapter.lmHead);

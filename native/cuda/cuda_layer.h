@@ -54,7 +54,8 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, DeviceHid
 // One decoder layer's forward on device-resident hidden states, in place (evaluation): the host
 // weights are validated as the CPU forward validates them (NonFinite naming the tensor) and
 // uploaded for the call; the linear products run in `precision`. On success `hidden` holds the
-// layer's output; on an error or cancellation it still holds the input. (layer_forward.cu)
+// layer's output; on an error or cancellation it still holds the input. Cancellation is seen
+// before the upload: a layer that started runs to its end (milliseconds). (layer_forward.cu)
 void decoder_layer_forward(const LayerArch& a, const LayerWeights& w, DeviceHidden& hidden, int64_t seqlen,
                            Precision precision, const CancelFlag& cancel);
 

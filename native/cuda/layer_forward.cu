@@ -54,7 +54,9 @@ void decoder_layer_forward(const LayerArch& a, const LayerWeights& w, DeviceHidd
 
   DeviceMemory out(static_cast<size_t>(n * H) * sizeof(float), "layer output");
   cuda::decoder_layer_forward(a, dw, hidden.data(), n, seqlen, static_cast<float*>(out.get()), nullptr, precision);
-  synchronize();  // an asynchronous kernel error surfaces here, before the input is replaced
+  // The forward's output check already waited for its kernels; this also surfaces an asynchronous
+  // error of the last kernel before the input is given up.
+  synchronize();
   hidden.replace(std::move(out));
 }
 

@@ -20,6 +20,7 @@
 //                         in the last bit between CPU and GPU may round to the neighbouring
 //                         bf16 value, which moves a few outputs by ~2^-8 of a term.
 // Index, masking or transpose bugs give errors of the order of the values themselves.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -843,6 +844,12 @@ TEST(cuda_decoder_layer_forward_in_place_on_device_hidden) {
     cuda::decoder_layer_forward(L.arch, L.w, dh, c.S, cuda::Precision::F32, CancelFlag());
     dh.download(got.data());
     compare_rel1(label, got, want, 3e-5, H);
+    // chained on the same states, as evaluation runs layer after layer
+    std::vector<float> want2(T * H);
+    decoder_layer_forward(L.arch, L.w, want.data(), T, c.S, want2.data(), nullptr, CancelFlag());
+    cuda::decoder_layer_forward(L.arch, L.w, dh, c.S, cuda::Precision::F32, CancelFlag());
+    dh.download(got.data());
+    compare_rel1(label + " twice", got, want2, 6e-5, H);
 
     // failures keep the input: a NaN weight (named), a cancellation, a width mismatch
     cuda::DeviceHidden keep(x.data(), T, H);
@@ -867,6 +874,22 @@ TEST(cuda_decoder_layer_forward_in_place_on_device_hidden) {
       code = static_cast<int>(e.code());
     }
     CHECK(code == static_cast<int>(ErrorCode::Aborted));
+    // finite weights that overflow (gate and up of ~3e38 each, multiplied): the device forward
+    // itself fails (its output check) after the upload and the kernels, and the states must
+    // still hold the input
+    const std::vector<float> post_norm = L.post_norm;
+    std::fill(L.post_norm.begin(), L.post_norm.end(), 3e38f);
+    msg.clear();
+    code = -1;
+    try {
+      cuda::decoder_layer_forward(L.arch, L.w, keep, c.S, cuda::Precision::F32, CancelFlag());
+    } catch (const Error& e) {
+      code = static_cast<int>(e.code());
+      msg = e.what();
+    }
+    std::copy(post_norm.begin(), post_norm.end(), L.post_norm.begin());
+    CHECK(code == static_cast<int>(ErrorCode::NonFinite));
+    CHECK(msg.find("decoder layer output") != std::string::npos);
     cuda::DeviceHidden narrow(x.data(), T * H / 4, 4);
     CHECK_THROWS(cuda::decoder_layer_forward(L.arch, L.w, narrow, c.S, cuda::Precision::F32, CancelFlag()));
     std::vector<float> after(T * H);
