@@ -71,6 +71,34 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     }
   });
 
+  it('Parquet: a string column read in row order over row groups (snappy, gzip, uncompressed), with clear errors', async () => {
+    const { parquetWriteFile } = await import('hyparquet-writer');
+    const dir = scratchDir('awq-calib-pq-');
+    const texts = Array.from({ length: 2500 }, (_, i) => `sample ${i}`);
+    const want = await buildCalibrationBlocks({ kind: 'texts', texts }, charTokenizer, { nSamples: 2200, seqlen: 64 });
+    for (const codec of ['SNAPPY', 'GZIP', 'UNCOMPRESSED'] as const) {
+      const path = join(dir, `c-${codec}.parquet`);
+      await parquetWriteFile({
+        filename: path,
+        columnData: [
+          { name: 'id', data: texts.map((_, i) => i), type: 'INT32' },
+          { name: 'content', data: texts, type: 'STRING' },
+        ],
+        codec,
+        compressors: { GZIP: (b: Uint8Array) => new Uint8Array(gzipSync(b)) },
+        rowGroupSize: 700, // four row groups: the selection crosses three of them
+      });
+      const got = await buildCalibrationBlocks({ kind: 'parquet', path, textColumn: 'content' }, charTokenizer, { nSamples: 2200, seqlen: 64 });
+      expect(got, codec).toEqual(want);
+    }
+    const path = join(dir, 'c-SNAPPY.parquet');
+    await expect(buildCalibrationBlocks({ kind: 'parquet', path }, charTokenizer)).rejects.toThrow(/no column "text" \(it has "id", "content"\); choose it with --text-column/);
+    await expect(buildCalibrationBlocks({ kind: 'parquet', path, textColumn: 'id' }, charTokenizer)).rejects.toThrow(/row 1: expected a string in column "id", got number/);
+    writeFileSync(join(dir, 'not.parquet'), 'PAR1 this is not parquet');
+    await expect(buildCalibrationBlocks({ kind: 'parquet', path: join(dir, 'not.parquet') }, charTokenizer)).rejects.toThrow(/not a Parquet file/);
+    await expect(buildCalibrationBlocks({ kind: 'parquet', path: join(dir, 'absent.parquet') }, charTokenizer)).rejects.toThrow(IoError);
+  });
+
   it('pre-tokenized samples need no tokenizer', async () => {
     const b = await buildCalibrationBlocks({ kind: 'tokens', samples: [[1, 2, 3], [4, 5, 6, 7, 8]] }, undefined, { seqlen: 5 });
     expect(Array.from(b.tokens)).toEqual([1, 2, 3, 4, 5]);

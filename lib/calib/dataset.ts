@@ -7,12 +7,13 @@ import { join } from 'node:path';
 
 import { InvalidArgumentError, ioError } from '../errors.js';
 import { packageRoot } from '../native.js';
-import { readLines, readWholeText } from './text-stream.js';
+import { readLines, readParquetColumn, readWholeText } from './text-stream.js';
 import type { TextTokenizer } from './tokenizer.js';
 
 /** Where calibration data comes from. */
 export type CalibrationSource =
   | { kind: 'jsonl'; path: string; textColumn?: string }
+  | { kind: 'parquet'; path: string; textColumn?: string } // a string column, rows in order
   | { kind: 'text'; path: string } // plain text, one sample per paragraph (blank-line separated)
   | { kind: 'texts'; texts: readonly string[] }
   | { kind: 'tokens'; samples: readonly (readonly number[])[] } // pre-tokenized samples
@@ -68,6 +69,16 @@ export async function* calibrationTexts(source: CalibrationSource): AsyncGenerat
           throw new InvalidArgumentError(
             `${path}:${number}: expected a string field "${column}" (choose the field with --text-column), got ${value === undefined ? 'no such field' : typeof value}`,
           );
+        }
+        yield value;
+      }
+      return;
+    }
+    case 'parquet': {
+      const column = source.textColumn ?? 'text';
+      for await (const { value, row } of readParquetColumn(source.path, column)) {
+        if (typeof value !== 'string') {
+          throw new InvalidArgumentError(`${source.path}: row ${row}: expected a string in column "${column}", got ${value === null ? 'null' : typeof value}`);
         }
         yield value;
       }

@@ -3,6 +3,7 @@
  * 1 GB JSONL file (the Pile validation set AutoAWQ calibrates on) is opened, its first few hundred
  * lines parsed, and closed; it is never held in memory (it would not fit in one JavaScript
  * string either). `.gz` files are decompressed on the way; `.zst` where this Node has zstd.
+ * Parquet (how the Hugging Face hub serves datasets) is read one row group at a time.
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -65,4 +66,44 @@ export async function readWholeText(path: string): Promise<string> {
     throw ioError(`cannot read calibration file ${path}`, err);
   }
   return text;
+}
+
+/**
+ * The values of one string column of a Parquet file, in row order, one row group at a time (a
+ * row group is the unit the format compresses; the rest of the file is not read once the consumer
+ * stops). Snappy, gzip, zstd, brotli and lz4 pages are decoded (hyparquet, hyparquet-compressors).
+ */
+export async function* readParquetColumn(path: string, column: string): AsyncGenerator<{ value: unknown; row: number }> {
+  const { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } = await import('hyparquet');
+  const { compressors } = await import('hyparquet-compressors');
+  let file: Awaited<ReturnType<typeof asyncBufferFromFile>>;
+  try {
+    file = await asyncBufferFromFile(path);
+  } catch (err) {
+    throw ioError(`cannot read calibration file ${path}`, err);
+  }
+  let metadata: Awaited<ReturnType<typeof parquetMetadataAsync>>;
+  try {
+    metadata = await parquetMetadataAsync(file);
+  } catch (err) {
+    throw new InvalidArgumentError(`${path}: not a Parquet file (${(err as Error).message})`);
+  }
+  const columns = parquetSchema(metadata).children.map((c) => c.element.name);
+  if (!columns.includes(column)) {
+    throw new InvalidArgumentError(
+      `${path}: no column "${column}" (it has ${columns.map((c) => `"${c}"`).join(', ')}); choose it with --text-column`,
+    );
+  }
+  let start = 0;
+  for (const group of metadata.row_groups) {
+    const end = start + Number(group.num_rows);
+    let rows: Record<string, unknown>[];
+    try {
+      rows = await parquetReadObjects({ file, metadata, columns: [column], rowStart: start, rowEnd: end, compressors });
+    } catch (err) {
+      throw new InvalidArgumentError(`${path}: rows ${start + 1}-${end} cannot be decoded (${(err as Error).message})`);
+    }
+    for (let i = 0; i < rows.length; i++) yield { value: rows[i][column], row: start + i + 1 };
+    start = end;
+  }
 }

@@ -105,6 +105,7 @@ export interface QuantizeResult {
 function describeSource(s: CalibrationSource): string {
   switch (s.kind) {
     case 'jsonl':
+    case 'parquet':
     case 'text':
       return s.path;
     case 'default':
