@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 
-import { InvalidArgumentError, ioError } from '../errors.js';
+import { InvalidArgumentError } from '../errors.js';
 import { packageRoot } from '../native.js';
 import { readLines, readParquetColumn, readWholeText } from './text-stream.js';
 import type { TextTokenizer } from './tokenizer.js';

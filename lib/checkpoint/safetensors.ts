@@ -31,8 +31,6 @@ export const MAX_HEADER_BYTES = 100_000_000;
 /** Reads are issued in chunks of this size (Node cannot read 2 GiB at once), several in flight. */
 const READ_CHUNK = 16 << 20;
 const READS_IN_FLIGHT = 4;
-/** Largest single fd.write. */
-const WRITE_CHUNK = 256 << 20;
 
 /** One safetensors file, open for reading. Close it when done. */
 export class SafetensorsFile {

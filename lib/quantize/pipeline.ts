@@ -8,27 +8,18 @@
  */
 import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
-import { AwqCheckpointWriter, packAwq, type AwqLinearTensors } from '../checkpoint/awq-format.js';
-import type { Dtype } from '../checkpoint/dtypes.js';
+import { AwqCheckpointWriter } from '../checkpoint/awq-format.js';
 import { backends, resolveBackend, setThreads } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
-import { BadCheckpointError, InvalidArgumentError, NonFiniteError } from '../errors.js';
+import { BadCheckpointError, InvalidArgumentError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
 import { checkSequenceFits } from '../models/config.js';
 import { embed, inLayer, loadLayerWeights, openModelWeights } from '../models/weights.js';
-import { native } from '../native.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { version } from '../version.js';
-import { digest, modelFingerprint, ResumeState, type PackedLayer, type RunFingerprint } from './resume.js';
-import {
-  quantizeDecoderLayer,
-  type LayerReport,
-  type LayerWeights,
-  type LinearName,
-  type Precision,
-  type QuantizedLayer,
-  type QuantOptions,
-} from './layer.js';
+import { layerTensorNames, packLayer, writePackedLayer } from './packed-layer.js';
+import { digest, modelFingerprint, ResumeState, type RunFingerprint } from './resume.js';
+import { quantizeDecoderLayer, type LayerReport, type Precision, type QuantOptions } from './layer.js';
 
 export interface QuantizeOptions {
   /** Hugging Face model folder (Llama, Mistral, Qwen2, Qwen3). */
@@ -346,64 +337,4 @@ function machineOf(resolved: ReturnType<typeof resolveBackend>): string {
     return `cuda: ${d.name} (compute capability ${d.computeCapability})`;
   }
   return `cpu: ${b.cpu.isa}${resolved.precision === 'bf16' && b.cpu.bf16Products ? ' with bf16 instructions' : ''}`;
-}
-
-async function biasToF16(name: string, bias: Float32Array): Promise<Uint16Array> {
-  const out = new Uint16Array(bias.length);
-  const r = await native().convertFromF32(bias, 'F16', out);
-  if (r.firstNonFinite >= 0 || r.firstOverflow >= 0) {
-    throw new NonFiniteError(`${name}.bias: element ${Math.max(r.firstNonFinite, r.firstOverflow)} does not fit fp16 after scale folding`);
-  }
-  return out;
-}
-
-type Adapter = ReturnType<typeof import('../models/adapters.js').adapterFor>;
-
-/** Layer i's tensors besides the linears, in the order they are written. */
-function layerTensorNames(adapter: Adapter, i: number): { linears: string[]; tensors: string[] } {
-  const tensors = [adapter.inputNorm(i), adapter.postNorm(i)];
-  const qn = adapter.qNorm(i);
-  const kn = adapter.kNorm(i);
-  if (qn) tensors.push(qn);
-  if (kn) tensors.push(kn);
-  return { linears: (LINEAR_NAMES as LinearName[]).map((n) => adapter.linear(i, n)), tensors };
-}
-
-/** The layer as the checkpoint receives it (and as `<out>.resume/` keeps it). */
-async function packLayer(adapter: Adapter, i: number, result: QuantizedLayer, original: LayerWeights): Promise<PackedLayer> {
-  const h = adapter.layerArch.hiddenSize;
-  const linears: AwqLinearTensors[] = [];
-  for (const name of LINEAR_NAMES as LinearName[]) {
-    const l = result.linears[name];
-    const packed = await packAwq({
-      q: l.q,
-      zeros: l.zeros,
-      scales: l.scales,
-      outFeatures: l.out,
-      inFeatures: l.in,
-      groupSize: l.groupSize,
-    });
-    linears.push({
-      name: adapter.linear(i, name),
-      inFeatures: l.in,
-      outFeatures: l.out,
-      groupSize: l.groupSize,
-      ...packed,
-      bias: l.bias ? await biasToF16(adapter.linear(i, name), l.bias) : undefined,
-    });
-  }
-  const tensors: PackedLayer['tensors'] = [
-    { name: adapter.inputNorm(i), shape: [h], data: result.inputNorm },
-    { name: adapter.postNorm(i), shape: [h], data: result.postNorm },
-  ];
-  const qn = adapter.qNorm(i);
-  const kn = adapter.kNorm(i);
-  if (qn) tensors.push({ name: qn, shape: [adapter.layerArch.headDim], data: result.qNorm ?? original.qNorm! });
-  if (kn) tensors.push({ name: kn, shape: [adapter.layerArch.headDim], data: result.kNorm ?? original.kNorm! });
-  return { linears, tensors };
-}
-
-async function writePackedLayer(writer: AwqCheckpointWriter, layer: PackedLayer, sourceDtype: (name: string) => Dtype | undefined): Promise<void> {
-  for (const l of layer.linears) await writer.addLinear(l);
-  for (const t of layer.tensors) await writer.addTensor(t.name, t.shape, t.data, sourceDtype(t.name));
 }

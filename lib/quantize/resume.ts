@@ -24,12 +24,7 @@ import { join, resolve } from 'node:path';
 import { AwqError, BadCheckpointError, InvalidArgumentError, ioError } from '../errors.js';
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { SafetensorsFile, SafetensorsWriter } from '../checkpoint/safetensors.js';
-
-/** A decoder layer as the checkpoint receives it: packed linears and fp32 tensors (norms). */
-export interface PackedLayer {
-  linears: AwqLinearTensors[];
-  tensors: { name: string; shape: number[]; data: Float32Array }[];
-}
+import type { PackedLayer } from './packed-layer.js';
 
 /** What must be equal for a kept layer to be the layer this run would compute (flat values). */
 export type RunFingerprint = Record<string, string | number | boolean | null>;
