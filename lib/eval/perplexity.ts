@@ -48,7 +48,7 @@ export interface EvaluateResult {
   /** Mean negative log-likelihood (nats per token). */
   meanNll: number;
   quantized: boolean;
-  /** What ran the decoder layers, e.g. `cpu (avx512, 2 threads)` or `cuda (NVIDIA H200, fp32)`. */
+  /** What ran the decoder layers, e.g. `cpu (avx512, 2 threads)` or `cuda (NVIDIA H200)`. */
   backend: string;
   elapsedMs: number;
 }
