@@ -1,6 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as zlib from 'node:zlib';
 import { gzipSync } from 'node:zlib';
 
 import { describe, expect, it } from 'vitest';
@@ -8,6 +8,10 @@ import { describe, expect, it } from 'vitest';
 import { buildCalibrationBlocks, loadTokenizer, InvalidArgumentError, IoError, BadCheckpointError } from '../dist/index.js';
 import { calibPath, hasShared, modelDir, sharedSkipReason } from './helpers/shared.js';
 import { scratchDir } from './helpers/scratch.js';
+
+// 50 JSONL rows {"text":"sample i"} compressed by `zstd -19` (a zstd fixture that needs no zstd here).
+const ZSTD_ROWS =
+  'KLUv/WQPAxUDAILEDRGg7eA6jqb/4jXtSxny/Z6CAVOg3d3d3V1VVVVV1f///9+2bdtGxxSyeoMpRljMNfVEEjAuKGQxqBHg738GoKPSARH8IwQxP1VVUTUqU0kRFZSnOGmKiSEQChMUDvhVEhJCjA==';
 
 // A tokenizer stand-in: one token per character (enough to test the selection rule exactly).
 const charTokenizer = { encode: (t: string) => Array.from(t, (c) => c.charCodeAt(0)), vocabSize: 65536 };
@@ -59,15 +63,23 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     expect(err).toBeInstanceOf(IoError);
     expect(err.message).toMatch(/cannot read calibration file .*cut\.jsonl\.gz: unexpected end of file/);
 
-    // zstd where this Node has it; otherwise an error that says what to do
+    // zstd (AutoAWQ's Pile validation set is val.jsonl.zst): Node's own on 22.15+, fzstd before;
+    // the same 50 rows compressed by the zstd CLI (zstd -19)
     const zst = join(dir, 'c.jsonl.zst');
-    const zstd = (zlib as unknown as { zstdCompressSync?: (b: string) => Buffer }).zstdCompressSync;
-    if (zstd) {
-      writeFileSync(zst, zstd(rows));
-      expect(await buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer, { nSamples: 20, seqlen: 16 })).toEqual(want);
-    } else {
-      writeFileSync(zst, '');
-      await expect(buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer)).rejects.toThrow(/cannot decompress zstd .*decompress it first/);
+    writeFileSync(zst, Buffer.from(ZSTD_ROWS, 'base64'));
+    expect(await buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer, { nSamples: 20, seqlen: 16 })).toEqual(want);
+    writeFileSync(zst, Buffer.from(ZSTD_ROWS, 'base64').subarray(0, 60));
+    await expect(buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer, { nSamples: 20, seqlen: 16 })).rejects.toThrow(IoError);
+    // a file much larger than one read (64 KiB): decompressed as a stream across chunks
+    const cliZstd = spawnSync('zstd', ['--version']);
+    if (cliZstd.status === 0) {
+      const plain = join(dir, 'big2.jsonl');
+      writeFileSync(plain, `${rows}\n${Array.from({ length: 40_000 }, (_, i) => JSON.stringify({ text: `more ${i} ${'x'.repeat(i % 50)}` })).join('\n')}\n`);
+      expect(spawnSync('zstd', ['-q', '-f', plain, '-o', `${plain}.zst`]).status).toBe(0);
+      const many = { nSamples: 30_000, seqlen: 64 };
+      const fromZst = await buildCalibrationBlocks({ kind: 'jsonl', path: `${plain}.zst` }, charTokenizer, many);
+      expect(fromZst).toEqual(await buildCalibrationBlocks({ kind: 'jsonl', path: plain }, charTokenizer, many));
+      expect(fromZst.acceptedSamples).toBe(30_000);
     }
   });
 

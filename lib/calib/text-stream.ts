@@ -2,31 +2,52 @@
  * Calibration files read as streams, so that only what the selection rule takes is read: a
  * 1 GB JSONL file (the Pile validation set AutoAWQ calibrates on) is opened, its first few hundred
  * lines parsed, and closed; it is never held in memory (it would not fit in one JavaScript
- * string either). `.gz` files are decompressed on the way; `.zst` where this Node has zstd.
+ * string either). `.gz` and `.zst` files are decompressed on the way (zstd by Node 22.15+, else by
+ * fzstd).
  * Parquet (how the Hugging Face hub serves datasets) is read one row group at a time.
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
+
+import { Decompress } from 'fzstd';
 
 import { InvalidArgumentError, ioError } from '../errors.js';
 
 /** zstd arrived in Node 22.15 / 23.8; typed loosely so the package builds against Node 20 types. */
 const createZstdDecompress = (zlib as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress;
 
+/** zstd in JavaScript (fzstd) for older Nodes, as a stream. */
+function fzstdStream(): Transform {
+  let out: Transform;
+  const d = new Decompress((data) => out.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength)));
+  out = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      try {
+        d.push(chunk);
+        done();
+      } catch (err) {
+        done(err as Error);
+      }
+    },
+    flush(done) {
+      try {
+        d.push(new Uint8Array(0), true);
+        done();
+      } catch (err) {
+        done(err as Error);
+      }
+    },
+  });
+  return out;
+}
+
 /** The file's bytes, decompressed by its extension; an error anywhere ends the returned stream with it. */
 function openDecompressed(path: string): Readable {
   let decompress: NodeJS.ReadWriteStream | undefined;
   if (/\.gz$/i.test(path)) decompress = zlib.createGunzip();
-  else if (/\.zst$/i.test(path)) {
-    if (!createZstdDecompress) {
-      throw new InvalidArgumentError(
-        `${path}: this Node (${process.version}) cannot decompress zstd (Node 22.15 or later can); decompress it first (zstd -d)`,
-      );
-    }
-    decompress = createZstdDecompress();
-  }
+  else if (/\.zst$/i.test(path)) decompress = createZstdDecompress ? createZstdDecompress() : fzstdStream();
   const file = createReadStream(path);
   if (!decompress) return file;
   // pipeline destroys both streams when either fails, the output with the error.

@@ -61,7 +61,7 @@ export function registerQuantize(program: Command): void {
     .description('quantize a Hugging Face Llama / Mistral / Qwen2 / Qwen3 model to an AWQ checkpoint (AutoAWQ GEMM format)')
     .argument('<model>', 'Hugging Face model folder')
     .requiredOption('--out <dir>', 'output folder (written atomically)')
-    .option('--calib <file>', 'calibration texts: .jsonl (one JSON object per line), .parquet (a string column), or plain text (one sample per paragraph); .jsonl and text may be .gz (or .zst on Node 22.15+)')
+    .option('--calib <file>', 'calibration texts: .jsonl (one JSON object per line), .parquet (a string column), or plain text (one sample per paragraph); .jsonl and text may be .gz or .zst')
     .option('--calib-tokens <file>', 'pre-tokenized calibration samples: a JSON array of arrays of token ids')
     .option('--text-column <name>', 'JSONL field or Parquet column holding the text', 'text')
     .option('--samples <n>', 'calibration samples to accept', positiveInt('--samples'), 128)
