@@ -126,6 +126,18 @@ export async function dequantizeAwq(input: AwqPacked & AwqDims): Promise<Float32
 // ----------------------------------------------------------------------------------------------
 // Reading
 
+/**
+ * A packed linear's tensors as the GEMM checkpoint names and shapes them: `<name>.qweight` I32
+ * [in, out/8], `.qzeros` I32 [in/g, out/8], `.scales` F16 [in/g, out], `.bias` F16 [out].
+ */
+export async function addAwqLinearTensors(writer: SafetensorsWriter, t: AwqLinearTensors): Promise<void> {
+  const { inFeatures: i, outFeatures: o, groupSize: g } = t;
+  await writer.add(`${t.name}.qweight`, 'I32', [i, o / 8], t.qweight);
+  await writer.add(`${t.name}.qzeros`, 'I32', [i / g, o / 8], t.qzeros);
+  await writer.add(`${t.name}.scales`, 'F16', [i / g, o], t.scales);
+  if (t.bias) await writer.add(`${t.name}.bias`, 'F16', [o], t.bias);
+}
+
 /** Parses config.json's quantization_config; anything but 4-bit AWQ GEMM is a BadConfigError. */
 export function parseAwqQuantization(raw: Record<string, unknown>, source: string): AwqQuantization {
   const qc = raw.quantization_config;
@@ -145,9 +157,13 @@ export async function readAwqQuantization(dir: string, rawConfig: Record<string,
     return parseAwqQuantization(rawConfig, join(dir, 'config.json'));
   }
   const legacy = await readLegacyQuantConfig(dir);
-  if (legacy === null) return null;
+  return legacy === null ? null : parseLegacyQuantConfig(legacy, dir);
+}
+
+/** Parses the contents of `<dir>/quant_config.json` as read by readLegacyQuantConfig. */
+export function parseLegacyQuantConfig(legacy: unknown, dir: string): AwqQuantization {
   // AutoAWQ's file names no method: it was only ever written for AWQ.
-  const fields = typeof legacy === 'object' && !Array.isArray(legacy) ? { quant_method: 'awq', ...legacy } : legacy;
+  const fields = typeof legacy === 'object' && legacy !== null && !Array.isArray(legacy) ? { quant_method: 'awq', ...legacy } : legacy;
   return parseQuantizationFields(fields, join(dir, LEGACY_QUANT_CONFIG), null);
 }
 
@@ -408,14 +424,8 @@ export class AwqCheckpointWriter {
     this.checkOpen();
     if (!t || typeof t.name !== 'string' || t.name === '') throw new InvalidArgumentError('linear: expected a module name');
     checkPacked(t, t.name);
-    const { inFeatures: i, outFeatures: o, groupSize: g } = t;
-    if (t.bias !== undefined) checkArray(t.bias, Uint16Array, o, `${t.name}.bias [${o}]`);
-    await this.guard(async () => {
-      await this.writer.add(`${t.name}.qweight`, 'I32', [i, o / 8], t.qweight);
-      await this.writer.add(`${t.name}.qzeros`, 'I32', [i / g, o / 8], t.qzeros);
-      await this.writer.add(`${t.name}.scales`, 'F16', [i / g, o], t.scales);
-      if (t.bias) await this.writer.add(`${t.name}.bias`, 'F16', [o], t.bias);
-    });
+    if (t.bias !== undefined) checkArray(t.bias, Uint16Array, t.outFeatures, `${t.name}.bias [${t.outFeatures}]`);
+    await this.guard(() => addAwqLinearTensors(this.writer, t));
   }
 
   /**

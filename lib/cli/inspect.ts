@@ -3,7 +3,14 @@ import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Command } from 'commander';
 
-import { LEGACY_QUANT_CONFIG, openAwqCheckpoint, readAwqQuantization, readLegacyQuantConfig, type AwqQuantization } from '../checkpoint/awq-format.js';
+import {
+  LEGACY_QUANT_CONFIG,
+  openAwqCheckpoint,
+  parseAwqQuantization,
+  parseLegacyQuantConfig,
+  readLegacyQuantConfig,
+  type AwqQuantization,
+} from '../checkpoint/awq-format.js';
 import { readRawConfig, WeightFiles } from '../checkpoint/model-folder.js';
 import { SafetensorsFile, type TensorInfo } from '../checkpoint/safetensors.js';
 import { AwqError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
@@ -94,8 +101,9 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
   }
   if (raw && qc !== null) {
     try {
-      const q = await readAwqQuantization(path, raw);
-      if (q) awq = { ...q, linears: tensors.filter((t) => t.name.endsWith('.qweight')).length };
+      // parsed from what was read above (readAwqQuantization would read quant_config.json again)
+      const q = quantizationFile === LEGACY_QUANT_CONFIG ? parseLegacyQuantConfig(qc, path) : parseAwqQuantization(raw, join(path, 'config.json'));
+      awq = { ...q, linears: tensors.filter((t) => t.name.endsWith('.qweight')).length };
       // The reader's own checks (headers only: every linear's tensors, dtypes and shapes).
       await (await openAwqCheckpoint(path)).close();
     } catch (err) {

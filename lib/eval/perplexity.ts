@@ -151,8 +151,7 @@ async function modelNll(
   const arch = model.adapter.layerArch;
   const windows = tokens.length / seqlen;
   const windowBytes = seqlen * cfg.hiddenSize * 4;
-  const deviceBytes = backends().cuda?.devices[0].memoryBytes ?? 0;
-  const chunkBytes = backend === 'cuda' ? Math.min(CUDA_CHUNK_BYTES, deviceBytes / 8) : CHUNK_BYTES;
+  const chunkBytes = backend === 'cuda' ? Math.min(CUDA_CHUNK_BYTES, (backends().cuda?.devices[0].memoryBytes ?? 0) / 8) : CHUNK_BYTES;
   const windowsPerChunk = Math.max(1, Math.floor(chunkBytes / windowBytes));
   const embedTable = await model.readTensor(model.adapter.embedTokens);
   const finalNorm = await model.readTensor(model.adapter.finalNorm);

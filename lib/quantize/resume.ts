@@ -22,7 +22,7 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { AwqError, BadCheckpointError, InvalidArgumentError, ioError } from '../errors.js';
-import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
+import { addAwqLinearTensors, type AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { SafetensorsFile, SafetensorsWriter } from '../checkpoint/safetensors.js';
 import type { PackedLayer } from './packed-layer.js';
 
@@ -268,13 +268,7 @@ export class ResumeState<Report> {
     const tmp = join(this.dir, `${layerFile(i)}.tmp-${randomBytes(4).toString('hex')}`);
     const w = await SafetensorsWriter.create(tmp);
     try {
-      for (const l of layer.linears) {
-        const { name, inFeatures: n, outFeatures: o, groupSize: g } = l;
-        await w.add(`${name}.qweight`, 'I32', [n, o / 8], l.qweight);
-        await w.add(`${name}.qzeros`, 'I32', [n / g, o / 8], l.qzeros);
-        await w.add(`${name}.scales`, 'F16', [n / g, o], l.scales);
-        if (l.bias) await w.add(`${name}.bias`, 'F16', [o], l.bias);
-      }
+      for (const l of layer.linears) await addAwqLinearTensors(w, l);
       for (const t of layer.tensors) await w.add(t.name, 'F32', t.shape, t.data);
       await w.finish();
       await syncFile(join(tmp, 'model.safetensors'));
