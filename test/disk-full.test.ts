@@ -7,7 +7,7 @@
  * folder nor its temporary folder behind.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, openSync, readdirSync, readFileSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
+import { existsSync, openSync, readdirSync, readFileSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -118,5 +118,22 @@ describe.skipIf(skipReason !== null)(`quantize onto a disk that fills up${skipRe
     expect(JSON.parse(again.stdout).resumedLayers).toBe(kept);
     expect(readFileSync(join(out, 'model.safetensors')).equals(readFileSync(shard))).toBe(true);
     expect(existsSync(`${out}.resume`)).toBe(false);
+  });
+
+  it('--resume: a kept layer that does not fit fails the run with its file named, though it is written while the next layer computes', async () => {
+    // Calibration hidden states (16 blocks x 256 tokens x 128 x 4 bytes = 2 MiB per kept layer)
+    // far larger than the checkpoint (< 1 MiB): the limit fails the first layer's hidden-state
+    // file only, whose write overlaps the second layer's search.
+    const model = await writeTinyModel({ vocab: 256, layers: 3 });
+    const parent = scratchDir('awq-diskfull-resume-');
+    const ids = join(parent, 'ids.json');
+    writeFileSync(ids, JSON.stringify(Array.from({ length: 16 }, (_, b) => Array.from({ length: 256 }, (_, t) => (b * 31 + t * 7) % 256))));
+    const out = join(parent, 'out');
+    const r = runLimited(1024, [cli, 'quantize', model, '--out', out, '--calib-tokens', ids, '--seqlen', '256', '--threads', '1', '--resume', '--quiet']);
+    expect(r.signal).toBeNull();
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/writing \S+out\.resume\/hidden-after-layer-00000\S*: .*the disk is full for this file.*\(ERR_AWQ_IO\)/);
+    // nothing was kept (the folder goes), no output folder
+    expect(readdirSync(parent).sort()).toEqual(['ids.json']);
   });
 });

@@ -152,6 +152,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   let writer: AwqCheckpointWriter | undefined;
   let deviceHidden: CudaHiddenStates | undefined;
   let kept: ResumeState<LayerSummary> | undefined;
+  /** The last finished layer's save into `kept`, still being written. */
+  let saving: Promise<void> | undefined;
   try {
     // Every quantized linear must split into whole groups: check before any work.
     if (opts.groupSize > 0) {
@@ -282,12 +284,19 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       const summary: LayerSummary = { layer: i, wallMs: performance.now() - layerStart, ...result.report };
       if (kept) {
         const next = deviceHidden ? await deviceHidden.download() : hidden;
-        await kept.saveLayer(i, packed, next ? { data: next, cols: cfg.hiddenSize } : null, summary, machine);
+        // Layers are kept in order; this one's files are written while the next layer computes
+        // (on a GPU the write of 1 GiB of hidden states takes about as long as a layer). Neither
+        // `packed` nor `next` changes afterwards: the next layer reads `hidden` and returns a new
+        // output array (on CUDA, `next` is a host copy of its own).
+        await saving;
+        saving = kept.saveLayer(i, packed, next ? { data: next, cols: cfg.hiddenSize } : null, summary, machine);
+        saving.catch(() => undefined); // awaited (and its error thrown) at the next layer or below
       }
       layers.push(summary);
       progress.emit({ stage: 'layer', completed: i + 1, total: cfg.numLayers, layer: i, phase: 'done' });
     }
 
+    await saving;
     progress.emit({ stage: 'write', completed: cfg.numLayers, total: cfg.numLayers, message: 'writing the checkpoint' });
     await writer.addTensor(adapter.finalNorm, [cfg.hiddenSize], await model.readTensor(adapter.finalNorm), model.storedDtype(adapter.finalNorm));
     if (!cfg.tieWordEmbeddings) {
@@ -324,6 +333,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // A failed release must not hide the run's own error; the garbage collector frees them then.
     await deviceHidden?.release().catch(() => undefined);
     if (writer) await writer.abort();
+    // a layer being kept when the run failed or stopped lands first: the next run starts after it
+    await saving?.catch(() => undefined);
     await kept?.close();
     await model.close();
   }
