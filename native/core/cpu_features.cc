@@ -1,6 +1,8 @@
 #include "cpu_features.h"
 
+#if AWQ_X86
 #include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -10,14 +12,18 @@
 namespace awq {
 namespace {
 
+#if AWQ_X86
 uint64_t xgetbv0() {
   uint32_t eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<uint64_t>(edx) << 32) | eax;
 }
 
+#endif
+
 CpuFeatures detect() {
   CpuFeatures f;
+#if AWQ_X86
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
   const bool osxsave = c & (1u << 27);
@@ -61,6 +67,7 @@ CpuFeatures detect() {
     f.avx512bf16 = emulated("AWQ_EMULATE_BF16");
   }
 #endif
+#endif  // AWQ_X86
   return f;
 }
 

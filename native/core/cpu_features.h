@@ -1,8 +1,18 @@
 // Which x86-64 instruction sets this CPU (and OS) supports, detected once at load time.
 // Kernels keep a portable version and faster AVX2 / AVX-512 versions in files compiled for
-// those targets; dispatch picks by `active_isa()`, so one binary runs on any x86-64 CPU.
+// those targets; dispatch picks by `active_isa()`, so one binary runs on any x86-64 CPU (and the
+// portable versions alone on other architectures).
 #pragma once
 #include <string>
+
+// x86-64 builds carry the AVX2 / AVX-512 kernels. Elsewhere (arm64: Graviton, Apple silicon) the
+// files holding them compile to nothing, no feature is detected and every kernel runs its portable
+// version.
+#if defined(__x86_64__) || defined(_M_X64)
+#define AWQ_X86 1
+#else
+#define AWQ_X86 0
+#endif
 
 namespace awq {
 

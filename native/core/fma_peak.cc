@@ -33,8 +33,10 @@ double fma_burst_portable(int64_t iters) {
 
 double measure_fma_peak_gflops(double seconds_per_rep, int reps) {
   double (*burst)(int64_t) = fma_burst_portable;
+#if AWQ_X86
   if (active_isa() == Isa::Avx512) burst = detail::fma_burst_avx512;
   else if (active_isa() == Isa::Avx2) burst = detail::fma_burst_avx2;
+#endif
   using clock = std::chrono::steady_clock;
   // Calibrate the iteration count on one thread, then run it on all of them at once.
   int64_t iters = 1 << 16;

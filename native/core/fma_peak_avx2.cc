@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX2 FMA-throughput loop (see fma_peak.h). 12 independent accumulators cover FMA latency x
 // throughput on current cores (4 cycles x 2 ports = 8 in flight).
 #include <immintrin.h>
@@ -41,3 +45,5 @@ double fma_burst_avx2(int64_t iters) {
 }  // namespace awq::detail
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX-512 FMA-throughput loop (see fma_peak.h); 16 independent zmm accumulators.
 #include <immintrin.h>
 
@@ -34,3 +38,5 @@ double fma_burst_avx512(int64_t iters) {
 }  // namespace awq::detail
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

@@ -215,8 +215,10 @@ bool bf16_products_native() { return active_isa() == Isa::Avx512 && cpu_features
 
 const detail::GemmKernel* detail::active_gemm_kernel() {
   switch (active_isa()) {
+#if AWQ_X86
     case Isa::Avx512: return &detail::gemm_kernel_avx512();
     case Isa::Avx2: return &detail::gemm_kernel_avx2();
+#endif
     default: return nullptr;
   }
 }
@@ -229,10 +231,14 @@ void require_cpu_precision(Precision p) {
 const detail::GemmKernel* detail::gemm_kernel_for(Precision p) {
   require_cpu_precision(p);
   if (p == Precision::F32) return active_gemm_kernel();
+#if AWQ_X86
   if (bf16_products_native()) return &gemm_kernel_avx512bf16();
+#endif
   switch (active_isa()) {
+#if AWQ_X86
     case Isa::Avx512: return &RoundedOperands<gemm_kernel_avx512>::kernel();
     case Isa::Avx2: return &RoundedOperands<gemm_kernel_avx2>::kernel();
+#endif
     default: return nullptr;
   }
 }

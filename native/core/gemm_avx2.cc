@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX2 + FMA sgemm pieces: a 6x16 register-blocked micro-kernel (12 ymm accumulators, two B
 // vectors and one A broadcast per step: 15 of 16 registers) and the x86 panel packers.
 // Standard headers come before the target pragma (see stats_avx2.cc).
@@ -159,3 +163,5 @@ PackPanelFn pack_panel_avx2_for_width(int w) {
 }  // namespace awq::detail
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

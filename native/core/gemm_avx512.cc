@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX-512 sgemm pieces: a 14x32 register-blocked micro-kernel (28 zmm accumulators, two B
 // vectors and one A broadcast per step: 31 of 32 registers) and the x86 panel packers.
 // Standard headers come before the target pragma (see stats_avx2.cc).
@@ -75,3 +79,5 @@ const GemmKernel& gemm_kernel_avx512() {
 }  // namespace awq::detail
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

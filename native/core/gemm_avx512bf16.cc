@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX512-BF16 sgemm pieces for Precision::BF16: a 14x32 micro-kernel on vdpbf16ps, which adds two
 // bf16 products per fp32 lane (pairs of k steps, gemm_kernels.h), so each instruction does twice
 // the multiply-adds of an fp32 FMA; and packers that round fp32 operands to bf16 pairs. Register
@@ -145,3 +149,5 @@ const GemmKernel& gemm_kernel_avx512bf16() {
 
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

@@ -292,8 +292,10 @@ const Int4Kernels kInt4Portable = {decode_portable, dequant_panel_portable, deco
 
 const Int4Kernels& int4_kernels() {
   switch (active_isa()) {
+#if AWQ_X86
     case Isa::Avx512: return kInt4Avx512;
     case Isa::Avx2: return kInt4Avx2;
+#endif
     default: return kInt4Portable;
   }
 }

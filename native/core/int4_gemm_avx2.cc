@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX2 + FMA int4 kernels (see int4_gemm.h for the layout). Standard headers first, then the
 // target pragma (the rule of stats_avx2.cc).
 //
@@ -465,3 +469,5 @@ const Int4Kernels kInt4Avx2 = {decode_avx2,    dequant_panel_avx2,   decode_int8
 }  // namespace awq::detail
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX-512 int4 kernels (see int4_gemm.h for the layout, stats_avx2.cc for the include rule).
 //
 // One 512-bit vector is a whole 128-block of a row (16 words); vpermps with the word as index
@@ -274,3 +278,5 @@ const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int
 
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX-512 VNNI int8-mode kernel: vpdpbusd multiplies the u8 nibbles by the s8 activations and
 // adds groups of 4 products straight into 32-bit lanes (one instruction per 64 weights).
 // Its own file because the whole function must be compiled for the VNNI target.
@@ -193,3 +197,5 @@ void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, floa
 
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

@@ -29,8 +29,10 @@ namespace {
 
 detail::AccumulateAbsFn pick_accumulate() {
   switch (active_isa()) {
+#if AWQ_X86
     case Isa::Avx512: return detail::accumulate_abs_avx512;
     case Isa::Avx2: return detail::accumulate_abs_avx2;
+#endif
     default: return detail::accumulate_abs_portable;
   }
 }

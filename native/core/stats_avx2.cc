@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX2 versions of the stats kernels. Standard headers come before the target pragma so no
 // inline library code is compiled for AVX2 and then shared with the portable path.
 #include <immintrin.h>
@@ -36,3 +40,5 @@ bool accumulate_abs_avx2(const float* row, float* acc, int64_t cols) {
 }  // namespace awq::detail
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX-512 versions of the stats kernels (see stats_avx2.cc for the include rule).
 #include <immintrin.h>
 
@@ -35,3 +39,5 @@ bool accumulate_abs_avx512(const float* row, float* acc, int64_t cols) {
 }  // namespace awq::detail
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

@@ -47,8 +47,10 @@ double sum_sq_diff_portable(const float* a, const float* b, int64_t n) {
 
 const detail::VecKernels& kernels() {
   switch (active_isa()) {
+#if AWQ_X86
     case Isa::Avx512: return detail::kVecAvx512;
     case Isa::Avx2: return detail::kVecAvx2;
+#endif
     default: return detail::kVecPortable;
   }
 }

@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX2 versions of the exp-based kernels. Standard headers first, then the target pragma.
 #include <immintrin.h>
 
@@ -146,3 +150,5 @@ const VecKernels kVecAvx2 = {softmax_avx2, silu_mul_avx2, log_sum_exp_avx2, sum_
 }  // namespace awq
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86

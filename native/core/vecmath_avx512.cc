@@ -1,3 +1,7 @@
+// x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_X86
+
 // AVX-512 versions of the exp-based kernels. Standard headers first, then the target pragma.
 // GCC 12 flags the deliberately undefined pass-through operand of _mm512_max_ps/_mm512_min_ps.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -151,3 +155,5 @@ const VecKernels kVecAvx512 = {softmax_avx512, silu_mul_avx512, log_sum_exp_avx5
 }  // namespace awq
 
 #pragma GCC pop_options
+
+#endif  // AWQ_X86
