@@ -9,7 +9,13 @@
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20", "-O2"],
       "cflags": ["-O3", "-fno-math-errno"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "ldflags": ["-pthread"]
+      "ldflags": ["-pthread"],
+      "conditions": [
+        ["target_arch!='x64' and target_arch!='ia32'", {
+          "cflags": ["-ffp-contract=off"],
+          "cflags_cc": ["-ffp-contract=off"]
+        }]
+      ]
     }
   ]
 }

@@ -19,7 +19,7 @@ export function registerDoctor(program: Command): void {
         `awq ${version} (Node.js ${process.version}, ${process.platform}-${process.arch})`,
         `native binary: ${b.binary}`,
         `cpu: ${b.cpu.isa} kernels, ${b.cpu.threads} threads (${b.cpu.cores} cores available)`,
-        `cpu features: ${b.cpu.features.join(' ') || 'none beyond x86-64 baseline'}`,
+        `cpu features: ${b.cpu.features.join(' ') || (process.arch === 'x64' ? 'none beyond x86-64 baseline' : `${process.arch}: no kernels of its own yet, the portable ones run`)}`,
         `cpu bf16 products (--precision bf16): ${b.cpu.bf16Products ? 'AVX512-BF16, about 2x the fp32 rate' : 'no AVX512-BF16 here, run on the fp32 kernels (bf16 results at fp32 speed)'}`,
       ];
       if (b.cuda) {
