@@ -15,7 +15,7 @@ export {
   type SafetensorsWriterOptions,
   type TensorInfo,
 } from './checkpoint/safetensors.js';
-export { prepareOutputDir, type OutputDir, type PrepareOutputOptions } from './checkpoint/output-dir.js';
+export { checkOutputTarget, prepareOutputDir, type OutputDir, type PrepareOutputOptions } from './checkpoint/output-dir.js';
 export { ModelFolder, WeightFiles, copyAuxiliaryFiles, readRawConfig } from './checkpoint/model-folder.js';
 export {
   AwqCheckpoint,

@@ -12,6 +12,7 @@ import {
   checkSequenceFits,
   copyAuxiliaryFiles,
   parseModelConfig,
+  checkOutputTarget,
   prepareOutputDir,
 } from '../dist/index.js';
 import { HAVE_MODELS, LLAMA, llamaConfig, safetensorsBytes, tmpDir, writeJson } from './helpers/fixtures.js';
@@ -241,15 +242,56 @@ describe('prepareOutputDir', () => {
   it('refuses an existing folder without overwrite, replaces it with overwrite', async () => {
     const out = join(tmp.dir, 'out2');
     mkdirSync(out);
-    writeFileSync(join(out, 'old'), '');
+    writeFileSync(join(out, 'config.json'), '{}');
     await expect(prepareOutputDir(out)).rejects.toThrow(InvalidArgumentError);
     await expect(prepareOutputDir(out)).rejects.toThrow(/already exists.*--overwrite/);
     const o = await prepareOutputDir(out, { overwrite: true });
     writeFileSync(join(o.tempDir, 'new'), '');
-    expect(readdirSync(out)).toEqual(['old']);
+    expect(readdirSync(out)).toEqual(['config.json']);
     await o.commit();
     expect(readdirSync(out)).toEqual(['new']);
     expect(readdirSync(tmp.dir).filter((n) => n.startsWith('out2.'))).toEqual([]);
+    // an empty folder is replaced too
+    const empty = join(tmp.dir, 'out-empty');
+    mkdirSync(empty);
+    await (await prepareOutputDir(empty, { overwrite: true })).commit();
+    expect(readdirSync(empty)).toEqual([]);
+  });
+
+  it('overwrite replaces only a model folder, never one that holds the input or is not a model', async () => {
+    // A folder of models with the input in it (a typo for --out parent/model-awq), a home-like
+    // folder, and a folder holding the calibration file: each refused before anything is written,
+    // and at commit too, and nothing in them is touched.
+    const parent = join(tmp.dir, 'models');
+    mkdirSync(parent);
+    const input = join(parent, 'model');
+    mkdirSync(input);
+    writeFileSync(join(input, 'config.json'), '{}');
+    writeFileSync(join(parent, 'notes.txt'), 'keep');
+    for (const opts of [{ inputDir: input, overwrite: true }, { inputDir: input }]) {
+      const err = await checkOutputTarget(parent, opts).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect((err as Error).message).toMatch(/holds the input .*model/);
+    }
+    const home = join(tmp.dir, 'home');
+    mkdirSync(home);
+    writeFileSync(join(home, '.bashrc'), '');
+    await expect(prepareOutputDir(home, { overwrite: true })).rejects.toThrow(/not a model folder \(no config\.json\).*left alone/);
+    const calibDir = join(tmp.dir, 'run');
+    mkdirSync(calibDir);
+    writeFileSync(join(calibDir, 'config.json'), '{}');
+    writeFileSync(join(calibDir, 'calib.jsonl'), '{"text": "x"}\n');
+    await expect(prepareOutputDir(calibDir, { overwrite: true, inputs: [join(calibDir, 'calib.jsonl')] })).rejects.toThrow(/holds the input .*calib\.jsonl/);
+    await expect(prepareOutputDir(join(calibDir, 'calib.jsonl'), { inputs: [join(calibDir, 'calib.jsonl')] })).rejects.toThrow(/is the input .*calib\.jsonl/);
+    // the folder turned into a non-model folder while the run wrote: commit refuses, keeps it
+    const later = join(tmp.dir, 'later');
+    const o = await prepareOutputDir(later, { overwrite: true });
+    mkdirSync(later);
+    writeFileSync(join(later, 'photo.jpg'), '');
+    await expect(o.commit()).rejects.toThrow(/not a model folder/);
+    expect(readdirSync(later)).toEqual(['photo.jpg']);
+    expect(readdirSync(parent).sort()).toEqual(['model', 'notes.txt']);
+    expect(readdirSync(home)).toEqual(['.bashrc']);
   });
 
   it('refuses an output inside (or equal to) the input folder', async () => {

@@ -379,8 +379,10 @@ async function sourceConfigTextOf(dir: string, rawConfig: Record<string, unknown
 }
 
 export interface AwqWriterOptions {
-  /** The model folder being quantized: auxiliary files come from it; `out` may not be inside it. */
+  /** The model folder being quantized: auxiliary files come from it; `out` may not be inside it or hold it. */
   sourceDir: string;
+  /** Other inputs of the run (the calibration file): `out` may not be or hold one. */
+  inputs?: readonly string[];
   overwrite?: boolean;
   maxShardBytes?: number;
   /**
@@ -405,7 +407,7 @@ export class AwqCheckpointWriter {
     if (!opts || typeof opts.sourceDir !== 'string') {
       throw new InvalidArgumentError('opts.sourceDir: expected the path of the source model folder');
     }
-    const output = await prepareOutputDir(out, { overwrite: opts.overwrite, inputDir: opts.sourceDir });
+    const output = await prepareOutputDir(out, { overwrite: opts.overwrite, inputDir: opts.sourceDir, inputs: opts.inputs });
     try {
       const writer = await SafetensorsWriter.create(output.tempDir, { maxShardBytes: opts.maxShardBytes });
       return new AwqCheckpointWriter(output, writer, opts);

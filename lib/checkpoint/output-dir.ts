@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { lstat, mkdir, realpath, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, realpath, rename, rm } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 
 import { AwqError, InvalidArgumentError, ioError } from '../errors.js';
@@ -13,8 +13,10 @@ import { AwqError, InvalidArgumentError, ioError } from '../errors.js';
 export interface PrepareOutputOptions {
   /** Replace an existing folder at `out` (only on commit, after everything was written). */
   overwrite?: boolean;
-  /** The folder being read: `out` may be neither it nor inside it. */
+  /** The folder being read: `out` may be neither it nor inside it, nor contain it. */
   inputDir?: string;
+  /** Other files or folders the run reads (calibration data): `out` may neither be nor hold one. */
+  inputs?: readonly string[];
 }
 
 export interface OutputDir {
@@ -81,22 +83,56 @@ async function refuseExisting(out: string, overwrite: boolean): Promise<void> {
   if (kind === 'dir' && !overwrite) {
     throw new InvalidArgumentError(`output folder ${out} already exists; pass --overwrite (overwrite: true) to replace it`);
   }
-}
-
-export async function prepareOutputDir(out: string, opts: PrepareOutputOptions = {}): Promise<OutputDir> {
-  if (typeof out !== 'string' || out === '') throw new InvalidArgumentError(`out: expected a folder path, got ${JSON.stringify(out)}`);
-  const overwrite = opts.overwrite ?? false;
-  const outAbs = resolve(out);
-  if (opts.inputDir !== undefined) {
-    const [o, i] = await Promise.all([canonical(outAbs), canonical(opts.inputDir)]);
-    if (isInside(o, i)) {
+  if (kind === 'dir') {
+    // Replacing deletes the old folder: only a model folder (an earlier output) or an empty one,
+    // never whatever a mistyped --out names (a home folder, a folder of models).
+    let entries: string[];
+    try {
+      entries = await readdir(out);
+    } catch (err) {
+      throw ioError(`listing ${out}`, err);
+    }
+    if (entries.length > 0 && !entries.includes('config.json')) {
       throw new InvalidArgumentError(
-        `output folder ${out} is ${o === i ? 'the input folder' : `inside the input folder ${opts.inputDir}`}; ` +
-          'the input is never modified: choose a folder outside it',
+        `output folder ${out} exists and is not a model folder (no config.json): --overwrite replaces only a model ` +
+          'folder or an empty one, so it is left alone; remove it yourself or choose another folder',
       );
     }
   }
-  await refuseExisting(outAbs, overwrite);
+}
+
+/**
+ * Checks, creating nothing, that the run may write `out`: it is not an input nor inside one, holds
+ * no input, and exists only with overwrite (then as a model folder or an empty one). Returns the
+ * absolute path. prepareOutputDir checks the same; callers with slow work before it (the pipeline's
+ * calibration) check first.
+ */
+export async function checkOutputTarget(out: string, opts: PrepareOutputOptions = {}): Promise<string> {
+  if (typeof out !== 'string' || out === '') throw new InvalidArgumentError(`out: expected a folder path, got ${JSON.stringify(out)}`);
+  const outAbs = resolve(out);
+  const o = await canonical(outAbs);
+  const inputs = [...(opts.inputDir !== undefined ? [{ path: opts.inputDir, folder: true }] : []), ...(opts.inputs ?? []).map((path) => ({ path, folder: false }))];
+  for (const input of inputs) {
+    const i = await canonical(input.path);
+    if (isInside(o, i)) {
+      throw new InvalidArgumentError(
+        input.folder
+          ? `output folder ${out} is ${o === i ? 'the input folder' : `inside the input folder ${input.path}`}; the input is never modified: choose a folder outside it`
+          : `output folder ${out} is ${o === i ? 'the input' : 'inside the input'} ${input.path}; choose another folder`,
+      );
+    }
+    if (isInside(i, o)) {
+      throw new InvalidArgumentError(
+        `output folder ${out} holds the input ${input.path}; writing or replacing it would touch the input: choose a folder outside it`,
+      );
+    }
+  }
+  await refuseExisting(outAbs, opts.overwrite ?? false);
+  return outAbs;
+}
+
+export async function prepareOutputDir(out: string, opts: PrepareOutputOptions = {}): Promise<OutputDir> {
+  const outAbs = await checkOutputTarget(out, opts);
   const tempDir = `${outAbs}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     await mkdir(dirname(outAbs), { recursive: true });
@@ -114,7 +150,7 @@ export async function prepareOutputDir(out: string, opts: PrepareOutputOptions =
       if (state !== 'open') throw new InvalidArgumentError(`output ${outAbs} was already ${state}`);
       try {
         // Checked again: the folder may have appeared while we were writing.
-        await refuseExisting(outAbs, overwrite);
+        await checkOutputTarget(outAbs, opts);
         if ((await exists(outAbs)) === 'dir') {
           // Move the old folder aside first: renaming onto a non-empty folder fails.
           const old = `${outAbs}.old-${process.pid}-${randomBytes(4).toString('hex')}`;

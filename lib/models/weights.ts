@@ -102,6 +102,41 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
   };
 }
 
+/**
+ * Every tensor that quantizing reads is present with the shape the config implies: checked from the
+ * headers before any work, so a model missing its last layer or its lm_head fails in seconds, not
+ * after hours of layers.
+ */
+export function checkModelTensors(model: ModelWeights): void {
+  const a = model.adapter;
+  const c = model.config;
+  const expect = (name: string | undefined, shape: number[], optional = false) => {
+    if (name === undefined) return;
+    if (!model.hasTensor(name)) {
+      if (optional) return;
+      throw new BadCheckpointError(`${model.dir}: no tensor named '${name}'`);
+    }
+    const stored = model.storedShape(name);
+    if (stored !== undefined && stored.join() !== shape.join()) {
+      throw new BadCheckpointError(`${model.dir}: tensor ${name} has shape [${stored}], the config implies [${shape}]`);
+    }
+  };
+  expect(a.embedTokens, [c.vocabSize, c.hiddenSize]);
+  expect(a.finalNorm, [c.hiddenSize]);
+  if (!c.tieWordEmbeddings) expect(a.lmHead, [c.vocabSize, c.hiddenSize]);
+  for (let i = 0; i < c.numLayers; i++) {
+    for (const name of LINEAR_NAMES) {
+      const [out, inF] = a.linearShape(name);
+      expect(`${a.linear(i, name)}.weight`, [out, inF]);
+      expect(`${a.linear(i, name)}.bias`, [out], true);
+    }
+    expect(a.inputNorm(i), [c.hiddenSize]);
+    expect(a.postNorm(i), [c.hiddenSize]);
+    expect(a.qNorm(i), [c.headDim]);
+    expect(a.kNorm(i), [c.headDim]);
+  }
+}
+
 /** Loads decoder layer `i` as fp32 `LayerWeights`, checking every shape against the config. */
 export async function loadLayerWeights(model: ModelWeights, i: number): Promise<LayerWeights> {
   const a = model.adapter;

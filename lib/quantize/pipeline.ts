@@ -9,12 +9,13 @@
 import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter } from '../checkpoint/awq-format.js';
+import { checkOutputTarget } from '../checkpoint/output-dir.js';
 import { backends, resolveBackend, setThreads } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 import { BadCheckpointError, InvalidArgumentError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
 import { checkSequenceFits } from '../models/config.js';
-import { embed, inLayer, loadLayerWeights, openModelWeights } from '../models/weights.js';
+import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights } from '../models/weights.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { version } from '../version.js';
 import { layerTensorNames, packLayer, writePackedLayer } from './packed-layer.js';
@@ -155,6 +156,11 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   /** The last finished layer's save into `kept`, still being written. */
   let saving: Promise<void> | undefined;
   try {
+    // Before any slow work: the output may be written (an existing one replaced) at all, and every
+    // tensor the run reads is there.
+    const inputs = options.calib && 'path' in options.calib ? [options.calib.path] : [];
+    await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
+    checkModelTensors(model);
     // Every quantized linear must split into whole groups: check before any work.
     if (opts.groupSize > 0) {
       for (const name of LINEAR_NAMES) {
@@ -248,12 +254,18 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
 
     writer = await AwqCheckpointWriter.create(options.out, {
       sourceDir: options.model,
+      inputs,
       overwrite: options.overwrite,
       maxShardBytes: options.maxShardBytes,
       keepSourceDtype: options.keepDtype ?? false,
     });
     await writer.addTensor(adapter.embedTokens, [cfg.vocabSize, cfg.hiddenSize], embedTable, model.storedDtype(adapter.embedTokens));
     embedTable = undefined; // not needed again: free it before the layers
+    // The last tensors first: a damaged one (a NaN in lm_head) fails the run now, not after the layers.
+    await writer.addTensor(adapter.finalNorm, [cfg.hiddenSize], await model.readTensor(adapter.finalNorm), model.storedDtype(adapter.finalNorm));
+    if (!cfg.tieWordEmbeddings) {
+      await writer.addTensor(adapter.lmHead, [cfg.vocabSize, cfg.hiddenSize], await model.readTensor(adapter.lmHead), model.storedDtype(adapter.lmHead));
+    }
 
     const layers: LayerSummary[] = [];
     const resumed = kept?.layersDone ?? 0;
@@ -298,10 +310,6 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
 
     await saving;
     progress.emit({ stage: 'write', completed: cfg.numLayers, total: cfg.numLayers, message: 'writing the checkpoint' });
-    await writer.addTensor(adapter.finalNorm, [cfg.hiddenSize], await model.readTensor(adapter.finalNorm), model.storedDtype(adapter.finalNorm));
-    if (!cfg.tieWordEmbeddings) {
-      await writer.addTensor(adapter.lmHead, [cfg.vocabSize, cfg.hiddenSize], await model.readTensor(adapter.lmHead), model.storedDtype(adapter.lmHead));
-    }
     const report: QuantizationReport = {
       model: options.model,
       modelType: cfg.modelType,

@@ -1,0 +1,87 @@
+/**
+ * quantize checks where it will write, and what it will read, before any slow work: an --out that
+ * holds the input model (with --overwrite the old folder would be deleted, model and all) or the
+ * calibration file, an --out inside the input with --resume (whose folder sits beside --out), and a
+ * model missing a tensor that only the end of the run reads.
+ */
+import { mkdirSync, readdirSync, renameSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { BadCheckpointError, InvalidArgumentError, quantize, type ProgressEvent } from '../dist/index.js';
+import { scratchDir } from './helpers/scratch.js';
+import { writeTinyModel } from './helpers/tiny-model.js';
+
+/** Every entry under `dir` with its size and modification time: unchanged means untouched. */
+function snapshot(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    const st = statSync(d);
+    out.push(`${d} ${st.mtimeMs}`);
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else out.push(`${join(d, e.name)} ${statSync(join(d, e.name)).size} ${statSync(join(d, e.name)).mtimeMs}`);
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+
+describe('quantize: where it writes, checked before any work', () => {
+  it('refuses an --out that holds the input model or the calibration file, even with overwrite, touching nothing', async () => {
+    const parent = scratchDir('awq-parent-');
+    const model = join(parent, 'model');
+    renameSync(await writeTinyModel({ vocab: 256, layers: 2 }), model);
+    writeFileSync(join(parent, 'notes.txt'), 'keep me');
+    const before = snapshot(parent);
+    for (const overwrite of [true, false]) {
+      const err = await quantize({ model, out: parent, overwrite, method: 'rtn' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect((err as Error).message).toMatch(/holds the input .*model.*choose a folder outside it/);
+    }
+    expect(snapshot(parent)).toEqual(before);
+
+    // the calibration file inside a model-like --out (one with a config.json) that --overwrite would replace
+    const run = scratchDir('awq-run-');
+    writeFileSync(join(run, 'config.json'), '{}');
+    const calib = join(run, 'calib.txt');
+    writeFileSync(calib, 'one sample\n\nanother sample\n');
+    const err = await quantize({ model, out: run, overwrite: true, calib: { kind: 'text', path: calib } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as Error).message).toMatch(/holds the input .*calib\.txt/);
+    expect(readFileSync(calib, 'utf8')).toContain('another sample');
+  });
+
+  it('--resume with an --out inside the input is refused before its folder is created', async () => {
+    const model = await writeTinyModel({ vocab: 256, layers: 2 });
+    const before = snapshot(model);
+    const err = await quantize({ model, out: join(model, 'awq'), resume: true, method: 'rtn' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as Error).message).toMatch(/inside the input folder/);
+    expect(snapshot(model)).toEqual(before);
+  });
+
+  it('a tensor that only the end of the run reads (an untied lm_head) is missed before the first layer', async () => {
+    const model = await writeTinyModel({ vocab: 256, layers: 2, tie: true });
+    const configPath = join(model, 'config.json');
+    writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), tie_word_embeddings: false }));
+    const out = join(scratchDir('awq-out-'), 'q');
+    const events: ProgressEvent[] = [];
+    const err = await quantize({ model, out, method: 'rtn', onProgress: (e) => events.push(e) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BadCheckpointError);
+    expect((err as Error).message).toMatch(/no tensor named 'lm_head\.weight'/);
+    expect(events.filter((e) => e.stage === 'layer')).toEqual([]);
+  });
+
+  it('a non-finite lm_head fails the run before the first layer', async () => {
+    const model = await writeTinyModel({ vocab: 256, layers: 2, tie: false, nanTensor: 'lm_head.weight' });
+    const out = join(scratchDir('awq-out-'), 'q');
+    mkdirSync(join(out, '..'), { recursive: true });
+    const events: ProgressEvent[] = [];
+    const err = await quantize({ model, out, method: 'rtn', onProgress: (e) => events.push(e) }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/lm_head\.weight.*NaN/);
+    expect(events.filter((e) => e.stage === 'layer')).toEqual([]);
+    expect(readdirSync(join(out, '..'))).toEqual([]);
+  });
+});
