@@ -52,20 +52,30 @@ void AsyncJob::Execute() {
   }
 }
 
+// Both settle the promise on the JS thread. A worker thread's environment that is shutting down
+// (worker.terminate(), process.exit() inside a worker) refuses to run JS: every N-API call then
+// fails and node-addon-api throws, and an exception leaving these callbacks terminates the whole
+// process. Nobody can wait for the promise then, so the result is dropped.
 void AsyncJob::OnOK() {
   Napi::Env env = Env();
   try {
-    std::vector<Napi::Value> kept;
-    for (auto& r : keep_) kept.push_back(r.Value());
-    deferred_.Resolve(result_(env, kept));
-  } catch (const Napi::Error& e) {
-    deferred_.Reject(e.Value());
+    try {
+      std::vector<Napi::Value> kept;
+      for (auto& r : keep_) kept.push_back(r.Value());
+      deferred_.Resolve(result_(env, kept));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  } catch (...) {
   }
 }
 
 void AsyncJob::OnError(const Napi::Error& e) {
   Napi::Env env = Env();
-  deferred_.Reject(make_error(env, code_, e.Message(), stack_).Value());
+  try {
+    deferred_.Reject(make_error(env, code_, e.Message(), stack_).Value());
+  } catch (...) {
+  }
 }
 
 }  // namespace awq::addon

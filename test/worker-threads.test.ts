@@ -1,0 +1,56 @@
+/**
+ * awq inside worker_threads, as serving pools run it: a worker that is terminated, or exits, while
+ * its native calls are in flight goes away alone. (Settling their promises in the dying worker used
+ * to throw out of the completion callback and abort the whole process.)
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { scratchDir } from './helpers/scratch.js';
+
+const index = resolve('dist/index.js');
+
+/** A script whose worker starts `start` (no await) and then does `then` ('terminate' from the main thread, or 'exit'). */
+function script(start: string, then: 'terminate' | 'exit'): string {
+  return `
+import { Worker, isMainThread, parentPort } from 'node:worker_threads';
+if (isMainThread) {
+  const w = new Worker(new URL(import.meta.url));
+  w.on('message', () => ${then === 'terminate' ? 'w.terminate()' : 'undefined'});
+  w.on('exit', (code) => { setTimeout(() => console.log('main alive after worker exit ' + code), 200); });
+} else {
+  const { Int4Linear } = await import(${JSON.stringify(index)});
+  const inF = 2048, outF = 2048, g = 128;
+  const t = { name: 'w', inFeatures: inF, outFeatures: outF, groupSize: g,
+    qweight: new Int32Array(inF * outF / 8).fill(0x12345678), qzeros: new Int32Array(inF / g * outF / 8).fill(0x88888888),
+    scales: new Uint16Array(inF / g * outF).fill(0x2000) };
+  ${start}
+  ${then === 'terminate' ? "parentPort.postMessage('started');" : 'process.exit(3);'}
+}
+`;
+}
+
+const cases: [string, string, 'terminate' | 'exit'][] = [
+  ['terminated during forward calls', 'const l = await Int4Linear.fromAwq(t); for (let i = 0; i < 8; i++) l.forward(new Float32Array(128 * inF).fill(0.5), 128);', 'terminate'],
+  ['terminated while a layer is being packed', 'Int4Linear.fromAwq(t); Int4Linear.fromAwq(t);', 'terminate'],
+  ['exiting (process.exit in the worker) during forward calls', 'const l = await Int4Linear.fromAwq(t); for (let i = 0; i < 8; i++) l.forward(new Float32Array(128 * inF), 128);', 'exit'],
+];
+
+describe('worker threads', () => {
+  for (const [name, start, then] of cases) {
+    it(`a worker ${name} ends alone; the process lives on`, () => {
+      const file = join(scratchDir('awq-worker-'), 'run.mjs');
+      writeFileSync(file, script(start, then));
+      for (let round = 0; round < 3; round++) {
+        const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, AWQ_THREADS: '2' } });
+        expect(r.stderr).not.toMatch(/terminate called|Napi::Error/);
+        expect(r.signal, r.stderr).toBeNull();
+        expect(r.status, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(/main alive after worker exit \d+/);
+      }
+    });
+  }
+});
