@@ -165,6 +165,54 @@ describe('Int4Linear', () => {
     }
   });
 
+  it('int8 mode keeps its bound for blocks of tiny activations (127 / max|x| beyond fp32)', async () => {
+    // Each 128-block at another scale down to subnormals: 127 / max|x| overflowed below 3.7e-37,
+    // and 0 * inf turned zeros into -127 (errors 56x the bound, of the wrong sign).
+    const rand = mulberry32(21);
+    const L = randomLayer(512, 16, 128, 5, false);
+    const lin = await Int4Linear.fromAwq(toAwq(L));
+    const w = dequantRef(L);
+    const scales = [1e-37, 2e-39, 5e-36, 3e-38];
+    for (const m of [1, 3]) {
+      const x = new Float32Array(m * 512).map((_, i) => (i % 5 === 0 ? 0 : (rand() - 0.5) * 2 * scales[Math.floor((i % 512) / 128)]));
+      const y = await lin.forward(x, m, { mode: 'int8' });
+      expect(lin.forwardSync(x, m, { mode: 'int8' })).toEqual(y);
+      for (let i = 0; i < m; i++)
+        for (let n = 0; n < 16; n++) {
+          let ref = 0, bound = 0;
+          for (let b = 0; b < 4; b++) {
+            let amax = 0, wsum = 0;
+            for (let k = b * 128; k < (b + 1) * 128; k++) {
+              amax = Math.max(amax, Math.abs(x[i * 512 + k]));
+              wsum += Math.abs(w[n * 512 + k]);
+              ref += x[i * 512 + k] * w[n * 512 + k];
+            }
+            bound += (amax / 254) * wsum;
+          }
+          expect(Math.abs(y[i * 16 + n] - ref)).toBeLessThanOrEqual(bound * 1.01 + 1e-44);
+        }
+    }
+  });
+
+  it('forwardSync with out over x (one buffer reused in place) gives the right product', async () => {
+    const L = randomLayer(256, 256, 128, 6, true);
+    const lin = await Int4Linear.fromAwq(toAwq(L));
+    for (const m of [1, 2, 4, 16, 17, 40]) {
+      const buf = new Float32Array(m * 256).map((_, i) => Math.sin(i * 0.37));
+      const want = lin.forwardSync(buf.slice(), m);
+      expect(lin.forwardSync(buf, m, { out: buf })).toBe(buf);
+      expect(buf).toEqual(want);
+      // a view into the same memory, shifted
+      const big = new Float32Array(m * 256 + 64).map((_, i) => Math.cos(i * 0.11));
+      const x = big.subarray(0, m * 256);
+      const want2 = lin.forwardSync(x.slice(), m);
+      const out = big.subarray(64, 64 + m * 256);
+      lin.forwardSync(x, m, { out });
+      expect(out).toEqual(want2);
+    }
+    await expect(lin.forward(new Float32Array(256), 1, null as never)).rejects.toThrow(InvalidArgumentError);
+  });
+
   it('writes into a caller-provided output and rejects NaN activations with a NonFiniteError', async () => {
     const L = randomLayer(128, 8, 128, 4);
     const lin = await Int4Linear.fromAwq(toAwq(L));

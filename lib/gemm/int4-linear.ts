@@ -202,7 +202,10 @@ export class Int4Linear {
     this.#checkLive('forwardSync');
     if (!this.#handle) throw new InvalidArgumentError(`forwardSync: a CUDA layer runs through forward() (asynchronous)`);
     const a = this.#args(x, m, options);
-    return native().int4ForwardSync(this.#handle, a.data, a.dtype, m, a.mode, a.out);
+    // The kernels write y while they still read x: an out over x's memory (one buffer reused in
+    // place for a square layer) gets a copy of x. forward() always copies x.
+    const data = overlaps(a.data, a.out) ? a.data.slice() : a.data;
+    return native().int4ForwardSync(this.#handle, data, a.dtype, m, a.mode, a.out);
   }
 
   /** `dequantize(W)` as fp32 `[out, in]`: `(q - z) * s` exactly (tests, dense baselines). CPU layers only. */
@@ -213,6 +216,9 @@ export class Int4Linear {
   }
 
   #args(x: Int4Input, m: number, options: Int4ForwardOptions) {
+    if (options === null || typeof options !== 'object') {
+      throw new InvalidArgumentError(`options: expected an object or undefined, got ${describe(options)}`);
+    }
     if (!Number.isInteger(m) || m < 1) throw new InvalidArgumentError(`m: expected a positive integer, got ${String(m)}`);
     const n = m * this.inFeatures;
     let data: Float32Array | Uint16Array;
@@ -245,6 +251,11 @@ export class Int4Linear {
     }
     return { data, dtype, mode: mode === 'int8' ? (1 as const) : (0 as const), out };
   }
+}
+
+/** Whether two arrays share bytes (views of one buffer whose ranges intersect). */
+function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
 /** Copies a finished result into the caller's `out`, unless its buffer was detached meanwhile. */

@@ -3,6 +3,7 @@
 #include "int4_gemm.h"
 
 #include <algorithm>
+#include <limits>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -215,9 +216,13 @@ void quantize_activations_int8(const float* x, int64_t M, int64_t in, Int8Activa
       int8_t* dst = reinterpret_cast<int8_t*>(a.q.data() + i * 128);
       if (amax == 0.f) continue;  // all zero: scale 0, values 0 (buffer starts zeroed)
       const float scale = amax / 127.f, inv = 127.f / amax;
+      // |x| below 127 / FLT_MAX (3.7e-37) everywhere in the block: 127 / amax overflows, so those
+      // blocks divide in double (0 * inf would be NaN, clamped to -127).
+      const bool tiny = !(inv <= std::numeric_limits<float>::max());
+      const double inv_tiny = 127.0 / amax;
       int32_t sum = 0;
       for (int64_t k = 0; k < len; ++k) {
-        const float r = round_even(xb[k] * inv);
+        const float r = tiny ? round_even(static_cast<float>(xb[k] * inv_tiny)) : round_even(xb[k] * inv);
         const int v = static_cast<int>(std::min(127.f, std::max(-127.f, r)));
         // k = 32c + 16h + j  ->  half h, byte 4j + c
         const int64_t c = k >> 5, h = (k >> 4) & 1, j = k & 15;
