@@ -1,14 +1,16 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import {
   AwqCheckpointWriter,
+  BadCheckpointError,
   BadConfigError,
   InvalidArgumentError,
   ModelFolder,
   NonFiniteError,
   dequantizeAwq,
+  loadAwq,
   openAwqCheckpoint,
   packAwq,
   readRawConfig,
@@ -345,6 +347,19 @@ describe('AwqCheckpointWriter', () => {
 });
 
 describe.skipIf(!HAVE_MODELS)('llama-22m-awq, written by another implementation (skipped when ../shared is absent)', () => {
+  it('refuses linears of other shapes than config.json implies, naming the file and the tensor', async () => {
+    // 16 heads of 64 instead of 8: q_proj would be 1024 wide, the file's is 512
+    const dir = join(tmp.dir, 'awq-shapes');
+    mkdirSync(dir);
+    for (const f of readdirSync(LLAMA_AWQ)) if (f !== 'config.json') symlinkSync(join(LLAMA_AWQ, f), join(dir, f));
+    const config = JSON.parse(readFileSync(join(LLAMA_AWQ, 'config.json'), 'utf8'));
+    writeJson(join(dir, 'config.json'), { ...config, num_attention_heads: 16 });
+    const err = await openAwqCheckpoint(dir).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BadCheckpointError);
+    expect((err as Error).message).toMatch(/model\.safetensors: 'model\.layers\.0\.self_attn\.q_proj\.qweight' holds a linear of in 512, out 512; config\.json implies in 512, out 1024/);
+    await expect(loadAwq(dir)).rejects.toThrow(BadCheckpointError);
+  });
+
   it('has consistent shapes for every decoder linear; unpack then repack gives the same bytes', async () => {
     const ck = await openAwqCheckpoint(LLAMA_AWQ);
     const c = ck.config;

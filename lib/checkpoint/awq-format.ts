@@ -8,6 +8,7 @@ import { isDeepStrictEqual } from 'node:util';
 
 import { AwqError, BadCheckpointError, BadConfigError, InvalidArgumentError, ioError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
+import { adapterFor, LINEAR_NAMES } from '../models/adapters.js';
 import type { ModelConfig } from '../models/config.js';
 import { setTopLevelMembers } from './json-edit.js';
 import { copyAuxiliaryFiles, ModelFolder, readJsonIfPresent } from './model-folder.js';
@@ -245,6 +246,7 @@ export class AwqCheckpoint {
         }
       }
       if (linears.size === 0) throw new BadCheckpointError(`${dir}: the quantization config says AWQ, but no tensor is named '*.qweight'`);
+      checkAgainstConfig(folder, linears);
       return new AwqCheckpoint(folder, quantization, linears);
     } catch (err) {
       await folder.close().catch(() => {});
@@ -295,6 +297,28 @@ export class AwqCheckpoint {
 
 export function openAwqCheckpoint(dir: string): Promise<AwqCheckpoint> {
   return AwqCheckpoint.open(dir);
+}
+
+/**
+ * The decoder's linears have the shapes config.json implies: a checkpoint whose q_proj is narrower
+ * than its heads would load, and fail (or compute garbage) only in a forward far from the file.
+ */
+function checkAgainstConfig(folder: ModelFolder, linears: ReadonlyMap<string, AwqDims>): void {
+  const adapter = adapterFor(folder.config);
+  for (let i = 0; i < folder.config.numLayers; i++) {
+    for (const name of LINEAR_NAMES) {
+      const prefix = adapter.linear(i, name);
+      const d = linears.get(prefix);
+      if (!d) continue;
+      const [out, inF] = adapter.linearShape(name);
+      if (d.inFeatures !== inF || d.outFeatures !== out) {
+        throw new BadCheckpointError(
+          `${folder.info(`${prefix}.qweight`).file}: '${prefix}.qweight' holds a linear of in ${d.inFeatures}, out ` +
+            `${d.outFeatures}; config.json implies in ${inF}, out ${out}`,
+        );
+      }
+    }
+  }
 }
 
 function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: number): AwqDims {
