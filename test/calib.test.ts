@@ -116,10 +116,20 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     expect(Array.from(b.tokens)).toEqual([1, 2, 3, 4, 5]);
   });
 
-  it('too little data is a typed error naming the counts', async () => {
+  it('pre-tokenized samples must be integer ids; an unknown source kind is named', async () => {
+    await expect(buildCalibrationBlocks({ kind: 'tokens', samples: [[1, 2], [1.5, 2]] }, undefined, { seqlen: 2 })).rejects.toThrow(
+      /calib\.samples\[1\]: expected an array of token ids/,
+    );
+    await expect(buildCalibrationBlocks({ kind: 'csv', path: 'x.csv' } as never, charTokenizer)).rejects.toThrow(/calib\.kind: expected .*got "csv"/);
+  });
+
+  it('too little data is a typed error naming the source and the counts', async () => {
     const err = await buildCalibrationBlocks({ kind: 'texts', texts: ['ab', ''] }, charTokenizer, { seqlen: 4 }).catch((e) => e);
     expect(err).toBeInstanceOf(InvalidArgumentError);
-    expect(err.message).toMatch(/fewer than one block of 4/);
+    expect(err.message).toMatch(/^2 texts: calibration data too short.*fewer than one block of 4/);
+    const file = join(scratchDir('awq-calib-'), 'short.jsonl');
+    writeFileSync(file, '{"text": "ab"}\n');
+    await expect(buildCalibrationBlocks({ kind: 'jsonl', path: file }, charTokenizer, { seqlen: 4 })).rejects.toThrow(`${file}: calibration data too short`);
     await expect(buildCalibrationBlocks({ kind: 'jsonl', path: '/nonexistent/x.jsonl' }, charTokenizer)).rejects.toThrow(/cannot read/);
   });
 

@@ -19,6 +19,22 @@ export type CalibrationSource =
   | { kind: 'tokens'; samples: readonly (readonly number[])[] } // pre-tokenized samples
   | { kind: 'default' }; // the general English set shipped with the package
 
+/** The calibration source as messages name it. */
+export function describeSource(s: CalibrationSource): string {
+  switch (s.kind) {
+    case 'jsonl':
+    case 'parquet':
+    case 'text':
+      return s.path;
+    case 'default':
+      return 'default (Brown corpus, shipped with awq)';
+    case 'texts':
+      return `${s.texts.length} texts`;
+    case 'tokens':
+      return `${s.samples.length} pre-tokenized samples`;
+  }
+}
+
 export const defaultCalibrationPath = join(packageRoot, 'data', 'calib-default.jsonl');
 
 export interface CalibrationOptions {
@@ -86,6 +102,10 @@ export async function* calibrationTexts(source: CalibrationSource): AsyncGenerat
     }
     case 'tokens':
       throw new InvalidArgumentError('pre-tokenized calibration data has no texts');
+    default:
+      throw new InvalidArgumentError(
+        `calib.kind: expected 'jsonl', 'parquet', 'text', 'texts', 'tokens' or 'default', got ${JSON.stringify((source as { kind?: unknown }).kind)}`,
+      );
   }
 }
 
@@ -117,6 +137,11 @@ export async function buildCalibrationBlocks(
     return accepted.length >= nSamples;
   };
   if (source.kind === 'tokens') {
+    source.samples.forEach((ids, i) => {
+      if (!Array.isArray(ids) || !ids.every((t) => Number.isInteger(t) && t >= 0)) {
+        throw new InvalidArgumentError(`calib.samples[${i}]: expected an array of token ids (integers >= 0)`);
+      }
+    });
     for (const ids of source.samples) if (consider(ids)) break;
   } else {
     if (!tokenizer) throw new InvalidArgumentError('a tokenizer is needed to calibrate on text');
@@ -129,7 +154,7 @@ export async function buildCalibrationBlocks(
   const blocks = Math.floor(total / seqlen);
   if (blocks === 0) {
     throw new InvalidArgumentError(
-      `calibration data too short: ${accepted.length} usable samples give ${total} tokens, fewer than one block of ${seqlen} ` +
+      `${describeSource(source)}: calibration data too short: ${accepted.length} usable samples give ${total} tokens, fewer than one block of ${seqlen} ` +
         `(${skippedTooLong} samples were longer than ${seqlen} tokens, ${skippedEmpty} empty)`,
     );
   }

@@ -50,7 +50,8 @@ async function calibrationSource(opts: Opts): Promise<CalibrationSource | undefi
     return { kind: 'tokens', samples: samples as number[][] };
   }
   if (!opts.calib) return undefined;
-  if (/\.jsonl(\.gz|\.zst)?$/i.test(opts.calib)) return { kind: 'jsonl', path: opts.calib, textColumn: opts.textColumn };
+  // .json too: what Hugging Face `datasets` writes with to_json (JSON lines by default)
+  if (/\.jsonl?(\.gz|\.zst)?$/i.test(opts.calib)) return { kind: 'jsonl', path: opts.calib, textColumn: opts.textColumn };
   if (/\.parquet$/i.test(opts.calib)) return { kind: 'parquet', path: opts.calib, textColumn: opts.textColumn };
   return { kind: 'text', path: opts.calib };
 }
@@ -61,13 +62,13 @@ export function registerQuantize(program: Command): void {
     .description('quantize a Hugging Face Llama / Mistral / Qwen2 / Qwen3 model to an AWQ checkpoint (AutoAWQ GEMM format)')
     .argument('<model>', 'Hugging Face model folder')
     .requiredOption('--out <dir>', 'output folder (written atomically)')
-    .option('--calib <file>', 'calibration texts: .jsonl (one JSON object per line), .parquet (a string column), or plain text (one sample per paragraph); .jsonl and text may be .gz or .zst')
+    .option('--calib <file>', 'calibration texts: .jsonl or .json (one JSON object per line), .parquet (a string column), or plain text (one sample per paragraph); .jsonl and text may be .gz or .zst')
     .option('--calib-tokens <file>', 'pre-tokenized calibration samples: a JSON array of arrays of token ids')
     .option('--text-column <name>', 'JSONL field or Parquet column holding the text', 'text')
     .option('--samples <n>', 'calibration samples to accept', positiveInt('--samples'), 128)
     .option('--seqlen <n>', 'tokens per calibration block (longer samples are skipped)', positiveInt('--seqlen'), 512)
     .option('--w-bit <n>', 'weight bits (2, 3 or 4; stored in the 4-bit GEMM layout)', intIn('--w-bit', [2, 3, 4]), 4)
-    .option('--group-size <n>', 'quantization group size (-1: one group per row)', intIn('--group-size', [32, 64, 128, -1]), 128)
+    .option('--group-size <n>', 'quantization group size (the AutoAWQ GEMM layout stores 32, 64 or 128)', intIn('--group-size', [32, 64, 128]), 128)
     .option('--zero-point', 'asymmetric quantization with zero points (default)', true)
     .option('--no-zero-point', 'symmetric quantization')
     .option('--duo-scaling', 'scale from activation and weight statistics (default)', true)

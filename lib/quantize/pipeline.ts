@@ -6,7 +6,7 @@
  * With backend 'cuda' the hidden states are uploaded once and stay in device memory
  * (CudaHiddenStates): each layer reads its input there and leaves its output there.
  */
-import { buildCalibrationBlocks, type CalibrationSource } from '../calib/dataset.js';
+import { buildCalibrationBlocks, describeSource, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter } from '../checkpoint/awq-format.js';
 import { checkOutputTarget } from '../checkpoint/output-dir.js';
@@ -94,20 +94,6 @@ export interface QuantizeResult {
   report: QuantizationReport;
 }
 
-function describeSource(s: CalibrationSource): string {
-  switch (s.kind) {
-    case 'jsonl':
-    case 'parquet':
-    case 'text':
-      return s.path;
-    case 'default':
-      return 'default (Brown corpus, shipped with awq)';
-    case 'texts':
-      return `${s.texts.length} texts`;
-    case 'tokens':
-      return `${s.samples.length} pre-tokenized samples`;
-  }
-}
 
 function resolveOptions(o: QuantizeOptions): QuantOptions {
   const q: QuantOptions = {
