@@ -174,7 +174,7 @@ export interface RawQuantizedLayer {
   postNorm: Float32Array;
   output: Float32Array;
   report: {
-    groups: { group: string; linears: string[]; foldedInto: string; skipped?: string; bestRatio: number; lossAtBest: number; lossAtZero: number; losses: number[]; salientChannels: { channel: number; stat: number }[] }[];
+    groups: { group: string; linears: string[]; foldedInto: string; skipped?: string; bestRatio: number | null; lossAtBest: number | null; lossAtZero: number | null; losses: number[]; salientChannels: { channel: number; stat: number }[] }[];
     clip: { linear: string; meanShrink: number; shrinkHistogram: number[] }[];
     timingsMs: { forward: number; scaleSearch: number; clipSearch: number; quantize: number };
     gflop: number;

@@ -166,8 +166,8 @@ export function summaryTable(r: QuantizationReport, out: string): string {
     lines.push('layer  group    ratio  loss(best)   loss(ratio 0)  gain    loss via  clip shrink  salient channels (mean |x|)');
     for (const l of r.layers) {
       for (const g of l.groups) {
-        if (g.skipped) {
-          lines.push(`${String(l.layer).padStart(5)}  ${g.group.padEnd(7)}  skipped: ${g.skipped}`);
+        if (g.skipped || g.bestRatio === null || g.lossAtBest === null || g.lossAtZero === null) {
+          lines.push(`${String(l.layer).padStart(5)}  ${g.group.padEnd(7)}  skipped: ${g.skipped ?? 'not searched'}`);
           continue;
         }
         const gain = g.lossAtZero > 0 ? `${(100 * (1 - g.lossAtBest / g.lossAtZero)).toFixed(1)}%` : '-';

@@ -112,10 +112,11 @@ export interface GroupReport {
    * one with fewer FLOPs (Gram pays off with many tokens, direct with few tokens and wide inputs).
    */
   lossMethod?: 'gram' | 'direct';
-  bestRatio: number;
-  lossAtBest: number;
+  /** The chosen ratio; null when the group was skipped (so are the losses). */
+  bestRatio: number | null;
+  lossAtBest: number | null;
   /** Loss at ratio 0. */
-  lossAtZero: number;
+  lossAtZero: number | null;
   /** Per grid point. */
   losses: number[];
   /** Top 8 input channels by x_mean. */
