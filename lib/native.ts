@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { fromNativeError, NativeLoadError } from './errors.js';
+import { fromNativeError, InvalidArgumentError, NativeLoadError } from './errors.js';
 import type { LayerArch, LayerWeights, Precision, QuantizedLinear } from './quantize/layer.js';
 
 export type Isa = 'portable' | 'avx2' | 'avx512';
@@ -272,9 +272,32 @@ function howToBuild(): string {
   );
 }
 
+/**
+ * The README's runtime knobs, checked before the native code reads them (it reads them once, and
+ * would take a typo for the default: `AWQ_ISA=AVX2` ran the AVX-512 kernels, `AWQ_THREADS=abc` all
+ * cores).
+ */
+function checkRuntimeKnobs(): void {
+  const env = process.env;
+  const bad = (name: string, expected: string) =>
+    new InvalidArgumentError(`environment variable ${name}: expected ${expected}, got ${JSON.stringify(env[name])}`);
+  const integer = (name: string, min: number, max: number) => {
+    const v = env[name];
+    if (v === undefined || v === '') return;
+    if (!/^\d+$/.test(v.trim()) || Number(v) < min || Number(v) > max) throw bad(name, `an integer from ${min} to ${max}`);
+  };
+  integer('AWQ_THREADS', 1, 1024);
+  integer('AWQ_POOL_SPIN_US', 0, 1_000_000);
+  const isa = env.AWQ_ISA;
+  if (isa !== undefined && isa !== '' && !['portable', 'avx2', 'avx512'].includes(isa)) throw bad('AWQ_ISA', "'portable', 'avx2' or 'avx512'");
+  const huge = env.AWQ_HUGEPAGES;
+  if (huge !== undefined && huge !== '' && huge !== '0' && huge !== '1') throw bad('AWQ_HUGEPAGES', "'0' or '1'");
+}
+
 /** The loaded native binding (loaded once, on first use). */
 export function native(): NativeBinding {
   if (!loaded) {
+    checkRuntimeKnobs();
     const l = load();
     loaded = { binding: wrapErrors(l.binding), path: l.path };
   }
