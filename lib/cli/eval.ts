@@ -25,7 +25,7 @@ export function registerEval(program: Command): void {
       const { setThreads } = await import('../backends.js');
       if (opts.threads) setThreads(opts.threads);
       const controller = new AbortController();
-      const release = abortOnSignals(controller);
+      const release = abortOnSignals(controller, { json: opts.json });
       const view = progressView({ json: !!opts.json, quiet: opts.quiet }, 'window');
       try {
         const r = await evaluate({

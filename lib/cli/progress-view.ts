@@ -83,14 +83,24 @@ export function signalExitCode(sig: NodeJS.Signals): number {
 export let receivedSignal: NodeJS.Signals | undefined;
 
 /**
- * Aborts `controller` on the first Ctrl-C / SIGTERM. A second one exits at once; unfinished output
- * folders are removed on the way out (output-dir.ts).
+ * A note for the user on stderr: `awq: message`, or with `--json` a `{"event":"notice", ...}`
+ * line in the progress stream (with `fields`).
  */
-export function abortOnSignals(controller: AbortController): () => void {
+export function notice(mode: { json?: boolean }, message: string, fields: Record<string, unknown> = {}): void {
+  process.stderr.write(mode.json ? `${JSON.stringify({ event: 'notice', ...fields, message })}\n` : `awq: ${message}\n`);
+}
+
+/**
+ * Aborts `controller` on the first Ctrl-C / SIGTERM. A second one exits at once; unfinished output
+ * folders are removed on the way out (output-dir.ts). With `json`, the note about it is a
+ * `{"event":"signal", ...}` line in the progress stream.
+ */
+export function abortOnSignals(controller: AbortController, mode: { json?: boolean } = {}): () => void {
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(signalExitCode(sig));
     receivedSignal = sig;
-    process.stderr.write(`\nawq: ${sig} received, stopping cleanly (press again to exit at once)\n`);
+    const message = `${sig} received, stopping cleanly (press again to exit at once)`;
+    process.stderr.write(mode.json ? `${JSON.stringify({ event: 'signal', signal: sig, message })}\n` : `\nawq: ${message}\n`);
     controller.abort();
   };
   process.on('SIGINT', onSignal);

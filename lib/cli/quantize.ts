@@ -9,7 +9,7 @@ import { BadCheckpointError, BadConfigError, InvalidArgumentError, ioError } fro
 import type { Precision } from '../quantize/layer.js';
 import { quantize, type QuantizationReport } from '../quantize/pipeline.js';
 import { keptProgress } from '../quantize/resume.js';
-import { abortOnSignals, progressView } from './progress-view.js';
+import { abortOnSignals, notice, progressView } from './progress-view.js';
 import { intIn, positiveInt } from './parse.js';
 
 interface Opts {
@@ -102,7 +102,7 @@ export function registerQuantize(program: Command): void {
         );
       }
       const controller = new AbortController();
-      const release = abortOnSignals(controller);
+      const release = abortOnSignals(controller, { json: opts.json });
       const view = progressView({ json: !!opts.json, quiet: opts.quiet });
       try {
         const { report } = await quantize({
@@ -135,9 +135,11 @@ export function registerQuantize(program: Command): void {
         const rerunHelps = !(err instanceof InvalidArgumentError || err instanceof BadConfigError || err instanceof BadCheckpointError);
         const progress = opts.resume && rerunHelps ? await keptProgress(opts.out) : null;
         if (progress && !opts.quiet) {
-          process.stderr.write(
-            `awq: ${progress.layersDone} finished layer${progress.layersDone === 1 ? '' : 's'} kept in ${progress.dir}: ` +
-              'run the same command again to continue after them\n',
+          notice(
+            opts,
+            `${progress.layersDone} finished layer${progress.layersDone === 1 ? '' : 's'} kept in ${progress.dir}: ` +
+              'run the same command again to continue after them',
+            { layersDone: progress.layersDone, dir: progress.dir },
           );
         }
         throw err;
