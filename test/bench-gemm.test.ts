@@ -2,7 +2,7 @@
 // floor's bandwidth probe (a natively allocated pool) rejects reads past its end.
 import { describe, expect, it } from 'vitest';
 
-import { benchGemm, type GemmBenchRecord, type GemmImpl } from '../dist/bench/gemm.js';
+import { benchGemm, MAX_M, type GemmBenchRecord, type GemmImpl } from '../dist/bench/gemm.js';
 import { formatTable } from '../dist/cli/bench.js';
 import { native } from '../dist/native.js';
 
@@ -36,10 +36,18 @@ describe('awq bench gemm', () => {
       ({ m: 1, k: 256, n: 64, threads: 2, impl, mode: 'stream', medianMs, gbPerS: 1, gflopPerS: 1 });
     // --shapes 256x64,256x64: two blocks of the same key, each with its own baselines
     const records = [rec('awq', 2), rec('ort-acc0', 4), rec('floor', 1), rec('awq', 5), rec('ort-acc0', 20), rec('floor', 4)];
-    const table = formatTable(records, { machine: 'test', threads: 2, bandwidthGBs: 1, fmaPeakGflops: 1, ort: 'test', notes: [] });
+    const table = formatTable(records, { machine: 'test', threads: 2, bandwidthGBs: 1, fmaPeakGflops: 1, ort: { version: 'test' }, notes: [] });
+    expect(table).toMatch(/peer: onnxruntime-node test/);
     // | m | k x n | mode | impl | median ms | GB/s | % of bandwidth | GFLOP/s | vs ort-acc0 | vs floor |
     const awqRows = table.split('\n').filter((l) => l.includes('| awq |')).map((l) => l.split('|').map((c) => c.trim()));
     expect(awqRows.map((c) => [c[9], c[10]])).toEqual([['2.00x', '50%'], ['4.00x', '80%']]);
+  });
+
+  it('checks its options before measuring anything', async () => {
+    await expect(benchGemm({ ms: [MAX_M + 1], shapes: [[4096, 4096]] })).rejects.toThrow(/m must be an integer from 1 to 65536, got 65537/);
+    await expect(benchGemm({ ms: [4], impls: ['floor'] })).rejects.toThrow(/nothing to time: the floor runs only at m = 1/);
+    await expect(benchGemm({ ms: [1], shapes: [[1 << 20, 1 << 13]] })).rejects.toThrow(/k x n = 8589934592 elements/);
+    await expect(benchGemm({ ms: [1], shapes: [[4096, 4096]], impls: [] })).rejects.toThrow(/must not be empty/);
   });
 
   it('reads a stream pool only within its bounds', () => {

@@ -5,13 +5,16 @@
  * on a noisy, shared machine.
  *
  * - `stream` cycles through enough distinct weight copies (>= streamMB in all) that every call
- *   reads its weights from DRAM, as decoding a real model does; `warm` reuses one copy.
+ *   reads its weights from DRAM, as decoding a real model does; `warm` reuses one copy. At most
+ *   MAX_STREAM_COPIES copies: below streamMB / MAX_STREAM_COPIES bytes of weights a shape cycles
+ *   through fewer bytes than asked (a note says so), and a small one may be read from the caches.
  * - `gbPerS` is the AutoAWQ weight bytes (qweight + qzeros + fp16 scales) over the time, for
  *   every impl, so the column compares like with like.
  */
-import { cpus } from 'node:os';
+import { cpus, totalmem } from 'node:os';
 
 import { backends, setThreads } from '../backends.js';
+import { InvalidArgumentError } from '../errors.js';
 import { denseGemm, fmaPeakGflops } from '../gemm.js';
 import { Int4Linear, type Int4Mode } from '../gemm/int4-linear.js';
 import { native, type StreamPool } from '../native.js';
@@ -48,24 +51,61 @@ export interface GemmBenchOptions {
   log?: (line: string) => void;
 }
 
+/** What stream mode cycled through for one shape. */
+export interface GemmBenchShape {
+  k: number;
+  n: number;
+  /** AutoAWQ bytes of one weight copy (qweight + qzeros + fp16 scales): the bytes in `gbPerS`. */
+  weightBytes: number;
+  /** Distinct weight copies in stream mode (1 when stream mode was not asked). */
+  streamCopies: number;
+  /** True when MAX_STREAM_COPIES held streamCopies * weightBytes below streamMB. */
+  streamCapped: boolean;
+}
+
+/**
+ * What `awq bench gemm --json` prints (README, "awq bench gemm --json"). Key order is the
+ * printed order.
+ */
 export interface GemmBenchResult {
+  /** One line: CPU model, cores available, kernel ISA and CPU features. */
   machine: string;
-  threads: number;
+  cpu: { model: string; cores: number; features: string[] };
+  /** The int4 kernels' instruction set ('avx512', 'avx2', 'portable', ...). */
   isa: string;
+  threads: number;
+  /** Streaming read bandwidth measured in this run, GB/s (1e9 bytes per second). */
   bandwidthGBs: number;
-  /** Measured fp32 FMA throughput of this machine on `threads` threads. */
+  /** Measured fp32 FMA throughput of this machine on `threads` threads, GFLOP/s. */
   fmaPeakGflops: number;
-  ort: string;
-  records: GemmBenchRecord[];
-  /** Checks made along the way (ORT vs awq agreement, skipped impls). */
+  /** The peer: the onnxruntime-node version, or why the ort-* impls did not run. */
+  ort: { version: string } | { skipped: string };
+  /** Asked total size of the distinct weight copies in stream mode, MB (1e6 bytes). */
+  streamMB: number;
+  shapes: GemmBenchShape[];
+  /** Checks made along the way (ORT vs awq agreement, skipped impls, capped copies). */
   notes: string[];
+  records: GemmBenchRecord[];
 }
 
 export const DEFAULT_MS = [1, 4, 16, 128, 512];
 export const DEFAULT_SHAPES: Array<[number, number]> = [[4096, 4096], [4096, 11008], [11008, 4096]];
+export const DEFAULT_STREAM_MB = 400;
+/** Largest m (rows of x) the benchmark takes. */
+export const MAX_M = 65536;
+/**
+ * Most distinct weight copies stream mode cycles through, per impl. Every copy is built and
+ * touched before timing, and each ort-* copy is a session with a thread pool of its own, so a
+ * small shape (532 bytes at 128x8) would otherwise ask for hundreds of thousands of them.
+ */
+export const MAX_STREAM_COPIES = 128;
+/** Longest typed array the benchmark allocates (elements; V8's limit in Node 20). */
+const MAX_ARRAY_LENGTH = 2 ** 32 - 1;
+/** The streaming read probe's buffer (measureReadBandwidth). */
+const PROBE_MB = 512;
 
 /** Streaming read bandwidth in GB/s: median of reads of a buffer much larger than any cache. */
-export function measureReadBandwidth(mb = 512, reps = 5): number {
+export function measureReadBandwidth(mb = PROBE_MB, reps = 5): number {
   const bytes = mb * 2 ** 20;
   const pool = native().benchStreamPool(bytes);
   native().benchStreamRead(pool, 0, bytes);
@@ -144,22 +184,104 @@ async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: 
   return times.map(median);
 }
 
+/** AutoAWQ bytes of a k x n weight: int4 qweight and qzeros, fp16 scales. */
+function awqWeightBytes(k: number, n: number, group: number): number {
+  const groups = k / group;
+  return (k * n) / 2 + (groups * n) / 2 + groups * n * 2;
+}
+
+/** Distinct copies of `bytesPerCopy` that make up `streamBytes`, at most MAX_STREAM_COPIES. */
+function copiesFor(streamBytes: number, bytesPerCopy: number): { copies: number; capped: boolean } {
+  const wanted = Math.max(1, Math.ceil(streamBytes / bytesPerCopy));
+  return { copies: Math.min(wanted, MAX_STREAM_COPIES), capped: wanted > MAX_STREAM_COPIES };
+}
+
+const gb = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+
+/** The memory the process may use: RAM, or the cgroup's limit where that is lower. */
+function memoryLimit(): number {
+  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
+  return constrained && constrained > 0 && Number.isFinite(constrained) ? Math.min(constrained, totalmem()) : totalmem();
+}
+
+/**
+ * Checks a run's options before anything is measured: sizes the typed arrays can hold, a floor
+ * alone with nothing to time, and a rough estimate of the peak memory (weights and copies of one
+ * shape, x and y of its largest m, the bandwidth probe) against this machine's.
+ */
+function checkGemmBench(o: {
+  ms: number[]; shapes: Array<[number, number]>; impls: GemmImpl[]; modes: Array<'stream' | 'warm'>;
+  streamBytes: number; group: number;
+}): void {
+  const { ms, shapes, impls, modes, streamBytes, group } = o;
+  if (!ms.length || !shapes.length || !impls.length || !modes.length) {
+    throw new InvalidArgumentError('bench gemm: ms, shapes, impls and modes must not be empty');
+  }
+  for (const m of ms) {
+    if (!Number.isSafeInteger(m) || m < 1 || m > MAX_M) throw new InvalidArgumentError(`bench gemm: m must be an integer from 1 to ${MAX_M}, got ${m}`);
+  }
+  if (!(streamBytes > 0) || !Number.isFinite(streamBytes)) throw new InvalidArgumentError(`bench gemm: streamMB must be positive, got ${streamBytes / 1e6}`);
+  if (impls.every((i) => i === 'floor') && !(ms.includes(1) && modes.includes('stream'))) {
+    throw new InvalidArgumentError(`bench gemm: nothing to time: the floor runs only at m = 1 in stream mode (m = ${ms.join(',')})`);
+  }
+  const maxM = Math.max(...ms);
+  const ortLevels = impls.filter((i) => i.startsWith('ort-')).length;
+  let peak = 0, peakAt = '';
+  for (const [k, n] of shapes) {
+    if (!Number.isSafeInteger(k) || !Number.isSafeInteger(n) || k < group || n < 8 || k % group || n % 8) {
+      throw new InvalidArgumentError(`bench gemm: shape ${k}x${n}: k must be a multiple of ${group} and n of 8`);
+    }
+    for (const [what, len] of [['k x n', k * n], ['m x k', maxM * k], ['m x n', maxM * n]] as const) {
+      if (len > MAX_ARRAY_LENGTH) {
+        throw new InvalidArgumentError(
+          `bench gemm: shape ${k}x${n} at m = ${maxM}: ${what} = ${len} elements, more than one array holds (${MAX_ARRAY_LENGTH})`,
+        );
+      }
+    }
+    const weightBytes = awqWeightBytes(k, n, group);
+    const copies = modes.includes('stream') ? copiesFor(streamBytes, weightBytes).copies : 1;
+    const denseCopies = modes.includes('stream') ? copiesFor(streamBytes, 4 * k * n).copies : 1;
+    const weights =
+      k * n + // the int4 values
+      copies * weightBytes + // the packed layers
+      (impls.includes('floor') ? copies * weightBytes : 0) +
+      (impls.includes('dense-fp32') ? (denseCopies + 1) * 4 * k * n : 0) +
+      ortLevels * copies * 2 * weightBytes; // each session's initializer and its packed weights
+    // x in fp32, packed for the exact path and in int8; y, and ORT's own y
+    const rows = maxM * (9 * k + 4 * n) + (ortLevels ? 8 * maxM * n : 0);
+    const bytes = PROBE_MB * 2 ** 20 + weights + rows;
+    if (bytes > peak) (peak = bytes), (peakAt = `shape ${k}x${n} at m = ${maxM}`);
+  }
+  const limit = memoryLimit();
+  if (peak > limit) {
+    throw new InvalidArgumentError(
+      `bench gemm: ${peakAt} needs about ${gb(peak)} of memory (weights, their stream copies, x and y), more than this machine's ${gb(limit)}`,
+    );
+  }
+}
+
 export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBenchResult> {
   const log = options.log ?? (() => {});
   const threads = options.threads ?? backends().cpu.cores;
-  setThreads(threads);
   const ms = options.ms ?? DEFAULT_MS;
   const shapes = options.shapes ?? DEFAULT_SHAPES;
   const impls = options.impls ?? GEMM_IMPLS;
   const modes = options.modes ?? ['stream', 'warm'];
-  const streamBytes = (options.streamMB ?? 400) * 1e6;
+  const streamMB = options.streamMB ?? DEFAULT_STREAM_MB;
+  const streamBytes = streamMB * 1e6;
   const minCalls = options.minCalls ?? 7;
   const minSeconds = options.minSeconds ?? 0.5;
   const group = options.group ?? 128;
   const notes: string[] = [];
+  checkGemmBench({ ms, shapes, impls, modes, streamBytes, group });
+  setThreads(threads);
+  if (impls.includes('floor') && !(ms.includes(1) && modes.includes('stream'))) {
+    notes.push('floor not timed: it runs only at m = 1 in stream mode');
+  }
 
   const b = backends();
-  const machine = `${cpus()[0]?.model?.trim() ?? 'unknown CPU'}, ${b.cpu.cores} cores available, ${b.cpu.isa} kernels (${b.cpu.features.join(' ')})`;
+  const cpuModel = cpus()[0]?.model?.trim() || 'unknown CPU';
+  const machine = `${cpuModel}, ${b.cpu.cores} cores available, ${b.cpu.isa} kernels (${b.cpu.features.join(' ')})`;
   log(`machine: ${machine}; ${threads} threads`);
   const bandwidthGBs = measureReadBandwidth();
   log(`streaming read bandwidth: ${bandwidthGBs.toFixed(1)} GB/s`);
@@ -172,11 +294,21 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
   if (wantsOrt && !ort) notes.push(`ort-* skipped: ${ortOrWhy as string}`);
 
   const records: GemmBenchRecord[] = [];
+  const shapeInfo: GemmBenchShape[] = [];
   for (const [k, n] of shapes) {
     const groups = k / group;
-    const awqBytes = (k * n) / 2 + (groups * n) / 2 + groups * n * 2;
-    const copies = modes.includes('stream') ? Math.max(1, Math.ceil(streamBytes / awqBytes)) : 1;
-    log(`shape k=${k} n=${n}: ${(awqBytes / 1e6).toFixed(1)} MB of AWQ weights, ${copies} copies for stream mode`);
+    const awqBytes = awqWeightBytes(k, n, group);
+    const stream = modes.includes('stream');
+    const { copies, capped } = stream ? copiesFor(streamBytes, awqBytes) : { copies: 1, capped: false };
+    shapeInfo.push({ k, n, weightBytes: awqBytes, streamCopies: copies, streamCapped: capped });
+    log(`shape k=${k} n=${n}: ${(awqBytes / 1e6).toFixed(3)} MB of AWQ weights, ${copies} copies for stream mode${capped ? ' (capped)' : ''}`);
+    if (capped) {
+      const note =
+        `k=${k} n=${n}: stream mode capped at ${MAX_STREAM_COPIES} weight copies, ${((copies * awqBytes) / 1e6).toFixed(3)} MB in all ` +
+        `instead of ${streamMB} MB: the weights may come from the caches rather than DRAM`;
+      notes.push(note);
+      log(`  ${note}`);
+    }
 
     // Random weights with fp16-representable scales, the same for every impl.
     const rand = rng(k * 31 + n);
@@ -194,7 +326,7 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     const dense: Float32Array[] = [];
     if (impls.includes('dense-fp32')) {
       const w = layers[0].dequantize();
-      const denseCopies = modes.includes('stream') ? Math.max(1, Math.ceil(streamBytes / (w.length * 4))) : 1;
+      const denseCopies = stream ? copiesFor(streamBytes, w.length * 4).copies : 1;
       dense.push(w);
       for (let c = 1; c < denseCopies; c++) dense.push(w.slice());
     }
@@ -259,5 +391,17 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     dense.length = 0;
     floorPool = null;
   }
-  return { machine, threads, isa: b.cpu.isa, bandwidthGBs, fmaPeakGflops: peak, ort: ort ? `onnxruntime-node ${ort.version}` : (ortOrWhy as string), records, notes };
+  return {
+    machine,
+    cpu: { model: cpuModel, cores: b.cpu.cores, features: [...b.cpu.features] },
+    isa: b.cpu.isa,
+    threads,
+    bandwidthGBs,
+    fmaPeakGflops: peak,
+    ort: ort ? { version: ort.version } : { skipped: ortOrWhy as string },
+    streamMB,
+    shapes: shapeInfo,
+    notes,
+    records,
+  };
 }

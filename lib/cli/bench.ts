@@ -3,105 +3,129 @@
  * floor. `awq bench cuda-gemm`: the CUDA int4 GEMM against the dense fp16 GEMM and the copy
  * bandwidth of the device.
  */
-import type { Command } from 'commander';
+import { InvalidArgumentError as UsageError, type Command } from 'commander';
 
+import { MAX_THREADS } from '../backends.js';
 import { benchCudaGemm, CUDA_DEFAULT_MS, CUDA_DEFAULT_SHAPES, formatCudaTable } from '../bench/cuda-gemm.js';
-import { benchGemm, DEFAULT_MS, DEFAULT_SHAPES, GEMM_IMPLS, type GemmBenchRecord, type GemmImpl } from '../bench/gemm.js';
+import {
+  benchGemm, DEFAULT_MS, DEFAULT_SHAPES, DEFAULT_STREAM_MB, GEMM_IMPLS, MAX_M,
+  type GemmBenchRecord, type GemmBenchResult, type GemmImpl,
+} from '../bench/gemm.js';
 import { InvalidArgumentError } from '../errors.js';
+import { positiveDecimal, positiveDecimalList } from './parse.js';
 
 interface GemmCliOptions {
   json?: boolean;
   quick?: boolean;
-  threads?: string;
-  m?: string;
-  shapes?: string;
-  impl?: string;
-  streamMb?: string;
+  threads?: number;
+  m?: number[];
+  shapes?: Array<[number, number]>;
+  impl?: GemmImpl[];
+  streamMb?: number;
 }
 
-function ints(flag: string, v: string): number[] {
-  return v.split(',').map((s) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag}: expected positive integers separated by commas, got ${v}`);
-    return n;
-  });
-}
-
-function shapeList(v: string): Array<[number, number]> {
-  return v.split(',').map((s) => {
-    const [k, n] = s.split('x').map(Number);
-    if (!Number.isInteger(k) || !Number.isInteger(n) || k < 128 || n < 8 || k % 128 || n % 8) {
-      throw new InvalidArgumentError(`--shapes: expected KxN with K a multiple of 128 and N of 8, got ${s}`);
+/** `--shapes`: `<in>x<out>` pairs separated by commas, in as a multiple of 128 and out of 8. */
+function shapeList(value: string): Array<[number, number]> {
+  const expects = 'KxN pairs separated by commas (K a multiple of 128, N of 8)';
+  if (value === '') throw new UsageError(`--shapes expects ${expects}, got an empty value`);
+  return value.split(',').map((s) => {
+    const match = /^([0-9]+)x([0-9]+)$/.exec(s);
+    const [k, n] = match ? [Number(match[1]), Number(match[2])] : [NaN, NaN];
+    if (!match || !Number.isSafeInteger(k) || !Number.isSafeInteger(n) || k < 128 || n < 8 || k % 128 || n % 8) {
+      throw new UsageError(`--shapes expects ${expects}, got ${s === '' ? `an empty item in "${value}"` : `"${s}"`}`);
     }
     return [k, n] as [number, number];
   });
 }
 
+function implList(value: string): GemmImpl[] {
+  const impls = value.split(',');
+  for (const [i, s] of impls.entries()) {
+    if (!GEMM_IMPLS.includes(s as GemmImpl)) {
+      throw new UsageError(`--impl expects some of ${GEMM_IMPLS.join(',')}, got ${value === '' ? 'an empty value' : `"${s}"`}`);
+    }
+    if (impls.indexOf(s) !== i) throw new UsageError(`--impl names ${s} twice`);
+  }
+  return impls as GemmImpl[];
+}
+
 const shapeText = (shapes: Array<[number, number]>) => shapes.map(([k, n]) => `${k}x${n}`).join(',');
+
+/**
+ * Where the benchmark's progress lines go (stderr, so stdout carries only the result): text, or
+ * under --json one JSON line each, `{"event":"log","message":...,"elapsedMs":...}`, as the other
+ * commands' progress events are.
+ */
+function logTo(json: boolean | undefined): (line: string) => void {
+  const start = performance.now();
+  return json
+    ? (line) => process.stderr.write(`${JSON.stringify({ event: 'log', message: line.trim(), elapsedMs: Math.round(performance.now() - start) })}\n`)
+    : (line) => process.stderr.write(`${line}\n`);
+}
 
 export function registerBench(program: Command): void {
   const bench = program.command('bench').description('benchmarks that measure their own baselines in the same run');
   bench
     .command('gemm')
     .description('int4 GEMM (exact and int8 modes) vs ONNX Runtime MatMulNBits and the DRAM floor, stream and warm')
-    .option('--json', 'print a JSON array of {m, k, n, threads, impl, mode, medianMs, gbPerS, gflopPerS}')
+    .option('--json', 'print a JSON object {machine, cpu, isa, threads, bandwidthGBs, fmaPeakGflops, ort, streamMB, shapes, notes, records} (log lines as JSON lines on stderr)')
     .option('--quick', 'a short run: shape 4096x11008, m = 1 and 128, fewer calls')
-    .option('--threads <n>', 'threads for every impl (default: all available cores)')
-    .option('--m <list>', `rows of x (default ${DEFAULT_MS.join(',')})`)
-    .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(DEFAULT_SHAPES)})`)
-    .option('--impl <list>', `subset of ${GEMM_IMPLS.join(',')}`)
-    .option('--stream-mb <mb>', 'total size of the distinct weight copies in stream mode (default 400)')
+    .option('--threads <n>', 'threads for every impl (default: all available cores)', positiveDecimal('--threads', MAX_THREADS))
+    .option('--m <list>', `rows of x, at most ${MAX_M} (default ${DEFAULT_MS.join(',')})`, positiveDecimalList('--m', MAX_M))
+    .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(DEFAULT_SHAPES)})`, shapeList)
+    .option('--impl <list>', `subset of ${GEMM_IMPLS.join(',')}`, implList)
+    .option('--stream-mb <mb>', `total size of the distinct weight copies in stream mode (default ${DEFAULT_STREAM_MB})`, positiveDecimal('--stream-mb'))
     .action(async (opts: GemmCliOptions) => {
-      const shapes = opts.shapes ? shapeList(opts.shapes) : undefined;
-      const impls = opts.impl?.split(',').map((s) => {
-        if (!GEMM_IMPLS.includes(s as GemmImpl)) throw new InvalidArgumentError(`--impl: expected some of ${GEMM_IMPLS.join(',')}, got ${s}`);
-        return s as GemmImpl;
-      });
       const quick = opts.quick === true;
+      const ms = opts.m ?? (quick ? [1, 128] : DEFAULT_MS);
+      if (opts.impl?.every((i) => i === 'floor') && !ms.includes(1)) {
+        throw new InvalidArgumentError(`--impl floor: the floor runs only at m = 1 (stream mode), and --m ${ms.join(',')} has no 1: nothing to time`);
+      }
       const result = await benchGemm({
-        threads: opts.threads ? ints('--threads', opts.threads)[0] : undefined,
-        ms: opts.m ? ints('--m', opts.m) : quick ? [1, 128] : undefined,
-        shapes: shapes ?? (quick ? [[4096, 11008]] : undefined),
-        impls,
-        streamMB: opts.streamMb ? ints('--stream-mb', opts.streamMb)[0] : undefined,
+        threads: opts.threads,
+        ms,
+        shapes: opts.shapes ?? (quick ? [[4096, 11008]] : undefined),
+        impls: opts.impl,
+        streamMB: opts.streamMb,
         minCalls: quick ? 3 : 7,
         minSeconds: quick ? 0.15 : 0.5,
-        log: (line) => process.stderr.write(`${line}\n`),
+        log: logTo(opts.json),
       });
-      if (opts.json) {
-        process.stdout.write(`${JSON.stringify(result.records, null, 1)}\n`);
-        return;
-      }
-      process.stdout.write(`${formatTable(result.records, result)}\n`);
+      process.stdout.write(opts.json ? `${JSON.stringify(result, null, 1)}\n` : `${formatTable(result.records, result)}\n`);
     });
   bench
     .command('cuda-gemm')
     .description('CUDA int4 GEMM vs the dense fp16 GEMM and the device copy bandwidth (device 0)')
-    .option('--json', 'print a JSON object {device, computeCapability, copyGBs, records: [{m, k, n, impl, medianMs, gbPerS, tflopPerS, shareOfCopyBandwidth}]}')
+    .option('--json', 'print a JSON object {device, computeCapability, copyGBs, records: [{m, k, n, impl, medianMs, gbPerS, tflopPerS, shareOfCopyBandwidth}]} (log lines as JSON lines on stderr)')
     .option('--quick', 'a short run: shape 4096x11008, m = 1 and 16, fewer timings')
-    .option('--m <list>', `rows of x (default ${CUDA_DEFAULT_MS.join(',')})`)
-    .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(CUDA_DEFAULT_SHAPES)})`)
-    .option('--reps <n>', 'timings per measurement, each a median (default 15)')
-    .action(async (opts: { json?: boolean; quick?: boolean; m?: string; shapes?: string; reps?: string }) => {
+    .option('--m <list>', `rows of x, at most ${MAX_M} (default ${CUDA_DEFAULT_MS.join(',')})`, positiveDecimalList('--m', MAX_M))
+    .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(CUDA_DEFAULT_SHAPES)})`, shapeList)
+    .option('--reps <n>', 'timings per measurement, each a median (default 15, at most 1000)', positiveDecimal('--reps', 1000))
+    .action(async (opts: { json?: boolean; quick?: boolean; m?: number[]; shapes?: Array<[number, number]>; reps?: number }) => {
       const quick = opts.quick === true;
       const result = await benchCudaGemm({
-        ms: opts.m ? ints('--m', opts.m) : quick ? [1, 16] : undefined,
-        shapes: opts.shapes ? shapeList(opts.shapes) : quick ? [[4096, 11008]] : undefined,
-        reps: opts.reps ? ints('--reps', opts.reps)[0] : quick ? 5 : undefined,
-        log: (line) => process.stderr.write(`${line}\n`),
+        ms: opts.m ?? (quick ? [1, 16] : undefined),
+        shapes: opts.shapes ?? (quick ? [[4096, 11008]] : undefined),
+        reps: opts.reps ?? (quick ? 5 : undefined),
+        log: logTo(opts.json),
       });
       process.stdout.write(opts.json ? `${JSON.stringify(result, null, 1)}\n` : `${formatCudaTable(result)}\n`);
     });
 }
 
+/** The peer column's source, as the table's header names it. */
+function ortText(ort: GemmBenchResult['ort']): string {
+  return 'version' in ort ? `onnxruntime-node ${ort.version}` : ort.skipped;
+}
+
 /** The table `awq bench gemm` prints (exported for its test). */
 export function formatTable(
   records: GemmBenchRecord[],
-  r: { machine: string; threads: number; bandwidthGBs: number; fmaPeakGflops: number; ort: string; notes: string[] },
+  r: Pick<GemmBenchResult, 'machine' | 'threads' | 'bandwidthGBs' | 'fmaPeakGflops' | 'ort' | 'notes'>,
 ): string {
   const lines = [
     `machine: ${r.machine}`,
-    `threads: ${r.threads}; streaming read bandwidth ${r.bandwidthGBs.toFixed(1)} GB/s; fp32 FMA peak ${r.fmaPeakGflops.toFixed(0)} GFLOP/s; peer: ${r.ort}`,
+    `threads: ${r.threads}; streaming read bandwidth ${r.bandwidthGBs.toFixed(1)} GB/s; fp32 FMA peak ${r.fmaPeakGflops.toFixed(0)} GFLOP/s; peer: ${ortText(r.ort)}`,
     'GB/s = AutoAWQ weight bytes (qweight + qzeros + fp16 scales) / time, for every impl; calls interleaved round-robin, medians.',
     '',
     "'vs floor': the floor row's time over this row's (M = 1, stream: the same bytes read in the same run).",
