@@ -9,8 +9,8 @@ import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const cli = resolve('dist/cli/main.js');
-const doctor = (env: Record<string, string>) =>
-  spawnSync(process.execPath, [cli, 'doctor', '--json'], { encoding: 'utf8', env: { ...process.env, ...env } });
+const doctor = (env: Record<string, string>, json = false) =>
+  spawnSync(process.execPath, [cli, 'doctor', ...(json ? ['--json'] : [])], { encoding: 'utf8', env: { ...process.env, ...env } });
 
 describe('runtime knobs', () => {
   it('a malformed value is an error naming the variable; valid ones are taken', () => {
@@ -28,7 +28,7 @@ describe('runtime knobs', () => {
       expect(r.stderr, `${name}=${value}`).toMatch(expected);
       expect(r.stderr).toMatch(/ERR_AWQ_INVALID_ARGUMENT/);
     }
-    const ok = doctor({ AWQ_ISA: 'portable', AWQ_THREADS: '1', AWQ_POOL_SPIN_US: '0', AWQ_HUGEPAGES: '0' });
+    const ok = doctor({ AWQ_ISA: 'portable', AWQ_THREADS: '1', AWQ_POOL_SPIN_US: '0', AWQ_HUGEPAGES: '0' }, true);
     expect(ok.status, ok.stderr).toBe(0);
     const d = JSON.parse(ok.stdout);
     expect(d.cpu.isa).toBe('portable');
