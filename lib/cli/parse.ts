@@ -1,17 +1,18 @@
 /** Option parsers for commander that reject bad values with the option named. */
 import { InvalidArgumentError as CommanderInvalidArgument } from 'commander';
 
+// Decimal digits only: Number() would also take "0x10", "1e3", " 8 " and "" (0).
 export function positiveInt(option: string): (value: string) => number {
   return (value) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new CommanderInvalidArgument(`${option} expects a positive integer, got "${value}"`);
+    const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
+    if (!Number.isSafeInteger(n) || n < 1) throw new CommanderInvalidArgument(`${option} expects a positive integer, got "${value}"`);
     return n;
   };
 }
 
 export function intIn(option: string, allowed: readonly number[]): (value: string) => number {
   return (value) => {
-    const n = Number(value);
+    const n = /^-?[0-9]+$/.test(value) ? Number(value) : NaN;
     if (!allowed.includes(n)) throw new CommanderInvalidArgument(`${option} expects one of ${allowed.join(', ')}, got "${value}"`);
     return n;
   };
