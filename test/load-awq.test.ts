@@ -38,13 +38,20 @@ describe('loadAwq', () => {
     } finally {
       await ckpt.close();
     }
+    // the AWQ tensors are dropped unless asked for (they double the memory of the weights)
+    for (const lin of loaded.linears.values()) expect(lin.awq).toBeNull();
+    const kept = await loadAwq(dir, { keepAwq: true });
+    expect(kept.linears.get('model.layers.0.self_attn.q_proj')!.awq?.qweight).toBeInstanceOf(Int32Array);
+    await kept.dispose();
     await loaded.dispose();
     for (const lin of loaded.linears.values()) expect(lin.nativeBytes).toBe(0);
   });
 
   it('a load that fails part way disposes the linears it had built', async () => {
     const src = scratchDir('load-awq-src-');
-    writeFileSync(join(src, 'config.json'), JSON.stringify(llamaConfig()));
+    // down_proj of 128 -> 8 in each of two layers (the shapes config.json implies)
+    const config = llamaConfig({ hidden_size: 8, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 4 });
+    writeFileSync(join(src, 'config.json'), JSON.stringify(config));
     const out = join(scratchDir('load-awq-'), 'ck');
     const w = await AwqCheckpointWriter.create(out, { sourceDir: src });
     const linear = (name: string, scale: number) => ({
@@ -52,8 +59,8 @@ describe('loadAwq', () => {
       qweight: new Int32Array(128), qzeros: new Int32Array(1), scales: new Uint16Array(8).fill(scale),
     });
     await w.addLinear(linear('model.layers.0.mlp.down_proj', 0x3c00)); // 1.0
-    await w.addLinear(linear('model.layers.0.mlp.up_proj', 0x7e00)); // NaN: refused by Int4Linear.fromAwq
-    await w.finish(llamaConfig(), { groupSize: 128 });
+    await w.addLinear(linear('model.layers.1.mlp.down_proj', 0x7e00)); // NaN: refused by Int4Linear.fromAwq
+    await w.finish(config, { groupSize: 128 });
     const disposed: string[] = [];
     const spy = vi.spyOn(Int4Linear.prototype, 'dispose').mockImplementation(async function (this: Int4Linear) {
       disposed.push(this.name ?? '');

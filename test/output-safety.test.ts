@@ -74,6 +74,18 @@ describe('quantize: where it writes, checked before any work', () => {
     expect(events.filter((e) => e.stage === 'layer')).toEqual([]);
   });
 
+  it('tensors that no part of the architecture reads are named in a note (RoPE inv_freq aside)', async () => {
+    const model = await writeTinyModel({
+      vocab: 256,
+      layers: 1,
+      extraTensors: ['lm_head.bias', 'model.layers.0.self_attn.rotary_emb.inv_freq', 'model.vision_tower.weight'],
+    });
+    const events: ProgressEvent[] = [];
+    await quantize({ model, out: join(scratchDir('awq-out-'), 'q'), method: 'rtn', onProgress: (e) => events.push(e) });
+    const notes = events.map((e) => e.message ?? '').filter((m) => /not part of/.test(m));
+    expect(notes).toEqual([`2 tensors of ${model} are not part of a llama model and will not be written: lm_head.bias, model.vision_tower.weight`]);
+  });
+
   it('a non-finite lm_head fails the run before the first layer', async () => {
     const model = await writeTinyModel({ vocab: 256, layers: 2, tie: false, nanTensor: 'lm_head.weight' });
     const out = join(scratchDir('awq-out-'), 'q');

@@ -40,7 +40,7 @@ export function registerEval(program: Command): void {
         view.stop();
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ perplexity: r.perplexity, tokens: r.tokens, windows: r.windows, seqlen: r.seqlen, predictedTokens: r.predictedTokens, quantized: r.quantized, backend: r.backend, seconds: r.elapsedMs / 1000 })}\n`,
+            `${JSON.stringify({ perplexity: r.perplexity, tokens: r.tokens, windows: r.windows, availableWindows: r.availableWindows, seqlen: r.seqlen, predictedTokens: r.predictedTokens, quantized: r.quantized, backend: r.backend, seconds: r.elapsedMs / 1000 })}\n`,
           );
         } else {
           process.stdout.write(

@@ -44,6 +44,8 @@ export interface EvaluateResult {
   /** Tokens whose probability was scored (windows * (seqlen - 1)). */
   predictedTokens: number;
   windows: number;
+  /** Whole windows the text holds (`windows` is fewer when options.windows asked for fewer). */
+  availableWindows: number;
   seqlen: number;
   /** Mean negative log-likelihood (nats per token). */
   meanNll: number;
@@ -98,10 +100,17 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   const progress = new ProgressTracker(options.onProgress);
   let text = options.text;
   if (text === undefined) {
+    let bytes: Buffer;
     try {
-      text = await readFile(options.textPath!, 'utf8');
+      bytes = await readFile(options.textPath!);
     } catch (err) {
       throw ioError(`cannot read evaluation text ${options.textPath}`, err);
+    }
+    // Strict: invalid bytes would become U+FFFD and be scored as text (a binary file gave a perplexity).
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch {
+      throw new InvalidArgumentError(`${options.textPath}: not UTF-8 text (convert it first, e.g. with iconv)`);
     }
   }
   let resolved = resolveBackend(options.backend ?? 'cpu', 'fp32', 'evaluating');
@@ -121,6 +130,9 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       throw new InvalidArgumentError(`evaluation text has ${ids.length} tokens, fewer than one window of ${seqlen}`);
     }
     const windows = Math.min(available, options.windows ?? available);
+    if (options.windows !== undefined && options.windows > available) {
+      progress.emit({ stage: 'load', completed: 0, total: 1, message: `${options.windows} windows asked for, the text holds ${available}: evaluating ${available}` });
+    }
     const nll = await modelNll(model, Int32Array.from(ids.slice(0, windows * seqlen)), seqlen, resolved.backend, progress, options.signal);
     const meanNll = nll.sum / nll.count;
     return {
@@ -128,6 +140,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       tokens: windows * seqlen,
       predictedTokens: nll.count,
       windows,
+      availableWindows: available,
       seqlen,
       meanNll,
       quantized: model.quantization !== null,

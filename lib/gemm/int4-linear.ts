@@ -54,6 +54,11 @@ export type Int4Device = 'cpu' | 'cuda';
 export interface Int4BuildOptions {
   /** 'cpu' (default) or 'cuda' (device 0 of a CUDA build: CudaError otherwise). */
   device?: Int4Device;
+  /**
+   * fromAwq: keep the AWQ tensors as `layer.awq`, for writing them out again (default true). Off,
+   * the layer holds only its repacked weights, about half the memory when nothing else holds them.
+   */
+  keepAwq?: boolean;
 }
 
 export interface Int4ForwardOptions {
@@ -68,7 +73,7 @@ export class Int4Linear {
   readonly inFeatures: number;
   readonly outFeatures: number;
   readonly groupSize: number;
-  /** The AWQ tensors this layer was built from (for saving), or null for quantizer output. */
+  /** The AWQ tensors this layer was built from (for saving), or null (quantizer output, `keepAwq: false`). */
   readonly awq: AwqLinearTensors | null;
   readonly device: Int4Device;
   // Both null once disposed.
@@ -119,11 +124,11 @@ export class Int4Linear {
         if (err instanceof Error && t.name && !err.message.startsWith(t.name)) err.message = `${t.name}: ${err.message}`;
         throw err;
       }
-      return new Int4Linear(cudaHandle, 'cuda', t.name, t);
+      return new Int4Linear(cudaHandle, 'cuda', t.name, options.keepAwq === false ? null : t);
     }
     // Native threads read the tensors while JS runs on: private copies (see `forward`).
     const handle = await native().int4PackAwq(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
-    return new Int4Linear(handle, 'cpu', t.name, t);
+    return new Int4Linear(handle, 'cpu', t.name, options.keepAwq === false ? null : t);
   }
 
   /**
@@ -216,10 +221,12 @@ export class Int4Linear {
   }
 
   #args(x: Int4Input, m: number, options: Int4ForwardOptions) {
+    // Errors name the layer: a serving loop calls hundreds of them.
+    const what = this.name ? `${this.name}: ` : '';
     if (options === null || typeof options !== 'object') {
-      throw new InvalidArgumentError(`options: expected an object or undefined, got ${describe(options)}`);
+      throw new InvalidArgumentError(`${what}options: expected an object or undefined, got ${describe(options)}`);
     }
-    if (!Number.isInteger(m) || m < 1) throw new InvalidArgumentError(`m: expected a positive integer, got ${String(m)}`);
+    if (!Number.isInteger(m) || m < 1) throw new InvalidArgumentError(`${what}m: expected a positive integer, got ${String(m)}`);
     const n = m * this.inFeatures;
     let data: Float32Array | Uint16Array;
     let dtype: 0 | 1 | 2;
@@ -228,26 +235,26 @@ export class Int4Linear {
       dtype = 0;
     } else if (x !== null && typeof x === 'object' && 'data' in x && x.data instanceof Uint16Array) {
       if (x.dtype !== 'f16' && x.dtype !== 'bf16') {
-        throw new InvalidArgumentError(`x.dtype: expected 'f16' or 'bf16', got ${String(x.dtype)}`);
+        throw new InvalidArgumentError(`${what}x.dtype: expected 'f16' or 'bf16', got ${String(x.dtype)}`);
       }
       data = x.data;
       dtype = x.dtype === 'f16' ? 1 : 2;
     } else {
-      throw new InvalidArgumentError(`x: expected a Float32Array or { data: Uint16Array, dtype: 'f16' | 'bf16' }, got ${describe(x)}`);
+      throw new InvalidArgumentError(`${what}x: expected a Float32Array or { data: Uint16Array, dtype: 'f16' | 'bf16' }, got ${describe(x)}`);
     }
     if (data.length !== n) {
-      throw new InvalidArgumentError(`x: expected m * inFeatures = ${m} * ${this.inFeatures} = ${n} elements, got ${data.length}`);
+      throw new InvalidArgumentError(`${what}x: expected m * inFeatures = ${m} * ${this.inFeatures} = ${n} elements, got ${data.length}`);
     }
     const mode = options.mode ?? 'exact';
-    if (mode !== 'exact' && mode !== 'int8') throw new InvalidArgumentError(`mode: expected 'exact' or 'int8', got ${String(mode)}`);
-    if (mode === 'int8' && this.#cuda) throw new InvalidArgumentError(`mode 'int8' is a CPU mode; a CUDA layer multiplies fp16 activations`);
+    if (mode !== 'exact' && mode !== 'int8') throw new InvalidArgumentError(`${what}mode: expected 'exact' or 'int8', got ${String(mode)}`);
+    if (mode === 'int8' && this.#cuda) throw new InvalidArgumentError(`${what}mode 'int8' is a CPU mode; a CUDA layer multiplies fp16 activations`);
     if (mode === 'int8' && this.groupSize % 128 !== 0) {
-      throw new InvalidArgumentError(`mode 'int8' needs a group size that is a multiple of 128, this layer has ${this.groupSize}`);
+      throw new InvalidArgumentError(`${what}mode 'int8' needs a group size that is a multiple of 128, this layer has ${this.groupSize}`);
     }
     const outLen = m * this.outFeatures;
     const out = options.out ?? new Float32Array(outLen);
     if (!(out instanceof Float32Array) || out.length !== outLen) {
-      throw new InvalidArgumentError(`out: expected a Float32Array of m * outFeatures = ${outLen} elements, got ${describe(out)}${out instanceof Float32Array ? ` of ${out.length}` : ''}`);
+      throw new InvalidArgumentError(`${what}out: expected a Float32Array of m * outFeatures = ${outLen} elements, got ${describe(out)}${out instanceof Float32Array ? ` of ${out.length}` : ''}`);
     }
     return { data, dtype, mode: mode === 'int8' ? (1 as const) : (0 as const), out };
   }

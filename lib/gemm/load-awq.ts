@@ -24,6 +24,11 @@ export interface LoadAwqOptions {
   onProgress?: (event: { name: string; done: number; total: number }) => void;
   /** Where the linears' weights go: 'cpu' (default) or 'cuda' (see Int4Linear). */
   device?: Int4Device;
+  /**
+   * Keep each linear's AWQ tensors as `layer.awq`, to write the model out again (default false:
+   * they would double the memory of the weights, which serving does not need).
+   */
+  keepAwq?: boolean;
 }
 
 export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promise<LoadedAwq> {
@@ -41,8 +46,8 @@ export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promis
     };
     try {
       for (const name of linearNames) {
-        // One linear at a time: the AWQ tensors are read, repacked, and kept only as the layer's `awq`.
-        linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name), { device: options.device }));
+        // One linear at a time: the AWQ tensors are read, repacked, and dropped (or kept as the layer's `awq`).
+        linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name), { device: options.device, keepAwq: options.keepAwq ?? false }));
         options.onProgress?.({ name, done: ++done, total });
       }
       const tensors = new Map<string, Float32Array>();

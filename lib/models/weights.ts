@@ -24,6 +24,8 @@ export interface ModelWeights {
   readonly quantization: AwqQuantization | null;
   readTensor(name: string): Promise<Float32Array>;
   hasTensor(name: string): boolean;
+  /** Every tensor name in the folder. */
+  tensorNames(): string[];
   readLinear(prefix: string): Promise<{ weight: Float32Array; bias?: Float32Array }>;
   /**
    * The stored shape of a dense tensor; undefined for a packed linear's weight (the AWQ reader
@@ -66,6 +68,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
       quantization: ckpt.quantization,
       readTensor: (name) => ckpt.readF32(name),
       hasTensor: (name) => folder.has(name),
+      tensorNames: () => folder.tensorNames(),
       storedShape: (name) => (folder.has(name) ? folder.info(name).shape : undefined),
       storedDtype: (name) => (folder.has(name) ? folder.info(name).dtype : undefined),
       async readLinear(prefix) {
@@ -91,6 +94,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
     quantization: null,
     readTensor: (name) => folder.readF32(name),
     hasTensor: (name) => folder.has(name),
+    tensorNames: () => folder.tensorNames(),
     storedShape: (name) => folder.info(name).shape,
     storedDtype: (name) => folder.info(name).dtype,
     async readLinear(prefix) {
@@ -105,13 +109,15 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
 /**
  * Every tensor that quantizing reads is present with the shape the config implies: checked from the
  * headers before any work, so a model missing its last layer or its lm_head fails in seconds, not
- * after hours of layers.
+ * after hours of layers. Returns the tensors that no part of the architecture reads.
  */
-export function checkModelTensors(model: ModelWeights): void {
+export function checkModelTensors(model: ModelWeights): { unused: string[] } {
   const a = model.adapter;
   const c = model.config;
+  const used = new Set<string>();
   const expect = (name: string | undefined, shape: number[], optional = false) => {
     if (name === undefined) return;
+    used.add(name);
     if (!model.hasTensor(name)) {
       if (optional) return;
       throw new BadCheckpointError(`${model.dir}: no tensor named '${name}'`);
@@ -135,6 +141,8 @@ export function checkModelTensors(model: ModelWeights): void {
     expect(a.qNorm(i), [c.headDim]);
     expect(a.kNorm(i), [c.headDim]);
   }
+  // RoPE's inv_freq buffers, which some older checkpoints saved, are recomputed by every loader.
+  return { unused: model.tensorNames().filter((n) => !used.has(n) && !/\.rotary_emb\.inv_freq$/.test(n)) };
 }
 
 /** Loads decoder layer `i` as fp32 `LayerWeights`, checking every shape against the config. */

@@ -146,7 +146,16 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // tensor the run reads is there.
     const inputs = options.calib && 'path' in options.calib ? [options.calib.path] : [];
     await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
-    checkModelTensors(model);
+    const { unused } = checkModelTensors(model);
+    if (unused.length > 0) {
+      const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? ` and ${unused.length - 5} more` : '');
+      progress.emit({
+        stage: 'load',
+        completed: 0,
+        total: 1,
+        message: `${unused.length} tensor${unused.length === 1 ? '' : 's'} of ${options.model} ${unused.length === 1 ? 'is' : 'are'} not part of a ${cfg.modelType} model and will not be written: ${shown}`,
+      });
+    }
     // Every quantized linear must split into whole groups: check before any work.
     if (opts.groupSize > 0) {
       for (const name of LINEAR_NAMES) {

@@ -25,6 +25,8 @@ export interface TinyModelOptions {
   nanTensor?: string;
   /** Store this 2-D tensor with its shape reversed (bad-input tests). */
   transposedTensor?: string;
+  /** Extra 1-D tensors of 4 values that no architecture reads. */
+  extraTensors?: string[];
 }
 
 export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> {
@@ -71,6 +73,7 @@ export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> 
   }
   await add('model.norm.weight', [hidden], 0.1, 1);
   if (!tie) await add('lm_head.weight', [vocab, hidden], 0.05);
+  for (const name of o.extraTensors ?? []) await add(name, [4], 1);
   await w.finish();
   const config: Record<string, unknown> = {
     architectures: [modelType === 'llama' ? 'LlamaForCausalLM' : `${modelType[0].toUpperCase()}${modelType.slice(1)}ForCausalLM`],
