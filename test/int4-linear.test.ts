@@ -102,6 +102,27 @@ function excess(x: ArrayLike<number>, m: number, w: Float64Array, inF: number, o
   return worst;
 }
 
+/**
+ * The int8 mode's documented bound, per output: |y - x W^T - b| <= sum over 128-blocks of
+ * max|x_block| / 254 * sum|w_block| (1% and `slack` for fp32 rounding).
+ */
+function expectInt8Bound(x: Float32Array, m: number, w: Float64Array, inF: number, outF: number, y: Float32Array, bias: Float32Array | undefined, slack: number): void {
+  for (let i = 0; i < m; i++)
+    for (let n = 0; n < outF; n++) {
+      let ref = bias ? bias[n] : 0, bound = 0;
+      for (let b = 0; b < inF / 128; b++) {
+        let amax = 0, wsum = 0;
+        for (let k = b * 128; k < (b + 1) * 128; k++) {
+          amax = Math.max(amax, Math.abs(x[i * inF + k]));
+          wsum += Math.abs(w[n * inF + k]);
+          ref += x[i * inF + k] * w[n * inF + k];
+        }
+        bound += (amax / 254) * wsum;
+      }
+      expect(Math.abs(y[i * outF + n] - ref)).toBeLessThanOrEqual(bound * 1.01 + slack);
+    }
+}
+
 describe('Int4Linear', () => {
   it('fromAwq and fromQuantized hold the same weights: dequantize() is (q - z) * s exactly', async () => {
     const L = randomLayer(384, 48, 128, 1, true);
@@ -148,20 +169,7 @@ describe('Int4Linear', () => {
       const x = new Float32Array(m * 512).map(() => (rand() - 0.5) * 2);
       x[100] = 40;
       const y = await lin.forward(x, m, { mode: 'int8' });
-      for (let i = 0; i < m; i++)
-        for (let n = 0; n < 32; n++) {
-          let ref = L.bias![n], bound = 0;
-          for (let b = 0; b < 4; b++) {
-            let amax = 0, wsum = 0;
-            for (let k = b * 128; k < (b + 1) * 128; k++) {
-              amax = Math.max(amax, Math.abs(x[i * 512 + k]));
-              wsum += Math.abs(w[n * 512 + k]);
-              ref += x[i * 512 + k] * w[n * 512 + k];
-            }
-            bound += (amax / 254) * wsum;
-          }
-          expect(Math.abs(y[i * 32 + n] - ref)).toBeLessThanOrEqual(bound * 1.01 + 1e-5);
-        }
+      expectInt8Bound(x, m, w, 512, 32, y, L.bias, 1e-5);
     }
   });
 
@@ -177,20 +185,7 @@ describe('Int4Linear', () => {
       const x = new Float32Array(m * 512).map((_, i) => (i % 5 === 0 ? 0 : (rand() - 0.5) * 2 * scales[Math.floor((i % 512) / 128)]));
       const y = await lin.forward(x, m, { mode: 'int8' });
       expect(lin.forwardSync(x, m, { mode: 'int8' })).toEqual(y);
-      for (let i = 0; i < m; i++)
-        for (let n = 0; n < 16; n++) {
-          let ref = 0, bound = 0;
-          for (let b = 0; b < 4; b++) {
-            let amax = 0, wsum = 0;
-            for (let k = b * 128; k < (b + 1) * 128; k++) {
-              amax = Math.max(amax, Math.abs(x[i * 512 + k]));
-              wsum += Math.abs(w[n * 512 + k]);
-              ref += x[i * 512 + k] * w[n * 512 + k];
-            }
-            bound += (amax / 254) * wsum;
-          }
-          expect(Math.abs(y[i * 16 + n] - ref)).toBeLessThanOrEqual(bound * 1.01 + 1e-44);
-        }
+      expectInt8Bound(x, m, w, 512, 16, y, undefined, 1e-44);
     }
   });
 
