@@ -10,6 +10,12 @@
       "cflags": ["-O3", "-fno-math-errno"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "ldflags": ["-pthread"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "MACOSX_DEPLOYMENT_TARGET": "11.0",
+        "OTHER_CFLAGS": ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+      },
       "conditions": [
         ["target_arch!='x64' and target_arch!='ia32'", {
           "cflags": ["-ffp-contract=off"],

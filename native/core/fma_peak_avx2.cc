@@ -10,8 +10,15 @@
 
 #include "fma_peak.h"
 
+#ifndef __clang__
 #pragma GCC push_options
+#endif
+#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define AWQ_CLANG_TARGET_PUSHED
+#else
 #pragma GCC target("avx2,fma")
+#endif
 
 namespace awq::detail {
 
@@ -44,6 +51,12 @@ double fma_burst_avx2(int64_t iters) {
 
 }  // namespace awq::detail
 
+#ifdef AWQ_CLANG_TARGET_PUSHED
+#pragma clang attribute pop
+#undef AWQ_CLANG_TARGET_PUSHED
+#endif
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 
 #endif  // AWQ_X86

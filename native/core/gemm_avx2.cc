@@ -11,8 +11,15 @@
 
 #include "gemm_kernels.h"
 
+#ifndef __clang__
 #pragma GCC push_options
+#endif
+#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#define AWQ_CLANG_TARGET_PUSHED
+#else
 #pragma GCC target("avx2,fma,f16c")
+#endif
 
 namespace awq::detail {
 namespace {
@@ -162,6 +169,12 @@ PackPanelFn pack_panel_avx2_for_width(int w) {
 
 }  // namespace awq::detail
 
+#ifdef AWQ_CLANG_TARGET_PUSHED
+#pragma clang attribute pop
+#undef AWQ_CLANG_TARGET_PUSHED
+#endif
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 
 #endif  // AWQ_X86

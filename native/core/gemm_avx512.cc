@@ -11,9 +11,16 @@
 
 #include "gemm_kernels.h"
 
+#ifndef __clang__
 #pragma GCC push_options
+#endif
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
+#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), apply_to = function)
+#define AWQ_CLANG_TARGET_PUSHED
+#else
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
 #endif
 
 namespace awq::detail {
@@ -78,6 +85,12 @@ const GemmKernel& gemm_kernel_avx512() {
 
 }  // namespace awq::detail
 
+#ifdef AWQ_CLANG_TARGET_PUSHED
+#pragma clang attribute pop
+#undef AWQ_CLANG_TARGET_PUSHED
+#endif
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 
 #endif  // AWQ_X86

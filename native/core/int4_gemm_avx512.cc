@@ -16,13 +16,22 @@
 #include "cpu_features.h"
 #include "int4_gemm.h"
 
+#ifndef __clang__
 #pragma GCC push_options
+#endif
 // GCC 12 reports the deliberately undefined vectors inside its own AVX-512 intrinsics.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
+#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), apply_to = function)
+#define AWQ_CLANG_TARGET_PUSHED
+#else
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
 #endif
 
 namespace awq::detail {
@@ -277,6 +286,12 @@ const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int
 }  // namespace awq::detail
 
 #pragma GCC diagnostic pop
+#ifdef AWQ_CLANG_TARGET_PUSHED
+#pragma clang attribute pop
+#undef AWQ_CLANG_TARGET_PUSHED
+#endif
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 
 #endif  // AWQ_X86

@@ -88,7 +88,10 @@ void weight_mean(const std::vector<std::pair<const float*, int64_t>>& linears, i
                  float* w_mean) {
   std::vector<double> sum(in, 0.0);
   int64_t total_rows = 0;
-  for (const auto& [W, rows] : linears) {
+  for (const auto& linear : linears) {
+    // Not a structured binding: C++17 lambdas cannot capture those (clang refuses, GCC allows).
+    const float* W = linear.first;
+    const int64_t rows = linear.second;
     total_rows += rows;
     const int threads = num_threads();
     std::vector<std::vector<double>> part(threads, std::vector<double>(in, 0.0));

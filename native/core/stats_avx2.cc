@@ -12,8 +12,15 @@
 
 #include "stats.h"
 
+#ifndef __clang__
 #pragma GCC push_options
+#endif
+#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#define AWQ_CLANG_TARGET_PUSHED
+#else
 #pragma GCC target("avx2,fma,f16c")
+#endif
 
 namespace awq::detail {
 
@@ -39,6 +46,12 @@ bool accumulate_abs_avx2(const float* row, float* acc, int64_t cols) {
 
 }  // namespace awq::detail
 
+#ifdef AWQ_CLANG_TARGET_PUSHED
+#pragma clang attribute pop
+#undef AWQ_CLANG_TARGET_PUSHED
+#endif
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 
 #endif  // AWQ_X86

@@ -1,6 +1,8 @@
 #include "threadpool.h"
 
+#if defined(__linux__)
 #include <sched.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -202,11 +204,13 @@ Pool& pool() {
 }  // namespace
 
 int available_cores() {
+#if defined(__linux__)  // the cores this process may use (taskset, cgroup cpusets), not the machine's
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) {
     const int n = CPU_COUNT(&set);
     if (n > 0) return n;
   }
+#endif
   const unsigned hc = std::thread::hardware_concurrency();
   return hc > 0 ? static_cast<int>(hc) : 1;
 }

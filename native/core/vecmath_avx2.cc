@@ -11,8 +11,15 @@
 
 #include "vecmath.h"
 
+#ifndef __clang__
 #pragma GCC push_options
+#endif
+#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#define AWQ_CLANG_TARGET_PUSHED
+#else
 #pragma GCC target("avx2,fma,f16c")
+#endif
 
 namespace awq {
 namespace {
@@ -149,6 +156,12 @@ const VecKernels kVecAvx2 = {softmax_avx2, silu_mul_avx2, log_sum_exp_avx2, sum_
 
 }  // namespace awq
 
+#ifdef AWQ_CLANG_TARGET_PUSHED
+#pragma clang attribute pop
+#undef AWQ_CLANG_TARGET_PUSHED
+#endif
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 
 #endif  // AWQ_X86

@@ -4,7 +4,9 @@
 
 // AVX-512 versions of the exp-based kernels. Standard headers first, then the target pragma.
 // GCC 12 flags the deliberately undefined pass-through operand of _mm512_max_ps/_mm512_min_ps.
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>
@@ -13,9 +15,16 @@
 
 #include "vecmath.h"
 
+#ifndef __clang__
 #pragma GCC push_options
+#endif
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
+#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c"))), apply_to = function)
+#define AWQ_CLANG_TARGET_PUSHED
+#else
 #pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
+#endif
 #endif
 
 namespace awq {
@@ -154,6 +163,12 @@ const VecKernels kVecAvx512 = {softmax_avx512, silu_mul_avx512, log_sum_exp_avx5
 
 }  // namespace awq
 
+#ifdef AWQ_CLANG_TARGET_PUSHED
+#pragma clang attribute pop
+#undef AWQ_CLANG_TARGET_PUSHED
+#endif
+#ifndef __clang__
 #pragma GCC pop_options
+#endif
 
 #endif  // AWQ_X86

@@ -179,7 +179,7 @@ TEST(gemm_packed_b_prefixes_equal_sgemm) {
         const std::vector<float> want = check_case(c, o);
         std::vector<float> got = o.C;
         parallel_for(1, 1, [&](int64_t, int64_t, int) {  // as callers inside a parallel region do
-          sgemm_packed(c.ta, M, n, k, c.alpha, o.A.data(), o.lda, packed, beta, got.data(), o.ldc);
+          sgemm_packed(c.ta, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, packed, c.beta, got.data(), o.ldc);
         });
         CHECK(got == want);
       }
