@@ -86,6 +86,24 @@ describe('quantize: where it writes, checked before any work', () => {
     expect(notes).toEqual([`2 tensors of ${model} are not part of a llama model and will not be written: lm_head.bias, model.vision_tower.weight`]);
   });
 
+  it("names what killed runs left beside --out, and an earlier --resume folder, and leaves them", async () => {
+    const model = await writeTinyModel({ vocab: 256, layers: 1 });
+    const parent = scratchDir('awq-left-');
+    const out = join(parent, 'q');
+    // pid 2^22 + 1 is above Linux's largest pid: no process has it
+    const stale = join(parent, `q.tmp-${2 ** 22 + 1}-0badc0de`);
+    const live = join(parent, `q.tmp-${process.ppid}-00c0ffee`); // a live process's (our parent)
+    for (const d of [stale, live, `${out}.resume`]) mkdirSync(d);
+    const events: ProgressEvent[] = [];
+    await quantize({ model, out, method: 'rtn', onProgress: (e) => events.push(e) });
+    const notes = events.map((e) => e.message ?? '').filter((m) => /remove it/.test(m));
+    expect(notes).toEqual([
+      `${stale} was left by a run that was killed (its process is gone): remove it`,
+      `${out}.resume holds the layers of an earlier --resume run, which this checkpoint replaces: remove it`,
+    ]);
+    expect(readdirSync(parent).sort()).toEqual(['q', 'q.resume', `q.tmp-${2 ** 22 + 1}-0badc0de`, `q.tmp-${process.ppid}-00c0ffee`].sort());
+  });
+
   it('a non-finite lm_head fails the run before the first layer', async () => {
     const model = await writeTinyModel({ vocab: 256, layers: 2, tie: false, nanTensor: 'lm_head.weight' });
     const out = join(scratchDir('awq-out-'), 'q');

@@ -102,6 +102,37 @@ async function refuseExisting(out: string, overwrite: boolean): Promise<void> {
 }
 
 /**
+ * Temporary folders of `out` (`<out>.tmp-<pid>-*`, `<out>.old-<pid>-*`) whose process is gone
+ * from this machine: left by a run that was killed (SIGKILL, a crash, a power cut). They are only
+ * reported: on a shared file system the pid may be another machine's live run.
+ */
+export async function staleTempDirs(out: string): Promise<string[]> {
+  const outAbs = resolve(out);
+  let entries: string[];
+  try {
+    entries = await readdir(dirname(outAbs));
+  } catch {
+    return [];
+  }
+  const prefix = `${basename(outAbs)}.`;
+  return entries
+    .filter((e) => {
+      const m = e.startsWith(prefix) ? /^(?:tmp|old)-(\d+)-[0-9a-f]+$/.exec(e.slice(prefix.length)) : null;
+      return m !== null && Number(m[1]) !== process.pid && !processAlive(Number(m[1]));
+    })
+    .map((e) => join(dirname(outAbs), e));
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, another user's
+  }
+}
+
+/**
  * Checks, creating nothing, that the run may write `out`: it is not an input nor inside one, holds
  * no input, and exists only with overwrite (then as a model folder or an empty one). Returns the
  * absolute path. prepareOutputDir checks the same; callers with slow work before it (the pipeline's

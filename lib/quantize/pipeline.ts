@@ -6,10 +6,12 @@
  * With backend 'cuda' the hidden states are uploaded once and stay in device memory
  * (CudaHiddenStates): each layer reads its input there and leaves its output there.
  */
+import { existsSync } from 'node:fs';
+
 import { buildCalibrationBlocks, describeSource, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter } from '../checkpoint/awq-format.js';
-import { checkOutputTarget } from '../checkpoint/output-dir.js';
+import { checkOutputTarget, staleTempDirs } from '../checkpoint/output-dir.js';
 import { backends, resolveBackend, setThreads } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 import { BadCheckpointError, InvalidArgumentError } from '../errors.js';
@@ -146,6 +148,9 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // tensor the run reads is there.
     const inputs = options.calib && 'path' in options.calib ? [options.calib.path] : [];
     await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
+    for (const dir of await staleTempDirs(options.out)) {
+      progress.emit({ stage: 'load', completed: 0, total: 1, message: `${dir} was left by a run that was killed (its process is gone): remove it` });
+    }
     const { unused } = checkModelTensors(model);
     if (unused.length > 0) {
       const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? ` and ${unused.length - 5} more` : '');
@@ -330,6 +335,14 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     writer = undefined;
     await kept?.remove();
     kept = undefined;
+    if (!options.resume && existsSync(`${options.out}.resume`)) {
+      progress.emit({
+        stage: 'write',
+        completed: cfg.numLayers,
+        total: cfg.numLayers,
+        message: `${options.out}.resume holds the layers of an earlier --resume run, which this checkpoint replaces: remove it`,
+      });
+    }
     progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
     return { out: options.out, report };
   } finally {
