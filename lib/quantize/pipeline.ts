@@ -7,6 +7,7 @@
  * (CudaHiddenStates): each layer reads its input there and leaves its output there.
  */
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 import { buildCalibrationBlocks, describeSource, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
@@ -311,7 +312,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     await saving;
     progress.emit({ stage: 'write', completed: cfg.numLayers, total: cfg.numLayers, message: 'writing the checkpoint' });
     const report: QuantizationReport = {
-      model: options.model,
+      model: resolve(options.model),
       modelType: cfg.modelType,
       options: {
         wBit: opts.wBit,
