@@ -135,7 +135,7 @@ describe('pack / unpack / dequantize round trip', () => {
  * A tiny AWQ folder written by hand; `legacy` puts the settings in quant_config.json (as older
  * AutoAWQ versions did; raw text when a string) instead of config.json.
  */
-function handAwq(name: string, quant: Record<string, unknown>, opts: { qzerosShape?: number[]; legacy?: unknown } = {}): string {
+function handAwq(name: string, quant: Record<string, unknown>, opts: { qzerosShape?: number[]; legacy?: unknown; f32Bias?: number } = {}): string {
   const dir = join(tmp.dir, name);
   mkdirSync(dir);
   writeJson(join(dir, 'config.json'), llamaConfig(opts.legacy === undefined ? { quantization_config: quant } : {}));
@@ -144,12 +144,18 @@ function handAwq(name: string, quant: Record<string, unknown>, opts: { qzerosSha
   // q_proj: in 64, out 16, g 32 -> qweight [64, 2], qzeros [2, 2], scales [2, 16]
   const qz = opts.qzerosShape ?? [2, 2];
   const qzBytes = qz[0] * qz[1] * 4;
-  const header = {
+  const header: Record<string, unknown> = {
     'p.qweight': { dtype: 'I32', shape: [64, 2], data_offsets: [0, 512] },
     'p.qzeros': { dtype: 'I32', shape: qz, data_offsets: [512, 512 + qzBytes] },
     'p.scales': { dtype: 'F16', shape: [2, 16], data_offsets: [512 + qzBytes, 576 + qzBytes] },
   };
-  writeFileSync(join(dir, 'model.safetensors'), safetensorsBytes(header, new Uint8Array(576 + qzBytes)));
+  const data = new Uint8Array(576 + qzBytes + (opts.f32Bias === undefined ? 0 : 64));
+  if (opts.f32Bias !== undefined) {
+    // an F32 bias [16], every element the given value
+    header['p.bias'] = { dtype: 'F32', shape: [16], data_offsets: [576 + qzBytes, 640 + qzBytes] };
+    new Float32Array(data.buffer, 576 + qzBytes, 16).fill(opts.f32Bias);
+  }
+  writeFileSync(join(dir, 'model.safetensors'), safetensorsBytes(header, data));
   return dir;
 }
 
@@ -206,6 +212,17 @@ describe('openAwqCheckpoint: checks', () => {
     const none = handAwq('neither', {}, { legacy: {} });
     rmSync(join(none, 'quant_config.json'));
     await expect(openAwqCheckpoint(none)).rejects.toThrow(/no 'quantization_config' \(and no quant_config\.json\): not an AWQ checkpoint/);
+  });
+
+  it('an F32 bias is read as the fp16 the kernels take; one beyond fp16 is a BadCheckpointError naming the file', async () => {
+    const ok = await openAwqCheckpoint(handAwq('f32-bias', goodQuant, { f32Bias: 1.5 }));
+    expect(Array.from((await ok.readLinear('p')).bias!)).toEqual(new Array(16).fill(0x3e00));
+    await ok.close();
+    const big = await openAwqCheckpoint(handAwq('f32-bias-big', goodQuant, { f32Bias: 1e6 }));
+    const err = await big.readLinear('p').catch((e: unknown) => e);
+    await big.close();
+    expect(err).toBeInstanceOf(BadCheckpointError);
+    expect((err as Error).message).toMatch(/f32-bias-big\/model\.safetensors: tensor 'p\.bias': element 0 = 1000000 overflows fp16 \(max 65504\): the AWQ kernels take fp16 biases$/);
   });
 
   it('inconsistent shapes are BadCheckpointErrors naming the tensor', async () => {

@@ -370,7 +370,14 @@ async function readBiasF16(folder: ModelFolder, name: string): Promise<Uint16Arr
     return new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
   }
   const f32 = await folder.readF32(name);
-  return toHalf(f32, 'F16', name);
+  try {
+    return await toHalf(f32, 'F16', name);
+  } catch (err) {
+    // Reading, not writing: the quantizer's --keep-dtype advice does not apply. The int4 kernels
+    // add the bias in fp16, as the AWQ GEMM kernels of vLLM and AutoAWQ do.
+    if (!(err instanceof InvalidArgumentError)) throw err;
+    throw new BadCheckpointError(`${folder.info(name).file}: ${err.message.replace(/; keep the source dtype.*$/, '')}: the AWQ kernels take fp16 biases`);
+  }
 }
 
 /** fp32 -> fp16/bf16 bits; NaN/Inf and finite overflow are errors naming the tensor. */
