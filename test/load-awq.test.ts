@@ -19,6 +19,8 @@ describe('loadAwq', () => {
       expect(loaded.linears.size).toBe(6 * 7);
       expect(loaded.tensors.has('model.embed_tokens.weight')).toBe(true);
       expect(loaded.tensors.has('model.norm.weight')).toBe(true);
+      expect(loaded.tensorInfo.get('model.embed_tokens.weight')).toEqual({ shape: [ckpt.config.vocabSize, ckpt.config.hiddenSize], dtype: 'F16' });
+      expect([...loaded.tensorInfo.keys()].sort()).toEqual([...loaded.tensors.keys()].sort());
       for (const name of loaded.tensors.keys()) expect(name).not.toMatch(/\.(qweight|qzeros|scales)$/);
       const rand = mulberry32(3);
       for (const name of ['model.layers.0.self_attn.q_proj', 'model.layers.5.mlp.gate_proj']) {

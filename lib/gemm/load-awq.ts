@@ -15,6 +15,8 @@ export interface LoadedAwq {
   readonly linears: ReadonlyMap<string, Int4Linear>;
   /** Every tensor that is not part of a quantized linear, widened to fp32. */
   readonly tensors: ReadonlyMap<string, Float32Array>;
+  /** Those tensors' shapes and stored dtypes, as the checkpoint's headers give them. */
+  readonly tensorInfo: ReadonlyMap<string, { shape: readonly number[]; dtype: string }>;
   /** Disposes every linear (Int4Linear.dispose: device memory back now on CUDA). */
   dispose(): Promise<void>;
 }
@@ -51,11 +53,14 @@ export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promis
         options.onProgress?.({ name, done: ++done, total });
       }
       const tensors = new Map<string, Float32Array>();
+      const tensorInfo = new Map<string, { shape: readonly number[]; dtype: string }>();
       for (const name of plain) {
         tensors.set(name, await ckpt.readF32(name));
+        const info = ckpt.folder.info(name);
+        tensorInfo.set(name, { shape: info.shape, dtype: info.dtype });
         options.onProgress?.({ name, done: ++done, total });
       }
-      return { dir, config: ckpt.config, quantization: ckpt.quantization, linears, tensors, dispose };
+      return { dir, config: ckpt.config, quantization: ckpt.quantization, linears, tensors, tensorInfo, dispose };
     } catch (err) {
       // A load that fails part way (out of device memory at some layer, a corrupt tensor) gives
       // back what it had uploaded rather than leaving it to the garbage collector.
