@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 
@@ -50,6 +50,36 @@ async function runStoppingAfter(o: QuantizeOptions, stopAfter: number) {
 }
 
 describe('quantize --resume', () => {
+  it('a run stopped after its checkpoint was in place, before removing its folder: the same command again finishes', async () => {
+    const model = await writeTinyModel({ layers: 2 });
+    const dir = scratchDir('awq-resume-done-');
+    const base: QuantizeOptions = { model, out: join(dir, 'q'), calib: { kind: 'tokens', samples: samples(4) }, seqlen: 128, resume: true };
+    // every layer kept, stopped before the checkpoint was written; a copy of that folder
+    expect(await runStoppingAfter(base, 1)).toBeInstanceOf(AbortedError);
+    const keptCopy = join(dir, 'kept-copy');
+    cpSync(resumeDirFor(base.out), keptCopy, { recursive: true });
+    await quantize(base);
+    expect(existsSync(resumeDirFor(base.out))).toBe(false);
+    const written = JSON.parse(readFileSync(join(base.out, 'awq-report.json'), 'utf8'));
+
+    // as a SIGKILL between the commit and the clean-up leaves it: the checkpoint and the folder
+    cpSync(keptCopy, resumeDirFor(base.out), { recursive: true });
+    const messages: string[] = [];
+    const again = await quantize({ ...base, onProgress: (e) => e.message && messages.push(e.message) });
+    expect(again.report).toEqual(written);
+    expect(messages).toContain(`${base.out} was already complete; removed the ${base.out}.resume it left`);
+    expect(existsSync(resumeDirFor(base.out))).toBe(false);
+
+    // a kept folder whose reports are not the checkpoint's (another run) is still refused, and kept
+    cpSync(keptCopy, resumeDirFor(base.out), { recursive: true });
+    const statePath = join(resumeDirFor(base.out), 'state.json');
+    const state = JSON.parse(readFileSync(statePath, 'utf8'));
+    state.reports[0].wallMs += 1;
+    writeFileSync(statePath, JSON.stringify(state));
+    await expect(quantize(base)).rejects.toThrow(/already exists/);
+    expect(existsSync(statePath)).toBe(true);
+  });
+
   for (const method of ['awq', 'rtn'] as const) {
     it(`${method}: an interrupted run continues after its last finished layer and writes the uninterrupted run's checkpoint`, async () => {
       const model = await writeTinyModel({ layers: 3, modelType: 'qwen3' });

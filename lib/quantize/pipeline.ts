@@ -22,7 +22,7 @@ import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights }
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { version } from '../version.js';
 import { layerTensorNames, packLayer, writePackedLayer } from './packed-layer.js';
-import { digest, modelFingerprint, ResumeState, type RunFingerprint } from './resume.js';
+import { digest, finishedCheckpoint, modelFingerprint, ResumeState, type RunFingerprint } from './resume.js';
 import { quantizeDecoderLayer, type LayerReport, type Precision, type QuantOptions } from './layer.js';
 
 export interface QuantizeOptions {
@@ -148,6 +148,14 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // Before any slow work: the output may be written (an existing one replaced) at all, and every
     // tensor the run reads is there.
     const inputs = options.calib && 'path' in options.calib ? [options.calib.path] : [];
+    if (options.resume && !options.overwrite) {
+      // the same command again after a stop between the checkpoint's commit and the clean-up
+      const finished = await finishedCheckpoint(options.out, cfg.numLayers);
+      if (finished) {
+        progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers, message: `${options.out} was already complete; removed the ${options.out}.resume it left` });
+        return { out: options.out, report: finished as unknown as QuantizationReport };
+      }
+    }
     await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
     for (const dir of await staleTempDirs(options.out)) {
       progress.emit({ stage: 'load', completed: 0, total: 1, message: `${dir} was left by a run that was killed (its process is gone): remove it` });

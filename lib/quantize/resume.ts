@@ -20,6 +20,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { link, mkdir, open, readdir, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 
 import { AwqError, BadCheckpointError, InvalidArgumentError, ioError } from '../errors.js';
 import { addAwqLinearTensors, type AwqLinearTensors } from '../checkpoint/awq-format.js';
@@ -327,6 +328,32 @@ export class ResumeState<Report> {
       }
     }
   }
+}
+
+/**
+ * A run stopped after its checkpoint was in place and before it removed `<out>.resume` (the last
+ * moments of a run; a SIGKILL can land there) leaves both. The checkpoint is that run's when its
+ * report holds exactly the kept layers' reports (their timings make them unique to the run): then
+ * the folder is removed, under its lock, and the checkpoint's report returned. Else null.
+ */
+export async function finishedCheckpoint(out: string, layers: number): Promise<Record<string, unknown> | null> {
+  const dir = resumeDirFor(out);
+  const readJson = async (path: string): Promise<Record<string, unknown> | null> => {
+    try {
+      const v: unknown = JSON.parse(await readFile(path, 'utf8'));
+      return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+    } catch {
+      return null;
+    }
+  };
+  const state = await readJson(join(dir, STATE));
+  const report = await readJson(join(resolve(out), 'awq-report.json'));
+  if (!state || !report || state.layersDone !== layers || !Array.isArray(state.reports)) return null;
+  if (!isDeepStrictEqual(state.reports, report.layers)) return null;
+  await takeLock(dir);
+  await releaseLock(dir);
+  await rm(dir, { recursive: true, force: true }).catch(() => {});
+  return report;
 }
 
 function parseState<R>(text: string, path: string): StateFile<R> {
