@@ -18,7 +18,7 @@ import { CudaHiddenStates } from './cuda-hidden.js';
 import { BadCheckpointError, InvalidArgumentError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
 import { checkSequenceFits } from '../models/config.js';
-import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights } from '../models/weights.js';
+import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { version } from '../version.js';
 import { layerTensorNames, packLayer, writePackedLayer } from './packed-layer.js';
@@ -97,6 +97,22 @@ export interface QuantizeResult {
   report: QuantizationReport;
 }
 
+/**
+ * Before any slow work: the output may be written (an existing one replaced) at all, and every
+ * tensor the run reads is there; notes for what earlier runs left beside the output and for
+ * source tensors that will not be written.
+ */
+async function checkBeforeWork(options: QuantizeOptions, model: ModelWeights, inputs: string[], progress: ProgressTracker): Promise<void> {
+  const note = (message: string) => progress.emit({ stage: 'load', completed: 0, total: 1, message });
+  await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
+  for (const dir of await staleTempDirs(options.out)) note(`${dir} was left by a run that was killed (its process is gone): remove it`);
+  const { unused } = checkModelTensors(model);
+  if (unused.length > 0) {
+    const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? ` and ${unused.length - 5} more` : '');
+    const what = unused.length === 1 ? `1 tensor of ${options.model} is` : `${unused.length} tensors of ${options.model} are`;
+    note(`${what} not part of a ${model.config.modelType} model and will not be written: ${shown}`);
+  }
+}
 
 function resolveOptions(o: QuantizeOptions): QuantOptions {
   const q: QuantOptions = {
@@ -145,8 +161,6 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   /** The last finished layer's save into `kept`, still being written. */
   let saving: Promise<void> | undefined;
   try {
-    // Before any slow work: the output may be written (an existing one replaced) at all, and every
-    // tensor the run reads is there.
     const inputs = options.calib && 'path' in options.calib ? [options.calib.path] : [];
     if (options.resume && !options.overwrite) {
       // the same command again after a stop between the checkpoint's commit and the clean-up
@@ -156,20 +170,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
         return { out: options.out, report: finished as unknown as QuantizationReport };
       }
     }
-    await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
-    for (const dir of await staleTempDirs(options.out)) {
-      progress.emit({ stage: 'load', completed: 0, total: 1, message: `${dir} was left by a run that was killed (its process is gone): remove it` });
-    }
-    const { unused } = checkModelTensors(model);
-    if (unused.length > 0) {
-      const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? ` and ${unused.length - 5} more` : '');
-      progress.emit({
-        stage: 'load',
-        completed: 0,
-        total: 1,
-        message: `${unused.length} tensor${unused.length === 1 ? '' : 's'} of ${options.model} ${unused.length === 1 ? 'is' : 'are'} not part of a ${cfg.modelType} model and will not be written: ${shown}`,
-      });
-    }
+    await checkBeforeWork(options, model, inputs, progress);
     // Every quantized linear must split into whole groups: check before any work.
     if (opts.groupSize > 0) {
       for (const name of LINEAR_NAMES) {
