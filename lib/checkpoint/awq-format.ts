@@ -370,28 +370,22 @@ async function readBiasF16(folder: ModelFolder, name: string): Promise<Uint16Arr
     return new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
   }
   const f32 = await folder.readF32(name);
-  try {
-    return await toHalf(f32, 'F16', name);
-  } catch (err) {
-    // Reading, not writing: the quantizer's --keep-dtype advice does not apply. The int4 kernels
-    // add the bias in fp16, as the AWQ GEMM kernels of vLLM and AutoAWQ do.
-    if (!(err instanceof InvalidArgumentError)) throw err;
-    throw new BadCheckpointError(`${folder.info(name).file}: ${err.message.replace(/; keep the source dtype.*$/, '')}: the AWQ kernels take fp16 biases`);
-  }
+  // The int4 kernels add the bias in fp16, as the AWQ GEMM kernels of vLLM and AutoAWQ do.
+  return toHalf(f32, 'F16', name, (message) => new BadCheckpointError(`${folder.info(name).file}: ${message}: the AWQ kernels take fp16 biases`));
 }
 
-/** fp32 -> fp16/bf16 bits; NaN/Inf and finite overflow are errors naming the tensor. */
-async function toHalf(data: Float32Array, dtype: 'F16' | 'BF16', name: string): Promise<Uint16Array> {
+/**
+ * fp32 -> fp16/bf16 bits. NaN/Inf is a NonFiniteError naming the tensor; a finite value beyond the
+ * format's range is the caller's `overflow(message)` (reading and writing advise differently).
+ */
+async function toHalf(data: Float32Array, dtype: 'F16' | 'BF16', name: string, overflow: (message: string) => AwqError): Promise<Uint16Array> {
   const out = new Uint16Array(data.length);
   const r = await native().convertFromF32(data, dtype, out);
   if (r.firstNonFinite >= 0) {
     throw new NonFiniteError(`tensor '${name}': element ${r.firstNonFinite} is ${data[r.firstNonFinite]}`);
   }
   if (r.firstOverflow >= 0) {
-    throw new InvalidArgumentError(
-      `tensor '${name}': element ${r.firstOverflow} = ${data[r.firstOverflow]} overflows ${dtype === 'F16' ? 'fp16 (max 65504)' : 'bf16'}` +
-        (dtype === 'F16' ? '; keep the source dtype (keepSourceDtype / --keep-dtype) for this model' : ''),
-    );
+    throw overflow(`tensor '${name}': element ${r.firstOverflow} = ${data[r.firstOverflow]} overflows ${dtype === 'F16' ? 'fp16 (max 65504)' : 'bf16'}`);
   }
   return out;
 }
@@ -575,5 +569,7 @@ async function toHalfChecked(data: Float32Array, dtype: 'F16' | 'BF16', name: st
   if (!Array.isArray(shape) || n !== data.length) {
     throw new InvalidArgumentError(`tensor '${name}': shape ${JSON.stringify(shape)} does not match ${data.length} elements`);
   }
-  return toHalf(data, dtype, name);
+  return toHalf(data, dtype, name, (message) =>
+    new InvalidArgumentError(dtype === 'F16' ? `${message}; keep the source dtype (keepSourceDtype / --keep-dtype) for this model` : message),
+  );
 }
