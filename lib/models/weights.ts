@@ -106,6 +106,10 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
   };
 }
 
+function wrongShape(model: ModelWeights, name: string, stored: readonly number[], shape: readonly number[]): BadCheckpointError {
+  return new BadCheckpointError(`${model.dir}: tensor ${name} has shape [${stored}], the config implies [${shape}]`);
+}
+
 /**
  * Every tensor that quantizing reads is present with the shape the config implies: checked from the
  * headers before any work, so a model missing its last layer or its lm_head fails in seconds, not
@@ -123,9 +127,7 @@ export function checkModelTensors(model: ModelWeights): { unused: string[] } {
       throw new BadCheckpointError(`${model.dir}: no tensor named '${name}'`);
     }
     const stored = model.storedShape(name);
-    if (stored !== undefined && stored.join() !== shape.join()) {
-      throw new BadCheckpointError(`${model.dir}: tensor ${name} has shape [${stored}], the config implies [${shape}]`);
-    }
+    if (stored !== undefined && stored.join() !== shape.join()) throw wrongShape(model, name, stored, shape);
   };
   expect(a.embedTokens, [c.vocabSize, c.hiddenSize]);
   expect(a.finalNorm, [c.hiddenSize]);
@@ -155,9 +157,7 @@ export async function loadLayerWeights(model: ModelWeights, i: number): Promise<
     const stored = model.storedShape(name);
     const n = shape.reduce((x, y) => x * y, 1);
     if (data.length !== n || (stored !== undefined && stored.join() !== shape.join())) {
-      throw new BadCheckpointError(
-        `${model.dir}: tensor ${name} has shape [${stored ?? [data.length]}], the config implies [${shape}]`,
-      );
+      throw wrongShape(model, name, stored ?? [data.length], shape);
     }
     return data;
   };
