@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX2 FMA-throughput loop (see fma_peak.h). 12 independent accumulators cover FMA latency x
 // throughput on current cores (4 cycles x 2 ports = 8 in flight).
@@ -10,15 +11,7 @@
 
 #include "fma_peak.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx2,fma")
-#endif
+AWQ_TARGET_BEGIN("avx2,fma")
 
 namespace awq::detail {
 
@@ -51,12 +44,6 @@ double fma_burst_avx2(int64_t iters) {
 
 }  // namespace awq::detail
 
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
-#endif
+AWQ_TARGET_END()
 
 #endif  // AWQ_X86

@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX-512 FMA-throughput loop (see fma_peak.h); 16 independent zmm accumulators.
 #include <immintrin.h>
@@ -9,16 +10,8 @@
 
 #include "fma_peak.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx512f,avx2,fma")
-#endif
+AWQ_TARGET_BEGIN("avx512f,avx2,fma")
 #endif
 
 namespace awq::detail {
@@ -44,12 +37,8 @@ double fma_burst_avx512(int64_t iters) {
 
 }  // namespace awq::detail
 
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
+#ifndef AWQ_EMULATE_AVX512
+AWQ_TARGET_END()
 #endif
 
 #endif  // AWQ_X86

@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX2 + FMA sgemm pieces: a 6x16 register-blocked micro-kernel (12 ymm accumulators, two B
 // vectors and one A broadcast per step: 15 of 16 registers) and the x86 panel packers.
@@ -11,15 +12,7 @@
 
 #include "gemm_kernels.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx2,fma,f16c")
-#endif
+AWQ_TARGET_BEGIN("avx2,fma,f16c")
 
 namespace awq::detail {
 namespace {
@@ -169,12 +162,6 @@ PackPanelFn pack_panel_avx2_for_width(int w) {
 
 }  // namespace awq::detail
 
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
-#endif
+AWQ_TARGET_END()
 
 #endif  // AWQ_X86

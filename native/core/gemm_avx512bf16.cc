@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX512-BF16 sgemm pieces for Precision::BF16: a 14x32 micro-kernel on vdpbf16ps, which adds two
 // bf16 products per fp32 lane (pairs of k steps, gemm_kernels.h), so each instruction does twice
@@ -13,9 +14,6 @@
 
 #include "gemm_kernels.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
 // GCC 12 warns that _mm512_undefined_epi32's self-initialized value (the unused passthrough of the
 // unmasked shift and narrowing intrinsics) may be uninitialized: a false positive of its headers.
 #pragma GCC diagnostic push
@@ -23,12 +21,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")
-#endif
+AWQ_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")
 #endif
 
 namespace awq::detail {
@@ -157,12 +150,8 @@ const GemmKernel& gemm_kernel_avx512bf16() {
 }  // namespace awq::detail
 
 #pragma GCC diagnostic pop
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
+#ifndef AWQ_EMULATE_AVX512
+AWQ_TARGET_END()
 #endif
 
 #endif  // AWQ_X86

@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX2 + FMA int4 kernels (see int4_gemm.h for the layout). Standard headers first, then the
 // target pragma (the rule of stats_avx2.cc).
@@ -19,15 +20,7 @@
 
 #include "int4_gemm.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx2,fma,f16c")
-#endif
+AWQ_TARGET_BEGIN("avx2,fma,f16c")
 
 namespace awq::detail {
 namespace {
@@ -475,12 +468,6 @@ const Int4Kernels kInt4Avx2 = {decode_avx2,    dequant_panel_avx2,   decode_int8
 
 }  // namespace awq::detail
 
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
-#endif
+AWQ_TARGET_END()
 
 #endif  // AWQ_X86

@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX-512 int4 kernels (see int4_gemm.h for the layout, stats_avx2.cc for the include rule).
 //
@@ -16,9 +17,6 @@
 #include "cpu_features.h"
 #include "int4_gemm.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
 // GCC 12 reports the deliberately undefined vectors inside its own AVX-512 intrinsics.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -26,12 +24,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
-#endif
+AWQ_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 #endif
 
 namespace awq::detail {
@@ -286,12 +279,8 @@ const Int4Kernels kInt4Avx512 = {decode_avx512, dequant_panel_avx512, decode_int
 }  // namespace awq::detail
 
 #pragma GCC diagnostic pop
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
+#ifndef AWQ_EMULATE_AVX512
+AWQ_TARGET_END()
 #endif
 
 #endif  // AWQ_X86

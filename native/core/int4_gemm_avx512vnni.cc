@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX-512 VNNI int8-mode kernel: vpdpbusd multiplies the u8 nibbles by the s8 activations and
 // adds groups of 4 products straight into 32-bit lanes (one instruction per 64 weights).
@@ -13,9 +14,6 @@
 
 #include "int4_gemm.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
 // GCC 12 reports the deliberately undefined vectors inside its own AVX-512 intrinsics.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -23,12 +21,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
-#endif
+AWQ_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
 #endif
 
 namespace awq::detail {
@@ -205,12 +198,8 @@ void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, floa
 }  // namespace awq::detail
 
 #pragma GCC diagnostic pop
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
+#ifndef AWQ_EMULATE_AVX512
+AWQ_TARGET_END()
 #endif
 
 #endif  // AWQ_X86

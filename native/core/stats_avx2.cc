@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX2 versions of the stats kernels. Standard headers come before the target pragma so no
 // inline library code is compiled for AVX2 and then shared with the portable path.
@@ -12,15 +13,7 @@
 
 #include "stats.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx2,fma,f16c")
-#endif
+AWQ_TARGET_BEGIN("avx2,fma,f16c")
 
 namespace awq::detail {
 
@@ -46,12 +39,6 @@ bool accumulate_abs_avx2(const float* row, float* acc, int64_t cols) {
 
 }  // namespace awq::detail
 
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
-#endif
+AWQ_TARGET_END()
 
 #endif  // AWQ_X86

@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX2 versions of the exp-based kernels. Standard headers first, then the target pragma.
 #include <immintrin.h>
@@ -11,15 +12,7 @@
 
 #include "vecmath.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx2,fma,f16c")
-#endif
+AWQ_TARGET_BEGIN("avx2,fma,f16c")
 
 namespace awq {
 namespace {
@@ -156,12 +149,6 @@ const VecKernels kVecAvx2 = {softmax_avx2, silu_mul_avx2, log_sum_exp_avx2, sum_
 
 }  // namespace awq
 
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
-#endif
+AWQ_TARGET_END()
 
 #endif  // AWQ_X86

@@ -1,6 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
+#include "x86_target.h"
 
 // AVX-512 versions of the exp-based kernels. Standard headers first, then the target pragma.
 // GCC 12 flags the deliberately undefined pass-through operand of _mm512_max_ps/_mm512_min_ps.
@@ -15,16 +16,8 @@
 
 #include "vecmath.h"
 
-#ifndef __clang__
-#pragma GCC push_options
-#endif
 #ifndef AWQ_EMULATE_AVX512  // the emulated test build: native/tests/avx512_emulation.h
-#if defined(__clang__)  // clang has no "GCC target" pragma: the same targets, for every function below
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c"))), apply_to = function)
-#define AWQ_CLANG_TARGET_PUSHED
-#else
-#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
-#endif
+AWQ_TARGET_BEGIN("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
 #endif
 
 namespace awq {
@@ -163,12 +156,8 @@ const VecKernels kVecAvx512 = {softmax_avx512, silu_mul_avx512, log_sum_exp_avx5
 
 }  // namespace awq
 
-#ifdef AWQ_CLANG_TARGET_PUSHED
-#pragma clang attribute pop
-#undef AWQ_CLANG_TARGET_PUSHED
-#endif
-#ifndef __clang__
-#pragma GCC pop_options
+#ifndef AWQ_EMULATE_AVX512
+AWQ_TARGET_END()
 #endif
 
 #endif  // AWQ_X86
