@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { fromNativeError, InvalidArgumentError, NativeLoadError } from './errors.js';
 import type { LayerArch, LayerWeights, Precision, QuantizedLinear } from './quantize/layer.js';
 
-export type Isa = 'portable' | 'avx2' | 'avx512';
+export type Isa = 'portable' | 'avx2' | 'avx512' | 'neon';
 
 export interface RawCudaDevice {
   index: number;
@@ -289,7 +289,9 @@ function checkRuntimeKnobs(): void {
   integer('AWQ_THREADS', 1, 1024);
   integer('AWQ_POOL_SPIN_US', 0, 1_000_000);
   const isa = env.AWQ_ISA;
-  if (isa !== undefined && isa !== '' && !['portable', 'avx2', 'avx512'].includes(isa)) throw bad('AWQ_ISA', "'portable', 'avx2' or 'avx512'");
+  if (isa !== undefined && isa !== '' && !['portable', 'avx2', 'avx512', 'neon'].includes(isa)) {
+    throw bad('AWQ_ISA', "'portable', 'avx2', 'avx512' or 'neon'");
+  }
   const huge = env.AWQ_HUGEPAGES;
   if (huge !== undefined && huge !== '' && huge !== '0' && huge !== '1') throw bad('AWQ_HUGEPAGES', "'0' or '1'");
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // The arm64 addon against this machine's portable kernels (scripts/check-arm64.sh runs it).
 // AWQ_ARM64_NODE: the command that runs Node's arm64 build (qemu-aarch64 -L <sysroot> <node>);
-// AWQ_NATIVE_BINARY: the arm64 addon it loads. Each check runs the same work twice, under arm64
-// Node and under this Node with AWQ_ISA=portable, and compares: the int4 products bit for bit
-// (and against a float64 reference), the round-to-nearest checkpoint byte for byte, the perplexity
-// to 1e-6 (glibc's expf differs between the two architectures in the last bit at most).
+// AWQ_NATIVE_BINARY: the arm64 addon it loads. Each check runs the same work under arm64 Node and
+// under this Node with AWQ_ISA=portable, and compares. With AWQ_ISA=portable on arm64 too: the int4
+// products bit for bit, the perplexity to 1e-6 (glibc's expf differs between the two architectures
+// in the last bit at most). With the NEON kernels (arm64's default): the int4 products against
+// float64 (exact mode) and the portable int8 products, the perplexity to 1e-5 (fused multiply-adds
+// and another summation order), the round-to-nearest checkpoint byte for byte.
 // Prints "smoke: N passed, N failed, N skipped".
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -50,7 +52,14 @@ if (process.argv[2] === '--int4') {
             }
         }
         const digest = createHash('sha256').update(new Uint8Array(y.buffer, y.byteOffset, y.byteLength)).digest('hex');
-        results.push({ shape: `${inF}x${outF} g${group}`, m, mode, digest, worst });
+        // sum |x| |w| per output: the scale of the int8 comparison
+        const mag = Array.from({ length: m * outF }, (_, i) => {
+          const r = Math.floor(i / outF), o = i % outF;
+          let t = 0;
+          for (let k = 0; k < inF; k++) t += Math.abs(x[r * inF + k] * (q[o * inF + k] - zeros[o * groups + Math.floor(k / group)]) * scales[o * groups + Math.floor(k / group)]);
+          return t;
+        });
+        results.push({ shape: `${inF}x${outF} g${group}`, m, mode, digest, worst, y: Array.from(y), mag });
       }
     }
   }
@@ -64,12 +73,15 @@ if (armCommand.length === 0 || !process.env.AWQ_NATIVE_BINARY) {
   process.exit(2);
 }
 const armEnv = { ...process.env, AWQ_THREADS: '2' };
+const armPortableEnv = { ...armEnv, AWQ_ISA: 'portable' };
 const hostEnv = { ...process.env, AWQ_ISA: 'portable', AWQ_THREADS: '2' };
 delete hostEnv.AWQ_NATIVE_BINARY;
 
+// onArm: false (this Node, portable kernels), true (arm64, NEON kernels) or 'portable' (arm64, portable kernels)
 function run(onArm, args) {
   const [cmd, ...pre] = onArm ? armCommand : [process.execPath];
-  const r = spawnSync(cmd, [...pre, ...args], { cwd: root, env: onArm ? armEnv : hostEnv, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const env = onArm === 'portable' ? armPortableEnv : onArm ? armEnv : hostEnv;
+  const r = spawnSync(cmd, [...pre, ...args], { cwd: root, env, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`${onArm ? 'arm64' : 'x86-64'}: ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr.slice(-2000)}`);
   return r.stdout;
 }
@@ -95,21 +107,39 @@ function expect(cond, what) {
   if (!cond) throw new Error(what);
 }
 
-await check('doctor: Node runs as arm64 with the portable kernels', () => {
+await check('doctor: Node runs as arm64 with the NEON kernels (portable under AWQ_ISA=portable)', () => {
   const d = JSON.parse(run(true, [cli, 'doctor', '--json']));
-  expect(d.cpu.isa === 'portable', `isa ${d.cpu.isa}`);
+  expect(d.cpu.isa === 'neon', `isa ${d.cpu.isa}`);
+  expect(/\bneon\b/.test(d.cpu.features), `features "${d.cpu.features}"`);
+  expect(JSON.parse(run('portable', [cli, 'doctor', '--json'])).cpu.isa === 'portable', 'AWQ_ISA=portable ignored');
   expect(/arm64/.test(run(true, ['-p', 'process.arch'])), 'process.arch is not arm64');
 });
 
-await check('int4 products: bit-identical to the x86-64 portable kernels, within 64 units of float64', () => {
-  const arm = JSON.parse(run(true, [fileURLToPath(import.meta.url), '--int4']));
-  const host = JSON.parse(run(false, [fileURLToPath(import.meta.url), '--int4']));
-  expect(arm.length === host.length && arm.length > 0, 'different numbers of results');
+const int4Host = JSON.parse(run(false, [fileURLToPath(import.meta.url), '--int4']));
+
+await check('int4 products, portable kernels: bit-identical to x86-64, within 64 units of float64', () => {
+  const arm = JSON.parse(run('portable', [fileURLToPath(import.meta.url), '--int4']));
+  expect(arm.length === int4Host.length && arm.length > 0, 'different numbers of results');
   arm.forEach((a, i) => {
-    const h = host[i];
     const what = `${a.shape} m ${a.m} ${a.mode}`;
-    expect(a.digest === h.digest, `${what}: arm64 and x86-64 outputs differ`);
+    expect(a.digest === int4Host[i].digest, `${what}: arm64 and x86-64 outputs differ`);
     expect(a.worst <= 64, `${what}: ${a.worst.toFixed(1)} units from float64`);
+  });
+});
+
+await check('int4 products, NEON kernels: exact within 64 units of float64, int8 = portable int8 to 1e-6 of sum |x w|', () => {
+  const arm = JSON.parse(run(true, [fileURLToPath(import.meta.url), '--int4']));
+  expect(arm.length === int4Host.length && arm.length > 0, 'different numbers of results');
+  arm.forEach((a, i) => {
+    const what = `${a.shape} m ${a.m} ${a.mode}`;
+    if (a.mode === 'exact') expect(a.worst <= 64, `${what}: ${a.worst.toFixed(1)} units from float64`);
+    else {
+      // the same integer products; only the fp32 scaling differs in order
+      a.y.forEach((v, j) => {
+        const d = Math.abs(v - int4Host[i].y[j]);
+        expect(d <= 1e-6 * a.mag[j], `${what}: output ${j} is ${v} against ${int4Host[i].y[j]}`);
+      });
+    }
   });
 });
 
@@ -118,13 +148,15 @@ const awqModel = join(shared, 'models/llama-22m-awq');
 const text = join(shared, 'data/eval.txt');
 const noShared = existsSync(model) && existsSync(awqModel) ? null : `no ${shared}/models: the test models are not here`;
 
-await check('awq eval of the independent AWQ checkpoint (1 window of 128): arm64 = x86-64 to 1e-6', () => {
+await check('awq eval of the independent AWQ checkpoint (1 window of 128): arm64 = x86-64 to 1e-6 (portable), 1e-5 (NEON)', () => {
   if (noShared) return noShared;
   const args = [cli, 'eval', awqModel, '--text', text, '--windows', '1', '--seqlen', '128', '--json'];
-  const arm = JSON.parse(run(true, args));
   const host = JSON.parse(run(false, args));
-  const rel = Math.abs(arm.perplexity - host.perplexity) / host.perplexity;
-  expect(rel < 1e-6, `perplexity ${arm.perplexity} on arm64, ${host.perplexity} on x86-64 (relative ${rel})`);
+  for (const [kernels, tol] of [['portable', 1e-6], [true, 1e-5]]) {
+    const arm = JSON.parse(run(kernels, args));
+    const rel = Math.abs(arm.perplexity - host.perplexity) / host.perplexity;
+    expect(rel < tol, `${kernels === true ? 'NEON' : 'portable'}: perplexity ${arm.perplexity} on arm64, ${host.perplexity} on x86-64 (relative ${rel})`);
+  }
 });
 
 await check('awq quantize --method rtn: the same checkpoint bytes on arm64 and x86-64', () => {

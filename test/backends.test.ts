@@ -10,7 +10,7 @@ const cli = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 describe('backends and the CLI skeleton', () => {
   it('reports the CPU ISA and threads, and CUDA devices or why none', () => {
     const b = backends();
-    expect(['portable', 'avx2', 'avx512']).toContain(b.cpu.isa);
+    expect(['portable', 'avx2', 'avx512', 'neon']).toContain(b.cpu.isa);
     expect(b.cpu.threads).toBeGreaterThanOrEqual(1);
     if (b.cuda === null) expect(b.cudaUnavailable).toMatch(/\w/);
     else expect(b.cuda.devices.length).toBeGreaterThan(0);

@@ -15,7 +15,7 @@ const doctor = (env: Record<string, string>, json = false) =>
 describe('runtime knobs', () => {
   it('a malformed value is an error naming the variable; valid ones are taken', () => {
     for (const [name, value, expected] of [
-      ['AWQ_ISA', 'AVX2', /AWQ_ISA: expected 'portable', 'avx2' or 'avx512', got "AVX2"/],
+      ['AWQ_ISA', 'AVX2', /AWQ_ISA: expected 'portable', 'avx2', 'avx512' or 'neon', got "AVX2"/],
       ['AWQ_ISA', 'sse', /AWQ_ISA/],
       ['AWQ_THREADS', 'abc', /AWQ_THREADS: expected an integer from 1 to 1024, got "abc"/],
       ['AWQ_THREADS', '99999', /AWQ_THREADS/],

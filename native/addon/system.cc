@@ -69,13 +69,14 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 Napi::Value SetIsaCap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    if (!info[0].IsString()) bad_arg("isa: expected 'portable', 'avx2' or 'avx512'");
+    if (!info[0].IsString()) bad_arg("isa: expected 'portable', 'avx2', 'avx512' or 'neon'");
     const std::string s = info[0].As<Napi::String>().Utf8Value();
     Isa cap;
     if (s == "portable") cap = Isa::Portable;
     else if (s == "avx2") cap = Isa::Avx2;
     else if (s == "avx512") cap = Isa::Avx512;
-    else bad_arg("isa: expected 'portable', 'avx2' or 'avx512', got '" + s + "'");
+    else if (s == "neon") cap = Isa::Neon;
+    else bad_arg("isa: expected 'portable', 'avx2', 'avx512' or 'neon', got '" + s + "'");
     return Napi::String::New(env, isa_name(set_isa_cap(cap)));
   });
 }

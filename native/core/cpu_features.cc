@@ -3,6 +3,10 @@
 #if AWQ_X86
 #include <cpuid.h>
 #endif
+#if AWQ_ARM64 && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -68,13 +72,33 @@ CpuFeatures detect() {
   }
 #endif
 #endif  // AWQ_X86
+#if AWQ_ARM64
+  f.neon = true;
+#if defined(__linux__)
+  f.dotprod = getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+#elif defined(__APPLE__)
+  f.dotprod = true;  // every Apple arm64 core (A11 / M1 on) has it
+#endif
+#endif  // AWQ_ARM64
   return f;
 }
 
 Isa detected_isa(const CpuFeatures& f) {
   if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c) return Isa::Avx512;
   if (f.avx2 && f.fma && f.f16c) return Isa::Avx2;
+  if (f.neon) return Isa::Neon;
   return Isa::Portable;
+}
+
+// The cap's level (cpu_features.h): ISAs of one family are ordered by it.
+int level(Isa isa) {
+  switch (isa) {
+    case Isa::Portable: return 0;
+    case Isa::Avx2:
+    case Isa::Neon: return 1;
+    case Isa::Avx512: return 2;
+  }
+  return 0;
 }
 
 Isa env_cap() {
@@ -82,6 +106,7 @@ Isa env_cap() {
   if (!env) return Isa::Avx512;
   if (!std::strcmp(env, "portable")) return Isa::Portable;
   if (!std::strcmp(env, "avx2")) return Isa::Avx2;
+  if (!std::strcmp(env, "neon")) return Isa::Neon;
   return Isa::Avx512;
 }
 
@@ -100,8 +125,19 @@ Isa active_isa() {
     cap = static_cast<int>(env_cap());
     g_cap.store(cap);
   }
+  const std::vector<Isa> usable = usable_isas();
+  Isa best = Isa::Portable;
+  for (Isa isa : usable)
+    if (level(isa) <= level(static_cast<Isa>(cap))) best = isa;
+  return best;
+}
+
+std::vector<Isa> usable_isas() {
   const Isa best = detected_isa(cpu_features());
-  return static_cast<Isa>(std::min(static_cast<int>(best), cap));
+  if (best == Isa::Neon) return {Isa::Portable, Isa::Neon};
+  std::vector<Isa> out;
+  for (int i = 0; i <= static_cast<int>(best); ++i) out.push_back(static_cast<Isa>(i));
+  return out;
 }
 
 Isa set_isa_cap(Isa cap) {
@@ -113,6 +149,7 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Avx512: return "avx512";
     case Isa::Avx2: return "avx2";
+    case Isa::Neon: return "neon";
     default: return "portable";
   }
 }
@@ -136,6 +173,8 @@ std::string cpu_feature_list() {
   add(f.avx512bf16, "avx512bf16");
   add(f.avxvnni, "avxvnni");
   add(f.amx_bf16, "amx-bf16");
+  add(f.neon, "neon");
+  add(f.dotprod, "dotprod");
   return s;
 }
 

@@ -37,6 +37,9 @@ double measure_fma_peak_gflops(double seconds_per_rep, int reps) {
   if (active_isa() == Isa::Avx512) burst = detail::fma_burst_avx512;
   else if (active_isa() == Isa::Avx2) burst = detail::fma_burst_avx2;
 #endif
+#if AWQ_ARM64
+  if (active_isa() == Isa::Neon) burst = detail::fma_burst_neon;
+#endif
   using clock = std::chrono::steady_clock;
   // Calibrate the iteration count on one thread, then run it on all of them at once.
   int64_t iters = 1 << 16;

@@ -1,5 +1,5 @@
-// sgemm driver. On AVX2 / AVX-512 CPUs: GotoBLAS-style blocking around an ISA micro-kernel
-// (gemm_avx2.cc, gemm_avx512.cc):
+// sgemm driver. On AVX2 / AVX-512 / NEON CPUs: GotoBLAS-style blocking around an ISA micro-kernel
+// (gemm_avx2.cc, gemm_avx512.cc, gemm_neon.cc):
 //
 //   for jc over N in nc-wide blocks            (B block: L3)
 //     for pc over K in kc-deep blocks
@@ -219,6 +219,9 @@ const detail::GemmKernel* detail::active_gemm_kernel() {
     case Isa::Avx512: return &detail::gemm_kernel_avx512();
     case Isa::Avx2: return &detail::gemm_kernel_avx2();
 #endif
+#if AWQ_ARM64
+    case Isa::Neon: return &detail::gemm_kernel_neon();
+#endif
     default: return nullptr;
   }
 }
@@ -238,6 +241,9 @@ const detail::GemmKernel* detail::gemm_kernel_for(Precision p) {
 #if AWQ_X86
     case Isa::Avx512: return &RoundedOperands<gemm_kernel_avx512>::kernel();
     case Isa::Avx2: return &RoundedOperands<gemm_kernel_avx2>::kernel();
+#endif
+#if AWQ_ARM64
+    case Isa::Neon: return &RoundedOperands<gemm_kernel_neon>::kernel();
 #endif
     default: return nullptr;
   }

@@ -1,7 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
-#include "x86_target.h"
+#include "isa_target.h"
 
 // AVX2 + FMA sgemm pieces: a 6x16 register-blocked micro-kernel (12 ymm accumulators, two B
 // vectors and one A broadcast per step: 15 of 16 registers) and the x86 panel packers.

@@ -1,7 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
-#include "x86_target.h"
+#include "isa_target.h"
 
 // AVX512-BF16 sgemm pieces for Precision::BF16: a 14x32 micro-kernel on vdpbf16ps, which adds two
 // bf16 products per fp32 lane (pairs of k steps, gemm_kernels.h), so each instruction does twice

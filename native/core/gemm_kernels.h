@@ -1,5 +1,5 @@
 // Internal interface between the blocked sgemm driver (gemm.cc, portable C++) and the
-// ISA-specific pieces it calls (gemm_avx2.cc, gemm_avx512.cc): panel packing and the
+// ISA-specific pieces it calls (gemm_avx2.cc, gemm_avx512.cc, gemm_neon.cc): panel packing and the
 // register-blocked micro-kernel. The driver owns blocking, buffers and threads; the ISA files
 // own only code that must be compiled for their target.
 //
@@ -52,6 +52,8 @@ PackPanelFn pack_panel_avx2_for_width(int w);
 const GemmKernel& gemm_kernel_avx512();
 // 14 x 32 tiles of bf16 pairs on vdpbf16ps (AVX512-BF16), kc counted in steps.
 const GemmKernel& gemm_kernel_avx512bf16();
+// arm64: 8 x 12 tiles on NEON fmla (gemm_neon.cc).
+const GemmKernel& gemm_kernel_neon();
 // The kernel for products of precision p here: the bf16 kernel, or for BF16 without AVX512-BF16 the
 // fp32 kernel with packers that round the operands to bf16; nullptr where only the portable
 // reference runs. Throws InvalidArgument for F16.

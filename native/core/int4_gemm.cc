@@ -1,5 +1,5 @@
 // Int4 GEMM: packing, validation, the driver (decode / prefill / int8 paths on the shared pool)
-// and the portable kernels. AVX2 and AVX-512 kernels live in int4_gemm_avx2.cc / _avx512.cc.
+// and the portable kernels. AVX2 and AVX-512 kernels live in int4_gemm_avx2.cc / _avx512.cc, NEON ones in _neon.cc.
 #include "int4_gemm.h"
 
 #include <algorithm>
@@ -300,6 +300,9 @@ const Int4Kernels& int4_kernels() {
 #if AWQ_X86
     case Isa::Avx512: return kInt4Avx512;
     case Isa::Avx2: return kInt4Avx2;
+#endif
+#if AWQ_ARM64
+    case Isa::Neon: return int4_kernels_neon();
 #endif
     default: return kInt4Portable;
   }

@@ -170,6 +170,9 @@ void decode_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, floa
                             int64_t n0, int64_t n1);
 void prefill_int8_avx512vnni(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy,
                              int64_t n0, int64_t n1);
+// arm64: NEON decode and dequantization; int8 mode on SDOT where the CPU has DotProd.
+const Int4Kernels& int4_kernels_neon();
+void decode_int8_sdot(const Int4Weights& w, const Int8Activations& a, float* y, int64_t ldy, int64_t n0, int64_t n1);
 const Int4Kernels& int4_kernels();  // for active_isa()
 
 // Software prefetch target of the streaming kernels: block `blk` of the row `rows_ahead` rows

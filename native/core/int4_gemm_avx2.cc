@@ -1,7 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
-#include "x86_target.h"
+#include "isa_target.h"
 
 // AVX2 + FMA int4 kernels (see int4_gemm.h for the layout). Standard headers first, then the
 // target pragma (the rule of stats_avx2.cc).

@@ -1,7 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
-#include "x86_target.h"
+#include "isa_target.h"
 
 // AVX-512 VNNI int8-mode kernel: vpdpbusd multiplies the u8 nibbles by the s8 activations and
 // adds groups of 4 products straight into 32-bit lanes (one instruction per 64 weights).

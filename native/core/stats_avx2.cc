@@ -1,7 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
-#include "x86_target.h"
+#include "isa_target.h"
 
 // AVX2 versions of the stats kernels. Standard headers come before the target pragma so no
 // inline library code is compiled for AVX2 and then shared with the portable path.

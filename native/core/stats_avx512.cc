@@ -1,7 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
-#include "x86_target.h"
+#include "isa_target.h"
 
 // AVX-512 versions of the stats kernels (see stats_avx2.cc for the include rule).
 #include <immintrin.h>

@@ -51,6 +51,9 @@ const detail::VecKernels& kernels() {
     case Isa::Avx512: return detail::kVecAvx512;
     case Isa::Avx2: return detail::kVecAvx2;
 #endif
+#if AWQ_ARM64
+    case Isa::Neon: return detail::kVecNeon;
+#endif
     default: return detail::kVecPortable;
   }
 }

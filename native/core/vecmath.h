@@ -1,5 +1,5 @@
 // Elementwise kernels built on exp (softmax rows, SiLU gating, log-sum-exp), with a portable
-// path and AVX2 / AVX-512 paths that use a polynomial exp accurate to ~2 ulp over the range
+// path and AVX2 / AVX-512 / NEON paths that use a polynomial exp accurate to ~2 ulp over the range
 // these kernels see. The search runs billions of these per layer; scalar expf would dominate.
 #pragma once
 #include <cstdint>
@@ -25,6 +25,7 @@ struct VecKernels {
 extern const VecKernels kVecPortable;
 extern const VecKernels kVecAvx2;
 extern const VecKernels kVecAvx512;
+extern const VecKernels kVecNeon;
 }  // namespace detail
 
 }  // namespace awq

@@ -1,7 +1,7 @@
 // x86-64 only: elsewhere this file compiles to nothing (AWQ_X86, cpu_features.h).
 #include "cpu_features.h"
 #if AWQ_X86
-#include "x86_target.h"
+#include "isa_target.h"
 
 // AVX2 versions of the exp-based kernels. Standard headers first, then the target pragma.
 #include <immintrin.h>

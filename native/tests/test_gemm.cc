@@ -1,5 +1,6 @@
 #include <cmath>
 #include <limits>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -346,5 +347,30 @@ TEST(gemm_bf16_kernels_and_special_values) {
       refused = e.code() == ErrorCode::InvalidArgument;
     }
     CHECK(refused);
+  });
+}
+
+// The ISA caps (AWQ_ISA, the tests' for_each_isa) and the sgemm kernel each usable ISA runs: the
+// portable reference, or the blocked driver around that ISA's own micro-kernel. A cap is a level:
+// on arm64 avx2 / avx512 keep NEON, on x86-64 neon means AVX2.
+TEST(isa_caps_pick_each_isas_own_kernel) {
+  const std::vector<Isa> isas = usable_isas();
+  CHECK(!isas.empty() && isas.front() == Isa::Portable);
+  CHECK(set_isa_cap(Isa::Portable) == Isa::Portable);
+#if AWQ_ARM64
+  CHECK(isas.size() == 2 && isas.back() == Isa::Neon);
+  CHECK(set_isa_cap(Isa::Avx2) == Isa::Neon);
+  CHECK(set_isa_cap(Isa::Avx512) == Isa::Neon);
+#elif AWQ_X86
+  const bool avx2 = isas.size() >= 2;
+  CHECK(set_isa_cap(Isa::Neon) == (avx2 ? Isa::Avx2 : Isa::Portable));
+#endif
+  set_isa_cap(Isa::Avx512);
+  const char* expected[] = {"", "avx2", "avx512", "neon"};
+  for_each_isa([&](Isa isa) {
+    CHECK(active_isa() == isa);
+    const detail::GemmKernel* k = detail::active_gemm_kernel();
+    CHECK((k != nullptr) == (isa != Isa::Portable));
+    if (k) CHECK(std::string(k->name).rfind(expected[static_cast<int>(isa)], 0) == 0);
   });
 }

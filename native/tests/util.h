@@ -17,12 +17,12 @@ inline std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.f
   return v;
 }
 
-// Runs fn once per ISA this CPU supports (portable, avx2, avx512), restoring the cap after.
+// Runs fn once per ISA this CPU supports (portable, then avx2 and avx512, or neon), restoring
+// the cap after.
 inline void for_each_isa(const std::function<void(Isa)>& fn) {
-  const Isa best = set_isa_cap(Isa::Avx512);
-  for (int i = 0; i <= static_cast<int>(best); ++i) {
-    set_isa_cap(static_cast<Isa>(i));
-    fn(static_cast<Isa>(i));
+  for (Isa isa : usable_isas()) {
+    set_isa_cap(isa);
+    fn(isa);
   }
   set_isa_cap(Isa::Avx512);
 }

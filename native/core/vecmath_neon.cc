@@ -1,0 +1,134 @@
+// arm64 only: elsewhere this file compiles to nothing (AWQ_ARM64, cpu_features.h).
+#include "cpu_features.h"
+#if AWQ_ARM64
+
+// NEON versions of the exp-based kernels: the polynomial exp of the x86 files (vecmath_avx2.cc),
+// 4 lanes at a time.
+#include <arm_neon.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "vecmath.h"
+
+namespace awq {
+namespace {
+
+// Cephes-style expf: range reduction by ln2 in two parts, degree-5 polynomial, 2^n by exponent
+// bits. Inputs are clamped to [-87.3, 88.4] (results stay normal floats); maxnm / minnm clamp a
+// NaN to the lower bound, as the x86 kernels' max / min do.
+inline float32x4_t exp4(float32x4_t x) {
+  x = vminnmq_f32(vmaxnmq_f32(x, vdupq_n_f32(-87.33654f)), vdupq_n_f32(88.37626f));
+  const float32x4_t fx = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+  x = vfmsq_f32(x, fx, vdupq_n_f32(0.693359375f));
+  x = vfmsq_f32(x, fx, vdupq_n_f32(-2.12194440e-4f));
+  float32x4_t y = vdupq_n_f32(1.9875691500E-4f);
+  y = vfmaq_f32(vdupq_n_f32(1.3981999507E-3f), y, x);
+  y = vfmaq_f32(vdupq_n_f32(8.3334519073E-3f), y, x);
+  y = vfmaq_f32(vdupq_n_f32(4.1665795894E-2f), y, x);
+  y = vfmaq_f32(vdupq_n_f32(1.6666665459E-1f), y, x);
+  y = vfmaq_f32(vdupq_n_f32(5.0000001201E-1f), y, x);
+  y = vfmaq_f32(vaddq_f32(x, vdupq_n_f32(1.f)), y, vmulq_f32(x, x));
+  const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(fx), vdupq_n_s32(127)), 23);
+  return vmulq_f32(y, vreinterpretq_f32_s32(e));
+}
+
+inline double hsum_pd(float32x4_t v) {
+  return static_cast<double>(vgetq_lane_f32(v, 0)) + vgetq_lane_f32(v, 1) + vgetq_lane_f32(v, 2) +
+         vgetq_lane_f32(v, 3);
+}
+
+// exp of a scalar through the vector path, so tails match the body bit for bit.
+inline float exp1(float x) { return vgetq_lane_f32(exp4(vdupq_n_f32(x)), 0); }
+
+float row_max(const float* x, int64_t n) {
+  float32x4_t m = vdupq_n_f32(-INFINITY);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) m = vmaxq_f32(m, vld1q_f32(x + i));
+  float mx = vmaxvq_f32(m);
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  return mx;
+}
+
+void softmax_neon(float* x, int64_t n) {
+  const float mx = row_max(x, n);
+  const float32x4_t vmx = vdupq_n_f32(mx);
+  float32x4_t acc = vdupq_n_f32(0.f);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t e = exp4(vsubq_f32(vld1q_f32(x + i), vmx));
+    vst1q_f32(x + i, e);
+    acc = vaddq_f32(acc, e);
+  }
+  float sum = static_cast<float>(hsum_pd(acc));
+  for (; i < n; ++i) {
+    x[i] = exp1(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = 1.f / sum;
+  i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inv));
+  for (; i < n; ++i) x[i] *= inv;
+}
+
+void silu_mul_neon(const float* g, const float* u, float* h, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t gv = vld1q_f32(g + i);
+    const float32x4_t den = vaddq_f32(vdupq_n_f32(1.f), exp4(vnegq_f32(gv)));
+    vst1q_f32(h + i, vmulq_f32(vdivq_f32(gv, den), vld1q_f32(u + i)));
+  }
+  for (; i < n; ++i) h[i] = g[i] / (1.f + exp1(-g[i])) * u[i];
+}
+
+double log_sum_exp_neon(const float* x, int64_t n) {
+  const float mx = row_max(x, n);
+  const float32x4_t vmx = vdupq_n_f32(mx);
+  double sum = 0.0;
+  int64_t i = 0;
+  while (i + 4 <= n) {
+    // fp32 lanes over short runs, fp64 across runs
+    float32x4_t acc = vdupq_n_f32(0.f);
+    const int64_t end = std::min(n - (n - i) % 4, i + 512);
+    for (; i < end; i += 4) acc = vaddq_f32(acc, exp4(vsubq_f32(vld1q_f32(x + i), vmx)));
+    sum += hsum_pd(acc);
+  }
+  for (; i < n; ++i) sum += exp1(x[i] - mx);
+  return static_cast<double>(mx) + std::log(sum);
+}
+
+double sum_sq_diff_neon(const float* a, const float* b, int64_t n) {
+  double total = 0.0;
+  int64_t i = 0;
+  while (i + 4 <= n) {
+    float32x4_t acc0 = vdupq_n_f32(0.f), acc1 = vdupq_n_f32(0.f);
+    const int64_t end = std::min(n - (n - i) % 4, i + 1024);
+    for (; i + 8 <= end; i += 8) {
+      const float32x4_t d0 = vsubq_f32(vld1q_f32(a + i), vld1q_f32(b + i));
+      const float32x4_t d1 = vsubq_f32(vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+      acc0 = vfmaq_f32(acc0, d0, d0);
+      acc1 = vfmaq_f32(acc1, d1, d1);
+    }
+    for (; i < end; i += 4) {
+      const float32x4_t d0 = vsubq_f32(vld1q_f32(a + i), vld1q_f32(b + i));
+      acc0 = vfmaq_f32(acc0, d0, d0);
+    }
+    total += hsum_pd(vaddq_f32(acc0, acc1));
+  }
+  for (; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    total += d * d;
+  }
+  return total;
+}
+
+}  // namespace
+
+namespace detail {
+const VecKernels kVecNeon = {softmax_neon, silu_mul_neon, log_sum_exp_neon, sum_sq_diff_neon};
+}
+
+}  // namespace awq
+
+#endif  // AWQ_ARM64
