@@ -63,7 +63,8 @@ if (process.argv[2] === '--int4') {
       }
     }
   }
-  console.log(JSON.stringify(results));
+  // process.exit right after a large write to a pipe would cut it short: wait for the flush
+  await new Promise((done) => process.stdout.write(`${JSON.stringify(results)}\n`, done));
   process.exit(0);
 }
 

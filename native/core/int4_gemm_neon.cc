@@ -6,10 +6,12 @@
 // prefill multiplies on the NEON sgemm, and the int8 mode on widening multiplies (on SDOT where the
 // core has DotProd: int4_gemm_neon_dotprod.cc).
 //
-// Unpacking, as on x86 (int4_gemm_avx2.cc): a nibble placed under the bits of 2^23 is the float
-// 2^23 + q, and subtracting 2^23 + z gives q - z exactly. One bit-select (the nibble's 4 bits
-// from the word, the rest from 2^23), a subtraction and a shift per 4 weights come before the
-// FMA; a word vector's 8 nibbles are 8 steps of 16 consecutive inputs.
+// Unpacking: a word vector's 8 nibbles are 8 steps of 16 consecutive inputs. The decode masks
+// nibble I in place and converts it as a fixed-point number (one ucvtf), then subtracts z: and,
+// convert, subtract before each FMA (nibble_minus_zero). The dequantization for the prefill shifts
+// instead (as on x86, int4_gemm_avx2.cc: a nibble placed
+// under the bits of 2^23 is the float 2^23 + q, and subtracting 2^23 + z gives q - z exactly), as
+// its start inside a block is known only at run time.
 #include <arm_neon.h>
 
 #include <algorithm>
@@ -21,7 +23,7 @@
 namespace awq::detail {
 namespace {
 
-// q - z of each word's low nibble, as floats; then the words' next nibble moved down.
+// Dequantization: q - z of each word's low nibble, as floats; then the words' next nibble moved down.
 inline float32x4_t next_nibble(uint32x4_t& wv, uint32x4_t mask, uint32x4_t magic, float32x4_t zc) {
   const float32x4_t f = vsubq_f32(vreinterpretq_f32_u32(vbslq_u32(mask, wv, magic)), zc);
   wv = vshrq_n_u32(wv, 4);
@@ -35,121 +37,113 @@ inline void load_words(const uint8_t* row, int64_t blk, int nibble, uint32x4_t w
   for (int v = 0; v < 4; ++v) wv[v] = vshlq_u32(vld1q_u32(p + 4 * v), cnt);
 }
 
-// Decode: MR rows of x against NR output rows, the whole of `in`. Per group, the products of
-// (q - z) with x are summed in fp32 and then scaled once, as in the x86 kernels.
-template <int MR, int NR>
-void decode_tile(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n0) {
-  const int64_t G = w.groups, slots_per_group = w.group / 16;
-  const uint8_t* rows[NR];
-  for (int r = 0; r < NR; ++r) rows[r] = w.row(n0 + r);
-  const uint32x4_t mask = vdupq_n_u32(15), magic = vdupq_n_u32(0x4B000000);
-  float32x4_t tot[MR][NR];
-  for (int m = 0; m < MR; ++m)
-    for (int r = 0; r < NR; ++r) tot[m][r] = vdupq_n_f32(0.f);
-  for (int64_t g = 0; g < G; ++g) {
-    float32x4_t acc[MR][NR][4], zc[NR];
-    for (int r = 0; r < NR; ++r) {
-      zc[r] = vdupq_n_f32(8388608.f + static_cast<float>(w.zero(n0 + r, g)));
-      for (int m = 0; m < MR; ++m)
-        for (int v = 0; v < 4; ++v) acc[m][r][v] = vdupq_n_f32(0.f);
-    }
-    int64_t s = g * slots_per_group;
-    const int64_t s1 = s + slots_per_group;
-    while (s < s1) {
-      // A group may start inside a 128-block (groups of 16 to 64): shift the words to its nibble.
-      const int64_t blk = s >> 3;
-      uint32x4_t wv[NR][4];
-      for (int r = 0; r < NR; ++r) load_words(rows[r], blk, static_cast<int>(s & 7), wv[r]);
-      for (int r = 0; r < NR; ++r) __builtin_prefetch(prefetch_target(w, rows[r], kPrefetchRows, blk));
-      const int64_t send = std::min(s1, (blk + 1) * 8);
-      for (; s < send; ++s) {
-        const float* xs = x + s * 16;
-#pragma GCC unroll 2
-        for (int r = 0; r < NR; ++r) {
-#pragma GCC unroll 4
-          for (int v = 0; v < 4; ++v) {
-            const float32x4_t f = next_nibble(wv[r][v], mask, magic, zc[r]);
-#pragma GCC unroll 4
-            for (int m = 0; m < MR; ++m) acc[m][r][v] = vfmaq_f32(acc[m][r][v], f, vld1q_f32(xs + m * ldx + 4 * v));
-          }
-        }
-      }
-    }
-    for (int r = 0; r < NR; ++r) {
-      const float sc = w.scale(n0 + r, g);
-      for (int m = 0; m < MR; ++m) {
-        const float32x4_t sum = vaddq_f32(vaddq_f32(acc[m][r][0], acc[m][r][1]), vaddq_f32(acc[m][r][2], acc[m][r][3]));
-        tot[m][r] = vfmaq_n_f32(tot[m][r], sum, sc);
-      }
-    }
-  }
-  for (int m = 0; m < MR; ++m)
-    for (int r = 0; r < NR; ++r) y[m * ldy + n0 + r] = vaddvq_f32(tot[m][r]);
+// q - z of nibble I of each word, as floats: the nibble masked in place and converted as a
+// fixed-point number with as many fraction bits as it sits above bit 0 (one ucvtf), which is exact.
+// kShifted: the words are shifted down a byte after every odd step (decode_step), so nibble I sits
+// in bits 4 (I & 1) to 4 (I & 1) + 3 and two masks serve all steps; otherwise each step has its own
+// mask and nothing is shifted. One or two rows of x take the 8 masks (M = 1: 1.58 instructions per
+// weight against 1.68 with the shifts, counted under qemu); with 3 and 4 rows GCC 12 kept all 8
+// masks in registers and spilled the accumulators.
+template <int I, bool kShifted>
+inline float32x4_t nibble_minus_zero(uint32x4_t wv, float32x4_t z) {
+  constexpr int bit = kShifted ? 4 * (I % 2) : 4 * I;
+  const uint32x4_t q = vandq_u32(wv, vdupq_n_u32(15u << bit));
+  if constexpr (bit == 0) return vsubq_f32(vcvtq_f32_u32(q), z);
+  else return vsubq_f32(vcvtq_n_f32_u32(q, bit), z);
 }
 
-// M = 1 with whole 128-blocks per group (the AWQ default): the arithmetic of decode_tile with a
-// block's 8 nibble steps unrolled at compile time (bitwise the same results).
-template <int NR>
-void decode_tile_m1_g128(const Int4Weights& w, const float* x, float* y, int64_t n0) {
-  const int64_t G = w.groups, blocks_per_group = w.group / 128;
-  const uint8_t* rows[NR];
-  for (int r = 0; r < NR; ++r) rows[r] = w.row(n0 + r);
-  const uint32x4_t mask = vdupq_n_u32(15), magic = vdupq_n_u32(0x4B000000);
-  float32x4_t tot[NR];
-  for (int r = 0; r < NR; ++r) tot[r] = vdupq_n_f32(0.f);
-  for (int64_t g = 0; g < G; ++g) {
-    float32x4_t acc[NR][4], zc[NR];
-    for (int r = 0; r < NR; ++r) {
-      zc[r] = vdupq_n_f32(8388608.f + static_cast<float>(w.zero(n0 + r, g)));
-      for (int v = 0; v < 4; ++v) acc[r][v] = vdupq_n_f32(0.f);
-    }
-    for (int64_t blk = g * blocks_per_group; blk < (g + 1) * blocks_per_group; ++blk) {
-      const float* xb = x + blk * 128;
-      uint32x4_t wv[NR][4];
-      for (int r = 0; r < NR; ++r) {
-        const uint32_t* p = reinterpret_cast<const uint32_t*>(rows[r] + blk * 64);
-        for (int v = 0; v < 4; ++v) wv[r][v] = vld1q_u32(p + 4 * v);
-      }
-      for (int r = 0; r < NR; ++r) __builtin_prefetch(prefetch_target(w, rows[r], kPrefetchRows, blk));
-#pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) {
-#pragma GCC unroll 2
-        for (int r = 0; r < NR; ++r) {
-#pragma GCC unroll 4
-          for (int v = 0; v < 4; ++v)
-            acc[r][v] = vfmaq_f32(acc[r][v], next_nibble(wv[r][v], mask, magic, zc[r]), vld1q_f32(xb + 16 * i + 4 * v));
-        }
-      }
-    }
-    for (int r = 0; r < NR; ++r) {
-      const float32x4_t sum = vaddq_f32(vaddq_f32(acc[r][0], acc[r][1]), vaddq_f32(acc[r][2], acc[r][3]));
-      tot[r] = vfmaq_n_f32(tot[r], sum, w.scale(n0 + r, g));
-    }
+// MR rows of x times (q - z) of one output row over nibble step I of one 128-block (16 inputs).
+// xr[m]: row m of x at the block's first input.
+template <int I, int MR>
+inline void decode_step(uint32x4_t (&wv)[4], float32x4_t zc, const float* const (&xr)[MR], float32x4_t (&acc)[MR][4]) {
+  constexpr bool kShifted = MR >= 3;
+  for (int v = 0; v < 4; ++v) {
+    const float32x4_t f = nibble_minus_zero<I, kShifted>(wv[v], zc);
+    for (int m = 0; m < MR; ++m) acc[m][v] = vfmaq_f32(acc[m][v], f, vld1q_f32(xr[m] + 16 * I + 4 * v));
+    if constexpr (kShifted && I % 2 == 1) wv[v] = vshrq_n_u32(wv[v], 8);
   }
-  for (int r = 0; r < NR; ++r) y[n0 + r] = vaddvq_f32(tot[r]);
 }
 
-// One row of x: two output rows at a time (8 word vectors in flight); more rows of x: one, so
-// that the 4 x MR accumulators fit the 32 registers.
+// Rows of x at input k0. The pointers are made opaque to the optimizer: from `x + m * ldx + const`
+// in the unrolled steps, GCC 12 derived one induction variable per load (128 at 4 rows of x) and
+// spilled them all to the stack.
 template <int MR>
-void decode_rows(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n0, int64_t n1) {
-  int64_t n = n0;
-  if constexpr (MR == 1) {
-    for (; n + 2 <= n1; n += 2) decode_tile<1, 2>(w, x, ldx, y, ldy, n);
+inline void x_rows(const float* x, int64_t ldx, int64_t k0, const float* (&xr)[MR]) {
+  for (int m = 0; m < MR; ++m) {
+    xr[m] = x + m * ldx + k0;
+    if constexpr (MR > 1) __asm__("" : "+r"(xr[m]));
   }
-  for (; n < n1; ++n) decode_tile<MR, 1>(w, x, ldx, y, ldy, n);
+}
+
+inline void load_block(const Int4Weights& w, const uint8_t* row, int64_t blk, uint32x4_t (&wv)[4]) {
+  const uint32_t* p = reinterpret_cast<const uint32_t*>(row + blk * 64);
+  for (int v = 0; v < 4; ++v) wv[v] = vld1q_u32(p + 4 * v);
+  __builtin_prefetch(prefetch_target(w, row, kPrefetchRows, blk));
+}
+
+// Decode: MR rows of x against output row n, the whole of `in`, a 128-block (8 nibble steps of
+// 16 inputs) at a time. Per group, the products of (q - z) with x are summed in fp32 and then
+// scaled once, as in the x86 kernels. kWholeBlocks (group % 128 == 0, the AWQ default): groups
+// start at blocks. Otherwise a group of 16 to 64 inputs ends inside a block, at a nibble step,
+// and `in` may end inside one. One output row at a time: two at M = 1 (x loaded once for both)
+// needed 25 live vectors besides the masks, and GCC 12 spilled the accumulators at every step
+// (1.9 instructions per weight against 1.6 for one row, counted under qemu).
+template <int MR, bool kWholeBlocks>
+[[gnu::noinline]] void decode_row(const Int4Weights& w, const float* x, int64_t ldx, float* y, int64_t ldy, int64_t n) {
+  const int64_t slots = w.in / 16, slots_per_group = w.group / 16;
+  const uint8_t* row = w.row(n);
+  float32x4_t tot[MR], acc[MR][4];
+  for (int m = 0; m < MR; ++m) tot[m] = vdupq_n_f32(0.f);
+  int64_t blk = 0, step = 0;  // generic form: the next nibble step of block blk, whose words wv holds
+  uint32x4_t wv[4];
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const float32x4_t zc = vdupq_n_f32(static_cast<float>(w.zero(n, g)));
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < 4; ++v) acc[m][v] = vdupq_n_f32(0.f);
+    if constexpr (kWholeBlocks) {
+      for (int64_t b = g * slots_per_group / 8; b < (g + 1) * slots_per_group / 8; ++b) {
+        load_block(w, row, b, wv);
+        const float* xr[MR];
+        x_rows(x, ldx, b * 128, xr);
+        decode_step<0>(wv, zc, xr, acc), decode_step<1>(wv, zc, xr, acc), decode_step<2>(wv, zc, xr, acc);
+        decode_step<3>(wv, zc, xr, acc), decode_step<4>(wv, zc, xr, acc), decode_step<5>(wv, zc, xr, acc);
+        decode_step<6>(wv, zc, xr, acc), decode_step<7>(wv, zc, xr, acc);
+      }
+    } else {
+      // One nibble step at a time (the step number is a compile-time constant of the unpacking).
+      for (int64_t s = g * slots_per_group; s < std::min(slots, (g + 1) * slots_per_group); ++s) {
+        if (step == 0) load_block(w, row, blk, wv);
+        const float* xr[MR];
+        x_rows(x, ldx, blk * 128, xr);
+        switch (step) {
+          case 0: decode_step<0>(wv, zc, xr, acc); break;
+          case 1: decode_step<1>(wv, zc, xr, acc); break;
+          case 2: decode_step<2>(wv, zc, xr, acc); break;
+          case 3: decode_step<3>(wv, zc, xr, acc); break;
+          case 4: decode_step<4>(wv, zc, xr, acc); break;
+          case 5: decode_step<5>(wv, zc, xr, acc); break;
+          case 6: decode_step<6>(wv, zc, xr, acc); break;
+          default: decode_step<7>(wv, zc, xr, acc); break;
+        }
+        if (++step == 8) step = 0, ++blk;
+      }
+    }
+    const float sc = scale_f16(w, n, g);
+    for (int m = 0; m < MR; ++m)
+      tot[m] = vfmaq_n_f32(tot[m], vaddq_f32(vaddq_f32(acc[m][0], acc[m][1]), vaddq_f32(acc[m][2], acc[m][3])), sc);
+  }
+  for (int m = 0; m < MR; ++m) y[m * ldy + n] = vaddvq_f32(tot[m]);
 }
 
 void decode_neon(const Int4Weights& w, const float* x, int64_t ldx, int64_t M, float* y, int64_t ldy, int64_t n0,
                  int64_t n1) {
-  if (M == 1 && w.group % 128 == 0) {
-    int64_t n = n0;
-    for (; n + 2 <= n1; n += 2) decode_tile_m1_g128<2>(w, x, y, n);
-    for (; n < n1; ++n) decode_tile_m1_g128<1>(w, x, y, n);
-    return;
-  }
+  const bool whole_blocks = w.group % 128 == 0;
   for_each_decode_tile(M, n0, n1, [&](auto mr, int64_t m0, int64_t t0, int64_t t1) {
-    decode_rows<decltype(mr)::value>(w, x + m0 * ldx, ldx, y + m0 * ldy, ldy, t0, t1);
+    constexpr int MR = decltype(mr)::value;
+    for (int64_t n = t0; n < t1; ++n) {
+      if (whole_blocks) decode_row<MR, true>(w, x + m0 * ldx, ldx, y + m0 * ldy, ldy, n);
+      else decode_row<MR, false>(w, x + m0 * ldx, ldx, y + m0 * ldy, ldy, n);
+    }
   });
 }
 
@@ -168,7 +162,7 @@ void dequant_rows_neon(const Int4Weights& w, int64_t n0, int64_t nr, int64_t k0,
       for (; s < send; ++s) {
         const int64_t g = (s * 16) / w.group;
         const float32x4_t zc = vdupq_n_f32(8388608.f + static_cast<float>(w.zero(n, g)));
-        const float sc = w.scale(n, g);
+        const float sc = scale_f16(w, n, g);
         for (int v = 0; v < 4; ++v) vst1q_f32(out + s * 16 + 4 * v, vmulq_n_f32(next_nibble(wv[v], mask, magic, zc), sc));
       }
     }
