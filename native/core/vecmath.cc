@@ -45,6 +45,18 @@ double sum_sq_diff_portable(const float* a, const float* b, int64_t n) {
   return total;
 }
 
+// 16 independent lanes, which the compiler vectorizes for the baseline ISA.
+float dot_portable(const float* a, const float* b, int64_t n) {
+  float acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += a[i + l] * b[i + l];
+  float s = 0.f;
+  for (float v : acc) s += v;
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
 const detail::VecKernels& kernels() {
   switch (active_isa()) {
 #if AWQ_X86
@@ -62,12 +74,13 @@ const detail::VecKernels& kernels() {
 
 namespace detail {
 const VecKernels kVecPortable = {softmax_portable, silu_mul_portable, log_sum_exp_portable,
-                                 sum_sq_diff_portable};
+                                 sum_sq_diff_portable, dot_portable};
 }
 
 void softmax_inplace(float* x, int64_t n) { kernels().softmax(x, n); }
 void silu_mul(const float* g, const float* u, float* h, int64_t n) { kernels().silu_mul(g, u, h, n); }
 double log_sum_exp(const float* x, int64_t n) { return kernels().log_sum_exp(x, n); }
 double sum_sq_diff(const float* a, const float* b, int64_t n) { return kernels().sum_sq_diff(a, b, n); }
+float dot(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
 
 }  // namespace awq

@@ -1,4 +1,5 @@
-// Elementwise kernels built on exp (softmax rows, SiLU gating, log-sum-exp), with a portable
+// Elementwise kernels built on exp (softmax rows, SiLU gating, log-sum-exp) and two reductions
+// (squared differences, dot products), with a portable
 // path and AVX2 / AVX-512 / NEON paths that use a polynomial exp accurate to ~2 ulp over the range
 // these kernels see. The search runs billions of these per layer; scalar expf would dominate.
 #pragma once
@@ -14,6 +15,9 @@ void silu_mul(const float* g, const float* u, float* h, int64_t n);
 double log_sum_exp(const float* x, int64_t n);
 // sum over i of (a[i] - b[i])^2 in fp64 (fp32 within short runs).
 double sum_sq_diff(const float* a, const float* b, int64_t n);
+// sum over i of a[i] * b[i] in fp32 (independent vector lanes, summed at the end): the rows of a
+// matrix-vector product (sgemm at M = 1).
+float dot(const float* a, const float* b, int64_t n);
 
 namespace detail {
 struct VecKernels {
@@ -21,6 +25,7 @@ struct VecKernels {
   void (*silu_mul)(const float*, const float*, float*, int64_t);
   double (*log_sum_exp)(const float*, int64_t);
   double (*sum_sq_diff)(const float*, const float*, int64_t);
+  float (*dot)(const float*, const float*, int64_t);
 };
 extern const VecKernels kVecPortable;
 extern const VecKernels kVecAvx2;

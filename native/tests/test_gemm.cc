@@ -94,7 +94,10 @@ TEST(gemm_matches_fp64_reference_all_transposes_and_odd_sizes) {
                                 {1, 300, 129}, {64, 64, 512}, {6, 16, 8},    {12, 32, 4},
                                 {14, 32, 9},  {5, 15, 7},    {29, 33, 31},  {150, 40, 17},
                                 // last row tiles of 2 and 3 rows (the AVX-512 kernel's short tiles)
-                                {16, 24, 40}, {3, 9, 33}};
+                                {16, 24, 40}, {3, 9, 33},
+                                // one row (N x T: the matrix-vector path), K past and between the
+                                // dot kernels' vector steps
+                                {1, 37, 1031}, {1, 5, 63}, {1, 70, 16}};
     uint32_t seed = 10;
     for (Precision p : kPrecisions)
       for (auto& s : sizes)
