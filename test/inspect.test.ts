@@ -76,8 +76,14 @@ describe('awq inspect', () => {
     const a = JSON.parse(execFileSync(process.execPath, ['dist/cli/main.js', 'inspect', LLAMA_AWQ, '--json'], { encoding: 'utf8' }));
     expect(a.quantization).toEqual({ quant_method: 'awq', bits: 4, group_size: 128, zero_point: true, version: 'gemm', modules_to_not_convert: null });
     expect(a.awq.linears).toBe(42);
+    expect(a.packedLinears).toBe(42);
     expect(a.awqError).toBeNull();
     expect(a.dtypes.I32.tensors).toBe(84);
+    // one shard alone: the packed linears are named, and where their settings are
+    const shard = join(LLAMA_AWQ, 'model.safetensors');
+    expect(JSON.parse(cli(shard, '--json').stdout)).toMatchObject({ modelType: null, quantization: null, awq: null, packedLinears: 42 });
+    expect(cli(shard).stdout).toMatch(/quantization: 42 AWQ-packed linears .*settings are in the model folder's config\.json/);
+    expect(cli(join(LLAMA, readdirSync(LLAMA).find((f) => f.endsWith('.safetensors'))!)).stdout).toMatch(/quantization: none/);
   });
 
   it.skipIf(!HAVE_MODELS)("llama-22m-awq in AutoAWQ's older form (quant_config.json) inspects and evaluates as the original (skipped when ../shared is absent)", async () => {

@@ -33,6 +33,11 @@ export interface InspectReport {
   quantization: Record<string, unknown> | null;
   /** Which file `quantization` came from. */
   quantizationFile: 'config.json' | typeof LEGACY_QUANT_CONFIG | null;
+  /**
+   * Tensors named `*.qweight` (AWQ-packed linears). A bare shard of an AWQ checkpoint has them
+   * without the settings, which are in the folder's config.json.
+   */
+  packedLinears: number;
   /** Parsed AWQ settings and the number of quantized linears, when it is an AWQ checkpoint. */
   awq: (AwqQuantization & { linears: number }) | null;
   /** Why the AWQ reader (`awq eval`, `loadAwq`) would refuse this checkpoint, or null. */
@@ -75,6 +80,7 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
     d.tensors++;
     d.bytes += t.byteLength;
   }
+  const packedLinears = tensors.filter((t) => t.name.endsWith('.qweight')).length;
   let config: ModelConfig | null = null;
   let configError: string | null = null;
   let awq: InspectReport['awq'] = null;
@@ -103,7 +109,7 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
     try {
       // parsed from what was read above (readAwqQuantization would read quant_config.json again)
       const q = quantizationFile === LEGACY_QUANT_CONFIG ? parseLegacyQuantConfig(qc, path) : parseAwqQuantization(raw, join(path, 'config.json'));
-      awq = { ...q, linears: tensors.filter((t) => t.name.endsWith('.qweight')).length };
+      awq = { ...q, linears: packedLinears };
       // The reader's own checks (headers only: every linear's tensors, dtypes and shapes).
       await (await openAwqCheckpoint(path)).close();
     } catch (err) {
@@ -127,6 +133,7 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
     shards,
     quantization: qc && typeof qc === 'object' && !Array.isArray(qc) ? (qc as Record<string, unknown>) : null,
     quantizationFile,
+    packedLinears,
     awq,
     awqError,
   };
@@ -169,8 +176,12 @@ function formatReport(r: InspectReport): string {
     lines.push(`quantization${r.quantizationFile === 'config.json' ? '' : ` (${r.quantizationFile})`}: ${JSON.stringify(r.quantization)}`);
     if (r.awq) lines.push(`  AWQ ${r.awq.bits}-bit, group ${r.awq.groupSize}, ${r.awq.version}: ${r.awq.linears} quantized linears`);
     if (r.awqError) lines.push(`  warning: not readable as an AWQ checkpoint: ${r.awqError}`);
+  } else if (r.packedLinears > 0 && r.modelType === null) {
+    // one shard of a quantized checkpoint: the settings live in the folder's config.json
+    lines.push(`quantization: ${r.packedLinears} AWQ-packed linears (qweight, qzeros, scales); the settings are in the model folder's config.json (inspect the folder)`);
   } else {
     lines.push('quantization: none');
+    if (r.packedLinears > 0) lines.push(`  warning: ${r.packedLinears} AWQ-packed linears (qweight tensors) but no quantization_config`);
     if (r.awqError) lines.push(`  warning: ${r.awqError}`);
   }
   return lines.join('\n');
