@@ -8,7 +8,6 @@
 #include <sys/auxv.h>
 #endif
 
-#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -110,26 +109,15 @@ Isa env_cap() {
   return Isa::Avx512;
 }
 
-std::atomic<int> g_cap{-1};
+// The ISA in use, resolved from the cap once per change (-1: not yet, AWQ_ISA is read on first
+// use): every kernel call asks for it, so it must cost one atomic load.
+std::atomic<int> g_active{-1};
 
 }  // namespace
 
 const CpuFeatures& cpu_features() {
   static const CpuFeatures f = detect();
   return f;
-}
-
-Isa active_isa() {
-  int cap = g_cap.load();
-  if (cap < 0) {
-    cap = static_cast<int>(env_cap());
-    g_cap.store(cap);
-  }
-  const std::vector<Isa> usable = usable_isas();
-  Isa best = Isa::Portable;
-  for (Isa isa : usable)
-    if (level(isa) <= level(static_cast<Isa>(cap))) best = isa;
-  return best;
 }
 
 std::vector<Isa> usable_isas() {
@@ -141,8 +129,16 @@ std::vector<Isa> usable_isas() {
 }
 
 Isa set_isa_cap(Isa cap) {
-  g_cap.store(static_cast<int>(cap));
-  return active_isa();
+  Isa best = Isa::Portable;
+  for (Isa isa : usable_isas())
+    if (level(isa) <= level(cap)) best = isa;
+  g_active.store(static_cast<int>(best));
+  return best;
+}
+
+Isa active_isa() {
+  const int active = g_active.load(std::memory_order_relaxed);
+  return active >= 0 ? static_cast<Isa>(active) : set_isa_cap(env_cap());
 }
 
 const char* isa_name(Isa isa) {
