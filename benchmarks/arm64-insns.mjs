@@ -7,7 +7,8 @@
 //   (count at 3 calls - count at 1 call) / 2,
 // so setup, the first call's one-time work and process start cancel; one thread (AWQ_THREADS=1),
 // so no pool spinning is counted. The int8 rows also run on a Cortex-A72 (no DotProd: the
-// widening form) besides qemu's default core (SDOT).
+// widening form) besides qemu's default core (SDOT); the bf16 sgemm on a Neoverse N1 (no BF16:
+// the fp32 kernel on rounded operands) besides it (BFDOT).
 //
 //   node benchmarks/arm64-insns.mjs [--json]
 // Needs aarch64-linux-gnu-g++, qemu-user (with plugin support, Debian's has it), gcc and cmake.
@@ -63,6 +64,8 @@ const rows = [
   ['int4-exact-m16', null],
   ['int4-exact-m128', null],
   ['sgemm-256', null],
+  ['sgemm-256-bf16', null],
+  ['sgemm-256-bf16', 'neoverse-n1'],
   ['softmax-512', null],
 ];
 const records = [];

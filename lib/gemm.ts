@@ -25,8 +25,8 @@ export interface DenseGemmOptions {
   ldc?: number;
   /**
    * 'fp32' (default) or 'bf16': both operands rounded to bf16 (nearest even), exact products
-   * summed in fp32; about 2x the fp32 rate on CPUs with AVX512-BF16 (`backends().cpu.bf16Products`),
-   * the fp32 kernels' speed elsewhere.
+   * summed in fp32; about 2x the fp32 rate on CPUs with AVX512-BF16 or arm64 BF16 (BFDOT;
+   * `backends().cpu.bf16Products`), the fp32 kernels' speed elsewhere.
    */
   precision?: 'fp32' | 'bf16';
 }

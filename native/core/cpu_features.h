@@ -32,6 +32,7 @@ struct CpuFeatures {
   bool amx_bf16 = false;
   bool neon = false;     // arm64: Advanced SIMD (always there on ARMv8-A)
   bool dotprod = false;  // arm64: SDOT/UDOT (ARMv8.2 DotProd: Neoverse N1 / Graviton2 on, Apple M1 on)
+  bool arm_bf16 = false;  // arm64: BFDOT/BFMMLA (FEAT_BF16: Neoverse V1 / Graviton3 on, Apple M2 on)
 };
 
 const CpuFeatures& cpu_features();

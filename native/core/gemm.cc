@@ -234,7 +234,9 @@ const char* precision_name(Precision p) {
   return "unknown";
 }
 
-bool bf16_products_native() { return active_isa() == Isa::Avx512 && cpu_features().avx512bf16; }
+bool bf16_products_native() {
+  return (active_isa() == Isa::Avx512 && cpu_features().avx512bf16) || (active_isa() == Isa::Neon && cpu_features().arm_bf16);
+}
 
 const detail::GemmKernel* detail::active_gemm_kernel() {
   switch (active_isa()) {
@@ -259,6 +261,9 @@ const detail::GemmKernel* detail::gemm_kernel_for(Precision p) {
   if (p == Precision::F32) return active_gemm_kernel();
 #if AWQ_X86
   if (bf16_products_native()) return &gemm_kernel_avx512bf16();
+#endif
+#if AWQ_ARM64
+  if (bf16_products_native()) return &gemm_kernel_neon_bf16();
 #endif
   switch (active_isa()) {
 #if AWQ_X86

@@ -20,7 +20,8 @@ enum class Trans { N, T };
 // Arithmetic of a matrix product (the CUDA backend uses the same names). F16 exists on CUDA only.
 enum class Precision : int { F32 = 0, BF16 = 1, F16 = 2 };
 const char* precision_name(Precision p);  // "f32", "bf16", "f16"
-// Whether BF16 products run on bf16 instructions here (AVX512-BF16 under the AWQ_ISA cap).
+// Whether BF16 products run on bf16 instructions here (AVX512-BF16, or BFDOT on arm64, under the
+// AWQ_ISA cap).
 bool bf16_products_native();
 // Throws InvalidArgument unless the CPU products take precision p (F32, BF16).
 void require_cpu_precision(Precision p);

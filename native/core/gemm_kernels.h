@@ -52,10 +52,11 @@ PackPanelFn pack_panel_avx2_for_width(int w);
 const GemmKernel& gemm_kernel_avx512();
 // 14 x 32 tiles of bf16 pairs on vdpbf16ps (AVX512-BF16), kc counted in steps.
 const GemmKernel& gemm_kernel_avx512bf16();
-// arm64: 8 x 12 tiles on NEON fmla (gemm_neon.cc).
+// arm64: 8 x 12 tiles on NEON fmla (gemm_neon.cc), and of bf16 pairs on BFDOT (gemm_neon_bf16.cc).
 const GemmKernel& gemm_kernel_neon();
-// The kernel for products of precision p here: the bf16 kernel, or for BF16 without AVX512-BF16 the
-// fp32 kernel with packers that round the operands to bf16; nullptr where only the portable
+const GemmKernel& gemm_kernel_neon_bf16();
+// The kernel for products of precision p here: the bf16 kernel (AVX512-BF16, or BFDOT on arm64), or
+// for BF16 without one the fp32 kernel with packers that round the operands to bf16; nullptr where only the portable
 // reference runs. Throws InvalidArgument for F16.
 const GemmKernel* gemm_kernel_for(Precision p);
 

@@ -328,7 +328,8 @@ TEST(gemm_bf16_kernels_and_special_values) {
   for_each_isa([](Isa isa) {
     const detail::GemmKernel* k = detail::gemm_kernel_for(Precision::BF16);
     CHECK((k != nullptr) == (isa != Isa::Portable));
-    CHECK(bf16_products_native() == (isa == Isa::Avx512 && cpu_features().avx512bf16));
+    CHECK(bf16_products_native() ==
+          ((isa == Isa::Avx512 && cpu_features().avx512bf16) || (isa == Isa::Neon && cpu_features().arm_bf16)));
     if (k) CHECK((k->k_unit == 2) == bf16_products_native());
     // 1 + 2^-8 + 2^-9 rounds up to 1 + 2^-7; 1 + 2^-8 is a tie and rounds to even (1); 255.9 rounds to 256.
     const int64_t K = 5;
