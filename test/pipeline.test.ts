@@ -2,7 +2,7 @@
  * The quantize pipeline on tiny random models: output format, every supported architecture,
  * RTN vs AWQ structure, bad input and abort (nothing that looks complete is left behind).
  */
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -15,6 +15,7 @@ import {
   evaluate,
   Int4Linear,
   InvalidArgumentError,
+  IoError,
   NonFiniteError,
   openAwqCheckpoint,
   quantize,
@@ -176,6 +177,19 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     expect(err.message).toMatch(/token id 99999 is outside the model's vocabulary \(vocab_size 8192\)/);
     await expect(openAwqCheckpoint(undefined as unknown as string)).rejects.toThrow(InvalidArgumentError);
     await expect(Int4Linear.fromAwq(null as unknown as AwqLinearTensors)).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it('an auxiliary file that cannot be read fails the run before any layer, naming it (it is copied only at the end)', async () => {
+    const model = await writeTinyModel({ layers: 1 });
+    // a link to itself: stat and open fail with ELOOP, for root too (unlike a mode-0 file)
+    symlinkSync('special_tokens_map.json', join(model, 'special_tokens_map.json'));
+    const out = outDir();
+    const phases: string[] = [];
+    const err = await quantize({ model, out, method: 'rtn', onProgress: (e) => e.phase && phases.push(e.phase) }).catch((e) => e);
+    expect(err).toBeInstanceOf(IoError);
+    expect(err.message).toMatch(/special_tokens_map\.json/);
+    expect(phases).toEqual([]);
+    expect(existsSync(out)).toBe(false);
   });
 
   it('NaN in a weight is a typed error naming the tensor; nothing is left behind', async () => {

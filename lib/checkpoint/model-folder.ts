@@ -2,10 +2,11 @@
  * A Hugging Face model folder: `config.json` plus one `model.safetensors` or shards named by
  * `model.safetensors.index.json`. Tensors are read on demand, by offset.
  */
-import { chmod, copyFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { constants } from 'node:fs';
+import { access, chmod, copyFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 
-import { AwqError, BadCheckpointError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
+import { BadCheckpointError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
 import { parseModelConfig, type ModelConfig } from '../models/config.js';
 import { SafetensorsFile, type TensorInfo } from './safetensors.js';
 
@@ -213,35 +214,67 @@ const MAX_AUXILIARY_BYTES = 100 << 20;
 const AUXILIARY_FOLDERS = new Set(['additional_chat_templates']);
 
 /**
- * Copies the tokenizer files, generation_config.json and the other small non-weight files of
- * `srcDir` (not hidden), and the folders in AUXILIARY_FOLDERS, into `dstDir`. A symbolic link
- * counts as the file it points to: in a Hugging Face hub cache snapshot every file is one. The
- * copies are made writable (0644) whatever the source mode. README.md is left out: it describes
- * the source model, not the quantized one. Returns the names copied (folder files as
- * `folder/name`).
+ * The tokenizer files, generation_config.json and the other small non-weight files of `srcDir`
+ * (not hidden), and the files of the folders in AUXILIARY_FOLDERS, as names relative to `srcDir`
+ * (folder files as `folder/name`), sorted. A symbolic link counts as the file it points to: in a
+ * Hugging Face hub cache snapshot every file is one. README.md is left out: it describes the
+ * source model, not the quantized one; so are files over MAX_AUXILIARY_BYTES.
  */
-export async function copyAuxiliaryFiles(srcDir: string, dstDir: string): Promise<string[]> {
-  const copied: string[] = [];
+export async function listAuxiliaryFiles(srcDir: string): Promise<string[]> {
+  const names: string[] = [];
+  const take = async (rel: string) => {
+    const src = join(srcDir, rel);
+    try {
+      if ((await stat(src)).size <= MAX_AUXILIARY_BYTES) names.push(rel);
+    } catch (err) {
+      throw ioError(`reading ${src}`, err);
+    }
+  };
   for (const name of await listNames(srcDir)) {
     if (name.startsWith('.') || isWeightOrConfig(name) || name.toLowerCase() === 'readme.md') continue;
-    const src = join(srcDir, name);
-    const kind = await fileKind(src);
-    if (kind === 'file') {
-      if (await copySmallFile(src, join(dstDir, name))) copied.push(name);
-    } else if (kind === 'folder' && AUXILIARY_FOLDERS.has(name)) {
-      for (const inner of await listNames(src)) {
-        const innerSrc = join(src, inner);
-        if (inner.startsWith('.') || (await fileKind(innerSrc)) !== 'file') continue;
-        try {
-          await mkdir(join(dstDir, name), { recursive: true });
-        } catch (err) {
-          throw ioError(`creating ${join(dstDir, name)}`, err);
-        }
-        if (await copySmallFile(innerSrc, join(dstDir, name, inner))) copied.push(`${name}/${inner}`);
+    const kind = await fileKind(join(srcDir, name));
+    if (kind === 'file') await take(name);
+    else if (kind === 'folder' && AUXILIARY_FOLDERS.has(name)) {
+      for (const inner of await listNames(join(srcDir, name))) {
+        if (!inner.startsWith('.') && (await fileKind(join(srcDir, name, inner))) === 'file') await take(`${name}/${inner}`);
       }
     }
   }
-  return copied.sort();
+  return names.sort();
+}
+
+/**
+ * Throws the IoError a copy of the auxiliary files would meet on reading one (permissions, a
+ * damaged file system): checked before hours of quantization, which copies them only at the end.
+ */
+export async function checkAuxiliaryFilesReadable(srcDir: string): Promise<void> {
+  for (const rel of await listAuxiliaryFiles(srcDir)) {
+    const src = join(srcDir, rel);
+    try {
+      await access(src, constants.R_OK);
+    } catch (err) {
+      throw ioError(`reading ${src} (a file the checkpoint carries along)`, err);
+    }
+  }
+}
+
+/**
+ * Copies listAuxiliaryFiles(srcDir) into `dstDir`, made writable (0644) whatever the source mode.
+ * Returns the names copied.
+ */
+export async function copyAuxiliaryFiles(srcDir: string, dstDir: string): Promise<string[]> {
+  const names = await listAuxiliaryFiles(srcDir);
+  for (const rel of names) {
+    const dst = join(dstDir, rel);
+    try {
+      await mkdir(dirname(dst), { recursive: true });
+      await copyFile(join(srcDir, rel), dst);
+      await chmod(dst, 0o644);
+    } catch (err) {
+      throw ioError(`copying ${join(srcDir, rel)} to ${dst}`, err);
+    }
+  }
+  return names;
 }
 
 async function listNames(dir: string): Promise<string[]> {
@@ -263,14 +296,3 @@ async function fileKind(path: string): Promise<'file' | 'folder' | 'other'> {
   }
 }
 
-/** Copies src (its content, through links) to dst with mode 0644; false when over the size cap. */
-async function copySmallFile(src: string, dst: string): Promise<boolean> {
-  try {
-    if ((await stat(src)).size > MAX_AUXILIARY_BYTES) return false;
-    await copyFile(src, dst);
-    await chmod(dst, 0o644);
-  } catch (err) {
-    throw err instanceof AwqError ? err : ioError(`copying ${src} to ${dst}`, err);
-  }
-  return true;
-}

@@ -12,6 +12,7 @@ import { resolve } from 'node:path';
 import { buildCalibrationBlocks, describeSource, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter } from '../checkpoint/awq-format.js';
+import { checkAuxiliaryFilesReadable } from '../checkpoint/model-folder.js';
 import { checkOutputTarget, staleTempDirs } from '../checkpoint/output-dir.js';
 import { backends, resolveBackend, setThreads } from '../backends.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
@@ -99,13 +100,15 @@ export interface QuantizeResult {
 
 /**
  * Before any slow work: the output may be written (an existing one replaced) at all, and every
- * tensor the run reads is there; notes for what earlier runs left beside the output and for
+ * tensor the run reads is there, and every auxiliary file it copies at the end can be read; notes
+ * for what earlier runs left beside the output and for
  * source tensors that will not be written.
  */
 async function checkBeforeWork(options: QuantizeOptions, model: ModelWeights, inputs: string[], progress: ProgressTracker): Promise<void> {
   const note = (message: string) => progress.emit({ stage: 'load', completed: 0, total: 1, message });
   await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
   for (const dir of await staleTempDirs(options.out)) note(`${dir} was left by a run that was killed (its process is gone): remove it`);
+  await checkAuxiliaryFilesReadable(options.model);
   const { unused } = checkModelTensors(model);
   if (unused.length > 0) {
     const shown = unused.slice(0, 5).join(', ') + (unused.length > 5 ? ` and ${unused.length - 5} more` : '');
