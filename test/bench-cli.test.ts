@@ -90,6 +90,7 @@ describe('awq bench gemm on the command line', () => {
     expectUsageError(['gemm', '--stream-mb', '0'], /--stream-mb expects one positive decimal integer, from 1 to/);
     expectUsageError(['gemm', '--impl', 'awq,awq'], /--impl names awq twice/);
     expectUsageError(['cuda-gemm', '--reps', '5,6'], /--reps expects one positive decimal integer/);
+    expectUsageError(['cuda-gemm', '--reps', '2'], /--reps expects one positive decimal integer, from 3 to 1000, got "2"/);
     expectUsageError(['cuda-gemm', '--shapes', '8192x8192x2'], /--shapes expects KxN pairs/);
     // used to allocate x after minutes of probes and die with "RangeError: Invalid typed array length"
     expectUsageError(['gemm', '--m', '2000000', '--shapes', '4096x4096'], /--m expects .*each from 1 to 65536, got "2000000"/);

@@ -12,7 +12,7 @@
  * - These are kernel times on the device; `Int4Linear.forward` adds the host copies of x and y.
  */
 import { backends, noCudaError } from '../backends.js';
-import { CudaError } from '../errors.js';
+import { CudaError, InvalidArgumentError } from '../errors.js';
 import { native } from '../native.js';
 
 export type CudaGemmImpl = 'cuda-int4' | 'cuda-dense-fp16';
@@ -41,7 +41,7 @@ export interface CudaGemmBenchOptions {
   ms?: number[];
   /** [k, n] pairs (k = in, n = out; k a multiple of 128, n of 8). */
   shapes?: Array<[number, number]>;
-  /** Timings per measurement (a third of them from m = 1024). */
+  /** Timings per measurement, 3 to 1000 (default 15; a third of them from m = 1024). */
   reps?: number;
   log?: (line: string) => void;
 }
@@ -51,11 +51,13 @@ export const CUDA_DEFAULT_MS = [1, 16, 128, 4096];
 export const CUDA_DEFAULT_SHAPES: Array<[number, number]> = [[8192, 8192], [8192, 28672], [4096, 11008], [11008, 4096]];
 
 export async function benchCudaGemm(opts: CudaGemmBenchOptions = {}): Promise<CudaGemmBenchResult> {
+  const reps = opts.reps ?? 15;
+  // a median of fewer than 3 means little (and the native side wants 3)
+  if (!Number.isInteger(reps) || reps < 3 || reps > 1000) throw new InvalidArgumentError(`reps: expected an integer from 3 to 1000, got ${reps}`);
   const b = backends();
   if (!b.cuda) throw noCudaError('awq bench cuda-gemm', b);
   const ms = opts.ms ?? CUDA_DEFAULT_MS;
   const shapes = opts.shapes ?? CUDA_DEFAULT_SHAPES;
-  const reps = Math.max(3, opts.reps ?? 15); // a median of fewer means little (and the native side wants 3)
   const log = opts.log ?? (() => {});
   if (typeof native().cudaBenchGemm !== 'function') {
     throw new CudaError('awq bench cuda-gemm: the CUDA build predates this benchmark; rebuild it with `npm run build:cuda`');

@@ -100,7 +100,7 @@ export function registerBench(program: Command): void {
     .option('--quick', 'a short run: shape 4096x11008, m = 1 and 16, fewer timings')
     .option('--m <list>', `rows of x, at most ${MAX_M} (default ${CUDA_DEFAULT_MS.join(',')})`, positiveDecimalList('--m', MAX_M))
     .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(CUDA_DEFAULT_SHAPES)})`, shapeList)
-    .option('--reps <n>', 'timings per measurement, each a median (default 15, at most 1000)', positiveDecimal('--reps', 1000))
+    .option('--reps <n>', 'timings per measurement, each a median (default 15, from 3 to 1000)', positiveDecimal('--reps', 1000, 3))
     .action(async (opts: { json?: boolean; quick?: boolean; m?: number[]; shapes?: Array<[number, number]>; reps?: number }) => {
       const quick = opts.quick === true;
       const result = await benchCudaGemm({

@@ -19,22 +19,22 @@ export function intIn(option: string, allowed: readonly number[]): (value: strin
 }
 
 /**
- * One decimal integer from 1 to `max` in plain digits: no sign, exponent, hex, spaces, or a
- * second value after a comma.
+ * One decimal integer from `min` (default 1) to `max` in plain digits: no sign, exponent, hex,
+ * spaces, or a second value after a comma.
  */
-function decimal(option: string, text: string, value: string, max: number, expects: string, list = false): number {
+function decimal(option: string, text: string, value: string, max: number, expects: string, list = false, min = 1): number {
   if (!/^[0-9]+$/.test(text)) {
     const why = value === '' ? 'an empty value' : text === '' ? `an empty item in "${value}"` : `"${value}"`;
     throw new CommanderInvalidArgument(`${option} expects ${expects}, got ${why}`);
   }
   const n = Number(text);
-  if (n < 1 || n > max) throw new CommanderInvalidArgument(`${option} expects ${expects}, ${list ? 'each ' : ''}from 1 to ${max}, got "${value}"`);
+  if (n < min || n > max) throw new CommanderInvalidArgument(`${option} expects ${expects}, ${list ? 'each ' : ''}from ${min} to ${max}, got "${value}"`);
   return n;
 }
 
-/** Strict `positiveInt`: decimal digits only (not 0x10, 1e3 or 1,7), at most `max`. */
-export function positiveDecimal(option: string, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
-  return (value) => decimal(option, value, value, max, 'one positive decimal integer');
+/** Strict `positiveInt`: decimal digits only (not 0x10, 1e3 or 1,7), from `min` to `max`. */
+export function positiveDecimal(option: string, max = Number.MAX_SAFE_INTEGER, min = 1): (value: string) => number {
+  return (value) => decimal(option, value, value, max, 'one positive decimal integer', false, min);
 }
 
 /** A comma-separated list of positive decimal integers, each at most `max`; never empty. */
