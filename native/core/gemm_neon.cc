@@ -8,8 +8,6 @@
 // a step is 5 loads for 24 FMAs (the OpenBLAS / BLIS shape for Cortex-A and Neoverse cores).
 #include <arm_neon.h>
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -57,20 +55,7 @@ void pack_panel(const float* src, int64_t ld, bool lanes_contiguous, int lanes, 
   }
 }
 
-// C[i, 4v .. 4v + 3] = alpha * acc (+ beta * C) for one full row.
-inline void store_row(float* c, float32x4_t a0, float32x4_t a1, float32x4_t a2, float alpha, float beta) {
-  a0 = vmulq_n_f32(a0, alpha);
-  a1 = vmulq_n_f32(a1, alpha);
-  a2 = vmulq_n_f32(a2, alpha);
-  if (beta != 0.f) {
-    a0 = vfmaq_n_f32(a0, vld1q_f32(c), beta);
-    a1 = vfmaq_n_f32(a1, vld1q_f32(c + 4), beta);
-    a2 = vfmaq_n_f32(a2, vld1q_f32(c + 8), beta);
-  }
-  vst1q_f32(c, a0);
-  vst1q_f32(c + 4, a1);
-  vst1q_f32(c + 8, a2);
-}
+#include "gemm_store_neon.inc"
 
 void micro_8x12(int64_t k, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int m,
                 int n) {
@@ -94,29 +79,9 @@ void micro_8x12(int64_t k, const float* a, const float* b, float* c, int64_t ldc
     a += kMr;
     b += kNr;
   }
-  if (m == kMr && n == kNr) {
-    store_row(c + 0 * ldc, c00, c01, c02, alpha, beta);
-    store_row(c + 1 * ldc, c10, c11, c12, alpha, beta);
-    store_row(c + 2 * ldc, c20, c21, c22, alpha, beta);
-    store_row(c + 3 * ldc, c30, c31, c32, alpha, beta);
-    store_row(c + 4 * ldc, c40, c41, c42, alpha, beta);
-    store_row(c + 5 * ldc, c50, c51, c52, alpha, beta);
-    store_row(c + 6 * ldc, c60, c61, c62, alpha, beta);
-    store_row(c + 7 * ldc, c70, c71, c72, alpha, beta);
-    return;
-  }
-  // Edge tile: the full tile into a buffer, then the valid part (beta == 0 never reads C).
-  float tile[kMr][kNr];
-  store_row(tile[0], c00, c01, c02, alpha, 0.f);
-  store_row(tile[1], c10, c11, c12, alpha, 0.f);
-  store_row(tile[2], c20, c21, c22, alpha, 0.f);
-  store_row(tile[3], c30, c31, c32, alpha, 0.f);
-  store_row(tile[4], c40, c41, c42, alpha, 0.f);
-  store_row(tile[5], c50, c51, c52, alpha, 0.f);
-  store_row(tile[6], c60, c61, c62, alpha, 0.f);
-  store_row(tile[7], c70, c71, c72, alpha, 0.f);
-  for (int i = 0; i < m; ++i)
-    for (int j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.f ? tile[i][j] : std::fma(beta, c[i * ldc + j], tile[i][j]);  // as vfmaq
+  const float32x4_t acc[kMr][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32},
+                                   {c40, c41, c42}, {c50, c51, c52}, {c60, c61, c62}, {c70, c71, c72}};
+  store_tile_8x12(acc, c, ldc, alpha, beta, m, n);
 }
 
 }  // namespace

@@ -14,7 +14,6 @@
 #include <arm_neon.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "dtype.h"
 #include "gemm_kernels.h"
@@ -52,19 +51,7 @@ void pack_pairs(const float* src, int64_t ld, bool lanes_contiguous, int lanes, 
 // clang 14's arm_neon.h offers vbfdotq_laneq_f32 only to files compiled with -march=...+bf16.
 #define AWQ_BFDOT(acc, b, a, LANE) __asm__("bfdot %0.4s, %1.8h, %2.2h[" #LANE "]" : "+w"(acc) : "w"(b), "w"(a))
 
-inline void store_row(float* c, float32x4_t a0, float32x4_t a1, float32x4_t a2, float alpha, float beta) {
-  a0 = vmulq_n_f32(a0, alpha);
-  a1 = vmulq_n_f32(a1, alpha);
-  a2 = vmulq_n_f32(a2, alpha);
-  if (beta != 0.f) {
-    a0 = vfmaq_n_f32(a0, vld1q_f32(c), beta);
-    a1 = vfmaq_n_f32(a1, vld1q_f32(c + 4), beta);
-    a2 = vfmaq_n_f32(a2, vld1q_f32(c + 8), beta);
-  }
-  vst1q_f32(c, a0);
-  vst1q_f32(c + 4, a1);
-  vst1q_f32(c + 8, a2);
-}
+#include "gemm_store_neon.inc"
 
 // kp packed rows of pairs (2 * kp steps).
 void micro_8x12(int64_t kp, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int m,
@@ -88,23 +75,9 @@ void micro_8x12(int64_t kp, const float* a, const float* b, float* c, int64_t ld
     a += kMr;
     b += kNr;
   }
-  float tile[kMr][kNr];
-  const bool full = m == kMr && n == kNr;
-  float* out = full ? c : &tile[0][0];
-  const int64_t ld = full ? ldc : kNr;
-  const float b_here = full ? beta : 0.f;
-  store_row(out + 0 * ld, c00, c01, c02, alpha, b_here);
-  store_row(out + 1 * ld, c10, c11, c12, alpha, b_here);
-  store_row(out + 2 * ld, c20, c21, c22, alpha, b_here);
-  store_row(out + 3 * ld, c30, c31, c32, alpha, b_here);
-  store_row(out + 4 * ld, c40, c41, c42, alpha, b_here);
-  store_row(out + 5 * ld, c50, c51, c52, alpha, b_here);
-  store_row(out + 6 * ld, c60, c61, c62, alpha, b_here);
-  store_row(out + 7 * ld, c70, c71, c72, alpha, b_here);
-  if (full) return;
-  // Edge tile: the valid part of the buffer (beta == 0 never reads C).
-  for (int i = 0; i < m; ++i)
-    for (int j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.f ? tile[i][j] : __builtin_fmaf(beta, c[i * ldc + j], tile[i][j]);
+  const float32x4_t acc[kMr][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32},
+                                   {c40, c41, c42}, {c50, c51, c52}, {c60, c61, c62}, {c70, c71, c72}};
+  store_tile_8x12(acc, c, ldc, alpha, beta, m, n);
 }
 
 #undef AWQ_BFDOT
