@@ -23,7 +23,7 @@ import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, 
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { version } from '../version.js';
 import { layerTensorNames, packLayer, writePackedLayer } from './packed-layer.js';
-import { digest, finishedCheckpoint, modelFingerprint, ResumeState, type RunFingerprint } from './resume.js';
+import { digest, finishedCheckpoint, modelFingerprint, resumeDirFor, ResumeState, type RunFingerprint } from './resume.js';
 import { quantizeDecoderLayer, type LayerReport, type Precision, type QuantOptions } from './layer.js';
 
 export interface QuantizeOptions {
@@ -99,10 +99,9 @@ export interface QuantizeResult {
 }
 
 /**
- * Before any slow work: the output may be written (an existing one replaced) at all, and every
- * tensor the run reads is there, and every auxiliary file it copies at the end can be read; notes
- * for what earlier runs left beside the output and for
- * source tensors that will not be written.
+ * Before any slow work: the output may be written (an existing one replaced) at all, every tensor
+ * the run reads is there, and every auxiliary file it copies at the end can be read; notes for
+ * what earlier runs left beside the output and for source tensors that will not be written.
  */
 async function checkBeforeWork(options: QuantizeOptions, model: ModelWeights, inputs: string[], progress: ProgressTracker): Promise<void> {
   const note = (message: string) => progress.emit({ stage: 'load', completed: 0, total: 1, message });
@@ -348,7 +347,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     writer = undefined;
     await kept?.remove();
     kept = undefined;
-    if (!options.resume && existsSync(`${options.out}.resume`)) {
+    if (!options.resume && existsSync(resumeDirFor(options.out))) {
       progress.emit({
         stage: 'write',
         completed: cfg.numLayers,

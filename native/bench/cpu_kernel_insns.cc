@@ -19,18 +19,12 @@
 #include "../core/gemm.h"
 #include "../core/int4_gemm.h"
 #include "../core/vecmath.h"
+#include "../tests/util.h"  // random_floats
 
 using namespace awq;
+using awq::test::random_floats;
 
 namespace {
-
-std::vector<float> random_floats(size_t n, uint32_t seed, float lo, float hi) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 std::shared_ptr<Int4Weights> random_int4(int64_t in, int64_t out) {
   std::mt19937 rng(7);
@@ -55,30 +49,21 @@ std::function<void()> int4_call(int64_t in, int64_t out, int64_t m, Int4Mode mod
   return [=] { int4_linear(*w, x->data(), m, y->data(), mode); };
 }
 
+// C = A B^T, all n x n.
+std::function<void()> sgemm_call(int64_t n, Precision p) {
+  auto a = std::make_shared<std::vector<float>>(random_floats(static_cast<size_t>(n * n), 1, -1.f, 1.f));
+  auto b = std::make_shared<std::vector<float>>(random_floats(static_cast<size_t>(n * n), 2, -1.f, 1.f));
+  auto c = std::make_shared<std::vector<float>>(static_cast<size_t>(n * n));
+  return [=] { sgemm(Trans::N, Trans::T, n, n, n, 1.f, a->data(), n, b->data(), n, 0.f, c->data(), n, p); };
+}
+
 const Kernel kKernels[] = {
     {"int4-exact-m1", "weights", 4096.0 * 4096, [] { return int4_call(4096, 4096, 1, Int4Mode::Exact); }},
     {"int4-int8-m1", "weights", 4096.0 * 4096, [] { return int4_call(4096, 4096, 1, Int4Mode::Int8); }},
     {"int4-exact-m16", "multiply-adds", 16.0 * 2048 * 2048, [] { return int4_call(2048, 2048, 16, Int4Mode::Exact); }},
     {"int4-exact-m128", "multiply-adds", 128.0 * 1024 * 1024, [] { return int4_call(1024, 1024, 128, Int4Mode::Exact); }},
-    {"sgemm-256", "multiply-adds", 256.0 * 256 * 256,
-     [] {
-       auto a = std::make_shared<std::vector<float>>(random_floats(256 * 256, 1, -1.f, 1.f));
-       auto b = std::make_shared<std::vector<float>>(random_floats(256 * 256, 2, -1.f, 1.f));
-       auto c = std::make_shared<std::vector<float>>(256 * 256);
-       return std::function<void()>([=] {
-         sgemm(Trans::N, Trans::T, 256, 256, 256, 1.f, a->data(), 256, b->data(), 256, 0.f, c->data(), 256);
-       });
-     }},
-    {"sgemm-256-bf16", "multiply-adds", 256.0 * 256 * 256,
-     [] {
-       auto a = std::make_shared<std::vector<float>>(random_floats(256 * 256, 1, -1.f, 1.f));
-       auto b = std::make_shared<std::vector<float>>(random_floats(256 * 256, 2, -1.f, 1.f));
-       auto c = std::make_shared<std::vector<float>>(256 * 256);
-       return std::function<void()>([=] {
-         sgemm(Trans::N, Trans::T, 256, 256, 256, 1.f, a->data(), 256, b->data(), 256, 0.f, c->data(), 256,
-               Precision::BF16);
-       });
-     }},
+    {"sgemm-256", "multiply-adds", 256.0 * 256 * 256, [] { return sgemm_call(256, Precision::F32); }},
+    {"sgemm-256-bf16", "multiply-adds", 256.0 * 256 * 256, [] { return sgemm_call(256, Precision::BF16); }},
     {"softmax-512", "elements", 64.0 * 512,
      [] {
        auto x = std::make_shared<std::vector<float>>(random_floats(64 * 512, 3, -20.f, 5.f));
