@@ -3,7 +3,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it, vi } from 'vitest';
 
-import { AwqCheckpointWriter, dequantizeAwq, Int4Linear, loadAwq, NonFiniteError, openAwqCheckpoint } from '../dist/index.js';
+import { AwqCheckpointWriter, BadCheckpointError, dequantizeAwq, Int4Linear, loadAwq, NonFiniteError, openAwqCheckpoint } from '../dist/index.js';
 import { llamaConfig } from './helpers/fixtures.js';
 import { scratchDir } from './helpers/scratch.js';
 import { mulberry32 } from './helpers/random.js';
@@ -50,28 +50,74 @@ describe('loadAwq', () => {
   });
 
   it('a load that fails part way disposes the linears it had built', async () => {
-    const src = scratchDir('load-awq-src-');
-    // down_proj of 128 -> 8 in each of two layers (the shapes config.json implies)
-    const config = llamaConfig({ hidden_size: 8, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 4 });
-    writeFileSync(join(src, 'config.json'), JSON.stringify(config));
-    const out = join(scratchDir('load-awq-'), 'ck');
-    const w = await AwqCheckpointWriter.create(out, { sourceDir: src });
-    const linear = (name: string, scale: number) => ({
-      name, inFeatures: 128, outFeatures: 8, groupSize: 128,
-      qweight: new Int32Array(128), qzeros: new Int32Array(1), scales: new Uint16Array(8).fill(scale),
-    });
-    await w.addLinear(linear('model.layers.0.mlp.down_proj', 0x3c00)); // 1.0
-    await w.addLinear(linear('model.layers.1.mlp.down_proj', 0x7e00)); // NaN: refused by Int4Linear.fromAwq
-    await w.finish(config, { groupSize: 128 });
+    const { out, linears } = await writeTinyCheckpoint({ nanScalesIn: 'model.layers.1.mlp.down_proj' });
     const disposed: string[] = [];
     const spy = vi.spyOn(Int4Linear.prototype, 'dispose').mockImplementation(async function (this: Int4Linear) {
       disposed.push(this.name ?? '');
     });
     try {
       await expect(loadAwq(out)).rejects.toThrow(NonFiniteError);
-      expect(disposed).toEqual(['model.layers.0.mlp.down_proj']);
+      expect(disposed.sort()).toEqual(linears.slice(0, -1).sort());
     } finally {
       spy.mockRestore();
     }
   });
+
+  it('refuses a checkpoint that is not a whole model, naming what is missing; ignores biases the architecture has no module for', async () => {
+    // without layer 1's down_proj: a serving backend would meet the hole at its first forward
+    const { out } = await writeTinyCheckpoint({ omit: 'model.layers.1.mlp.down_proj' });
+    await expect(loadAwq(out)).rejects.toThrow(/no quantized or dense weights for model\.layers\.1\.mlp\.down_proj/);
+    await expect(loadAwq(out)).rejects.toThrow(BadCheckpointError);
+    // a q_proj bias on a llama without attention_bias: Transformers drops it, so do we
+    const biased = await writeTinyCheckpoint({ biasOn: 'model.layers.0.self_attn.q_proj' });
+    const loaded = await loadAwq(biased.out);
+    expect(loaded.linears.get('model.layers.0.self_attn.q_proj')!.forwardSync(new Float32Array(16), 1)).toEqual(new Float32Array(16));
+    expect([...loaded.tensors.keys()]).not.toContain('model.layers.0.self_attn.q_proj.bias');
+    await loaded.dispose();
+    // with attention_bias the same tensor is the q_proj's bias
+    const used = await writeTinyCheckpoint({ biasOn: 'model.layers.0.self_attn.q_proj', attentionBias: true });
+    const withBias = await loadAwq(used.out);
+    expect(withBias.linears.get('model.layers.0.self_attn.q_proj')!.forwardSync(new Float32Array(16), 1)).toEqual(new Float32Array(16).fill(0.5));
+    await withBias.dispose();
+  });
 });
+
+/**
+ * A whole two-layer llama (hidden 16, group size 16) as an AWQ checkpoint of zero weights (q = zero
+ * point = 0, scale 1), with options to damage it. Returns its folder and the linears in file order.
+ */
+async function writeTinyCheckpoint(opts: { nanScalesIn?: string; omit?: string; biasOn?: string; attentionBias?: boolean }) {
+  const g = 16;
+  const config = llamaConfig({
+    hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 8,
+    vocab_size: 4, tie_word_embeddings: true, attention_bias: opts.attentionBias ?? false,
+  });
+  const src = scratchDir('load-awq-src-');
+  writeFileSync(join(src, 'config.json'), JSON.stringify(config));
+  const out = join(scratchDir('load-awq-'), 'ck');
+  const w = await AwqCheckpointWriter.create(out, { sourceDir: src });
+  const shapes: [string, number, number][] = [
+    ['self_attn.q_proj', 16, 16], ['self_attn.k_proj', 16, 8], ['self_attn.v_proj', 16, 8], ['self_attn.o_proj', 16, 16],
+    ['mlp.gate_proj', 16, 32], ['mlp.up_proj', 16, 32], ['mlp.down_proj', 32, 16],
+  ];
+  const linears: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    for (const [module, inFeatures, outFeatures] of shapes) {
+      const name = `model.layers.${i}.${module}`;
+      if (name === opts.omit) continue;
+      await w.addLinear({
+        name, inFeatures, outFeatures, groupSize: g,
+        qweight: new Int32Array((inFeatures * outFeatures) / 8),
+        qzeros: new Int32Array((inFeatures / g) * (outFeatures / 8)),
+        scales: new Uint16Array((inFeatures / g) * outFeatures).fill(name === opts.nanScalesIn ? 0x7e00 : 0x3c00),
+        ...(name === opts.biasOn ? { bias: new Uint16Array(outFeatures).fill(0x3800) } : {}), // 0.5
+      });
+      linears.push(name);
+    }
+    for (const norm of ['input_layernorm', 'post_attention_layernorm']) await w.addTensor(`model.layers.${i}.${norm}.weight`, [16], new Float32Array(16).fill(1));
+  }
+  await w.addTensor('model.embed_tokens.weight', [4, 16], new Float32Array(64).fill(0.25));
+  await w.addTensor('model.norm.weight', [16], new Float32Array(16).fill(1));
+  await w.finish(config, { groupSize: g });
+  return { out, linears };
+}

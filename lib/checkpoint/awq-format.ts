@@ -8,8 +8,9 @@ import { isDeepStrictEqual } from 'node:util';
 
 import { AwqError, BadCheckpointError, BadConfigError, InvalidArgumentError, ioError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
-import { adapterFor, LINEAR_NAMES } from '../models/adapters.js';
+import { adapterFor, LINEAR_NAMES, type ArchitectureAdapter } from '../models/adapters.js';
 import type { ModelConfig } from '../models/config.js';
+import { checkModelTensors } from '../models/tensor-check.js';
 import { setTopLevelMembers } from './json-edit.js';
 import { copyAuxiliaryFiles, ModelFolder, readJsonIfPresent } from './model-folder.js';
 import { prepareOutputDir, type OutputDir } from './output-dir.js';
@@ -219,6 +220,7 @@ export class AwqCheckpoint {
   private constructor(
     readonly folder: ModelFolder,
     readonly quantization: AwqQuantization,
+    private readonly adapter: ArchitectureAdapter,
     private readonly linears: ReadonlyMap<string, AwqDims>,
   ) {}
 
@@ -233,11 +235,12 @@ export class AwqCheckpoint {
       if (!quantization) {
         throw new BadConfigError(`${join(dir, 'config.json')}: no 'quantization_config' (and no ${LEGACY_QUANT_CONFIG}): not an AWQ checkpoint`);
       }
+      const adapter = adapterFor(folder.config);
       const linears = new Map<string, AwqDims>();
       for (const name of folder.tensorNames()) {
         if (!name.endsWith('.qweight')) continue;
         const prefix = name.slice(0, -'.qweight'.length);
-        linears.set(prefix, checkLinearShapes(folder, prefix, quantization.groupSize));
+        linears.set(prefix, checkLinearShapes(folder, prefix, quantization.groupSize, adapter.biasOf(prefix)));
       }
       for (const name of folder.tensorNames()) {
         const m = /^(.*)\.(qzeros|scales)$/.exec(name);
@@ -246,12 +249,32 @@ export class AwqCheckpoint {
         }
       }
       if (linears.size === 0) throw new BadCheckpointError(`${dir}: the quantization config says AWQ, but no tensor is named '*.qweight'`);
-      checkAgainstConfig(folder, linears);
-      return new AwqCheckpoint(folder, quantization, linears);
+      checkAgainstConfig(folder, adapter, linears);
+      return new AwqCheckpoint(folder, quantization, adapter, linears);
     } catch (err) {
       await folder.close().catch(() => {});
       throw err;
     }
+  }
+
+  /**
+   * The checkpoint is a whole model: every tensor the architecture reads is there (each decoder
+   * linear packed or dense, embeddings, norms, lm_head unless tied) with the shape config.json
+   * implies; else a BadCheckpointError naming the first one missing. Returns the tensors no module
+   * of the architecture reads (Transformers drops them as unexpected keys; so do the readers).
+   * `loadAwq`, `awq eval` and `awq inspect` check this; the reader itself also opens a part.
+   */
+  checkComplete(): { unused: string[] } {
+    const f = this.folder;
+    const headers = {
+      dir: f.dir,
+      config: f.config,
+      adapter: this.adapter,
+      hasTensor: (name: string) => f.has(name),
+      storedShape: (name: string) => f.info(name).shape,
+      tensorNames: () => f.tensorNames(),
+    };
+    return checkModelTensors(headers, new Set(this.linears.keys()));
   }
 
   /** Module prefixes of the quantized linears, in file order. */
@@ -281,7 +304,8 @@ export class AwqCheckpoint {
       qzeros: new Int32Array(qzeros.buffer, qzeros.byteOffset, qzeros.byteLength / 4),
       scales: new Uint16Array(scales.buffer, scales.byteOffset, scales.byteLength / 2),
     };
-    if (f.has(`${name}.bias`)) out.bias = await readBiasF16(f, `${name}.bias`);
+    const bias = this.adapter.biasOf(name);
+    if (bias !== undefined && f.has(bias)) out.bias = await readBiasF16(f, bias);
     return out;
   }
 
@@ -303,8 +327,7 @@ export function openAwqCheckpoint(dir: string): Promise<AwqCheckpoint> {
  * The decoder's linears have the shapes config.json implies: a checkpoint whose q_proj is narrower
  * than its heads would load, and fail (or compute garbage) only in a forward far from the file.
  */
-function checkAgainstConfig(folder: ModelFolder, linears: ReadonlyMap<string, AwqDims>): void {
-  const adapter = adapterFor(folder.config);
+function checkAgainstConfig(folder: ModelFolder, adapter: ArchitectureAdapter, linears: ReadonlyMap<string, AwqDims>): void {
   for (let i = 0; i < folder.config.numLayers; i++) {
     for (const name of LINEAR_NAMES) {
       const prefix = adapter.linear(i, name);
@@ -321,7 +344,8 @@ function checkAgainstConfig(folder: ModelFolder, linears: ReadonlyMap<string, Aw
   }
 }
 
-function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: number): AwqDims {
+/** `biasName`: the bias the architecture reads for this linear (a stored one it does not read is not checked). */
+function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: number, biasName: string | undefined): AwqDims {
   const need = (suffix: string, dtype: Dtype): TensorInfo => {
     const name = `${prefix}.${suffix}`;
     if (!folder.has(name)) throw new BadCheckpointError(`${folder.dir}: '${prefix}.qweight' has no matching '${name}'`);
@@ -353,8 +377,7 @@ function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: numbe
     );
   if (qz.shape[0] !== groups || qz.shape[1] !== outFeatures / 8) throw bad(qz, [groups, outFeatures / 8]);
   if (sc.shape[0] !== groups || sc.shape[1] !== outFeatures) throw bad(sc, [groups, outFeatures]);
-  const biasName = `${prefix}.bias`;
-  if (folder.has(biasName)) {
+  if (biasName !== undefined && folder.has(biasName)) {
     const b = folder.info(biasName);
     if (b.shape.length !== 1 || b.shape[0] !== outFeatures) throw bad(b, [outFeatures]);
     if (b.dtype !== 'F16' && b.dtype !== 'BF16' && b.dtype !== 'F32') {

@@ -14,6 +14,7 @@ import {
 import { readRawConfig, WeightFiles } from '../checkpoint/model-folder.js';
 import { SafetensorsFile, type TensorInfo } from '../checkpoint/safetensors.js';
 import { AwqError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
+import { adapterFor } from '../models/adapters.js';
 import { parseModelConfig, type ModelConfig } from '../models/config.js';
 
 export interface InspectReport {
@@ -42,6 +43,11 @@ export interface InspectReport {
   awq: (AwqQuantization & { linears: number }) | null;
   /** Why the AWQ reader (`awq eval`, `loadAwq`) would refuse this checkpoint, or null. */
   awqError: string | null;
+  /**
+   * Tensors of a readable AWQ checkpoint that no module of the architecture reads (e.g. a bias on
+   * a linear the architecture builds without one): Transformers drops them, and so do we.
+   */
+  unusedTensors: string[];
 }
 
 export async function inspectCheckpoint(path: string): Promise<InspectReport> {
@@ -85,6 +91,7 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
   let configError: string | null = null;
   let awq: InspectReport['awq'] = null;
   let awqError: string | null = null;
+  let unusedTensors: string[] = [];
   if (raw) {
     const source = join(path, 'config.json');
     try {
@@ -110,8 +117,14 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
       // parsed from what was read above (readAwqQuantization would read quant_config.json again)
       const q = quantizationFile === LEGACY_QUANT_CONFIG ? parseLegacyQuantConfig(qc, path) : parseAwqQuantization(raw, join(path, 'config.json'));
       awq = { ...q, linears: packedLinears };
-      // The reader's own checks (headers only: every linear's tensors, dtypes and shapes).
-      await (await openAwqCheckpoint(path)).close();
+      // The reader's own checks (headers only: every linear's tensors, dtypes and shapes, and
+      // every tensor the architecture reads).
+      const ckpt = await openAwqCheckpoint(path);
+      try {
+        unusedTensors = ckpt.checkComplete().unused;
+      } finally {
+        await ckpt.close();
+      }
     } catch (err) {
       if (!(err instanceof AwqError)) throw err;
       // Settings that say AWQ but are not readable (another version or width) are worth a warning;
@@ -136,6 +149,7 @@ export async function inspectCheckpoint(path: string): Promise<InspectReport> {
     packedLinears,
     awq,
     awqError,
+    unusedTensors,
   };
 }
 
@@ -150,6 +164,12 @@ function human(bytes: number): string {
   return u === 0 ? `${bytes} B` : `${v.toFixed(2)} ${units[u]}`;
 }
 
+/** Which linears carry a bias, as the architecture builds them (adapter's `biased`). */
+function biasLabel(c: ModelConfig): string {
+  const biased = [...adapterFor(c).biased].map((n) => n[0]);
+  return biased.length > 0 ? `, ${biased.join('/')} bias` : '';
+}
+
 function formatReport(r: InspectReport): string {
   const lines = [`${r.path}`];
   if (r.modelType !== null) {
@@ -160,7 +180,7 @@ function formatReport(r: InspectReport): string {
     lines.push(
       `  ${c.numLayers} layers, hidden ${c.hiddenSize}, intermediate ${c.intermediateSize}, heads ${c.numHeads}/${c.numKvHeads} kv, ` +
         `head_dim ${c.headDim}, vocab ${c.vocabSize}${c.tieWordEmbeddings ? ', tied embeddings' : ''}` +
-        `${c.attentionBias ? ', qkv bias' : ''}${c.qkNorm ? ', q/k norm' : ''}` +
+        `${biasLabel(c)}${c.qkNorm ? ', q/k norm' : ''}` +
         `${c.ropeScaling ? `, rope_scaling ${c.ropeScaling.type} x${c.ropeScaling.factor}` : ''}`,
     );
   } else if (r.configError) {
@@ -176,6 +196,10 @@ function formatReport(r: InspectReport): string {
     lines.push(`quantization${r.quantizationFile === 'config.json' ? '' : ` (${r.quantizationFile})`}: ${JSON.stringify(r.quantization)}`);
     if (r.awq) lines.push(`  AWQ ${r.awq.bits}-bit, group ${r.awq.groupSize}, ${r.awq.version}: ${r.awq.linears} quantized linears`);
     if (r.awqError) lines.push(`  warning: not readable as an AWQ checkpoint: ${r.awqError}`);
+    if (r.unusedTensors.length > 0) {
+      const shown = r.unusedTensors.slice(0, 5).join(', ') + (r.unusedTensors.length > 5 ? ` and ${r.unusedTensors.length - 5} more` : '');
+      lines.push(`  note: ${r.unusedTensors.length} tensor(s) no ${r.config?.modelType ?? ''} module reads, ignored as Transformers ignores them: ${shown}`);
+    }
   } else if (r.packedLinears > 0 && r.modelType === null) {
     // one shard of a quantized checkpoint: the settings live in the folder's config.json
     lines.push(`quantization: ${r.packedLinears} AWQ-packed linears (qweight, qzeros, scales); the settings are in the model folder's config.json (inspect the folder)`);

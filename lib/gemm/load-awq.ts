@@ -36,6 +36,7 @@ export interface LoadAwqOptions {
 export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promise<LoadedAwq> {
   const ckpt = await openAwqCheckpoint(dir);
   try {
+    ckpt.checkComplete(); // a model with a hole fails here, not at the first forward that needs it
     const linearNames = ckpt.linearNames();
     const owned = new Set<string>();
     for (const name of linearNames) for (const part of ['qweight', 'qzeros', 'scales', 'bias']) owned.add(`${name}.${part}`);

@@ -1,7 +1,7 @@
 /**
  * Architecture adapters: everything the pipeline needs to know about a model family, as data
  * (tensor names, which optional tensors exist, the per-layer architecture numbers). Llama,
- * Mistral, Qwen2 and Qwen3 share Hugging Face's Llama naming; they differ in qkv bias (Qwen2)
+ * Mistral, Qwen2 and Qwen3 share Hugging Face's Llama naming; they differ in attention biases
  * and per-head q/k RMSNorm (Qwen3), both read from the parsed config.
  */
 import { UnsupportedArchitectureError } from '../errors.js';
@@ -38,8 +38,18 @@ export interface ArchitectureAdapter {
   /** Per-head q/k RMSNorm weights (Qwen3), else undefined. */
   qNorm(i: number): string | undefined;
   kNorm(i: number): string | undefined;
-  /** Linears that carry a bias. */
+  /**
+   * Linears built with a bias, as Transformers builds them: Llama and Qwen3 q/k/v/o when
+   * `attention_bias`, Qwen2 q/k/v always (o never), Mistral none. A stored bias elsewhere is not
+   * read: Transformers drops it as an unexpected key and vLLM skips it, so using it would compute
+   * another model than the one served.
+   */
   readonly biased: ReadonlySet<LinearName>;
+  /**
+   * The bias tensor a loader reads for the linear at module `prefix`: `<prefix>.bias` for a
+   * decoder linear in `biased` or a module outside the decoder's linears, else undefined.
+   */
+  biasOf(prefix: string): string | undefined;
   readonly layerArch: LayerArch;
 }
 
@@ -62,7 +72,9 @@ export function adapterFor(config: ModelConfig): ArchitectureAdapter {
     up_proj: [config.intermediateSize, h],
     down_proj: [h, config.intermediateSize],
   };
-  const biased = new Set<LinearName>(config.attentionBias ? ['q_proj', 'k_proj', 'v_proj'] : []);
+  const biased = new Set<LinearName>(biasedLinears(config));
+  const decoderLinears = new Map<string, LinearName>();
+  for (let i = 0; i < config.numLayers; i++) for (const name of LINEAR_NAMES) decoderLinears.set(`${p(i)}.${LINEAR_MODULE[name]}`, name);
   return {
     modelType: config.modelType,
     numLayers: config.numLayers,
@@ -76,6 +88,10 @@ export function adapterFor(config: ModelConfig): ArchitectureAdapter {
     qNorm: (i) => (config.qkNorm ? `${p(i)}.self_attn.q_norm.weight` : undefined),
     kNorm: (i) => (config.qkNorm ? `${p(i)}.self_attn.k_norm.weight` : undefined),
     biased,
+    biasOf: (prefix) => {
+      const name = decoderLinears.get(prefix);
+      return name === undefined || biased.has(name) ? `${prefix}.bias` : undefined;
+    },
     layerArch: {
       hiddenSize: h,
       intermediateSize: config.intermediateSize,
@@ -87,4 +103,15 @@ export function adapterFor(config: ModelConfig): ArchitectureAdapter {
       qkNorm: config.qkNorm,
     },
   };
+}
+
+function biasedLinears(config: ModelConfig): LinearName[] {
+  switch (config.modelType) {
+    case 'qwen2':
+      return ['q_proj', 'k_proj', 'v_proj'];
+    case 'mistral':
+      return [];
+    default:
+      return config.attentionBias ? ['q_proj', 'k_proj', 'v_proj', 'o_proj'] : [];
+  }
 }

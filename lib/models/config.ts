@@ -33,7 +33,11 @@ export interface ModelConfig {
   ropeTheta: number;
   ropeScaling: RopeScaling;
   tieWordEmbeddings: boolean;
-  /** Bias on q/k/v projections: always for qwen2, `attention_bias` for the others. */
+  /**
+   * Attention biases: always for qwen2 (q/k/v), never for mistral (its modules have none, whatever
+   * the config says), `attention_bias` for llama and qwen3 (q/k/v/o). The adapter's `biased`
+   * names the linears.
+   */
   attentionBias: boolean;
   /** RMSNorm on q and k per head (qwen3). */
   qkNorm: boolean;
@@ -155,9 +159,10 @@ export function parseModelConfig(raw: unknown, source: string): ModelConfig {
   const act = obj.hidden_act ?? 'silu';
   // Transformers' ACT2FN maps both names to the same SiLU.
   if (act !== 'silu' && act !== 'swish') f.fail('hidden_act', "'silu' or 'swish' (the only activation these architectures use)", act);
-  if (f.bool('mlp_bias', false)) f.fail('mlp_bias', 'false (MLP biases are not supported)', true);
+  // Only Llama's MLP reads mlp_bias; the others build theirs without biases whatever it says.
+  if (type === 'llama' && f.bool('mlp_bias', false)) f.fail('mlp_bias', 'false (MLP biases are not supported)', true);
 
-  const attentionBias = type === 'qwen2' ? true : f.bool('attention_bias', false);
+  const attentionBias = type === 'qwen2' ? true : type === 'mistral' ? false : f.bool('attention_bias', false);
 
   const numLayers = f.int('num_hidden_layers');
   const rope = ropeParameters(obj, f, d.ropeTheta);

@@ -14,24 +14,17 @@ import { BadCheckpointError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
 import type { LayerWeights, LinearName } from '../quantize/layer.js';
 import { adapterFor, LINEAR_NAMES, type ArchitectureAdapter } from './adapters.js';
-import type { ModelConfig } from './config.js';
+import type { TensorHeaders } from './tensor-check.js';
 
-export interface ModelWeights {
-  readonly dir: string;
-  readonly config: ModelConfig;
-  readonly adapter: ArchitectureAdapter;
+export { checkModelTensors } from './tensor-check.js';
+
+/** The headers (dir, config, adapter, tensor names and stored shapes) and the data of a model. */
+export interface ModelWeights extends TensorHeaders {
   /** AWQ quantization settings when the folder is an AWQ checkpoint. */
   readonly quantization: AwqQuantization | null;
   readTensor(name: string): Promise<Float32Array>;
-  hasTensor(name: string): boolean;
-  /** Every tensor name in the folder. */
-  tensorNames(): string[];
+  /** A linear's `[out, in]` weight and its bias where the architecture builds one (adapter.biasOf). */
   readLinear(prefix: string): Promise<{ weight: Float32Array; bias?: Float32Array }>;
-  /**
-   * The stored shape of a dense tensor; undefined for a packed linear's weight (the AWQ reader
-   * checks those shapes against the config itself).
-   */
-  storedShape(name: string): readonly number[] | undefined;
   /** The stored dtype of a dense tensor; undefined as for storedShape. */
   storedDtype(name: string): Dtype | undefined;
   /** config.json as read. */
@@ -59,12 +52,19 @@ async function fp16ToF32(h: Uint16Array): Promise<Float32Array> {
 export async function openModelWeights(dir: string): Promise<ModelWeights> {
   if (await isAwqFolder(dir)) {
     const ckpt = await openAwqCheckpoint(dir);
+    try {
+      ckpt.checkComplete();
+    } catch (err) {
+      await ckpt.close();
+      throw err;
+    }
     const folder = ckpt.folder;
     const linears = new Set(ckpt.linearNames());
+    const adapter = adapterFor(ckpt.config);
     return {
       dir,
       config: ckpt.config,
-      adapter: adapterFor(ckpt.config),
+      adapter,
       quantization: ckpt.quantization,
       readTensor: (name) => ckpt.readF32(name),
       hasTensor: (name) => folder.has(name),
@@ -73,10 +73,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
       storedDtype: (name) => (folder.has(name) ? folder.info(name).dtype : undefined),
       async readLinear(prefix) {
         if (!linears.has(prefix)) {
-          if (folder.has(`${prefix}.weight`)) {
-            const bias = folder.has(`${prefix}.bias`) ? await folder.readF32(`${prefix}.bias`) : undefined;
-            return { weight: await folder.readF32(`${prefix}.weight`), bias };
-          }
+          if (folder.has(`${prefix}.weight`)) return readDenseLinear(folder, adapter, prefix);
           throw new BadCheckpointError(`${dir}: no quantized or dense weights for ${prefix}`);
         }
         const t = await ckpt.readLinear(prefix);
@@ -87,64 +84,32 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
     };
   }
   const folder = await ModelFolder.open(dir);
+  const adapter = adapterFor(folder.config);
   return {
     dir,
     config: folder.config,
-    adapter: adapterFor(folder.config),
+    adapter,
     quantization: null,
     readTensor: (name) => folder.readF32(name),
     hasTensor: (name) => folder.has(name),
     tensorNames: () => folder.tensorNames(),
     storedShape: (name) => folder.info(name).shape,
     storedDtype: (name) => folder.info(name).dtype,
-    async readLinear(prefix) {
-      const bias = folder.has(`${prefix}.bias`) ? await folder.readF32(`${prefix}.bias`) : undefined;
-      return { weight: await folder.readF32(`${prefix}.weight`), bias };
-    },
+    readLinear: (prefix) => readDenseLinear(folder, adapter, prefix),
     rawConfig: folder.rawConfig,
     close: () => folder.close(),
   };
 }
 
-function wrongShape(model: ModelWeights, name: string, stored: readonly number[], shape: readonly number[]): BadCheckpointError {
-  return new BadCheckpointError(`${model.dir}: tensor ${name} has shape [${stored}], the config implies [${shape}]`);
+/** A dense linear, with its bias where the architecture builds one (adapter.biasOf). */
+async function readDenseLinear(folder: ModelFolder, adapter: ArchitectureAdapter, prefix: string): Promise<{ weight: Float32Array; bias?: Float32Array }> {
+  const biasName = adapter.biasOf(prefix);
+  const bias = biasName !== undefined && folder.has(biasName) ? await folder.readF32(biasName) : undefined;
+  return { weight: await folder.readF32(`${prefix}.weight`), bias };
 }
 
-/**
- * Every tensor that quantizing reads is present with the shape the config implies: checked from the
- * headers before any work, so a model missing its last layer or its lm_head fails in seconds, not
- * after hours of layers. Returns the tensors that no part of the architecture reads.
- */
-export function checkModelTensors(model: ModelWeights): { unused: string[] } {
-  const a = model.adapter;
-  const c = model.config;
-  const used = new Set<string>();
-  const expect = (name: string | undefined, shape: number[], optional = false) => {
-    if (name === undefined) return;
-    used.add(name);
-    if (!model.hasTensor(name)) {
-      if (optional) return;
-      throw new BadCheckpointError(`${model.dir}: no tensor named '${name}'`);
-    }
-    const stored = model.storedShape(name);
-    if (stored !== undefined && stored.join() !== shape.join()) throw wrongShape(model, name, stored, shape);
-  };
-  expect(a.embedTokens, [c.vocabSize, c.hiddenSize]);
-  expect(a.finalNorm, [c.hiddenSize]);
-  if (!c.tieWordEmbeddings) expect(a.lmHead, [c.vocabSize, c.hiddenSize]);
-  for (let i = 0; i < c.numLayers; i++) {
-    for (const name of LINEAR_NAMES) {
-      const [out, inF] = a.linearShape(name);
-      expect(`${a.linear(i, name)}.weight`, [out, inF]);
-      expect(`${a.linear(i, name)}.bias`, [out], true);
-    }
-    expect(a.inputNorm(i), [c.hiddenSize]);
-    expect(a.postNorm(i), [c.hiddenSize]);
-    expect(a.qNorm(i), [c.headDim]);
-    expect(a.kNorm(i), [c.headDim]);
-  }
-  // RoPE's inv_freq buffers, which some older checkpoints saved, are recomputed by every loader.
-  return { unused: model.tensorNames().filter((n) => !used.has(n) && !/\.rotary_emb\.inv_freq$/.test(n)) };
+function wrongShape(model: ModelWeights, name: string, stored: readonly number[], shape: readonly number[]): BadCheckpointError {
+  return new BadCheckpointError(`${model.dir}: tensor ${name} has shape [${stored}], the config implies [${shape}]`);
 }
 
 /** Loads decoder layer `i` as fp32 `LayerWeights`, checking every shape against the config. */
