@@ -3,7 +3,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { backends, CudaError, CudaHiddenStates, InvalidArgumentError, resolveBackend, setThreads, version } from '../dist/index.js';
+import { activationStats, backends, CudaError, CudaHiddenStates, Int4Linear, InvalidArgumentError, resolveBackend, setThreads, version } from '../dist/index.js';
 
 const cli = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 
@@ -65,6 +65,33 @@ describe('backends and the CLI skeleton', () => {
     expect(() => setThreads(-1)).toThrow(/threads/);
   });
 
+  it('resizing the pool while asynchronous calls run neither crashes nor changes their results', async () => {
+    // Kernels size per-thread buffers by the pool's size when they start; a setThreads that grew
+    // the pool under a running prefill or activationStats wrote past them (a segfault).
+    const before = backends().cpu.threads;
+    const inF = 1536, outF = 512, g = 128, m = 64;
+    const lin = await Int4Linear.fromQuantized({
+      q: new Uint8Array(outF * inF).map((_, i) => (i * 7) % 16), zeros: new Uint8Array((outF * inF) / g).fill(8),
+      scales: new Float32Array((outF * inF) / g).fill(0.01), inFeatures: inF, outFeatures: outF, groupSize: g,
+    });
+    const x = new Float32Array(m * inF).map((_, i) => ((i * 13) % 17) / 17 - 0.5);
+    const want = await lin.forward(x, m);
+    const wantStats = await activationStats(x, m, inF);
+    try {
+      for (let round = 0; round < 150; round++) {
+        const calls = [lin.forward(x, m), lin.forward(x, m), activationStats(x, m, inF), lin.forward(x, m)];
+        setThreads(1 + (round % 3));
+        const [a, b, stats, c] = await Promise.all(calls);
+        // bytes, not toEqual: vitest's deep equality over 32k elements a call would dominate the test
+        for (const y of [a, b, c]) expect(sameBits(y, want)).toBe(true);
+        expect(sameBits(stats, wantStats)).toBe(true);
+      }
+    } finally {
+      setThreads(before);
+      await lin.dispose();
+    }
+  });
+
   it('awq --version, --help and doctor', () => {
     expect(execFileSync('node', [cli, '--version'], { encoding: 'utf8' }).trim()).toBe(version);
     expect(execFileSync('node', [cli, '--help'], { encoding: 'utf8' })).toContain('doctor');
@@ -75,3 +102,7 @@ describe('backends and the CLI skeleton', () => {
     expect(json.cpu.threads).toBeGreaterThan(0);
   });
 });
+
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}

@@ -332,12 +332,13 @@ constexpr int64_t kInt8PrefillMinM = 8;
 // Runs fn(i, thread index) for i in [0, n) with the items handed out one at a time from a shared counter:
 // on a machine shared with other processes, a descheduled thread then delays one small item,
 // not a quarter of the work (parallel_for's static chunks).
+// `threads`: the count the caller sized its per-thread scratch by (thread indices stay below it).
 template <typename Fn>
-void for_each_item(int64_t n, const Fn& fn) {
+void for_each_item(int64_t n, int threads, const Fn& fn) {
   std::atomic<int64_t> next{0};
-  parallel_for(std::min<int64_t>(num_threads(), n), 1, [&](int64_t, int64_t, int thread) {
+  parallel_for(std::min<int64_t>(threads, n), 1, [&](int64_t, int64_t, int thread) {
     for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i, thread);
-  });
+  }, threads);
 }
 
 // Output rows per work item of the streaming paths (64 rows of in = 4096 is 128 KiB of weights).
@@ -365,8 +366,9 @@ void prefill_dequant_sgemm(const detail::Int4Kernels& kern, const Int4Weights& w
                            float* y) {
   constexpr int64_t kRows = 128;
   const int64_t N = w.out, K = w.in;
-  std::vector<std::vector<float>> scratch(num_threads());
-  for_each_item((N + kRows - 1) / kRows, [&](int64_t p, int thread) {
+  const int threads = num_threads();
+  std::vector<std::vector<float>> scratch(threads);
+  for_each_item((N + kRows - 1) / kRows, threads, [&](int64_t p, int thread) {
     std::vector<float>& panel = scratch[thread];
     const int64_t n0 = p * kRows, nr = std::min(kRows, N - n0);
     panel.resize(static_cast<size_t>(kRows * K));
@@ -425,7 +427,8 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
   });
   // Output rows per item: up to 8 B micro-panels (128 KiB of packed weights at kc = 256 on AVX2),
   // fewer when N is small so that every thread gets work.
-  const int64_t per_thread = (N + 2 * num_threads() - 1) / (2 * num_threads());
+  const int threads = num_threads();
+  const int64_t per_thread = (N + 2 * threads - 1) / (2 * threads);
   const int64_t rows = std::min(8 * nr, std::max(nr, (per_thread + nr - 1) / nr * nr));
   // Each item accumulates its C block (all M rows x its output rows) in a thread-local buffer
   // whose row stride is padded off multiples of 4 KiB: written straight into y with ldc = out =
@@ -436,9 +439,9 @@ void prefill_packed(const detail::GemmKernel& gk, const detail::Int4Kernels& ker
     AlignedBytes panels, stage, c;  // for this call only, where the kept ones would grow too large
     float *pb = nullptr, *stage_p = nullptr, *cb = nullptr;
   };
-  std::vector<Buffers> scratch(num_threads());
+  std::vector<Buffers> scratch(threads);
   const bool fused = fused_panels(kern, gk);
-  for_each_item((N + rows - 1) / rows, [&](int64_t item, int thread) {
+  for_each_item((N + rows - 1) / rows, threads, [&](int64_t item, int thread) {
     Buffers& buf = scratch[thread];
     if (!buf.pb) {
       const size_t panel_bytes = static_cast<size_t>(rows * kc) * sizeof(float);
@@ -507,7 +510,7 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
     detail::Int8Activations a;
     detail::quantize_activations_int8(x, M, K, a);
     const auto rows = kern.prefill_int8 && M >= kInt8PrefillMinM ? kern.prefill_int8 : kern.decode_int8;
-    for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
+    for_each_item((N + kDecodeRows - 1) / kDecodeRows, num_threads(), [&](int64_t i, int) {
       rows(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
     return add_bias(w, M, y);
@@ -517,11 +520,11 @@ void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4
   if (M <= detail::kPermutedDecodeMaxM && kern.decode_permuted && w.group % 128 == 0) {
     detail::PermutedActivations a;
     kern.permute_x(x, M, K, a);
-    for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
+    for_each_item((N + kDecodeRows - 1) / kDecodeRows, num_threads(), [&](int64_t i, int) {
       kern.decode_permuted(w, a, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
   } else if (M <= (fused ? kern.decode_max_m_fused : kDecodeMaxM)) {
-    for_each_item((N + kDecodeRows - 1) / kDecodeRows, [&](int64_t i, int) {
+    for_each_item((N + kDecodeRows - 1) / kDecodeRows, num_threads(), [&](int64_t i, int) {
       kern.decode(w, x, K, M, y, N, i * kDecodeRows, std::min(N, (i + 1) * kDecodeRows));
     });
   } else if (gk && (M >= kPackedPrefillMinM || fused)) {

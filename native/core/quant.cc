@@ -109,10 +109,11 @@ void quantize_weights(const float* w, int64_t rows, int64_t cols, const QuantPar
     }
   }
   bool ok_all = true;
-  std::vector<char> ok(static_cast<size_t>(num_threads()), 1);
+  const int threads = num_threads();
+  std::vector<char> ok(static_cast<size_t>(threads), 1);
   parallel_for(rows, std::max<int64_t>(1, 16384 / cols), [&](int64_t r0, int64_t r1, int t) {
     if (!quantize_rows(w, r0, r1, cols, p, dq, q, zeros, scales)) ok[t] = 0;
-  });
+  }, threads);
   for (char c : ok) ok_all &= c != 0;
   if (!ok_all) {
     throw Error(ErrorCode::NonFinite, std::string(name) +

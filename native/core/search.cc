@@ -105,7 +105,7 @@ void weight_mean(const std::vector<std::pair<const float*, int64_t>>& linears, i
           for (int64_t k = 0; k < group; ++k) part[t][j0 + k] += std::fabs(g[k]) / m;
         }
       }
-    });
+    }, threads);
     for (int t = 0; t < threads; ++t)
       for (int64_t j = 0; j < in; ++j) sum[j] += part[t][j];
   }
@@ -113,7 +113,8 @@ void weight_mean(const std::vector<std::pair<const float*, int64_t>>& linears, i
 }
 
 bool scaled_fake_quant(const float* W, int64_t rows, int64_t in, const float* s, const QuantParams& p, float* dst) {
-  std::vector<char> ok(static_cast<size_t>(num_threads()), 1);
+  const int threads = num_threads();
+  std::vector<char> ok(static_cast<size_t>(threads), 1);
   parallel_for(rows, std::max<int64_t>(1, 8192 / in), [&](int64_t r0, int64_t r1, int t) {
     std::vector<float> ws(in);  // W * s apart from dst: quantize_rows' loops vectorize unaliased
     for (int64_t r = r0; r < r1; ++r) {
@@ -122,7 +123,7 @@ bool scaled_fake_quant(const float* W, int64_t rows, int64_t in, const float* s,
       if (!quantize_rows(ws.data(), 0, 1, in, p, d, nullptr, nullptr, nullptr)) ok[t] = 0;
       for (int64_t j = 0; j < in; ++j) d[j] /= s[j];
     }
-  });
+  }, threads);
   return std::all_of(ok.begin(), ok.end(), [](char c) { return c != 0; });
 }
 
@@ -140,7 +141,8 @@ void gram(const float* X, int64_t n, int64_t in, std::vector<double>& G, Precisi
 double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf, Precision p) {
   std::vector<float> T(out * in);
   sgemm(Trans::N, Trans::N, out, in, in, 1.f, dW, in, Gf, in, 0.f, T.data(), in, p);
-  std::vector<double> part(static_cast<size_t>(num_threads()), 0.0);
+  const int threads = num_threads();
+  std::vector<double> part(static_cast<size_t>(threads), 0.0);
   parallel_for(out, 16, [&](int64_t r0, int64_t r1, int t) {
     double acc = 0.0;
     for (int64_t r = r0; r < r1; ++r) {
@@ -149,7 +151,7 @@ double gram_quadratic(const float* dW, int64_t out, int64_t in, const float* Gf,
       acc += row;
     }
     part[t] += acc;
-  });
+  }, threads);
   return std::accumulate(part.begin(), part.end(), 0.0);
 }
 
@@ -158,7 +160,8 @@ double direct_sq_error(const float* X, int64_t n, int64_t in, const float* dW, i
   // Chunks of at most 4 Mi products (16 MiB) and at most n tokens.
   const int64_t C = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{1} << 22) / std::max<int64_t>(out, 1)));
   std::vector<float> E(C * out);
-  std::vector<double> part(static_cast<size_t>(num_threads()), 0.0);
+  const int threads = num_threads();
+  std::vector<double> part(static_cast<size_t>(threads), 0.0);
   for (int64_t t0 = 0; t0 < n; t0 += C) {
     cancel.check();
     const int64_t T = std::min(C, n - t0);
@@ -172,7 +175,7 @@ double direct_sq_error(const float* X, int64_t n, int64_t in, const float* dW, i
         acc += row;
       }
       part[t] += acc;
-    });
+    }, threads);
   }
   return std::accumulate(part.begin(), part.end(), 0.0);
 }

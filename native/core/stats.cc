@@ -75,7 +75,7 @@ void abs_mean_columns(const float* x, int64_t rows, int64_t cols, float* out) {
       }
       for (int64_t j = 0; j < cols; ++j) sum[j] += acc[j];
     }
-  });
+  }, threads);
   int64_t first_bad = -1;
   for (int64_t r : bad_row)
     if (r >= 0 && (first_bad < 0 || r < first_bad)) first_bad = r;

@@ -49,7 +49,8 @@ class Pool {
   explicit Pool(int threads) { start(threads); }
   ~Pool() { stop(); }
 
-  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  // Read by num_threads() on any thread while a resize may be rebuilding workers_.
+  int threads() const { return size_.load(std::memory_order_acquire); }
 
   // If the system refuses the threads, the pool goes back to its previous size and says so.
   void resize(int threads) {
@@ -66,14 +67,15 @@ class Pool {
     }
   }
 
-  void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
+  void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn, int max_threads) {
     if (n <= 0) return;
-    if (t_inside_region || threads() == 1 || n <= grain) {
+    const auto participants = [&] { return max_threads > 0 ? std::min(threads(), max_threads) : threads(); };
+    if (t_inside_region || participants() == 1 || n <= grain) {
       fn(0, n, 0);
       return;
     }
     std::lock_guard<std::mutex> region(region_mutex_);
-    const int t = threads();
+    const int t = participants();  // workers with an index from t on wake and take no chunk
     // A few chunks per thread balance uneven work without much scheduling overhead.
     int64_t chunks = std::min<int64_t>(static_cast<int64_t>(t) * 4, (n + grain - 1) / grain);
     chunks = std::max<int64_t>(chunks, 1);
@@ -82,8 +84,9 @@ class Pool {
       fn_ = &fn;
       n_ = n;
       chunk_count_ = chunks;
+      participants_ = t;
       next_chunk_.store(0);
-      pending_.store(t - 1);
+      pending_.store(threads() - 1);
       error_ = nullptr;
       generation_.fetch_add(1, std::memory_order_release);  // under the lock: a sleeper cannot miss it
     }
@@ -105,6 +108,7 @@ class Pool {
     wake_.notify_all();
     for (auto& w : workers_) w.join();
     workers_.clear();
+    size_.store(1, std::memory_order_release);
   }
 
   void run_chunks(int thread_index) {
@@ -151,18 +155,21 @@ class Pool {
       stop();
       throw;
     }
+    size_.store(threads, std::memory_order_release);
   }
 
   void work(int index, uint64_t seen) {
     for (;;) {
+      bool take_chunks;
       spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(); });
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return stopping_.load() || generation_.load() != seen; });
         if (stopping_) return;
         seen = generation_.load();
+        take_chunks = index < participants_;  // else this region wants fewer threads than the pool has
       }
-      run_chunks(index);
+      if (take_chunks) run_chunks(index);
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lock(mutex_);  // the caller checks pending_ under it: no lost wake-up
         done_.notify_one();
@@ -179,6 +186,8 @@ class Pool {
   std::atomic<uint64_t> generation_{0};
   const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
   int64_t n_ = 0, chunk_count_ = 0;
+  int participants_ = 0;
+  std::atomic<int> size_{1};
   std::atomic<int64_t> next_chunk_{0};
   std::atomic<int> pending_{0};
   std::exception_ptr error_;
@@ -230,8 +239,8 @@ void set_threads(int n) {
 }
 
 void parallel_for(int64_t n, int64_t grain,
-                  const std::function<void(int64_t, int64_t, int)>& fn) {
-  pool().run(n, std::max<int64_t>(grain, 1), fn);
+                  const std::function<void(int64_t, int64_t, int)>& fn, int max_threads) {
+  pool().run(n, std::max<int64_t>(grain, 1), fn, max_threads);
 }
 
 }  // namespace awq

@@ -27,8 +27,12 @@ int available_cores();
 // so a kernel can size its blocking for one thread instead of num_threads().
 bool in_parallel_region();
 
-// fn(begin, end, thread_index) over chunks of at least `grain` items.
+// fn(begin, end, thread_index) over chunks of at least `grain` items, thread_index below
+// max_threads when it is positive. A kernel that sizes per-thread buffers by num_threads() passes
+// that same count as max_threads: set_threads on another thread (the addon's setThreads while an
+// asynchronous call runs) may grow the pool between the two calls, and an index past the buffers
+// would write out of bounds.
 void parallel_for(int64_t n, int64_t grain,
-                  const std::function<void(int64_t, int64_t, int)>& fn);
+                  const std::function<void(int64_t, int64_t, int)>& fn, int max_threads = 0);
 
 }  // namespace awq

@@ -1,6 +1,7 @@
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "../core/threadpool.h"
@@ -79,6 +80,38 @@ TEST(threadpool_regions_across_the_spin_window) {
       ok &= sum.load() == 1000;
     }
   }
+  set_threads(before);
+  CHECK(ok);
+}
+
+TEST(threadpool_max_threads_bounds_indices_across_a_resize) {
+  // A kernel sizes per-thread buffers by num_threads() and passes that count to parallel_for;
+  // another thread resizes the pool in between (the addon's setThreads while a call runs). No
+  // index may reach past the buffers, and every item still runs once.
+  const int before = num_threads();
+  std::atomic<bool> stop{false};
+  std::thread resizer([&] {
+    for (int i = 0; !stop.load(); ++i) set_threads(1 + i % 6);
+  });
+  bool ok = true;
+  for (int r = 0; r < 2000; ++r) {
+    const int threads = num_threads();
+    std::vector<int64_t> per_thread(static_cast<size_t>(threads), 0);
+    std::this_thread::sleep_for(std::chrono::microseconds(20));  // the kernel's setup: a resize may land here
+    std::atomic<bool> in_bounds{true};
+    parallel_for(997, 1, [&](int64_t b, int64_t e, int t) {
+      if (t >= threads) {
+        in_bounds = false;
+        return;
+      }
+      per_thread[static_cast<size_t>(t)] += e - b;  // chunks of one thread run in turn
+    }, threads);
+    int64_t sum = 0;
+    for (int64_t v : per_thread) sum += v;
+    ok &= in_bounds.load() && sum == 997;
+  }
+  stop = true;
+  resizer.join();
   set_threads(before);
   CHECK(ok);
 }
