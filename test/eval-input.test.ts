@@ -3,12 +3,12 @@
  * be scored as replacement characters), and more windows asked for than the text holds evaluates
  * those it holds, says so, and reports both counts.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { evaluate, InvalidArgumentError, type ProgressEvent } from '../dist/index.js';
+import { BadCheckpointError, evaluate, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
 import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { scratchDir } from './helpers/scratch.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
@@ -33,5 +33,28 @@ describe.skipIf(!hasShared)(`evaluation text and windows${hasShared ? '' : ` (sk
     expect(events.some((e) => e.message === `1000 windows asked for, the text holds ${r.availableWindows}: evaluating ${r.availableWindows}`)).toBe(true);
     const one = await evaluate({ model, text, seqlen: 64, windows: 1 });
     expect([one.windows, one.availableWindows]).toEqual([1, r.availableWindows]);
+  });
+
+  it('checks the model before any work: a config that disagrees with the embedding, NaN in the embedding, an overflowing forward', async () => {
+    const text = 'The quick brown fox jumps over the lazy dog. '.repeat(40);
+    // config.json says vocab 100, the embedding has 8192 rows (a RangeError or a message about lm_head before)
+    const model = await writeTinyModel({ layers: 1 });
+    const config = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8'));
+    writeFileSync(join(model, 'config.json'), JSON.stringify({ ...config, vocab_size: 100 }));
+    const shape = await evaluate({ model, text, seqlen: 64, windows: 1 }).catch((e: unknown) => e);
+    expect(shape).toBeInstanceOf(BadCheckpointError);
+    expect((shape as Error).message).toBe(`${model}: tensor model.embed_tokens.weight has shape [8192,128], the config implies [100,128]`);
+    // NaN in the tied embedding: named as stored (it was 'lm_head.weight', after every layer had run)
+    const nan = await writeTinyModel({ layers: 1, nanTensor: 'model.embed_tokens.weight' });
+    const events: ProgressEvent[] = [];
+    const err = await evaluate({ model: nan, text, seqlen: 64, windows: 1, onProgress: (e) => events.push(e) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NonFiniteError);
+    expect((err as Error).message).toBe(`${nan}: tensor 'model.embed_tokens.weight': element ${(8192 * 128) >> 1} is NaN`);
+    expect(events.some((e) => e.stage === 'eval')).toBe(false);
+    // an untied lm_head of 1e30: logits far beyond the others, so exp(mean NLL) overflows (JSON printed null)
+    const huge = await writeTinyModel({ layers: 1, tie: false, scaleTensor: { name: 'lm_head.weight', by: 1e30 } });
+    const over = await evaluate({ model: huge, text, seqlen: 64, windows: 1 }).catch((e: unknown) => e);
+    expect(over).toBeInstanceOf(NonFiniteError);
+    expect((over as Error).message).toMatch(/the mean negative log-likelihood over 1 windows is .* nats per token, so the perplexity is not a finite number/);
   });
 });

@@ -22,8 +22,6 @@ export function registerEval(program: Command): void {
     .option('--json', 'print a JSON object (progress as JSON lines on stderr)')
     .option('--quiet', 'no progress output')
     .action(async (folder: string, opts: { text: string; seqlen: number; windows?: number; threads?: number; backend: 'cpu' | 'cuda' | 'auto'; json?: boolean; quiet?: boolean }) => {
-      const { setThreads } = await import('../backends.js');
-      if (opts.threads) setThreads(opts.threads);
       const controller = new AbortController();
       const release = abortOnSignals(controller, { json: opts.json });
       const view = progressView({ json: !!opts.json, quiet: opts.quiet }, 'window');
@@ -33,6 +31,7 @@ export function registerEval(program: Command): void {
           textPath: opts.text,
           seqlen: opts.seqlen,
           windows: opts.windows,
+          threads: opts.threads,
           backend: opts.backend,
           signal: controller.signal,
           onProgress: view.listener,

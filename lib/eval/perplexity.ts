@@ -9,12 +9,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { loadTokenizer } from '../calib/tokenizer.js';
-import { backends, resolveBackend } from '../backends.js';
-import { CudaError, InvalidArgumentError, ioError } from '../errors.js';
+import { backends, resolveBackend, setThreads } from '../backends.js';
+import { CudaError, InvalidArgumentError, ioError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
 import { CudaHiddenStates } from '../quantize/cuda-hidden.js';
 import { checkSequenceFits } from '../models/config.js';
-import { embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
+import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { decoderLayerForward, decoderLayerForwardOnDevice, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
 
@@ -33,6 +33,11 @@ export interface EvaluateOptions {
    * either way; the final norm, lm_head and log-softmax run on the CPU.
    */
   backend?: 'cpu' | 'cuda' | 'auto';
+  /**
+   * Native threads (default: the pool as it is). Resizes the process-wide pool for everything
+   * that runs afterwards, as `setThreads` and `quantize({ threads })` do.
+   */
+  threads?: number;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
 }
@@ -88,6 +93,15 @@ const CUDA_CHUNK_BYTES = 2 * 2 ** 30;
 const CACHE_BYTES = 4 * 2 ** 30;
 
 export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult> {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidArgumentError(`evaluate: expected an options object ({ model, text | textPath, ... }), got ${options === null ? 'null' : typeof options}`);
+  }
+  if (typeof options.model !== 'string' || options.model === '') {
+    throw new InvalidArgumentError(`model: expected a folder path, got ${JSON.stringify(options.model)}`);
+  }
+  for (const key of ['text', 'textPath'] as const) {
+    if (options[key] !== undefined && typeof options[key] !== 'string') throw new InvalidArgumentError(`${key}: expected a string, got ${typeof options[key]}`);
+  }
   const seqlen = options.seqlen ?? 512;
   if (!Number.isInteger(seqlen) || seqlen < 2) throw new InvalidArgumentError(`seqlen: expected an integer >= 2, got ${seqlen}`);
   if (options.windows !== undefined && (!Number.isInteger(options.windows) || options.windows < 1)) {
@@ -120,8 +134,13 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     resolved = { ...resolveBackend('cpu', 'fp32'), note: `${stale}; evaluating on the CPU` };
   }
   if (resolved.note) progress.emit({ stage: 'load', completed: 0, total: 1, message: resolved.note });
+  if (options.threads !== undefined) setThreads(options.threads);
   const model = await openModelWeights(options.model);
   try {
+    // Every tensor the forward reads, with the shapes config.json implies, before any work (an AWQ
+    // folder was checked as it opened): a config that disagrees with the embedding must not
+    // surface as an allocation failure or a message about some other array.
+    if (model.quantization === null) checkModelTensors(model);
     checkSequenceFits(model.config, seqlen, 'seqlen');
     progress.emit({ stage: 'load', completed: 0, total: 1, message: 'tokenizing' });
     const ids = await tokenizeOnce(options.model, text);
@@ -135,8 +154,17 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     }
     const nll = await modelNll(model, Int32Array.from(ids.slice(0, windows * seqlen)), seqlen, resolved.backend, progress, options.signal);
     const meanNll = nll.sum / nll.count;
+    const perplexity = Math.exp(meanNll);
+    if (!Number.isFinite(perplexity)) {
+      // NaN logits, a token of probability 0, or a mean NLL beyond ~709 nats: no number to report
+      // (JSON has no Infinity; `awq eval --json` printed null).
+      throw new NonFiniteError(
+        `${options.model}: the mean negative log-likelihood over ${windows} windows is ${meanNll} nats per token, ` +
+          'so the perplexity is not a finite number: the model\'s activations or logits overflow',
+      );
+    }
     return {
-      perplexity: Math.exp(meanNll),
+      perplexity,
       tokens: windows * seqlen,
       predictedTokens: nll.count,
       windows,
@@ -166,9 +194,9 @@ async function modelNll(
   const windowBytes = seqlen * cfg.hiddenSize * 4;
   const chunkBytes = backend === 'cuda' ? Math.min(CUDA_CHUNK_BYTES, (backends().cuda?.devices[0].memoryBytes ?? 0) / 8) : CHUNK_BYTES;
   const windowsPerChunk = Math.max(1, Math.floor(chunkBytes / windowBytes));
-  const embedTable = await model.readTensor(model.adapter.embedTokens);
-  const finalNorm = await model.readTensor(model.adapter.finalNorm);
-  const lmHead = model.adapter.lmHead === model.adapter.embedTokens ? embedTable : await model.readTensor(model.adapter.lmHead);
+  const embedTable = await readFinite(model, model.adapter.embedTokens);
+  const finalNorm = await readFinite(model, model.adapter.finalNorm);
+  const lmHead = model.adapter.lmHead === model.adapter.embedTokens ? embedTable : await readFinite(model, model.adapter.lmHead);
   const layerBytes =
     4 * (4 * cfg.hiddenSize * cfg.numHeads * cfg.headDim + 3 * cfg.hiddenSize * cfg.intermediateSize);
   const cache = layerBytes * cfg.numLayers <= CACHE_BYTES ? new Map<number, LayerWeights>() : undefined;
@@ -214,4 +242,16 @@ async function modelNll(
     progress.emit({ stage: 'eval', completed: w1, total: windows });
   }
   return { sum, count };
+}
+
+/**
+ * A tensor outside the decoder layers, checked finite as it is read: NaN in the embedding or the
+ * final norm would otherwise surface after every layer, under the native kernel's short name.
+ */
+async function readFinite(model: ModelWeights, name: string): Promise<Float32Array> {
+  const data = await model.readTensor(name);
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) throw new NonFiniteError(`${model.dir}: tensor '${name}': element ${i} is ${data[i]}`);
+  }
+  return data;
 }

@@ -25,6 +25,8 @@ export interface TinyModelOptions {
   nanTensor?: string;
   /** Store this 2-D tensor with its shape reversed (bad-input tests). */
   transposedTensor?: string;
+  /** Multiply this tensor's values (bad-input tests: values that overflow a forward). */
+  scaleTensor?: { name: string; by: number };
   /** Extra 1-D tensors of 4 values that no architecture reads. */
   extraTensors?: string[];
 }
@@ -47,6 +49,7 @@ export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> 
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) data[i] = mean + std * randn();
     if (name === o.nanTensor) data[n >> 1] = Number.NaN;
+    if (name === o.scaleTensor?.name) for (let i = 0; i < n; i++) data[i] *= o.scaleTensor.by;
     await w.add(name, 'F32', name === o.transposedTensor ? [...shape].reverse() : shape, data);
   };
   await add('model.embed_tokens.weight', [vocab, hidden], 1);
