@@ -4,6 +4,7 @@
  */
 import { InvalidArgumentError } from './errors.js';
 import { native } from './native.js';
+import { optionsObject, requiredObject } from './validate.js';
 
 export interface DenseGemmOptions {
   /** op(A) is [m, k]: A stored [m, k] (transA false) or [k, m] (transA true), row stride lda. */
@@ -33,7 +34,7 @@ export interface DenseGemmOptions {
 
 /** C = alpha * op(A) op(B) + beta * C (row-major); resolves with C. */
 export async function denseGemm(options: DenseGemmOptions): Promise<Float32Array> {
-  const { a, b, m, n, k, transA = false, transB = false, alpha = 1, beta = 0, precision = 'fp32' } = options;
+  const { a, b, m, n, k, transA = false, transB = false, alpha = 1, beta = 0, precision = 'fp32' } = requiredObject(options, 'denseGemm options');
   if (precision !== 'fp32' && precision !== 'bf16') {
     throw new InvalidArgumentError(`precision: expected 'fp32' or 'bf16', got ${String(precision)}`);
   }
@@ -46,21 +47,30 @@ export async function denseGemm(options: DenseGemmOptions): Promise<Float32Array
   const lda = options.lda ?? Math.max(transA ? m : k, 1);
   const ldb = options.ldb ?? Math.max(transB ? k : n, 1);
   const ldc = options.ldc ?? Math.max(n, 1);
-  const c = options.c ?? new Float32Array(m === 0 || n === 0 ? 0 : (m - 1) * ldc + n);
   checkMatrix('a', a, transA ? k : m, transA ? m : k, lda);
   checkMatrix('b', b, transB ? n : k, transB ? k : n, ldb);
+  const c = options.c ?? allocateOutput(m === 0 || n === 0 ? 0 : (m - 1) * ldc + n);
   checkMatrix('c', c, m, n, ldc);
   return native().sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, precision);
 }
 
 /** Measured fp32 FMA throughput (GFLOP/s, best of `reps`) on the native thread pool. */
-export async function fmaPeakGflops(options: { secondsPerRep?: number; reps?: number } = {}): Promise<number> {
-  const { secondsPerRep = 0.05, reps = 5 } = options;
+export async function fmaPeakGflops(options?: { secondsPerRep?: number; reps?: number }): Promise<number> {
+  const { secondsPerRep = 0.05, reps = 5 } = optionsObject(options, 'options');
   if (!(secondsPerRep > 0 && secondsPerRep <= 10)) {
     throw new InvalidArgumentError(`secondsPerRep: expected a number in (0, 10], got ${secondsPerRep}`);
   }
   if (!Number.isInteger(reps) || reps < 1) throw new InvalidArgumentError(`reps: expected an integer >= 1, got ${reps}`);
   return native().fmaPeak(secondsPerRep, reps);
+}
+
+function allocateOutput(elements: number): Float32Array {
+  try {
+    return new Float32Array(elements);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new InvalidArgumentError(`c: an output of ${elements} elements is more than one Float32Array holds here; pass a smaller m or n`);
+  }
 }
 
 function checkMatrix(name: string, x: unknown, rows: number, cols: number, ld: number): void {

@@ -76,6 +76,9 @@ describe('packAwq: bit-exact with REFERENCE.md section 6 (words written by hand)
     const scales = base.scales.slice();
     scales[3] = 1e5;
     await expect(packAwq({ ...base, scales })).rejects.toThrow(/scales\[1, 1\]/);
+    // the code Int4Linear.fromQuantized gives for the same scales
+    await expect(packAwq({ ...base, scales })).rejects.toThrow(NonFiniteError);
+    await expect(packAwq(null as unknown as typeof base)).rejects.toThrow(/tensors: expected an object, got null/);
     await expect(packAwq({ ...base, outFeatures: 12 })).rejects.toThrow(/outFeatures/);
     await expect(packAwq({ ...base, groupSize: 3 })).rejects.toThrow(/inFeatures/);
     await expect(packAwq({ ...base, q: new Uint8Array(3) })).rejects.toThrow(/q \[16, 4\]: expected 64 elements, got 3/);

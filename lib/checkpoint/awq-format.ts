@@ -11,6 +11,7 @@ import { native } from '../native.js';
 import { adapterFor, LINEAR_NAMES, type ArchitectureAdapter } from '../models/adapters.js';
 import type { ModelConfig } from '../models/config.js';
 import { checkModelTensors } from '../models/tensor-check.js';
+import { requiredObject } from '../validate.js';
 import { setTopLevelMembers } from './json-edit.js';
 import { copyAuxiliaryFiles, ModelFolder, readJsonIfPresent } from './model-folder.js';
 import { prepareOutputDir, type OutputDir } from './output-dir.js';
@@ -69,8 +70,9 @@ export interface AwqQuantization {
   modulesToNotConvert?: string[] | null;
 }
 
-function checkDims({ outFeatures, inFeatures, groupSize }: AwqDims, what = ''): void {
+function checkDims(dims: AwqDims, what = ''): void {
   const p = what ? `${what}: ` : '';
+  const { outFeatures, inFeatures, groupSize } = requiredObject(dims, what || 'tensors');
   if (!Number.isSafeInteger(outFeatures) || outFeatures < 8 || outFeatures % 8 !== 0) {
     throw new InvalidArgumentError(`${p}outFeatures: expected a positive multiple of 8, got ${outFeatures}`);
   }

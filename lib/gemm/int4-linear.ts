@@ -26,6 +26,7 @@
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { backends, noCudaError } from '../backends.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
+import { describeValue, optionsObject } from '../validate.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
@@ -93,8 +94,9 @@ export class Int4Linear {
   }
 
   /** Builds the layer from AWQ checkpoint tensors (validated here, repacked off the JS thread). */
-  static async fromAwq(t: AwqLinearTensors, options: Int4BuildOptions = {}): Promise<Int4Linear> {
+  static async fromAwq(t: AwqLinearTensors, buildOptions?: Int4BuildOptions): Promise<Int4Linear> {
     if (t === null || typeof t !== 'object') throw new InvalidArgumentError(`tensors: expected an object, got ${String(t)}`);
+    const options = optionsObject(buildOptions, 'options');
     const device = options.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') throw new InvalidArgumentError(`device: expected 'cpu' or 'cuda', got ${String(device)}`);
     const what = t?.name ? `${t.name}: ` : '';
@@ -224,7 +226,7 @@ export class Int4Linear {
     // Errors name the layer: a serving loop calls hundreds of them.
     const what = this.name ? `${this.name}: ` : '';
     if (options === null || typeof options !== 'object') {
-      throw new InvalidArgumentError(`${what}options: expected an object or undefined, got ${describe(options)}`);
+      throw new InvalidArgumentError(`${what}options: expected an object or undefined, got ${describeValue(options)}`);
     }
     if (!Number.isInteger(m) || m < 1) throw new InvalidArgumentError(`${what}m: expected a positive integer, got ${String(m)}`);
     const n = m * this.inFeatures;
@@ -240,7 +242,7 @@ export class Int4Linear {
       data = x.data;
       dtype = x.dtype === 'f16' ? 1 : 2;
     } else {
-      throw new InvalidArgumentError(`${what}x: expected a Float32Array or { data: Uint16Array, dtype: 'f16' | 'bf16' }, got ${describe(x)}`);
+      throw new InvalidArgumentError(`${what}x: expected a Float32Array or { data: Uint16Array, dtype: 'f16' | 'bf16' }, got ${describeValue(x)}`);
     }
     if (data.length !== n) {
       throw new InvalidArgumentError(`${what}x: expected m * inFeatures = ${m} * ${this.inFeatures} = ${n} elements, got ${data.length}`);
@@ -254,7 +256,7 @@ export class Int4Linear {
     const outLen = m * this.outFeatures;
     const out = options.out ?? new Float32Array(outLen);
     if (!(out instanceof Float32Array) || out.length !== outLen) {
-      throw new InvalidArgumentError(`${what}out: expected a Float32Array of m * outFeatures = ${outLen} elements, got ${describe(out)}${out instanceof Float32Array ? ` of ${out.length}` : ''}`);
+      throw new InvalidArgumentError(`${what}out: expected a Float32Array of m * outFeatures = ${outLen} elements, got ${describeValue(out)}${out instanceof Float32Array ? ` of ${out.length}` : ''}`);
     }
     return { data, dtype, mode: mode === 'int8' ? (1 as const) : (0 as const), out };
   }
@@ -294,7 +296,7 @@ function checkShape(what: string, inF: number, outF: number, groupSize: number):
 type TypedCtor = Int32ArrayConstructor | Uint16ArrayConstructor | Uint8ArrayConstructor | Float32ArrayConstructor;
 
 function checkArray(what: string, name: string, v: unknown, ctor: TypedCtor, length: number, shape: string): void {
-  if (!(v instanceof ctor)) throw new InvalidArgumentError(`${what}${name}: expected a ${ctor.name} ${shape}, got ${describe(v)}`);
+  if (!(v instanceof ctor)) throw new InvalidArgumentError(`${what}${name}: expected a ${ctor.name} ${shape}, got ${describeValue(v)}`);
   if ((v as { length: number }).length !== length) {
     throw new InvalidArgumentError(`${what}${name}: expected ${shape} = ${length} elements, got ${(v as { length: number }).length}`);
   }
@@ -318,9 +320,3 @@ function checkF32Finite(what: string, name: string, a: Float32Array, cols: numbe
   }
 }
 
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (v === undefined) return 'undefined';
-  if (typeof v === 'object') return (v as object).constructor?.name ?? 'object';
-  return typeof v;
-}

@@ -5,6 +5,7 @@
  */
 import { openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
 import type { ModelConfig } from '../models/config.js';
+import { optionsObject } from '../validate.js';
 import { Int4Linear, type Int4Device } from './int4-linear.js';
 
 export interface LoadedAwq {
@@ -33,7 +34,8 @@ export interface LoadAwqOptions {
   keepAwq?: boolean;
 }
 
-export async function loadAwq(dir: string, options: LoadAwqOptions = {}): Promise<LoadedAwq> {
+export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promise<LoadedAwq> {
+  const options = optionsObject(loadOptions, 'options');
   const ckpt = await openAwqCheckpoint(dir);
   try {
     ckpt.checkComplete(); // a model with a hole fails here, not at the first forward that needs it

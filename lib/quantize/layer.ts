@@ -7,6 +7,7 @@
  * validated here, before native code runs, with messages that name the argument.
  */
 import { AbortedError, InvalidArgumentError } from '../errors.js';
+import { describeValue } from '../validate.js';
 import { native } from '../native.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 
@@ -237,7 +238,7 @@ export async function decoderLayerForwardOnDevice(
   control: { signal?: AbortSignal } = {},
 ): Promise<void> {
   validateLayer(arch, weights);
-  if (!(hidden instanceof CudaHiddenStates)) throw new InvalidArgumentError(`hidden: expected CudaHiddenStates, got ${describe(hidden)}`);
+  if (!(hidden instanceof CudaHiddenStates)) throw new InvalidArgumentError(`hidden: expected CudaHiddenStates, got ${describeValue(hidden)}`);
   if (hidden.hiddenSize !== arch.hiddenSize || hidden.tokens % positiveInt('seqlen', seqlen) !== 0) {
     throw new InvalidArgumentError(
       `hidden: expected [blocks * seqlen, ${arch.hiddenSize}] device states, got [${hidden.tokens}, ${hidden.hiddenSize}] (seqlen ${seqlen})`,
@@ -275,7 +276,7 @@ export async function lmHeadNll(
   control: { signal?: AbortSignal } = {},
 ): Promise<{ nllSum: number; count: number }> {
   if (!(finalNorm instanceof Float32Array) || finalNorm.length < 1) {
-    throw new InvalidArgumentError(`finalNorm: expected a non-empty Float32Array, got ${describe(finalNorm)}`);
+    throw new InvalidArgumentError(`finalNorm: expected a non-empty Float32Array, got ${describeValue(finalNorm)}`);
   }
   const H = finalNorm.length;
   positiveInt('vocab', vocab);
@@ -283,7 +284,7 @@ export async function lmHeadNll(
   validateHidden(hidden, H, seqlen);
   checkFloat32('lmHead', lmHead, vocab * H);
   if (!(tokens instanceof Int32Array) || tokens.length !== hidden.length / H) {
-    throw new InvalidArgumentError(`tokens: expected an Int32Array of ${hidden.length / H} ids, got ${describe(tokens)} of length ${(tokens as { length?: number })?.length}`);
+    throw new InvalidArgumentError(`tokens: expected an Int32Array of ${hidden.length / H} ids, got ${describeValue(tokens)} of length ${(tokens as { length?: number })?.length}`);
   }
   if (!(eps > 0)) throw new InvalidArgumentError(`eps: expected a positive number, got ${eps}`);
   return withAbort(control.signal, (flag) => native().lmHeadNll(hidden, H, seqlen, finalNorm, eps, lmHead, vocab, tokens, flag));
@@ -291,12 +292,6 @@ export async function lmHeadNll(
 
 // --- validation --------------------------------------------------------------------------------
 
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (v === undefined) return 'undefined';
-  if (typeof v === 'object') return (v as object).constructor?.name ?? 'object';
-  return typeof v;
-}
 
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${name}: expected a positive integer, got ${v}`);
@@ -304,7 +299,7 @@ function positiveInt(name: string, v: number): number {
 }
 
 function checkFloat32(name: string, a: unknown, expected: number): void {
-  if (!(a instanceof Float32Array)) throw new InvalidArgumentError(`${name}: expected a Float32Array, got ${describe(a)}`);
+  if (!(a instanceof Float32Array)) throw new InvalidArgumentError(`${name}: expected a Float32Array, got ${describeValue(a)}`);
   if (a.length !== expected) throw new InvalidArgumentError(`${name}: expected ${expected} elements, got ${a.length}`);
 }
 
@@ -324,7 +319,7 @@ function resolveGroup(groupSize: number, inF: number, what: string): number {
 }
 
 function validateLayer(arch: LayerArch, w: LayerWeights): void {
-  if (typeof arch !== 'object' || arch === null) throw new InvalidArgumentError(`arch: expected an object, got ${describe(arch)}`);
+  if (typeof arch !== 'object' || arch === null) throw new InvalidArgumentError(`arch: expected an object, got ${describeValue(arch)}`);
   const H = positiveInt('arch.hiddenSize', arch.hiddenSize);
   const I = positiveInt('arch.intermediateSize', arch.intermediateSize);
   const nh = positiveInt('arch.numHeads', arch.numHeads);
@@ -334,7 +329,7 @@ function validateLayer(arch: LayerArch, w: LayerWeights): void {
   if (hd % 2 !== 0) throw new InvalidArgumentError(`arch.headDim: expected an even number (RoPE), got ${hd}`);
   if (!(arch.rmsNormEps > 0)) throw new InvalidArgumentError(`arch.rmsNormEps: expected a positive number, got ${arch.rmsNormEps}`);
   checkFloat32('arch.ropeInvFreq', arch.ropeInvFreq, hd / 2);
-  if (typeof w !== 'object' || w === null) throw new InvalidArgumentError(`weights: expected an object, got ${describe(w)}`);
+  if (typeof w !== 'object' || w === null) throw new InvalidArgumentError(`weights: expected an object, got ${describeValue(w)}`);
   const QO = nh * hd, KV = nkv * hd;
   const shapes: [keyof LayerWeights, number, boolean][] = [
     ['inputNorm', H, true], ['postNorm', H, true],
@@ -351,14 +346,14 @@ function validateLayer(arch: LayerArch, w: LayerWeights): void {
 
 function validateHidden(hidden: Float32Array, H: number, seqlen: number): void {
   positiveInt('seqlen', seqlen);
-  if (!(hidden instanceof Float32Array)) throw new InvalidArgumentError(`hidden: expected a Float32Array, got ${describe(hidden)}`);
+  if (!(hidden instanceof Float32Array)) throw new InvalidArgumentError(`hidden: expected a Float32Array, got ${describeValue(hidden)}`);
   if (hidden.length === 0 || hidden.length % (H * seqlen) !== 0) {
     throw new InvalidArgumentError(`hidden: expected [blocks * seqlen, hiddenSize] = a positive multiple of ${H * seqlen} elements, got ${hidden.length}`);
   }
 }
 
 function validateOptions(o: QuantOptions, arch: LayerArch) {
-  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError(`options: expected an object, got ${describe(o)}`);
+  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError(`options: expected an object, got ${describeValue(o)}`);
   checkWBit(o.wBit);
   if (o.method !== 'awq' && o.method !== 'rtn') throw new InvalidArgumentError(`options.method: expected 'awq' or 'rtn', got ${String(o.method)}`);
   // every linear's in_features must be divisible by the group size
@@ -386,12 +381,12 @@ function validateOptions(o: QuantOptions, arch: LayerArch) {
 
 function checkBackend(b: unknown): 'cpu' | 'cuda' {
   if (b === undefined || b === 'cpu' || b === 'cuda') return b ?? 'cpu';
-  throw new InvalidArgumentError(`options.backend: expected 'cpu' or 'cuda', got ${describe(b)}`);
+  throw new InvalidArgumentError(`options.backend: expected 'cpu' or 'cuda', got ${describeValue(b)}`);
 }
 
 function checkPrecision(p: unknown, backend: unknown): Precision {
   if (p === undefined || p === 'fp32') return 'fp32';
-  if (p !== 'bf16' && p !== 'fp16') throw new InvalidArgumentError(`options.precision: expected 'fp32', 'bf16' or 'fp16', got ${describe(p)}`);
+  if (p !== 'bf16' && p !== 'fp16') throw new InvalidArgumentError(`options.precision: expected 'fp32', 'bf16' or 'fp16', got ${describeValue(p)}`);
   if (p === 'fp16' && backend !== 'cuda') {
     throw new InvalidArgumentError("options.precision: 'fp16' needs backend 'cuda' (the CPU takes 'fp32' or 'bf16')");
   }

@@ -1,5 +1,6 @@
 /** Calibration statistics (REFERENCE.md section 4). */
 import { InvalidArgumentError } from '../errors.js';
+import { describeValue, optionsObject } from '../validate.js';
 import { native } from '../native.js';
 
 /**
@@ -11,10 +12,13 @@ export async function activationStats(
   x: Float32Array,
   rows: number,
   cols: number,
-  options: { device?: 'cpu' | 'cuda' } = {},
+  options?: { device?: 'cpu' | 'cuda' },
 ): Promise<Float32Array> {
+  const device = optionsObject(options, 'options').device ?? 'cpu';
+  // the addon takes anything but 'cuda' for the CPU: a misspelt device must not run there silently
+  if (device !== 'cpu' && device !== 'cuda') throw new InvalidArgumentError(`device: expected 'cpu' or 'cuda', got ${JSON.stringify(device) ?? describeValue(device)}`);
   if (!(x instanceof Float32Array)) {
-    throw new InvalidArgumentError(`x: expected a Float32Array, got ${describe(x)}`);
+    throw new InvalidArgumentError(`x: expected a Float32Array, got ${describeValue(x)}`);
   }
   for (const [name, v] of [['rows', rows], ['cols', cols]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${name}: expected a positive integer, got ${v}`);
@@ -22,11 +26,6 @@ export async function activationStats(
   if (x.length !== rows * cols) {
     throw new InvalidArgumentError(`x: expected rows*cols = ${rows * cols} elements, got ${x.length}`);
   }
-  return native().activationStats(x, rows, cols, options.device ?? 'cpu');
+  return native().activationStats(x, rows, cols, device);
 }
 
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (typeof v === 'object') return (v as object).constructor?.name ?? 'object';
-  return typeof v;
-}

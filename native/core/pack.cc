@@ -104,7 +104,7 @@ void pack_awq(const uint8_t* q, const uint8_t* zeros, const float* scales, int64
       const float s = scales[r * groups + j];
       const uint16_t h = f32_to_fp16_scalar(s);
       if (!std::isfinite(s) || (h & 0x7c00) == 0x7c00) {
-        throw Error(ErrorCode::InvalidArgument,
+        throw Error(ErrorCode::NonFinite,
                     "scales[" + std::to_string(r) + ", " + std::to_string(j) + "] = " + std::to_string(s) +
                         ": expected a finite value that fits fp16");
       }

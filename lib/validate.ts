@@ -1,0 +1,24 @@
+/** Argument checks shared by the API's entry points: what they refuse is an InvalidArgumentError. */
+import { InvalidArgumentError } from './errors.js';
+
+/** A value's kind for a message: `null`, `undefined`, a class name (`Float64Array`) or a typeof. */
+export function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'object') return (v as object).constructor?.name ?? 'object';
+  return typeof v;
+}
+
+/** An optional options argument: undefined is `{}`, anything but a plain object is refused. */
+export function optionsObject<T extends object>(value: T | null | undefined, what: string): T {
+  if (value === undefined) return {} as T;
+  return requiredObject(value, what);
+}
+
+/** A required object argument (an options bag or a record of arrays). */
+export function requiredObject<T extends object>(value: T | null | undefined, what: string): T {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidArgumentError(`${what}: expected an object, got ${describeValue(value)}`);
+  }
+  return value;
+}
