@@ -168,7 +168,7 @@ describe('SafetensorsFile: bad input (typed error naming file and tensor)', () =
   });
   it('trailing bytes after the data', async () => {
     const err = await openError(safetensorsBytes(twoTensors, new Uint8Array(21)));
-    expect(err.message).toMatch(/trailing/);
+    expect(err.message).toMatch(/bytes \[20, 21\) .*trailing bytes after tensor 'b' \(data_offsets \[16, 20\]\), the last/);
   });
   it('header length beyond the file', async () => {
     const err = await openError(safetensorsBytes(twoTensors, new Uint8Array(20), { headerLength: 100_000n }));
@@ -185,20 +185,56 @@ describe('SafetensorsFile: bad input (typed error naming file and tensor)', () =
     notUtf8[notUtf8.length - 3] = 0xff;
     expect((await openError(notUtf8)).message).toMatch(/UTF-8/);
   });
-  it('overlapping offsets', async () => {
+  it('overlapping offsets: both tensors of the pair named', async () => {
     const h = { a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, b: { dtype: 'I8', shape: [4], data_offsets: [12, 16] } };
     const err = await openError(safetensorsBytes(h, new Uint8Array(16)));
-    expect(err.message).toMatch(/tensor 'b'.*overlaps/);
+    expect(err.message).toMatch(/tensor 'b' \(data_offsets \[12, 16\]\) overlaps tensor 'a' \(data_offsets \[0, 16\]\): bytes \[12, 16\)/);
   });
-  it('a hole between tensors', async () => {
+  it('overlap at offset 0 (a small tensor moved onto the first one) names both, not a bystander', async () => {
+    // QA's m/overlap: one tensor's data_offsets set to [0, its length] collides with the tensor at 0.
+    const h = {
+      first: { dtype: 'F32', shape: [8], data_offsets: [0, 32] },
+      mid: { dtype: 'F32', shape: [2], data_offsets: [32, 40] },
+      moved: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+      last: { dtype: 'F32', shape: [2], data_offsets: [48, 56] },
+    };
+    const msg = (await openError(safetensorsBytes(h, new Uint8Array(56)))).message;
+    expect(msg).toMatch(/tensor 'first' .*overlaps tensor 'moved' .*bytes \[0, 8\)/);
+    expect(msg).not.toMatch(/'mid'|'last'/);
+  });
+  it('an empty tensor inside another overlaps it', async () => {
+    const h = { a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, z: { dtype: 'F32', shape: [0], data_offsets: [8, 8] } };
+    expect((await openError(safetensorsBytes(h, new Uint8Array(16)))).message).toMatch(/tensor 'z' .*overlaps tensor 'a' .*begins inside/);
+    // at a boundary it is fine
+    const ok = { a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, z: { dtype: 'F32', shape: [0], data_offsets: [16, 16] } };
+    await (await SafetensorsFile.open(file(safetensorsBytes(ok, new Uint8Array(16))))).close();
+  });
+  it('a hole: its byte range and the tensors on each side', async () => {
     const h = { a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, b: { dtype: 'I8', shape: [4], data_offsets: [20, 24] } };
-    expect((await openError(safetensorsBytes(h, new Uint8Array(24)))).message).toMatch(/tensor 'b'.*hole/);
+    expect((await openError(safetensorsBytes(h, new Uint8Array(24)))).message).toMatch(
+      /bytes \[16, 20\) of the data section belong to no tensor: a hole between tensor 'a' \(data_offsets \[0, 16\]\) and tensor 'b' \(data_offsets \[20, 24\]\)/,
+    );
+    const first = { b: { dtype: 'I8', shape: [4], data_offsets: [4, 8] } };
+    expect((await openError(safetensorsBytes(first, new Uint8Array(8)))).message).toMatch(/bytes \[0, 4\) .*a hole before tensor 'b'/);
+  });
+  it('offsets beyond the end of the file name that tensor, not its neighbour', async () => {
+    // QA's m/oob: a middle tensor's data_offsets moved past the end of the data.
+    const h = {
+      a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+      moved: { dtype: 'F32', shape: [2], data_offsets: [124, 132] },
+      c: { dtype: 'F32', shape: [2], data_offsets: [16, 24] },
+    };
+    const msg = (await openError(safetensorsBytes(h, new Uint8Array(24)))).message;
+    expect(msg).toMatch(/tensor 'moved': data_offsets \[124, 132\] end beyond the data section, which holds 24 bytes/);
+    expect(msg).not.toMatch(/'a'|'c'/);
   });
   it('out-of-range offsets', async () => {
     const h = { a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] }, b: { dtype: 'I8', shape: [4], data_offsets: [16, 20] } };
-    expect((await openError(safetensorsBytes(h, new Uint8Array(18)))).message).toMatch(/truncated: tensor 'b'/);
+    expect((await openError(safetensorsBytes(h, new Uint8Array(18)))).message).toMatch(/tensor 'b': data_offsets \[16, 20\] end beyond .*truncated/);
     const neg = { a: { dtype: 'I8', shape: [4], data_offsets: [-4, 0] } };
     expect((await openError(safetensorsBytes(neg, new Uint8Array(0)))).message).toMatch(/tensor 'a'.*data_offsets/);
+    const backwards = { a: { dtype: 'I8', shape: [4], data_offsets: [4, 0] }, b: { dtype: 'I8', shape: [4], data_offsets: [0, 4] } };
+    expect((await openError(safetensorsBytes(backwards, new Uint8Array(4)))).message).toMatch(/tensor 'a': data_offsets \[4, 0\] ends before it begins/);
   });
   it('byte size not matching the shape', async () => {
     const h = { a: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 16] } };

@@ -248,6 +248,7 @@ async function readHeader(fh: FileHandle, path: string, fileSize: number): Promi
   let metadata: Record<string, string> | null = null;
   const entries: TensorInfo[] = [];
   const dataStart = 8 + headerLength;
+  const dataLength = fileSize - dataStart;
   for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (value === null || typeof value !== 'object' || Array.isArray(value)) {
@@ -272,16 +273,22 @@ async function readHeader(fh: FileHandle, path: string, fileSize: number): Promi
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw badT(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
     }
-    if (
-      !Array.isArray(offsets) || offsets.length !== 2 ||
-      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[1] < offsets[0]
-    ) {
-      throw badT(`data_offsets ${JSON.stringify(offsets)} is not a pair [begin, end] with 0 <= begin <= end`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+      throw badT(`data_offsets ${JSON.stringify(offsets)} is not a pair [begin, end] of non-negative integers`);
+    }
+    // Each tensor's own offsets first, so that the error names the tensor whose entry is wrong
+    // (the tiling check below can only name neighbours).
+    const [begin, end] = offsets as number[];
+    if (end < begin) throw badT(`data_offsets [${begin}, ${end}] ends before it begins`);
+    if (end > dataLength) {
+      throw badT(
+        `data_offsets [${begin}, ${end}] end beyond the data section, which holds ${dataLength} bytes ` +
+          `(a file of ${fileSize} bytes with a header of ${headerLength}): truncated, or a wrong entry`,
+      );
     }
     const count = numel(shape as number[]);
     const expected = count * DTYPE_SIZE[dtype];
     if (!Number.isSafeInteger(expected)) throw badT(`shape ${JSON.stringify(shape)} is too large`);
-    const [begin, end] = offsets as number[];
     if (end - begin !== expected) {
       throw badT(
         `byte length ${end - begin} (data_offsets [${begin}, ${end}]) does not match shape ` +
@@ -293,27 +300,33 @@ async function readHeader(fh: FileHandle, path: string, fileSize: number): Promi
     });
   }
 
-  // Sorted by offset, the tensors must tile the data section exactly: no hole, no overlap.
+  // Sorted by offset, the tensors must tile the data section exactly: no overlap, no hole. Each
+  // entry is in range by now, so what is wrong here is between tensors: name both sides.
   entries.sort((a, b) => a.dataOffset - b.dataOffset || a.byteLength - b.byteLength);
-  let expectedOffset = dataStart;
+  const range = (t: TensorInfo) => `tensor '${t.name}' (data_offsets [${t.dataOffset - dataStart}, ${t.dataOffset - dataStart + t.byteLength}])`;
+  let prev: TensorInfo | undefined; // the tensor that reaches furthest so far
+  let covered = 0; // bytes of the data section tiled so far, relative to its start
   for (const t of entries) {
-    if (t.dataOffset !== expectedOffset) {
-      const rel = t.dataOffset - dataStart;
+    const begin = t.dataOffset - dataStart;
+    if (begin < covered) {
+      const both = t.byteLength === 0
+        ? 'the empty one begins inside the other'
+        : `bytes [${begin}, ${Math.min(covered, begin + t.byteLength)}) of the data section are in both`;
+      throw bad(`${range(t)} overlaps ${range(prev!)}: ${both}`);
+    }
+    if (begin > covered) {
       throw bad(
-        `tensor '${t.name}': data_offsets begin ${rel} ` +
-          (t.dataOffset < expectedOffset ? 'overlaps the previous tensor' : 'leaves a hole after the previous tensor') +
-          ` (expected ${expectedOffset - dataStart})`,
+        `bytes [${covered}, ${begin}) of the data section belong to no tensor: a hole ` +
+          (prev ? `between ${range(prev)} and ${range(t)}` : `before ${range(t)}, the first`),
       );
     }
-    expectedOffset += t.byteLength;
+    covered = begin + t.byteLength;
+    prev = t;
   }
-  if (expectedOffset !== fileSize) {
-    const last = entries.at(-1);
+  if (covered !== dataLength) {
     throw bad(
-      `file size ${fileSize} does not match 8 + header ${headerLength} + data ${expectedOffset - dataStart}` +
-        (expectedOffset > fileSize
-          ? ` (truncated: tensor '${last?.name}' ends at ${expectedOffset})`
-          : ' (trailing bytes after the last tensor)'),
+      `bytes [${covered}, ${dataLength}) of the data section belong to no tensor: trailing bytes ` +
+        (prev ? `after ${range(prev)}, the last` : '(the header lists no tensor)'),
     );
   }
   const tensors = new Map<string, TensorInfo>();
