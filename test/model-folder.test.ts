@@ -165,6 +165,41 @@ describe('ModelFolder', () => {
     await m.close();
   });
 
+  it('readF32 reads F32 / F16 / BF16 and refuses any other dtype, naming file, tensor and dtype; readRaw reads any', async () => {
+    const dir = join(tmp.dir, 'dtypes');
+    mkdirSync(dir);
+    writeJson(join(dir, 'config.json'), llamaConfig());
+    const data = new Uint8Array(20);
+    new Float32Array(data.buffer, 0, 1)[0] = 1.5;
+    new Uint16Array(data.buffer, 4, 4).set([0x3c00, 0x3f80, 0xfed4, 0xff38]); // f16 1, bf16 1, i16 -300, f64 bytes below
+    const header = {
+      f: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
+      h: { dtype: 'F16', shape: [1], data_offsets: [4, 6] },
+      b: { dtype: 'BF16', shape: [1], data_offsets: [6, 8] },
+      i: { dtype: 'I16', shape: [1], data_offsets: [8, 10] },
+      u: { dtype: 'U8', shape: [2], data_offsets: [10, 12] },
+      d: { dtype: 'F64', shape: [1], data_offsets: [12, 20] },
+    };
+    const file = join(dir, 'model.safetensors');
+    writeFileSync(file, safetensorsBytes(header, data));
+    const m = await ModelFolder.open(dir);
+    try {
+      expect([...(await m.readF32('f')), ...(await m.readF32('h')), ...(await m.readF32('b'))]).toEqual([1.5, 1, 1]);
+      for (const [name, dtype] of [['i', 'I16'], ['u', 'U8'], ['d', 'F64']]) {
+        const err = await m.readF32(name).catch((e: unknown) => e);
+        expect(err, name).toBeInstanceOf(BadCheckpointError);
+        expect((err as Error).message).toBe(
+          `${file}: tensor '${name}' has dtype ${dtype}, but it is read as floating-point weights: accepted dtypes are F32, F16 and BF16`,
+        );
+      }
+      // integer tensors are read raw (as the AWQ reader reads qweight / qzeros), or converted by the file
+      expect(Array.from(new Int16Array((await m.readRaw('i')).buffer))).toEqual([-300]);
+      expect(Array.from(await m.weights.fileOf('i').readF32('i'))).toEqual([-300]);
+    } finally {
+      await m.close();
+    }
+  });
+
   it('missing shard named in the index', async () => {
     await expect(ModelFolder.open(handFolder('noshard', { dropShard2: true }))).rejects.toThrow(
       /shard 'model-00002-of-00002.safetensors' named in weight_map does not exist/,

@@ -1,4 +1,5 @@
 /** The tensor element types of safetensors that this package reads and writes. */
+import { BadCheckpointError } from '../errors.js';
 
 export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -9,6 +10,24 @@ export const DTYPE_SIZE: Readonly<Record<Dtype, number>> = {
 
 export function isDtype(v: unknown): v is Dtype {
   return typeof v === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_SIZE, v);
+}
+
+/** The dtypes a model's floating-point tensors (weights, norms, embeddings, biases) may have. */
+export const FLOAT_DTYPES = ['F32', 'F16', 'BF16'] as const;
+export type FloatDtype = (typeof FLOAT_DTYPES)[number];
+
+export function isFloatDtype(d: Dtype): d is FloatDtype {
+  return (FLOAT_DTYPES as readonly string[]).includes(d);
+}
+
+/**
+ * The error for a tensor read as floating point that is stored as another dtype: integers would be
+ * taken as numbers (an I16 q_proj gave a perplexity and a quantized checkpoint of garbage).
+ */
+export function notFloatError(file: string, name: string, dtype: Dtype): BadCheckpointError {
+  return new BadCheckpointError(
+    `${file}: tensor '${name}' has dtype ${dtype}, but it is read as floating-point weights: accepted dtypes are F32, F16 and BF16`,
+  );
 }
 
 export function numel(shape: readonly number[]): number {

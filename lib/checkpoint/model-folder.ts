@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 
 import { BadCheckpointError, BadConfigError, InvalidArgumentError, ioError } from '../errors.js';
 import { parseModelConfig, type ModelConfig } from '../models/config.js';
+import { isFloatDtype, notFloatError } from './dtypes.js';
 import { SafetensorsFile, type TensorInfo } from './safetensors.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -184,7 +185,13 @@ export class ModelFolder {
     return [...this.weights.files.keys()];
   }
 
-  readF32(name: string): Promise<Float32Array> {
+  /**
+   * A floating-point tensor (F32, F16 or BF16) as fp32; any other dtype is a BadCheckpointError
+   * naming it (an integer tensor is read with readRaw; SafetensorsFile.readF32 converts any dtype).
+   */
+  async readF32(name: string): Promise<Float32Array> {
+    const t = this.info(name);
+    if (!isFloatDtype(t.dtype)) throw notFloatError(t.file, name, t.dtype);
     return this.weights.fileOf(name).readF32(name);
   }
 

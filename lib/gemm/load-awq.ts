@@ -38,7 +38,9 @@ export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promis
   const options = optionsObject(loadOptions, 'options');
   const ckpt = await openAwqCheckpoint(dir);
   try {
-    ckpt.checkComplete(); // a model with a hole fails here, not at the first forward that needs it
+    // A model with a hole, or an integer where weights belong, fails here, not at the first
+    // forward that needs it.
+    const unused = new Set(ckpt.checkComplete().unused);
     const linearNames = ckpt.linearNames();
     const owned = new Set<string>();
     for (const name of linearNames) for (const part of ['qweight', 'qzeros', 'scales', 'bias']) owned.add(`${name}.${part}`);
@@ -58,7 +60,9 @@ export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promis
       const tensors = new Map<string, Float32Array>();
       const tensorInfo = new Map<string, { shape: readonly number[]; dtype: string }>();
       for (const name of plain) {
-        tensors.set(name, await ckpt.readF32(name));
+        // What the architecture reads is floating point (checked above, and by ckpt.readF32); a
+        // tensor it does not read is handed over widened to fp32 whatever its dtype.
+        tensors.set(name, await (unused.has(name) ? ckpt.folder.weights.fileOf(name).readF32(name) : ckpt.readF32(name)));
         const info = ckpt.folder.info(name);
         tensorInfo.set(name, { shape: info.shape, dtype: info.dtype });
         options.onProgress?.({ name, done: ++done, total });
