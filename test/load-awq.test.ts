@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 
 import { AwqCheckpointWriter, BadCheckpointError, dequantizeAwq, Int4Linear, loadAwq, NonFiniteError, openAwqCheckpoint } from '../dist/index.js';
-import { llamaConfig } from './helpers/fixtures.js';
+import { llamaConfig, retypeTensor } from './helpers/fixtures.js';
 import { scratchDir } from './helpers/scratch.js';
 import { mulberry32 } from './helpers/random.js';
 
@@ -80,13 +80,29 @@ describe('loadAwq', () => {
     expect(withBias.linears.get('model.layers.0.self_attn.q_proj')!.forwardSync(new Float32Array(16), 1)).toEqual(new Float32Array(16).fill(0.5));
     await withBias.dispose();
   });
+
+  it('refuses an integer dtype where the model reads floats, naming the tensor; a tensor no module reads is handed over as stored', async () => {
+    const { out } = await writeTinyCheckpoint({ extra: 'model.extra_buffer' });
+    retypeTensor(out, 'model.extra_buffer', 'I16'); // F16 1, 2, 3, 4 relabelled: 15360, 16384, 16896, 17408
+    const loaded = await loadAwq(out);
+    expect(Array.from(loaded.tensors.get('model.extra_buffer')!)).toEqual([15360, 16384, 16896, 17408]);
+    expect(loaded.tensorInfo.get('model.extra_buffer')).toEqual({ shape: [4], dtype: 'I16' });
+    await loaded.dispose();
+    for (const name of ['model.layers.1.input_layernorm.weight', 'model.embed_tokens.weight']) {
+      const bad = await writeTinyCheckpoint({});
+      retypeTensor(bad.out, name, 'I16');
+      const err = await loadAwq(bad.out).catch((e: unknown) => e);
+      expect(err, name).toBeInstanceOf(BadCheckpointError);
+      expect((err as Error).message).toMatch(new RegExp(`\\.safetensors: tensor '${name.replaceAll('.', '\\.')}' has dtype I16, but it is read as floating-point weights: accepted dtypes are F32, F16 and BF16$`));
+    }
+  });
 });
 
 /**
  * A whole two-layer llama (hidden 16, group size 16) as an AWQ checkpoint of zero weights (q = zero
  * point = 0, scale 1), with options to damage it. Returns its folder and the linears in file order.
  */
-async function writeTinyCheckpoint(opts: { nanScalesIn?: string; omit?: string; biasOn?: string; attentionBias?: boolean }) {
+async function writeTinyCheckpoint(opts: { nanScalesIn?: string; omit?: string; biasOn?: string; attentionBias?: boolean; extra?: string }) {
   const g = 16;
   const config = llamaConfig({
     hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 8,
@@ -118,6 +134,7 @@ async function writeTinyCheckpoint(opts: { nanScalesIn?: string; omit?: string; 
   }
   await w.addTensor('model.embed_tokens.weight', [4, 16], new Float32Array(64).fill(0.25));
   await w.addTensor('model.norm.weight', [16], new Float32Array(16).fill(1));
+  if (opts.extra) await w.addTensor(opts.extra, [4], new Float32Array([1, 2, 3, 4])); // read by no module
   await w.finish(config, { groupSize: g });
   return { out, linears };
 }

@@ -168,6 +168,56 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('a weight or embedding stored as an integer dtype is refused from the headers by quantize and evaluate, naming file, tensor and dtype', async () => {
+    // QA: an I16 q_proj gave `awq eval` a perplexity with exit 0, and `--method rtn` a checkpoint of garbage
+    const text = 'The quick brown fox jumps over the lazy dog. '.repeat(20);
+    for (const name of ['model.layers.0.self_attn.q_proj.weight', 'model.embed_tokens.weight']) {
+      const model = await writeTinyModel({ layers: 1, dtypes: { [name]: 'I16' } });
+      const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      const re = new RegExp(
+        `^${esc(model)}/model-\\d+-of-\\d+\\.safetensors: tensor '${esc(name)}' has dtype I16, ` +
+          'but it is read as floating-point weights: accepted dtypes are F32, F16 and BF16$',
+      );
+      const out = outDir();
+      const phases: string[] = [];
+      const err = await quantize({ model, out, method: 'rtn', onProgress: (e) => e.phase && phases.push(e.phase) }).catch((e) => e);
+      expect(err, name).toBeInstanceOf(BadCheckpointError);
+      expect(err.message).toMatch(re);
+      expect(phases, 'before any layer').toEqual([]);
+      expect(existsSync(out)).toBe(false);
+      const messages: string[] = [];
+      const evalErr = await evaluate({ model, text, seqlen: 64, onProgress: (e) => e.message && messages.push(e.message) }).catch((e) => e);
+      expect(evalErr, name).toBeInstanceOf(BadCheckpointError);
+      expect(evalErr.message).toMatch(re);
+      expect(messages, 'before tokenizing').not.toContain('tokenizing');
+    }
+  });
+
+  it('F16 and BF16 weights, norms and embeddings are read as F32 ones are', async () => {
+    const text = 'The quick brown fox jumps over the lazy dog. '.repeat(20);
+    const f32 = await writeTinyModel({ layers: 1 });
+    const mixed = await writeTinyModel({
+      layers: 1,
+      dtypes: {
+        'model.embed_tokens.weight': 'BF16',
+        'model.layers.0.self_attn.q_proj.weight': 'F16',
+        'model.layers.0.mlp.up_proj.weight': 'BF16',
+        'model.layers.0.input_layernorm.weight': 'F16',
+        'model.norm.weight': 'BF16',
+      },
+    });
+    const a = await evaluate({ model: f32, text, seqlen: 64, windows: 1 });
+    const b = await evaluate({ model: mixed, text, seqlen: 64, windows: 1 });
+    // (a random model's perplexity is astronomical: compare the mean log-likelihood; rounding to
+    // bf16 moves it by about 0.5%, a misread tensor by far more)
+    expect(Math.abs(b.meanNll / a.meanNll - 1)).toBeLessThan(0.02);
+    const out = outDir();
+    const { report } = await quantize({ model: mixed, out, method: 'rtn' });
+    expect(report.layers).toHaveLength(1);
+    const q = await evaluate({ model: out, text, seqlen: 64, windows: 1 });
+    expect(Number.isFinite(q.perplexity)).toBe(true);
+  });
+
   it('calibration token ids outside the vocabulary, and non-objects for tensors or folders, are InvalidArgumentErrors', async () => {
     const model = await writeTinyModel({ layers: 1 });
     const samples = tokens(256, 1);

@@ -261,9 +261,10 @@ export class AwqCheckpoint {
 
   /**
    * The checkpoint is a whole model: every tensor the architecture reads is there (each decoder
-   * linear packed or dense, embeddings, norms, lm_head unless tied) with the shape config.json
-   * implies; else a BadCheckpointError naming the first one missing. Returns the tensors no module
-   * of the architecture reads (Transformers drops them as unexpected keys; so do the readers).
+   * linear packed or dense, embeddings, norms, lm_head unless tied), the unpacked ones as F32, F16
+   * or BF16, with the shape config.json implies; else a BadCheckpointError naming the first one
+   * missing or wrong. Returns the tensors no module of the architecture reads (Transformers drops
+   * them as unexpected keys; so do the readers).
    * `loadAwq`, `awq eval` and `awq inspect` check this; the reader itself also opens a part.
    */
   checkComplete(): { unused: string[] } {
@@ -274,6 +275,8 @@ export class AwqCheckpoint {
       adapter: this.adapter,
       hasTensor: (name: string) => f.has(name),
       storedShape: (name: string) => f.info(name).shape,
+      storedDtype: (name: string) => f.info(name).dtype,
+      tensorFile: (name: string) => f.info(name).file,
       tensorNames: () => f.tensorNames(),
     };
     return checkModelTensors(headers, new Set(this.linears.keys()));

@@ -137,10 +137,10 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (options.threads !== undefined) setThreads(options.threads);
   const model = await openModelWeights(options.model);
   try {
-    // Every tensor the forward reads, with the shapes config.json implies, before any work (an AWQ
-    // folder was checked as it opened): a config that disagrees with the embedding must not
-    // surface as an allocation failure or a message about some other array.
-    if (model.quantization === null) checkModelTensors(model);
+    // Every tensor the forward reads is there, floating point, of the shape config.json implies:
+    // from the headers, before tokenizing and before any layer (openModelWeights checked an AWQ
+    // checkpoint already). A config that disagrees with the embedding crashed with a RangeError.
+    if (!model.quantization) checkModelTensors(model);
     checkSequenceFits(model.config, seqlen, 'seqlen');
     progress.emit({ stage: 'load', completed: 0, total: 1, message: 'tokenizing' });
     const ids = await tokenizeOnce(options.model, text);

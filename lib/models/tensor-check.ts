@@ -1,9 +1,11 @@
 /**
- * Is every tensor the architecture reads in the folder, with the shape the config implies? Checked
- * from the headers before any work, by the quantizer (a model missing its last layer or its lm_head
- * fails in seconds, not after hours of layers) and by the AWQ reader (`inspect`, `eval`, `loadAwq`
- * refuse an incomplete checkpoint alike, rather than `loadAwq` returning a model with a hole).
+ * Is every tensor the architecture reads in the folder, as floating point (F32 / F16 / BF16), with
+ * the shape the config implies? Checked from the headers before any work, by the quantizer (a model
+ * missing its last layer or its lm_head fails in seconds, not after hours of layers), by `eval` of
+ * a dense model, and by the AWQ reader (`inspect`, `eval`, `loadAwq` refuse an incomplete
+ * checkpoint alike, rather than `loadAwq` returning a model with a hole).
  */
+import { isFloatDtype, notFloatError, type Dtype } from '../checkpoint/dtypes.js';
 import { BadCheckpointError } from '../errors.js';
 import { LINEAR_NAMES, type ArchitectureAdapter } from './adapters.js';
 import type { ModelConfig } from './config.js';
@@ -16,12 +18,17 @@ export interface TensorHeaders {
   hasTensor(name: string): boolean;
   /** Stored shape of a present tensor (undefined where the reader checks shapes itself). */
   storedShape(name: string): readonly number[] | undefined;
+  /** Stored dtype of a present tensor (undefined where the reader checks dtypes itself). */
+  storedDtype(name: string): Dtype | undefined;
+  /** The file that holds a present tensor (for messages). */
+  tensorFile(name: string): string;
   tensorNames(): string[];
 }
 
 /**
- * Throws a BadCheckpointError naming the first missing or misshapen tensor. `packed` holds the
- * module prefixes stored as AWQ linears (their qweight / qzeros / scales shapes are the AWQ
+ * Throws a BadCheckpointError naming the first missing tensor, or the first one stored with a dtype
+ * other than F32 / F16 / BF16 or a shape other than the config implies. `packed` holds the module
+ * prefixes stored as AWQ linears (their qweight / qzeros / scales dtypes and shapes are the AWQ
  * reader's to check); every other decoder linear needs a dense `.weight`. Returns the tensors
  * no part of the architecture reads (biases it builds no module for among them).
  */
@@ -36,6 +43,9 @@ export function checkModelTensors(model: TensorHeaders, packed: ReadonlySet<stri
       if (optional) return;
       throw new BadCheckpointError(`${model.dir}: no tensor named '${name}'`);
     }
+    // Every tensor checked here is read as floating point (dense weights, biases, norms, embeddings).
+    const dtype = model.storedDtype(name);
+    if (dtype !== undefined && !isFloatDtype(dtype)) throw notFloatError(model.tensorFile(name), name, dtype);
     const stored = model.storedShape(name);
     if (stored !== undefined && stored.join() !== shape.join()) {
       throw new BadCheckpointError(`${model.dir}: tensor ${name} has shape [${stored}], the config implies [${shape}]`);

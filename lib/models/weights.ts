@@ -8,7 +8,6 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { dequantizeAwq, LEGACY_QUANT_CONFIG, openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
-import type { Dtype } from '../checkpoint/dtypes.js';
 import { ModelFolder } from '../checkpoint/model-folder.js';
 import { BadCheckpointError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
@@ -25,8 +24,6 @@ export interface ModelWeights extends TensorHeaders {
   readTensor(name: string): Promise<Float32Array>;
   /** A linear's `[out, in]` weight and its bias where the architecture builds one (adapter.biasOf). */
   readLinear(prefix: string): Promise<{ weight: Float32Array; bias?: Float32Array }>;
-  /** The stored dtype of a dense tensor; undefined as for storedShape. */
-  storedDtype(name: string): Dtype | undefined;
   /** config.json as read. */
   readonly rawConfig: Record<string, unknown>;
   close(): Promise<void>;
@@ -71,6 +68,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
       tensorNames: () => folder.tensorNames(),
       storedShape: (name) => (folder.has(name) ? folder.info(name).shape : undefined),
       storedDtype: (name) => (folder.has(name) ? folder.info(name).dtype : undefined),
+      tensorFile: (name) => folder.info(name).file,
       async readLinear(prefix) {
         if (!linears.has(prefix)) {
           if (folder.has(`${prefix}.weight`)) return readDenseLinear(folder, adapter, prefix);
@@ -95,6 +93,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
     tensorNames: () => folder.tensorNames(),
     storedShape: (name) => folder.info(name).shape,
     storedDtype: (name) => folder.info(name).dtype,
+    tensorFile: (name) => folder.info(name).file,
     readLinear: (prefix) => readDenseLinear(folder, adapter, prefix),
     rawConfig: folder.rawConfig,
     close: () => folder.close(),

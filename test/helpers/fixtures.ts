@@ -1,5 +1,5 @@
 /** Hand-built checkpoint files for tests, written without the package's own writer. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -12,6 +12,23 @@ export function safetensorsBytes(header: unknown, data: Uint8Array, opts: { head
   out.set(text, 8);
   out.set(data, 8 + text.byteLength);
   return out;
+}
+
+/**
+ * Relabels tensor `name` of a safetensors file in `dir` as `dtype` (of the same element size),
+ * leaving its bytes alone: a header that says integer where the data are floats.
+ */
+export function retypeTensor(dir: string, name: string, dtype: string): void {
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.safetensors'))) {
+    const bytes = readFileSync(join(dir, file));
+    const n = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string }>;
+    if (!header[name]) continue;
+    header[name].dtype = dtype;
+    writeFileSync(join(dir, file), safetensorsBytes(header, bytes.subarray(8 + n)));
+    return;
+  }
+  throw new Error(`retypeTensor: no tensor '${name}' in ${dir}`);
 }
 
 export function tmpDir(prefix = 'awq-test-'): { dir: string; cleanup(): void } {

@@ -29,6 +29,29 @@ export interface TinyModelOptions {
   scaleTensor?: { name: string; by: number };
   /** Extra 1-D tensors of 4 values that no architecture reads. */
   extraTensors?: string[];
+  /** Store these tensors in another dtype than F32 (I16: the values x 1000, rounded; bad-input tests). */
+  dtypes?: Record<string, 'F16' | 'BF16' | 'I16'>;
+}
+
+/** fp32 -> fp16 bits, round to nearest (no overflow handling: the tiny models' values are small). */
+function toF16(v: number): number {
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(v);
+  if (a < 2 ** -14) return sign | Math.round(a / 2 ** -24); // subnormal (1024 is the smallest normal)
+  let e = Math.floor(Math.log2(a));
+  if (a / 2 ** e >= 2) e++;
+  if (a / 2 ** e < 1) e--;
+  return sign | (((e + 15) << 10) + Math.round((a / 2 ** e - 1) * 1024)); // a mantissa of 1024 carries
+}
+
+/** `data` in `dtype`, as the bytes SafetensorsWriter.add takes. */
+function encode(data: Float32Array, dtype: 'F32' | 'F16' | 'BF16' | 'I16'): ArrayBufferView {
+  switch (dtype) {
+    case 'F32': return data;
+    case 'F16': return Uint16Array.from(data, toF16);
+    case 'BF16': return Uint16Array.from(new Uint32Array(data.buffer, data.byteOffset, data.length), (b) => b >>> 16); // truncated
+    case 'I16': return Int16Array.from(data, (v) => Math.round(v * 1000));
+  }
 }
 
 export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> {
@@ -50,7 +73,8 @@ export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> 
     for (let i = 0; i < n; i++) data[i] = mean + std * randn();
     if (name === o.nanTensor) data[n >> 1] = Number.NaN;
     if (name === o.scaleTensor?.name) for (let i = 0; i < n; i++) data[i] *= o.scaleTensor.by;
-    await w.add(name, 'F32', name === o.transposedTensor ? [...shape].reverse() : shape, data);
+    const dtype = o.dtypes?.[name] ?? 'F32';
+    await w.add(name, dtype, name === o.transposedTensor ? [...shape].reverse() : shape, encode(data, dtype));
   };
   await add('model.embed_tokens.weight', [vocab, hidden], 1);
   for (let i = 0; i < layers; i++) {
