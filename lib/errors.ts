@@ -136,9 +136,14 @@ const FULL: Record<string, string> = {
     'the disk is full for this file: raise the limit or write elsewhere',
 };
 
-/** Wraps a Node.js file system error with the path it concerns (`what` names the file). */
+/**
+ * Wraps a Node.js file system error with the path it concerns (`what` names the file). Only string
+ * codes (ENOSPC, ...) are looked up: libraries set others (fzstd's `code` is a number, 0 for
+ * "invalid zstd data"), and `0 && ...` would have made the message "0".
+ */
 export function ioError(what: string, err: unknown): AwqError {
-  const e = err as NodeJS.ErrnoException;
-  const detail = (e?.code && FULL[e.code]) ?? e?.message ?? String(err);
-  return new IoError(`${what}: ${detail}`, { cause: err });
+  const e = err as { code?: unknown; message?: unknown } | null | undefined;
+  const full = typeof e?.code === 'string' ? FULL[e.code] : undefined;
+  const message = typeof e?.message === 'string' && e.message ? e.message : undefined;
+  return new IoError(`${what}: ${full ?? message ?? String(err)}`, { cause: err });
 }

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as zlib from 'node:zlib';
 import { gzipSync } from 'node:zlib';
 
 import { describe, expect, it } from 'vitest';
@@ -12,6 +13,9 @@ import { scratchDir } from './helpers/scratch.js';
 // 50 JSONL rows {"text":"sample i"} compressed by `zstd -19` (a zstd fixture that needs no zstd here).
 const ZSTD_ROWS =
   'KLUv/WQPAxUDAILEDRGg7eA6jqb/4jXtSxny/Z6CAVOg3d3d3V1VVVVV1f///9+2bdtGxxSyeoMpRljMNfVEEjAuKGQxqBHg738GoKPSARH8IwQxP1VVUTUqU0kRFZSnOGmKiSEQChMUDvhVEhJCjA==';
+
+// Node 22.15+ decompresses zstd itself (its messages differ from fzstd's).
+const nodeZstd = typeof (zlib as Record<string, unknown>).createZstdDecompress === 'function';
 
 // A tokenizer stand-in: one token per character (enough to test the selection rule exactly).
 const charTokenizer = { encode: (t: string) => Array.from(t, (c) => c.charCodeAt(0)), vocabSize: 65536 };
@@ -70,6 +74,11 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     expect(await buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer, { nSamples: 20, seqlen: 16 })).toEqual(want);
     writeFileSync(zst, Buffer.from(ZSTD_ROWS, 'base64').subarray(0, 60));
     await expect(buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer, { nSamples: 20, seqlen: 16 })).rejects.toThrow(IoError);
+    // not zstd at all: the decompressor's message (fzstd's error has code 0; the message was "0")
+    writeFileSync(zst, 'not zstd');
+    const notZstd = await buildCalibrationBlocks({ kind: 'jsonl', path: zst }, charTokenizer, { nSamples: 20, seqlen: 16 }).catch((e) => e);
+    expect(notZstd).toBeInstanceOf(IoError);
+    expect(notZstd.message).toMatch(nodeZstd ? /c\.jsonl\.zst: [A-Za-z]/ : /^cannot read calibration file .*c\.jsonl\.zst: invalid zstd data$/);
     // a file much larger than one read (64 KiB): decompressed as a stream across chunks
     const cliZstd = spawnSync('zstd', ['--version']);
     if (cliZstd.status === 0) {
