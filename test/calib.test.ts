@@ -118,6 +118,17 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     writeFileSync(join(dir, 'not.parquet'), 'PAR1 this is not parquet');
     await expect(buildCalibrationBlocks({ kind: 'parquet', path: join(dir, 'not.parquet') }, charTokenizer)).rejects.toThrow(/not a Parquet file/);
     await expect(buildCalibrationBlocks({ kind: 'parquet', path: join(dir, 'absent.parquet') }, charTokenizer)).rejects.toThrow(IoError);
+
+    // strings that are not UTF-8 (hyparquet would make them U+FFFD) are refused naming the row,
+    // when the selection reaches them
+    const latin1 = join(dir, 'latin1.parquet');
+    const bytes = texts.slice(0, 10).map((t) => new TextEncoder().encode(t));
+    bytes[6] = new Uint8Array(Buffer.from('caf\xe9', 'latin1'));
+    await parquetWriteFile({ filename: latin1, columnData: [{ name: 'text', data: bytes, type: 'STRING' }], rowGroupSize: 4 });
+    expect((await buildCalibrationBlocks({ kind: 'parquet', path: latin1 }, charTokenizer, { nSamples: 6, seqlen: 8 })).acceptedSamples).toBe(6);
+    const err = await buildCalibrationBlocks({ kind: 'parquet', path: latin1 }, charTokenizer, { nSamples: 8, seqlen: 8 }).catch((e) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.message).toBe(`${latin1}: row 7: not UTF-8 text (convert it first, e.g. with iconv)`);
   });
 
   it('pre-tokenized samples need no tokenizer', async () => {
@@ -130,6 +141,66 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
       /calib\.samples\[1\]: expected an array of token ids/,
     );
     await expect(buildCalibrationBlocks({ kind: 'csv', path: 'x.csv' } as never, charTokenizer)).rejects.toThrow(/calib\.kind: expected .*got "csv"/);
+  });
+
+  it('calibration text must be UTF-8: Latin-1 JSONL and 0xFF bytes in text are refused naming the file, as awq eval does', async () => {
+    const dir = scratchDir('awq-calib-utf8-');
+    const notUtf8 = (file: string) => `${file}: not UTF-8 text (convert it first, e.g. with iconv)`;
+    const latin1 = join(dir, 'latin1.jsonl');
+    writeFileSync(latin1, Buffer.from('{"text": "caf\xe9 au lait"}\n'.repeat(20), 'latin1'));
+    const err = await buildCalibrationBlocks({ kind: 'jsonl', path: latin1 }, charTokenizer, { seqlen: 8 }).catch((e) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.message).toBe(notUtf8(latin1));
+    const ff = join(dir, 'ff.txt');
+    writeFileSync(ff, Buffer.concat([Buffer.from('abcd\n\nef'), Buffer.from([0xff, 0xfe]), Buffer.from('gh\n')]));
+    await expect(buildCalibrationBlocks({ kind: 'text', path: ff }, charTokenizer, { seqlen: 4 })).rejects.toThrow(notUtf8(ff));
+    // compressed: checked after decompression; a character cut off by the end of the file is invalid too
+    const gz = join(dir, 'latin1.jsonl.gz');
+    writeFileSync(gz, gzipSync(Buffer.from('{"text": "caf\xe9"}\n', 'latin1')));
+    await expect(buildCalibrationBlocks({ kind: 'jsonl', path: gz }, charTokenizer, { seqlen: 4 })).rejects.toThrow(notUtf8(gz));
+    const cut = join(dir, 'cut.txt');
+    writeFileSync(cut, Buffer.from('abcd\n\né').subarray(0, -1));
+    await expect(buildCalibrationBlocks({ kind: 'text', path: cut }, charTokenizer, { seqlen: 4 })).rejects.toThrow(notUtf8(cut));
+    // a UTF-8 byte order mark is dropped (eval drops it too), not parsed as part of the first row
+    const bom = join(dir, 'bom.jsonl');
+    writeFileSync(bom, `\ufeff${'{"text": "abcd"}\n'.repeat(2)}`);
+    expect(Array.from((await buildCalibrationBlocks({ kind: 'jsonl', path: bom }, charTokenizer, { seqlen: 4 })).tokens)).toEqual([97, 98, 99, 100, 97, 98, 99, 100]);
+  });
+
+  it('UTF-8 characters split between read chunks decode whole; JSONL is checked only as far as it is read', async () => {
+    const dir = scratchDir('awq-calib-utf8-');
+    // 2-, 3- and 4-byte characters; the first text is lengthened until the first 64 KiB read ends
+    // inside a character (a continuation byte 10xxxxxx at offset 65536)
+    const serialized = (texts: string[], format: 'jsonl' | 'text') =>
+      Buffer.from(format === 'jsonl' ? texts.map((text) => JSON.stringify({ text })).join('\n') : texts.join('\n\n'));
+    const splitAt64K = (format: 'jsonl' | 'text') => {
+      for (let pad = '';; pad += 'x') {
+        const texts = Array.from({ length: 3000 }, (_, i) => `${i === 0 ? pad : ''}${i} ${'ü€😀'.repeat(8)}`);
+        const bytes = serialized(texts, format);
+        if ((bytes[65536] & 0xc0) === 0x80) return { texts, bytes };
+      }
+    };
+    const many = { nSamples: 3000, seqlen: 64 };
+    const jsonl = splitAt64K('jsonl');
+    const want = await buildCalibrationBlocks({ kind: 'texts', texts: jsonl.texts }, charTokenizer, many);
+    writeFileSync(join(dir, 'multi.jsonl'), jsonl.bytes);
+    writeFileSync(join(dir, 'multi.jsonl.gz'), gzipSync(jsonl.bytes));
+    for (const name of ['multi.jsonl', 'multi.jsonl.gz']) {
+      expect(await buildCalibrationBlocks({ kind: 'jsonl', path: join(dir, name) }, charTokenizer, many), name).toEqual(want);
+    }
+    const text = splitAt64K('text');
+    writeFileSync(join(dir, 'multi.txt'), text.bytes);
+    expect(await buildCalibrationBlocks({ kind: 'text', path: join(dir, 'multi.txt') }, charTokenizer, many)).toEqual(
+      await buildCalibrationBlocks({ kind: 'texts', texts: text.texts }, charTokenizer, many),
+    );
+    // Latin-1 3 MB past the rows a selection of 20 takes: never read, so never refused
+    const tail = join(dir, 'tail.jsonl');
+    writeFileSync(tail, Buffer.concat([jsonl.bytes, Buffer.from(`\n${'{"text": "caf\xe9"}\n'.repeat(150_000)}`, 'latin1')]));
+    const first20 = await buildCalibrationBlocks({ kind: 'texts', texts: jsonl.texts.slice(0, 20) }, charTokenizer, { nSamples: 20, seqlen: 64 });
+    expect(await buildCalibrationBlocks({ kind: 'jsonl', path: tail }, charTokenizer, { nSamples: 20, seqlen: 64 })).toEqual(first20);
+    await expect(buildCalibrationBlocks({ kind: 'jsonl', path: tail }, charTokenizer, { nSamples: 4000, seqlen: 64 })).rejects.toThrow(
+      `${tail}: not UTF-8 text`,
+    );
   });
 
   it('too little data is a typed error naming the source and the counts', async () => {

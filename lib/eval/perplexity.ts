@@ -17,6 +17,7 @@ import { checkSequenceFits } from '../models/config.js';
 import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { decoderLayerForward, decoderLayerForwardOnDevice, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
+import { decodeUtf8 } from '../utf8.js';
 
 export interface EvaluateOptions {
   /** Model folder: Hugging Face (dense) or AWQ checkpoint. */
@@ -121,11 +122,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       throw ioError(`cannot read evaluation text ${options.textPath}`, err);
     }
     // Strict: invalid bytes would become U+FFFD and be scored as text (a binary file gave a perplexity).
-    try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    } catch {
-      throw new InvalidArgumentError(`${options.textPath}: not UTF-8 text (convert it first, e.g. with iconv)`);
-    }
+    text = decodeUtf8(bytes, options.textPath!);
   }
   let resolved = resolveBackend(options.backend ?? 'cpu', 'fp32', 'evaluating');
   if (resolved.backend === 'cuda' && typeof native().cudaHiddenForward !== 'function') {
