@@ -138,9 +138,35 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
 
   it('pre-tokenized samples must be integer ids; an unknown source kind is named', async () => {
     await expect(buildCalibrationBlocks({ kind: 'tokens', samples: [[1, 2], [1.5, 2]] }, undefined, { seqlen: 2 })).rejects.toThrow(
-      /calib\.samples\[1\]: expected an array of token ids/,
+      /^calib\.samples: sample 1, position 0: expected an integer token id, got 1\.5$/,
+    );
+    await expect(buildCalibrationBlocks({ kind: 'tokens', samples: [[1, 2], 3] } as never, undefined, { seqlen: 2 })).rejects.toThrow(
+      /^calib\.samples: sample 1: expected an array of token ids, got 3$/,
+    );
+    // a hole would have become token 0
+    await expect(buildCalibrationBlocks({ kind: 'tokens', samples: [[1, , 2]] } as never, undefined, { seqlen: 2 })).rejects.toThrow(
+      /^calib\.samples: sample 0, position 1: expected an integer token id, got undefined$/,
     );
     await expect(buildCalibrationBlocks({ kind: 'csv', path: 'x.csv' } as never, charTokenizer)).rejects.toThrow(/calib\.kind: expected .*got "csv"/);
+  });
+
+  it('pre-tokenized ids of 2^31 and above are refused before they wrap in 32 bits, naming the id, sample, position and vocabulary', async () => {
+    const samples = (id: number) => [[1, 2, 3, 4], [5, 6, id, 7]];
+    // 2^40 used to become token 0, 2^31..2^32-1 negative ids; 2^53 + 2 is past the safe integers
+    for (const id of [2 ** 31, 2 ** 32 - 1, 2 ** 40, 2 ** 53 + 2, -1]) {
+      const err = await buildCalibrationBlocks({ kind: 'tokens', samples: samples(id) }, undefined, { seqlen: 4 }).catch((e) => e);
+      expect(err, String(id)).toBeInstanceOf(InvalidArgumentError);
+      expect(err.message).toBe(`calib.samples: sample 1, position 2: token id ${id} is outside the range of token ids [0, 2^31)`);
+    }
+    // with the model's vocabulary (the pipeline passes vocab_size), and the file they came from
+    const file = { kind: 'tokens', samples: samples(8192), path: 'ids.json' } as const;
+    await expect(buildCalibrationBlocks(file, undefined, { seqlen: 4, vocabSize: 8192 })).rejects.toThrow(
+      /^ids\.json: sample 1, position 2: token id 8192 is outside the model's vocabulary \(vocab_size 8192\)$/,
+    );
+    expect(Array.from((await buildCalibrationBlocks(file, undefined, { seqlen: 4, vocabSize: 8193 })).tokens)).toEqual([1, 2, 3, 4, 5, 6, 8192, 7]);
+    // every sample is checked, also those after the ones the selection takes
+    await expect(buildCalibrationBlocks(file, undefined, { seqlen: 4, nSamples: 1, vocabSize: 8192 })).rejects.toThrow(/token id 8192/);
+    await expect(buildCalibrationBlocks(file, undefined, { seqlen: 4, vocabSize: 0 })).rejects.toThrow(/^vocabSize: expected a positive integer, got 0$/);
   });
 
   it('calibration text must be UTF-8: Latin-1 JSONL and 0xFF bytes in text are refused naming the file, as awq eval does', async () => {

@@ -224,7 +224,7 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     samples[1][5] = 99999;
     const err = await quantize({ model, out: outDir(), calib: { kind: 'tokens', samples }, seqlen: 128 }).catch((e) => e);
     expect(err).toBeInstanceOf(InvalidArgumentError);
-    expect(err.message).toMatch(/token id 99999 is outside the model's vocabulary \(vocab_size 8192\)/);
+    expect(err.message).toBe("calib.samples: sample 1, position 5: token id 99999 is outside the model's vocabulary (vocab_size 8192)");
     await expect(openAwqCheckpoint(undefined as unknown as string)).rejects.toThrow(InvalidArgumentError);
     await expect(Int4Linear.fromAwq(null as unknown as AwqLinearTensors)).rejects.toThrow(InvalidArgumentError);
   });

@@ -16,7 +16,7 @@ export type CalibrationSource =
   | { kind: 'parquet'; path: string; textColumn?: string } // a string column, rows in order
   | { kind: 'text'; path: string } // plain text, one sample per paragraph (blank-line separated)
   | { kind: 'texts'; texts: readonly string[] }
-  | { kind: 'tokens'; samples: readonly (readonly number[])[] } // pre-tokenized samples
+  | { kind: 'tokens'; samples: readonly (readonly number[])[]; path?: string } // pre-tokenized samples (path: the file they came from, for messages)
   | { kind: 'default' }; // the general English set shipped with the package
 
 /** The calibration source as messages name it. */
@@ -31,7 +31,7 @@ export function describeSource(s: CalibrationSource): string {
     case 'texts':
       return `${s.texts.length} texts`;
     case 'tokens':
-      return `${s.samples.length} pre-tokenized samples`;
+      return s.path ?? `${s.samples.length} pre-tokenized samples`;
   }
 }
 
@@ -40,6 +40,8 @@ export const defaultCalibrationPath = join(packageRoot, 'data', 'calib-default.j
 export interface CalibrationOptions {
   nSamples?: number; // 128
   seqlen?: number; // 512
+  /** Pre-tokenized ids must be below it (the model's vocab_size); without it, below 2^31. */
+  vocabSize?: number;
 }
 
 export interface CalibrationBlocks {
@@ -116,6 +118,37 @@ export async function loadCalibrationTexts(source: CalibrationSource): Promise<s
   return texts;
 }
 
+/**
+ * Every pre-tokenized id must be a token of the model before the ids become an Int32Array, where
+ * 2^31 and above wrap (2^40 to 0, 2^31 to -2^31) and the run would calibrate on other tokens than
+ * given. The error names the sample and the position (counting from 0), the id and the vocabulary.
+ */
+function checkTokenSamples(source: { samples: readonly (readonly number[])[]; path?: string }, vocabSize: number | undefined): void {
+  const where = source.path ?? 'calib.samples';
+  const limit = Math.min(vocabSize ?? 2 ** 31, 2 ** 31);
+  const range = vocabSize === undefined ? 'the range of token ids [0, 2^31)' : `the model's vocabulary (vocab_size ${vocabSize})`;
+  if (!Array.isArray(source.samples)) throw new InvalidArgumentError(`${where}: expected an array of samples, got ${describeValue(source.samples)}`);
+  // index loops, not forEach, which skips the holes of a sparse array (a hole would become token 0)
+  for (let i = 0; i < source.samples.length; i++) {
+    const ids: unknown = source.samples[i];
+    if (!Array.isArray(ids)) throw new InvalidArgumentError(`${where}: sample ${i}: expected an array of token ids, got ${describeValue(ids)}`);
+    for (let j = 0; j < ids.length; j++) {
+      const id: unknown = ids[j];
+      const at = `${where}: sample ${i}, position ${j}`;
+      if (!Number.isInteger(id)) throw new InvalidArgumentError(`${at}: expected an integer token id, got ${describeValue(id)}`);
+      // a safe integer: above 2^53 JSON.parse has already rounded the id to a neighbour
+      if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= limit) {
+        throw new InvalidArgumentError(`${at}: token id ${id} is outside ${range}`);
+      }
+    }
+  }
+}
+
+/** A value as a message shows it: numbers as they are, anything else as JSON. */
+function describeValue(v: unknown): string {
+  return typeof v === 'number' ? String(v) : String(JSON.stringify(v));
+}
+
 /** Applies the AutoAWQ selection rule and cuts the accepted tokens into blocks. */
 export async function buildCalibrationBlocks(
   source: CalibrationSource,
@@ -124,7 +157,7 @@ export async function buildCalibrationBlocks(
 ): Promise<CalibrationBlocks> {
   const nSamples = options.nSamples ?? 128;
   const seqlen = options.seqlen ?? 512;
-  for (const [name, v] of [['nSamples', nSamples], ['seqlen', seqlen]] as const) {
+  for (const [name, v] of [['nSamples', nSamples], ['seqlen', seqlen], ['vocabSize', options.vocabSize ?? 1]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${name}: expected a positive integer, got ${v}`);
   }
   const accepted: (readonly number[])[] = [];
@@ -137,11 +170,7 @@ export async function buildCalibrationBlocks(
     return accepted.length >= nSamples;
   };
   if (source.kind === 'tokens') {
-    source.samples.forEach((ids, i) => {
-      if (!Array.isArray(ids) || !ids.every((t) => Number.isInteger(t) && t >= 0)) {
-        throw new InvalidArgumentError(`calib.samples[${i}]: expected an array of token ids (integers >= 0)`);
-      }
-    });
+    checkTokenSamples(source, options.vocabSize);
     for (const ids of source.samples) if (consider(ids)) break;
   } else {
     if (!tokenizer) throw new InvalidArgumentError('a tokenizer is needed to calibrate on text');

@@ -45,9 +45,9 @@ async function calibrationSource(opts: Opts): Promise<CalibrationSource | undefi
       if (err instanceof SyntaxError) throw new InvalidArgumentError(`${opts.calibTokens}: not JSON (${err.message})`);
       throw ioError(`cannot read ${opts.calibTokens}`, err);
     }
-    const ok = Array.isArray(samples) && samples.every((s) => Array.isArray(s) && s.every((t) => Number.isInteger(t) && t >= 0));
-    if (!ok) throw new InvalidArgumentError(`${opts.calibTokens}: expected a JSON array of arrays of token ids`);
-    return { kind: 'tokens', samples: samples as number[][] };
+    if (!Array.isArray(samples)) throw new InvalidArgumentError(`${opts.calibTokens}: expected a JSON array of arrays of token ids`);
+    // The ids themselves are checked by the pipeline, against the model's vocabulary, naming this file.
+    return { kind: 'tokens', samples: samples as number[][], path: opts.calibTokens };
   }
   if (!opts.calib) return undefined;
   // .json too: what Hugging Face `datasets` writes with to_json (JSON lines by default)

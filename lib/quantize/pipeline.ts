@@ -163,7 +163,8 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   /** The last finished layer's save into `kept`, still being written. */
   let saving: Promise<void> | undefined;
   try {
-    const inputs = options.calib && 'path' in options.calib ? [options.calib.path] : [];
+    // the calibration file (a --calib-tokens file too) is an input: the output must not replace it
+    const inputs = options.calib && 'path' in options.calib && options.calib.path !== undefined ? [options.calib.path] : [];
     if (options.resume && !options.overwrite) {
       // the same command again after a stop between the checkpoint's commit and the clean-up
       const finished = await finishedCheckpoint(options.out, cfg.numLayers);
@@ -199,7 +200,9 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
       const source = options.calib ?? { kind: 'default' };
       progress.emit({ stage: 'calibrate', completed: 0, total: 1, message: `tokenizing ${describeSource(source)}` });
       const tokenizer = source.kind === 'tokens' ? undefined : await loadTokenizer(options.model);
-      const blocks = await buildCalibrationBlocks(source, tokenizer, { nSamples: options.nSamples, seqlen });
+      // Pre-tokenized ids are checked against the vocabulary before they become 32-bit ints (they could
+      // wrap); the tokenizer's after, in case it does not match the model.
+      const blocks = await buildCalibrationBlocks(source, tokenizer, { nSamples: options.nSamples, seqlen, vocabSize: cfg.vocabSize });
       const outside = blocks.tokens.findIndex((id) => id < 0 || id >= cfg.vocabSize);
       if (outside >= 0) {
         throw new InvalidArgumentError(
