@@ -120,6 +120,31 @@ describe('awq errors and exit statuses', () => {
     expect(lines.at(-1)!.message).toMatch(/evaluation text has 0 tokens/);
   });
 
+  it.skipIf(!hasShared)('quantize refuses token ids that would wrap in 32 bits, non-UTF-8 calibration text and non-zstd .zst, naming the file', async () => {
+    const quantize = (calib: string[]) => run(['quantize', modelDir, '--out', join(dir, 'q'), ...calib, '--samples', '8', '--seqlen', '128', '--threads', '1', '--quiet']);
+    // 2^40 used to become token 0 (an Int32Array keeps the low 32 bits), 2^31 a negative id
+    for (const id of [2 ** 40, 2 ** 31]) {
+      const ids = join(dir, `ids-${id}.json`);
+      writeFileSync(ids, JSON.stringify([Array(128).fill(1), [...Array(127).fill(2), id]]));
+      const r = await quantize(['--calib-tokens', ids]);
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toBe(`awq: ${ids}: sample 1, position 127: token id ${id} is outside the model's vocabulary (vocab_size 8192) (ERR_AWQ_INVALID_ARGUMENT)\n`);
+    }
+    const latin1 = join(dir, 'latin1.jsonl');
+    writeFileSync(latin1, Buffer.from('{"text": "caf\xe9 au lait"}\n'.repeat(200), 'latin1'));
+    const r = await quantize(['--calib', latin1]);
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toBe(`awq: ${latin1}: not UTF-8 text (convert it first, e.g. with iconv) (ERR_AWQ_INVALID_ARGUMENT)\n`);
+    const zst = join(dir, 'bad.jsonl.zst');
+    writeFileSync(zst, 'not zstd');
+    const z = await quantize(['--calib', zst]);
+    expect(z.status, z.stderr).toBe(1);
+    // the decompressor's message (it was "0": fzstd's error code)
+    expect(z.stderr.startsWith(`awq: cannot read calibration file ${zst}: `), z.stderr).toBe(true);
+    expect(z.stderr).toMatch(/zst: [A-Za-z][^\n]* \(ERR_AWQ_IO\)\n$/);
+    expect(existsSync(join(dir, 'q'))).toBe(false);
+  });
+
   it.skipIf(!hasShared)('with --json a SIGTERM is a signal event and an ERR_AWQ_ABORTED error line, status 143', async () => {
     const child = spawn(process.execPath, [cli, 'eval', modelDir, '--text', evalPath, '--seqlen', '64', '--threads', '1', '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
