@@ -70,6 +70,34 @@ describe('quantize --resume', () => {
     expect(messages).toContain(`${base.out} was already complete; removed the ${base.out}.resume it left`);
     expect(existsSync(resumeDirFor(base.out))).toBe(false);
 
+    // the same folders, and a run with other settings or calibration: not that run, so the
+    // checkpoint is an existing output, and both folders stay as they are
+    cpSync(keptCopy, resumeDirFor(base.out), { recursive: true });
+    const keptState = readFileSync(join(resumeDirFor(base.out), 'state.json'), 'utf8');
+    const reportText = readFileSync(join(base.out, 'awq-report.json'), 'utf8');
+    for (const other of [
+      { wBit: 3 },
+      { groupSize: 64 },
+      { zeroPoint: false },
+      { method: 'rtn' as const },
+      { calib: { kind: 'tokens' as const, samples: samples(3) } },
+    ]) {
+      const err = await quantize({ ...base, ...other }).catch((e: unknown) => e);
+      expect(err, JSON.stringify(other)).toBeInstanceOf(InvalidArgumentError);
+      expect((err as Error).message).toMatch(/already exists/);
+      expect(readFileSync(join(resumeDirFor(base.out), 'state.json'), 'utf8')).toBe(keptState);
+      expect(readFileSync(join(base.out, 'awq-report.json'), 'utf8')).toBe(reportText);
+      expect(existsSync(join(resumeDirFor(base.out), 'lock'))).toBe(false);
+    }
+    // a listener that throws at the shortcut's event fails it, and leaves both folders
+    const thrown = await quantize({ ...base, onProgress: (e) => { if (e.stage === 'done') throw new Error('listener'); } }).catch((e: unknown) => e);
+    expect((thrown as Error).message).toBe('listener');
+    expect(readFileSync(join(resumeDirFor(base.out), 'state.json'), 'utf8')).toBe(keptState);
+    expect(existsSync(join(resumeDirFor(base.out), 'lock'))).toBe(false);
+    // and the same settings again: still recognized
+    expect((await quantize(base)).report).toEqual(written);
+    expect(existsSync(resumeDirFor(base.out))).toBe(false);
+
     // a kept folder whose reports are not the checkpoint's (another run) is still refused, and kept
     cpSync(keptCopy, resumeDirFor(base.out), { recursive: true });
     const statePath = join(resumeDirFor(base.out), 'state.json');

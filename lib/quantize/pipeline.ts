@@ -165,13 +165,17 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   try {
     // the calibration file (a --calib-tokens file too) is an input: the output must not replace it
     const inputs = options.calib && 'path' in options.calib && options.calib.path !== undefined ? [options.calib.path] : [];
+    const seqlen = options.seqlen ?? 512;
+    // The calibration tokens and (with resume) the run's fingerprint, made once where first needed.
+    let prepared: PreparedRun | undefined;
+    const prepare = async () => (prepared ??= await prepareRun(options, opts, cfg, seqlen, progress));
     if (options.resume && !options.overwrite) {
       // the same command again after a stop between the checkpoint's commit and the clean-up
-      const finished = await finishedCheckpoint(options.out, cfg.numLayers);
-      if (finished) {
-        progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers, message: `${options.out} was already complete; removed the ${options.out}.resume it left` });
-        return { out: options.out, report: finished as unknown as QuantizationReport };
-      }
+      // (the calibration is read only when both folders are there and the reports agree)
+      const finished = await finishedCheckpoint(options.out, cfg.numLayers, async () => (await prepare()).run!, () =>
+        progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers, message: `${options.out} was already complete; removed the ${options.out}.resume it left` }),
+      );
+      if (finished) return { out: options.out, report: finished as unknown as QuantizationReport };
     }
     await checkBeforeWork(options, model, inputs, progress);
     // Every quantized linear must split into whole groups: check before any work.
@@ -189,53 +193,13 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // The embedding table is read once: it embeds the calibration blocks and is written unquantized.
     let embedTable: Float32Array | undefined = await model.readTensor(adapter.embedTokens);
 
-    // Calibration (not needed for round-to-nearest).
-    let hidden: Float32Array | undefined;
-    let calibration: QuantizationReport['calibration'] = null;
-    let calibrationDigest: string | null = null;
-    let calibrationTokens: Int32Array | undefined;
-    const seqlen = options.seqlen ?? 512;
-    if (opts.method === 'awq') {
-      checkSequenceFits(cfg, seqlen, 'calibration seqlen');
-      const source = options.calib ?? { kind: 'default' };
-      progress.emit({ stage: 'calibrate', completed: 0, total: 1, message: `tokenizing ${describeSource(source)}` });
-      const tokenizer = source.kind === 'tokens' ? undefined : await loadTokenizer(options.model);
-      // Pre-tokenized ids are checked against the vocabulary before they become 32-bit ints (they could
-      // wrap); the tokenizer's after, in case it does not match the model.
-      const blocks = await buildCalibrationBlocks(source, tokenizer, { nSamples: options.nSamples, seqlen, vocabSize: cfg.vocabSize });
-      const outside = blocks.tokens.findIndex((id) => id < 0 || id >= cfg.vocabSize);
-      if (outside >= 0) {
-        throw new InvalidArgumentError(
-          `${describeSource(source)}: token id ${blocks.tokens[outside]} is outside the model's vocabulary (vocab_size ${cfg.vocabSize})`,
-        );
-      }
-      calibration = {
-        source: describeSource(source),
-        samples: blocks.acceptedSamples,
-        blocks: blocks.blocks,
-        seqlen,
-        droppedTokens: blocks.droppedTokens,
-      };
-      calibrationTokens = blocks.tokens;
-      calibrationDigest = digest(blocks.tokens);
-    }
+    // Calibration (not needed for round-to-nearest), unless the check above already made it.
+    const { calibration, tokens: calibrationTokens, run } = await prepare();
     throwIfAborted(signal);
+    let hidden: Float32Array | undefined;
 
     const machine = machineOf(resolved);
-    if (options.resume) {
-      const run: RunFingerprint = {
-        awq: version,
-        ...(await modelFingerprint(options.model)),
-        method: opts.method,
-        wBit: opts.wBit,
-        groupSize: opts.groupSize,
-        zeroPoint: opts.zeroPoint,
-        duoScaling: opts.duoScaling,
-        clip: opts.clip,
-        precision: resolved.precision,
-        'calibration.tokens': calibrationDigest,
-        'calibration.seqlen': opts.method === 'awq' ? seqlen : null,
-      };
+    if (run) {
       kept = await ResumeState.open<LayerSummary>(options.out, run);
       if (kept.layersDone > 0) {
         if (calibrationTokens) {
@@ -369,6 +333,65 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     await kept?.close();
     await model.close();
   }
+}
+
+interface PreparedRun {
+  calibration: QuantizationReport['calibration'];
+  /** The calibration blocks' token ids (none for round-to-nearest). */
+  tokens: Int32Array | undefined;
+  /** What must match for a kept layer to be reused (with options.resume only). */
+  run: RunFingerprint | undefined;
+}
+
+/** Tokenizes the calibration data (method 'awq') and, with resume, builds the run's fingerprint. */
+async function prepareRun(
+  options: QuantizeOptions,
+  opts: QuantOptions,
+  cfg: ModelWeights['config'],
+  seqlen: number,
+  progress: ProgressTracker,
+): Promise<PreparedRun> {
+  let calibration: QuantizationReport['calibration'] = null;
+  let tokens: Int32Array | undefined;
+  if (opts.method === 'awq') {
+    checkSequenceFits(cfg, seqlen, 'calibration seqlen');
+    const source = options.calib ?? { kind: 'default' };
+    progress.emit({ stage: 'calibrate', completed: 0, total: 1, message: `tokenizing ${describeSource(source)}` });
+    const tokenizer = source.kind === 'tokens' ? undefined : await loadTokenizer(options.model);
+    // Pre-tokenized ids are checked against the vocabulary before they become 32-bit ints (they could
+    // wrap); the tokenizer's after, in case it does not match the model.
+    const blocks = await buildCalibrationBlocks(source, tokenizer, { nSamples: options.nSamples, seqlen, vocabSize: cfg.vocabSize });
+    const outside = blocks.tokens.findIndex((id) => id < 0 || id >= cfg.vocabSize);
+    if (outside >= 0) {
+      throw new InvalidArgumentError(
+        `${describeSource(source)}: token id ${blocks.tokens[outside]} is outside the model's vocabulary (vocab_size ${cfg.vocabSize})`,
+      );
+    }
+    calibration = {
+      source: describeSource(source),
+      samples: blocks.acceptedSamples,
+      blocks: blocks.blocks,
+      seqlen,
+      droppedTokens: blocks.droppedTokens,
+    };
+    tokens = blocks.tokens;
+  }
+  const run: RunFingerprint | undefined = options.resume
+    ? {
+        awq: version,
+        ...(await modelFingerprint(options.model)),
+        method: opts.method,
+        wBit: opts.wBit,
+        groupSize: opts.groupSize,
+        zeroPoint: opts.zeroPoint,
+        duoScaling: opts.duoScaling,
+        clip: opts.clip,
+        precision: opts.precision!,
+        'calibration.tokens': tokens ? digest(tokens) : null,
+        'calibration.seqlen': opts.method === 'awq' ? seqlen : null,
+      }
+    : undefined;
+  return { calibration, tokens, run };
 }
 
 /** Where the search's arithmetic runs: results agree across machines up to fp32 rounding only. */

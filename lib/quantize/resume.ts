@@ -332,11 +332,19 @@ export class ResumeState<Report> {
 
 /**
  * A run stopped after its checkpoint was in place and before it removed `<out>.resume` (the last
- * moments of a run; a SIGKILL can land there) leaves both. The checkpoint is that run's when its
- * report holds exactly the kept layers' reports (their timings make them unique to the run): then
- * the folder is removed, under its lock, and the checkpoint's report returned. Else null.
+ * moments of a run; a SIGKILL can land there) leaves both. The checkpoint is that run's, and this
+ * run is that run again, when the kept state has every layer, its reports are exactly the
+ * checkpoint report's layers (their timings make them unique to the run), and its fingerprint is
+ * `run()`'s (asked only when the rest holds: it reads the calibration). Then `found` is called
+ * (under the folder's lock; an exception it throws leaves the folder and is rethrown), the folder
+ * removed and the checkpoint's report returned. Else null, and nothing is touched.
  */
-export async function finishedCheckpoint(out: string, layers: number): Promise<Record<string, unknown> | null> {
+export async function finishedCheckpoint(
+  out: string,
+  layers: number,
+  run: () => Promise<RunFingerprint>,
+  found?: () => void,
+): Promise<Record<string, unknown> | null> {
   const dir = resumeDirFor(out);
   const readJson = async (path: string): Promise<Record<string, unknown> | null> => {
     try {
@@ -350,7 +358,15 @@ export async function finishedCheckpoint(out: string, layers: number): Promise<R
   const report = await readJson(join(resolve(out), 'awq-report.json'));
   if (!state || !report || state.layersDone !== layers || !Array.isArray(state.reports)) return null;
   if (!isDeepStrictEqual(state.reports, report.layers)) return null;
+  const kept = state.run;
+  if (kept === null || typeof kept !== 'object' || differences(kept as RunFingerprint, await run()).length > 0) return null;
   await takeLock(dir);
+  try {
+    found?.();
+  } catch (err) {
+    await releaseLock(dir);
+    throw err;
+  }
   await releaseLock(dir);
   await rm(dir, { recursive: true, force: true }).catch(() => {});
   return report;
