@@ -16,6 +16,11 @@ export interface ProgressEvent {
   message?: string;
 }
 
+/**
+ * Called synchronously with each event. An exception it throws fails the call that emitted the
+ * event with that exception (native work in progress stops, as on an abort); quantize leaves no
+ * output folder then (see QuantizeOptions.onProgress).
+ */
 export type ProgressListener = (event: ProgressEvent) => void;
 
 /** Emits events with elapsed time and an ETA computed from completed units. */

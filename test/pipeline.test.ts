@@ -21,6 +21,7 @@ import {
   quantize,
   UnsupportedArchitectureError,
   type AwqLinearTensors,
+  type ProgressEvent,
 } from '../dist/index.js';
 import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
@@ -250,6 +251,60 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     expect(err.message).toMatch(/: layer 0: up_proj\.weight/);
     expect(existsSync(out)).toBe(false);
     expect(readdirSync(join(out, '..'))).toEqual([]);
+  });
+
+  it('an exception thrown by onProgress fails the run with it at any event, native layer phases and done included; no output is left', async () => {
+    const model = await writeTinyModel({ layers: 2 });
+    const calib = { kind: 'tokens' as const, samples: tokens(256, 2) };
+    const stops: [string, (e: ProgressEvent) => boolean][] = [
+      ['scale-search', (e) => e.layer === 0 && e.phase === 'scale-search'], // from the native job
+      ['clip-search', (e) => e.layer === 1 && e.phase === 'clip-search'],
+      ['layer done', (e) => e.layer === 1 && e.phase === 'done'],
+      ['write', (e) => e.stage === 'write'],
+      ['done', (e) => e.stage === 'done'],
+    ];
+    for (const [label, when] of stops) {
+      const out = outDir();
+      const seen: string[] = [];
+      const failure = new Error(`listener at ${label}`);
+      const err = await quantize({
+        model, out, calib, seqlen: 128, threads: 1,
+        onProgress: (e) => {
+          seen.push(`${e.stage}:${e.layer ?? ''}:${e.phase ?? ''}`);
+          if (when(e)) throw failure;
+        },
+      }).catch((e: unknown) => e);
+      expect(err, label).toBe(failure);
+      expect(existsSync(out), label).toBe(false);
+      expect(readdirSync(join(out, '..')), `${label}: no temporary folder left`).toEqual([]);
+      if (label === 'scale-search') {
+        // the native job stopped there: no later phase of the layer, no later layer
+        expect(seen.at(-1)).toBe('layer:0:scale-search');
+      }
+      // the same run again, with a listener that does not throw, completes
+      if (label === 'done') {
+        const events: string[] = [];
+        await quantize({ model, out, calib, seqlen: 128, threads: 1, onProgress: (e) => events.push(e.stage) });
+        expect(events.at(-1)).toBe('done');
+        expect(existsSync(join(out, 'awq-report.json'))).toBe(true);
+      }
+    }
+    // RTN's native phase too
+    const out = outDir();
+    const failure = new Error('rtn listener');
+    const rtn = await quantize({ model, out, method: 'rtn', onProgress: (e) => { if (e.phase === 'quantize') throw failure; } }).catch((e: unknown) => e);
+    expect(rtn).toBe(failure);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('an exception thrown by evaluate\'s onProgress fails the evaluation with it', async () => {
+    const model = await writeTinyModel({ layers: 2 });
+    const text = 'the quick brown fox jumps over the lazy dog. '.repeat(60);
+    for (const when of [(e: ProgressEvent) => e.stage === 'load', (e: ProgressEvent) => e.stage === 'eval' && e.layer === 1, (e: ProgressEvent) => e.stage === 'eval' && e.layer === undefined]) {
+      const failure = new Error('listener');
+      const err = await evaluate({ model, text, seqlen: 64, windows: 2, onProgress: (e) => { if (when(e)) throw failure; } }).catch((e: unknown) => e);
+      expect(err).toBe(failure);
+    }
   });
 
   it('aborting mid-run leaves no output folder', async () => {

@@ -533,8 +533,15 @@ export class AwqCheckpointWriter {
    * `zero_point` is always true: the qzeros tensor holds an explicit zero point for every group,
    * also after symmetric quantization (z = 2^(bits-1)), which is how loaders should read it. vLLM
    * uses its fast Marlin kernel for AWQ only with `zero_point: true`.
+   *
+   * `beforeCommit` runs when everything is written, just before the rename: an exception it throws
+   * aborts the writer (the temporary folder is removed) and is rethrown as it is.
    */
-  async finish(rawConfig: Record<string, unknown>, quantization: { groupSize: number; modulesToNotConvert?: string[] | null }): Promise<void> {
+  async finish(
+    rawConfig: Record<string, unknown>,
+    quantization: { groupSize: number; modulesToNotConvert?: string[] | null },
+    beforeCommit?: () => void | Promise<void>,
+  ): Promise<void> {
     this.checkOpen();
     if (!Number.isSafeInteger(quantization?.groupSize) || quantization.groupSize < 1) {
       throw new InvalidArgumentError(`quantization.groupSize: expected a positive integer, got ${quantization?.groupSize}`);
@@ -563,8 +570,16 @@ export class AwqCheckpointWriter {
         throw ioError(`writing ${configPath}`, err);
       }
       await copyAuxiliaryFiles(this.opts.sourceDir, this.output.tempDir);
-      await this.output.commit();
     });
+    if (beforeCommit) {
+      try {
+        await beforeCommit();
+      } catch (err) {
+        await this.abort();
+        throw err;
+      }
+    }
+    await this.guard(() => this.output.commit());
     this.done = true;
   }
 

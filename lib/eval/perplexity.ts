@@ -40,6 +40,7 @@ export interface EvaluateOptions {
    */
   threads?: number;
   signal?: AbortSignal;
+  /** Progress events; an exception the listener throws fails the evaluation with that exception. */
   onProgress?: ProgressListener;
 }
 

@@ -8,7 +8,7 @@
  */
 import { AbortedError, InvalidArgumentError } from '../errors.js';
 import { describeValue } from '../validate.js';
-import { native } from '../native.js';
+import { native, type RawQuantizedLayer } from '../native.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 
 export interface LayerArch {
@@ -163,7 +163,8 @@ export type LayerPhase = 'forward' | 'scale-search' | 'clip-search' | 'quantize'
  * ignored and `output` is empty); with hidden states it still returns the forward output.
  * With backend 'cuda', `hidden` may be CudaHiddenStates: the layer's input is read from the
  * device and its output replaces it there (`output` is then empty); after an error or an abort
- * they still hold the input.
+ * they still hold the input. An exception thrown by `control.onPhase` stops the work as an abort
+ * does, and the call rejects with that exception.
  */
 export async function quantizeDecoderLayer(
   arch: LayerArch,
@@ -194,11 +195,28 @@ export async function quantizeDecoderLayer(
   }
   const onPhase = control.onPhase;
   const nativeHidden = hidden instanceof CudaHiddenStates ? hidden.nativeHandle() : hidden;
+  // An exception thrown by onPhase stops the native work (through the abort flag) and is what the
+  // call rejects with; the native side never sees it (it would have to swallow it).
+  let thrown: { error: unknown } | undefined;
   return withAbort(control.signal, async (flag) => {
-    const r = await native().quantizeDecoderLayer(
-      arch, weights, nativeHidden, seqlen, raw,
-      onPhase ? (p: string) => onPhase(p as LayerPhase) : undefined, flag,
-    );
+    const phase = onPhase && flag
+      ? (p: string) => {
+          if (thrown) return;
+          try {
+            onPhase(p as LayerPhase);
+          } catch (error) {
+            thrown = { error };
+            Atomics.store(flag, 0, 1);
+          }
+        }
+      : undefined;
+    let r: RawQuantizedLayer;
+    try {
+      r = await native().quantizeDecoderLayer(arch, weights, nativeHidden, seqlen, raw, phase, flag);
+    } catch (err) {
+      throw thrown ? thrown.error : err;
+    }
+    if (thrown) throw thrown.error; // the last phase's listener threw after the work had finished
     const out: QuantizedLayer = {
       linears: r.linears as Record<LinearName, QuantizedLinear>,
       inputNorm: r.inputNorm,
@@ -209,7 +227,7 @@ export async function quantizeDecoderLayer(
     if (weights.qNorm) out.qNorm = weights.qNorm.slice();
     if (weights.kNorm) out.kNorm = weights.kNorm.slice();
     return out;
-  });
+  }, onPhase !== undefined);
 }
 
 /** Full-precision decoder-layer forward (for evaluation). */
@@ -393,9 +411,16 @@ function checkPrecision(p: unknown, backend: unknown): Precision {
   return p;
 }
 
-/** Runs `fn` with an Int32Array flag that the signal sets; native code polls it. */
-async function withAbort<T>(signal: AbortSignal | undefined, fn: (flag: Int32Array | undefined) => Promise<T>): Promise<T> {
-  if (!signal) return fn(undefined);
+/**
+ * Runs `fn` with an Int32Array flag that the signal sets; native code polls it. With `needFlag`
+ * there is a flag without a signal too (the caller sets it itself).
+ */
+async function withAbort<T>(
+  signal: AbortSignal | undefined,
+  fn: (flag: Int32Array | undefined) => Promise<T>,
+  needFlag = false,
+): Promise<T> {
+  if (!signal) return fn(needFlag ? new Int32Array(1) : undefined);
   if (signal.aborted) throw new AbortedError('aborted before the native call started');
   const flag = new Int32Array(1);
   const onAbort = () => Atomics.store(flag, 0, 1);

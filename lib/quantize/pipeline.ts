@@ -67,7 +67,15 @@ export interface QuantizeOptions {
    * packed layer and of the calibration hidden states (tokens x hidden x 4 bytes) per layer.
    */
   resume?: boolean;
+  /** Stops the run (AbortedError); nothing that looks complete is written. */
   signal?: AbortSignal;
+  /**
+   * Called synchronously with each progress event; the last, `done`, comes just before the output
+   * folder is renamed into place. An exception the listener throws fails the run with that
+   * exception, at any event (native work in progress stops promptly, as on an abort): the
+   * temporary folder is removed and no output folder appears (with resume, the layers finished so
+   * far stay kept). Once the output is in place the run's promise resolves.
+   */
   onProgress?: ProgressListener;
 }
 
@@ -310,19 +318,22 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     };
     await writer.addFile('awq-report.json', `${JSON.stringify(report, null, 2)}\n`);
     throwIfAborted(signal);
-    await writer.finish(model.rawConfig, { groupSize: opts.groupSize });
+    // The last events come before the folder is renamed into place: a listener that throws fails
+    // the run with no output, and nothing after the rename can fail it.
+    await writer.finish(model.rawConfig, { groupSize: opts.groupSize }, () => {
+      if (!options.resume && existsSync(resumeDirFor(options.out))) {
+        progress.emit({
+          stage: 'write',
+          completed: cfg.numLayers,
+          total: cfg.numLayers,
+          message: `${options.out}.resume holds the layers of an earlier --resume run, which this checkpoint replaces: remove it`,
+        });
+      }
+      progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
+    });
     writer = undefined;
-    await kept?.remove();
+    await kept?.remove(); // never throws
     kept = undefined;
-    if (!options.resume && existsSync(resumeDirFor(options.out))) {
-      progress.emit({
-        stage: 'write',
-        completed: cfg.numLayers,
-        total: cfg.numLayers,
-        message: `${options.out}.resume holds the layers of an earlier --resume run, which this checkpoint replaces: remove it`,
-      });
-    }
-    progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
     return { out: options.out, report };
   } finally {
     // A failed release must not hide the run's own error; the garbage collector frees them then.

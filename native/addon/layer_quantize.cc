@@ -192,7 +192,9 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
               try {
                 cb.Call({Napi::String::New(env, c->phase)});
               } catch (const Napi::Error&) {
-                // a throwing progress callback must not break the job
+                // Not reached from lib/: quantizeDecoderLayer (layer.ts) catches its listener's
+                // exception itself, sets the abort flag and rejects with it. Here it would only
+                // break the job midway.
               }
               c->done.set_value();
               delete c;
