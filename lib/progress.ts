@@ -1,5 +1,6 @@
 /** Progress events shared by long-running API calls (quantize, evaluate) and the CLI renderers. */
-import { AbortedError } from './errors.js';
+import { AbortedError, InvalidArgumentError } from './errors.js';
+import { describeArgument } from './validate.js';
 
 export interface ProgressEvent {
   /** What is running: loading, calibration, a decoder layer, writing, evaluation windows. */
@@ -54,3 +55,17 @@ export class ProgressTracker {
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new AbortedError('aborted by the caller');
 }
+
+/**
+ * The `signal` and `onProgress` options of a long call: each absent, or an AbortSignal and a
+ * function. A dotted `listenerName` (`control.onPhase`) prefixes the signal's name too.
+ */
+export function checkControl(signal: unknown, listener: unknown, listenerName = 'onProgress'): void {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError(`${listenerName.replace(/[^.]*$/, '')}signal: expected an AbortSignal, got ${describeArgument(signal)}`);
+  }
+  if (listener !== undefined && typeof listener !== 'function') {
+    throw new InvalidArgumentError(`${listenerName}: expected a function, got ${describeArgument(listener)}`);
+  }
+}
+

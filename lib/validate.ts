@@ -9,6 +9,14 @@ export function describeValue(v: unknown): string {
   return typeof v;
 }
 
+/** A value as an argument error shows it: strings quoted (and cut), other values by kind. */
+export function describeArgument(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
+  if (typeof v === 'function') return 'a function';
+  if (v === null || typeof v !== 'object') return String(v);
+  return Array.isArray(v) ? 'an array' : `an object (${v.constructor?.name ?? 'no prototype'})`;
+}
+
 /** An optional options argument: undefined is `{}`, anything but a plain object is refused. */
 export function optionsObject<T extends object>(value: T | null | undefined, what: string): T {
   if (value === undefined) return {} as T;

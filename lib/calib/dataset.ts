@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 
 import { InvalidArgumentError } from '../errors.js';
+import { describeArgument } from '../validate.js';
 import { packageRoot } from '../native.js';
 import { readLines, readParquetColumn, readWholeText } from './text-stream.js';
 import type { TextTokenizer } from './tokenizer.js';
@@ -33,6 +34,29 @@ export function describeSource(s: CalibrationSource): string {
     case 'tokens':
       return s.path ?? `${s.samples.length} pre-tokenized samples`;
   }
+}
+
+const KINDS = ['jsonl', 'parquet', 'text', 'texts', 'tokens', 'default'] as const;
+
+/**
+ * The shape of a calibration source (its kind and the fields that kind needs), checked before any
+ * work and also where it is not read (method 'rtn'); its contents are checked as they are read.
+ */
+export function checkCalibrationSource(source: unknown, name = 'calib'): asserts source is CalibrationSource {
+  if (source === null || typeof source !== 'object' || Array.isArray(source)) {
+    throw new InvalidArgumentError(`${name}: expected an object with a kind, got ${describeArgument(source)}`);
+  }
+  const s = source as Record<string, unknown>;
+  if (!(KINDS as readonly unknown[]).includes(s.kind)) {
+    throw new InvalidArgumentError(`${name}.kind: expected ${KINDS.slice(0, -1).map((k) => `'${k}'`).join(', ')} or 'default', got ${describeArgument(s.kind)}`);
+  }
+  const field = (key: string, ok: (v: unknown) => boolean, expected: string) => {
+    if (!ok(s[key])) throw new InvalidArgumentError(`${name}.${key}: expected ${expected} (calib.kind '${String(s.kind)}'), got ${describeArgument(s[key])}`);
+  };
+  if (s.kind === 'jsonl' || s.kind === 'parquet' || s.kind === 'text') field('path', (v) => typeof v === 'string' && v !== '', 'a file path');
+  if (s.kind === 'jsonl' || s.kind === 'parquet') field('textColumn', (v) => v === undefined || (typeof v === 'string' && v !== ''), 'a column name');
+  if (s.kind === 'texts') field('texts', Array.isArray, 'an array of strings');
+  if (s.kind === 'tokens') field('samples', Array.isArray, 'an array of token id arrays');
 }
 
 export const defaultCalibrationPath = join(packageRoot, 'data', 'calib-default.jsonl');
@@ -127,26 +151,21 @@ function checkTokenSamples(source: { samples: readonly (readonly number[])[]; pa
   const where = source.path ?? 'calib.samples';
   const limit = Math.min(vocabSize ?? 2 ** 31, 2 ** 31);
   const range = vocabSize === undefined ? 'the range of token ids [0, 2^31)' : `the model's vocabulary (vocab_size ${vocabSize})`;
-  if (!Array.isArray(source.samples)) throw new InvalidArgumentError(`${where}: expected an array of samples, got ${describeValue(source.samples)}`);
+  if (!Array.isArray(source.samples)) throw new InvalidArgumentError(`${where}: expected an array of samples, got ${describeArgument(source.samples)}`);
   // index loops, not forEach, which skips the holes of a sparse array (a hole would become token 0)
   for (let i = 0; i < source.samples.length; i++) {
     const ids: unknown = source.samples[i];
-    if (!Array.isArray(ids)) throw new InvalidArgumentError(`${where}: sample ${i}: expected an array of token ids, got ${describeValue(ids)}`);
+    if (!Array.isArray(ids)) throw new InvalidArgumentError(`${where}: sample ${i}: expected an array of token ids, got ${describeArgument(ids)}`);
     for (let j = 0; j < ids.length; j++) {
       const id: unknown = ids[j];
       const at = `${where}: sample ${i}, position ${j}`;
-      if (!Number.isInteger(id)) throw new InvalidArgumentError(`${at}: expected an integer token id, got ${describeValue(id)}`);
+      if (!Number.isInteger(id)) throw new InvalidArgumentError(`${at}: expected an integer token id, got ${describeArgument(id)}`);
       // a safe integer: above 2^53 JSON.parse has already rounded the id to a neighbour
       if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= limit) {
         throw new InvalidArgumentError(`${at}: token id ${id} is outside ${range}`);
       }
     }
   }
-}
-
-/** A value as a message shows it: numbers as they are, anything else as JSON. */
-function describeValue(v: unknown): string {
-  return typeof v === 'number' ? String(v) : String(JSON.stringify(v));
 }
 
 /** Applies the AutoAWQ selection rule and cuts the accepted tokens into blocks. */

@@ -15,7 +15,7 @@ import { native } from '../native.js';
 import { CudaHiddenStates } from '../quantize/cuda-hidden.js';
 import { checkSequenceFits } from '../models/config.js';
 import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
-import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
+import { checkControl, ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { decoderLayerForward, decoderLayerForwardOnDevice, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
 import { decodeUtf8 } from '../utf8.js';
 
@@ -104,6 +104,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   for (const key of ['text', 'textPath'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'string') throw new InvalidArgumentError(`${key}: expected a string, got ${typeof options[key]}`);
   }
+  checkControl(options.signal, options.onProgress);
   const seqlen = options.seqlen ?? 512;
   if (!Number.isInteger(seqlen) || seqlen < 2) throw new InvalidArgumentError(`seqlen: expected an integer >= 2, got ${seqlen}`);
   if (options.windows !== undefined && (!Number.isInteger(options.windows) || options.windows < 1)) {

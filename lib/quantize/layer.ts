@@ -7,6 +7,7 @@
  * validated here, before native code runs, with messages that name the argument.
  */
 import { AbortedError, InvalidArgumentError } from '../errors.js';
+import { checkControl } from '../progress.js';
 import { describeValue } from '../validate.js';
 import { native, type RawQuantizedLayer } from '../native.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
@@ -193,6 +194,8 @@ export async function quantizeDecoderLayer(
   } else {
     validateHidden(hidden, arch.hiddenSize, seqlen);
   }
+  if (control === null || typeof control !== 'object') throw new InvalidArgumentError(`control: expected an object, got ${describeValue(control)}`);
+  checkControl(control.signal, control.onPhase, 'control.onPhase');
   const onPhase = control.onPhase;
   const nativeHidden = hidden instanceof CudaHiddenStates ? hidden.nativeHandle() : hidden;
   // An exception thrown by onPhase stops the native work (through the abort flag) and is what the

@@ -9,7 +9,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 
-import { buildCalibrationBlocks, describeSource, type CalibrationSource } from '../calib/dataset.js';
+import { buildCalibrationBlocks, checkCalibrationSource, describeSource, type CalibrationSource } from '../calib/dataset.js';
 import { loadTokenizer } from '../calib/tokenizer.js';
 import { AwqCheckpointWriter } from '../checkpoint/awq-format.js';
 import { checkAuxiliaryFilesReadable } from '../checkpoint/model-folder.js';
@@ -20,7 +20,8 @@ import { BadCheckpointError, InvalidArgumentError } from '../errors.js';
 import { LINEAR_NAMES } from '../models/adapters.js';
 import { checkSequenceFits } from '../models/config.js';
 import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
-import { ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
+import { checkControl, ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
+import { describeArgument } from '../validate.js';
 import { version } from '../version.js';
 import { layerTensorNames, packLayer, writePackedLayer } from './packed-layer.js';
 import { digest, finishedCheckpoint, modelFingerprint, resumeDirFor, ResumeState, type RunFingerprint } from './resume.js';
@@ -124,7 +125,29 @@ async function checkBeforeWork(options: QuantizeOptions, model: ModelWeights, in
   }
 }
 
+/** Options that are true or false; absent means the default. Any other value is refused, not coerced. */
+const BOOLEAN_OPTIONS = ['overwrite', 'zeroPoint', 'duoScaling', 'clip', 'keepDtype', 'resume'] as const;
+
 function resolveOptions(o: QuantizeOptions): QuantOptions {
+  if (o === null || typeof o !== 'object') {
+    throw new InvalidArgumentError(`options: expected an object with model and out, got ${describeArgument(o)}`);
+  }
+  for (const name of ['model', 'out'] as const) {
+    if (typeof o[name] !== 'string' || o[name] === '') throw new InvalidArgumentError(`${name}: expected a folder path, got ${describeArgument(o[name])}`);
+  }
+  for (const name of BOOLEAN_OPTIONS) {
+    const v: unknown = o[name];
+    if (v !== undefined && typeof v !== 'boolean') throw new InvalidArgumentError(`${name}: expected true or false, got ${describeArgument(v)}`);
+  }
+  checkControl(o.signal, o.onProgress);
+  // The calibration options are checked with method 'rtn' too, which does not read them.
+  for (const name of ['nSamples', 'seqlen'] as const) {
+    const v: unknown = o[name];
+    if (v !== undefined && !(Number.isInteger(v) && (v as number) >= 1)) {
+      throw new InvalidArgumentError(`${name}: expected a positive integer, got ${describeArgument(v)}`);
+    }
+  }
+  if (o.calib !== undefined && o.calib !== null) checkCalibrationSource(o.calib);
   const q: QuantOptions = {
     wBit: o.wBit ?? 4,
     groupSize: o.groupSize ?? 128,
