@@ -219,6 +219,22 @@ describe('Int4Linear', () => {
     expect(err).toBeInstanceOf(NonFiniteError);
     expect((err as Error).message).toContain('row 1, column 7');
     expect(() => lin.forwardSync(x, 2)).toThrow(NonFiniteError);
+    // Finite but past the fp32 group sums' range: an M = 1 decode returned Inf (the answer was
+    // finite) and the AVX2 int8 decode NaN; now an error at every M and mode, not a wrong result.
+    for (const m of [1, 2, 20]) {
+      for (const mode of ['exact', 'int8'] as const) {
+        const big = new Float32Array(m * 128).fill(0.25);
+        big[(m - 1) * 128 + 3] = -1e38;
+        const e = await lin.forward(big, m, { mode }).catch((v: unknown) => v);
+        expect(e, `m ${m} ${mode}`).toBeInstanceOf(InvalidArgumentError);
+        expect((e as Error).message).toBe(`x: value at row ${m - 1}, column 3 is -1e+38: beyond the int4 kernels' input range, |x| <= 2^100 (about 1.3e30; their fp32 group sums would overflow)`);
+        big[(m - 1) * 128 + 3] = -(2 ** 100); // the largest magnitude taken: finite results
+        const y = lin.forwardSync(big, m, { mode });
+        expect(y.every(Number.isFinite), `m ${m} ${mode}`).toBe(true);
+      }
+    }
+    const bf16 = { data: new Uint16Array(128).fill(0x7f7f), dtype: 'bf16' as const }; // bf16's largest, 3.39e38
+    await expect(lin.forward(bf16, 1)).rejects.toThrow(/beyond the int4 kernels' input range/);
   });
 
   it('callers may transfer their buffers while forward and the packing run: native code holds copies', async () => {

@@ -6,6 +6,7 @@
 #include <limits>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -344,20 +345,28 @@ void for_each_item(int64_t n, int threads, const Fn& fn) {
 // Output rows per work item of the streaming paths (64 rows of in = 4096 is 128 KiB of weights).
 constexpr int64_t kDecodeRows = 64;
 
-void check_finite_input(const float* x, int64_t M, int64_t in) {
+// Largest |x| the kernels take: they sum x * (q - z) over a group in fp32 and scale the sum
+// afterwards, so 15 * group * |x| must stay below fp32's 2^128; past 2^100 (1.3e30) a finite
+// product could come back Inf or NaN (an M = 1 decode gave Inf where the answer was 1.5e36).
+constexpr float kMaxInput = 0x1p100f;
+
+void check_input(const float* x, int64_t M, int64_t in) {
   // One pass over x is small next to the product (in * out work per row).
   int64_t bad = -1;
   for (int64_t i = 0; i < M * in; ++i) {
-    if (!std::isfinite(x[i])) {
+    if (!(std::fabs(x[i]) <= kMaxInput)) {  // NaN fails the comparison too
       bad = i;
       break;
     }
   }
-  if (bad >= 0) {
-    throw Error(ErrorCode::NonFinite, "x: value at row " + std::to_string(bad / in) + ", column " +
-                                          std::to_string(bad % in) + " is " +
-                                          (std::isnan(x[bad]) ? "NaN" : "Inf"));
-  }
+  if (bad < 0) return;
+  const std::string where = "x: value at row " + std::to_string(bad / in) + ", column " + std::to_string(bad % in);
+  if (!std::isfinite(x[bad])) throw Error(ErrorCode::NonFinite, where + " is " + (std::isnan(x[bad]) ? "NaN" : "Inf"));
+  char value[32];
+  std::snprintf(value, sizeof value, "%g", static_cast<double>(x[bad]));
+  throw Error(ErrorCode::InvalidArgument, where + " is " + value +
+                                              ": beyond the int4 kernels' input range, |x| <= 2^100 (about 1.3e30; "
+                                              "their fp32 group sums would overflow)");
 }
 
 // Exact prefill for moderate M (and the portable path): dequantize 128 output rows at a time to
@@ -501,7 +510,7 @@ void add_bias(const Int4Weights& w, int64_t M, float* y) {
 void int4_linear(const Int4Weights& w, const float* x, int64_t M, float* y, Int4Mode mode) {
   AWQ_CHECK_ARG(M >= 0, "int4_linear: M must be >= 0, got " + std::to_string(M));
   if (M == 0) return;
-  check_finite_input(x, M, w.in);
+  check_input(x, M, w.in);
   const detail::Int4Kernels& kern = detail::int4_kernels();
   const int64_t N = w.out, K = w.in;
   if (mode == Int4Mode::Int8) {
