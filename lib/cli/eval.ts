@@ -3,7 +3,8 @@ import { Option, type Command } from 'commander';
 
 import { evaluate } from '../eval/perplexity.js';
 import { abortOnSignals, progressView } from './progress-view.js';
-import { positiveInt } from './parse.js';
+import { MAX_THREADS } from '../backends.js';
+import { positiveDecimal, positiveInt } from './parse.js';
 
 export function registerEval(program: Command): void {
   program
@@ -13,7 +14,7 @@ export function registerEval(program: Command): void {
     .requiredOption('--text <file>', 'evaluation text (tokenized as a whole, no special tokens)')
     .option('--seqlen <n>', 'window length in tokens', positiveInt('--seqlen'), 512)
     .option('--windows <n>', 'evaluate only the first N windows', positiveInt('--windows'))
-    .option('--threads <n>', 'native threads (default: all cores)', positiveInt('--threads'))
+    .option('--threads <n>', 'native threads (default: all cores)', positiveDecimal('--threads', MAX_THREADS))
     .addOption(
       new Option('--backend <b>', 'where the decoder layers run (cuda: device 0; auto: CUDA when a CUDA build sees a device)')
         .choices(['cpu', 'cuda', 'auto'])

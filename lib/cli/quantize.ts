@@ -10,7 +10,8 @@ import type { Precision } from '../quantize/layer.js';
 import { quantize, type QuantizationReport } from '../quantize/pipeline.js';
 import { keptProgress } from '../quantize/resume.js';
 import { abortOnSignals, notice, progressView } from './progress-view.js';
-import { intIn, positiveInt } from './parse.js';
+import { MAX_THREADS } from '../backends.js';
+import { intIn, positiveDecimal, positiveInt } from './parse.js';
 
 interface Opts {
   out: string;
@@ -75,7 +76,7 @@ export function registerQuantize(program: Command): void {
     .option('--no-duo-scaling', 'scale from activation statistics only')
     .option('--no-clip', 'skip the clip search')
     .addOption(new Option('--method <m>', 'awq, or rtn (round to nearest: the baseline)').choices(['awq', 'rtn']).default('awq'))
-    .option('--threads <n>', 'native threads (default: all cores)', positiveInt('--threads'))
+    .option('--threads <n>', 'native threads (default: all cores)', positiveDecimal('--threads', MAX_THREADS))
     .addOption(new Option('--backend <b>', 'compute backend (auto: CUDA when a CUDA build sees a device)').choices(['cpu', 'cuda', 'auto']).default('auto'))
     .addOption(
       new Option(
