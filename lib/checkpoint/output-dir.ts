@@ -192,7 +192,9 @@ export async function prepareOutputDir(out: string, opts: PrepareOutputOptions =
             await rename(old, outAbs).catch(() => {});
             throw err;
           }
-          await rm(old, { recursive: true, force: true });
+          // The new checkpoint is in place: failing to delete the replaced one must not fail the run
+          // (a caller would retry into "already exists"); a later run reports it as left behind.
+          await rm(old, { recursive: true, force: true }).catch(() => {});
         } else {
           await rename(tempDir, outAbs);
         }
