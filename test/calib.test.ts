@@ -33,6 +33,17 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     expect(String.fromCharCode(...b.tokens)).toBe('abcdefghijkl');
   });
 
+  it('an empty text is tokenized as AutoAWQ does: [BOS] from a tokenizer that adds one is a sample; strip() is Python\'s', async () => {
+    const bosTokenizer = { encode: (t: string) => [1, ...Array.from(t, (c) => c.charCodeAt(0))], vocabSize: 65536 };
+    const b = await buildCalibrationBlocks({ kind: 'texts', texts: ['', '   ', 'a', 'never-reached'] }, bosTokenizer, { nSamples: 3, seqlen: 2 });
+    // [1], [1], [1, a]: 4 tokens, 2 blocks (these were dropped as empty before tokenizing)
+    expect([b.acceptedSamples, b.skippedEmpty, b.blocks]).toEqual([3, 0, 2]);
+    expect([...b.tokens]).toEqual([1, 1, 1, 97]);
+    // Python's whitespace: U+001C..U+001F and U+0085 are stripped, a byte-order mark is kept
+    const strip = await buildCalibrationBlocks({ kind: 'texts', texts: ['\x1c\x85ab\x1f', '\ufeffc'] }, charTokenizer, { nSamples: 2, seqlen: 3 });
+    expect([...strip.tokens]).toEqual([97, 98, 0xfeff]);
+  });
+
   it('reads JSONL with a chosen text column and plain text by paragraph', async () => {
     const dir = scratchDir('awq-calib-');
     writeFileSync(join(dir, 'c.jsonl'), '{"body":"abcd"}\n\n{"body":"efgh"}\n');

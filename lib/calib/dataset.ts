@@ -168,6 +168,15 @@ function checkTokenSamples(source: { samples: readonly (readonly number[])[]; pa
   }
 }
 
+/**
+ * Python's `str.strip()`, which AutoAWQ applies to each text: its whitespace includes the
+ * separators U+001C..U+001F and U+0085 and excludes U+FEFF, where JavaScript's `trim()` differs.
+ */
+const PY_STRIP = /^[\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
+export function pythonStrip(text: string): string {
+  return text.replace(PY_STRIP, '');
+}
+
 /** Applies the AutoAWQ selection rule and cuts the accepted tokens into blocks. */
 export async function buildCalibrationBlocks(
   source: CalibrationSource,
@@ -194,8 +203,9 @@ export async function buildCalibrationBlocks(
   } else {
     if (!tokenizer) throw new InvalidArgumentError('a tokenizer is needed to calibrate on text');
     for await (const raw of calibrationTexts(source)) {
-      const text = raw.trim();
-      if (consider(text ? tokenizer.encode(text) : [])) break;
+      // An empty text is tokenized too, as AutoAWQ does: a tokenizer that adds BOS makes it [BOS],
+      // an accepted sample; only an empty token list is skipped.
+      if (consider(tokenizer.encode(pythonStrip(raw)))) break;
     }
   }
   const total = accepted.reduce((n, s) => n + s.length, 0);
