@@ -71,8 +71,8 @@ describe('quantize options', () => {
 describe('evaluate options', () => {
   it('a missing options argument, a signal that is not an AbortSignal, an onProgress that is not a function', async () => {
     const cases: [unknown, RegExp][] = [
-      [undefined, /^options: expected an object with model, got undefined$/],
-      [null, /^options: expected an object with model, got null$/],
+      [undefined, /^evaluate: expected an options object \(\{ model, text \| textPath, ... \}\), got undefined$/],
+      [null, /^evaluate: expected an options object .*, got null$/],
       [{ model: join(dir, 'no-model'), text: 'x', signal: 'stop' }, /^signal: expected an AbortSignal, got "stop"$/],
       [{ model: join(dir, 'no-model'), text: 'x', onProgress: 5 }, /^onProgress: expected a function, got 5$/],
     ];
