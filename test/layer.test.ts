@@ -138,6 +138,13 @@ describe('quantizeDecoderLayer', () => {
     for (const s of r.linears.gate_proj.scales) expect(fp16Round(s)).toBe(s);
     expect(r.report.groups.map((g) => g.group)).toEqual(['qkv', 'o', 'gate_up', 'down']);
     expect(r.report.groups[1].skipped).toBe('grouped-query attention');
+    // Without grouped-query attention but with heads x head_dim (128) != hidden (64), v_proj [128, 64]
+    // and o_proj [64, 128] differ in shape: AutoAWQ skips the o group there too (it was searched).
+    const wide = randomLayer(5, 64, 128, 4, 4, 32);
+    const rw = await quantizeDecoderLayer(wide.arch, wide.weights, x, 32, AWQ);
+    expect(rw.report.groups[1].skipped).toBe('v_proj and o_proj differ in shape (heads x head_dim != hidden)');
+    const square = randomLayer(5, 64, 128, 4, 4, 16);
+    expect((await quantizeDecoderLayer(square.arch, square.weights, x, 32, AWQ)).report.groups[1].skipped).toBeUndefined();
     // 96 tokens, down_proj 128 -> 64: 20 direct products (31 MFLOP) are cheaper than the Gram route (45 MFLOP)
     expect(r.report.groups.map((g) => g.lossMethod)).toEqual(['direct', undefined, 'direct', 'direct']);
     const qkv = r.report.groups[0];

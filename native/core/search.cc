@@ -494,14 +494,16 @@ void quantize_decoder_layer(const LayerArch& a, const LayerWeights& w, const flo
       res.loss_method = direct ? "direct" : "gram";
       return res;
     };
-    if (st.KV == QO) {
+    // AutoAWQ folds into v_proj only when v_proj and o_proj weights have the same shape,
+    // [KV, H] == [H, QO]: no grouped-query attention and heads * head_dim == hidden.
+    if (st.KV == H && QO == H) {
       report.groups.push_back(linear_group("o", kO, "v_proj", st.x_o, QO, s_o));
     } else {
       GroupResult skip;
       skip.group = "o";
       skip.linears = {kO};
       skip.folded_into = "v_proj";
-      skip.skipped = "grouped-query attention";
+      skip.skipped = st.KV != QO ? "grouped-query attention" : "v_proj and o_proj differ in shape (heads x head_dim != hidden)";
       skip.best_ratio = skip.loss_best = skip.loss_zero = std::numeric_limits<double>::quiet_NaN();
       std::vector<float> xm(QO);
       abs_mean_columns(st.x_o.data(), n, QO, xm.data());

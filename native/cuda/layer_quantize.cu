@@ -353,14 +353,14 @@ void quantize_layer(const LayerArch& a, const LayerWeights& w, const float* hidd
           },
           s_qkv));
     }
-    if (KV == QO) {
+    if (KV == H && QO == H) {  // v_proj and o_proj of one shape, as AutoAWQ asks (search.cc)
       report.groups.push_back(st.linear_group("o", kO, "v_proj", st.x_o, QO, s_o));
     } else {
       GroupResult skip;
       skip.group = "o";
       skip.linears = {kO};
       skip.folded_into = "v_proj";
-      skip.skipped = "grouped-query attention";
+      skip.skipped = KV != QO ? "grouped-query attention" : "v_proj and o_proj differ in shape (heads x head_dim != hidden)";
       skip.best_ratio = skip.loss_best = skip.loss_zero = std::numeric_limits<double>::quiet_NaN();
       std::vector<float> xm(QO);
       cuda::abs_mean_columns_dev(st.x_o.get(), n, QO, xm.data());
