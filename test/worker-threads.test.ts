@@ -53,4 +53,42 @@ describe('worker threads', () => {
       }
     });
   }
+
+  it('workers terminated while they keep calling forward or forwardSync end alone (40 times each)', () => {
+    // Calls made while the worker's environment shuts down: creating the promise's error stack
+    // there was a fatal N-API error, and an exception thrown into it std::terminate.
+    const file = join(scratchDir('awq-worker-'), 'loop.mjs');
+    writeFileSync(file, `
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+if (isMainThread) {
+  for (const mode of ['async', 'sync']) {
+    for (let i = 0; i < 40; i++) {
+      const w = new Worker(new URL(import.meta.url), { workerData: mode });
+      await new Promise((r) => w.once('message', r));
+      await new Promise((r) => setTimeout(r, (i * 7) % 23));
+      await w.terminate();
+    }
+  }
+  console.log('main alive after 80 terminations');
+} else {
+  const { Int4Linear } = await import(${JSON.stringify(index)});
+  const inF = 512, outF = 512, g = 128;
+  const l = await Int4Linear.fromAwq({ name: 'w', inFeatures: inF, outFeatures: outF, groupSize: g,
+    qweight: new Int32Array(inF * outF / 8).fill(0x12345678), qzeros: new Int32Array(inF / g * outF / 8).fill(0x88888888),
+    scales: new Uint16Array(inF / g * outF).fill(0x2000) });
+  const x = new Float32Array(inF).fill(0.5);
+  parentPort.postMessage('ready');
+  for (let i = 0; ; i++) {
+    if (workerData === 'sync') l.forwardSync(x, 1);
+    else l.forward(x, 1); // not awaited: a server firing calls
+    if (i % 64 === 0) await new Promise((r) => setImmediate(r));
+  }
+}
+`);
+    const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, AWQ_THREADS: '2' } });
+    expect(r.stderr).not.toMatch(/terminate called|FATAL ERROR|Napi::Error/);
+    expect(r.signal, r.stderr).toBeNull();
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/main alive after 80 terminations/);
+  });
 });
