@@ -204,6 +204,17 @@ describe('Int4Linear', () => {
       const out = big.subarray(64, 64 + m * 256);
       lin.forwardSync(x, m, { out });
       expect(out).toEqual(want2);
+      // two SharedArrayBuffer objects over one memory (a shared WebAssembly.Memory's buffer before
+      // and after grow): no offsets to compare, so x is copied (the kernel overwrote it while reading)
+      const mem = new WebAssembly.Memory({ initial: 1, maximum: 2, shared: true });
+      const before = mem.buffer;
+      mem.grow(1);
+      const xs = new Float32Array(before, 0, m * 256);
+      xs.set(buf.map((_, i) => Math.sin(i * 0.29)));
+      const want3 = lin.forwardSync(xs.slice(), m);
+      const outs = new Float32Array(mem.buffer, 0, m * 256);
+      lin.forwardSync(xs, m, { out: outs });
+      expect(outs).toEqual(want3);
     }
     await expect(lin.forward(new Float32Array(256), 1, null as never)).rejects.toThrow(InvalidArgumentError);
   });

@@ -262,9 +262,14 @@ export class Int4Linear {
   }
 }
 
-/** Whether two arrays share bytes (views of one buffer whose ranges intersect). */
+/**
+ * Whether two arrays may share bytes: views of one buffer whose ranges intersect, or of two
+ * SharedArrayBuffers, which can be two objects over the same memory (one posted to this thread
+ * twice, a shared WebAssembly.Memory's buffer before and after grow) with offsets that say nothing.
+ */
 function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
-  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+  if (a.buffer !== b.buffer) return a.buffer instanceof SharedArrayBuffer && b.buffer instanceof SharedArrayBuffer;
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
 /** Copies a finished result into the caller's `out`, unless its buffer was detached meanwhile. */
