@@ -109,6 +109,8 @@ export interface NativeBinding {
   int4Forward(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Promise<Float32Array>;
   int4ForwardSync(w: Int4Handle, x: Float32Array | Uint16Array, dtype: 0 | 1 | 2, m: number, mode: 0 | 1, y: Float32Array): Float32Array;
   int4Dequantize(w: Int4Handle, dst: Float32Array): Float32Array;
+  /** Drops the weights now; calls in flight keep their own reference (Int4Linear.dispose). */
+  int4Release(w: Int4Handle): void;
   // CUDA int4 GEMM (native/addon/int4_cuda.cc): AWQ tensors uploaded to device 0, x rounded to fp16.
   int4CudaUpload(
     qweight: Int32Array, qzeros: Int32Array, scales: Uint16Array, bias: Uint16Array | null,

@@ -164,15 +164,17 @@ export class Int4Linear {
 
   /**
    * Releases the native weights now instead of at garbage collection: a CUDA layer frees its
-   * device memory (after a forward in flight finishes), a CPU layer drops its reference to the
-   * repacked weights. The garbage collector does not see device memory, so a serving backend that
+   * device memory (after a forward in flight finishes), a CPU layer its repacked weights (after
+   * the calls in flight, which hold their own reference). The garbage collector does not see device memory, so a serving backend that
    * reloads or swaps models should dispose the old layers. Later calls throw (or reject with)
    * InvalidArgumentError; disposing twice is harmless.
    */
   async dispose(): Promise<void> {
     const cuda = this.#cuda;
+    const handle = this.#handle;
     this.#handle = null;
     this.#cuda = null;
+    if (handle) native().int4Release(handle);
     if (cuda) await native().int4CudaRelease(cuda);
   }
 

@@ -6,6 +6,7 @@
 //   int4Forward(handle, x, dtype, m, mode, y) -> Promise<y>  (dtype 0 f32, 1 f16, 2 bf16; mode 0 exact, 1 int8)
 //   int4ForwardSync(...same...) -> y
 //   int4Dequantize(handle, dst) -> dst                         (dst Float32Array [out * in])
+//   int4Release(handle)        drops the weights now (calls in flight keep their own reference)
 #include <napi.h>
 
 #include <memory>
@@ -33,6 +34,7 @@ Napi::Value wrap(Napi::Env env, Handle h) {
 Handle unwrap(const Napi::Value& v) {
   const Handle* h = tagged_external_data<Handle>(v, kInt4Tag);
   if (!h) bad_arg("weights: expected an int4 weight handle");
+  if (!*h) bad_arg("weights: this int4 weight handle was released");
   return *h;
 }
 
@@ -151,6 +153,19 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   });
 }
 
+// Int4Linear.dispose: the weights go back to the system now, not when the garbage collector
+// finalizes the handle (a server swapping models held the old ones until then). The External's
+// external-memory count stays until that finalizer, which subtracts it.
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Handle* h = tagged_external_data<Handle>(info[0], kInt4Tag);
+    if (!h) bad_arg("weights: expected an int4 weight handle");
+    h->reset();
+    return env.Undefined();
+  });
+}
+
 void Export(Napi::Env env, Napi::Object exports) {
   exports.Set("int4PackAwq", Napi::Function::New(env, PackAwq, "int4PackAwq"));
   exports.Set("int4PackQuantized", Napi::Function::New(env, PackQuantized, "int4PackQuantized"));
@@ -158,6 +173,7 @@ void Export(Napi::Env env, Napi::Object exports) {
   exports.Set("int4Forward", Napi::Function::New(env, ForwardAsync, "int4Forward"));
   exports.Set("int4ForwardSync", Napi::Function::New(env, ForwardSync, "int4ForwardSync"));
   exports.Set("int4Dequantize", Napi::Function::New(env, Dequantize, "int4Dequantize"));
+  exports.Set("int4Release", Napi::Function::New(env, Release, "int4Release"));
 }
 
 AWQ_EXPORTS(Export);

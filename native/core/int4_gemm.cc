@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#if defined(__linux__)
+#if defined(__linux__) || defined(__APPLE__)
 #include <sys/mman.h>
 #endif
 
@@ -53,16 +53,39 @@ void advise_huge_pages(void* p, size_t n) {
 
 }  // namespace
 
+// Buffers from this size on are mapped pages of their own: glibc's heap keeps freed blocks below
+// its (adaptive, up to 32 MiB) mmap threshold, so a server that dropped a model's layers held on
+// to about that much memory for good (40 layers of 4096 x 4096: RSS stayed 640 MiB above where it
+// began). An unmapped buffer goes back to the system when it is freed.
+constexpr size_t kMapBytes = size_t{1} << 20;
+
 AlignedBytes::AlignedBytes(size_t n) : size_(n) {
-  const size_t padded = (n + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, padded == 0 ? 64 : padded);
+  const size_t padded = n == 0 ? 64 : (n + 63) / 64 * 64;
+  void* p = nullptr;
+#if defined(__linux__) || defined(__APPLE__)
+  if (padded >= kMapBytes) {
+    p = mmap(nullptr, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw Error(ErrorCode::OutOfMemory, "int4: could not map " + std::to_string(n) + " bytes");
+    advise_huge_pages(p, padded);  // the pages arrive zeroed, untouched until written
+    ptr_ = std::unique_ptr<uint8_t[], Free>(static_cast<uint8_t*>(p), Free{padded});
+    return;
+  }
+#endif
+  p = std::aligned_alloc(64, padded);
   if (!p) throw Error(ErrorCode::OutOfMemory, "int4: could not allocate " + std::to_string(n) + " bytes");
-  advise_huge_pages(p, padded);
-  std::memset(p, 0, padded == 0 ? 64 : padded);
-  ptr_.reset(static_cast<uint8_t*>(p));
+  std::memset(p, 0, padded);
+  ptr_ = std::unique_ptr<uint8_t[], Free>(static_cast<uint8_t*>(p), Free{0});
 }
 
-void AlignedBytes::Free::operator()(uint8_t* p) const { std::free(p); }
+void AlignedBytes::Free::operator()(uint8_t* p) const {
+#if defined(__linux__) || defined(__APPLE__)
+  if (mapped > 0) {
+    munmap(p, mapped);
+    return;
+  }
+#endif
+  std::free(p);
+}
 
 size_t Int4Weights::bytes() const {
   return q.size() + scales.size() * sizeof(uint16_t) + zeros.size() + bias.size() * sizeof(float);

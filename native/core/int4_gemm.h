@@ -51,6 +51,11 @@ class AlignedBytes {
 
  private:
   struct Free {
+    // Constructors, not a member initializer: GCC cannot default-construct a nested class with
+    // one before the enclosing class is complete (unique_ptr's default constructor needs it).
+    Free() : mapped(0) {}
+    explicit Free(size_t bytes) : mapped(bytes) {}
+    size_t mapped;  // bytes mapped with mmap (large buffers), or 0: from aligned_alloc
     void operator()(uint8_t* p) const;
   };
   std::unique_ptr<uint8_t[], Free> ptr_;
