@@ -313,7 +313,6 @@ export async function lmHeadNll(
 
 // --- validation --------------------------------------------------------------------------------
 
-
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${name}: expected a positive integer, got ${v}`);
   return v;
