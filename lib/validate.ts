@@ -30,3 +30,10 @@ export function requiredObject<T extends object>(value: T | null | undefined, wh
   }
   return value;
 }
+
+/** A device option: 'cpu' (the default when absent) or 'cuda'; anything else must not run on the CPU silently. */
+export function checkDevice(device: unknown): 'cpu' | 'cuda' {
+  if (device === undefined) return 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new InvalidArgumentError(`device: expected 'cpu' or 'cuda', got ${describeArgument(device)}`);
+  return device;
+}

@@ -60,7 +60,7 @@ writeFileSync(emptyText, '');
 describe('awq errors and exit statuses', () => {
   it('with --json a usage error is one JSON line on stderr (code ERR_AWQ_USAGE) and exit status 2', async () => {
     const cases: Array<[string[], RegExp]> = [
-      [['eval', 'm', '--text', emptyText, '--windows', '0', '--json'], /--windows expects a positive integer, got "0"/],
+      [['eval', 'm', '--text', emptyText, '--windows', '0', '--json'], /--windows expects one positive decimal integer, from 1 to 9007199254740991, got "0"/],
       [['eval', 'm', '--text', emptyText, '--backend', 'gpu', '--json'], /'gpu' is invalid/],
       [['eval', 'm', '--text', emptyText, '--no-such-option', '--json'], /unknown option '--no-such-option'/],
       [['eval', 'm', '--json'], /required option '--text <file>' not specified/],

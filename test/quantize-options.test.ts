@@ -40,9 +40,9 @@ describe('quantize options', () => {
   });
 
   it('a missing or non-object options argument, model or out is an InvalidArgumentError', async () => {
-    await refused(undefined, /^options: expected an object with model and out, got undefined$/);
-    await refused(null, /^options: expected an object with model and out, got null$/);
-    await refused('models/llama', /^options: expected an object/);
+    await refused(undefined, /^options \(\{ model, out, ... \}\): expected an object, got undefined$/);
+    await refused(null, /^options \(\{ model, out, ... \}\): expected an object, got null$/);
+    await refused('models/llama', /^options \(\{ model, out, ... \}\): expected an object, got string$/);
     await refused({ out: base.out }, /^model: expected a folder path, got undefined$/);
     await refused({ model: base.model, out: 5 }, /^out: expected a folder path, got 5$/);
   });
@@ -71,8 +71,8 @@ describe('quantize options', () => {
 describe('evaluate options', () => {
   it('a missing options argument, a signal that is not an AbortSignal, an onProgress that is not a function', async () => {
     const cases: [unknown, RegExp][] = [
-      [undefined, /^evaluate: expected an options object \(\{ model, text \| textPath, ... \}\), got undefined$/],
-      [null, /^evaluate: expected an options object .*, got null$/],
+      [undefined, /^evaluate: options \(\{ model, text \| textPath, ... \}\): expected an object, got undefined$/],
+      [null, /^evaluate: options .*: expected an object, got null$/],
       [{ model: join(dir, 'no-model'), text: 'x', signal: 'stop' }, /^signal: expected an AbortSignal, got "stop"$/],
       [{ model: join(dir, 'no-model'), text: 'x', onProgress: 5 }, /^onProgress: expected a function, got 5$/],
     ];

@@ -172,7 +172,8 @@ function checkTokenSamples(source: { samples: readonly (readonly number[])[]; pa
  * Python's `str.strip()`, which AutoAWQ applies to each text: its whitespace includes the
  * separators U+001C..U+001F and U+0085 and excludes U+FEFF, where JavaScript's `trim()` differs.
  */
-const PY_STRIP = /^[\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
+const PY_SPACE = '[\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+';
+const PY_STRIP = new RegExp(`^${PY_SPACE}|${PY_SPACE}$`, 'g');
 export function pythonStrip(text: string): string {
   return text.replace(PY_STRIP, '');
 }

@@ -4,7 +4,7 @@ import { Option, type Command } from 'commander';
 import { evaluate } from '../eval/perplexity.js';
 import { abortOnSignals, progressView } from './progress-view.js';
 import { MAX_THREADS } from '../backends.js';
-import { positiveDecimal, positiveInt } from './parse.js';
+import { positiveDecimal } from './parse.js';
 
 export function registerEval(program: Command): void {
   program
@@ -12,8 +12,8 @@ export function registerEval(program: Command): void {
     .description('perplexity of a model folder (Hugging Face or AWQ) on a text file')
     .argument('<folder>', 'model folder')
     .requiredOption('--text <file>', 'evaluation text (tokenized as a whole, no special tokens)')
-    .option('--seqlen <n>', 'window length in tokens', positiveInt('--seqlen'), 512)
-    .option('--windows <n>', 'evaluate only the first N windows', positiveInt('--windows'))
+    .option('--seqlen <n>', 'window length in tokens', positiveDecimal('--seqlen'), 512)
+    .option('--windows <n>', 'evaluate only the first N windows', positiveDecimal('--windows'))
     .option('--threads <n>', 'native threads (default: all cores)', positiveDecimal('--threads', MAX_THREADS))
     .addOption(
       new Option('--backend <b>', 'where the decoder layers run (cuda: device 0; auto: CUDA when a CUDA build sees a device)')

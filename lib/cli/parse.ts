@@ -1,15 +1,6 @@
 /** Option parsers for commander that reject bad values with the option named. */
 import { InvalidArgumentError as CommanderInvalidArgument } from 'commander';
 
-// Decimal digits only: Number() would also take "0x10", "1e3", " 8 " and "" (0).
-export function positiveInt(option: string): (value: string) => number {
-  return (value) => {
-    const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
-    if (!Number.isSafeInteger(n) || n < 1) throw new CommanderInvalidArgument(`${option} expects a positive integer, got "${value}"`);
-    return n;
-  };
-}
-
 export function intIn(option: string, allowed: readonly number[]): (value: string) => number {
   return (value) => {
     const n = /^-?[0-9]+$/.test(value) ? Number(value) : NaN;
@@ -32,7 +23,10 @@ function decimal(option: string, text: string, value: string, max: number, expec
   return n;
 }
 
-/** Strict `positiveInt`: decimal digits only (not 0x10, 1e3 or 1,7), from `min` to `max`. */
+/**
+ * A positive integer in decimal digits only, from `min` to `max`: Number() would also take "0x10",
+ * "1e3", " 8 " and "" (0).
+ */
 export function positiveDecimal(option: string, max = Number.MAX_SAFE_INTEGER, min = 1): (value: string) => number {
   return (value) => decimal(option, value, value, max, 'one positive decimal integer', false, min);
 }

@@ -11,7 +11,7 @@ import { quantize, type QuantizationReport } from '../quantize/pipeline.js';
 import { keptProgress } from '../quantize/resume.js';
 import { abortOnSignals, notice, progressView } from './progress-view.js';
 import { MAX_THREADS } from '../backends.js';
-import { intIn, positiveDecimal, positiveInt } from './parse.js';
+import { intIn, positiveDecimal } from './parse.js';
 
 interface Opts {
   out: string;
@@ -66,8 +66,8 @@ export function registerQuantize(program: Command): void {
     .option('--calib <file>', 'calibration texts: .jsonl or .json (one JSON object per line), .parquet (a string column), or plain text (one sample per paragraph); .jsonl and text may be .gz or .zst')
     .option('--calib-tokens <file>', 'pre-tokenized calibration samples: a JSON array of arrays of token ids')
     .option('--text-column <name>', 'JSONL field or Parquet column holding the text', 'text')
-    .option('--samples <n>', 'calibration samples to accept', positiveInt('--samples'), 128)
-    .option('--seqlen <n>', 'tokens per calibration block (longer samples are skipped)', positiveInt('--seqlen'), 512)
+    .option('--samples <n>', 'calibration samples to accept', positiveDecimal('--samples'), 128)
+    .option('--seqlen <n>', 'tokens per calibration block (longer samples are skipped)', positiveDecimal('--seqlen'), 512)
     .option('--w-bit <n>', 'weight bits (2, 3 or 4; stored in the 4-bit GEMM layout)', intIn('--w-bit', [2, 3, 4]), 4)
     .option('--group-size <n>', 'quantization group size (the AutoAWQ GEMM layout stores 32, 64 or 128)', intIn('--group-size', [32, 64, 128]), 128)
     .option('--zero-point', 'asymmetric quantization with zero points (default)', true)

@@ -18,6 +18,7 @@ import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, 
 import { checkControl, ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { decoderLayerForward, decoderLayerForwardOnDevice, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
 import { decodeUtf8 } from '../utf8.js';
+import { requiredObject } from '../validate.js';
 
 export interface EvaluateOptions {
   /** Model folder: Hugging Face (dense) or AWQ checkpoint. */
@@ -95,9 +96,7 @@ const CUDA_CHUNK_BYTES = 2 * 2 ** 30;
 const CACHE_BYTES = 4 * 2 ** 30;
 
 export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult> {
-  if (typeof options !== 'object' || options === null) {
-    throw new InvalidArgumentError(`evaluate: expected an options object ({ model, text | textPath, ... }), got ${options === null ? 'null' : typeof options}`);
-  }
+  requiredObject(options, 'evaluate: options ({ model, text | textPath, ... })');
   if (typeof options.model !== 'string' || options.model === '') {
     throw new InvalidArgumentError(`model: expected a folder path, got ${JSON.stringify(options.model)}`);
   }

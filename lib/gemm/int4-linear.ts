@@ -26,7 +26,7 @@
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { backends, noCudaError } from '../backends.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
-import { describeValue, optionsObject } from '../validate.js';
+import { checkDevice, describeValue, optionsObject, requiredObject } from '../validate.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
@@ -95,10 +95,9 @@ export class Int4Linear {
 
   /** Builds the layer from AWQ checkpoint tensors (validated here, repacked off the JS thread). */
   static async fromAwq(t: AwqLinearTensors, buildOptions?: Int4BuildOptions): Promise<Int4Linear> {
-    if (t === null || typeof t !== 'object') throw new InvalidArgumentError(`tensors: expected an object, got ${String(t)}`);
+    requiredObject(t, 'tensors');
     const options = optionsObject(buildOptions, 'options');
-    const device = options.device ?? 'cpu';
-    if (device !== 'cpu' && device !== 'cuda') throw new InvalidArgumentError(`device: expected 'cpu' or 'cuda', got ${String(device)}`);
+    const device = checkDevice(options.device);
     const what = t?.name ? `${t.name}: ` : '';
     const { inFeatures: inF, outFeatures: outF } = t;
     const group = checkShape(what, inF, outF, t.groupSize);

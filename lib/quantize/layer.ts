@@ -8,7 +8,7 @@
  */
 import { AbortedError, InvalidArgumentError } from '../errors.js';
 import { checkControl } from '../progress.js';
-import { describeValue } from '../validate.js';
+import { describeValue, requiredObject } from '../validate.js';
 import { native, type RawQuantizedLayer } from '../native.js';
 import { CudaHiddenStates } from './cuda-hidden.js';
 
@@ -194,7 +194,7 @@ export async function quantizeDecoderLayer(
   } else {
     validateHidden(hidden, arch.hiddenSize, seqlen);
   }
-  if (control === null || typeof control !== 'object') throw new InvalidArgumentError(`control: expected an object, got ${describeValue(control)}`);
+  requiredObject(control, 'control');
   checkControl(control.signal, control.onPhase, 'control.onPhase');
   const onPhase = control.onPhase;
   const nativeHidden = hidden instanceof CudaHiddenStates ? hidden.nativeHandle() : hidden;
@@ -339,7 +339,7 @@ function resolveGroup(groupSize: number, inF: number, what: string): number {
 }
 
 function validateLayer(arch: LayerArch, w: LayerWeights): void {
-  if (typeof arch !== 'object' || arch === null) throw new InvalidArgumentError(`arch: expected an object, got ${describeValue(arch)}`);
+  requiredObject(arch, 'arch');
   const H = positiveInt('arch.hiddenSize', arch.hiddenSize);
   const I = positiveInt('arch.intermediateSize', arch.intermediateSize);
   const nh = positiveInt('arch.numHeads', arch.numHeads);
@@ -349,7 +349,7 @@ function validateLayer(arch: LayerArch, w: LayerWeights): void {
   if (hd % 2 !== 0) throw new InvalidArgumentError(`arch.headDim: expected an even number (RoPE), got ${hd}`);
   if (!(arch.rmsNormEps > 0)) throw new InvalidArgumentError(`arch.rmsNormEps: expected a positive number, got ${arch.rmsNormEps}`);
   checkFloat32('arch.ropeInvFreq', arch.ropeInvFreq, hd / 2);
-  if (typeof w !== 'object' || w === null) throw new InvalidArgumentError(`weights: expected an object, got ${describeValue(w)}`);
+  requiredObject(w, 'weights');
   const QO = nh * hd, KV = nkv * hd;
   const shapes: [keyof LayerWeights, number, boolean][] = [
     ['inputNorm', H, true], ['postNorm', H, true],
@@ -373,7 +373,7 @@ function validateHidden(hidden: Float32Array, H: number, seqlen: number): void {
 }
 
 function validateOptions(o: QuantOptions, arch: LayerArch) {
-  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError(`options: expected an object, got ${describeValue(o)}`);
+  requiredObject(o, 'options');
   checkWBit(o.wBit);
   if (o.method !== 'awq' && o.method !== 'rtn') throw new InvalidArgumentError(`options.method: expected 'awq' or 'rtn', got ${String(o.method)}`);
   // every linear's in_features must be divisible by the group size

@@ -21,7 +21,7 @@ import { LINEAR_NAMES } from '../models/adapters.js';
 import { checkSequenceFits } from '../models/config.js';
 import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { checkControl, ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
-import { describeArgument } from '../validate.js';
+import { describeArgument, requiredObject } from '../validate.js';
 import { version } from '../version.js';
 import { layerTensorNames, packLayer, writePackedLayer } from './packed-layer.js';
 import { digest, finishedCheckpoint, modelFingerprint, resumeDirFor, ResumeState, type RunFingerprint } from './resume.js';
@@ -129,9 +129,7 @@ async function checkBeforeWork(options: QuantizeOptions, model: ModelWeights, in
 const BOOLEAN_OPTIONS = ['overwrite', 'zeroPoint', 'duoScaling', 'clip', 'keepDtype', 'resume'] as const;
 
 function resolveOptions(o: QuantizeOptions): QuantOptions {
-  if (o === null || typeof o !== 'object') {
-    throw new InvalidArgumentError(`options: expected an object with model and out, got ${describeArgument(o)}`);
-  }
+  requiredObject(o, 'options ({ model, out, ... })');
   for (const name of ['model', 'out'] as const) {
     if (typeof o[name] !== 'string' || o[name] === '') throw new InvalidArgumentError(`${name}: expected a folder path, got ${describeArgument(o[name])}`);
   }

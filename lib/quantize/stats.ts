@@ -1,6 +1,6 @@
 /** Calibration statistics (REFERENCE.md section 4). */
 import { InvalidArgumentError } from '../errors.js';
-import { describeValue, optionsObject } from '../validate.js';
+import { checkDevice, describeValue, optionsObject } from '../validate.js';
 import { native } from '../native.js';
 
 /**
@@ -14,9 +14,8 @@ export async function activationStats(
   cols: number,
   options?: { device?: 'cpu' | 'cuda' },
 ): Promise<Float32Array> {
-  const device = optionsObject(options, 'options').device ?? 'cpu';
   // the addon takes anything but 'cuda' for the CPU: a misspelt device must not run there silently
-  if (device !== 'cpu' && device !== 'cuda') throw new InvalidArgumentError(`device: expected 'cpu' or 'cuda', got ${JSON.stringify(device) ?? describeValue(device)}`);
+  const device = checkDevice(optionsObject(options, 'options').device);
   if (!(x instanceof Float32Array)) {
     throw new InvalidArgumentError(`x: expected a Float32Array, got ${describeValue(x)}`);
   }
