@@ -17,6 +17,11 @@
         "OTHER_CFLAGS": ["-O3", "-fno-math-errno", "-ffp-contract=off"]
       },
       "conditions": [
+        # Node dlcloses an addon when the last worker_thread that loaded it exits; the addon's job
+        # and compute threads (detached, process-wide) must never return into unmapped code.
+        ["OS=='linux'", {
+          "ldflags": ["-Wl,-z,nodelete"]
+        }],
         ["target_arch!='x64' and target_arch!='ia32'", {
           "cflags": ["-ffp-contract=off"],
           "cflags_cc": ["-ffp-contract=off"]

@@ -93,6 +93,33 @@ if (isMainThread) {
   });
 });
 
+describe('native jobs and the libuv pool', () => {
+  it("queued native calls leave libuv's threads to fs and crypto", () => {
+    // Native calls used to run on libuv's 4 threads: 8 queued products held all four, and a file
+    // read or a pbkdf2 of the same process waited for the first product to finish.
+    const file = join(scratchDir('awq-jobs-'), 'jobs.mjs');
+    writeFileSync(file, `
+import { readFile } from 'node:fs/promises';
+import { pbkdf2 } from 'node:crypto';
+const { denseGemm } = await import(${JSON.stringify(index)});
+const n = 1536, a = new Float32Array(n * n).fill(0.5), b = new Float32Array(n * n).fill(0.25);
+const order = [];
+const done = [];
+for (let i = 0; i < 8; i++) done.push(denseGemm({ a, b, m: n, n, k: n }).then((c) => order.push('gemm ' + c[0])));
+done.push(readFile(${JSON.stringify(file)}).then(() => order.push('readFile')));
+done.push(new Promise((r) => pbkdf2('x', 'y', 1, 32, 'sha256', r)).then(() => order.push('pbkdf2')));
+await Promise.all(done);
+console.log(JSON.stringify(order));
+`);
+    const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, AWQ_THREADS: '2' } });
+    expect(r.status, r.stderr).toBe(0);
+    const order = JSON.parse(r.stdout) as string[];
+    expect(order.length, r.stdout).toBe(10);
+    expect(order.slice(0, 2).sort(), r.stdout).toEqual(['pbkdf2', 'readFile']);
+    expect(order.slice(2), r.stdout).toEqual(Array(8).fill(`gemm ${0.125 * 1536}`));
+  });
+});
+
 describe('memory', () => {
   it.skipIf(process.platform !== 'linux')('layers freed (dispose) give their memory back to the system, not to the allocator', () => {
     // dispose used to leave the weights to the garbage collector, and glibc keeps freed heap blocks

@@ -1,9 +1,12 @@
 #include "async.h"
 
+#include <memory>
+
+#include "job_runner.h"
+
 namespace awq::addon {
 
-std::string capture_stack(Napi::Env env) {
-  Napi::Object err = Napi::Error::New(env, "").Value();
+std::string stack_frames_of(Napi::Object err) {
   Napi::Value stack = err.Get("stack");
   if (!stack.IsString()) return "";
   std::string s = stack.As<Napi::String>().Utf8Value();
@@ -21,45 +24,50 @@ Napi::Error make_error(Napi::Env env, const std::string& code, const std::string
   return err;
 }
 
-AsyncJob::AsyncJob(Napi::Env env, const char* name, Work work, Result result)
-    : Napi::AsyncWorker(env, name),
-      deferred_(Napi::Promise::Deferred::New(env)),
+AsyncJob::AsyncJob(Napi::Env env, Work work, Result result)
+    : deferred_(Napi::Promise::Deferred::New(env)),
       work_(std::move(work)),
       result_(std::move(result)),
-      stack_(capture_stack(env)) {}
+      origin_(Napi::Persistent(Napi::Error::New(env, "").Value())) {}
 
 Napi::Promise AsyncJob::start(Napi::Env env, const char* name, std::vector<Napi::Value> keep,
                               Work work, Result result) {
-  auto* job = new AsyncJob(env, name, std::move(work), std::move(result));
+  std::unique_ptr<AsyncJob> job(new AsyncJob(env, std::move(work), std::move(result)));
   for (auto& v : keep) job->keep_.push_back(Napi::Persistent(v));
   Napi::Promise promise = job->deferred_.Promise();
-  job->Queue();  // the worker deletes itself after OnOK / OnError
+  run_job(env, name, job.get());  // from here the job runner owns it
+  job.release();
   return promise;
 }
 
-void AsyncJob::Execute() {
+void AsyncJob::execute() {
   try {
     work_();
+    return;
   } catch (const awq::Error& e) {
     code_ = error_code_name(e.code());
-    SetError(e.what());
+    message_ = e.what();
   } catch (const std::bad_alloc&) {
     code_ = "ERR_AWQ_OUT_OF_MEMORY";
-    SetError("out of memory");
+    message_ = "out of memory";
   } catch (const std::exception& e) {
     code_ = "ERR_AWQ_INTERNAL";
-    SetError(e.what());
+    message_ = e.what();
   }
+  failed_ = true;
 }
 
-// Both settle the promise on the JS thread. A worker thread's environment that is shutting down
-// (worker.terminate(), process.exit() inside a worker) refuses to run JS: every N-API call then
-// fails and node-addon-api throws, and an exception leaving these callbacks terminates the whole
-// process. Nobody can wait for the promise then, so the result is dropped.
-void AsyncJob::OnOK() {
-  Napi::Env env = Env();
+// A worker thread's environment that is shutting down (worker.terminate(), process.exit() inside
+// a worker) refuses to run JS: every N-API call then fails and node-addon-api throws, and an
+// exception leaving a thread-safe function's callback terminates the whole process. Nobody can
+// wait for the promise then, so the result is dropped.
+void AsyncJob::settle(Napi::Env env) {
   try {
     try {
+      if (failed_) {
+        deferred_.Reject(make_error(env, code_, message_, stack_frames_of(origin_.Value())).Value());
+        return;
+      }
       std::vector<Napi::Value> kept;
       for (auto& r : keep_) kept.push_back(r.Value());
       deferred_.Resolve(result_(env, kept));
@@ -70,12 +78,11 @@ void AsyncJob::OnOK() {
   }
 }
 
-void AsyncJob::OnError(const Napi::Error& e) {
-  Napi::Env env = Env();
-  try {
-    deferred_.Reject(make_error(env, code_, e.Message(), stack_).Value());
-  } catch (...) {
-  }
+// Off the JS thread or during teardown no N-API call is allowed: the references are left to the
+// environment, which deletes what is left of them when it goes.
+void AsyncJob::abandon() {
+  for (auto& r : keep_) r.SuppressDestruct();
+  origin_.SuppressDestruct();
 }
 
 }  // namespace awq::addon

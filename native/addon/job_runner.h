@@ -1,0 +1,23 @@
+// Where AsyncJob work runs: the addon's own job threads, not libuv's pool.
+//
+// libuv's pool (4 threads by default) also serves fs, dns.lookup, zlib and crypto for the whole
+// process. Jobs there made a serving process's file reads wait for its prefills (8 queued forwards
+// delayed an fs.readFile by 620 ms). The kernels inside a job take turns on the one compute pool
+// (threadpool.h) anyway, so the job threads only wait their turn, as libuv's threads did.
+//
+// Each environment (the main thread, each worker_thread) settles its jobs through one thread-safe
+// function. When an environment is torn down (worker.terminate(), a worker's process.exit()), its
+// jobs that have not started are dropped, and teardown waits for those running: their arrays are
+// the environment's memory. That matches what Node does for its own thread-pool work.
+#pragma once
+#include <napi.h>
+
+namespace awq::addon {
+
+class AsyncJob;
+
+// Queues `job` to run on a job thread and be settled on `env`'s JS thread. Called on that JS
+// thread. Throws an awq::Error naming the call (`name`) when no job thread can be started.
+void run_job(Napi::Env env, const char* name, AsyncJob* job);
+
+}  // namespace awq::addon
