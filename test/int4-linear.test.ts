@@ -301,7 +301,13 @@ describe('Int4Linear', () => {
     expect(() => lin.forwardSync(new Float32Array(255), 1)).toThrow(/x: expected m \* inFeatures/);
     expect(() => lin.forwardSync(new Float64Array(256) as unknown as Float32Array, 1)).toThrow(InvalidArgumentError);
     expect(() => lin.forwardSync({ data: new Uint16Array(256), dtype: 'fp8' as 'f16' }, 1)).toThrow(/dtype/);
-    expect(() => lin.forwardSync(new Float32Array(256), 0)).toThrow(/m: expected a positive integer/);
+    expect(() => lin.forwardSync(new Float32Array(256), 0)).toThrow(/x: expected m \* inFeatures = 0 \* 256 = 0 elements, got 256/);
+    expect(() => lin.forwardSync(new Float32Array(256), -1)).toThrow(/m: expected an integer >= 0, got -1/);
+    // An empty batch (a server's idle step) is an empty product, without a native call.
+    expect(lin.forwardSync(new Float32Array(0), 0)).toEqual(new Float32Array(0));
+    const none = new Float32Array(0);
+    expect(await lin.forward(new Float32Array(0), 0, { out: none })).toBe(none);
+    await expect(lin.forward(new Float32Array(0), 0, { out: new Float32Array(1) })).rejects.toThrow(/out:/);
     await expect(lin.forward(new Float32Array(256), 1, { out: new Float32Array(3) })).rejects.toThrow(/out:/);
     await expect(lin.forward(new Float32Array(256), 1, { mode: 'fast' as 'exact' })).rejects.toThrow(/mode/);
     const small = await Int4Linear.fromQuantized({ q: new Uint8Array(8 * 64), zeros: new Uint8Array(8), scales: new Float32Array(8).fill(1), inFeatures: 64, outFeatures: 8, groupSize: 64 });

@@ -194,6 +194,7 @@ export class Int4Linear {
     try {
       this.#checkLive('forward');
       const a = this.#args(x, m, options);
+      if (m === 0) return Promise.resolve(a.out); // an empty batch: a server's idle step
       const data = a.data.slice();
       const y = options.out ? new Float32Array(a.out.length) : a.out;
       const done = this.#cuda
@@ -210,6 +211,7 @@ export class Int4Linear {
     this.#checkLive('forwardSync');
     if (!this.#handle) throw new InvalidArgumentError(`forwardSync: a CUDA layer runs through forward() (asynchronous)`);
     const a = this.#args(x, m, options);
+    if (m === 0) return a.out;
     // The kernels write y while they still read x: an out over x's memory (one buffer reused in
     // place for a square layer) gets a copy of x. forward() always copies x.
     const data = overlaps(a.data, a.out) ? a.data.slice() : a.data;
@@ -229,7 +231,7 @@ export class Int4Linear {
     if (options === null || typeof options !== 'object') {
       throw new InvalidArgumentError(`${what}options: expected an object or undefined, got ${describeValue(options)}`);
     }
-    if (!Number.isInteger(m) || m < 1) throw new InvalidArgumentError(`${what}m: expected a positive integer, got ${String(m)}`);
+    if (!Number.isInteger(m) || m < 0) throw new InvalidArgumentError(`${what}m: expected an integer >= 0, got ${String(m)}`);
     const n = m * this.inFeatures;
     let data: Float32Array | Uint16Array;
     let dtype: 0 | 1 | 2;
