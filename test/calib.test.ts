@@ -250,6 +250,41 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     await expect(buildCalibrationBlocks({ kind: 'jsonl', path: '/nonexistent/x.jsonl' }, charTokenizer)).rejects.toThrow(/cannot read/);
   });
 
+  it('special tokens of calibration text as Transformers 4 (AutoAWQ) adds them for Llama-family tokenizers', async () => {
+    // LlamaTokenizerFast replaces tokenizer.json's post-processor with BOS (add_bos_token, default
+    // true) and EOS (add_eos_token, default false); other classes keep tokenizer.json's.
+    const withBos = { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } } };
+    const folder = (postProcessor: object | null, tokenizerConfig?: object, modelType?: string) => {
+      const dir = scratchDir('awq-tok-');
+      writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
+        version: '1.0', truncation: null, padding: null, normalizer: null, decoder: null,
+        added_tokens: ['<unk>', '<s>', '</s>'].map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+        pre_tokenizer: { type: 'Whitespace' }, post_processor: postProcessor,
+        model: { type: 'WordLevel', vocab: { '<unk>': 0, '<s>': 1, '</s>': 2, hello: 3, world: 4 }, unk_token: '<unk>' },
+      }));
+      if (tokenizerConfig) writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
+      if (modelType) writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: modelType }));
+      return dir;
+    };
+    const ids = async (dir: string, addSpecialTokens?: boolean) => (await loadTokenizer(dir)).encode('hello world', { addSpecialTokens });
+    expect(await ids(folder(withBos))).toEqual([1, 3, 4]); // tokenizer.json alone
+    expect(await ids(folder(null))).toEqual([3, 4]);
+    expect(await ids(folder(null, undefined, 'llama'))).toEqual([1, 3, 4]); // no class: a llama model's is LlamaTokenizerFast
+    expect(await ids(folder(null, undefined, 'qwen2'))).toEqual([3, 4]);
+    expect(await ids(folder(null, { tokenizer_class: 'LlamaTokenizer' }))).toEqual([1, 3, 4]);
+    expect(await ids(folder(withBos, { tokenizer_class: 'LlamaTokenizer', add_eos_token: true }))).toEqual([1, 3, 4, 2]);
+    expect(await ids(folder(withBos, { tokenizer_class: 'CodeLlamaTokenizer', add_bos_token: false }))).toEqual([3, 4]);
+    expect(await ids(folder(withBos, { tokenizer_class: 'LlamaTokenizerFast', add_bos_token: null, add_eos_token: 1 }))).toEqual([3, 4, 2]);
+    expect(await ids(folder(withBos, { tokenizer_class: 'LlamaTokenizer', bos_token: { content: '</s>' } }))).toEqual([2, 3, 4]);
+    expect(await ids(folder(withBos, { tokenizer_class: 'PreTrainedTokenizerFast', add_bos_token: false, add_eos_token: true }))).toEqual([1, 3, 4]);
+    expect(await ids(folder(withBos, { tokenizer_class: 'Qwen2Tokenizer', add_eos_token: true }))).toEqual([1, 3, 4]);
+    // evaluation text takes no special tokens, whatever the class
+    expect(await ids(folder(withBos, { tokenizer_class: 'LlamaTokenizer', add_eos_token: true }), false)).toEqual([3, 4]);
+    await expect(loadTokenizer(folder(withBos, { tokenizer_class: 'LlamaTokenizer', bos_token: '<bos>' })))
+      .rejects.toThrow(/tokenizer_config\.json: add_bos_token needs bos_token, and "<bos>" is not a token of tokenizer\.json/);
+  });
+
   it('a missing tokenizer is a typed error', async () => {
     const dir = scratchDir('awq-notok-');
     await expect(loadTokenizer(dir)).rejects.toBeInstanceOf(BadCheckpointError);
