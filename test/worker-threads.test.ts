@@ -118,6 +118,36 @@ console.log(JSON.stringify(order));
     expect(order.slice(0, 2).sort(), r.stdout).toEqual(['pbkdf2', 'readFile']);
     expect(order.slice(2), r.stdout).toEqual(Array(8).fill(`gemm ${0.125 * 1536}`));
   });
+  it("a terminated worker's calls that have not started are dropped, not run: terminate does not wait behind other threads' calls", () => {
+    const file = join(scratchDir('awq-jobs-'), 'drop.mjs');
+    writeFileSync(file, `
+import { Worker, isMainThread, parentPort } from 'node:worker_threads';
+const { denseGemm } = await import(${JSON.stringify(index)});
+const n = 2048, a = new Float32Array(n * n).fill(0.5), b = new Float32Array(n * n).fill(0.25);
+if (isMainThread) {
+  const w = new Worker(new URL(import.meta.url));
+  await new Promise((r) => w.once('message', r)); // the worker has loaded awq
+  const order = [];
+  const main = [];
+  for (let i = 0; i < 8; i++) main.push(denseGemm({ a, b, m: n, n, k: n }).then((c) => order.push('gemm ' + c[0])));
+  w.postMessage('queue');
+  await new Promise((r) => w.once('message', r));
+  await w.terminate();
+  order.push('terminated');
+  await Promise.all(main);
+  console.log(JSON.stringify(order));
+} else {
+  parentPort.once('message', () => {
+    for (let i = 0; i < 10; i++) denseGemm({ a, b, m: n, n, k: n }); // queued behind the main thread's
+    parentPort.postMessage('queued');
+  });
+  parentPort.postMessage('ready');
+}
+`);
+    const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, AWQ_THREADS: '2' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout), r.stdout).toEqual(['terminated', ...Array(8).fill(`gemm ${0.125 * 2048}`)]);
+  });
 });
 
 describe('memory', () => {
