@@ -255,7 +255,7 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     // true) and EOS (add_eos_token, default false); other classes keep tokenizer.json's.
     const withBos = { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
       pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } } };
-    const folder = (postProcessor: object | null, tokenizerConfig?: object, modelType?: string) => {
+    const folder = (postProcessor: object | null, tokenizerConfig?: unknown, modelConfig?: object, specialTokensMap?: object) => {
       const dir = scratchDir('awq-tok-');
       writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
         version: '1.0', truncation: null, padding: null, normalizer: null, decoder: null,
@@ -263,15 +263,19 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
         pre_tokenizer: { type: 'Whitespace' }, post_processor: postProcessor,
         model: { type: 'WordLevel', vocab: { '<unk>': 0, '<s>': 1, '</s>': 2, hello: 3, world: 4 }, unk_token: '<unk>' },
       }));
-      if (tokenizerConfig) writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
-      if (modelType) writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: modelType }));
+      if (tokenizerConfig !== undefined) writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
+      if (modelConfig) writeFileSync(join(dir, 'config.json'), JSON.stringify(modelConfig));
+      if (specialTokensMap) writeFileSync(join(dir, 'special_tokens_map.json'), JSON.stringify(specialTokensMap));
       return dir;
     };
     const ids = async (dir: string, addSpecialTokens?: boolean) => (await loadTokenizer(dir)).encode('hello world', { addSpecialTokens });
     expect(await ids(folder(withBos))).toEqual([1, 3, 4]); // tokenizer.json alone
     expect(await ids(folder(null))).toEqual([3, 4]);
-    expect(await ids(folder(null, undefined, 'llama'))).toEqual([1, 3, 4]); // no class: a llama model's is LlamaTokenizerFast
-    expect(await ids(folder(null, undefined, 'qwen2'))).toEqual([3, 4]);
+    expect(await ids(folder(null, undefined, { model_type: 'llama' }))).toEqual([1, 3, 4]); // no class: a llama model's is LlamaTokenizerFast
+    expect(await ids(folder(null, { tokenizer_class: null }, { model_type: 'mistral' }))).toEqual([1, 3, 4]);
+    expect(await ids(folder(null, undefined, { model_type: 'qwen2' }))).toEqual([3, 4]);
+    expect(await ids(folder(null, {}, { model_type: 'qwen2', tokenizer_class: 'LlamaTokenizer' }))).toEqual([1, 3, 4]); // config.json's class next
+    expect(await ids(folder(null, {}, { model_type: 'llama', tokenizer_class: 'PreTrainedTokenizerFast' }))).toEqual([3, 4]);
     expect(await ids(folder(null, { tokenizer_class: 'LlamaTokenizer' }))).toEqual([1, 3, 4]);
     expect(await ids(folder(withBos, { tokenizer_class: 'LlamaTokenizer', add_eos_token: true }))).toEqual([1, 3, 4, 2]);
     expect(await ids(folder(withBos, { tokenizer_class: 'CodeLlamaTokenizer', add_bos_token: false }))).toEqual([3, 4]);
@@ -281,8 +285,15 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     expect(await ids(folder(withBos, { tokenizer_class: 'Qwen2Tokenizer', add_eos_token: true }))).toEqual([1, 3, 4]);
     // evaluation text takes no special tokens, whatever the class
     expect(await ids(folder(withBos, { tokenizer_class: 'LlamaTokenizer', add_eos_token: true }), false)).toEqual([3, 4]);
-    await expect(loadTokenizer(folder(withBos, { tokenizer_class: 'LlamaTokenizer', bos_token: '<bos>' })))
-      .rejects.toThrow(/tokenizer_config\.json: add_bos_token needs bos_token, and "<bos>" is not a token of tokenizer\.json/);
+    // a legacy config (no added_tokens_decoder) takes its special tokens from special_tokens_map.json
+    expect(await ids(folder(null, { tokenizer_class: 'LlamaTokenizer', bos_token: '<s>' }, undefined, { bos_token: { content: '</s>' } }))).toEqual([2, 3, 4]);
+    expect(await ids(folder(null, { tokenizer_class: 'LlamaTokenizer', bos_token: '<s>', added_tokens_decoder: {} }, undefined, { bos_token: '</s>' }))).toEqual([1, 3, 4]);
+    // a token the rule needs but the vocabulary lacks fails calibration, not evaluation (which adds none)
+    const noBos = await loadTokenizer(folder(withBos, { tokenizer_class: 'LlamaTokenizer', bos_token: '<bos>' }));
+    expect(noBos.encode('hello world', { addSpecialTokens: false })).toEqual([3, 4]);
+    expect(() => noBos.encode('hello world')).toThrow(/tokenizer_config\.json: add_bos_token needs bos_token, and "<bos>" is not a token of tokenizer\.json/);
+    expect(() => noBos.encode('hello world')).toThrow(BadCheckpointError);
+    await expect(loadTokenizer(folder(withBos, ['LlamaTokenizer']))).rejects.toThrow(/tokenizer_config\.json: expected a JSON object, got an array/);
   });
 
   it('a missing tokenizer is a typed error', async () => {

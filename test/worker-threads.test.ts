@@ -118,6 +118,25 @@ console.log(JSON.stringify(order));
     expect(order.slice(0, 2).sort(), r.stdout).toEqual(['pbkdf2', 'readFile']);
     expect(order.slice(2), r.stdout).toEqual(Array(8).fill(`gemm ${0.125 * 1536}`));
   });
+  it('process.exit() or an uncaught exception while native calls run ends the process with its status', () => {
+    // The main thread's exit runs no cleanup hook: a job thread still inside the compute pool when
+    // exit destroyed it never returned, and the process hung (12 of 30 runs before the exit handler).
+    const file = join(scratchDir('awq-jobs-'), 'exit.mjs');
+    writeFileSync(file, `
+const { denseGemm } = await import(${JSON.stringify(index)});
+const n = Number(process.argv[2]), a = new Float32Array(n * n).fill(0.5), b = new Float32Array(n * n).fill(0.25);
+for (let i = 0; i < 4; i++) denseGemm({ a, b, m: n, n, k: n });
+if (process.argv[3] === 'throw') throw new Error('thrown while products run');
+process.exit(7);
+`);
+    const runs: [string[], number][] = [...Array(24).fill([['256'], 7]), ...Array(6).fill([['768', 'throw'], 1])];
+    for (const [args, status] of runs) {
+      const r = spawnSync(process.execPath, [file, ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, AWQ_THREADS: '2' } });
+      expect(r.signal, `${args.join(' ')}: ${r.stderr}`).toBeNull(); // SIGTERM: it hung until the timeout
+      expect(r.status, r.stderr).toBe(status);
+    }
+  });
+
   it("a terminated worker's calls that have not started are dropped, not run: terminate does not wait behind other threads' calls", () => {
     const file = join(scratchDir('awq-jobs-'), 'drop.mjs');
     writeFileSync(file, `

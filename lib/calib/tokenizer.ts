@@ -32,7 +32,7 @@ export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
     }
   };
   const json = (await read('tokenizer.json', true))!;
-  const config = (await read('tokenizer_config.json', false)) ?? {};
+  const config = jsonObject((await read('tokenizer_config.json', false)) ?? {}, join(modelDir, 'tokenizer_config.json'));
   let tok: Tokenizer;
   try {
     tok = new Tokenizer(json, config);
@@ -42,17 +42,32 @@ export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
     });
   }
   const vocab = (json as { model?: { vocab?: object } }).model?.vocab;
-  const modelType = ((await read('config.json', false).catch(() => undefined)) as { model_type?: unknown } | undefined)?.model_type;
-  const llama = llamaSpecialTokens(config as Record<string, unknown>, modelType, (t) => tok.token_to_id(t), join(modelDir, 'tokenizer_config.json'));
+  // Optional, and read by the tokenizer only for the Llama rule below: config.json's own faults
+  // are the model reader's to report.
+  const optional = async (file: string) => {
+    const value = await read(file, false).catch(() => undefined);
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+  };
+  const modelConfig = await optional('config.json');
+  // Legacy configs (no added_tokens_decoder) take their special tokens from special_tokens_map.json.
+  const specialMap = 'added_tokens_decoder' in config ? {} : await optional('special_tokens_map.json');
+  const llama = llamaSpecialTokens(config, modelConfig, specialMap, (t) => tok.token_to_id(t), join(modelDir, 'tokenizer_config.json'));
   return {
     encode: (text, options = {}) => {
       const special = options.addSpecialTokens ?? true;
       if (!special || !llama) return tok.encode(text, { add_special_tokens: special }).ids;
       const ids = tok.encode(text, { add_special_tokens: false }).ids;
-      return [...llama.prefix, ...ids, ...llama.suffix];
+      return [...llama.prefix(), ...ids, ...llama.suffix()];
     },
     vocabSize: vocab ? Object.keys(vocab).length : undefined,
   };
+}
+
+function jsonObject(value: object, path: string): Record<string, unknown> {
+  if (Array.isArray(value) || value === null || typeof value !== 'object') {
+    throw new BadCheckpointError(`${path}: expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+  }
+  return value as Record<string, unknown>;
 }
 
 /** tokenizer_class values Transformers 4 loads as LlamaTokenizerFast or CodeLlamaTokenizerFast. */
@@ -61,32 +76,38 @@ const LLAMA_CLASSES = new Set(['LlamaTokenizer', 'LlamaTokenizerFast', 'CodeLlam
 /**
  * The special tokens Transformers 4 adds for a Llama-family tokenizer, or undefined where
  * tokenizer.json's post-processor stands. AutoAWQ runs on Transformers 4, whose LlamaTokenizerFast
- * (tokenizer_class LlamaTokenizer or CodeLlamaTokenizer, or none for a llama / mistral model;
- * Mistral's configs name LlamaTokenizer) always replaces that post-processor with one built from
- * tokenizer_config.json: BOS when add_bos_token (default true), EOS when add_eos_token (default
- * false). So a config with add_eos_token, or a tokenizer.json without a post-processor, tokenizes
- * calibration text differently there than tokenizer.json alone would. Other classes
- * (PreTrainedTokenizerFast of Llama 3, Qwen2Tokenizer) ignore the flags. Transformers 5 ignores
- * them too when tokenizer.json exists; we follow AutoAWQ's.
+ * always replaces that post-processor with one built from tokenizer_config.json: BOS when
+ * add_bos_token (default true), EOS when add_eos_token (default false). So a config with
+ * add_eos_token, or a tokenizer.json without a post-processor, tokenizes calibration text
+ * differently there than tokenizer.json alone would. The class is tokenizer_config.json's
+ * tokenizer_class, else config.json's, else the model type's (llama and mistral: Llama's; Mistral's
+ * configs name LlamaTokenizer). Other classes (PreTrainedTokenizerFast of Llama 3, Qwen2Tokenizer)
+ * ignore the flags; Transformers 5 ignores them too when tokenizer.json exists: we follow AutoAWQ.
+ * A token the rule needs but the vocabulary lacks fails the first encode that adds it (calibration),
+ * not evaluation, which adds none.
  */
 function llamaSpecialTokens(
   config: Record<string, unknown>,
-  modelType: unknown,
+  modelConfig: Record<string, unknown>,
+  specialMap: Record<string, unknown>,
   idOf: (token: string) => number | undefined,
   configPath: string,
-): { prefix: number[]; suffix: number[] } | undefined {
-  const cls = config.tokenizer_class;
-  const llama = typeof cls === 'string' ? LLAMA_CLASSES.has(cls) : cls === undefined && (modelType === 'llama' || modelType === 'mistral');
+): { prefix: () => number[]; suffix: () => number[] } | undefined {
+  const named = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const cls = named(config.tokenizer_class) ?? named(modelConfig.tokenizer_class);
+  const llama = cls !== undefined ? LLAMA_CLASSES.has(cls) : modelConfig.model_type === 'llama' || modelConfig.model_type === 'mistral';
   if (!llama) return undefined;
-  const token = (flag: 'add_bos_token' | 'add_eos_token', key: 'bos_token' | 'eos_token', byDefault: boolean, fallback: string): number[] => {
-    if (!(flag in config ? pythonTruthy(config[flag]) : byDefault)) return [];
-    const value = config[key] === undefined ? fallback : config[key];
+  const token = (flag: 'add_bos_token' | 'add_eos_token', key: 'bos_token' | 'eos_token', byDefault: boolean, fallback: string) => {
+    if (!(flag in config ? pythonTruthy(config[flag]) : byDefault)) return () => [];
+    const value = key in specialMap ? specialMap[key] : key in config ? config[key] : fallback;
     const text = typeof value === 'string' ? value : (value as { content?: unknown } | null)?.content;
     const id = typeof text === 'string' ? idOf(text) : undefined;
-    if (id === undefined) {
-      throw new BadCheckpointError(`${configPath}: ${flag} needs ${key}, and ${JSON.stringify(value)} is not a token of tokenizer.json`);
-    }
-    return [id];
+    return () => {
+      if (id === undefined) {
+        throw new BadCheckpointError(`${configPath}: ${flag} needs ${key}, and ${JSON.stringify(value)} is not a token of tokenizer.json`);
+      }
+      return [id];
+    };
   };
   return { prefix: token('add_bos_token', 'bos_token', true, '<s>'), suffix: token('add_eos_token', 'eos_token', false, '</s>') };
 }

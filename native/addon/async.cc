@@ -78,8 +78,8 @@ void AsyncJob::settle(Napi::Env env) {
   }
 }
 
-// Off the JS thread or during teardown no N-API call is allowed: the references are left to the
-// environment, which deletes what is left of them when it goes.
+// Off the JS thread or during teardown no N-API call is allowed: the references (and the
+// unsettled deferred) are left behind, a small leak per job of an environment torn down mid-call.
 void AsyncJob::abandon() {
   for (auto& r : keep_) r.SuppressDestruct();
   origin_.SuppressDestruct();

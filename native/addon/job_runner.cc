@@ -1,6 +1,7 @@
 #include "job_runner.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -40,9 +41,16 @@ void finish_on_job_thread(EnvJobs* env, AsyncJob* job);
 
 class JobThreads {
  public:
-  // Never destroyed: the threads are detached, and process exit must not wait for a running job.
+  // Never destroyed (its threads are detached). Process exit on the main thread runs no cleanup
+  // hook, so an exit handler, registered after the compute pool's destructor and so run before it,
+  // drops the queued jobs and waits for the running ones, as libuv's shutdown waited for its
+  // pool's work: a job still inside the pool when it is destroyed would never return, and exit hung.
   static JobThreads& get() {
-    static JobThreads* threads = new JobThreads();
+    static JobThreads* threads = [] {
+      auto* t = new JobThreads();
+      std::atexit([] { get().finish_at_exit(); });
+      return t;
+    }();
     return *threads;
   }
 
@@ -62,6 +70,13 @@ class JobThreads {
       }
     }
     wake_.notify_one();
+  }
+
+  void finish_at_exit() {
+    std::unique_lock<std::mutex> lock(mu_);
+    queue_.clear();  // nothing can settle them any more; their memory goes with the process
+    exiting_ = true;
+    none_running_.wait(lock, [&] { return running_ == 0; });
   }
 
   // Takes `env`'s jobs that have not started out of the queue.
@@ -86,9 +101,11 @@ class JobThreads {
       idle_--;
       QueuedJob next = queue_.front();
       queue_.pop_front();
+      running_++;
       lock.unlock();
       finish_on_job_thread(next.env, next.job);
       lock.lock();
+      if (--running_ == 0 && exiting_) none_running_.notify_all();
     }
   }
 
@@ -97,7 +114,13 @@ class JobThreads {
   std::deque<QueuedJob> queue_;
   int threads_ = 0;
   int idle_ = 0;
+  int running_ = 0;
+  bool exiting_ = false;
+  std::condition_variable none_running_;
 };
+
+// The environment of the job this thread runs (null outside a job).
+thread_local EnvJobs* current_env = nullptr;
 
 void finish_on_job_thread(EnvJobs* env, AsyncJob* job) {
   bool closing;
@@ -105,7 +128,11 @@ void finish_on_job_thread(EnvJobs* env, AsyncJob* job) {
     std::lock_guard<std::mutex> lock(env->mu);
     closing = env->closing;
   }
-  if (!closing) job->execute();
+  if (!closing) {
+    current_env = env;
+    job->execute();
+    current_env = nullptr;
+  }
   std::lock_guard<std::mutex> lock(env->mu);
   // settle_fn is open while `closing` is false: teardown closes it only after wait_for_jobs.
   if (env->closing || napi_call_threadsafe_function(env->settle_fn, job, napi_tsfn_nonblocking) != napi_ok) {
@@ -144,6 +171,12 @@ void wait_for_jobs(void* arg) {
   env->none_in_flight.wait(lock, [&] { return env->in_flight == 0; });
 }
 
+// settle_fn's finalizer, when teardown closes it (after wait_for_jobs).
+void forget_jobs(napi_env env, void* data, void*) {
+  napi_set_instance_data(env, nullptr, nullptr, nullptr);
+  delete static_cast<EnvJobs*>(data);
+}
+
 void check(napi_status status, const char* what) {
   if (status != napi_ok) throw Error(ErrorCode::Internal, std::string("cannot set up native jobs: ") + what + " failed");
 }
@@ -155,34 +188,51 @@ EnvJobs* jobs_of(Napi::Env env) {
   auto* jobs = new EnvJobs();
   napi_value name = Napi::String::New(env, "awq native job");
   napi_status created = napi_create_threadsafe_function(
-      env, nullptr, nullptr, name, 0, 1, jobs, [](napi_env, void* d, void*) { delete static_cast<EnvJobs*>(d); }, jobs,
-      settle_on_js_thread, &jobs->settle_fn);
+      env, nullptr, nullptr, name, 0, 1, jobs, forget_jobs, jobs, settle_on_js_thread, &jobs->settle_fn);
   if (created != napi_ok) {
     delete jobs;
     check(created, "napi_create_threadsafe_function");
   }
   check(napi_unref_threadsafe_function(env, jobs->settle_fn), "napi_unref_threadsafe_function");
-  // Added after the thread-safe function: cleanup hooks run last-added first, so teardown waits
-  // for running jobs before it closes the function they settle through.
-  check(napi_add_env_cleanup_hook(env, wait_for_jobs, jobs), "napi_add_env_cleanup_hook");
   check(napi_set_instance_data(env, jobs, nullptr, nullptr), "napi_set_instance_data");
   return jobs;
 }
 
+// Cleanup hooks run last-added first, and wait_for_jobs must run before the hook of any
+// thread-safe function a job uses (settle_fn, a call's progress callback), which deletes it: so it
+// is added again after each of them, at every job's start.
+void wait_for_jobs_first(Napi::Env env, EnvJobs* jobs) {
+  napi_remove_env_cleanup_hook(env, wait_for_jobs, jobs);  // not there the first time: a no-op (adding twice aborts)
+  check(napi_add_env_cleanup_hook(env, wait_for_jobs, jobs), "napi_add_env_cleanup_hook");
+}
+
 }  // namespace
+
+bool job_env_closing() {
+  if (current_env == nullptr) return false;
+  std::lock_guard<std::mutex> lock(current_env->mu);
+  return current_env->closing;
+}
 
 void run_job(Napi::Env env, const char* name, AsyncJob* job) {
   EnvJobs* jobs = jobs_of(env);
+  wait_for_jobs_first(env, jobs);
   {
     std::lock_guard<std::mutex> lock(jobs->mu);
     jobs->in_flight++;
   }
   try {
     JobThreads::get().post(jobs, job);
-  } catch (const Error& e) {
-    std::lock_guard<std::mutex> lock(jobs->mu);
-    jobs->in_flight--;
-    throw Error(e.code(), std::string(name) + ": " + e.what());
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lock(jobs->mu);
+      jobs->in_flight--;
+    }
+    try {
+      throw;
+    } catch (const Error& e) {
+      throw Error(e.code(), std::string(name) + ": " + e.what());
+    }
   }
   if (jobs->unsettled++ == 0) napi_ref_threadsafe_function(env, jobs->settle_fn);
 }

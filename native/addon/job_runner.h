@@ -20,4 +20,9 @@ class AsyncJob;
 // thread. Throws an awq::Error naming the call (`name`) when no job thread can be started.
 void run_job(Napi::Env env, const char* name, AsyncJob* job);
 
+// On a job thread, inside AsyncJob work: true once the environment that started the job is being
+// torn down. Its JS thread then waits for the job and runs nothing, so work that waits for a JS
+// callback (a progress report) must stop waiting.
+bool job_env_closing();
+
 }  // namespace awq::addon

@@ -22,6 +22,7 @@
 #include "args.h"
 #include "async.h"
 #include "cuda_hidden.h"
+#include "job_runner.h"
 #include "layer_args.h"
 #include "registry.h"
 
@@ -181,7 +182,7 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
           // JS thread that is shutting down cannot hang the worker): the caller sees every
           // phase before the promise settles.
           auto on_phase = [&](const char* phase) {
-            if (!tsfn) return;
+            if (!tsfn || job_env_closing()) return;
             struct Call {
               std::string phase;
               std::promise<void> done;
@@ -203,7 +204,10 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
               delete call;
               return;
             }
-            done.wait_for(std::chrono::seconds(1));
+            // A JS thread that tears its environment down waits for this job and delivers nothing.
+            for (int slice = 0; slice < 100 && !job_env_closing(); slice++) {
+              if (done.wait_for(std::chrono::milliseconds(10)) == std::future_status::ready) break;
+            }
           };
 #ifdef AWQ_WITH_CUDA
           if (dev_hidden) {
