@@ -137,6 +137,48 @@ process.exit(7);
     }
   });
 
+  it("worker.terminate() during a layer's quantization stops it at the kernels' next poll, not at the layer's end", () => {
+    // Teardown waits for a worker's running calls (their arrays are its memory); it used to wait
+    // for the whole layer (6.5 s here), and 1 s more for each progress report nobody could deliver.
+    const file = join(scratchDir('awq-jobs-'), 'layer.mjs');
+    writeFileSync(file, `
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+if (isMainThread) {
+  const run = async (terminate) => {
+    const w = new Worker(new URL(import.meta.url), { workerData: terminate });
+    const t0 = performance.now();
+    await new Promise((r) => w.once('message', r)); // the first phase (terminate) or the result
+    const t1 = performance.now();
+    await w.terminate();
+    return terminate ? performance.now() - t1 : t1 - t0;
+  };
+  const whole = await run(false);
+  const stop = await run(true);
+  console.log(JSON.stringify({ whole, stop }));
+} else {
+  const { quantizeDecoderLayer } = await import(${JSON.stringify(index)});
+  let s = 1;
+  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const H = 512, I = 1536, nh = 8, nkv = 2, hd = 64;
+  const arr = (n, scale, offset = 0) => Float32Array.from({ length: n }, () => offset + (rand() - 0.5) * 2 * scale);
+  const sc = 1 / Math.sqrt(H);
+  const arch = { hiddenSize: H, intermediateSize: I, numHeads: nh, numKvHeads: nkv, headDim: hd, rmsNormEps: 1e-5,
+    ropeInvFreq: Float32Array.from({ length: hd / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / hd)), qkNorm: false };
+  const weights = { inputNorm: arr(H, 0.5, 1), postNorm: arr(H, 0.5, 1), q: arr(nh * hd * H, 2 * sc), k: arr(nkv * hd * H, 2 * sc),
+    v: arr(nkv * hd * H, sc), o: arr(H * nh * hd, sc), gate: arr(I * H, sc), up: arr(I * H, sc), down: arr(H * I, sc) };
+  let told = false;
+  const onPhase = () => { if (workerData && !told) { told = true; parentPort.postMessage('started'); } };
+  const options = { wBit: 4, groupSize: 128, zeroPoint: true, duoScaling: true, clip: true, method: 'awq' };
+  const done = quantizeDecoderLayer(arch, weights, arr(4 * 256 * H, 1), 256, options, { onPhase });
+  if (!workerData) done.then(() => parentPort.postMessage('done'));
+}
+`);
+    const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, AWQ_THREADS: '2' } });
+    expect(r.status, r.stderr).toBe(0);
+    const { whole, stop } = JSON.parse(r.stdout) as { whole: number; stop: number };
+    expect(stop, r.stdout).toBeLessThan(whole / 2);
+  });
+
   it("a terminated worker's calls that have not started are dropped, not run: terminate does not wait behind other threads' calls", () => {
     const file = join(scratchDir('awq-jobs-'), 'drop.mjs');
     writeFileSync(file, `

@@ -16,6 +16,7 @@
 #include "../cuda/cuda_layer.h"
 #include "args.h"
 #include "async.h"
+#include "job_runner.h"
 #include "layer_args.h"
 #include "registry.h"
 
@@ -149,7 +150,7 @@ Napi::Value Forward(const Napi::CallbackInfo& info) {
         env, "awq.cudaHiddenForward", keep,
         [h, arch, w, seqlen, flag] {
           CudaHiddenUse use(h);
-          cuda::decoder_layer_forward(arch, w, use.states(), seqlen, Precision::F32, CancelFlag(flag));
+          cuda::decoder_layer_forward(arch, w, use.states(), seqlen, Precision::F32, job_cancel_flag(flag));
         },
         resolve_undefined);
   });

@@ -30,6 +30,7 @@ struct EnvJobs {
   std::condition_variable none_in_flight;
   int in_flight = 0;     // queued or running on a job thread
   bool closing = false;  // teardown has begun: nothing more is started or settled
+  int32_t torn_down = 0; // `closing` for the kernels' polls (CancelFlag), written atomically
 };
 
 struct QueuedJob {
@@ -163,6 +164,7 @@ void wait_for_jobs(void* arg) {
   std::vector<AsyncJob*> dropped = JobThreads::get().drop(env);
   std::unique_lock<std::mutex> lock(env->mu);
   env->closing = true;
+  __atomic_store_n(&env->torn_down, 1, __ATOMIC_RELAXED);
   env->in_flight -= static_cast<int>(dropped.size());
   for (AsyncJob* job : dropped) {
     job->abandon();
@@ -212,6 +214,10 @@ bool job_env_closing() {
   if (current_env == nullptr) return false;
   std::lock_guard<std::mutex> lock(current_env->mu);
   return current_env->closing;
+}
+
+CancelFlag job_cancel_flag(const int32_t* abort_flag) {
+  return CancelFlag(abort_flag, current_env ? &current_env->torn_down : nullptr);
 }
 
 void run_job(Napi::Env env, const char* name, AsyncJob* job) {

@@ -12,6 +12,10 @@
 #pragma once
 #include <napi.h>
 
+#include <cstdint>
+
+#include "../core/cancel.h"
+
 namespace awq::addon {
 
 class AsyncJob;
@@ -24,5 +28,10 @@ void run_job(Napi::Env env, const char* name, AsyncJob* job);
 // torn down. Its JS thread then waits for the job and runs nothing, so work that waits for a JS
 // callback (a progress report) must stop waiting.
 bool job_env_closing();
+
+// On a job thread, inside AsyncJob work: the cancellation a long kernel polls, from the caller's
+// abort flag (may be null) and the job's environment being torn down, so that worker.terminate()
+// during a layer's quantization waits for the next poll, not for the whole layer.
+CancelFlag job_cancel_flag(const int32_t* abort_flag);
 
 }  // namespace awq::addon

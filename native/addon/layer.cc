@@ -9,6 +9,7 @@
 #include "../core/quant.h"
 #include "args.h"
 #include "async.h"
+#include "job_runner.h"
 #include "layer_args.h"
 #include "registry.h"
 
@@ -38,7 +39,7 @@ Napi::Value DecoderLayerForward(const Napi::CallbackInfo& info) {
     const float* x = hidden.data;
     return AsyncJob::start(
         env, "awq.decoderLayerForward", keep,
-        [=] { decoder_layer_forward(arch, w, x, tokens, seqlen, out_data, nullptr, CancelFlag(flag)); },
+        [=] { decoder_layer_forward(arch, w, x, tokens, seqlen, out_data, nullptr, job_cancel_flag(flag)); },
         [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept.back(); });
   });
 }
@@ -99,7 +100,7 @@ Napi::Value LmHeadNll(const Napi::CallbackInfo& info) {
     const int32_t* t = ids.data;
     return AsyncJob::start(
         env, "awq.lmHeadNll", keep,
-        [=] { *result = lm_head_nll(x, tokens, H, seqlen, nw, eps, E, vocab, t, CancelFlag(flag)); },
+        [=] { *result = lm_head_nll(x, tokens, H, seqlen, nw, eps, E, vocab, t, job_cancel_flag(flag)); },
         [result](Napi::Env env, const std::vector<Napi::Value>&) {
           Napi::Object o = Napi::Object::New(env);
           o.Set("nllSum", result->nll_sum);

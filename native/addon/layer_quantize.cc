@@ -213,16 +213,16 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
           if (dev_hidden) {
             CudaHiddenUse use(dev_hidden);
             cuda::quantize_decoder_layer(arch, w, use.states(), seqlen, opt, backend.precision,
-                                         out, *report, CancelFlag(flag), on_phase);
+                                         out, *report, job_cancel_flag(flag), on_phase);
             return;
           }
           if (backend.cuda) {
             cuda::quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, backend.precision,
-                                         out, *report, CancelFlag(flag), on_phase);
+                                         out, *report, job_cancel_flag(flag), on_phase);
             return;
           }
 #endif
-          quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, backend.precision, out, *report, CancelFlag(flag),
+          quantize_decoder_layer(arch, w, x, tokens, seqlen, opt, backend.precision, out, *report, job_cancel_flag(flag),
                                  on_phase);
         },
         [report](Napi::Env env, const std::vector<Napi::Value>& kept) {
