@@ -13,6 +13,23 @@ import { scratchDir } from './helpers/scratch.js';
 
 const index = resolve('dist/index.js');
 
+/** Script text defining `startLayer(onPhase)`: the quantization of a random 512-wide decoder layer (seconds here), started. */
+const startLayer = `
+const startLayer = async (onPhase) => {
+  const { quantizeDecoderLayer } = await import(${JSON.stringify(index)});
+  let s = 1;
+  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const H = 512, I = 1536, nh = 8, nkv = 2, hd = 64;
+  const arr = (n, scale, offset = 0) => Float32Array.from({ length: n }, () => offset + (rand() - 0.5) * 2 * scale);
+  const sc = 1 / Math.sqrt(H);
+  const arch = { hiddenSize: H, intermediateSize: I, numHeads: nh, numKvHeads: nkv, headDim: hd, rmsNormEps: 1e-5,
+    ropeInvFreq: Float32Array.from({ length: hd / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / hd)), qkNorm: false };
+  const weights = { inputNorm: arr(H, 0.5, 1), postNorm: arr(H, 0.5, 1), q: arr(nh * hd * H, 2 * sc), k: arr(nkv * hd * H, 2 * sc),
+    v: arr(nkv * hd * H, sc), o: arr(H * nh * hd, sc), gate: arr(I * H, sc), up: arr(I * H, sc), down: arr(H * I, sc) };
+  const options = { wBit: 4, groupSize: 128, zeroPoint: true, duoScaling: true, clip: true, method: 'awq' };
+  return { done: quantizeDecoderLayer(arch, weights, arr(4 * 256 * H, 1), 256, options, { onPhase }) };
+};`;
+
 /** A script whose worker starts `start` (no await) and then does `then` ('terminate' from the main thread, or 'exit'). */
 function script(start: string, then: 'terminate' | 'exit'): string {
   return `
@@ -156,20 +173,10 @@ if (isMainThread) {
   const stop = await run(true);
   console.log(JSON.stringify({ whole, stop }));
 } else {
-  const { quantizeDecoderLayer } = await import(${JSON.stringify(index)});
-  let s = 1;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
-  const H = 512, I = 1536, nh = 8, nkv = 2, hd = 64;
-  const arr = (n, scale, offset = 0) => Float32Array.from({ length: n }, () => offset + (rand() - 0.5) * 2 * scale);
-  const sc = 1 / Math.sqrt(H);
-  const arch = { hiddenSize: H, intermediateSize: I, numHeads: nh, numKvHeads: nkv, headDim: hd, rmsNormEps: 1e-5,
-    ropeInvFreq: Float32Array.from({ length: hd / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / hd)), qkNorm: false };
-  const weights = { inputNorm: arr(H, 0.5, 1), postNorm: arr(H, 0.5, 1), q: arr(nh * hd * H, 2 * sc), k: arr(nkv * hd * H, 2 * sc),
-    v: arr(nkv * hd * H, sc), o: arr(H * nh * hd, sc), gate: arr(I * H, sc), up: arr(I * H, sc), down: arr(H * I, sc) };
+  ${startLayer}
   let told = false;
   const onPhase = () => { if (workerData && !told) { told = true; parentPort.postMessage('started'); } };
-  const options = { wBit: 4, groupSize: 128, zeroPoint: true, duoScaling: true, clip: true, method: 'awq' };
-  const done = quantizeDecoderLayer(arch, weights, arr(4 * 256 * H, 1), 256, options, { onPhase });
+  const { done } = await startLayer(onPhase);
   if (!workerData) done.then(() => parentPort.postMessage('done'));
 }
 `);
@@ -177,6 +184,29 @@ if (isMainThread) {
     expect(r.status, r.stderr).toBe(0);
     const { whole, stop } = JSON.parse(r.stdout) as { whole: number; stop: number };
     expect(stop, r.stdout).toBeLessThan(whole / 2);
+  });
+
+  it("process.exit() during a layer's quantization on the main thread ends the process at the kernels' next poll", () => {
+    // The main thread's exit runs no teardown: the exit handler waited for the whole layer, and 1 s
+    // more for each progress report nobody could deliver.
+    const file = join(scratchDir('awq-jobs-'), 'exit-layer.mjs');
+    writeFileSync(file, `
+import { writeSync } from 'node:fs';
+${startLayer}
+const exit = process.argv[2] === 'exit';
+let first = 0;
+const onPhase = () => { if (!first) { first = Date.now(); writeSync(1, first + '\\n'); if (exit) process.exit(5); } };
+await (await startLayer(onPhase)).done;
+writeSync(1, Date.now() + '\\n');
+`);
+    const run = (mode: string) => spawnSync(process.execPath, [file, mode], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, AWQ_THREADS: '2' } });
+    const whole = run('whole');
+    expect(whole.status, whole.stderr).toBe(0);
+    const [phase, end] = whole.stdout.trim().split('\n').map(Number);
+    const exited = run('exit');
+    const gone = Date.now();
+    expect(exited.status, exited.stderr).toBe(5);
+    expect(gone - Number(exited.stdout.trim()), `whole layer ${end - phase} ms`).toBeLessThan((end - phase) / 2);
   });
 
   it("a terminated worker's calls that have not started are dropped, not run: terminate does not wait behind other threads' calls", () => {

@@ -40,12 +40,21 @@ struct QueuedJob {
 
 void finish_on_job_thread(EnvJobs* env, AsyncJob* job);
 
+// The environment of the job this thread runs (null outside a job).
+thread_local EnvJobs* current_env = nullptr;
+// Set by the exit handler: every running job's cancellation (the main thread's exit runs no
+// environment teardown, so its jobs' own flags are never set).
+int32_t g_exiting = 0;
+
 class JobThreads {
  public:
   // Never destroyed (its threads are detached). Process exit on the main thread runs no cleanup
   // hook, so an exit handler, registered after the compute pool's destructor and so run before it,
-  // drops the queued jobs and waits for the running ones, as libuv's shutdown waited for its
-  // pool's work: a job still inside the pool when it is destroyed would never return, and exit hung.
+  // drops the queued jobs, makes the running ones stop at their next cancellation poll, and waits
+  // for them, as libuv's shutdown waited for its pool's work: a job still inside the pool when it
+  // is destroyed never returned, and exit hung. Statics a job uses must be registered before the
+  // handler (namespace scope) or never destroyed: a function-local static made during a job would
+  // be destroyed before the wait.
   static JobThreads& get() {
     static JobThreads* threads = [] {
       auto* t = new JobThreads();
@@ -57,6 +66,7 @@ class JobThreads {
 
   void post(EnvJobs* env, AsyncJob* job) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (exiting_) throw Error(ErrorCode::Aborted, "the process is exiting");
     queue_.push_back({env, job});
     if (static_cast<int>(queue_.size()) > idle_ && threads_ < kJobThreads) {
       try {
@@ -77,7 +87,9 @@ class JobThreads {
     std::unique_lock<std::mutex> lock(mu_);
     queue_.clear();  // nothing can settle them any more; their memory goes with the process
     exiting_ = true;
-    none_running_.wait(lock, [&] { return running_ == 0; });
+    __atomic_store_n(&g_exiting, 1, __ATOMIC_RELAXED);
+    const int self = current_env != nullptr ? 1 : 0;  // exit() called from inside a job
+    none_running_.wait(lock, [&] { return running_ == self; });
   }
 
   // Takes `env`'s jobs that have not started out of the queue.
@@ -98,7 +110,7 @@ class JobThreads {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       idle_++;
-      wake_.wait(lock, [&] { return !queue_.empty(); });
+      wake_.wait(lock, [&] { return !queue_.empty() && !exiting_; });
       idle_--;
       QueuedJob next = queue_.front();
       queue_.pop_front();
@@ -106,7 +118,7 @@ class JobThreads {
       lock.unlock();
       finish_on_job_thread(next.env, next.job);
       lock.lock();
-      if (--running_ == 0 && exiting_) none_running_.notify_all();
+      if (--running_ <= 1 && exiting_) none_running_.notify_all();
     }
   }
 
@@ -120,8 +132,6 @@ class JobThreads {
   std::condition_variable none_running_;
 };
 
-// The environment of the job this thread runs (null outside a job).
-thread_local EnvJobs* current_env = nullptr;
 
 void finish_on_job_thread(EnvJobs* env, AsyncJob* job) {
   bool closing;
@@ -211,13 +221,14 @@ void wait_for_jobs_first(Napi::Env env, EnvJobs* jobs) {
 }  // namespace
 
 bool job_env_closing() {
+  if (__atomic_load_n(&g_exiting, __ATOMIC_RELAXED) != 0) return true;
   if (current_env == nullptr) return false;
   std::lock_guard<std::mutex> lock(current_env->mu);
   return current_env->closing;
 }
 
 CancelFlag job_cancel_flag(const int32_t* abort_flag) {
-  return CancelFlag(abort_flag, current_env ? &current_env->torn_down : nullptr);
+  return CancelFlag(abort_flag, current_env ? &current_env->torn_down : nullptr, &g_exiting);
 }
 
 void run_job(Napi::Env env, const char* name, AsyncJob* job) {

@@ -168,7 +168,16 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
     }
     auto report = std::make_shared<LayerQuantReport>();
     const float* x = hidden.data;
-    return AsyncJob::start(
+    // The job releases tsfn when it ends; a job that never starts (no job thread) must too, or
+    // the callback would keep the event loop alive.
+    struct ReleaseUnlessStarted {
+      std::shared_ptr<Napi::ThreadSafeFunction> f;
+      bool started = false;
+      ~ReleaseUnlessStarted() {
+        if (f && !started) f->Release();
+      }
+    } unstarted{tsfn};
+    Napi::Promise promise = AsyncJob::start(
         env, "awq.quantizeDecoderLayer", keep,
         [=] {
           // released on every path, or the event loop would stay alive
@@ -278,6 +287,8 @@ Napi::Value QuantizeDecoderLayer(const Napi::CallbackInfo& info) {
           res.Set("report", r);
           return res;
         });
+    unstarted.started = true;
+    return promise;
   });
 }
 

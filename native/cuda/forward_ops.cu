@@ -656,9 +656,11 @@ struct ForwardScratch {
   std::vector<float> rope_inv;
   std::unique_ptr<DeviceRope> rope;
 };
+// Never destroyed: a static made inside a job would be destroyed at exit before the addon's exit
+// handler has waited for the running jobs (job_runner.cc), under a forward still using it.
 ForwardScratch& forward_scratch() {
-  static ForwardScratch s;
-  return s;
+  static ForwardScratch* s = new ForwardScratch();
+  return *s;
 }
 
 // A linear's weight as the forward uses it: fp32 (w32) or rounded to bf16/fp16 (w16).
