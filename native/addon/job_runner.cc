@@ -132,7 +132,6 @@ class JobThreads {
   std::condition_variable none_running_;
 };
 
-
 void finish_on_job_thread(EnvJobs* env, AsyncJob* job) {
   bool closing;
   {
