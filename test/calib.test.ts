@@ -296,6 +296,12 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     await expect(loadTokenizer(folder(withBos, ['LlamaTokenizer']))).rejects.toThrow(/tokenizer_config\.json: expected a JSON object, got an array/);
   });
 
+  it("a tokenizer's ids outside the model's vocabulary are an InvalidArgumentError naming the source", async () => {
+    await expect(buildCalibrationBlocks({ kind: 'texts', texts: ['abcd', 'xyz'] }, charTokenizer, { seqlen: 4, vocabSize: 100 }))
+      .rejects.toThrow(/^2 texts: token id 100 is outside the model's vocabulary \(vocab_size 100\)$/);
+    expect((await buildCalibrationBlocks({ kind: 'texts', texts: ['abcd'] }, charTokenizer, { seqlen: 4, vocabSize: 101 })).blocks).toBe(1);
+  });
+
   it('a missing tokenizer is a typed error', async () => {
     const dir = scratchDir('awq-notok-');
     await expect(loadTokenizer(dir)).rejects.toBeInstanceOf(BadCheckpointError);

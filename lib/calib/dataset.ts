@@ -64,7 +64,7 @@ export const defaultCalibrationPath = join(packageRoot, 'data', 'calib-default.j
 export interface CalibrationOptions {
   nSamples?: number; // 128
   seqlen?: number; // 512
-  /** Pre-tokenized ids must be below it (the model's vocab_size); without it, below 2^31. */
+  /** Every id must be below it (the model's vocab_size); without it, pre-tokenized ids below 2^31. */
   vocabSize?: number;
 }
 
@@ -224,6 +224,15 @@ export async function buildCalibrationBlocks(
       if (at === tokens.length) break;
       tokens[at++] = id;
     }
+  }
+  // The tokenizer's ids are checked once they are blocks, in case it does not match the model
+  // (pre-tokenized ids were checked above, before they could wrap in the Int32Array).
+  const checked = options.vocabSize === undefined || source.kind === 'tokens';
+  const outside = checked ? -1 : tokens.findIndex((id) => id < 0 || id >= options.vocabSize!);
+  if (outside >= 0) {
+    throw new InvalidArgumentError(
+      `${describeSource(source)}: token id ${tokens[outside]} is outside the model's vocabulary (vocab_size ${options.vocabSize})`,
+    );
   }
   return { tokens, blocks, seqlen, acceptedSamples: accepted.length, skippedTooLong, skippedEmpty, droppedTokens: total - blocks * seqlen };
 }

@@ -390,15 +390,8 @@ async function prepareRun(
     const source = options.calib ?? { kind: 'default' };
     progress.emit({ stage: 'calibrate', completed: 0, total: 1, message: `tokenizing ${describeSource(source)}` });
     const tokenizer = source.kind === 'tokens' ? undefined : await loadTokenizer(options.model);
-    // Pre-tokenized ids are checked against the vocabulary before they become 32-bit ints (they could
-    // wrap); the tokenizer's after, in case it does not match the model.
+    // every id, pre-tokenized or the tokenizer's, is checked against the model's vocabulary
     const blocks = await buildCalibrationBlocks(source, tokenizer, { nSamples: options.nSamples, seqlen, vocabSize: cfg.vocabSize });
-    const outside = blocks.tokens.findIndex((id) => id < 0 || id >= cfg.vocabSize);
-    if (outside >= 0) {
-      throw new InvalidArgumentError(
-        `${describeSource(source)}: token id ${blocks.tokens[outside]} is outside the model's vocabulary (vocab_size ${cfg.vocabSize})`,
-      );
-    }
     calibration = {
       source: describeSource(source),
       samples: blocks.acceptedSamples,
