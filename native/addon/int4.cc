@@ -31,9 +31,15 @@ Napi::Value wrap(Napi::Env env, Handle h) {
   return tagged_external(env, new Handle(std::move(h)), kInt4Tag, bytes);
 }
 
-Handle unwrap(const Napi::Value& v) {
-  const Handle* h = tagged_external_data<Handle>(v, kInt4Tag);
+// The handle inside an External of ours (released or not).
+Handle* handle_of(const Napi::Value& v) {
+  Handle* h = tagged_external_data<Handle>(v, kInt4Tag);
   if (!h) bad_arg("weights: expected an int4 weight handle");
+  return h;
+}
+
+Handle unwrap(const Napi::Value& v) {
+  const Handle* h = handle_of(v);
   if (!*h) bad_arg("weights: this int4 weight handle was released");
   return *h;
 }
@@ -159,9 +165,7 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
 Napi::Value Release(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    Handle* h = tagged_external_data<Handle>(info[0], kInt4Tag);
-    if (!h) bad_arg("weights: expected an int4 weight handle");
-    h->reset();
+    handle_of(info[0])->reset();
     return env.Undefined();
   });
 }
