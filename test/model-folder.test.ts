@@ -277,7 +277,7 @@ describe('prepareOutputDir', () => {
   it('refuses an existing folder without overwrite, replaces it with overwrite', async () => {
     const out = join(tmp.dir, 'out2');
     mkdirSync(out);
-    writeFileSync(join(out, 'config.json'), '{}');
+    writeFileSync(join(out, 'config.json'), JSON.stringify({ quantization_config: { quant_method: 'awq' } }));
     await expect(prepareOutputDir(out)).rejects.toThrow(InvalidArgumentError);
     await expect(prepareOutputDir(out)).rejects.toThrow(/already exists.*--overwrite/);
     const o = await prepareOutputDir(out, { overwrite: true });
@@ -291,9 +291,18 @@ describe('prepareOutputDir', () => {
     mkdirSync(empty);
     await (await prepareOutputDir(empty, { overwrite: true })).commit();
     expect(readdirSync(empty)).toEqual([]);
+    // AutoAWQ's quant_config.json, or our report, marks an earlier AWQ output as well
+    for (const marker of ['quant_config.json', 'awq-report.json']) {
+      const earlier = join(tmp.dir, `out-${marker}`);
+      mkdirSync(earlier);
+      writeFileSync(join(earlier, marker), '{}');
+      writeFileSync(join(earlier, 'model.safetensors'), '');
+      await (await prepareOutputDir(earlier, { overwrite: true })).commit();
+      expect(readdirSync(earlier)).toEqual([]);
+    }
   });
 
-  it('overwrite replaces only a model folder, never one that holds the input or is not a model', async () => {
+  it('overwrite replaces only an earlier AWQ output or an empty folder, never one that holds the input or another model', async () => {
     // A folder of models with the input in it (a typo for --out parent/model-awq), a home-like
     // folder, and a folder holding the calibration file: each refused before anything is written,
     // and at commit too, and nothing in them is touched.
@@ -311,7 +320,22 @@ describe('prepareOutputDir', () => {
     const home = join(tmp.dir, 'home');
     mkdirSync(home);
     writeFileSync(join(home, '.bashrc'), '');
-    await expect(prepareOutputDir(home, { overwrite: true })).rejects.toThrow(/not a model folder \(no config\.json\).*left alone/);
+    await expect(prepareOutputDir(home, { overwrite: true })).rejects.toThrow(/is not an AWQ checkpoint .*left alone/);
+    // another model (a mistyped --out naming an unquantized model, or one quantized otherwise), and
+    // a config.json that does not parse: their weights and notes stay
+    const models: [string, string][] = [
+      ['dense', JSON.stringify({ model_type: 'llama' })],
+      ['gptq', JSON.stringify({ quantization_config: { quant_method: 'gptq' } })],
+      ['broken', '{"quantization_config": {"quant_method": "awq"'],
+    ];
+    for (const [name, config] of models) {
+      const dir = join(tmp.dir, `other-${name}`);
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'config.json'), config);
+      writeFileSync(join(dir, 'NOTES.md'), 'keep');
+      await expect(prepareOutputDir(dir, { overwrite: true })).rejects.toThrow(/is not an AWQ checkpoint/);
+      expect(readdirSync(dir).sort()).toEqual(['NOTES.md', 'config.json']);
+    }
     const calibDir = join(tmp.dir, 'run');
     mkdirSync(calibDir);
     writeFileSync(join(calibDir, 'config.json'), '{}');
@@ -323,7 +347,7 @@ describe('prepareOutputDir', () => {
     const o = await prepareOutputDir(later, { overwrite: true });
     mkdirSync(later);
     writeFileSync(join(later, 'photo.jpg'), '');
-    await expect(o.commit()).rejects.toThrow(/not a model folder/);
+    await expect(o.commit()).rejects.toThrow(/not an AWQ checkpoint/);
     expect(readdirSync(later)).toEqual(['photo.jpg']);
     expect(readdirSync(parent).sort()).toEqual(['model', 'notes.txt']);
     expect(readdirSync(home)).toEqual(['.bashrc']);

@@ -5,13 +5,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { lstat, mkdir, readdir, realpath, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, realpath, rename, rm } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 
 import { AwqError, InvalidArgumentError, ioError } from '../errors.js';
 
 export interface PrepareOutputOptions {
-  /** Replace an existing folder at `out` (only on commit, after everything was written). */
+  /**
+   * Replace an existing folder at `out` (only on commit, after everything was written): an empty
+   * one or an earlier AWQ output; any other folder is refused (see isReplaceable).
+   */
   overwrite?: boolean;
   /** The folder being read: `out` may be neither it nor inside it, nor contain it. */
   inputDir?: string;
@@ -83,21 +86,35 @@ async function refuseExisting(out: string, overwrite: boolean): Promise<void> {
   if (kind === 'dir' && !overwrite) {
     throw new InvalidArgumentError(`output folder ${out} already exists; pass --overwrite (overwrite: true) to replace it`);
   }
-  if (kind === 'dir') {
-    // Replacing deletes the old folder: only a model folder (an earlier output) or an empty one,
-    // never whatever a mistyped --out names (a home folder, a folder of models).
-    let entries: string[];
-    try {
-      entries = await readdir(out);
-    } catch (err) {
-      throw ioError(`listing ${out}`, err);
-    }
-    if (entries.length > 0 && !entries.includes('config.json')) {
-      throw new InvalidArgumentError(
-        `output folder ${out} exists and is not a model folder (no config.json): --overwrite replaces only a model ` +
-          'folder or an empty one, so it is left alone; remove it yourself or choose another folder',
-      );
-    }
+  if (kind === 'dir' && !(await isReplaceable(out))) {
+    throw new InvalidArgumentError(
+      `output folder ${out} exists and is not an AWQ checkpoint (its config.json has no quantization_config with ` +
+        'quant_method "awq"): --overwrite replaces only an earlier AWQ output or an empty folder, so it is left ' +
+        'alone; remove it yourself or choose another folder',
+    );
+  }
+}
+
+/**
+ * Replacing deletes the old folder: only an empty one or an earlier AWQ output (config.json with an
+ * AWQ quantization_config, AutoAWQ's quant_config.json, or our awq-report.json) may go, never what
+ * a mistyped --out names: a home folder, a folder of models, another (unquantized) model.
+ */
+async function isReplaceable(out: string): Promise<boolean> {
+  let entries: string[];
+  try {
+    entries = await readdir(out);
+  } catch (err) {
+    throw ioError(`listing ${out}`, err);
+  }
+  if (entries.length === 0 || entries.includes('awq-report.json') || entries.includes('quant_config.json')) return true;
+  if (!entries.includes('config.json')) return false;
+  try {
+    const config: unknown = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
+    const qc = (config as { quantization_config?: { quant_method?: unknown } } | null)?.quantization_config;
+    return typeof qc === 'object' && qc !== null && qc.quant_method === 'awq';
+  } catch {
+    return false; // unreadable or not JSON: not recognisably ours
   }
 }
 
@@ -134,7 +151,7 @@ function processAlive(pid: number): boolean {
 
 /**
  * Checks, creating nothing, that the run may write `out`: it is not an input nor inside one, holds
- * no input, and exists only with overwrite (then as a model folder or an empty one). Returns the
+ * no input, and exists only with overwrite (then as an earlier AWQ output or an empty folder). Returns the
  * absolute path. prepareOutputDir checks the same; callers with slow work before it (the pipeline's
  * calibration) check first.
  */

@@ -86,7 +86,7 @@ export function registerQuantize(program: Command): void {
         .choices(['auto', 'fp32', 'bf16', 'fp16'])
         .default('auto'),
     )
-    .option('--overwrite', 'replace the output folder if it exists')
+    .option('--overwrite', 'replace the output folder if it exists and is an earlier AWQ output (or empty); any other folder is left alone')
     .option('--keep-dtype', 'write embeddings, norms and lm_head in the source dtype (bf16/fp32) instead of fp16')
     .option('--resume', 'keep each finished layer in <out>.resume/ and continue from there after an interruption (run the same command again)')
     .option('--json', 'progress as JSON lines on stderr, the report as JSON on stdout')
