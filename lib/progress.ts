@@ -3,8 +3,12 @@ import { AbortedError, InvalidArgumentError } from './errors.js';
 import { describeArgument } from './validate.js';
 
 export interface ProgressEvent {
-  /** What is running: loading, calibration, a decoder layer, writing, evaluation windows. */
-  stage: 'load' | 'calibrate' | 'layer' | 'write' | 'eval' | 'done';
+  /**
+   * What is running: loading, calibration, a decoder layer, writing, evaluation windows; or
+   * 'notice': something the user should know, in `message` (a fallback taken, a folder an earlier
+   * run left, source tensors not written), with the counts of the event before it.
+   */
+  stage: 'load' | 'calibrate' | 'layer' | 'write' | 'eval' | 'done' | 'notice';
   /** Units done and in all (layers for quantize, windows for eval). */
   completed: number;
   total: number;
@@ -29,6 +33,8 @@ export class ProgressTracker {
   private readonly start = performance.now();
   private unitsStart = 0;
   private unitsStartAt = 0;
+  /** Counts of the last event, repeated by notices. */
+  private last = { completed: 0, total: 1 };
   constructor(private readonly listener: ProgressListener | undefined) {}
 
   /**
@@ -42,6 +48,7 @@ export class ProgressTracker {
 
   emit(e: Omit<ProgressEvent, 'elapsedMs' | 'etaMs'>): void {
     if (!this.listener) return;
+    if (e.stage !== 'notice') this.last = { completed: e.completed, total: e.total };
     const now = performance.now();
     const done = e.completed - this.unitsStart;
     const etaMs =
@@ -49,6 +56,11 @@ export class ProgressTracker {
         ? ((now - this.unitsStartAt) / done) * (e.total - e.completed)
         : undefined;
     this.listener({ ...e, elapsedMs: now - this.start, etaMs });
+  }
+
+  /** A 'notice' event: a message for the user rather than a step (see ProgressEvent.stage). */
+  notice(message: string): void {
+    this.emit({ stage: 'notice', ...this.last, message });
   }
 }
 

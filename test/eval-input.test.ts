@@ -30,7 +30,7 @@ describe.skipIf(!hasShared)(`evaluation text and windows${hasShared ? '' : ` (sk
     const r = await evaluate({ model, text, seqlen: 64, windows: 1000, onProgress: (e) => events.push(e) });
     expect(r.windows).toBe(r.availableWindows);
     expect(r.availableWindows).toBeGreaterThan(0);
-    expect(events.some((e) => e.message === `1000 windows asked for, the text holds ${r.availableWindows}: evaluating ${r.availableWindows}`)).toBe(true);
+    expect(events.some((e) => e.stage === 'notice' && e.message === `1000 windows asked for, the text holds ${r.availableWindows}: evaluating ${r.availableWindows}`)).toBe(true);
     const one = await evaluate({ model, text, seqlen: 64, windows: 1 });
     expect([one.windows, one.availableWindows]).toEqual([1, r.availableWindows]);
   });

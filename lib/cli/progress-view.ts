@@ -31,7 +31,10 @@ export function progressView(mode: { json: boolean; quiet?: boolean }, unit = 'l
   if (mode.quiet) return { listener: () => {}, stop: () => {} };
   if (mode.json) {
     return {
-      listener: (e) => process.stderr.write(`${JSON.stringify({ event: 'progress', ...e })}\n`),
+      listener: (e) =>
+        e.stage === 'notice'
+          ? notice(mode, e.message ?? '', { elapsedMs: e.elapsedMs })
+          : process.stderr.write(`${JSON.stringify({ event: 'progress', ...e })}\n`),
       stop: () => {},
     };
   }
@@ -39,6 +42,7 @@ export function progressView(mode: { json: boolean; quiet?: boolean }, unit = 'l
     let last = '';
     return {
       listener: (e) => {
+        if (e.stage === 'notice') return notice(mode, e.message ?? '');
         const line = `[${seconds(e.elapsedMs)}] ${label(e, unit)} (${e.completed}/${e.total}, eta ${seconds(e.etaMs)})`;
         const key = `${e.stage}:${e.layer}:${e.phase}:${e.message}:${e.completed}`;
         if (key !== last) process.stderr.write(`${line}\n`);
@@ -53,12 +57,21 @@ export function progressView(mode: { json: boolean; quiet?: boolean }, unit = 'l
       hideCursor: true,
       stream: process.stderr,
       clearOnComplete: false,
+      // a notice clears the bar's line (below): redraw it at the next tick even if unchanged
+      forceRedraw: true,
     },
     cliProgress.Presets.shades_classic,
   );
   let started = false;
   return {
     listener: (e) => {
+      if (e.stage === 'notice') {
+        // A line of its own above the bar (as a label it would last one redraw). The bar saved
+        // the cursor at its start and restores it when it stops: save it again below the notice.
+        if (started) process.stderr.write(`\r\x1b[2Kawq: ${e.message ?? ''}\n\x1b7`);
+        else notice(mode, e.message ?? '');
+        return;
+      }
       const payload = { label: label(e, unit), elapsed: seconds(e.elapsedMs), etaText: seconds(e.etaMs) };
       if (!started) {
         bar.start(e.total, e.completed, payload);
@@ -91,26 +104,33 @@ export function notice(mode: { json?: boolean }, message: string, fields: Record
 }
 
 /**
- * Aborts `controller` on the first Ctrl-C / SIGTERM. A second one exits at once; unfinished output
+ * Ctrl-C, `kill`, and the terminal going away (a closed window, a dropped ssh session): each would
+ * otherwise end the process with no clean-up, leaving a model-sized temporary folder behind.
+ */
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Aborts `controller` on the first Ctrl-C / SIGTERM / SIGHUP. A second one exits at once; unfinished output
  * folders are removed on the way out (output-dir.ts). With `json`, the note about it is a
  * `{"event":"signal", ...}` line in the progress stream.
  */
 export function abortOnSignals(controller: AbortController, mode: { json?: boolean } = {}): () => void {
   const onSignal = (sig: NodeJS.Signals) => {
-    if (controller.signal.aborted) process.exit(signalExitCode(sig));
+    if (controller.signal.aborted) {
+      if (process.stderr.isTTY) process.stderr.write('\x1b[?25h'); // the progress bar hides the cursor
+      process.exit(signalExitCode(sig));
+    }
     receivedSignal = sig;
     const message = `${sig} received, stopping cleanly (press again to exit at once)`;
     process.stderr.write(mode.json ? `${JSON.stringify({ event: 'signal', signal: sig, message })}\n` : `\nawq: ${message}\n`);
     controller.abort();
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   return () => {
     // Once a signal has aborted the run, the handlers stay until the process exits: a second
     // signal arriving after the run unwound (while the process winds down) must still exit with
     // 128 + signal, not fall to the default action. (Signal handlers do not keep Node alive.)
     if (controller.signal.aborted) return;
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
   };
 }

@@ -92,14 +92,15 @@ export function registerQuantize(program: Command): void {
     .option('--json', 'progress as JSON lines on stderr, the report as JSON on stdout')
     .option('--quiet', 'no progress output')
     .action(async (model: string, opts: Opts) => {
-      if (opts.method === 'rtn' && (opts.calib || opts.calibTokens) && !opts.json && !opts.quiet) {
-        process.stderr.write('awq: --method rtn uses no calibration data: the calibration option is ignored\n');
+      if (opts.method === 'rtn' && (opts.calib || opts.calibTokens) && !opts.quiet) {
+        notice(opts, '--method rtn uses no calibration data: the calibration option is ignored');
       }
       const calib = opts.method === 'rtn' ? undefined : await calibrationSource(opts);
-      if (!calib && opts.method === 'awq' && !opts.json && !opts.quiet) {
-        process.stderr.write(
-          'awq: no --calib given: calibrating on the general English text shipped with awq (Brown corpus).\n' +
-            '     Salience is estimated from the calibration text; text unlike your traffic gives estimates unlike it too.\n',
+      if (!calib && opts.method === 'awq' && !opts.quiet) {
+        notice(
+          opts,
+          'no --calib given: calibrating on the general English text shipped with awq (Brown corpus). Salience is ' +
+            'estimated from the calibration text; text unlike your traffic gives estimates unlike it too.',
         );
       }
       const controller = new AbortController();

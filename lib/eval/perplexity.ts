@@ -131,7 +131,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     if (options.backend === 'cuda') throw new CudaError(stale);
     resolved = { ...resolveBackend('cpu', 'fp32'), note: `${stale}; evaluating on the CPU` };
   }
-  if (resolved.note) progress.emit({ stage: 'load', completed: 0, total: 1, message: resolved.note });
+  if (resolved.note) progress.notice(resolved.note);
   if (options.threads !== undefined) setThreads(options.threads);
   const model = await openModelWeights(options.model);
   try {
@@ -148,7 +148,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     }
     const windows = Math.min(available, options.windows ?? available);
     if (options.windows !== undefined && options.windows > available) {
-      progress.emit({ stage: 'load', completed: 0, total: 1, message: `${options.windows} windows asked for, the text holds ${available}: evaluating ${available}` });
+      progress.notice(`${options.windows} windows asked for, the text holds ${available}: evaluating ${available}`);
     }
     const nll = await modelNll(model, Int32Array.from(ids.slice(0, windows * seqlen)), seqlen, resolved.backend, progress, options.signal);
     const meanNll = nll.sum / nll.count;

@@ -113,7 +113,7 @@ export interface QuantizeResult {
  * what earlier runs left beside the output and for source tensors that will not be written.
  */
 async function checkBeforeWork(options: QuantizeOptions, model: ModelWeights, inputs: string[], progress: ProgressTracker): Promise<void> {
-  const note = (message: string) => progress.emit({ stage: 'load', completed: 0, total: 1, message });
+  const note = (message: string) => progress.notice(message);
   await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
   for (const dir of await staleTempDirs(options.out)) note(`${dir} was left by a run that was killed (its process is gone): remove it`);
   await checkAuxiliaryFilesReadable(options.model);
@@ -175,7 +175,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   opts.backend = resolved.backend;
   opts.precision = resolved.precision;
   const progress = new ProgressTracker(options.onProgress);
-  if (resolved.note) progress.emit({ stage: 'load', completed: 0, total: 1, message: resolved.note });
+  if (resolved.note) progress.notice(resolved.note);
   const signal = options.signal;
 
   progress.emit({ stage: 'load', completed: 0, total: 1, message: `opening ${options.model}` });
@@ -239,17 +239,13 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
           }
           hidden = h.data;
         }
-        progress.emit({ stage: 'load', completed: 0, total: 1, message: `resuming after layer ${kept.layersDone - 1} (kept in ${kept.dir})` });
+        progress.notice(`resuming after layer ${kept.layersDone - 1} (kept in ${kept.dir})`);
         const elsewhere = [...new Set(kept.machines)].filter((m) => m !== machine);
         if (elsewhere.length > 0) {
-          progress.emit({
-            stage: 'load',
-            completed: 0,
-            total: 1,
-            message:
-              `the kept layers were computed on ${elsewhere.join(', ')}, this run computes on ${machine}: ` +
+          progress.notice(
+            `the kept layers were computed on ${elsewhere.join(', ')}, this run computes on ${machine}: ` +
               'the checkpoint equals an uninterrupted run up to fp32 rounding (near-tie choices may differ)',
-          });
+          );
         }
       }
     }
@@ -343,12 +339,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
     // the run with no output, and nothing after the rename can fail it.
     await writer.finish(model.rawConfig, { groupSize: opts.groupSize }, () => {
       if (!options.resume && existsSync(resumeDirFor(options.out))) {
-        progress.emit({
-          stage: 'write',
-          completed: cfg.numLayers,
-          total: cfg.numLayers,
-          message: `${options.out}.resume holds the layers of an earlier --resume run, which this checkpoint replaces: remove it`,
-        });
+        progress.notice(`${options.out}.resume holds the layers of an earlier --resume run, which this checkpoint replaces: remove it`);
       }
       progress.emit({ stage: 'done', completed: cfg.numLayers, total: cfg.numLayers });
     });
