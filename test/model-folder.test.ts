@@ -220,6 +220,17 @@ describe('ModelFolder', () => {
   it('config.json missing or with a wrong field type; no weights', async () => {
     await expect(ModelFolder.open(handFolder('nocfg', { config: null }))).rejects.toThrow(BadConfigError);
     await expect(ModelFolder.open(join(tmp.dir, 'nocfg'))).rejects.toThrow(/config.json: missing/);
+    // a path that is no folder says so (a typo, a Hub id, a weight file instead of its folder)
+    writeFileSync(join(tmp.dir, 'nocfg', 'model.safetensors'), '');
+    for (const [path, re] of [
+      [join(tmp.dir, 'meta-llama', 'Llama-2-7b-hf'), /Llama-2-7b-hf: no such folder \(awq reads a local model folder: download the model first\)$/],
+      [join(tmp.dir, 'nocfg', 'model.safetensors', 'x'), /x: no such folder/],
+      [join(tmp.dir, 'nocfg', 'model.safetensors'), /model\.safetensors is a file; expected the model folder that holds config\.json and the weights$/],
+    ] as const) {
+      const err = await ModelFolder.open(path).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect((err as Error).message).toMatch(re);
+    }
     await expect(ModelFolder.open(handFolder('badcfg', { config: llamaConfig({ vocab_size: [1] }) }))).rejects.toThrow(/'vocab_size'/);
     const empty = join(tmp.dir, 'empty');
     mkdirSync(empty);

@@ -33,9 +33,28 @@ export async function readJsonIfPresent(path: string, Bad: typeof BadConfigError
   }
 }
 
+/**
+ * A model path that is not a folder says so: "config.json missing" for a typo, a Hub id
+ * (`meta-llama/Llama-2-7b-hf`) or a weight file given instead of its folder would send the
+ * user looking for a file that was never the problem.
+ */
+async function requireFolder(dir: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') {
+      throw new InvalidArgumentError(`${dir}: no such folder (awq reads a local model folder: download the model first)`);
+    }
+    throw ioError(`checking ${dir}`, err);
+  }
+  if (!isDir) throw new InvalidArgumentError(`${dir} is a file; expected the model folder that holds config.json and the weights`);
+}
+
 /** Reads and parses `<dir>/config.json` as JSON (not yet as a model description). */
 export async function readRawConfig(dir: string): Promise<Record<string, unknown>> {
   if (typeof dir !== 'string' || dir === '') throw new InvalidArgumentError(`model folder: expected a path, got ${JSON.stringify(dir) ?? String(dir)}`);
+  await requireFolder(dir);
   const path = join(dir, 'config.json');
   const json = await readJsonIfPresent(path, BadConfigError);
   if (json === undefined) throw new BadConfigError(`${path}: missing (a Hugging Face model folder has a config.json)`);
