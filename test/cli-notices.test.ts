@@ -78,6 +78,25 @@ describe('awq quantize notices', () => {
     expect(existsSync(join(out, 'config.json'))).toBe(true);
   });
 
+  it('--method rtn names the calibration and search options it ignores; conflicting or missing values are usage errors', async () => {
+    const { model, out } = await setup();
+    const r = await run(process.execPath, [cli, 'quantize', model, '--out', out, '--method', 'rtn', '--samples', '3', '--no-clip', '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const notices = r.stderr.split('\n').filter((l) => l).map((l) => JSON.parse(l) as { event: string; message?: string }).filter((e) => e.event === 'notice');
+    expect(notices.map((e) => e.message)).toContain('--method rtn calibrates and searches nothing: --samples, --clip / --no-clip ignored');
+    const usage: [string[], RegExp][] = [
+      [['--out', `${out}-2`, '--calib', 'a.jsonl', '--calib-tokens', 'b.json'], /option '--calib <file>' cannot be used with option '--calib-tokens <file>'/],
+      // commander took the next option as --out's value: a folder named "--json" was written
+      [['--out', '--json'], /--out expects a path, got \\"--json\\", an option: its value is missing/],
+    ];
+    for (const [args, re] of usage) {
+      const u = await run(process.execPath, [cli, 'quantize', model, ...args, '--json']);
+      expect(u.status, u.stderr).toBe(2);
+      expect(u.stderr).toMatch(re);
+    }
+    expect(existsSync('--json')).toBe(false);
+  });
+
   it('SIGHUP (the terminal went away) stops the run cleanly: status 129, no folder left behind', async () => {
     // --method awq on a calibration that takes a while; the signal comes after the first progress line
     const model = await writeTinyModel({ vocab: 256, layers: 4, hidden: 256, intermediate: 512 });

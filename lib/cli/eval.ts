@@ -4,14 +4,14 @@ import { Option, type Command } from 'commander';
 import { evaluate } from '../eval/perplexity.js';
 import { abortOnSignals, progressView } from './progress-view.js';
 import { MAX_THREADS } from '../backends.js';
-import { positiveDecimal } from './parse.js';
+import { pathValue, positiveDecimal } from './parse.js';
 
 export function registerEval(program: Command): void {
   program
     .command('eval')
     .description('perplexity of a model folder (Hugging Face or AWQ) on a text file')
     .argument('<folder>', 'model folder')
-    .requiredOption('--text <file>', 'evaluation text (tokenized as a whole, no special tokens)')
+    .requiredOption('--text <file>', 'evaluation text (tokenized as a whole, no special tokens)', pathValue('--text'))
     .option('--seqlen <n>', 'window length in tokens', positiveDecimal('--seqlen'), 512)
     .option('--windows <n>', 'evaluate only the first N windows', positiveDecimal('--windows'))
     .option('--threads <n>', 'native threads (default: all cores)', positiveDecimal('--threads', MAX_THREADS))

@@ -39,3 +39,16 @@ export function positiveDecimalList(option: string, max = Number.MAX_SAFE_INTEGE
     return value.split(',').map((s) => decimal(option, s, value, max, expects, true));
   };
 }
+
+/**
+ * A file or folder path. commander takes the word after an option as its value even when that is
+ * the next option (`--out --json` named a folder "--json" and quantized into it): refused.
+ */
+export function pathValue(option: string): (value: string) => string {
+  return (value) => {
+    if (value.startsWith('--')) {
+      throw new CommanderInvalidArgument(`${option} expects a path, got "${value}", an option: its value is missing (write ./${value} for a path of that name)`);
+    }
+    return value;
+  };
+}

@@ -11,7 +11,7 @@ import { quantize, type QuantizationReport } from '../quantize/pipeline.js';
 import { keptProgress } from '../quantize/resume.js';
 import { abortOnSignals, notice, progressView } from './progress-view.js';
 import { MAX_THREADS } from '../backends.js';
-import { intIn, positiveDecimal } from './parse.js';
+import { intIn, pathValue, positiveDecimal } from './parse.js';
 
 interface Opts {
   out: string;
@@ -57,23 +57,43 @@ async function calibrationSource(opts: Opts): Promise<CalibrationSource | undefi
   return { kind: 'text', path: opts.calib };
 }
 
+/** Options of the calibration and the search, which round-to-nearest does not read. */
+const RTN_IGNORES: Array<[keyof Opts, string]> = [
+  ['calib', '--calib'],
+  ['calibTokens', '--calib-tokens'],
+  ['textColumn', '--text-column'],
+  ['samples', '--samples'],
+  ['seqlen', '--seqlen'],
+  ['duoScaling', '--duo-scaling / --no-duo-scaling'],
+  ['clip', '--clip / --no-clip'],
+  ['precision', '--precision'],
+];
+
 export function registerQuantize(program: Command): void {
   program
     .command('quantize')
     .description('quantize a Hugging Face Llama / Mistral / Qwen2 / Qwen3 model to an AWQ checkpoint (AutoAWQ GEMM format)')
     .argument('<model>', 'Hugging Face model folder')
-    .requiredOption('--out <dir>', 'output folder (written atomically)')
-    .option('--calib <file>', 'calibration texts: .jsonl or .json (one JSON object per line), .parquet (a string column), or plain text (one sample per paragraph); .jsonl and text may be .gz or .zst')
-    .option('--calib-tokens <file>', 'pre-tokenized calibration samples: a JSON array of arrays of token ids')
+    .requiredOption('--out <dir>', 'output folder (written atomically)', pathValue('--out'))
+    .addOption(
+      new Option(
+        '--calib <file>',
+        'calibration texts: .jsonl or .json (one JSON object per line), .parquet (a string column), or plain text (one sample per paragraph); .jsonl and text may be .gz or .zst',
+      )
+        .argParser(pathValue('--calib'))
+        .conflicts('calibTokens'),
+    )
+    .option('--calib-tokens <file>', 'pre-tokenized calibration samples: a JSON array of arrays of token ids', pathValue('--calib-tokens'))
     .option('--text-column <name>', 'JSONL field or Parquet column holding the text', 'text')
     .option('--samples <n>', 'calibration samples to accept', positiveDecimal('--samples'), 128)
     .option('--seqlen <n>', 'tokens per calibration block (longer samples are skipped)', positiveDecimal('--seqlen'), 512)
     .option('--w-bit <n>', 'weight bits (2, 3 or 4; stored in the 4-bit GEMM layout)', intIn('--w-bit', [2, 3, 4]), 4)
     .option('--group-size <n>', 'quantization group size (the AutoAWQ GEMM layout stores 32, 64 or 128)', intIn('--group-size', [32, 64, 128]), 128)
-    .option('--zero-point', 'asymmetric quantization with zero points (default)', true)
+    .option('--zero-point', 'asymmetric quantization with zero points', true)
     .option('--no-zero-point', 'symmetric quantization')
-    .option('--duo-scaling', 'scale from activation and weight statistics (default)', true)
+    .option('--duo-scaling', 'scale from activation and weight statistics', true)
     .option('--no-duo-scaling', 'scale from activation statistics only')
+    .option('--clip', 'search a clipping range per group', true)
     .option('--no-clip', 'skip the clip search')
     .addOption(new Option('--method <m>', 'awq, or rtn (round to nearest: the baseline)').choices(['awq', 'rtn']).default('awq'))
     .option('--threads <n>', 'native threads (default: all cores)', positiveDecimal('--threads', MAX_THREADS))
@@ -91,9 +111,10 @@ export function registerQuantize(program: Command): void {
     .option('--resume', 'keep each finished layer in <out>.resume/ and continue from there after an interruption (run the same command again)')
     .option('--json', 'progress as JSON lines on stderr, the report as JSON on stdout')
     .option('--quiet', 'no progress output')
-    .action(async (model: string, opts: Opts) => {
-      if (opts.method === 'rtn' && (opts.calib || opts.calibTokens) && !opts.quiet) {
-        notice(opts, '--method rtn uses no calibration data: the calibration option is ignored');
+    .action(async (model: string, opts: Opts, command: Command) => {
+      const ignored = opts.method === 'rtn' ? RTN_IGNORES.filter(([key]) => command.getOptionValueSource(key) === 'cli') : [];
+      if (ignored.length > 0 && !opts.quiet) {
+        notice(opts, `--method rtn calibrates and searches nothing: ${ignored.map(([, flag]) => flag).join(', ')} ignored`);
       }
       const calib = opts.method === 'rtn' ? undefined : await calibrationSource(opts);
       if (!calib && opts.method === 'awq' && !opts.quiet) {
