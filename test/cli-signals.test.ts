@@ -5,12 +5,13 @@
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { scratchDir } from './helpers/scratch.js';
+import { evalPath, hasShared, modelDir } from './helpers/shared.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
 
 const cli = resolve('dist/cli/main.js');
@@ -63,4 +64,45 @@ describe('awq quantize interrupted by signals', () => {
     expect(await run.status).toBe(130);
     expect(leftovers(run.out)).toEqual([]);
   }, 60_000);
+});
+
+describe.skipIf(!hasShared)('awq eval interrupted while it tokenizes', () => {
+  it('Ctrl-C stops at once instead of after the whole text is tokenized (same-run ratio)', async () => {
+    // Twice the evaluation text: seconds of BPE, which ran on the main thread and held the
+    // signal handler off until it finished.
+    const text = join(scratchDir('awq-eval-signal-'), 'twice.txt');
+    writeFileSync(text, readFileSync(evalPath, 'utf8').repeat(2));
+    const args = [cli, 'eval', modelDir, '--text', text, '--seqlen', '64', '--windows', '1', '--threads', '1', '--json'];
+    /** ms from the 'tokenizing' event to the first event after it, or to exit when `signalAfterMs` is given. */
+    const timed = (signalAfterMs?: number) =>
+      new Promise<{ ms: number; status: number | null; stderr: string }>((res) => {
+        const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        let tokenizingAt = 0;
+        let signalledAt = 0;
+        let ms = 0;
+        child.stderr.on('data', (d) => {
+          stderr += d;
+          if (!tokenizingAt && /"message":"tokenizing"/.test(stderr)) {
+            tokenizingAt = performance.now();
+            if (signalAfterMs !== undefined) {
+              setTimeout(() => {
+                signalledAt = performance.now();
+                child.kill('SIGINT');
+              }, signalAfterMs);
+            }
+          } else if (tokenizingAt && signalAfterMs === undefined && !ms && /"stage":"eval"/.test(stderr)) {
+            ms = performance.now() - tokenizingAt;
+          }
+        });
+        child.on('exit', (code) => res({ ms: signalAfterMs === undefined ? ms : performance.now() - signalledAt, status: code, stderr }));
+      });
+    const whole = await timed();
+    expect(whole.status, whole.stderr).toBe(0);
+    const stopped = await timed(200);
+    expect(stopped.status, stopped.stderr).toBe(130);
+    expect(stopped.stderr).toMatch(/ERR_AWQ_ABORTED/);
+    // the tokenization alone takes seconds here; the stop takes milliseconds
+    expect(stopped.ms, `stop ${stopped.ms.toFixed(0)} ms, tokenization ${whole.ms.toFixed(0)} ms`).toBeLessThan(whole.ms / 4);
+  }, 120_000);
 });

@@ -3,12 +3,12 @@
  * be scored as replacement characters), and more windows asked for than the text holds evaluates
  * those it holds, says so, and reports both counts.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { BadCheckpointError, evaluate, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
+import { AbortedError, BadCheckpointError, evaluate, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
 import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { scratchDir } from './helpers/scratch.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
@@ -21,6 +21,20 @@ describe.skipIf(!hasShared)(`evaluation text and windows${hasShared ? '' : ` (sk
     const err = await evaluate({ model, textPath: file, seqlen: 64 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InvalidArgumentError);
     expect((err as Error).message).toBe(`${file}: not UTF-8 text (convert it first, e.g. with iconv)`);
+  });
+
+  it('tokenizer faults (tokenized in a worker) arrive as the same typed errors; an aborted signal stops before it', async () => {
+    const text = 'The quick brown fox jumps over the lazy dog. '.repeat(40);
+    const missing = await writeTinyModel({ layers: 1 });
+    rmSync(join(missing, 'tokenizer.json'));
+    const err = await evaluate({ model: missing, text, seqlen: 64 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BadCheckpointError);
+    expect((err as Error).message).toMatch(/tokenizer\.json: cannot read the tokenizer .*needs tokenizer\.json for calibration and evaluation text/);
+    const broken = await writeTinyModel({ layers: 1 });
+    writeFileSync(join(broken, 'tokenizer.json'), '{"model": ');
+    await expect(evaluate({ model: broken, text, seqlen: 64 })).rejects.toThrow(BadCheckpointError);
+    const aborted = await evaluate({ model: broken, text, seqlen: 64, signal: AbortSignal.abort() }).catch((e: unknown) => e);
+    expect(aborted).toBeInstanceOf(AbortedError);
   });
 
   it('more windows than the text holds: evaluates those, with a note and availableWindows', async () => {

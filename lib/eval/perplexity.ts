@@ -8,7 +8,6 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { loadTokenizer } from '../calib/tokenizer.js';
 import { backends, resolveBackend, setThreads } from '../backends.js';
 import { CudaError, InvalidArgumentError, ioError, NonFiniteError } from '../errors.js';
 import { native } from '../native.js';
@@ -17,6 +16,7 @@ import { checkSequenceFits } from '../models/config.js';
 import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { checkControl, ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
 import { decoderLayerForward, decoderLayerForwardOnDevice, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
+import { tokenizeInWorker } from '../calib/tokenize-in-worker.js';
 import { decodeUtf8 } from '../utf8.js';
 import { requiredObject } from '../validate.js';
 
@@ -68,9 +68,9 @@ export interface EvaluateResult {
  * checkpoints of one model on one text, so the last result is kept, keyed by the tokenizer's
  * bytes and the text's hash (quantized checkpoints carry the same tokenizer.json).
  */
-let lastTokenization: { key: string; ids: number[] } | undefined;
+let lastTokenization: { key: string; ids: Int32Array } | undefined;
 
-async function tokenizeOnce(modelDir: string, text: string): Promise<number[]> {
+async function tokenizeOnce(modelDir: string, text: string, signal: AbortSignal | undefined): Promise<Int32Array> {
   let tokenizerBytes: Buffer;
   try {
     tokenizerBytes = await readFile(join(modelDir, 'tokenizer.json'));
@@ -79,8 +79,7 @@ async function tokenizeOnce(modelDir: string, text: string): Promise<number[]> {
   }
   const key = `${createHash('sha256').update(tokenizerBytes).digest('hex')}:${createHash('sha256').update(text).digest('hex')}`;
   if (lastTokenization?.key === key) return lastTokenization.ids;
-  const tokenizer = await loadTokenizer(modelDir);
-  const ids = tokenizer.encode(text, { addSpecialTokens: false });
+  const ids = await tokenizeInWorker(modelDir, text, { addSpecialTokens: false, signal });
   lastTokenization = { key, ids };
   return ids;
 }
@@ -141,7 +140,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     if (!model.quantization) checkModelTensors(model);
     checkSequenceFits(model.config, seqlen, 'seqlen');
     progress.emit({ stage: 'load', completed: 0, total: 1, message: 'tokenizing' });
-    const ids = await tokenizeOnce(options.model, text);
+    const ids = await tokenizeOnce(options.model, text, options.signal);
     const available = Math.floor(ids.length / seqlen);
     if (available === 0) {
       throw new InvalidArgumentError(`evaluation text has ${ids.length} tokens, fewer than one window of ${seqlen}`);
@@ -150,7 +149,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     if (options.windows !== undefined && options.windows > available) {
       progress.notice(`${options.windows} windows asked for, the text holds ${available}: evaluating ${available}`);
     }
-    const nll = await modelNll(model, Int32Array.from(ids.slice(0, windows * seqlen)), seqlen, resolved.backend, progress, options.signal);
+    const nll = await modelNll(model, ids.slice(0, windows * seqlen), seqlen, resolved.backend, progress, options.signal);
     const meanNll = nll.sum / nll.count;
     const perplexity = Math.exp(meanNll);
     if (!Number.isFinite(perplexity)) {
