@@ -66,6 +66,15 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     const got = await buildCalibrationBlocks({ kind: 'jsonl', path: big }, charTokenizer, { nSamples: 20, seqlen: 16 });
     expect(got).toEqual(want);
     await expect(buildCalibrationBlocks({ kind: 'jsonl', path: big }, charTokenizer, { nSamples: 60, seqlen: 16 })).rejects.toThrow(/big\.jsonl:51: not a JSON object/);
+    // a .json holding one array (json.dump of a list), or lines that are JSON but not objects
+    const array = join(dir, 'array.json');
+    writeFileSync(array, JSON.stringify([{ text: 'a' }, { text: 'b' }]));
+    await expect(buildCalibrationBlocks({ kind: 'jsonl', path: array }, charTokenizer)).rejects.toThrow(
+      /array\.json:1: a JSON array, where JSON lines hold one object per line \(an array of objects converts with jq -c '\.\[\]'\)$/,
+    );
+    const strings = join(dir, 'strings.jsonl');
+    writeFileSync(strings, '"one"\n"two"\n');
+    await expect(buildCalibrationBlocks({ kind: 'jsonl', path: strings }, charTokenizer)).rejects.toThrow(/strings\.jsonl:1: a JSON string, where JSON lines hold one object per line$/);
 
     const gz = join(dir, 'c.jsonl.gz');
     writeFileSync(gz, gzipSync(`${rows}\r\n`));

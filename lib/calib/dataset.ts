@@ -106,7 +106,15 @@ export async function* calibrationTexts(source: CalibrationSource): AsyncGenerat
         } catch (err) {
           throw new InvalidArgumentError(`${path}:${number}: not a JSON object (${(err as Error).message})`);
         }
-        const value = (row as Record<string, unknown> | null)?.[column];
+        if (row === null || typeof row !== 'object' || Array.isArray(row)) {
+          // A .json file as one array (json.dump of a list) rather than JSON lines says so, not "no field".
+          const what = Array.isArray(row) ? 'a JSON array' : `a JSON ${row === null ? 'null' : typeof row}`;
+          throw new InvalidArgumentError(
+            `${path}:${number}: ${what}, where JSON lines hold one object per line` +
+              (Array.isArray(row) ? " (an array of objects converts with jq -c '.[]')" : ''),
+          );
+        }
+        const value = (row as Record<string, unknown>)[column];
         if (typeof value !== 'string') {
           throw new InvalidArgumentError(
             `${path}:${number}: expected a string field "${column}" (choose the field with --text-column), got ${value === undefined ? 'no such field' : typeof value}`,
