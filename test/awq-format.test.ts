@@ -17,7 +17,7 @@ import {
   unpackAwq,
   type AwqLinearTensors,
 } from '../dist/index.js';
-import { HAVE_MODELS, LLAMA, LLAMA_AWQ, llamaConfig, safetensorsBytes, tmpDir, writeJson } from './helpers/fixtures.js';
+import { exactHalfBits, HAVE_MODELS, LLAMA, LLAMA_AWQ, llamaConfig, safetensorsBytes, tmpDir, writeJson } from './helpers/fixtures.js';
 import { mulberry32 } from './helpers/random.js';
 
 const tmp = tmpDir('awq-fmt-');
@@ -136,31 +136,40 @@ describe('pack / unpack / dequantize round trip', () => {
 
 /**
  * A tiny AWQ folder written by hand; `legacy` puts the settings in quant_config.json (as older
- * AutoAWQ versions did; raw text when a string) instead of config.json.
+ * AutoAWQ versions did; raw text when a string) instead of config.json. q_proj-like linear 'p': in
+ * 64, out 16, `groups` groups (2: group size 32) -> qweight [64, 2], qzeros [groups, 2], scales
+ * [groups, 16] (zeros unless `scales` gives their dtype and data).
  */
-function handAwq(name: string, quant: Record<string, unknown>, opts: { qzerosShape?: number[]; legacy?: unknown; f32Bias?: number } = {}): string {
+function handAwq(
+  name: string,
+  quant: Record<string, unknown>,
+  opts: { qzerosShape?: number[]; legacy?: unknown; f32Bias?: number; groups?: number; scales?: { dtype: string; data: ArrayBufferView } } = {},
+): string {
   const dir = join(tmp.dir, name);
   mkdirSync(dir);
   writeJson(join(dir, 'config.json'), llamaConfig(opts.legacy === undefined ? { quantization_config: quant } : {}));
   if (typeof opts.legacy === 'string') writeFileSync(join(dir, 'quant_config.json'), opts.legacy);
   else if (opts.legacy !== undefined) writeJson(join(dir, 'quant_config.json'), opts.legacy);
-  // q_proj: in 64, out 16, g 32 -> qweight [64, 2], qzeros [2, 2], scales [2, 16]
-  const qz = opts.qzerosShape ?? [2, 2];
-  const qzBytes = qz[0] * qz[1] * 4;
-  const header: Record<string, unknown> = {
-    'p.qweight': { dtype: 'I32', shape: [64, 2], data_offsets: [0, 512] },
-    'p.qzeros': { dtype: 'I32', shape: qz, data_offsets: [512, 512 + qzBytes] },
-    'p.scales': { dtype: 'F16', shape: [2, 16], data_offsets: [512 + qzBytes, 576 + qzBytes] },
-  };
-  const data = new Uint8Array(576 + qzBytes + (opts.f32Bias === undefined ? 0 : 64));
-  if (opts.f32Bias !== undefined) {
-    // an F32 bias [16], every element the given value
-    header['p.bias'] = { dtype: 'F32', shape: [16], data_offsets: [576 + qzBytes, 640 + qzBytes] };
-    new Float32Array(data.buffer, 576 + qzBytes, 16).fill(opts.f32Bias);
+  const groups = opts.groups ?? 2;
+  const qz = opts.qzerosShape ?? [groups, 2];
+  const tensors: [string, string, number[], Uint8Array][] = [
+    ['p.qweight', 'I32', [64, 2], new Uint8Array(512)],
+    ['p.qzeros', 'I32', qz, new Uint8Array(qz[0] * qz[1] * 4)],
+    ['p.scales', opts.scales?.dtype ?? 'F16', [groups, 16], opts.scales ? bytesOf(opts.scales.data) : new Uint8Array(groups * 32)],
+  ];
+  // an F32 bias [16], every element the given value
+  if (opts.f32Bias !== undefined) tensors.push(['p.bias', 'F32', [16], bytesOf(new Float32Array(16).fill(opts.f32Bias))]);
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [tensor, dtype, shape, bytes] of tensors) {
+    header[tensor] = { dtype, shape, data_offsets: [offset, offset + bytes.byteLength] };
+    offset += bytes.byteLength;
   }
-  writeFileSync(join(dir, 'model.safetensors'), safetensorsBytes(header, data));
+  writeFileSync(join(dir, 'model.safetensors'), safetensorsBytes(header, Buffer.concat(tensors.map((t) => t[3]))));
   return dir;
 }
+
+const bytesOf = (v: ArrayBufferView) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 
 const goodQuant = { quant_method: 'awq', bits: 4, group_size: 32, zero_point: true, version: 'gemm', modules_to_not_convert: null };
 
@@ -226,6 +235,41 @@ describe('openAwqCheckpoint: checks', () => {
     await big.close();
     expect(err).toBeInstanceOf(BadCheckpointError);
     expect((err as Error).message).toMatch(/f32-bias-big\/model\.safetensors: tensor 'p\.bias': element 0 = 1000000 overflows fp16 \(max 65504\): the AWQ kernels take fp16 biases$/);
+  });
+
+  it('BF16 and F32 scales are read as the fp16 of the same values; beyond fp16 a BadCheckpointError, an integer dtype refused', async () => {
+    // 32 values that bf16 and fp16 both hold exactly (8 significant bits, 2^-13 .. 240) and a zero
+    const values = new Float32Array(32).map((_, i) => (i === 5 ? 0 : (i % 2 ? -1 : 1) * (1 + (i % 8) / 8) * 2 ** (7 - (i % 21))));
+    let folders = 0;
+    const read = async (dtype: string, data: ArrayBufferView) => {
+      const ck = await openAwqCheckpoint(handAwq(`scales-${dtype}-${folders++}`, goodQuant, { scales: { dtype, data } }));
+      try {
+        return await ck.readLinear('p');
+      } finally {
+        await ck.close();
+      }
+    };
+    const ref = await read('F16', exactHalfBits(values, 'F16'));
+    expect(Array.from(ref.scales, f16)).toEqual(Array.from(values));
+    expect(await read('BF16', exactHalfBits(values, 'BF16'))).toEqual(ref);
+    expect(await read('F32', values)).toEqual(ref);
+    // rounded to the nearest fp16, ties to even (fp16's step at 1 is 2^-10)
+    const between = new Float32Array(32).fill(1);
+    between.set([1 + 2 ** -10 + 2 ** -12, 1 + 2 ** -11, 1 + 3 * 2 ** -11]);
+    expect(Array.from((await read('F32', between)).scales.slice(0, 3))).toEqual([0x3c01, 0x3c00, 0x3c02]);
+
+    const big = values.slice();
+    big[3] = 1e6;
+    const err = await read('F32', big).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BadCheckpointError);
+    expect((err as Error).message).toMatch(/\/model\.safetensors: tensor 'p\.scales': element 3 = 1000000 overflows fp16 \(max 65504\): the AWQ kernels take fp16 scales$/);
+    big[3] = Number.NaN;
+    await expect(read('F32', big)).rejects.toThrow(NonFiniteError);
+    await expect(read('F32', big)).rejects.toThrow(/\/model\.safetensors: tensor 'p\.scales': element 3 is NaN$/);
+
+    const int = await openAwqCheckpoint(handAwq('scales-i32', goodQuant, { scales: { dtype: 'I32', data: new Int32Array(32) } })).catch((e: unknown) => e);
+    expect(int).toBeInstanceOf(BadCheckpointError);
+    expect((int as Error).message).toMatch(/scales-i32\/model\.safetensors: tensor 'p\.scales': expected dtype F16, BF16 or F32, got I32$/);
   });
 
   it('inconsistent shapes are BadCheckpointErrors naming the tensor', async () => {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 
 import { AwqCheckpointWriter, BadCheckpointError, dequantizeAwq, Int4Linear, loadAwq, NonFiniteError, openAwqCheckpoint } from '../dist/index.js';
-import { llamaConfig, retypeTensor } from './helpers/fixtures.js';
+import { exactHalfBits, llamaConfig, retypeTensor } from './helpers/fixtures.js';
 import { scratchDir } from './helpers/scratch.js';
 import { mulberry32 } from './helpers/random.js';
 
@@ -81,6 +81,24 @@ describe('loadAwq', () => {
     await withBias.dispose();
   });
 
+  it('BF16 and F32 scales load as the F16 scales of the same values', async () => {
+    const ref = await loadAwq((await writeTinyCheckpoint({ seed: 5 })).out);
+    for (const dtype of ['BF16', 'F32'] as const) {
+      const { out, linears } = await writeTinyCheckpoint({ seed: 5, scalesDtype: dtype });
+      const ckpt = await openAwqCheckpoint(out);
+      expect(ckpt.folder.info(`${linears[0]}.scales`).dtype).toBe(dtype);
+      await ckpt.close();
+      const loaded = await loadAwq(out);
+      for (const name of linears) {
+        const w = loaded.linears.get(name)!.dequantize();
+        expect(w.some((v) => v !== 0)).toBe(true);
+        expect(w, `${dtype} ${name}`).toEqual(ref.linears.get(name)!.dequantize());
+      }
+      await loaded.dispose();
+    }
+    await ref.dispose();
+  });
+
   it('refuses an integer dtype where the model reads floats, naming the tensor; a tensor no module reads is handed over as stored', async () => {
     const { out } = await writeTinyCheckpoint({ extra: 'model.extra_buffer' });
     retypeTensor(out, 'model.extra_buffer', 'I16'); // F16 1, 2, 3, 4 relabelled: 15360, 16384, 16896, 17408
@@ -101,8 +119,11 @@ describe('loadAwq', () => {
 /**
  * A whole two-layer llama (hidden 16, group size 16) as an AWQ checkpoint of zero weights (q = zero
  * point = 0, scale 1), with options to damage it. Returns its folder and the linears in file order.
+ * `seed`: random qweight / qzeros and scales (values bf16 holds exactly), stored in `scalesDtype`.
  */
-async function writeTinyCheckpoint(opts: { nanScalesIn?: string; omit?: string; biasOn?: string; attentionBias?: boolean; extra?: string }) {
+async function writeTinyCheckpoint(opts: {
+  nanScalesIn?: string; omit?: string; biasOn?: string; attentionBias?: boolean; extra?: string; seed?: number; scalesDtype?: 'BF16' | 'F32';
+}) {
   const g = 16;
   const config = llamaConfig({
     hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 8,
@@ -117,15 +138,20 @@ async function writeTinyCheckpoint(opts: { nanScalesIn?: string; omit?: string; 
     ['mlp.gate_proj', 16, 32], ['mlp.up_proj', 16, 32], ['mlp.down_proj', 32, 16],
   ];
   const linears: string[] = [];
+  const scales = new Map<string, Float32Array>();
+  const rand = mulberry32(opts.seed ?? 0);
+  const words = (n: number) => (opts.seed === undefined ? new Int32Array(n) : Int32Array.from({ length: n }, () => (rand() * 2 ** 32) | 0));
   for (let i = 0; i < 2; i++) {
     for (const [module, inFeatures, outFeatures] of shapes) {
       const name = `model.layers.${i}.${module}`;
       if (name === opts.omit) continue;
+      const s = new Float32Array((inFeatures / g) * outFeatures).map(() => (opts.seed === undefined ? 1 : (1 + Math.floor(rand() * 8) / 8) * 2 ** -Math.floor(rand() * 10)));
+      scales.set(name, s);
       await w.addLinear({
         name, inFeatures, outFeatures, groupSize: g,
-        qweight: new Int32Array((inFeatures * outFeatures) / 8),
-        qzeros: new Int32Array((inFeatures / g) * (outFeatures / 8)),
-        scales: new Uint16Array((inFeatures / g) * outFeatures).fill(name === opts.nanScalesIn ? 0x7e00 : 0x3c00),
+        qweight: words((inFeatures * outFeatures) / 8),
+        qzeros: words((inFeatures / g) * (outFeatures / 8)),
+        scales: name === opts.nanScalesIn ? new Uint16Array(s.length).fill(0x7e00) : exactHalfBits(s, 'F16'),
         ...(name === opts.biasOn ? { bias: new Uint16Array(outFeatures).fill(0x3800) } : {}), // 0.5
       });
       linears.push(name);
@@ -136,5 +162,7 @@ async function writeTinyCheckpoint(opts: { nanScalesIn?: string; omit?: string; 
   await w.addTensor('model.norm.weight', [16], new Float32Array(16).fill(1));
   if (opts.extra) await w.addTensor(opts.extra, [4], new Float32Array([1, 2, 3, 4])); // read by no module
   await w.finish(config, { groupSize: g });
+  const dtype = opts.scalesDtype;
+  if (dtype) for (const [name, s] of scales) retypeTensor(out, `${name}.scales`, dtype, dtype === 'F32' ? s : exactHalfBits(s, dtype));
   return { out, linears };
 }

@@ -12,6 +12,7 @@ import { adapterFor, LINEAR_NAMES, type ArchitectureAdapter } from '../models/ad
 import type { ModelConfig } from '../models/config.js';
 import { checkModelTensors } from '../models/tensor-check.js';
 import { requiredObject } from '../validate.js';
+import { isFloatDtype } from './dtypes.js';
 import { setTopLevelMembers } from './json-edit.js';
 import { copyAuxiliaryFiles, ModelFolder, readJsonIfPresent } from './model-folder.js';
 import { prepareOutputDir, type OutputDir } from './output-dir.js';
@@ -294,23 +295,24 @@ export class AwqCheckpoint {
     return d;
   }
 
+  /** The linear's tensors; scales and bias as fp16 bits whatever float dtype they are stored in (readAsF16). */
   async readLinear(name: string): Promise<AwqLinearTensors> {
     const dims = this.linearDims(name);
     const f = this.folder;
     const [qweight, qzeros, scales] = await Promise.all([
       f.readRaw(`${name}.qweight`),
       f.readRaw(`${name}.qzeros`),
-      f.readRaw(`${name}.scales`),
+      readAsF16(f, `${name}.scales`, 'scales'),
     ]);
     const out: AwqLinearTensors = {
       name,
       ...dims,
       qweight: new Int32Array(qweight.buffer, qweight.byteOffset, qweight.byteLength / 4),
       qzeros: new Int32Array(qzeros.buffer, qzeros.byteOffset, qzeros.byteLength / 4),
-      scales: new Uint16Array(scales.buffer, scales.byteOffset, scales.byteLength / 2),
+      scales,
     };
     const bias = this.adapter.biasOf(name);
-    if (bias !== undefined && f.has(bias)) out.bias = await readBiasF16(f, bias);
+    if (bias !== undefined && f.has(bias)) out.bias = await readAsF16(f, bias, 'biases');
     return out;
   }
 
@@ -351,17 +353,20 @@ function checkAgainstConfig(folder: ModelFolder, adapter: ArchitectureAdapter, l
 
 /** `biasName`: the bias the architecture reads for this linear (a stored one it does not read is not checked). */
 function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: number, biasName: string | undefined): AwqDims {
-  const need = (suffix: string, dtype: Dtype): TensorInfo => {
+  // 'float': F16, BF16 or F32 (read as fp16 by readAsF16)
+  const need = (suffix: string, dtype: Dtype | 'float'): TensorInfo => {
     const name = `${prefix}.${suffix}`;
     if (!folder.has(name)) throw new BadCheckpointError(`${folder.dir}: '${prefix}.qweight' has no matching '${name}'`);
     const t = folder.info(name);
-    if (t.dtype !== dtype) throw new BadCheckpointError(`${t.file}: tensor '${name}': expected dtype ${dtype}, got ${t.dtype}`);
+    if (dtype === 'float' ? !isFloatDtype(t.dtype) : t.dtype !== dtype) {
+      throw new BadCheckpointError(`${t.file}: tensor '${name}': expected dtype ${dtype === 'float' ? 'F16, BF16 or F32' : dtype}, got ${t.dtype}`);
+    }
     if (t.shape.length !== 2) throw new BadCheckpointError(`${t.file}: tensor '${name}': expected 2 dimensions, got shape ${JSON.stringify(t.shape)}`);
     return t;
   };
   const qw = need('qweight', 'I32');
   const qz = need('qzeros', 'I32');
-  const sc = need('scales', 'F16');
+  const sc = need('scales', 'float');
   // qweight [in, out / 8] gives the dimensions; the others must agree with it.
   const inFeatures = qw.shape[0];
   const outFeatures = qw.shape[1] * 8;
@@ -385,35 +390,48 @@ function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: numbe
   if (biasName !== undefined && folder.has(biasName)) {
     const b = folder.info(biasName);
     if (b.shape.length !== 1 || b.shape[0] !== outFeatures) throw bad(b, [outFeatures]);
-    if (b.dtype !== 'F16' && b.dtype !== 'BF16' && b.dtype !== 'F32') {
+    if (!isFloatDtype(b.dtype)) {
       throw new BadCheckpointError(`${b.file}: tensor '${biasName}': expected a float dtype, got ${b.dtype}`);
     }
   }
   return { inFeatures, outFeatures, groupSize };
 }
 
-async function readBiasF16(folder: ModelFolder, name: string): Promise<Uint16Array> {
-  if (folder.info(name).dtype === 'F16') {
+/**
+ * A linear's scales or bias as fp16 bits: the int4 kernels scale and add in fp16, as the AWQ GEMM
+ * kernels of vLLM and AutoAWQ do. F16 is taken as stored; BF16 and F32 (GPTQModel keeps the scales
+ * of a bf16 model in bf16, vLLM's awq_marlin converts any dtype) are rounded to the nearest fp16. A
+ * value beyond fp16's range is a BadCheckpointError, NaN/Inf a NonFiniteError, naming file and tensor.
+ */
+async function readAsF16(folder: ModelFolder, name: string, what: 'scales' | 'biases'): Promise<Uint16Array> {
+  const { dtype, file } = folder.info(name);
+  if (dtype === 'F16') {
     const raw = await folder.readRaw(name);
     return new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
   }
   const f32 = await folder.readF32(name);
-  // The int4 kernels add the bias in fp16, as the AWQ GEMM kernels of vLLM and AutoAWQ do.
-  return toHalf(f32, 'F16', name, (message) => new BadCheckpointError(`${folder.info(name).file}: ${message}: the AWQ kernels take fp16 biases`));
+  return toHalf(f32, 'F16', name, (message) => new BadCheckpointError(`${message}: the AWQ kernels take fp16 ${what}`), `${file}: `);
 }
 
 /**
  * fp32 -> fp16/bf16 bits. NaN/Inf is a NonFiniteError naming the tensor; a finite value beyond the
  * format's range is the caller's `overflow(message)` (reading and writing advise differently).
+ * `where` (a file, when reading) starts both messages.
  */
-async function toHalf(data: Float32Array, dtype: 'F16' | 'BF16', name: string, overflow: (message: string) => AwqError): Promise<Uint16Array> {
+async function toHalf(
+  data: Float32Array,
+  dtype: 'F16' | 'BF16',
+  name: string,
+  overflow: (message: string) => AwqError,
+  where = '',
+): Promise<Uint16Array> {
   const out = new Uint16Array(data.length);
   const r = await native().convertFromF32(data, dtype, out);
   if (r.firstNonFinite >= 0) {
-    throw new NonFiniteError(`tensor '${name}': element ${r.firstNonFinite} is ${data[r.firstNonFinite]}`);
+    throw new NonFiniteError(`${where}tensor '${name}': element ${r.firstNonFinite} is ${data[r.firstNonFinite]}`);
   }
   if (r.firstOverflow >= 0) {
-    throw overflow(`tensor '${name}': element ${r.firstOverflow} = ${data[r.firstOverflow]} overflows ${dtype === 'F16' ? 'fp16 (max 65504)' : 'bf16'}`);
+    throw overflow(`${where}tensor '${name}': element ${r.firstOverflow} = ${data[r.firstOverflow]} overflows ${dtype === 'F16' ? 'fp16 (max 65504)' : 'bf16'}`);
   }
   return out;
 }
