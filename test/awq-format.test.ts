@@ -183,6 +183,29 @@ describe('openAwqCheckpoint: checks', () => {
     await ck.close();
   });
 
+  it('group_size -1 is one group per input row: each linear gets its in_features as its group size', async () => {
+    const perRow = { ...goodQuant, group_size: -1 };
+    const ck = await openAwqCheckpoint(handAwq('per-row', perRow, { groups: 1 }));
+    expect(ck.quantization.groupSize).toBe(-1); // as config.json says
+    expect(ck.linearDims('p')).toEqual({ inFeatures: 64, outFeatures: 16, groupSize: 64 });
+    const l = await ck.readLinear('p');
+    expect([l.groupSize, l.qzeros.length, l.scales.length]).toEqual([64, 2, 16]);
+    expect((await dequantizeAwq(l)).length).toBe(64 * 16);
+    await ck.close();
+    const legacy = await openAwqCheckpoint(handAwq('per-row-legacy', {}, { groups: 1, legacy: { zero_point: true, q_group_size: -1, w_bit: 4, version: 'gemm' } }));
+    expect([legacy.quantization.groupSize, legacy.linearDims('p').groupSize]).toEqual([-1, 64]);
+    await legacy.close();
+    // scales of two groups where -1 means one
+    await expect(openAwqCheckpoint(handAwq('per-row-two', perRow))).rejects.toThrow(
+      /'p.qzeros': expected shape \[1,2\] \(in=64, out=16 from 'p.qweight' \[64,2\], group_size=-1\), got \[2,2\]/,
+    );
+    for (const [i, g] of [0, -2, 1.5].entries()) {
+      const err = await openAwqCheckpoint(handAwq(`per-row-bad-${i}`, { ...goodQuant, group_size: g }, { groups: 1 })).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BadConfigError);
+      expect((err as Error).message).toMatch(new RegExp(`group_size: expected a positive integer or -1 \\(one group per row\\), got ${g}$`));
+    }
+  });
+
   it('other bit widths, versions and methods are BadConfigErrors naming them', async () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ ...goodQuant, bits: 3 }, /bits: expected 4.*got 3/],

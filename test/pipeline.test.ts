@@ -2,6 +2,7 @@
  * The quantize pipeline on tiny random models: output format, every supported architecture,
  * RTN vs AWQ structure, bad input and abort (nothing that looks complete is left behind).
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -16,8 +17,11 @@ import {
   Int4Linear,
   InvalidArgumentError,
   IoError,
+  loadAwq,
+  ModelFolder,
   NonFiniteError,
   openAwqCheckpoint,
+  pseudoQuantize,
   quantize,
   UnsupportedArchitectureError,
   type AwqLinearTensors,
@@ -130,6 +134,40 @@ describe.skipIf(!hasShared)('quantize pipeline (tiny models)', () => {
     const l = await ck.readLinear('model.layers.0.mlp.down_proj');
     expect(new Set(l.qzeros)).toEqual(new Set([0x88888888 | 0])); // z = 8 in every nibble
     await ck.close();
+  });
+
+  it('groupSize -1 (one group per row; CLI --group-size -1) is written as group_size -1 and loads back: scales [1, out] in every linear', async () => {
+    const model = await writeTinyModel({ layers: 1 });
+    for (const method of ['awq', 'rtn'] as const) {
+      const out = outDir();
+      if (method === 'awq') {
+        await quantize({ model, out, method, groupSize: -1, calib: { kind: 'tokens', samples: tokens(256, 2) }, seqlen: 128 });
+      } else {
+        const cli = spawnSync(process.execPath, ['dist/cli/main.js', 'quantize', model, '--out', out, '--method', 'rtn', '--group-size', '-1', '--quiet'], { encoding: 'utf8' });
+        expect(cli.stderr).toBe('');
+        expect(cli.status).toBe(0);
+      }
+      expect(JSON.parse(readFileSync(join(out, 'awq-report.json'), 'utf8')).options.groupSize).toBe(-1);
+      expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).quantization_config.group_size).toBe(-1);
+      const loaded = await loadAwq(out);
+      const ck = await openAwqCheckpoint(out);
+      const source = await ModelFolder.open(model);
+      try {
+        expect(loaded.quantization.groupSize).toBe(-1);
+        expect(loaded.linears.size).toBe(7);
+        for (const [name, lin] of loaded.linears) {
+          expect(ck.folder.info(`${name}.scales`).shape, name).toEqual([1, lin.outFeatures]);
+          expect(ck.folder.info(`${name}.qzeros`).shape, name).toEqual([1, lin.outFeatures / 8]);
+          expect(lin.groupSize, name).toBe(lin.inFeatures);
+          // round to nearest has nothing but the quantization: the weights pseudoQuantize gives
+          if (method !== 'rtn') continue;
+          const w = await source.readF32(`${name}.weight`);
+          expect(lin.dequantize(), name).toEqual(await pseudoQuantize(w, lin.outFeatures, lin.inFeatures, { wBit: 4, groupSize: -1, zeroPoint: true }));
+        }
+      } finally {
+        await Promise.all([loaded.dispose(), ck.close(), source.close()]);
+      }
+    }
   });
 
   it('refuses group sizes that do not divide in_features, naming the tensor', async () => {

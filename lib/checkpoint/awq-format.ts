@@ -65,6 +65,10 @@ export interface AwqLinearTensors {
 
 export interface AwqQuantization {
   bits: 4;
+  /**
+   * As config.json says; -1 is one group per input row (per output channel, as AutoAWQ and vLLM's
+   * awq_marlin read it): each linear's AwqDims.groupSize is then its own inFeatures.
+   */
   groupSize: number;
   zeroPoint: boolean;
   version: 'gemm';
@@ -197,8 +201,8 @@ function parseQuantizationFields(qc: unknown, source: string, key: string | null
   const bits = o.bits ?? o.w_bit;
   if (bits !== 4) fail(o.bits !== undefined ? 'bits' : 'w_bit', '4 (the only width the GEMM format packs)');
   const groupSize = o.group_size ?? o.q_group_size;
-  if (typeof groupSize !== 'number' || !Number.isSafeInteger(groupSize) || groupSize < 1) {
-    fail(o.group_size !== undefined ? 'group_size' : 'q_group_size', 'a positive integer');
+  if (typeof groupSize !== 'number' || !Number.isSafeInteger(groupSize) || (groupSize < 1 && groupSize !== -1)) {
+    fail(o.group_size !== undefined ? 'group_size' : 'q_group_size', 'a positive integer or -1 (one group per row)');
   }
   const zeroPoint = o.zero_point ?? true;
   if (typeof zeroPoint !== 'boolean') fail('zero_point', 'true or false');
@@ -351,7 +355,10 @@ function checkAgainstConfig(folder: ModelFolder, adapter: ArchitectureAdapter, l
   }
 }
 
-/** `biasName`: the bias the architecture reads for this linear (a stored one it does not read is not checked). */
+/**
+ * `groupSize`: the quantization's (-1: the linear's in_features). `biasName`: the bias the
+ * architecture reads for this linear (a stored one it does not read is not checked).
+ */
 function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: number, biasName: string | undefined): AwqDims {
   // 'float': F16, BF16 or F32 (read as fp16 by readAsF16)
   const need = (suffix: string, dtype: Dtype | 'float'): TensorInfo => {
@@ -373,13 +380,14 @@ function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: numbe
   if (inFeatures === 0 || outFeatures === 0) {
     throw new BadCheckpointError(`${qw.file}: tensor '${qw.name}': shape ${JSON.stringify(qw.shape)} is empty`);
   }
-  if (inFeatures % groupSize !== 0) {
+  const g = groupSize === -1 ? inFeatures : groupSize;
+  if (inFeatures % g !== 0) {
     throw new BadCheckpointError(
       `${qw.file}: tensor '${qw.name}': in_features ${inFeatures} (its rows) is not a multiple of ` +
         `the quantization's group_size ${groupSize}`,
     );
   }
-  const groups = inFeatures / groupSize;
+  const groups = inFeatures / g;
   const bad = (t: TensorInfo, expected: number[]) =>
     new BadCheckpointError(
       `${t.file}: tensor '${t.name}': expected shape ${JSON.stringify(expected)} (in=${inFeatures}, out=${outFeatures} ` +
@@ -394,7 +402,7 @@ function checkLinearShapes(folder: ModelFolder, prefix: string, groupSize: numbe
       throw new BadCheckpointError(`${b.file}: tensor '${biasName}': expected a float dtype, got ${b.dtype}`);
     }
   }
-  return { inFeatures, outFeatures, groupSize };
+  return { inFeatures, outFeatures, groupSize: g };
 }
 
 /**
@@ -548,6 +556,9 @@ export class AwqCheckpointWriter {
    * When rawConfig is the source folder's config.json as read, the source text is edited in place,
    * so every other value keeps its spelling (`10000.0` stays a float for strict config classes).
    *
+   * `groupSize` -1 (one group per row: each linear's own groupSize is its in_features) is written
+   * as it is; AutoAWQ and vLLM's awq_marlin kernel read it, vLLM's plain awq kernel does not.
+   *
    * `zero_point` is always true: the qzeros tensor holds an explicit zero point for every group,
    * also after symmetric quantization (z = 2^(bits-1)), which is how loaders should read it. vLLM
    * uses its fast Marlin kernel for AWQ only with `zero_point: true`.
@@ -561,8 +572,9 @@ export class AwqCheckpointWriter {
     beforeCommit?: () => void | Promise<void>,
   ): Promise<void> {
     this.checkOpen();
-    if (!Number.isSafeInteger(quantization?.groupSize) || quantization.groupSize < 1) {
-      throw new InvalidArgumentError(`quantization.groupSize: expected a positive integer, got ${quantization?.groupSize}`);
+    const g = quantization?.groupSize;
+    if (!Number.isSafeInteger(g) || (g < 1 && g !== -1)) {
+      throw new InvalidArgumentError(`quantization.groupSize: expected a positive integer or -1 (one group per row), got ${g}`);
     }
     await this.guard(async () => {
       await this.writer.finish();

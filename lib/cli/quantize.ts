@@ -88,7 +88,12 @@ export function registerQuantize(program: Command): void {
     .option('--samples <n>', 'calibration samples to accept', positiveDecimal('--samples'), 128)
     .option('--seqlen <n>', 'tokens per calibration block (longer samples are skipped)', positiveDecimal('--seqlen'), 512)
     .option('--w-bit <n>', 'weight bits (2, 3 or 4; stored in the 4-bit GEMM layout)', intIn('--w-bit', [2, 3, 4]), 4)
-    .option('--group-size <n>', 'quantization group size (the AutoAWQ GEMM layout stores 32, 64 or 128)', intIn('--group-size', [32, 64, 128]), 128)
+    .option(
+      '--group-size <n>',
+      "quantization group size: 32, 64, 128, or -1 for one group per row (vLLM reads -1 through its awq_marlin kernel only, not the plain awq one)",
+      intIn('--group-size', [32, 64, 128, -1]),
+      128,
+    )
     .option('--zero-point', 'asymmetric quantization with zero points', true)
     .option('--no-zero-point', 'symmetric quantization')
     .option('--duo-scaling', 'scale from activation and weight statistics', true)

@@ -38,7 +38,8 @@ export interface QuantizeOptions {
   nSamples?: number; // 128
   seqlen?: number; // 512
   wBit?: number; // 4
-  groupSize?: number; // 128
+  /** 32, 64, 128 (default) or -1: one group per row (config.json's group_size -1; see README). */
+  groupSize?: number;
   zeroPoint?: boolean; // true
   duoScaling?: boolean; // true
   clip?: boolean; // true
@@ -158,9 +159,6 @@ function resolveOptions(o: QuantizeOptions): QuantOptions {
   if (![32, 64, 128, -1].includes(q.groupSize)) throw new InvalidArgumentError(`groupSize: expected 32, 64, 128 or -1, got ${q.groupSize}`);
   if (q.wBit > 4) {
     throw new InvalidArgumentError(`wBit: the AutoAWQ GEMM checkpoint stores 4-bit weights; expected 2, 3 or 4, got ${q.wBit}`);
-  }
-  if (q.groupSize === -1) {
-    throw new InvalidArgumentError('groupSize: -1 (one group per row) cannot be stored in the AutoAWQ GEMM checkpoint; use 32, 64 or 128');
   }
   if (q.method !== 'awq' && q.method !== 'rtn') throw new InvalidArgumentError(`method: expected 'awq' or 'rtn', got ${String(q.method)}`);
   return q;
