@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it, vi } from 'vitest';
@@ -99,6 +99,22 @@ describe('loadAwq', () => {
     await ref.dispose();
   });
 
+  it('a stale index entry (the lm_head.weight of a tied model) is no error; where the model needs that tensor, the message says what the index claims', async () => {
+    const { out } = await writeTinyCheckpoint({ maxShardBytes: 2000 });
+    const indexPath = join(out, 'model.safetensors.index.json');
+    const index = JSON.parse(readFileSync(indexPath, 'utf8'));
+    const shard = index.weight_map['model.embed_tokens.weight'];
+    writeFileSync(indexPath, JSON.stringify({ ...index, weight_map: { ...index.weight_map, 'lm_head.weight': shard } }));
+    const loaded = await loadAwq(out);
+    expect(loaded.tensors.has('lm_head.weight')).toBe(false);
+    await loaded.dispose();
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    writeFileSync(join(out, 'config.json'), JSON.stringify({ ...config, tie_word_embeddings: false }));
+    const err = await loadAwq(out).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BadCheckpointError);
+    expect((err as Error).message).toBe(`${out}: no tensor named 'lm_head.weight' (model.safetensors.index.json maps it to '${shard}', but no shard it lists holds it)`);
+  });
+
   it('refuses an integer dtype where the model reads floats, naming the tensor; a tensor no module reads is handed over as stored', async () => {
     const { out } = await writeTinyCheckpoint({ extra: 'model.extra_buffer' });
     retypeTensor(out, 'model.extra_buffer', 'I16'); // F16 1, 2, 3, 4 relabelled: 15360, 16384, 16896, 17408
@@ -123,6 +139,7 @@ describe('loadAwq', () => {
  */
 async function writeTinyCheckpoint(opts: {
   nanScalesIn?: string; omit?: string; biasOn?: string; attentionBias?: boolean; extra?: string; seed?: number; scalesDtype?: 'BF16' | 'F32';
+  maxShardBytes?: number;
 }) {
   const g = 16;
   const config = llamaConfig({
@@ -132,7 +149,7 @@ async function writeTinyCheckpoint(opts: {
   const src = scratchDir('load-awq-src-');
   writeFileSync(join(src, 'config.json'), JSON.stringify(config));
   const out = join(scratchDir('load-awq-'), 'ck');
-  const w = await AwqCheckpointWriter.create(out, { sourceDir: src });
+  const w = await AwqCheckpointWriter.create(out, { sourceDir: src, maxShardBytes: opts.maxShardBytes });
   const shapes: [string, number, number][] = [
     ['self_attn.q_proj', 16, 16], ['self_attn.k_proj', 16, 8], ['self_attn.v_proj', 16, 8], ['self_attn.o_proj', 16, 16],
     ['mlp.gate_proj', 16, 32], ['mlp.up_proj', 16, 32], ['mlp.down_proj', 32, 16],

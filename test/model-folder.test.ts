@@ -138,13 +138,21 @@ describe('parseModelConfig', () => {
   });
 });
 
-/** A tiny sharded folder written by hand: a [4] f32 in shard 1, b [2] f32 in shard 2. */
-function handFolder(name: string, opts: { index?: Record<string, string>; dropShard2?: boolean; config?: unknown } = {}): string {
+/**
+ * A tiny sharded folder written by hand: a [4] f32 in shard 1, b [2] f32 in shard 2 (`aInShard2`:
+ * then a [4] = 9, 9, 9, 9 too).
+ */
+function handFolder(name: string, opts: { index?: Record<string, string>; dropShard2?: boolean; config?: unknown; aInShard2?: boolean } = {}): string {
   const dir = join(tmp.dir, name);
   mkdirSync(dir);
   if (opts.config !== null) writeJson(join(dir, 'config.json'), opts.config ?? llamaConfig());
   const s1 = safetensorsBytes({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer));
-  const s2 = safetensorsBytes({ b: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(new Float32Array([5, 6]).buffer));
+  const s2 = opts.aInShard2
+    ? safetensorsBytes(
+      { b: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, a: { dtype: 'F32', shape: [4], data_offsets: [8, 24] } },
+      new Uint8Array(new Float32Array([5, 6, 9, 9, 9, 9]).buffer),
+    )
+    : safetensorsBytes({ b: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, new Uint8Array(new Float32Array([5, 6]).buffer));
   writeFileSync(join(dir, 'model-00001-of-00002.safetensors'), s1);
   if (!opts.dropShard2) writeFileSync(join(dir, 'model-00002-of-00002.safetensors'), s2);
   const weightMap = opts.index ?? { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' };
@@ -206,15 +214,44 @@ describe('ModelFolder', () => {
     );
   });
 
-  it('tensor missing from the index, or mapped to a shard without it', async () => {
-    const dir = handFolder('missing', { index: { a: 'model-00001-of-00002.safetensors', b: 'model-00001-of-00002.safetensors' } });
-    await expect(ModelFolder.open(dir)).rejects.toBeInstanceOf(BadCheckpointError);
-    await expect(ModelFolder.open(dir)).rejects.toThrow(/'b' is mapped to 'model-00001-of-00002.safetensors', which does not contain it/);
-    const dir2 = handFolder('unlisted', { index: { a: 'model-00001-of-00002.safetensors', c: 'model-00002-of-00002.safetensors' } });
-    await expect(ModelFolder.open(dir2)).rejects.toThrow(BadCheckpointError);
-    const dir3 = handFolder('unlisted2', { index: { a: 'model-00001-of-00002.safetensors' } });
-    writeJson(join(dir3, 'model.safetensors.index.json'), { weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00001-of-00002.safetensors' } });
-    await expect(ModelFolder.open(dir3)).rejects.toThrow(/'b'/);
+  it('the index only chooses the shard files: tensors missing from it are read, entries no shard holds are no error', async () => {
+    const [s1, s2] = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
+    // 'a' is mapped to a shard without it, 'b' not at all; 'c' and 'z' (stale entries, such as the
+    // lm_head.weight of a tied model) are in no shard
+    const m = await ModelFolder.open(handFolder('stale', { index: { a: s2, c: s2, z: s1 } }));
+    expect(m.tensorNames()).toEqual(['a', 'b']);
+    expect(Array.from(await m.readF32('a'))).toEqual([1, 2, 3, 4]);
+    expect(Array.from(await m.readF32('b'))).toEqual([5, 6]);
+    expect(m.has('c')).toBe(false);
+    expect(() => m.info('c')).toThrow(BadCheckpointError);
+    expect(() => m.info('c')).toThrow(/no tensor named 'c' \(model\.safetensors\.index\.json maps it to 'model-00002-of-00002\.safetensors', but no shard it lists holds it\)$/);
+    expect(() => m.info('d')).toThrow(/no tensor named 'd'$/);
+    await m.close();
+    // only the files the index lists are read: shard 2 named nowhere is not opened
+    const one = await ModelFolder.open(handFolder('unlisted-shard', { index: { a: s1, b: s1 } }));
+    expect([one.tensorNames(), one.shards()]).toEqual([['a'], [s1]]);
+    await one.close();
+  });
+
+  it('a tensor in two shards is read from the one the index maps it to; mapped to neither, a BadCheckpointError naming both', async () => {
+    const [s1, s2] = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
+    for (const [shard, values] of [[s1, [1, 2, 3, 4]], [s2, [9, 9, 9, 9]]] as const) {
+      const m = await ModelFolder.open(handFolder(`twice-${shard}`, { aInShard2: true, index: { a: shard, b: s2, x: s1 } }));
+      expect(m.info('a').file, shard).toBe(join(m.dir, shard));
+      expect(Array.from(await m.readF32('a'))).toEqual(values);
+      expect(m.tensorNames().sort()).toEqual(['a', 'b']);
+      await m.close();
+    }
+    const unmapped = await ModelFolder.open(handFolder('twice-unmapped', { aInShard2: true, index: { b: s2, x: s1 } })).catch((e: unknown) => e);
+    expect(unmapped).toBeInstanceOf(BadCheckpointError);
+    expect((unmapped as Error).message).toMatch(
+      /twice-unmapped\/model\.safetensors\.index\.json: tensor 'a' is in both 'model-00001-of-00002\.safetensors' and 'model-00002-of-00002\.safetensors', and weight_map does not say which to read$/,
+    );
+    // mapped to a third shard, which does not hold it
+    const elsewhere = handFolder('twice-elsewhere', { aInShard2: true });
+    writeFileSync(join(elsewhere, 'extra.safetensors'), safetensorsBytes({ e: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4)));
+    writeJson(join(elsewhere, 'model.safetensors.index.json'), { weight_map: { a: 'extra.safetensors', b: s2, x: s1 } });
+    await expect(ModelFolder.open(elsewhere)).rejects.toThrow(/tensor 'a' is in both '.*', and weight_map maps it to 'extra\.safetensors'$/);
   });
 
   it('config.json missing or with a wrong field type; no weights', async () => {

@@ -283,6 +283,7 @@ export class AwqCheckpoint {
       storedDtype: (name: string) => f.info(name).dtype,
       tensorFile: (name: string) => f.info(name).file,
       tensorNames: () => f.tensorNames(),
+      absentNote: (name: string) => f.weights.absentNote(name),
     };
     return checkModelTensors(headers, new Set(this.linears.keys()));
   }

@@ -64,7 +64,10 @@ export async function readRawConfig(dir: string): Promise<Record<string, unknown
   return json as Record<string, unknown>;
 }
 
-/** The safetensors of a folder, single or sharded, validated against the index. */
+/**
+ * The safetensors of a folder, single or sharded. As in Transformers and vLLM, the index only
+ * chooses the shard files: the tensors are those the shards' headers list.
+ */
 export class WeightFiles {
   private constructor(
     readonly dir: string,
@@ -73,6 +76,11 @@ export class WeightFiles {
     readonly tensors: ReadonlyMap<string, TensorInfo>,
     /** Whether the folder has model.safetensors.index.json. */
     readonly sharded: boolean,
+    /**
+     * weight_map entries naming a tensor no listed shard holds (a stale `lm_head.weight` of a tied
+     * model): not an error by themselves, kept to explain a tensor found missing (absentNote).
+     */
+    private readonly unheld: ReadonlyMap<string, string> = new Map(),
   ) {}
 
   static async open(dir: string): Promise<WeightFiles> {
@@ -98,7 +106,7 @@ export class WeightFiles {
         files.set(SINGLE_FILE, f);
         return new WeightFiles(dir, files, new Map(f.tensors), false);
       }
-      const shardNames = [...new Set(Object.values(index))].sort();
+      const shardNames = [...new Set(index.values())].sort();
       for (const shard of shardNames) {
         const path = join(dir, shard);
         if (!(await isFile(path))) {
@@ -106,23 +114,9 @@ export class WeightFiles {
         }
         files.set(shard, await SafetensorsFile.open(path));
       }
-      const tensors = new Map<string, TensorInfo>();
-      for (const [name, shard] of Object.entries(index)) {
-        const t = files.get(shard)!.tensors.get(name);
-        if (!t) throw new BadCheckpointError(`${indexPath}: tensor '${name}' is mapped to '${shard}', which does not contain it`);
-        tensors.set(name, t);
-      }
-      for (const [shard, f] of files) {
-        for (const name of f.tensors.keys()) {
-          if (index[name] === undefined) {
-            throw new BadCheckpointError(`${indexPath}: tensor '${name}' of shard '${shard}' is missing from the index's weight_map`);
-          }
-          if (index[name] !== shard) {
-            throw new BadCheckpointError(`${indexPath}: tensor '${name}' is in shard '${shard}' but mapped to '${index[name]}'`);
-          }
-        }
-      }
-      return new WeightFiles(dir, files, tensors, true);
+      const tensors = tensorsOfShards(indexPath, index, files);
+      const unheld = new Map([...index].filter(([name]) => !tensors.has(name)));
+      return new WeightFiles(dir, files, tensors, true, unheld);
     } catch (err) {
       await Promise.all([...files.values()].map((f) => f.close().catch(() => {})));
       throw err;
@@ -131,8 +125,14 @@ export class WeightFiles {
 
   info(name: string): TensorInfo {
     const t = this.tensors.get(name);
-    if (!t) throw new BadCheckpointError(`${this.dir}: no tensor named '${name}'`);
+    if (!t) throw new BadCheckpointError(`${this.dir}: no tensor named '${name}'${this.absentNote(name)}`);
     return t;
+  }
+
+  /** For a message about a tensor the folder lacks: what the index says of it ('' when nothing). */
+  absentNote(name: string): string {
+    const shard = this.unheld.get(name);
+    return shard === undefined ? '' : ` (${INDEX_FILE} maps it to '${shard}', but no shard it lists holds it)`;
   }
 
   fileOf(name: string): SafetensorsFile {
@@ -154,8 +154,32 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * Every tensor of the shards, in shard order. One that two shards hold is taken from the one the
+ * index maps it to; when it maps it to neither, a BadCheckpointError names both.
+ */
+function tensorsOfShards(indexPath: string, index: ReadonlyMap<string, string>, files: ReadonlyMap<string, SafetensorsFile>): Map<string, TensorInfo> {
+  const holders = new Map<string, string[]>();
+  for (const [shard, f] of files) for (const name of f.tensors.keys()) holders.set(name, [...(holders.get(name) ?? []), shard]);
+  const tensors = new Map<string, TensorInfo>();
+  for (const [shard, f] of files) {
+    for (const [name, t] of f.tensors) {
+      const held = holders.get(name)!;
+      const mapped = index.get(name);
+      if (held.length > 1 && (mapped === undefined || !held.includes(mapped))) {
+        throw new BadCheckpointError(
+          `${indexPath}: tensor '${name}' is in both '${held[0]}' and '${held[1]}', and weight_map ` +
+            `${mapped === undefined ? 'does not say which to read' : `maps it to '${mapped}'`}`,
+        );
+      }
+      if (held.length === 1 || mapped === shard) tensors.set(name, t);
+    }
+  }
+  return tensors;
+}
+
 /** weight_map of the index, or null when the folder has none. */
-async function readIndex(path: string): Promise<Record<string, string> | null> {
+async function readIndex(path: string): Promise<Map<string, string> | null> {
   const json = await readJsonIfPresent(path, BadCheckpointError);
   if (json === undefined) return null;
   const map = (json as { weight_map?: unknown } | null)?.weight_map;
@@ -167,7 +191,7 @@ async function readIndex(path: string): Promise<Record<string, string> | null> {
       throw new BadCheckpointError(`${path}: weight_map['${name}'] = ${JSON.stringify(shard)} is not a shard file name`);
     }
   }
-  return map as Record<string, string>;
+  return new Map(Object.entries(map as Record<string, string>));
 }
 
 export class ModelFolder {

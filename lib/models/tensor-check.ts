@@ -23,6 +23,8 @@ export interface TensorHeaders {
   /** The file that holds a present tensor (for messages). */
   tensorFile(name: string): string;
   tensorNames(): string[];
+  /** Why a tensor is absent, for the message (e.g. a stale index entry: WeightFiles.absentNote). */
+  absentNote?(name: string): string;
 }
 
 /**
@@ -41,7 +43,7 @@ export function checkModelTensors(model: TensorHeaders, packed: ReadonlySet<stri
     used.add(name);
     if (!model.hasTensor(name)) {
       if (optional) return;
-      throw new BadCheckpointError(`${model.dir}: no tensor named '${name}'`);
+      throw new BadCheckpointError(`${model.dir}: no tensor named '${name}'${model.absentNote?.(name) ?? ''}`);
     }
     // Every tensor checked here is read as floating point (dense weights, biases, norms, embeddings).
     const dtype = model.storedDtype(name);

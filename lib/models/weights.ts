@@ -69,6 +69,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
       storedShape: (name) => (folder.has(name) ? folder.info(name).shape : undefined),
       storedDtype: (name) => (folder.has(name) ? folder.info(name).dtype : undefined),
       tensorFile: (name) => folder.info(name).file,
+      absentNote: (name) => folder.weights.absentNote(name),
       async readLinear(prefix) {
         if (!linears.has(prefix)) {
           if (folder.has(`${prefix}.weight`)) return readDenseLinear(folder, adapter, prefix);
@@ -94,6 +95,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
     storedShape: (name) => folder.info(name).shape,
     storedDtype: (name) => folder.info(name).dtype,
     tensorFile: (name) => folder.info(name).file,
+    absentNote: (name) => folder.weights.absentNote(name),
     readLinear: (prefix) => readDenseLinear(folder, adapter, prefix),
     rawConfig: folder.rawConfig,
     close: () => folder.close(),
