@@ -213,11 +213,22 @@ describe('openAwqCheckpoint: checks', () => {
       [{ ...goodQuant, version: 'exllama' }, /"exllama"/],
       [{ ...goodQuant, quant_method: 'gptq' }, /quant_method: expected 'awq', got "gptq"/],
       [{ ...goodQuant, group_size: '32' }, /group_size/],
+      // GPTQModel's names for the layout, read when there is no version; the message names the key read
+      [{ ...goodQuant, version: undefined, format: 'gemv' }, /quantization_config\.format: expected 'gemm'.*got "gemv"$/],
+      [{ ...goodQuant, version: null, format: 'llm-awq' }, /quantization_config\.format: expected 'gemm'.*got "llm-awq"$/],
+      [{ ...goodQuant, version: undefined, checkpoint_format: 'gemv_fast' }, /quantization_config\.checkpoint_format: expected 'gemm'.*got "gemv_fast"$/],
+      [{ ...goodQuant, version: undefined, format: null, checkpoint_format: 'GEMV' }, /quantization_config\.checkpoint_format: .*got "GEMV"$/],
+      [{ ...goodQuant, version: 'gemv', format: 'gemm' }, /quantization_config\.version: .*got "gemv"$/],
     ];
-    for (const [q, re] of cases) {
-      const err = await openAwqCheckpoint(handAwq(`bad-${String(q.bits)}-${String(q.version)}-${String(q.quant_method)}-${typeof q.group_size}`, q)).catch((e: unknown) => e);
+    for (const [i, [q, re]] of cases.entries()) {
+      const err = await openAwqCheckpoint(handAwq(`bad-${i}`, q)).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(BadConfigError);
       expect((err as Error).message).toMatch(re);
+    }
+    for (const [i, layout] of [{ format: 'GEMM' }, { checkpoint_format: 'gemm' }, { format: null, checkpoint_format: 'Gemm' }].entries()) {
+      const ck = await openAwqCheckpoint(handAwq(`layout-${i}`, { ...goodQuant, version: undefined, ...layout }));
+      expect(ck.quantization.version).toBe('gemm');
+      await ck.close();
     }
   });
 

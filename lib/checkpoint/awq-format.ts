@@ -184,6 +184,9 @@ export async function readLegacyQuantConfig(dir: string): Promise<unknown> {
 /** AutoAWQ's older name for the quantization settings (zero_point, q_group_size, w_bit, version). */
 export const LEGACY_QUANT_CONFIG = 'quant_config.json';
 
+/** Where the settings name the packing layout, the first one present read (none: gemm). */
+const LAYOUT_KEYS = ['version', 'format', 'checkpoint_format'] as const;
+
 function parseQuantizationFields(qc: unknown, source: string, key: string | null): AwqQuantization {
   const where = key === null ? '' : `${key}.`;
   if (typeof qc !== 'object' || qc === null || Array.isArray(qc)) {
@@ -206,9 +209,12 @@ function parseQuantizationFields(qc: unknown, source: string, key: string | null
   }
   const zeroPoint = o.zero_point ?? true;
   if (typeof zeroPoint !== 'boolean') fail('zero_point', 'true or false');
-  const version = o.version ?? 'gemm';
-  if (typeof version !== 'string' || version.toLowerCase() !== 'gemm') {
-    fail('version', "'gemm' (other AWQ layouts such as gemv, marlin or exllama are not supported)");
+  // GPTQModel names the layout `format` or `checkpoint_format`: a gemv checkpoint read as gemm
+  // would fail later on a shape, far from the cause.
+  const layoutKey = LAYOUT_KEYS.find((k) => o[k] !== undefined && o[k] !== null);
+  const layout = layoutKey === undefined ? 'gemm' : o[layoutKey];
+  if (typeof layout !== 'string' || layout.toLowerCase() !== 'gemm') {
+    fail(layoutKey!, "'gemm' (other AWQ layouts such as gemv, gemv_fast, llm-awq, marlin or exllama are not supported)");
   }
   const mods = o.modules_to_not_convert ?? null;
   if (mods !== null && !(Array.isArray(mods) && mods.every((m) => typeof m === 'string'))) {
