@@ -194,7 +194,7 @@ function formatReport(r: InspectReport): string {
   for (const s of r.shards) lines.push(`  ${s.file}  ${s.tensors} tensors  ${human(s.fileBytes)}`);
   if (r.quantization) {
     lines.push(`quantization${r.quantizationFile === 'config.json' ? '' : ` (${r.quantizationFile})`}: ${JSON.stringify(r.quantization)}`);
-    if (r.awq) lines.push(`  AWQ ${r.awq.bits}-bit, group ${r.awq.groupSize}, ${r.awq.version}: ${r.awq.linears} quantized linears`);
+    if (r.awq) lines.push(`  AWQ ${r.awq.bits}-bit, group ${r.awq.groupSize === -1 ? '-1 (one per row)' : r.awq.groupSize}, ${r.awq.version}: ${r.awq.linears} quantized linears`);
     if (r.awqError) lines.push(`  warning: not readable as an AWQ checkpoint: ${r.awqError}`);
     if (r.unusedTensors.length > 0) {
       const shown = r.unusedTensors.slice(0, 5).join(', ') + (r.unusedTensors.length > 5 ? ` and ${r.unusedTensors.length - 5} more` : '');

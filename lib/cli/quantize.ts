@@ -183,7 +183,7 @@ export function summaryTable(r: QuantizationReport, out: string): string {
   const lines: string[] = [];
   const o = r.options;
   lines.push(
-    `quantized ${r.model} (${r.modelType}) -> ${out}: ${o.method} w${o.wBit} g${o.groupSize}` +
+    `quantized ${r.model} (${r.modelType}) -> ${out}: ${o.method} w${o.wBit} ${o.groupSize === -1 ? 'g-1 (per row)' : `g${o.groupSize}`}` +
       `${o.zeroPoint ? ' zero-point' : ' symmetric'}${o.method === 'awq' ? `${o.duoScaling ? ' duo' : ''}${o.clip ? ' clip' : ' no-clip'}` : ''}` +
       ` in ${(r.totalMs / 1000).toFixed(1)} s on ${r.backend}` +
       `${r.resumedLayers ? ` (layers 0-${r.resumedLayers - 1} kept from an earlier run)` : ''}`,
