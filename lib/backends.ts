@@ -1,5 +1,5 @@
 /** What this machine and build can run: CPU instruction set and threads, CUDA devices. */
-import { native, nativeLoadNotes, nativePath, type Isa } from './native.js';
+import { native, nativeLoadNotes, nativePath, withCudaBuildCommand, type Isa } from './native.js';
 import { CudaError, InvalidArgumentError } from './errors.js';
 import type { Precision } from './quantize/layer.js';
 
@@ -32,15 +32,18 @@ export function backends(): Backends {
       bf16Products: raw.cpu.bf16Products,
     },
     cuda: usable ? { devices: raw.cuda.devices } : null,
-    cudaUnavailable: usable ? null : (nativeLoadNotes()[0] ?? raw.cuda.reason),
+    cudaUnavailable: usable ? null : (nativeLoadNotes()[0] ?? withCudaBuildCommand(raw.cuda.reason ?? 'no CUDA device')),
     binary: nativePath(),
   };
 }
 
-/** Sizes the shared native thread pool; 0 restores the default (all available cores). */
 /** The most threads the pool accepts (native/core/threadpool.h). */
 export const MAX_THREADS = 1024;
 
+/**
+ * Sizes the shared native thread pool (one per process, for every call that runs afterwards); 0
+ * restores the default (all available cores). Returns the size now in force.
+ */
 export function setThreads(threads: number): number {
   if (!Number.isInteger(threads) || threads < 0 || threads > MAX_THREADS) {
     throw new InvalidArgumentError(`threads: expected an integer from 0 to ${MAX_THREADS}, got ${threads}`);
@@ -102,7 +105,7 @@ export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: st
     return { backend: 'cuda', precision: p, description: `cuda (${b.cuda.devices[0].name}, ${p})` };
   }
   const why = b.cudaUnavailable ?? 'no CUDA device';
-  if (requested === 'cuda') throw noCudaError('--backend cuda', b, '; --backend auto falls back to the CPU.');
+  if (requested === 'cuda') throw noCudaError("backend 'cuda'", b, " Backend 'auto' falls back to the CPU.");
   const notes = [`CUDA not used (${why}); ${activity} on the CPU`];
   if (precision === 'fp16') notes.push("precision 'fp16' applies to CUDA only, the CPU search runs in fp32");
   return cpu(notes);
@@ -110,11 +113,9 @@ export function resolveBackend(requested: 'cpu' | 'cuda' | 'auto', precision: st
 
 /**
  * The error of a CUDA feature asked for where no CUDA device is usable (`what`: who asked): why
- * none is (also when a CUDA build loads but no device answered), and how a CUDA build is made.
+ * none is. A binary built without CUDA says how to build one (with the command that works where
+ * awq is installed); a CUDA build that found no device or driver says that instead.
  */
 export function noCudaError(what: string, b: Backends = backends(), tail = ''): CudaError {
-  return new CudaError(
-    `${what}: ${b.cudaUnavailable ?? 'no CUDA device'}. A CUDA build is made with \`npm run build:cuda\` ` +
-      `(needs nvcc and an NVIDIA driver)${tail}`,
-  );
+  return new CudaError(`${what}: ${b.cudaUnavailable ?? 'no CUDA device'}.${tail}`);
 }

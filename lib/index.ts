@@ -1,6 +1,21 @@
 /** Public API of `awq`. */
-export * from './errors.js';
+export {
+  AbortedError,
+  AwqError,
+  BadCheckpointError,
+  BadConfigError,
+  CudaError,
+  InternalError,
+  InvalidArgumentError,
+  IoError,
+  NativeLoadError,
+  NonFiniteError,
+  OutOfMemoryError,
+  UnsupportedArchitectureError,
+  type AwqErrorCode,
+} from './errors.js';
 export { backends, resolveBackend, setThreads, type Backends, type CudaDevice, type ResolvedBackend } from './backends.js';
+export type { Isa } from './native.js';
 export { activationStats } from './quantize/stats.js';
 export { denseGemm, fmaPeakGflops, type DenseGemmOptions } from './gemm.js';
 export { version } from './version.js';

@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { fromNativeError, InvalidArgumentError, NativeLoadError } from './errors.js';
+import { CudaError, fromNativeError, InvalidArgumentError, NativeLoadError } from './errors.js';
 import type { LayerArch, LayerWeights, Precision, QuantizedLinear } from './quantize/layer.js';
 
 export type Isa = 'portable' | 'avx2' | 'avx512' | 'neon';
@@ -171,7 +171,7 @@ export interface RawQuantOptions {
 }
 
 export interface RawQuantizedLayer {
-  linears: Record<string, QuantizedLinear>;
+  linears: Record<string, Omit<QuantizedLinear, 'outFeatures' | 'inFeatures'>>;
   inputNorm: Float32Array;
   postNorm: Float32Array;
   output: Float32Array;
@@ -194,6 +194,13 @@ let loaded: Loaded | undefined;
 /** What the loader tried before settling on a binary (for `awq doctor`). */
 const loadNotes: string[] = [];
 
+/** An addon error as its AwqError class; a CUDA one with the build command that works here. */
+function typedNativeError(err: unknown): unknown {
+  const typed = fromNativeError(err);
+  if (typed instanceof CudaError) typed.message = withCudaBuildCommand(typed.message);
+  return typed;
+}
+
 function wrapErrors<T extends object>(raw: T): T {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
@@ -207,11 +214,11 @@ function wrapErrors<T extends object>(raw: T): T {
       try {
         result = fn(...args);
       } catch (err) {
-        throw fromNativeError(err);
+        throw typedNativeError(err);
       }
       if (result instanceof Promise) {
         return result.catch((err: unknown) => {
-          throw fromNativeError(err);
+          throw typedNativeError(err);
         });
       }
       return result;
@@ -259,6 +266,19 @@ function load(): Loaded {
     tried.push(`node-gyp-build in ${packageRoot}: ${(err as Error).message.split('\n')[0]}`);
   }
   throw new NativeLoadError(`no native awq binary could be loaded. Tried:\n  ${tried.join('\n  ')}\n${howToBuild()}`);
+}
+
+/**
+ * The command that makes a CUDA build where the user stands: `npm run build:cuda` in this checkout,
+ * through `npm explore` where awq is a dependency (the dependent project has no such script).
+ */
+function cudaBuildCommand(): string {
+  return packageRoot.split(sep).includes('node_modules') ? '`npm explore awq -- npm run build:cuda`' : '`npm run build:cuda`';
+}
+
+/** A message of the addon, which names `npm run build:cuda`, with the command that works here. */
+export function withCudaBuildCommand(message: string): string {
+  return message.replaceAll('`npm run build:cuda`', cudaBuildCommand()).replaceAll('(npm run build:cuda builds one)', `(${cudaBuildCommand()} builds one)`);
 }
 
 /** What builds a binary: in this checkout, or in a project that installed awq from npm. */

@@ -1,5 +1,6 @@
 /** Progress events shared by long-running API calls (quantize, evaluate) and the CLI renderers. */
 import { AbortedError, InvalidArgumentError } from './errors.js';
+import type { LayerPhase } from './quantize/layer.js';
 import { describeArgument } from './validate.js';
 
 export interface ProgressEvent {
@@ -14,7 +15,8 @@ export interface ProgressEvent {
   total: number;
   /** 0-based index of the layer being worked on, with its phase. */
   layer?: number;
-  phase?: string;
+  /** A layer's native phases (LayerPhase) and the pipeline's steps around them. */
+  phase?: LayerPhase | 'load' | 'write' | 'done' | 'resumed';
   elapsedMs: number;
   /** Estimated remaining time from the average unit time so far. */
   etaMs?: number;

@@ -37,3 +37,12 @@ export function checkDevice(device: unknown): 'cpu' | 'cuda' {
   if (device !== 'cpu' && device !== 'cuda') throw new InvalidArgumentError(`device: expected 'cpu' or 'cuda', got ${describeArgument(device)}`);
   return device;
 }
+
+/**
+ * A boolean option: absent (undefined) or true / false. Anything else is refused, not coerced: a
+ * string 'false' is truthy and would silently mean true.
+ */
+export function optionalBoolean(value: unknown, name: string): boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') throw new InvalidArgumentError(`${name}: expected true or false, got ${describeArgument(value)}`);
+  return value;
+}

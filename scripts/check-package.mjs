@@ -9,12 +9,13 @@
 //   - the shipped default calibration set is where the library looks for it;
 //   - without its addon, the load error says `npm rebuild awq`, and that rebuilds it;
 //   - `awq --version` and `awq doctor --json` run from node_modules/.bin;
-//   - TypeScript (strict, NodeNext) type-checks a consumer file against the shipped .d.ts;
+//   - TypeScript (strict, NodeNext) type-checks a consumer file and the README's ts examples
+//     against the shipped .d.ts, and CommonJS code loads the package with require();
 //   - where nvcc is installed, `npm run build:cuda` inside the installed package (sm_90 only, to
 //     keep it short) builds a CUDA addon that the library then finds.
 // Prints one line per check and "package: N passed, N failed, N skipped" (CI counts it).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -150,6 +151,51 @@ export const isAwq = (e: unknown): boolean => e instanceof AwqError;
   run([tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022',
     '--typeRoots', join(root, 'node_modules', '@types'), '--types', 'node', 'consumer.ts']);
 });
+
+check("the README's TypeScript examples type-check against the shipped .d.ts", () => {
+  expect(installed, 'not installed');
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const blocks = [...readme.matchAll(/^```ts\n([\s\S]*?)^```/gm)].map((m) => m[1]);
+  expect(blocks.length > 0, 'no ```ts block in README.md');
+  const files = blocks.map((code, i) => {
+    const file = `readme-example-${i + 1}.ts`;
+    writeFileSync(join(consumer, file), `${code}export {};\n`);
+    return file;
+  });
+  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+  run([tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022',
+    '--typeRoots', join(root, 'node_modules', '@types'), '--types', 'node', ...files]);
+  return `${blocks.length} blocks`;
+});
+
+check("without CUDA, asking for it names the build command that works in a dependent project", () => {
+  expect(installed, 'not installed');
+  writeFileSync(join(consumer, 'no-cuda.mjs'), `
+import { resolveBackend, backends } from 'awq';
+if (backends().cuda) { console.log('has cuda'); process.exit(0); }
+try { resolveBackend('cuda', 'fp32'); console.log('no error'); } catch (e) { console.log(e.message); }
+`);
+  const printed = run(['no-cuda.mjs']).trim();
+  if (printed === 'has cuda') return 'skipped: a CUDA build is present';
+  expect(printed.includes('`npm explore awq -- npm run build:cuda`'), `message: ${printed}`);
+});
+
+const [nodeMajor, nodeMinor] = process.versions.node.split('.').map(Number);
+if (!(nodeMajor > 22 || (nodeMajor === 22 && nodeMinor >= 12) || (nodeMajor === 20 && nodeMinor >= 19))) {
+  skipped++;
+  console.log(`skip require('awq') from CommonJS: Node ${process.versions.node} cannot require ES modules (20.19+, 22.12+ can)`);
+} else {
+  check("CommonJS: require('awq') (Node loads ES modules from require)", () => {
+    expect(installed, 'not installed');
+    writeFileSync(join(consumer, 'cjs.cjs'), `
+const { Int4Linear, version, backends } = require('awq');
+if (typeof Int4Linear.fromQuantized !== 'function' || typeof backends().cpu.isa !== 'string') throw new Error('incomplete exports');
+console.log(version);
+`);
+    const printed = run(['cjs.cjs']).trim();
+    expect(printed === JSON.parse(sh('npm', ['pkg', 'get', 'version'], root)), `printed ${printed}`);
+  });
+}
 
 const hasNvcc = (() => {
   try {

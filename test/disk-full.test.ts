@@ -12,7 +12,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { ioError, IoError } from '../dist/index.js';
+import { IoError } from '../dist/index.js';
+import { ioError } from '../dist/errors.js'; // internal: how I/O failures are worded
 import { scratchDir } from './helpers/scratch.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
 

@@ -230,6 +230,11 @@ describe('Int4Linear', () => {
     expect(err).toBeInstanceOf(NonFiniteError);
     expect((err as Error).message).toContain('row 1, column 7');
     expect(() => lin.forwardSync(x, 2)).toThrow(NonFiniteError);
+    // a named layer (as loadAwq builds them) says which one refused the input, as for a wrong shape
+    const named = await Int4Linear.fromAwq({ ...toAwq(L), name: 'model.layers.3.mlp.down_proj' });
+    await expect(named.forward(x, 2)).rejects.toThrow(/^model\.layers\.3\.mlp\.down_proj: x: .*row 1, column 7/);
+    expect(() => named.forwardSync(x, 2)).toThrow(/^model\.layers\.3\.mlp\.down_proj: x: .*row 1, column 7/);
+    await named.dispose();
     // Finite but past the fp32 group sums' range: an M = 1 decode returned Inf (the answer was
     // finite) and the AVX2 int8 decode NaN; now an error at every M and mode, not a wrong result.
     for (const m of [1, 2, 20]) {
@@ -238,7 +243,7 @@ describe('Int4Linear', () => {
         big[(m - 1) * 128 + 3] = -1e38;
         const e = await lin.forward(big, m, { mode }).catch((v: unknown) => v);
         expect(e, `m ${m} ${mode}`).toBeInstanceOf(InvalidArgumentError);
-        expect((e as Error).message).toBe(`x: value at row ${m - 1}, column 3 is -1e+38: beyond the int4 kernels' input range, |x| <= 2^100 (about 1.3e30; their fp32 group sums would overflow)`);
+        expect((e as Error).message).toBe(`test.proj: x: value at row ${m - 1}, column 3 is -1e+38: beyond the int4 kernels' input range, |x| <= 2^100 (about 1.3e30; their fp32 group sums would overflow)`);
         big[(m - 1) * 128 + 3] = -(2 ** 100); // the largest magnitude taken: finite results
         const y = lin.forwardSync(big, m, { mode });
         expect(y.every(Number.isFinite), `m ${m} ${mode}`).toBe(true);

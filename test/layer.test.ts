@@ -5,6 +5,9 @@ import {
   backends,
   CudaError,
   decoderLayerForward,
+  dequantizeAwq,
+  Int4Linear,
+  packAwq,
   InvalidArgumentError,
   lmHeadNll,
   NonFiniteError,
@@ -133,6 +136,12 @@ describe('quantizeDecoderLayer', () => {
     expect(r.output).toEqual(await decoderLayerForward(arch, weights, x, 32));
     const o = r.linears.o_proj;
     expect([o.out, o.in, o.groupSize, o.q.length, o.zeros.length, o.scales.length]).toEqual([64, 64, 32, 4096, 128, 128]);
+    // the quantizer's linears go to the int4 layer and the AWQ packer as they are (outFeatures / inFeatures)
+    const down = r.linears.down_proj;
+    expect([down.outFeatures, down.inFeatures]).toEqual([down.out, down.in]);
+    const w = await (await Int4Linear.fromQuantized(down)).dequantize();
+    expect(Array.from(w.slice(0, 3))).toEqual([0, 1, 2].map((i) => Math.fround((down.q[i] - down.zeros[0]) * down.scales[0])));
+    expect(await dequantizeAwq({ ...down, ...(await packAwq(down)) })).toEqual(w);
     expect(r.linears.k_proj.q.length).toBe(32 * 64);
     expect(Math.max(...r.linears.down_proj.q)).toBeLessThanOrEqual(15);
     for (const s of r.linears.gate_proj.scales) expect(fp16Round(s)).toBe(s);

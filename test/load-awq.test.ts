@@ -3,7 +3,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it, vi } from 'vitest';
 
-import { AwqCheckpointWriter, BadCheckpointError, dequantizeAwq, Int4Linear, loadAwq, NonFiniteError, openAwqCheckpoint } from '../dist/index.js';
+import { AbortedError, AwqCheckpointWriter, BadCheckpointError, dequantizeAwq, Int4Linear, InvalidArgumentError, loadAwq, NonFiniteError, openAwqCheckpoint } from '../dist/index.js';
 import { exactHalfBits, llamaConfig, retypeTensor } from './helpers/fixtures.js';
 import { scratchDir } from './helpers/scratch.js';
 import { mulberry32 } from './helpers/random.js';
@@ -58,6 +58,34 @@ describe('loadAwq', () => {
     try {
       await expect(loadAwq(out)).rejects.toThrow(NonFiniteError);
       expect(disposed.sort()).toEqual(linears.slice(0, -1).sort());
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('checks its options before any work and stops on its signal between tensors, disposing what it built', async () => {
+    const { out, linears } = await writeTinyCheckpoint({});
+    const bad: [object, RegExp][] = [
+      [{ onProgress: 'yes' }, /onProgress: expected a function, got "yes"/],
+      [{ keepAwq: 'false' }, /keepAwq: expected true or false, got "false"/],
+      [{ signal: {} }, /signal: expected an AbortSignal/],
+      [{ device: 'gpu' }, /device: expected 'cpu' or 'cuda', got "gpu"/],
+    ];
+    for (const [options, re] of bad) {
+      const err = await loadAwq(out, options as never).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidArgumentError);
+      expect((err as Error).message).toMatch(re);
+    }
+    await expect(loadAwq(out, { signal: AbortSignal.abort() })).rejects.toThrow(AbortedError);
+    const disposed: string[] = [];
+    const spy = vi.spyOn(Int4Linear.prototype, 'dispose').mockImplementation(async function (this: Int4Linear) {
+      disposed.push(this.name ?? '');
+    });
+    try {
+      const controller = new AbortController();
+      const err = await loadAwq(out, { signal: controller.signal, onProgress: (e) => e.done === 2 && controller.abort() }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AbortedError);
+      expect(disposed.sort()).toEqual(linears.slice(0, 2).sort());
     } finally {
       spy.mockRestore();
     }

@@ -47,6 +47,15 @@ describe('quantize options', () => {
     await refused({ model: base.model, out: 5 }, /^out: expected a folder path, got 5$/);
   });
 
+  it('quantization settings name the value as given (a string quoted), maxShardBytes before any work', async () => {
+    await refused({ ...base, wBit: '4' }, /^wBit: expected 2, 3 or 4 \(the AutoAWQ GEMM checkpoint stores 4-bit weights\), got "4"$/);
+    await refused({ ...base, wBit: 8 }, /^wBit: expected 2, 3 or 4 .*, got 8$/);
+    await refused({ ...base, groupSize: '128' }, /^groupSize: expected 32, 64, 128 or -1, got "128"$/);
+    await refused({ ...base, method: 'gptq' }, /^method: expected 'awq' or 'rtn', got "gptq"$/);
+    // the model folder does not exist: the option is reported, not the folder
+    await refused({ ...base, maxShardBytes: -1 }, /^maxShardBytes: expected a positive integer, got -1$/);
+  });
+
   it('signal must be an AbortSignal and onProgress a function', async () => {
     await refused({ ...base, signal: 'stop' }, /^signal: expected an AbortSignal, got "stop"$/);
     await refused({ ...base, signal: new AbortController() }, /^signal: expected an AbortSignal, got an object \(AbortController\)$/);

@@ -15,15 +15,16 @@ import { DTYPE_SIZE, isDtype, numel, type Dtype } from './dtypes.js';
 export { DTYPE_SIZE, isDtype, numel, type Dtype } from './dtypes.js';
 export { SafetensorsWriter, type SafetensorsWriterOptions } from './safetensors-writer.js';
 
+/** A tensor's header entry. Frozen: the reader locates the data by it, so a change would misread. */
 export interface TensorInfo {
-  name: string;
-  dtype: Dtype;
-  shape: number[];
+  readonly name: string;
+  readonly dtype: Dtype;
+  readonly shape: readonly number[];
   /** The file that holds the tensor. */
-  file: string;
+  readonly file: string;
   /** Absolute byte offset of the tensor's data in `file`. */
-  dataOffset: number;
-  byteLength: number;
+  readonly dataOffset: number;
+  readonly byteLength: number;
 }
 
 /** The reference implementation's limit on the JSON header. */
@@ -330,6 +331,6 @@ async function readHeader(fh: FileHandle, path: string, fileSize: number): Promi
     );
   }
   const tensors = new Map<string, TensorInfo>();
-  for (const t of entries) tensors.set(t.name, t);
+  for (const t of entries) tensors.set(t.name, Object.freeze({ ...t, shape: Object.freeze([...t.shape]) }));
   return { tensors, metadata, headerLength };
 }

@@ -1,32 +1,8 @@
-/**
- * `Int4Linear`: a 4-bit linear layer (AWQ packed weights) that multiplies fp32, fp16 or bf16
- * activations on the CPU: `y[m, out] = x[m, in] * dequantize(W)^T + bias`.
- *
- * Memory: the weights are repacked once, at construction, into the layout the kernels stream
- * (native/core/int4_gemm.h): `in * out / 2` bytes of nibbles (rows padded to a multiple of 128
- * inputs) plus 2.5 bytes per group and row (fp16 scale, 4-bit zero) and 4 bytes per output of
- * bias, i.e. about 0.52 bytes per weight at group 128, the size of the AWQ tensors themselves
- * (`nativeBytes`). A layer built by `fromAwq` keeps the AWQ tensors referenced (not copied) in
- * `awq`, for saving; drop the layer to free both.
- * Exact calls with m > 16 pack x once (`ceil(m / 6) * 6 * in * 4` bytes) and use 128 KiB per
- * pool thread for dequantized weight panels (AVX2; elsewhere 256 KiB from m = 64, and for
- * 16 < m < 64 a scratch of `128 * in * 4` bytes per thread plus the sgemm's packing buffers).
- *
- * Device 'cuda' (`fromAwq(t, { device: 'cuda' })`, a CUDA build with a device): the weights are
- * repacked and uploaded to device 0 (about the same bytes, in device memory); each `forward`
- * rounds x to fp16 (the kernels are W4A16: fp16 activations, fp32 accumulation), copies it over
- * and y back. Only `exact` mode and the async `forward`; `dequantize` needs a CPU layer.
- *
- * Modes: `exact` (default) equals `x * dequantize(W)^T` up to fp32 summation rounding.
- * `int8` quantizes each row of x per 128 inputs to int8 (scale max|x|/127, round to nearest)
- * and multiplies in integers; each output is then off by at most
- * `sum over 128-blocks of (max|x_block| / 254) * sum |w| over the block` (plus fp32 rounding),
- * typically ~0.1-0.5% relative. It needs a group size that is a multiple of 128.
- */
+/** `Int4Linear`: a 4-bit linear layer on the AWQ packed weights (the class's comment says how). */
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { backends, noCudaError } from '../backends.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
-import { checkDevice, describeValue, optionsObject, requiredObject } from '../validate.js';
+import { checkDevice, describeValue, optionalBoolean, optionsObject, requiredObject } from '../validate.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
@@ -69,6 +45,32 @@ export interface Int4ForwardOptions {
   out?: Float32Array;
 }
 
+/**
+ * A 4-bit linear layer (AWQ packed weights) that multiplies fp32, fp16 or bf16 activations on the
+ * CPU, or on CUDA with `device: 'cuda'`: `y[m, out] = x[m, in] * dequantize(W)^T + bias`.
+ *
+ * Memory: the weights are repacked once, at construction, into the layout the kernels stream
+ * (native/core/int4_gemm.h): `in * out / 2` bytes of nibbles (rows padded to a multiple of 128
+ * inputs) plus 2.5 bytes per group and row (fp16 scale, 4-bit zero) and 4 bytes per output of
+ * bias, i.e. about 0.52 bytes per weight at group 128, the size of the AWQ tensors themselves
+ * (`nativeBytes`). A layer built by `fromAwq` keeps the AWQ tensors referenced (not copied) in
+ * `awq`, for saving. `dispose()` gives the weights back at once (the garbage collector does not
+ * see native or device memory); a layer that is only dropped frees them when it is collected.
+ * Exact calls with m > 16 pack x once (`ceil(m / 6) * 6 * in * 4` bytes) and use 128 KiB per
+ * pool thread for dequantized weight panels (AVX2; elsewhere 256 KiB from m = 64, and for
+ * 16 < m < 64 a scratch of `128 * in * 4` bytes per thread plus the sgemm's packing buffers).
+ *
+ * Device 'cuda' (`fromAwq(t, { device: 'cuda' })`, a CUDA build with a device): the weights are
+ * repacked and uploaded to device 0 (about the same bytes, in device memory); each `forward`
+ * rounds x to fp16 (the kernels are W4A16: fp16 activations, fp32 accumulation), copies it over
+ * and y back. Only `exact` mode and the async `forward`; `dequantize` needs a CPU layer.
+ *
+ * Modes: `exact` (default) equals `x * dequantize(W)^T` up to fp32 summation rounding.
+ * `int8` quantizes each row of x per 128 inputs to int8 (scale max|x|/127, round to nearest)
+ * and multiplies in integers; each output is then off by at most
+ * `sum over 128-blocks of (max|x_block| / 254) * sum |w| over the block` (plus fp32 rounding),
+ * typically ~0.1-0.5% relative. It needs a group size that is a multiple of 128.
+ */
 export class Int4Linear {
   readonly name: string | undefined;
   readonly inFeatures: number;
@@ -98,6 +100,7 @@ export class Int4Linear {
     requiredObject(t, 'tensors');
     const options = optionsObject(buildOptions, 'options');
     const device = checkDevice(options.device);
+    const keepAwq = optionalBoolean(options.keepAwq, 'keepAwq') ?? true;
     const what = t?.name ? `${t.name}: ` : '';
     const { inFeatures: inF, outFeatures: outF } = t;
     const group = checkShape(what, inF, outF, t.groupSize);
@@ -125,11 +128,11 @@ export class Int4Linear {
         if (err instanceof Error && t.name && !err.message.startsWith(t.name)) err.message = `${t.name}: ${err.message}`;
         throw err;
       }
-      return new Int4Linear(cudaHandle, 'cuda', t.name, options.keepAwq === false ? null : t);
+      return new Int4Linear(cudaHandle, 'cuda', t.name, keepAwq ? t : null);
     }
     // Native threads read the tensors while JS runs on: private copies (see `forward`).
     const handle = await native().int4PackAwq(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
-    return new Int4Linear(handle, 'cpu', t.name, options.keepAwq === false ? null : t);
+    return new Int4Linear(handle, 'cpu', t.name, keepAwq ? t : null);
   }
 
   /**
@@ -197,9 +200,12 @@ export class Int4Linear {
       if (m === 0) return Promise.resolve(a.out); // an empty batch: a server's idle step
       const data = a.data.slice();
       const y = options.out ? new Float32Array(a.out.length) : a.out;
-      const done = this.#cuda
+      const done = (this.#cuda
         ? native().int4CudaForward(this.#cuda, data, a.dtype, m, y)
-        : native().int4Forward(this.#handle!, data, a.dtype, m, a.mode, y);
+        : native().int4Forward(this.#handle!, data, a.dtype, m, a.mode, y)
+      ).catch((err: unknown) => {
+        throw this.#named(err);
+      });
       return y === a.out ? done : done.then(() => copyInto(a.out, y));
     } catch (err) {
       return Promise.reject(err);
@@ -215,7 +221,17 @@ export class Int4Linear {
     // The kernels write y while they still read x: an out over x's memory (one buffer reused in
     // place for a square layer) gets a copy of x. forward() always copies x.
     const data = overlaps(a.data, a.out) ? a.data.slice() : a.data;
-    return native().int4ForwardSync(this.#handle, data, a.dtype, m, a.mode, a.out);
+    try {
+      return native().int4ForwardSync(this.#handle, data, a.dtype, m, a.mode, a.out);
+    } catch (err) {
+      throw this.#named(err);
+    }
+  }
+
+  /** A native error (a value of x the kernels refuse, out of memory) names the layer, as #args does. */
+  #named(err: unknown): unknown {
+    if (this.name && err instanceof Error && !err.message.startsWith(`${this.name}: `)) err.message = `${this.name}: ${err.message}`;
+    return err;
   }
 
   /** `dequantize(W)` as fp32 `[out, in]`: `(q - z) * s` exactly (tests, dense baselines). CPU layers only. */

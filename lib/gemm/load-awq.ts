@@ -1,11 +1,9 @@
-/**
- * `loadAwq(folder)`: an AutoAWQ "GEMM" checkpoint ready to run on the CPU — every quantized
- * linear as an `Int4Linear` (repacked once; see its memory note) and every other tensor
- * (embeddings, norms, lm_head) as fp32, by name. For `awq eval` and for a user's own engine.
- */
+/** `loadAwq(folder)`: an AWQ checkpoint as Int4Linear layers and fp32 tensors, for a user's own engine. */
 import { openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
+import type { Dtype } from '../checkpoint/safetensors.js';
 import type { ModelConfig } from '../models/config.js';
-import { optionsObject } from '../validate.js';
+import { checkControl, throwIfAborted } from '../progress.js';
+import { checkDevice, optionalBoolean, optionsObject } from '../validate.js';
 import { Int4Linear, type Int4Device } from './int4-linear.js';
 
 export interface LoadedAwq {
@@ -17,7 +15,7 @@ export interface LoadedAwq {
   /** Every tensor that is not part of a quantized linear, widened to fp32. */
   readonly tensors: ReadonlyMap<string, Float32Array>;
   /** Those tensors' shapes and stored dtypes, as the checkpoint's headers give them. */
-  readonly tensorInfo: ReadonlyMap<string, { shape: readonly number[]; dtype: string }>;
+  readonly tensorInfo: ReadonlyMap<string, { shape: readonly number[]; dtype: Dtype }>;
   /** Disposes every linear (Int4Linear.dispose: device memory back now on CUDA). */
   dispose(): Promise<void>;
 }
@@ -32,10 +30,23 @@ export interface LoadAwqOptions {
    * they would double the memory of the weights, which serving does not need).
    */
   keepAwq?: boolean;
+  /** Stops the load between tensors (an `AbortedError`); what was built is disposed. */
+  signal?: AbortSignal;
 }
 
+/**
+ * An AutoAWQ "GEMM" checkpoint (ours or another implementation's) ready to run: every quantized
+ * linear as an `Int4Linear` (repacked once, on the CPU or on CUDA per `device`) and every other
+ * tensor (embeddings, norms, lm_head) as fp32, by name. For `awq eval` and for a user's own engine.
+ * A checkpoint with a hole is refused before anything is built. `dispose()` gives the linears'
+ * memory back.
+ */
 export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promise<LoadedAwq> {
   const options = optionsObject(loadOptions, 'options');
+  const device = checkDevice(options.device);
+  const keepAwq = optionalBoolean(options.keepAwq, 'keepAwq') ?? false;
+  checkControl(options.signal, options.onProgress);
+  throwIfAborted(options.signal);
   const ckpt = await openAwqCheckpoint(dir);
   try {
     // A model with a hole, or an integer where weights belong, fails here, not at the first
@@ -53,13 +64,15 @@ export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promis
     };
     try {
       for (const name of linearNames) {
+        throwIfAborted(options.signal);
         // One linear at a time: the AWQ tensors are read, repacked, and dropped (or kept as the layer's `awq`).
-        linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name), { device: options.device, keepAwq: options.keepAwq ?? false }));
+        linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name), { device, keepAwq }));
         options.onProgress?.({ name, done: ++done, total });
       }
       const tensors = new Map<string, Float32Array>();
-      const tensorInfo = new Map<string, { shape: readonly number[]; dtype: string }>();
+      const tensorInfo = new Map<string, { shape: readonly number[]; dtype: Dtype }>();
       for (const name of plain) {
+        throwIfAborted(options.signal);
         // What the architecture reads is floating point (checked above, and by ckpt.readF32); a
         // tensor it does not read is handed over widened to fp32 whatever its dtype.
         tensors.set(name, await (unused.has(name) ? ckpt.folder.weights.fileOf(name).readF32(name) : ckpt.readF32(name)));

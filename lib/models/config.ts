@@ -6,7 +6,7 @@
  */
 import { BadConfigError, InvalidArgumentError, UnsupportedArchitectureError } from '../errors.js';
 
-export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'] as const;
+export const SUPPORTED_MODEL_TYPES = Object.freeze(['llama', 'mistral', 'qwen2', 'qwen3'] as const);
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
 
 export type RopeScaling =

@@ -46,7 +46,7 @@ export interface LayerWeights {
 }
 
 export type LinearName = 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj';
-export const LINEAR_NAMES: readonly LinearName[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+export const LINEAR_NAMES: readonly LinearName[] = Object.freeze(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
 
 export interface QuantOptions {
   /** 2..8, default 4. */
@@ -87,7 +87,13 @@ export interface QuantOptions {
 
 export type Precision = 'fp32' | 'bf16' | 'fp16';
 
+/**
+ * One quantized linear: what `Int4Linear.fromQuantized` and `packAwq` take as they are (both read
+ * outFeatures / inFeatures; out / in are the same numbers).
+ */
 export interface QuantizedLinear {
+  outFeatures: number;
+  inFeatures: number;
   out: number;
   in: number;
   /** Actual group size (= in when -1 was asked for). */
@@ -221,7 +227,9 @@ export async function quantizeDecoderLayer(
     }
     if (thrown) throw thrown.error; // the last phase's listener threw after the work had finished
     const out: QuantizedLayer = {
-      linears: r.linears as Record<LinearName, QuantizedLinear>,
+      linears: Object.fromEntries(
+        Object.entries(r.linears).map(([name, l]) => [name, { ...l, outFeatures: l.out, inFeatures: l.in }]),
+      ) as Record<LinearName, QuantizedLinear>,
       inputNorm: r.inputNorm,
       postNorm: r.postNorm,
       output: r.output,

@@ -21,7 +21,7 @@ import { LINEAR_NAMES } from '../models/adapters.js';
 import { checkSequenceFits } from '../models/config.js';
 import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
 import { checkControl, ProgressTracker, throwIfAborted, type ProgressListener } from '../progress.js';
-import { describeArgument, requiredObject } from '../validate.js';
+import { describeArgument, optionalBoolean, requiredObject } from '../validate.js';
 import { version } from '../version.js';
 import { layerTensorNames, packLayer, writePackedLayer } from './packed-layer.js';
 import { digest, finishedCheckpoint, modelFingerprint, resumeDirFor, ResumeState, type RunFingerprint } from './resume.js';
@@ -134,13 +134,11 @@ function resolveOptions(o: QuantizeOptions): QuantOptions {
   for (const name of ['model', 'out'] as const) {
     if (typeof o[name] !== 'string' || o[name] === '') throw new InvalidArgumentError(`${name}: expected a folder path, got ${describeArgument(o[name])}`);
   }
-  for (const name of BOOLEAN_OPTIONS) {
-    const v: unknown = o[name];
-    if (v !== undefined && typeof v !== 'boolean') throw new InvalidArgumentError(`${name}: expected true or false, got ${describeArgument(v)}`);
-  }
+  for (const name of BOOLEAN_OPTIONS) optionalBoolean(o[name], name);
   checkControl(o.signal, o.onProgress);
   // The calibration options are checked with method 'rtn' too, which does not read them.
-  for (const name of ['nSamples', 'seqlen'] as const) {
+  // maxShardBytes is the writer's, made after calibration: checked here so a bad value fails first.
+  for (const name of ['nSamples', 'seqlen', 'maxShardBytes'] as const) {
     const v: unknown = o[name];
     if (v !== undefined && !(Number.isInteger(v) && (v as number) >= 1)) {
       throw new InvalidArgumentError(`${name}: expected a positive integer, got ${describeArgument(v)}`);
@@ -155,12 +153,11 @@ function resolveOptions(o: QuantizeOptions): QuantOptions {
     clip: o.clip ?? true,
     method: o.method ?? 'awq',
   };
-  if (!Number.isInteger(q.wBit) || q.wBit < 2 || q.wBit > 8) throw new InvalidArgumentError(`wBit: expected 2..8, got ${q.wBit}`);
-  if (![32, 64, 128, -1].includes(q.groupSize)) throw new InvalidArgumentError(`groupSize: expected 32, 64, 128 or -1, got ${q.groupSize}`);
-  if (q.wBit > 4) {
-    throw new InvalidArgumentError(`wBit: the AutoAWQ GEMM checkpoint stores 4-bit weights; expected 2, 3 or 4, got ${q.wBit}`);
+  if (![2, 3, 4].includes(q.wBit)) {
+    throw new InvalidArgumentError(`wBit: expected 2, 3 or 4 (the AutoAWQ GEMM checkpoint stores 4-bit weights), got ${describeArgument(q.wBit)}`);
   }
-  if (q.method !== 'awq' && q.method !== 'rtn') throw new InvalidArgumentError(`method: expected 'awq' or 'rtn', got ${String(q.method)}`);
+  if (![32, 64, 128, -1].includes(q.groupSize)) throw new InvalidArgumentError(`groupSize: expected 32, 64, 128 or -1, got ${describeArgument(q.groupSize)}`);
+  if (q.method !== 'awq' && q.method !== 'rtn') throw new InvalidArgumentError(`method: expected 'awq' or 'rtn', got ${describeArgument(q.method)}`);
   return q;
 }
 

@@ -219,7 +219,7 @@ export class ResumeState<Report> {
       const tensors: PackedLayer['tensors'] = [];
       for (const name of names.tensors) {
         const t = await raw(name, 'F32');
-        tensors.push({ name, shape: t.shape, data: new Float32Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength / 4) });
+        tensors.push({ name, shape: [...t.shape], data: new Float32Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength / 4) });
       }
       return { linears, tensors };
     } finally {
