@@ -65,6 +65,7 @@ describe('awq errors and exit statuses', () => {
       [['eval', 'm', '--text', emptyText, '--no-such-option', '--json'], /unknown option '--no-such-option'/],
       [['eval', 'm', '--json'], /required option '--text <file>' not specified/],
       [['bench', 'foo', '--json'], /unknown command 'foo'/],
+      [['help', 'frob', '--json'], /^unknown command 'frob' \(--help lists them\)$/],
     ];
     for (const [args, message] of cases) {
       const r = await run(args);

@@ -36,9 +36,13 @@ function reportError(err: unknown): number {
   if (err instanceof CommanderError) {
     if (err.exitCode === 0) return 0; // --help, --version
     status = EXIT_USAGE;
-    const message = err.code === 'commander.help' ? 'no command given (--help lists them)' : err.message.replace(/^error: /, '');
+    // `awq help frob` shows the program's help, as `awq` alone does: say which name was unknown.
+    const unknownHelp = err.code === 'commander.help' && cliArgs[0] === 'help' && cliArgs[1] !== undefined && !cliArgs[1].startsWith('-');
+    const message = unknownHelp
+      ? `unknown command '${cliArgs[1]}' (--help lists them)`
+      : err.code === 'commander.help' ? 'no command given (--help lists them)' : err.message.replace(/^error: /, '');
     line = { code: 'ERR_AWQ_USAGE', name: 'UsageError', message };
-    plain = null;
+    plain = unknownHelp ? `error: ${message}` : null;
   } else if (err instanceof AwqError) {
     status = err.code === 'ERR_AWQ_ABORTED' ? signalExitCode(receivedSignal ?? 'SIGINT') : EXIT_FAILURE;
     line = { code: err.code, name: err.name, message: err.message };
