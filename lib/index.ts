@@ -103,4 +103,4 @@ export {
   type Int4BuildOptions,
   type Int4Device,
 } from './gemm/int4-linear.js';
-export { loadAwq, type LoadAwqOptions, type LoadedAwq } from './gemm/load-awq.js';
+export { loadAwq, type LoadAwqOptions, type LoadedAwq, type LoadProgressEvent } from './gemm/load-awq.js';

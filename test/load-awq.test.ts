@@ -3,7 +3,20 @@ import { join } from 'node:path';
 
 import { describe, expect, it, vi } from 'vitest';
 
-import { AbortedError, AwqCheckpointWriter, BadCheckpointError, dequantizeAwq, Int4Linear, InvalidArgumentError, loadAwq, NonFiniteError, openAwqCheckpoint } from '../dist/index.js';
+import {
+  AbortedError,
+  AwqCheckpointWriter,
+  BadCheckpointError,
+  dequantizeAwq,
+  Int4Linear,
+  InvalidArgumentError,
+  loadAwq,
+  NonFiniteError,
+  openAwqCheckpoint,
+  type LoadProgressEvent,
+  type ProgressEvent,
+  type ProgressListener,
+} from '../dist/index.js';
 import { exactHalfBits, llamaConfig, retypeTensor } from './helpers/fixtures.js';
 import { scratchDir } from './helpers/scratch.js';
 import { mulberry32 } from './helpers/random.js';
@@ -77,6 +90,14 @@ describe('loadAwq', () => {
       expect((err as Error).message).toMatch(re);
     }
     await expect(loadAwq(out, { signal: AbortSignal.abort() })).rejects.toThrow(AbortedError);
+    // its events are ProgressEvents (a listener of quantize / evaluate serves) naming what was loaded
+    const events: ProgressEvent[] = [];
+    const listener: ProgressListener = (e) => events.push(e);
+    const all = await loadAwq(out, { onProgress: listener });
+    await all.dispose();
+    expect(events.map((e) => [e.stage, e.completed, e.total])).toEqual(events.map((_, i) => ['load', i + 1, events.length]));
+    expect(events.map((e) => (e as LoadProgressEvent).name).slice(0, linears.length)).toEqual(linears);
+    expect(events.every((e) => e.message === (e as LoadProgressEvent).name && (e as LoadProgressEvent).done === e.completed && e.elapsedMs >= 0)).toBe(true);
     const disposed: string[] = [];
     const spy = vi.spyOn(Int4Linear.prototype, 'dispose').mockImplementation(async function (this: Int4Linear) {
       disposed.push(this.name ?? '');

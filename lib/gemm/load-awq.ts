@@ -2,7 +2,7 @@
 import { openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
 import type { Dtype } from '../checkpoint/safetensors.js';
 import type { ModelConfig } from '../models/config.js';
-import { checkControl, throwIfAborted } from '../progress.js';
+import { checkControl, ProgressTracker, throwIfAborted, type ProgressEvent } from '../progress.js';
 import { checkDevice, optionalBoolean, optionsObject } from '../validate.js';
 import { Int4Linear, type Int4Device } from './int4-linear.js';
 
@@ -20,9 +20,16 @@ export interface LoadedAwq {
   dispose(): Promise<void>;
 }
 
+/**
+ * A `ProgressEvent` (stage 'load', `completed` of `total`, elapsed time and ETA; one listener serves
+ * quantize, evaluate and loadAwq) with the tensor or linear just loaded: `name`, and `done` (=
+ * completed).
+ */
+export type LoadProgressEvent = ProgressEvent & { name: string; done: number };
+
 export interface LoadAwqOptions {
-  /** Called after each tensor or linear is loaded (`done` of `total`). */
-  onProgress?: (event: { name: string; done: number; total: number }) => void;
+  /** Called after each tensor or linear is loaded. */
+  onProgress?: (event: LoadProgressEvent) => void;
   /** Where the linears' weights go: 'cpu' (default) or 'cuda' (see Int4Linear). */
   device?: Int4Device;
   /**
@@ -58,6 +65,12 @@ export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promis
     const plain = ckpt.folder.tensorNames().filter((t) => !owned.has(t));
     const total = linearNames.length + plain.length;
     let done = 0;
+    const progress = new ProgressTracker(options.onProgress && ((e) => options.onProgress!(e as LoadProgressEvent)));
+    progress.beginUnits();
+    const loaded = (name: string) => {
+      done++;
+      progress.emit({ stage: 'load', completed: done, total, message: name, name, done } as Omit<LoadProgressEvent, 'elapsedMs' | 'etaMs'>);
+    };
     const linears = new Map<string, Int4Linear>();
     const dispose = async () => {
       await Promise.all([...linears.values()].map((l) => l.dispose()));
@@ -67,7 +80,7 @@ export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promis
         throwIfAborted(options.signal);
         // One linear at a time: the AWQ tensors are read, repacked, and dropped (or kept as the layer's `awq`).
         linears.set(name, await Int4Linear.fromAwq(await ckpt.readLinear(name), { device, keepAwq }));
-        options.onProgress?.({ name, done: ++done, total });
+        loaded(name);
       }
       const tensors = new Map<string, Float32Array>();
       const tensorInfo = new Map<string, { shape: readonly number[]; dtype: Dtype }>();
@@ -78,7 +91,7 @@ export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promis
         tensors.set(name, await (unused.has(name) ? ckpt.folder.weights.fileOf(name).readF32(name) : ckpt.readF32(name)));
         const info = ckpt.folder.info(name);
         tensorInfo.set(name, { shape: info.shape, dtype: info.dtype });
-        options.onProgress?.({ name, done: ++done, total });
+        loaded(name);
       }
       return { dir, config: ckpt.config, quantization: ckpt.quantization, linears, tensors, tensorInfo, dispose };
     } catch (err) {
