@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { BadCheckpointError, InvalidArgumentError, quantize, type ProgressEvent } from '../dist/index.js';
+import { BadCheckpointError, InvalidArgumentError, openAwqCheckpoint, quantize, type ProgressEvent } from '../dist/index.js';
 import { scratchDir } from './helpers/scratch.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
 
@@ -84,6 +84,24 @@ describe('quantize: where it writes, checked before any work', () => {
     await quantize({ model, out: join(scratchDir('awq-out-'), 'q'), method: 'rtn', backend: 'cpu', onProgress: (e) => events.push(e) });
     const notes = events.filter((e) => e.stage === 'notice').map((e) => e.message);
     expect(notes).toEqual([`2 tensors of ${model} are not part of a llama model and will not be written: lm_head.bias, model.vision_tower.weight`]);
+  });
+
+  it('a bias the architecture builds but the folder lacks is named in a note and written as zeros', async () => {
+    const missing = 'model.layers.1.self_attn.k_proj.bias';
+    const model = await writeTinyModel({ modelType: 'qwen2', vocab: 256, layers: 2, omitTensors: [missing] });
+    const out = join(scratchDir('awq-out-'), 'q');
+    const events: ProgressEvent[] = [];
+    await quantize({ model, out, method: 'rtn', backend: 'cpu', onProgress: (e) => events.push(e) });
+    expect(events.filter((e) => e.stage === 'notice').map((e) => e.message)).toEqual([
+      `1 bias that qwen2 builds is not in ${model} (${missing}): taken as zero, as Transformers starts them, and written as zeros`,
+    ]);
+    const ckpt = await openAwqCheckpoint(out);
+    try {
+      expect(Array.from((await ckpt.readLinear('model.layers.1.self_attn.k_proj')).bias!).every((b) => b === 0)).toBe(true);
+      expect((await ckpt.readLinear('model.layers.0.self_attn.k_proj')).bias!.some((b) => b !== 0)).toBe(true);
+    } finally {
+      await ckpt.close();
+    }
   });
 
   it("names what killed runs left beside --out, and an earlier --resume folder, and leaves them", async () => {

@@ -56,7 +56,9 @@ export async function packLayer(adapter: Adapter, i: number, result: QuantizedLa
       outFeatures: l.out,
       groupSize: l.groupSize,
       ...packed,
-      bias: l.bias ? await biasToF16(adapter.linear(i, name), l.bias) : undefined,
+      // A bias the architecture builds but the source lacks is written as zeros: what Transformers
+      // starts it at, and what a loader that requires it (vLLM) then finds.
+      bias: l.bias ? await biasToF16(adapter.linear(i, name), l.bias) : adapter.biased.has(name) ? new Uint16Array(l.out) : undefined,
     });
   }
   const tensors: PackedLayer['tensors'] = [

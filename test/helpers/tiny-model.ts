@@ -27,6 +27,8 @@ export interface TinyModelOptions {
   transposedTensor?: string;
   /** Multiply this tensor's values (bad-input tests: values that overflow a forward). */
   scaleTensor?: { name: string; by: number };
+  /** Tensors left out of the folder (bad-input tests). */
+  omitTensors?: string[];
   /** Extra 1-D tensors of 4 values that no architecture reads. */
   extraTensors?: string[];
   /** Store these tensors in another dtype than F32 (I16: the values x 1000, rounded; bad-input tests). */
@@ -74,6 +76,7 @@ export async function writeTinyModel(o: TinyModelOptions = {}): Promise<string> 
     if (name === o.nanTensor) data[n >> 1] = Number.NaN;
     if (name === o.scaleTensor?.name) for (let i = 0; i < n; i++) data[i] *= o.scaleTensor.by;
     const dtype = o.dtypes?.[name] ?? 'F32';
+    if (o.omitTensors?.includes(name)) return;
     await w.add(name, dtype, name === o.transposedTensor ? [...shape].reverse() : shape, encode(data, dtype));
   };
   await add('model.embed_tokens.weight', [vocab, hidden], 1);
