@@ -3,6 +3,7 @@
 // a tiny shape finishes with a bounded number of stream copies, and --json prints one object
 // with the run's metadata on stdout and JSON-lines log events on stderr.
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -42,8 +43,14 @@ describe('awq bench gemm on the command line', () => {
     const r = JSON.parse(run.stdout);
     expect(Array.isArray(r)).toBe(false);
     expect(Object.keys(r)).toEqual([
+      'awqVersion', 'node', 'binary', 'timestamp', 'settings',
       'machine', 'cpu', 'isa', 'threads', 'bandwidthGBs', 'fmaPeakGflops', 'ort', 'streamMB', 'shapes', 'notes', 'records',
     ]);
+    expect(r.awqVersion).toBe(JSON.parse(readFileSync('package.json', 'utf8')).version);
+    expect(r.node).toBe(process.versions.node);
+    expect(r.binary).toMatch(/\.node$/);
+    expect(Number.isNaN(Date.parse(r.timestamp))).toBe(false);
+    expect(r.settings).toEqual({ minCalls: 7, minSeconds: 0.5, group: 128, modes: ['stream', 'warm'] });
     expect(r.threads).toBe(1);
     expect(r.streamMB).toBe(1);
     expect(typeof r.machine).toBe('string');
@@ -56,6 +63,9 @@ describe('awq bench gemm on the command line', () => {
     for (const x of r.records) {
       expect(x).toMatchObject({ m: 1, k: 128, n: 8, threads: 1, impl: 'awq' });
       expect(x.medianMs).toBeGreaterThan(0);
+      // the spread of the timed calls, so a harness can tell a busy machine's median
+      expect(x.calls).toBeGreaterThanOrEqual(7);
+      expect(x.minMs <= x.p25Ms && x.p25Ms <= x.medianMs && x.medianMs <= x.p75Ms).toBe(true);
     }
   });
 

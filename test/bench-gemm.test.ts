@@ -33,7 +33,7 @@ describe('awq bench gemm', () => {
 
   it('prints each measurement of a shape given twice against its own floor and peer', () => {
     const rec = (impl: GemmImpl, medianMs: number): GemmBenchRecord =>
-      ({ m: 1, k: 256, n: 64, threads: 2, impl, mode: 'stream', medianMs, gbPerS: 1, gflopPerS: 1 });
+      ({ m: 1, k: 256, n: 64, threads: 2, impl, mode: 'stream', medianMs, minMs: medianMs, p25Ms: medianMs, p75Ms: medianMs, calls: 3, gbPerS: 1, gflopPerS: 1 });
     // --shapes 256x64,256x64: two blocks of the same key, each with its own baselines
     const records = [rec('awq', 2), rec('ort-acc0', 4), rec('floor', 1), rec('awq', 5), rec('ort-acc0', 20), rec('floor', 4)];
     const table = formatTable(records, { machine: 'test', threads: 2, bandwidthGBs: 1, fmaPeakGflops: 1, ort: { version: 'test' }, notes: [] });

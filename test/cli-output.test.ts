@@ -66,6 +66,8 @@ describe('awq errors and exit statuses', () => {
       [['eval', 'm', '--json'], /required option '--text <file>' not specified/],
       [['bench', 'foo', '--json'], /unknown command 'foo'/],
       [['help', 'frob', '--json'], /^unknown command 'frob' \(--help lists them\)$/],
+      // a window of 1 token predicts nothing: a usage error like 0, not a run that fails later
+      [['eval', 'm', '--text', emptyText, '--seqlen', '1', '--json'], /--seqlen expects one positive decimal integer, from 2 to/],
     ];
     for (const [args, message] of cases) {
       const r = await run(args);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { AbortedError, BadCheckpointError, evaluate, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
+import { AbortedError, backends, BadCheckpointError, evaluate, setThreads, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
 import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { scratchDir } from './helpers/scratch.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
@@ -35,6 +35,21 @@ describe.skipIf(!hasShared)(`evaluation text and windows${hasShared ? '' : ` (sk
     await expect(evaluate({ model: broken, text, seqlen: 64 })).rejects.toThrow(BadCheckpointError);
     const aborted = await evaluate({ model: broken, text, seqlen: 64, signal: AbortSignal.abort() }).catch((e: unknown) => e);
     expect(aborted).toBeInstanceOf(AbortedError);
+  });
+
+  it('reports the thread count it ran with (threads was applied after the description was made)', async () => {
+    const model = await writeTinyModel({ layers: 1 });
+    const text = 'The quick brown fox jumps over the lazy dog. '.repeat(40);
+    const before = backends().cpu.threads;
+    try {
+      for (const threads of [1, 2, 1]) {
+        const r = await evaluate({ model, text, seqlen: 64, windows: 1, threads });
+        expect(r.threads).toBe(threads);
+        expect(r.backend).toMatch(new RegExp(`\\b${threads} threads?\\)`));
+      }
+    } finally {
+      setThreads(before);
+    }
   });
 
   it('more windows than the text holds: evaluates those, with a note and availableWindows', async () => {

@@ -19,6 +19,7 @@ import { denseGemm, fmaPeakGflops } from '../gemm.js';
 import { Int4Linear, type Int4Mode } from '../gemm/int4-linear.js';
 import { native, type StreamPool } from '../native.js';
 import { loadOrt, matMulNBitsModel, ortMatMulNBits, toMatMulNBits, type Ort } from './onnx-matmulnbits.js';
+import { version } from '../version.js';
 
 export type GemmImpl = 'awq' | 'awq-int8' | 'dense-fp32' | 'ort-acc0' | 'ort-acc4' | 'floor';
 export const GEMM_IMPLS: GemmImpl[] = ['awq', 'awq-int8', 'dense-fp32', 'ort-acc0', 'ort-acc4', 'floor'];
@@ -31,6 +32,11 @@ export interface GemmBenchRecord {
   impl: GemmImpl;
   mode: 'stream' | 'warm';
   medianMs: number;
+  /** The spread of the timed calls: fastest, quartiles, and how many there were. */
+  minMs: number;
+  p25Ms: number;
+  p75Ms: number;
+  calls: number;
   gbPerS: number;
   gflopPerS: number;
 }
@@ -68,6 +74,13 @@ export interface GemmBenchShape {
  * printed order.
  */
 export interface GemmBenchResult {
+  /** What ran: awq's version, Node's, the native binary, and when (ISO 8601). */
+  awqVersion: string;
+  node: string;
+  binary: string;
+  timestamp: string;
+  /** The measurement settings (a --quick run is told apart by them). */
+  settings: { minCalls: number; minSeconds: number; group: number; modes: Array<'stream' | 'warm'> };
   /** One line: CPU model, cores available, kernel ISA and CPU features. */
   machine: string;
   cpu: { model: string; cores: number; features: string[] };
@@ -164,7 +177,7 @@ const QUIET_MS = 1;
  * copies (awq and awq-int8) would otherwise read, one after the other, the copy the previous one
  * just pulled into the last-level cache; the untimed first call of a pair reads yet another copy.
  */
-async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: number): Promise<number[]> {
+async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: number): Promise<CallStats[]> {
   for (const r of runners) for (let c = 0; c < r.copies; c++) await r.run(c); // warm-up: touch every copy
   const times: number[][] = runners.map(() => []);
   const start = process.hrtime.bigint();
@@ -181,7 +194,23 @@ async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: 
       times[j].push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
   }
-  return times.map(median);
+  return times.map(callStats);
+}
+
+/** The timed calls of one runner: the median and what says how far to trust it. */
+interface CallStats {
+  medianMs: number;
+  minMs: number;
+  p25Ms: number;
+  p75Ms: number;
+  calls: number;
+}
+
+function callStats(times: number[]): CallStats {
+  const sorted = [...times].sort((a, b) => a - b);
+  // nearest-rank quartiles: values that were measured
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+  return { medianMs: median(times), minMs: sorted[0], p25Ms: at(0.25), p75Ms: at(0.75), calls: times.length };
 }
 
 /** AutoAWQ bytes of a k x n weight: int4 qweight and qzeros, fp16 scales. */
@@ -262,7 +291,8 @@ function checkGemmBench(o: {
 
 export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBenchResult> {
   const log = options.log ?? (() => {});
-  const threads = options.threads ?? backends().cpu.cores;
+  // the pool's size: all cores, or AWQ_THREADS where set
+  const threads = options.threads ?? backends().cpu.threads;
   const ms = options.ms ?? DEFAULT_MS;
   const shapes = options.shapes ?? DEFAULT_SHAPES;
   const impls = options.impls ?? GEMM_IMPLS;
@@ -279,6 +309,7 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     notes.push('floor not timed: it runs only at m = 1 in stream mode');
   }
 
+  const timestamp = new Date().toISOString();
   const b = backends();
   const cpuModel = cpus()[0]?.model?.trim() || 'unknown CPU';
   const machine = `${cpuModel}, ${b.cpu.cores} cores available, ${b.cpu.isa} kernels (${b.cpu.features.join(' ')})`;
@@ -373,11 +404,11 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
             runners.push({ impl, copies: calls, run: (c) => native().benchStreamRead(pool, c * awqBytes, awqBytes) });
           }
         }
-        const medians = await timeInterleaved(runners, minCalls, minSeconds);
+        const stats = await timeInterleaved(runners, minCalls, minSeconds);
         runners.forEach((r, j) => {
-          const medianMs = medians[j];
+          const { medianMs } = stats[j];
           const rec: GemmBenchRecord = {
-            m, k, n, threads, impl: r.impl, mode, medianMs,
+            m, k, n, threads, impl: r.impl, mode, ...stats[j],
             gbPerS: awqBytes / (medianMs / 1e3) / 1e9,
             gflopPerS: (2 * m * k * n) / (medianMs / 1e3) / 1e9,
           };
@@ -391,7 +422,16 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     dense.length = 0;
     floorPool = null;
   }
+  if (records.length === 0) {
+    // Every impl asked for was unavailable here: an empty result would read as a success.
+    throw new InvalidArgumentError(`bench gemm: nothing was timed (${notes.join('; ') || 'no impl ran'})`);
+  }
   return {
+    awqVersion: version,
+    node: process.versions.node,
+    binary: b.binary,
+    timestamp,
+    settings: { minCalls, minSeconds, group, modes },
     machine,
     cpu: { model: cpuModel, cores: b.cpu.cores, features: [...b.cpu.features] },
     isa: b.cpu.isa,

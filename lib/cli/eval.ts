@@ -5,6 +5,7 @@ import { evaluate } from '../eval/perplexity.js';
 import { abortOnSignals, progressView } from './progress-view.js';
 import { MAX_THREADS } from '../backends.js';
 import { pathValue, positiveDecimal } from './parse.js';
+import { version } from '../version.js';
 
 export function registerEval(program: Command): void {
   program
@@ -12,7 +13,7 @@ export function registerEval(program: Command): void {
     .description('perplexity of a model folder (Hugging Face or AWQ) on a text file')
     .argument('<folder>', 'model folder')
     .requiredOption('--text <file>', 'evaluation text (tokenized as a whole, no special tokens)', pathValue('--text'))
-    .option('--seqlen <n>', 'window length in tokens', positiveDecimal('--seqlen'), 512)
+    .option('--seqlen <n>', 'window length in tokens (at least 2: one predicted token)', positiveDecimal('--seqlen', Number.MAX_SAFE_INTEGER, 2), 512)
     .option('--windows <n>', 'evaluate only the first N windows', positiveDecimal('--windows'))
     .option('--threads <n>', 'native threads (default: all cores)', positiveDecimal('--threads', MAX_THREADS))
     .addOption(
@@ -40,7 +41,11 @@ export function registerEval(program: Command): void {
         view.stop();
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ perplexity: r.perplexity, tokens: r.tokens, windows: r.windows, availableWindows: r.availableWindows, seqlen: r.seqlen, predictedTokens: r.predictedTokens, quantized: r.quantized, backend: r.backend, seconds: r.elapsedMs / 1000 })}\n`,
+            `${JSON.stringify({
+              perplexity: r.perplexity, meanNll: r.meanNll, tokens: r.tokens, windows: r.windows, availableWindows: r.availableWindows,
+              seqlen: r.seqlen, predictedTokens: r.predictedTokens, quantized: r.quantized, backend: r.backend, threads: r.threads,
+              seconds: r.elapsedMs / 1000, awqVersion: version, node: process.versions.node,
+            })}\n`,
           );
         } else {
           process.stdout.write(

@@ -60,6 +60,8 @@ export interface EvaluateResult {
   quantized: boolean;
   /** What ran the decoder layers, e.g. `cpu (avx512, 2 threads)` or `cuda (NVIDIA H200)`. */
   backend: string;
+  /** The native thread pool's size during the run (the CPU's share of the work). */
+  threads: number;
   elapsedMs: number;
 }
 
@@ -124,6 +126,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     // Strict: invalid bytes would become U+FFFD and be scored as text (a binary file gave a perplexity).
     text = decodeUtf8(bytes, options.textPath!);
   }
+  // Threads first: the backend's description (in the result) names the thread count.
+  if (options.threads !== undefined) setThreads(options.threads);
   let resolved = resolveBackend(options.backend ?? 'cpu', 'fp32', 'evaluating');
   if (resolved.backend === 'cuda' && typeof native().cudaHiddenForward !== 'function') {
     const stale = 'this CUDA build predates evaluation on CUDA: rebuild it with `npm run build:cuda`';
@@ -131,7 +135,6 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     resolved = { ...resolveBackend('cpu', 'fp32'), note: `${stale}; evaluating on the CPU` };
   }
   if (resolved.note) progress.notice(resolved.note);
-  if (options.threads !== undefined) setThreads(options.threads);
   const model = await openModelWeights(options.model);
   try {
     // Every tensor the forward reads is there, floating point, of the shape config.json implies:
@@ -170,6 +173,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
       meanNll,
       quantized: model.quantization !== null,
       backend: resolved.description.replace(', fp32', ''),
+      threads: backends().cpu.threads,
       elapsedMs: performance.now() - started,
     };
   } finally {
