@@ -2,7 +2,7 @@
 // before anything is measured (an empty or malformed value is a usage error naming the option),
 // a tiny shape finishes with a bounded number of stream copies, and --json prints one object
 // with the run's metadata on stdout and JSON-lines log events on stderr.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 
@@ -108,6 +108,26 @@ describe('awq bench gemm on the command line', () => {
     // used to print [] with status 0: the floor runs only at m = 1 in stream mode
     expectUsageError(['gemm', '--impl', 'floor', '--m', '4'], /--impl floor: the floor runs only at m = 1.*nothing to time \(ERR_AWQ_INVALID_ARGUMENT\)/);
   });
+
+  it('SIGTERM stops a run between timed rounds: a signal event, the ERR_AWQ_ABORTED line last, status 143', async () => {
+    const child = spawn(process.execPath, ['dist/cli/main.js', 'bench', 'gemm', '--shapes', '1024x1024', '--m', '1', '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      // measuring has begun (the FMA peak is the last probe before the timed rounds)
+      if (/FMA peak/.test(stderr) && child.exitCode === null && !child.killed) child.kill('SIGTERM');
+    });
+    const status = await new Promise<number | null>((res) => child.on('close', (code) => res(code)));
+    expect(status, stderr).toBe(143);
+    expect(stdout).toBe('');
+    const lines = stderr.split('\n').filter((l) => l).map((l) => JSON.parse(l) as { event: string; code?: string });
+    expect(lines.filter((l) => l.event === 'signal')).toHaveLength(1);
+    expect(lines.at(-1)).toMatchObject({ event: 'error', code: 'ERR_AWQ_ABORTED' });
+  }, 60_000);
 
   // ~133 GiB at the largest m and shape the arrays can hold: refused up front on a machine with less.
   it.skipIf(totalmem() > 120 * 2 ** 30)('refuses a run that needs more memory than the machine has, before measuring', () => {

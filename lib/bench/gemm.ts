@@ -19,6 +19,7 @@ import { denseGemm, fmaPeakGflops } from '../gemm.js';
 import { Int4Linear, type Int4Mode } from '../gemm/int4-linear.js';
 import { native, type StreamPool } from '../native.js';
 import { loadOrt, matMulNBitsModel, ortMatMulNBits, toMatMulNBits, type Ort } from './onnx-matmulnbits.js';
+import { throwIfAborted } from '../progress.js';
 import { version } from '../version.js';
 
 export type GemmImpl = 'awq' | 'awq-int8' | 'dense-fp32' | 'ort-acc0' | 'ort-acc4' | 'floor';
@@ -50,6 +51,8 @@ export interface GemmBenchOptions {
   threads?: number;
   /** Total bytes of distinct weight copies in stream mode. */
   streamMB?: number;
+  /** Stops the run between timed rounds (an AbortedError). */
+  signal?: AbortSignal;
   /** Minimum timed calls and time per measurement. */
   minCalls?: number;
   minSeconds?: number;
@@ -177,11 +180,12 @@ const QUIET_MS = 1;
  * copies (awq and awq-int8) would otherwise read, one after the other, the copy the previous one
  * just pulled into the last-level cache; the untimed first call of a pair reads yet another copy.
  */
-async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: number): Promise<CallStats[]> {
+async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: number, signal?: AbortSignal): Promise<CallStats[]> {
   for (const r of runners) for (let c = 0; c < r.copies; c++) await r.run(c); // warm-up: touch every copy
   const times: number[][] = runners.map(() => []);
   const start = process.hrtime.bigint();
   for (let round = 0; round < 2000; round++) {
+    throwIfAborted(signal);
     const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
     if (round >= minCalls && elapsed >= minSeconds * runners.length) break;
     for (let j = 0; j < runners.length; j++) {
@@ -404,7 +408,7 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
             runners.push({ impl, copies: calls, run: (c) => native().benchStreamRead(pool, c * awqBytes, awqBytes) });
           }
         }
-        const stats = await timeInterleaved(runners, minCalls, minSeconds);
+        const stats = await timeInterleaved(runners, minCalls, minSeconds, options.signal);
         runners.forEach((r, j) => {
           const { medianMs } = stats[j];
           const rec: GemmBenchRecord = {

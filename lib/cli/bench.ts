@@ -13,6 +13,7 @@ import {
 } from '../bench/gemm.js';
 import { InvalidArgumentError } from '../errors.js';
 import { positiveDecimal, positiveDecimalList } from './parse.js';
+import { abortOnSignals } from './progress-view.js';
 
 interface GemmCliOptions {
   json?: boolean;
@@ -81,7 +82,10 @@ export function registerBench(program: Command): void {
       if (opts.impl?.every((i) => i === 'floor') && !ms.includes(1)) {
         throw new InvalidArgumentError(`--impl floor: the floor runs only at m = 1 (stream mode), and --m ${ms.join(',')} has no 1: nothing to time`);
       }
+      const controller = new AbortController();
+      const release = abortOnSignals(controller, { json: opts.json });
       const result = await benchGemm({
+        signal: controller.signal,
         threads: opts.threads,
         ms,
         shapes: opts.shapes ?? (quick ? [[4096, 11008]] : undefined),
@@ -90,7 +94,7 @@ export function registerBench(program: Command): void {
         minCalls: quick ? 3 : 7,
         minSeconds: quick ? 0.15 : 0.5,
         log: logTo(opts.json),
-      });
+      }).finally(release);
       process.stdout.write(opts.json ? `${JSON.stringify(result, null, 1)}\n` : `${formatTable(result.records, result)}\n`);
     });
   bench
