@@ -30,6 +30,7 @@ describe('awq bench cuda-gemm', () => {
     const rec = (m: number, impl: 'cuda-int4' | 'cuda-dense-fp16', medianMs: number) =>
       ({ m, k: 8192, n: 8192, impl, medianMs, gbPerS: 100, tflopPerS: 1, shareOfCopyBandwidth: 0.5 });
     const result: CudaGemmBenchResult = {
+      awqVersion: '0', node: process.versions.node, binary: 'awq.node', timestamp: new Date(0).toISOString(), reps: 15,
       device: 'test', computeCapability: '9.0', copyGBs: 200,
       records: [rec(1, 'cuda-int4', 0.01), rec(1, 'cuda-dense-fp16', 0.03), rec(16, 'cuda-int4', 0.02), rec(16, 'cuda-dense-fp16', 0.05)],
     };

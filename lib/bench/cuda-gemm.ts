@@ -14,6 +14,7 @@
 import { backends, noCudaError } from '../backends.js';
 import { CudaError, InvalidArgumentError } from '../errors.js';
 import { native } from '../native.js';
+import { version } from '../version.js';
 
 export type CudaGemmImpl = 'cuda-int4' | 'cuda-dense-fp16';
 
@@ -30,6 +31,12 @@ export interface CudaGemmBenchRecord {
 }
 
 export interface CudaGemmBenchResult {
+  /** What ran: awq's version, Node's, the native binary, when (ISO 8601), timings per figure. */
+  awqVersion: string;
+  node: string;
+  binary: string;
+  timestamp: string;
+  reps: number;
   device: string;
   computeCapability: string;
   /** Device-to-device copy, bytes read + written per second. */
@@ -63,6 +70,7 @@ export async function benchCudaGemm(opts: CudaGemmBenchOptions = {}): Promise<Cu
     throw new CudaError('awq bench cuda-gemm: the CUDA build predates this benchmark; rebuild it with `npm run build:cuda`');
   }
   const dev = b.cuda.devices[0];
+  const timestamp = new Date().toISOString();
   const copyGBs = await native().cudaBenchCopy();
   log(`${dev.name}: device-to-device copy ${copyGBs.toFixed(0)} GB/s (read + write)`);
   const records: CudaGemmBenchRecord[] = [];
@@ -84,7 +92,10 @@ export async function benchCudaGemm(opts: CudaGemmBenchOptions = {}): Promise<Cu
       log(`${k}x${n} m=${row.m}: int4 ${row.int4Ms.toFixed(4)} ms, dense fp16 ${row.denseMs.toFixed(4)} ms`);
     }
   }
-  return { device: dev.name, computeCapability: dev.computeCapability, copyGBs, records };
+  return {
+    awqVersion: version, node: process.versions.node, binary: b.binary, timestamp, reps,
+    device: dev.name, computeCapability: dev.computeCapability, copyGBs, records,
+  };
 }
 
 /** The table `awq bench cuda-gemm` prints. */

@@ -100,7 +100,7 @@ export function registerBench(program: Command): void {
   bench
     .command('cuda-gemm')
     .description('CUDA int4 GEMM vs the dense fp16 GEMM and the device copy bandwidth (device 0)')
-    .option('--json', 'print a JSON object {device, computeCapability, copyGBs, records: [{m, k, n, impl, medianMs, gbPerS, tflopPerS, shareOfCopyBandwidth}]} (log lines as JSON lines on stderr)')
+    .option('--json', 'print a JSON object {awqVersion, node, binary, timestamp, reps, device, computeCapability, copyGBs, records: [{m, k, n, impl, medianMs, gbPerS, tflopPerS, shareOfCopyBandwidth}]} (log lines as JSON lines on stderr)')
     .option('--quick', 'a short run: shape 4096x11008, m = 1 and 16, fewer timings')
     .option('--m <list>', `rows of x, at most ${MAX_M} (default ${CUDA_DEFAULT_MS.join(',')})`, positiveDecimalList('--m', MAX_M))
     .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(CUDA_DEFAULT_SHAPES)})`, shapeList)
