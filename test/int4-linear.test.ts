@@ -154,6 +154,7 @@ describe('Int4Linear', () => {
       const h = Uint16Array.from(x, f32ToFp16);
       const yh = await lin.forward({ data: h, dtype: 'f16' }, m);
       expect(excess(Array.from(h, fp16ToF32), m, w, inF, outF, yh, L.bias)).toBeLessThanOrEqual(0);
+      expect(lin.forwardSync({ data: h, dtype: 'fp16' }, m)).toEqual(yh); // 'fp16', as precision spells it
       const b = Uint16Array.from(x, (v) => (f32[0] = v, u32[0] >>> 16));
       const yb = lin.forwardSync({ data: b, dtype: 'bf16' }, m);
       expect(excess(Array.from(b, bf16ToF32), m, w, inF, outF, yb, L.bias)).toBeLessThanOrEqual(0);

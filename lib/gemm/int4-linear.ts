@@ -2,7 +2,7 @@
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { backends, noCudaError } from '../backends.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
-import { checkDevice, describeValue, optionalBoolean, optionsObject, requiredObject } from '../validate.js';
+import { checkDevice, describeArgument, describeValue, optionalBoolean, optionsObject, requiredObject } from '../validate.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
@@ -20,8 +20,8 @@ export interface QuantizedLinearTensors {
   name?: string;
 }
 
-/** fp32 activations, or 16-bit ones flagged with their format. */
-export type Int4Input = Float32Array | { data: Uint16Array; dtype: 'f16' | 'bf16' };
+/** fp32 activations, or 16-bit ones flagged with their format ('fp16' as `precision` spells it, or 'f16'). */
+export type Int4Input = Float32Array | { data: Uint16Array; dtype: 'f16' | 'fp16' | 'bf16' };
 
 export type Int4Mode = 'exact' | 'int8';
 
@@ -255,13 +255,13 @@ export class Int4Linear {
       data = x;
       dtype = 0;
     } else if (x !== null && typeof x === 'object' && 'data' in x && x.data instanceof Uint16Array) {
-      if (x.dtype !== 'f16' && x.dtype !== 'bf16') {
-        throw new InvalidArgumentError(`${what}x.dtype: expected 'f16' or 'bf16', got ${String(x.dtype)}`);
+      if (x.dtype !== 'f16' && x.dtype !== 'fp16' && x.dtype !== 'bf16') {
+        throw new InvalidArgumentError(`${what}x.dtype: expected 'fp16' (or 'f16') or 'bf16', got ${describeArgument(x.dtype)}`);
       }
       data = x.data;
-      dtype = x.dtype === 'f16' ? 1 : 2;
+      dtype = x.dtype === 'bf16' ? 2 : 1;
     } else {
-      throw new InvalidArgumentError(`${what}x: expected a Float32Array or { data: Uint16Array, dtype: 'f16' | 'bf16' }, got ${describeValue(x)}`);
+      throw new InvalidArgumentError(`${what}x: expected a Float32Array or { data: Uint16Array, dtype: 'fp16' | 'bf16' }, got ${describeValue(x)}`);
     }
     if (data.length !== n) {
       throw new InvalidArgumentError(`${what}x: expected m * inFeatures = ${m} * ${this.inFeatures} = ${n} elements, got ${data.length}`);
