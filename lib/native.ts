@@ -269,11 +269,13 @@ function load(): Loaded {
 }
 
 /**
- * The command that makes a CUDA build where the user stands: `npm run build:cuda` in this checkout,
- * through `npm explore` where awq is a dependency (the dependent project has no such script).
+ * The command that makes a CUDA build where the user stands: `npm run build:cuda` in this checkout;
+ * where awq is installed (a dependency, a dependency's dependency, a global install, pnpm's
+ * layout), the same script run in the installed package's folder, named by its path (`npm
+ * explore awq` finds only a direct dependency of the current project).
  */
 function cudaBuildCommand(): string {
-  return packageRoot.split(sep).includes('node_modules') ? '`npm explore awq -- npm run build:cuda`' : '`npm run build:cuda`';
+  return packageRoot.split(sep).includes('node_modules') ? `\`cd ${JSON.stringify(packageRoot)} && npm run build:cuda\`` : '`npm run build:cuda`';
 }
 
 /** A message of the addon, which names `npm run build:cuda`, with the command that works here. */

@@ -110,7 +110,7 @@ describe('awq bench gemm on the command line', () => {
   });
 
   it('SIGTERM stops a run between timed rounds: a signal event, the ERR_AWQ_ABORTED line last, status 143', async () => {
-    const child = spawn(process.execPath, ['dist/cli/main.js', 'bench', 'gemm', '--shapes', '1024x1024', '--m', '1', '--json'], {
+    const child = spawn(process.execPath, ['dist/cli/main.js', 'bench', 'gemm', '--shapes', '1024x1024', '--m', '1', '--impl', 'awq', '--stream-mb', '8', '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

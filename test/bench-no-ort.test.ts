@@ -15,7 +15,7 @@ describe('awq bench gemm without onnxruntime-node', () => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(InvalidArgumentError);
-    expect((err as Error).message).toMatch(/^bench gemm: nothing was timed \(ort-\* skipped: onnxruntime-node is not installed/);
+    expect((err as Error).message).toMatch(/^bench gemm: nothing to time \(ort-\* skipped: onnxruntime-node is not installed/);
     // with an impl that runs, the ort-* ones are a note
     const r = await benchGemm({ ms: [1], shapes: [[256, 64]], impls: ['awq', 'ort-acc0'], streamMB: 1, minCalls: 2, minSeconds: 0 });
     expect(r.records.map((x) => x.impl)).toEqual(['awq', 'awq']);

@@ -72,6 +72,8 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     await expect(buildCalibrationBlocks({ kind: 'jsonl', path: array }, charTokenizer)).rejects.toThrow(
       /array\.json:1: a JSON array, where JSON lines hold one object per line \(an array of objects converts with jq -c '\.\[\]'\)$/,
     );
+    writeFileSync(array, JSON.stringify([{ text: 'a' }, { text: 'b' }], null, 2)); // json.dump(..., indent=2)
+    await expect(buildCalibrationBlocks({ kind: 'jsonl', path: array }, charTokenizer)).rejects.toThrow(/array\.json:1: a JSON array, where JSON lines/);
     const strings = join(dir, 'strings.jsonl');
     writeFileSync(strings, '"one"\n"two"\n');
     await expect(buildCalibrationBlocks({ kind: 'jsonl', path: strings }, charTokenizer)).rejects.toThrow(/strings\.jsonl:1: a JSON string, where JSON lines hold one object per line$/);

@@ -368,7 +368,7 @@ describe('prepareOutputDir', () => {
     const home = join(tmp.dir, 'home');
     mkdirSync(home);
     writeFileSync(join(home, '.bashrc'), '');
-    await expect(prepareOutputDir(home, { overwrite: true })).rejects.toThrow(/is not an AWQ checkpoint .*left alone/);
+    await expect(prepareOutputDir(home, { overwrite: true })).rejects.toThrow(/is not an AWQ checkpoint \(no config\.json\).*left alone/);
     // another model (a mistyped --out naming an unquantized model, or one quantized otherwise), and
     // a config.json that does not parse: their weights and notes stay
     const models: [string, string][] = [
@@ -384,6 +384,13 @@ describe('prepareOutputDir', () => {
       await expect(prepareOutputDir(dir, { overwrite: true })).rejects.toThrow(/is not an AWQ checkpoint/);
       expect(readdirSync(dir).sort()).toEqual(['NOTES.md', 'config.json']);
     }
+    // config.json decides before the markers: a GPTQ model with a leftover quant_config.json stays
+    const leftover = join(tmp.dir, 'other-gptq-leftover');
+    mkdirSync(leftover);
+    writeFileSync(join(leftover, 'config.json'), JSON.stringify({ quantization_config: { quant_method: 'gptq' } }));
+    writeFileSync(join(leftover, 'quant_config.json'), '{}');
+    await expect(prepareOutputDir(leftover, { overwrite: true })).rejects.toThrow(/not an AWQ checkpoint \(its config\.json's quantization_config says quant_method "gptq"\)/);
+    expect(readdirSync(leftover).sort()).toEqual(['config.json', 'quant_config.json']);
     const calibDir = join(tmp.dir, 'run');
     mkdirSync(calibDir);
     writeFileSync(join(calibDir, 'config.json'), '{}');

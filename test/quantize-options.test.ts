@@ -54,6 +54,8 @@ describe('quantize options', () => {
     await refused({ ...base, method: 'gptq' }, /^method: expected 'awq' or 'rtn', got "gptq"$/);
     // the model folder does not exist: the option is reported, not the folder
     await refused({ ...base, maxShardBytes: -1 }, /^maxShardBytes: expected a positive integer, got -1$/);
+    // beyond 2^53 the writer refuses it: so does this check, before calibration and the layers
+    await refused({ ...base, maxShardBytes: 2 ** 60 }, /^maxShardBytes: expected a positive integer, got 1152921504606847000$/);
   });
 
   it('signal must be an AbortSignal and onProgress a function', async () => {

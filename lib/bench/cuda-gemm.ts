@@ -13,7 +13,7 @@
  */
 import { backends, noCudaError } from '../backends.js';
 import { CudaError, InvalidArgumentError } from '../errors.js';
-import { native } from '../native.js';
+import { native, withCudaBuildCommand } from '../native.js';
 import { version } from '../version.js';
 
 export type CudaGemmImpl = 'cuda-int4' | 'cuda-dense-fp16';
@@ -67,7 +67,7 @@ export async function benchCudaGemm(opts: CudaGemmBenchOptions = {}): Promise<Cu
   const shapes = opts.shapes ?? CUDA_DEFAULT_SHAPES;
   const log = opts.log ?? (() => {});
   if (typeof native().cudaBenchGemm !== 'function') {
-    throw new CudaError('awq bench cuda-gemm: the CUDA build predates this benchmark; rebuild it with `npm run build:cuda`');
+    throw new CudaError(withCudaBuildCommand('awq bench cuda-gemm: the CUDA build predates this benchmark; rebuild it with `npm run build:cuda`'));
   }
   const dev = b.cuda.devices[0];
   const timestamp = new Date().toISOString();

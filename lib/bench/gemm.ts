@@ -182,6 +182,7 @@ const QUIET_MS = 1;
  */
 async function timeInterleaved(runners: Runner[], minCalls: number, minSeconds: number, signal?: AbortSignal): Promise<CallStats[]> {
   for (const r of runners) for (let c = 0; c < r.copies; c++) await r.run(c); // warm-up: touch every copy
+  throwIfAborted(signal);
   const times: number[][] = runners.map(() => []);
   const start = process.hrtime.bigint();
   for (let round = 0; round < 2000; round++) {
@@ -327,6 +328,10 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
   const ortOrWhy: Ort | string = wantsOrt ? await loadOrt() : 'not requested';
   const ort = typeof ortOrWhy === 'string' ? null : ortOrWhy;
   if (wantsOrt && !ort) notes.push(`ort-* skipped: ${ortOrWhy as string}`);
+  if (impls.every((i) => (i.startsWith('ort-') && !ort) || (i === 'floor' && !(ms.includes(1) && modes.includes('stream'))))) {
+    // Every impl asked for is unavailable here: an error before building weights, not an empty result.
+    throw new InvalidArgumentError(`bench gemm: nothing to time (${notes.join('; ')})`);
+  }
 
   const records: GemmBenchRecord[] = [];
   const shapeInfo: GemmBenchShape[] = [];
@@ -426,10 +431,7 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     dense.length = 0;
     floorPool = null;
   }
-  if (records.length === 0) {
-    // Every impl asked for was unavailable here: an empty result would read as a success.
-    throw new InvalidArgumentError(`bench gemm: nothing was timed (${notes.join('; ') || 'no impl ran'})`);
-  }
+  throwIfAborted(options.signal); // a signal after the last round: no result that looks complete
   return {
     awqVersion: version,
     node: process.versions.node,

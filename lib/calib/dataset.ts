@@ -102,7 +102,8 @@ export async function* calibrationTexts(source: CalibrationSource): AsyncGenerat
         if (!line.trim()) continue;
         let row: unknown;
         try {
-          row = JSON.parse(line);
+          // json.dump(list, indent=2) opens with a line holding only '[': the array case below
+          row = line.trim() === '[' ? [] : JSON.parse(line);
         } catch (err) {
           throw new InvalidArgumentError(`${path}:${number}: not a JSON object (${(err as Error).message})`);
         }

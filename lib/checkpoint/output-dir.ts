@@ -9,11 +9,12 @@ import { lstat, mkdir, readdir, readFile, realpath, rename, rm } from 'node:fs/p
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 
 import { AwqError, InvalidArgumentError, ioError } from '../errors.js';
+import { LEGACY_QUANT_CONFIG } from './awq-format.js';
 
 export interface PrepareOutputOptions {
   /**
    * Replace an existing folder at `out` (only on commit, after everything was written): an empty
-   * one or an earlier AWQ output; any other folder is refused (see isReplaceable).
+   * one or an earlier AWQ output; any other folder is refused (see whyNotReplaceable).
    */
   overwrite?: boolean;
   /** The folder being read: `out` may be neither it nor inside it, nor contain it. */
@@ -86,36 +87,42 @@ async function refuseExisting(out: string, overwrite: boolean): Promise<void> {
   if (kind === 'dir' && !overwrite) {
     throw new InvalidArgumentError(`output folder ${out} already exists; pass --overwrite (overwrite: true) to replace it`);
   }
-  if (kind === 'dir' && !(await isReplaceable(out))) {
-    throw new InvalidArgumentError(
-      `output folder ${out} exists and is not an AWQ checkpoint (its config.json has no quantization_config with ` +
-        'quant_method "awq"): --overwrite replaces only an earlier AWQ output or an empty folder, so it is left ' +
-        'alone; remove it yourself or choose another folder',
-    );
+  if (kind === 'dir') {
+    const why = await whyNotReplaceable(out);
+    if (why !== null) {
+      throw new InvalidArgumentError(
+        `output folder ${out} exists and is not an AWQ checkpoint (${why}): --overwrite replaces only an earlier AWQ ` +
+          'output or an empty folder, so it is left alone; remove it yourself or choose another folder',
+      );
+    }
   }
 }
 
 /**
- * Replacing deletes the old folder: only an empty one or an earlier AWQ output (config.json with an
- * AWQ quantization_config, AutoAWQ's quant_config.json, or our awq-report.json) may go, never what
- * a mistyped --out names: a home folder, a folder of models, another (unquantized) model.
+ * Replacing deletes the old folder: only an empty one or an earlier AWQ output may go, never what a
+ * mistyped --out names (a home folder, a folder of models, another model). An AWQ output is what
+ * the readers take for one: config.json's quantization_config says awq; without one, AutoAWQ's
+ * quant_config.json or our awq-report.json. Returns why not, or null when the folder may go.
  */
-async function isReplaceable(out: string): Promise<boolean> {
+async function whyNotReplaceable(out: string): Promise<string | null> {
   let entries: string[];
   try {
     entries = await readdir(out);
   } catch (err) {
     throw ioError(`listing ${out}`, err);
   }
-  if (entries.length === 0 || entries.includes('awq-report.json') || entries.includes('quant_config.json')) return true;
-  if (!entries.includes('config.json')) return false;
+  if (entries.length === 0) return null;
+  const marked = entries.includes('awq-report.json') || entries.includes(LEGACY_QUANT_CONFIG);
+  if (!entries.includes('config.json')) return marked ? null : 'no config.json';
+  let qc: unknown;
   try {
-    const config: unknown = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
-    const qc = (config as { quantization_config?: { quant_method?: unknown } } | null)?.quantization_config;
-    return typeof qc === 'object' && qc !== null && qc.quant_method === 'awq';
+    qc = (JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as { quantization_config?: unknown } | null)?.quantization_config;
   } catch {
-    return false; // unreadable or not JSON: not recognisably ours
+    return 'its config.json does not parse'; // not recognisably ours
   }
+  if (qc === undefined || qc === null) return marked ? null : 'its config.json has no quantization_config';
+  const method = (qc as { quant_method?: unknown }).quant_method;
+  return method === 'awq' ? null : `its config.json's quantization_config says quant_method ${JSON.stringify(method) ?? 'nothing'}`;
 }
 
 /**

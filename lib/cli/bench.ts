@@ -71,7 +71,7 @@ export function registerBench(program: Command): void {
     .description('int4 GEMM (exact and int8 modes) vs ONNX Runtime MatMulNBits and the DRAM floor, stream and warm')
     .option('--json', 'print a JSON object {awqVersion, node, binary, timestamp, settings, machine, cpu, isa, threads, bandwidthGBs, fmaPeakGflops, ort, streamMB, shapes, notes, records} (log lines as JSON lines on stderr)')
     .option('--quick', 'a short run: shape 4096x11008, m = 1 and 128, fewer calls')
-    .option('--threads <n>', 'threads for every impl (default: all available cores)', positiveDecimal('--threads', MAX_THREADS))
+    .option('--threads <n>', 'threads for every impl (default: AWQ_THREADS, else all available cores)', positiveDecimal('--threads', MAX_THREADS))
     .option('--m <list>', `rows of x, at most ${MAX_M} (default ${DEFAULT_MS.join(',')})`, positiveDecimalList('--m', MAX_M))
     .option('--shapes <list>', `KxN pairs, in x out (default ${shapeText(DEFAULT_SHAPES)})`, shapeList)
     .option('--impl <list>', `subset of ${GEMM_IMPLS.join(',')}`, implList)

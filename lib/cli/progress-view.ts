@@ -66,9 +66,11 @@ export function progressView(mode: { json: boolean; quiet?: boolean }, unit = 'l
   return {
     listener: (e) => {
       if (e.stage === 'notice') {
-        // A line of its own above the bar (as a label it would last one redraw). The bar saved
-        // the cursor at its start and restores it when it stops: save it again below the notice.
-        if (started) process.stderr.write(`\r\x1b[2Kawq: ${e.message ?? ''}\n\x1b7`);
+        // A line of its own above the bar (as a label it would last one redraw). The bar turns
+        // line wrapping off while it runs (a long notice would be cut at the screen's edge: on
+        // for the notice), and restores the cursor it saved at its start when it stops: save it
+        // again below the notice.
+        if (started) process.stderr.write(`\r\x1b[2K\x1b[?7hawq: ${e.message ?? ''}\n\x1b[?7l\x1b7`);
         else notice(mode, e.message ?? '');
         return;
       }
@@ -117,12 +119,17 @@ const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 export function abortOnSignals(controller: AbortController, mode: { json?: boolean } = {}): () => void {
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) {
-      if (process.stderr.isTTY) process.stderr.write('\x1b[?25h'); // the progress bar hides the cursor
+      // the progress bar hides the cursor and turns line wrapping off: give both back
+      if (process.stderr.isTTY) process.stderr.write('\x1b[?25h\x1b[?7h');
       process.exit(signalExitCode(sig));
     }
     receivedSignal = sig;
     const message = `${sig} received, stopping cleanly (press again to exit at once)`;
-    process.stderr.write(mode.json ? `${JSON.stringify({ event: 'signal', signal: sig, message })}\n` : `\nawq: ${message}\n`);
+    // On a terminal the running bar restores its saved cursor when it stops: save it again below
+    // this line, or the next line written would overwrite it.
+    process.stderr.write(
+      mode.json ? `${JSON.stringify({ event: 'signal', signal: sig, message })}\n` : `\nawq: ${message}\n${process.stderr.isTTY ? '\x1b7' : ''}`,
+    );
     controller.abort();
   };
   for (const sig of STOP_SIGNALS) process.on(sig, onSignal);

@@ -66,7 +66,6 @@ const RTN_IGNORES: Array<[keyof Opts, string]> = [
   ['seqlen', '--seqlen'],
   ['duoScaling', '--duo-scaling / --no-duo-scaling'],
   ['clip', '--clip / --no-clip'],
-  ['precision', '--precision'],
 ];
 
 export function registerQuantize(program: Command): void {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 
 import { backends, resolveBackend, setThreads } from '../backends.js';
 import { CudaError, InvalidArgumentError, ioError, NonFiniteError } from '../errors.js';
-import { native } from '../native.js';
+import { native, withCudaBuildCommand } from '../native.js';
 import { CudaHiddenStates } from '../quantize/cuda-hidden.js';
 import { checkSequenceFits } from '../models/config.js';
 import { checkModelTensors, embed, inLayer, loadLayerWeights, openModelWeights, type ModelWeights } from '../models/weights.js';
@@ -130,7 +130,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   if (options.threads !== undefined) setThreads(options.threads);
   let resolved = resolveBackend(options.backend ?? 'cpu', 'fp32', 'evaluating');
   if (resolved.backend === 'cuda' && typeof native().cudaHiddenForward !== 'function') {
-    const stale = 'this CUDA build predates evaluation on CUDA: rebuild it with `npm run build:cuda`';
+    const stale = withCudaBuildCommand('this CUDA build predates evaluation on CUDA: rebuild it with `npm run build:cuda`');
     if (options.backend === 'cuda') throw new CudaError(stale);
     resolved = { ...resolveBackend('cpu', 'fp32'), note: `${stale}; evaluating on the CPU` };
   }

@@ -160,7 +160,7 @@ function resolveOptions(o: QuantizeOptions): QuantOptions {
   // maxShardBytes is the writer's, made after calibration: checked here so a bad value fails first.
   for (const name of ['nSamples', 'seqlen', 'maxShardBytes'] as const) {
     const v: unknown = o[name];
-    if (v !== undefined && !(Number.isInteger(v) && (v as number) >= 1)) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= 1)) {
       throw new InvalidArgumentError(`${name}: expected a positive integer, got ${describeArgument(v)}`);
     }
   }
