@@ -125,8 +125,7 @@ export class Int4Linear {
         cudaHandle = await native().int4CudaUpload(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
       } catch (err) {
         // Name the layer: out of device memory while loading a model should say where it stopped.
-        if (err instanceof Error && t.name && !err.message.startsWith(t.name)) err.message = `${t.name}: ${err.message}`;
-        throw err;
+        throw withLayerName(t.name, err);
       }
       return new Int4Linear(cudaHandle, 'cuda', t.name, keepAwq ? t : null);
     }
@@ -204,7 +203,7 @@ export class Int4Linear {
         ? native().int4CudaForward(this.#cuda, data, a.dtype, m, y)
         : native().int4Forward(this.#handle!, data, a.dtype, m, a.mode, y)
       ).catch((err: unknown) => {
-        throw this.#named(err);
+        throw withLayerName(this.name, err);
       });
       return y === a.out ? done : done.then(() => copyInto(a.out, y));
     } catch (err) {
@@ -224,14 +223,8 @@ export class Int4Linear {
     try {
       return native().int4ForwardSync(this.#handle, data, a.dtype, m, a.mode, a.out);
     } catch (err) {
-      throw this.#named(err);
+      throw withLayerName(this.name, err);
     }
-  }
-
-  /** A native error (a value of x the kernels refuse, out of memory) names the layer, as #args does. */
-  #named(err: unknown): unknown {
-    if (this.name && err instanceof Error && !err.message.startsWith(`${this.name}: `)) err.message = `${this.name}: ${err.message}`;
-    return err;
   }
 
   /** `dequantize(W)` as fp32 `[out, in]`: `(q - z) * s` exactly (tests, dense baselines). CPU layers only. */
@@ -298,6 +291,15 @@ function copyInto(out: Float32Array, y: Float32Array): Float32Array {
   }
   out.set(y);
   return out;
+}
+
+/**
+ * A native error (a value of x the kernels refuse, out of device memory) with the layer's name in
+ * front, as the argument checks name it: a serving loop or a model load calls hundreds of layers.
+ */
+function withLayerName(name: string | undefined, err: unknown): unknown {
+  if (name && err instanceof Error && !err.message.startsWith(`${name}: `)) err.message = `${name}: ${err.message}`;
+  return err;
 }
 
 function checkShape(what: string, inF: number, outF: number, groupSize: number): number {
