@@ -275,7 +275,12 @@ function load(): Loaded {
  * explore awq` finds only a direct dependency of the current project).
  */
 function cudaBuildCommand(): string {
-  return packageRoot.split(sep).includes('node_modules') ? `\`cd ${JSON.stringify(packageRoot)} && npm run build:cuda\`` : '`npm run build:cuda`';
+  return installedAsDependency() ? `\`cd ${JSON.stringify(packageRoot)} && npm run build:cuda\`` : '`npm run build:cuda`';
+}
+
+/** This package sits in a node_modules folder (installed from npm), not in a checkout. */
+function installedAsDependency(): boolean {
+  return packageRoot.split(sep).includes('node_modules');
 }
 
 /** A message of the addon, which names `npm run build:cuda`, with the command that works here. */
@@ -285,14 +290,14 @@ export function withCudaBuildCommand(message: string): string {
 
 /** What builds a binary: in this checkout, or in a project that installed awq from npm. */
 function howToBuild(): string {
-  if (!packageRoot.split(sep).includes('node_modules')) {
+  if (!installedAsDependency()) {
     return 'Build one with `npm run build:native` (CPU) or `npm run build:cuda` (CUDA).';
   }
   // An install that skipped or failed awq's install script (which compiles the CPU addon).
   return (
     'awq is installed as a dependency, but its addon was not built (its install script did not run or failed). ' +
-    'Build it with `npm rebuild awq` (CPU: node-gyp, a C++ compiler, make and python3) or ' +
-    '`npm explore awq -- npm run build:cuda` (CUDA: nvcc and CMake).'
+    `Build it with \`npm rebuild awq\` (CPU: node-gyp, a C++ compiler, make and python3) or ${cudaBuildCommand()} ` +
+    '(CUDA: nvcc and CMake).'
   );
 }
 
