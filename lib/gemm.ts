@@ -1,16 +1,23 @@
 /**
  * Dense fp32 matrix product on the native CPU kernels (blocked, packed, AVX-512 / AVX2 with a
- * portable fallback; bf16 operands on AVX512-BF16), and the measured FMA ceiling it is judged against.
+ * portable fallback; bf16 operands on AVX512-BF16; B may be stored as fp16 / bf16), and the measured
+ * FMA ceiling it is judged against.
  */
 import { InvalidArgumentError } from './errors.js';
+import { halfFormat, isHalfArray, type HalfArray } from './half.js';
 import { native } from './native.js';
-import { optionsObject, requiredObject } from './validate.js';
+import { describeValue, optionsObject, requiredObject } from './validate.js';
 
 export interface DenseGemmOptions {
   /** op(A) is [m, k]: A stored [m, k] (transA false) or [k, m] (transA true), row stride lda. */
   a: Float32Array;
-  /** op(B) is [k, n]: B stored [k, n] (transB false) or [n, k] (transB true: a weight W[out, in]). */
-  b: Float32Array;
+  /**
+   * op(B) is [k, n]: B stored [k, n] (transB false) or [n, k] (transB true: a weight W[out, in]).
+   * Stored as fp16 / bf16 (`{ data: Uint16Array, dtype }`, e.g. an lm_head from `loadAwq({ widen:
+   * false })`), it is widened exactly as it is packed: bitwise the result on its fp32 widening,
+   * without that copy, and at m = 1 (memory-bound) about twice as fast.
+   */
+  b: Float32Array | HalfArray;
   m: number;
   n: number;
   k: number;
@@ -48,10 +55,12 @@ export async function denseGemm(options: DenseGemmOptions): Promise<Float32Array
   const ldb = options.ldb ?? Math.max(transB ? k : n, 1);
   const ldc = options.ldc ?? Math.max(n, 1);
   checkMatrix('a', a, transA ? k : m, transA ? m : k, lda);
-  checkMatrix('b', b, transB ? n : k, transB ? k : n, ldb);
+  const bFormat = isHalfArray(b) ? halfFormat(b, 'b') : undefined;
+  const bData = isHalfArray(b) ? b.data : b;
+  checkMatrix('b', bData, transB ? n : k, transB ? k : n, ldb, bFormat !== undefined);
   const c = options.c ?? allocateOutput(m === 0 || n === 0 ? 0 : (m - 1) * ldc + n);
   checkMatrix('c', c, m, n, ldc);
-  return native().sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, precision);
+  return native().sgemm(transA, transB, m, n, k, alpha, a, lda, bData, ldb, beta, c, ldc, precision, bFormat);
 }
 
 /** Measured fp32 FMA throughput (GFLOP/s, best of `reps`) on the native thread pool. */
@@ -73,17 +82,21 @@ function allocateOutput(elements: number): Float32Array {
   }
 }
 
-function checkMatrix(name: string, x: unknown, rows: number, cols: number, ld: number): void {
-  if (!(x instanceof Float32Array)) {
-    throw new InvalidArgumentError(`${name}: expected a Float32Array, got ${x === null ? 'null' : typeof x}`);
+/** `half`: x is a HalfArray's data (b only). */
+function checkMatrix(name: string, x: unknown, rows: number, cols: number, ld: number, half = false): void {
+  if (!(half ? x instanceof Uint16Array : x instanceof Float32Array)) {
+    // a HalfArray's data is checked by isHalfArray, so this is a bare array
+    const expected = name === 'b' ? "a Float32Array or { data: Uint16Array, dtype: 'fp16' | 'bf16' }" : 'a Float32Array';
+    throw new InvalidArgumentError(`${name}: expected ${expected}, got ${describeValue(x)}`);
   }
   if (!Number.isInteger(ld) || ld < Math.max(cols, 1)) {
     throw new InvalidArgumentError(`ld${name}: expected an integer >= ${Math.max(cols, 1)}, got ${ld}`);
   }
   const need = rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
-  if (x.length < need) {
+  const { length } = x as Float32Array | Uint16Array;
+  if (length < need) {
     throw new InvalidArgumentError(
-      `${name}: expected at least ${need} elements (${rows}x${cols}, stride ${ld}), got ${x.length}`,
+      `${name}: expected at least ${need} elements (${rows}x${cols}, stride ${ld}), got ${length}`,
     );
   }
 }

@@ -18,6 +18,7 @@ export { backends, resolveBackend, setThreads, type Backends, type CudaDevice, t
 export type { Isa } from './native.js';
 export { activationStats } from './quantize/stats.js';
 export { denseGemm, fmaPeakGflops, type DenseGemmOptions } from './gemm.js';
+export { toFloat32, type HalfArray } from './half.js';
 export { version } from './version.js';
 export {
   DTYPE_SIZE,

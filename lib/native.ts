@@ -52,6 +52,8 @@ export interface NativeBinding {
   ): Promise<Float32Array>;
   /** Widens fp16/bf16 bit patterns into dst (same length). */
   convertToF32(src: Uint16Array, dtype: 'F16' | 'BF16', dst: Float32Array): Promise<void>;
+  /** The same widening on the calling thread (serial vector code), for a few rows. */
+  widenSync(src: Uint16Array, dtype: 'F16' | 'BF16', dst: Float32Array): void;
   /** Narrows into dst (same length); reports the first NaN/Inf input and first finite overflow (-1: none). */
   convertFromF32(
     src: Float32Array, dtype: 'F16' | 'BF16', dst: Uint16Array,
@@ -73,7 +75,10 @@ export interface NativeBinding {
   /** One decoder layer's fp32 forward on the device states, in place (evaluation on CUDA). */
   cudaHiddenForward(h: CudaHiddenHandle, arch: LayerArch, weights: LayerWeights, seqlen: number, abortFlag?: Int32Array): Promise<void>;
   // Dense fp32 GEMM (native/addon/gemm.cc).
-  /** C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c. */
+  /**
+   * C = alpha * op(A) op(B) + beta * C in place (row-major, BLAS-style strides); resolves with c.
+   * With bFormat, b holds fp16 / bf16 bits (a Uint16Array), widened as it is packed.
+   */
   sgemm(
     transA: boolean,
     transB: boolean,
@@ -83,12 +88,13 @@ export interface NativeBinding {
     alpha: number,
     a: Float32Array,
     lda: number,
-    b: Float32Array,
+    b: Float32Array | Uint16Array,
     ldb: number,
     beta: number,
     c: Float32Array,
     ldc: number,
     precision?: 'fp32' | 'bf16',
+    bFormat?: 'fp16' | 'bf16',
   ): Promise<Float32Array>;
   /** Measured fp32 FMA throughput (GFLOP/s) of the active ISA on the current thread count. */
   fmaPeak(secondsPerRep?: number, reps?: number): Promise<number>;

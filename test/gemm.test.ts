@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { denseGemm, fmaPeakGflops, InvalidArgumentError } from '../dist/index.js';
+import { denseGemm, fmaPeakGflops, InvalidArgumentError, toFloat32, type HalfArray } from '../dist/index.js';
 import { mulberry32 } from './helpers/random.js';
 
 function reference(a: Float32Array, b: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean) {
@@ -69,6 +69,50 @@ describe('denseGemm', () => {
     await expect(denseGemm({ a, b: new Float32Array(5), m: 2, n: 2, k: 3 })).rejects.toThrow(/b: expected at least 6/);
     await expect(denseGemm({ a, b: a, m: -1, n: 2, k: 3 })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(denseGemm({ a, b: a, m: 2, n: 2, k: 3, lda: 2 })).rejects.toThrow(/lda: expected an integer >= 3/);
+  });
+
+  it('b stored as fp16 / bf16 gives bitwise the product on its widening (toFloat32), every transpose, m = 1 included', async () => {
+    const rand = mulberry32(11);
+    for (const dtype of ['fp16', 'bf16'] as const) {
+      // random finite values of the format (exponent field below all-ones), zeros and subnormals among them
+      const maxExp = dtype === 'fp16' ? 0x7c00 : 0x7f80;
+      const halfBits = (len: number) => Uint16Array.from({ length: len }, () => {
+        const bits = Math.floor(rand() * 0x10000);
+        return (bits & 0x7fff) >= maxExp ? bits & 0x83ff : bits;
+      });
+      for (const [m, n, k] of [[1, 300, 129], [1, 7, 1031], [13, 29, 300], [70, 17, 5]]) {
+        for (const transA of [false, true])
+          for (const transB of [false, true]) {
+            const a = new Float32Array(m * k).map(() => rand() - 0.5);
+            const b: HalfArray = { data: halfBits(k * n), dtype };
+            const got = await denseGemm({ a, b, m, n, k, transA, transB });
+            const want = await denseGemm({ a, b: toFloat32(b), m, n, k, transA, transB });
+            expect(new Uint32Array(got.buffer)).toEqual(new Uint32Array(want.buffer));
+          }
+      }
+    }
+    const a = new Float32Array(6);
+    await expect(denseGemm({ a, b: { data: new Uint16Array(6), dtype: 'fp8' as 'fp16' }, m: 2, n: 2, k: 3 })).rejects.toThrow(/b\.dtype: expected 'fp16' \(or 'f16'\) or 'bf16', got "fp8"/);
+    await expect(denseGemm({ a, b: { data: new Uint16Array(5), dtype: 'bf16' }, m: 2, n: 2, k: 3 })).rejects.toThrow(/b: expected at least 6/);
+    await expect(denseGemm({ a, b: new Uint16Array(6) as never, m: 2, n: 2, k: 3 })).rejects.toThrow(/b: expected a Float32Array or \{ data: Uint16Array, dtype: 'fp16' \| 'bf16' \}, got Uint16Array/);
+  });
+
+  it('toFloat32 widens every fp16 and bf16 value exactly', () => {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const fp16 = toFloat32({ data: all, dtype: 'fp16' });
+    const bf16 = toFloat32({ data: all, dtype: 'bf16' });
+    const bits = new Uint32Array(1);
+    const f = new Float32Array(bits.buffer);
+    for (let h = 0; h < 65536; h++) {
+      const e = (h >> 10) & 31, mant = h & 1023, sign = h & 0x8000 ? -1 : 1;
+      const ref = e === 31 ? (mant ? NaN : sign * Infinity) : e === 0 ? sign * mant * 2 ** -24 : sign * (1024 + mant) * 2 ** (e - 25);
+      if (!Object.is(fp16[h], ref)) expect(fp16[h], `fp16 0x${h.toString(16)}`).toBe(ref);
+      bits[0] = h << 16;
+      if (!Object.is(bf16[h], f[0])) expect(bf16[h], `bf16 0x${h.toString(16)}`).toBe(f[0]);
+    }
+    expect(toFloat32({ data: new Uint16Array(0), dtype: 'f16' })).toEqual(new Float32Array(0));
+    expect(() => toFloat32(new Uint16Array(2) as never)).toThrow(InvalidArgumentError);
+    expect(() => toFloat32({ data: new Uint16Array(2), dtype: 'F16' as 'fp16' })).toThrow(/x\.dtype: expected 'fp16' \(or 'f16'\) or 'bf16', got "F16"/);
   });
 
   it('measures a positive FMA ceiling', async () => {

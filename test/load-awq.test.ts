@@ -7,12 +7,15 @@ import {
   AbortedError,
   AwqCheckpointWriter,
   BadCheckpointError,
+  denseGemm,
   dequantizeAwq,
   Int4Linear,
   InvalidArgumentError,
   loadAwq,
   NonFiniteError,
   openAwqCheckpoint,
+  toFloat32,
+  type HalfArray,
   type LoadProgressEvent,
   type ProgressEvent,
   type ProgressListener,
@@ -83,6 +86,7 @@ describe('loadAwq', () => {
       [{ keepAwq: 'false' }, /keepAwq: expected true or false, got "false"/],
       [{ signal: {} }, /signal: expected an AbortSignal/],
       [{ device: 'gpu' }, /device: expected 'cpu' or 'cuda', got "gpu"/],
+      [{ widen: 'no' }, /widen: expected true or false, got "no"/],
     ];
     for (const [options, re] of bad) {
       const err = await loadAwq(out, options as never).catch((e: unknown) => e);
@@ -128,6 +132,38 @@ describe('loadAwq', () => {
     const withBias = await loadAwq(used.out);
     expect(withBias.linears.get('model.layers.0.self_attn.q_proj')!.forwardSync(new Float32Array(16), 1)).toEqual(new Float32Array(16).fill(0.5));
     await withBias.dispose();
+  });
+
+  it('widen: false hands fp16 / bf16 tensors over as stored (toFloat32 gives the widened load\'s values), others as fp32; denseGemm takes them as b', async () => {
+    const { out } = await writeTinyCheckpoint({ extra: 'model.extra_buffer', seed: 9 });
+    retypeTensor(out, 'model.norm.weight', 'BF16', exactHalfBits(Float32Array.from({ length: 16 }, (_, i) => 1 + i / 8), 'BF16'));
+    retypeTensor(out, 'model.extra_buffer', 'F32', Float32Array.from([1, 2, 3, 4]));
+    const widened = await loadAwq(out);
+    const stored = await loadAwq(out, { widen: false });
+    try {
+      expect([...stored.tensors.keys()].sort()).toEqual([...widened.tensors.keys()].sort());
+      const dtypes: Record<string, string> = { 'model.norm.weight': 'bf16', 'model.extra_buffer': 'F32' };
+      for (const [name, t] of stored.tensors) {
+        const want = widened.tensors.get(name)!;
+        if (t instanceof Float32Array) {
+          expect(dtypes[name], name).toBe('F32');
+          expect(t).toEqual(want);
+        } else {
+          expect(t.dtype, name).toBe(dtypes[name] ?? 'fp16');
+          expect(t.data).toBeInstanceOf(Uint16Array);
+          expect(toFloat32(t), name).toEqual(want);
+        }
+      }
+      // the tied lm_head's product on one token, from the stored table: bitwise the widened one's
+      const embed = stored.tensors.get('model.embed_tokens.weight')!;
+      const x = Float32Array.from({ length: 16 }, (_, i) => Math.sin(i));
+      const product = (b: Float32Array | HalfArray) => denseGemm({ a: x, b, m: 1, n: 4, k: 16, transB: true });
+      expect(await product(embed)).toEqual(await product(widened.tensors.get('model.embed_tokens.weight')!));
+      expect(stored.linears.get('model.layers.1.mlp.up_proj')!.dequantize()).toEqual(widened.linears.get('model.layers.1.mlp.up_proj')!.dequantize());
+    } finally {
+      await stored.dispose();
+      await widened.dispose();
+    }
   });
 
   it('BF16 and F32 scales load as the F16 scales of the same values', async () => {

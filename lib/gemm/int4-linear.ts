@@ -2,7 +2,8 @@
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { backends, noCudaError } from '../backends.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
-import { checkDevice, describeArgument, describeValue, optionalBoolean, optionsObject, requiredObject } from '../validate.js';
+import { checkDevice, describeValue, optionalBoolean, optionsObject, requiredObject } from '../validate.js';
+import { halfFormat, isHalfArray, type HalfArray } from '../half.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
@@ -21,7 +22,7 @@ export interface QuantizedLinearTensors {
 }
 
 /** fp32 activations, or 16-bit ones flagged with their format ('fp16' as `precision` spells it, or 'f16'). */
-export type Int4Input = Float32Array | { data: Uint16Array; dtype: 'f16' | 'fp16' | 'bf16' };
+export type Int4Input = Float32Array | HalfArray;
 
 export type Int4Mode = 'exact' | 'int8';
 
@@ -247,12 +248,9 @@ export class Int4Linear {
     if (x instanceof Float32Array) {
       data = x;
       dtype = 0;
-    } else if (x !== null && typeof x === 'object' && 'data' in x && x.data instanceof Uint16Array) {
-      if (x.dtype !== 'f16' && x.dtype !== 'fp16' && x.dtype !== 'bf16') {
-        throw new InvalidArgumentError(`${what}x.dtype: expected 'fp16' (or 'f16') or 'bf16', got ${describeArgument(x.dtype)}`);
-      }
+    } else if (isHalfArray(x)) {
+      dtype = halfFormat(x, `${what}x`) === 'bf16' ? 2 : 1;
       data = x.data;
-      dtype = x.dtype === 'bf16' ? 2 : 1;
     } else {
       throw new InvalidArgumentError(`${what}x: expected a Float32Array or { data: Uint16Array, dtype: 'fp16' | 'bf16' }, got ${describeValue(x)}`);
     }

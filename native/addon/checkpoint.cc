@@ -9,6 +9,7 @@
 #include "../core/convert.h"
 #include "../core/dtype.h"
 #include "../core/pack.h"
+#include "../core/vecmath.h"
 #include "args.h"
 #include "async.h"
 #include "registry.h"
@@ -148,6 +149,26 @@ Napi::Value ConvertToF32(const Napi::CallbackInfo& info) {
   });
 }
 
+// widenSync(src: Uint16Array, dtype: 'F16'|'BF16', dst: Float32Array) -> undefined: the same
+// widening on the calling thread (vector code, serial), for a few rows where a job's hop would cost
+// more than the work.
+Napi::Value WidenSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto src = typed_array<uint16_t>(info[0], "src");
+    const bool bf16 = is_bf16(info[1], "dtype");
+    auto dst = typed_array<float>(info[2], "dst");
+    if (src.length != dst.length) bad_arg("dst: expected as many elements as src");
+    const int64_t n = static_cast<int64_t>(src.length);
+    if (bf16) {
+      widen_bf16(src.data, dst.data, n);
+    } else {
+      widen_fp16(src.data, dst.data, n);
+    }
+    return env.Undefined();
+  });
+}
+
 // convertFromF32(src: Float32Array, dtype: 'F16'|'BF16', dst: Uint16Array)
 //   -> Promise<{ firstNonFinite: number, firstOverflow: number }> (-1 when none)
 Napi::Value ConvertFromF32(const Napi::CallbackInfo& info) {
@@ -179,6 +200,7 @@ void Export(Napi::Env env, Napi::Object exports) {
   exports.Set("dequantizeAwq", Napi::Function::New(env, DequantizeAwq, "dequantizeAwq"));
   exports.Set("convertToF32", Napi::Function::New(env, ConvertToF32, "convertToF32"));
   exports.Set("convertFromF32", Napi::Function::New(env, ConvertFromF32, "convertFromF32"));
+  exports.Set("widenSync", Napi::Function::New(env, WidenSync, "widenSync"));
 }
 
 AWQ_EXPORTS(Export);

@@ -1,7 +1,8 @@
-// sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, precision?)
+// sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, precision?, bFormat?)
 //   -> Promise<Float32Array>: C = alpha * op(A) op(B) + beta * C in place on the caller's buffers
 //   (zero-copy), resolving with c; precision 'fp32' (default) or 'bf16' (operands rounded to
-//   bf16, gemm.h).
+//   bf16, gemm.h). b is a Float32Array, or with bFormat 'fp16' / 'bf16' a Uint16Array of those
+//   bits (widened as it is packed, gemm.h).
 // fmaPeak(secondsPerRep?, reps?) -> Promise<number>: the measured FMA ceiling in GFLOP/s on the
 //   current thread count, for benchmarks to report GEMM throughput against.
 #include <napi.h>
@@ -52,7 +53,18 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
     const float alpha = number(info[5], "alpha");
     auto a = typed_array<float>(info[6], "a");
     const int64_t lda = integer(info[7], "lda", 1);
-    auto b = typed_array<float>(info[8], "b");
+    const bool half_b = info.Length() > 14 && !info[14].IsUndefined();
+    HalfFormat b_format = HalfFormat::F16;
+    if (half_b) {
+      const std::string f = info[14].IsString() ? info[14].As<Napi::String>().Utf8Value() : "";
+      if (f != "fp16" && f != "bf16") bad_arg("bFormat: expected 'fp16' or 'bf16'");
+      b_format = f == "bf16" ? HalfFormat::BF16 : HalfFormat::F16;
+    }
+    // One of the two is set: b's elements as fp32, or as 16-bit floats.
+    Borrowed<float> b{};
+    Borrowed<uint16_t> b16{};
+    if (half_b) b16 = typed_array<uint16_t>(info[8], "b");
+    else b = typed_array<float>(info[8], "b");
     const int64_t ldb = integer(info[9], "ldb", 1);
     const float beta = number(info[10], "beta");
     auto c = typed_array<float>(info[11], "c");
@@ -63,16 +75,21 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
       if (prec == Precision::F16) bad_arg("precision: 'fp16' products are not available on the CPU (fp32, bf16)");
     }
     check_matrix("a", a.length, ta ? k : m, ta ? m : k, lda);
-    check_matrix("b", b.length, tb ? n : k, tb ? k : n, ldb);
+    check_matrix("b", half_b ? b16.length : b.length, tb ? n : k, tb ? k : n, ldb);
     check_matrix("c", c.length, m, n, ldc);
     const float* a_data = a.data;
     const float* b_data = b.data;
+    const uint16_t* b16_data = b16.data;
     float* c_data = c.data;
     return AsyncJob::start(
         env, "awq.sgemm", {info[6], info[8], info[11]},
         [=] {
-          sgemm(ta ? Trans::T : Trans::N, tb ? Trans::T : Trans::N, m, n, k, alpha, a_data, lda,
-                b_data, ldb, beta, c_data, ldc, prec);
+          const Trans t_a = ta ? Trans::T : Trans::N, t_b = tb ? Trans::T : Trans::N;
+          if (half_b) {
+            sgemm(t_a, t_b, m, n, k, alpha, a_data, lda, b16_data, b_format, ldb, beta, c_data, ldc, prec);
+          } else {
+            sgemm(t_a, t_b, m, n, k, alpha, a_data, lda, b_data, ldb, beta, c_data, ldc, prec);
+          }
         },
         [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[2]; });
   });

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <vector>
@@ -35,9 +36,10 @@ namespace awq {
 namespace {
 
 // bf16: both operands rounded to bf16 (the rounding is exact on bf16 values, so it is idempotent).
-void sgemm_reference(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
-                     float* C, int64_t ldc, bool bf16) {
+// b_at(k, j) is op(B)[k, j].
+template <class BAt>
+void sgemm_reference(Trans ta, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                     const BAt& b_at, float beta, float* C, int64_t ldc, bool bf16) {
   auto op = [bf16](float v) { return bf16 ? round_to_bf16(v) : v; };
   parallel_for(M, 4, [&](int64_t m0, int64_t m1, int) {
     std::vector<float> arow(K);
@@ -46,12 +48,7 @@ void sgemm_reference(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float 
       float* c = C + i * ldc;
       for (int64_t j = 0; j < N; ++j) {
         float acc = 0.f;
-        if (tb == Trans::T) {
-          const float* b = B + j * ldb;
-          for (int64_t k = 0; k < K; ++k) acc += arow[k] * op(b[k]);
-        } else {
-          for (int64_t k = 0; k < K; ++k) acc += arow[k] * op(B[k * ldb + j]);
-        }
+        for (int64_t k = 0; k < K; ++k) acc += arow[k] * op(b_at(k, j));
         c[j] = alpha * acc + (beta == 0.f ? 0.f : beta * c[j]);
       }
     }
@@ -81,7 +78,55 @@ class Scratch {
   size_t size_ = 0;
 };
 
-thread_local Scratch t_pack_a, t_pack_b;
+thread_local Scratch t_pack_a, t_pack_b, t_widen;
+
+// Where the driver reads the stored B from: the caller's fp32 matrix as it is (FloatB), or a
+// 16-bit one (HalfB) whose blocks are widened, exactly, into thread-local scratch right before
+// they are packed, and whose rows the matrix-vector path dots as they are read (dot_fp16 /
+// dot_bf16). Every consumer then sees the fp32 values of the widened matrix in the same order, so
+// a product on a HalfB is bitwise the product on its widening, without that fp32 copy in memory
+// (and at M = 1 with half the bytes streamed).
+struct FloatB {
+  const float* B;
+  int64_t ldb;
+  // Stored rows [r, r + rows) x columns [c, c + cols) as an fp32 pointer and its row stride.
+  const float* block(int64_t r, int64_t c, int64_t /*rows*/, int64_t /*cols*/, int64_t& ld) const {
+    ld = ldb;
+    return B + r * ldb + c;
+  }
+  float at(int64_t r, int64_t c) const { return B[r * ldb + c]; }
+  // dot(a, stored row r)
+  float dot_row(const float* a, int64_t r, int64_t n) const { return dot(a, B + r * ldb, n); }
+};
+
+struct HalfB {
+  const uint16_t* B;
+  int64_t ldb;
+  HalfFormat format;
+  const float* block(int64_t r, int64_t c, int64_t rows, int64_t cols, int64_t& ld) const {
+    float* w = t_widen.get(static_cast<size_t>(rows * cols));
+    for (int64_t i = 0; i < rows; ++i) widen(B + (r + i) * ldb + c, w + i * cols, cols);
+    ld = cols;
+    return w;
+  }
+  float at(int64_t r, int64_t c) const {
+    const uint16_t h = B[r * ldb + c];
+    return format == HalfFormat::F16 ? fp16_to_f32_scalar(h) : bf16_scalar(h);
+  }
+  // Widened as it is read (no scratch), in dot()'s summation order.
+  float dot_row(const float* a, int64_t r, int64_t n) const {
+    return format == HalfFormat::F16 ? dot_fp16(a, B + r * ldb, n) : dot_bf16(a, B + r * ldb, n);
+  }
+  void widen(const uint16_t* src, float* dst, int64_t n) const {
+    format == HalfFormat::F16 ? widen_fp16(src, dst, n) : widen_bf16(src, dst, n);
+  }
+  static float bf16_scalar(uint16_t h) {
+    const uint32_t bits = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+};
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -112,9 +157,10 @@ void mirror_upper_to_lower(float* C, int64_t n, int64_t ldc) {
 // symmetric: op(A) op(B) is known to be symmetric (A^T A or A A^T, beta == 0), so only micro-tiles
 // touching the upper triangle are computed and the rest is mirrored. Each element is still
 // computed in the same order as the full product would, so the result is bitwise the same.
+template <class BSrc>
 void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M, int64_t N,
-                   int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-                   int64_t ldb, float beta, float* C, int64_t ldc, bool symmetric) {
+                   int64_t K, float alpha, const float* A, int64_t lda, const BSrc& B, float beta,
+                   float* C, int64_t ldc, bool symmetric) {
   const int64_t mr = kern.mr, nr = kern.nr, unit = kern.k_unit;
   const int64_t threads = in_parallel_region() ? 1 : num_threads();
   // k blocks of whole units (bf16 pairs), so only the last block can end in a half-filled pair
@@ -141,10 +187,10 @@ void sgemm_blocked(const detail::GemmKernel& kern, Trans ta, Trans tb, int64_t M
       const float beta_here = pc == 0 ? beta : 1.f;
       parallel_for(n_panels, 8, [&](int64_t p0, int64_t p1, int) {
         for (int64_t p = p0; p < p1; ++p) {
-          const int64_t j = jc + p * nr;
-          const float* src = tb == Trans::N ? B + pc * ldb + j : B + j * ldb + pc;
-          kern.pack_b(src, ldb, b_lanes_contiguous, static_cast<int>(std::min(nr, N - j)), kc,
-                      packed_b + p * nr * ku);
+          const int64_t j = jc + p * nr, lanes = std::min(nr, N - j);
+          int64_t ld;
+          const float* src = tb == Trans::N ? B.block(pc, j, kc, lanes, ld) : B.block(j, pc, lanes, kc, ld);
+          kern.pack_b(src, ld, b_lanes_contiguous, static_cast<int>(lanes), kc, packed_b + p * nr * ku);
         }
       });
       const int64_t tasks = m_blocks * n_groups;
@@ -207,8 +253,9 @@ struct RoundedOperands {
 // output over B's contiguous rows, which streams B once at memory speed. The blocked path packs
 // all of B into panels first and runs a 14- or 6-row micro-tile for one row of A: 30-33 ms on
 // 4096 x 4096 (2 GB/s of fp32 weights; Zen 4, 2 threads) against 4.4 ms (15 GB/s) here.
-void gemv_rows(Trans ta, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B, int64_t ldb,
-               float beta, float* C) {
+template <class BSrc>
+void gemv_rows(Trans ta, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const BSrc& B, float beta,
+               float* C) {
   std::vector<float> a_copy;
   if (ta == Trans::T && lda != 1) {  // A is a column: gather it
     a_copy.resize(static_cast<size_t>(K));
@@ -217,7 +264,7 @@ void gemv_rows(Trans ta, int64_t N, int64_t K, float alpha, const float* A, int6
   }
   parallel_for(N, std::max<int64_t>(1, 16384 / K), [&](int64_t j0, int64_t j1, int) {
     for (int64_t j = j0; j < j1; ++j) {
-      const float d = alpha * dot(A, B + j * ldb, K);
+      const float d = alpha * B.dot_row(A, j, K);
       C[j] = beta == 0.f ? d : d + beta * C[j];
     }
   });
@@ -277,27 +324,45 @@ const detail::GemmKernel* detail::gemm_kernel_for(Precision p) {
   }
 }
 
-void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Precision p) {
+namespace {
+
+// sgemm on either kind of stored B (FloatB, HalfB); `symmetric`: op(A) op(B) is a Gram matrix.
+template <class BSrc>
+void sgemm_from(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const BSrc& B, float beta, float* C, int64_t ldc, Precision p, bool symmetric) {
   const detail::GemmKernel* kern = detail::gemm_kernel_for(p);
   AWQ_CHECK_ARG(M >= 0 && N >= 0 && K >= 0, "sgemm: negative dimension");
   if (M == 0 || N == 0) return;
   AWQ_CHECK_ARG(ldc >= N, "sgemm: ldc must be >= N");
   AWQ_CHECK_ARG(lda >= std::max<int64_t>(1, ta == Trans::N ? K : M), "sgemm: lda too small");
-  AWQ_CHECK_ARG(ldb >= std::max<int64_t>(1, tb == Trans::N ? N : K), "sgemm: ldb too small");
+  AWQ_CHECK_ARG(B.ldb >= std::max<int64_t>(1, tb == Trans::N ? N : K), "sgemm: ldb too small");
   if (K == 0) {  // empty product: C = beta * C (beta == 0 clears without reading)
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  if (M == 1 && tb == Trans::T && p == Precision::F32) return gemv_rows(ta, N, K, alpha, A, lda, B, ldb, beta, C);
+  if (M == 1 && tb == Trans::T && p == Precision::F32) return gemv_rows(ta, N, K, alpha, A, lda, B, beta, C);
   if (kern) {
-    // X^T X (Gram matrices) and X X^T: the same operand on both sides, transposed on one.
-    const bool symmetric = A == B && lda == ldb && ta != tb && M == N && beta == 0.f;
-    sgemm_blocked(*kern, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, symmetric);
+    sgemm_blocked(*kern, ta, tb, M, N, K, alpha, A, lda, B, beta, C, ldc, symmetric);
   } else {
-    sgemm_reference(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, p == Precision::BF16);
+    const auto b_at = [&](int64_t k, int64_t j) { return tb == Trans::N ? B.at(k, j) : B.at(j, k); };
+    sgemm_reference(ta, M, N, K, alpha, A, lda, b_at, beta, C, ldc, p == Precision::BF16);
   }
+}
+
+}  // namespace
+
+void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Precision p) {
+  // X^T X (Gram matrices) and X X^T: the same operand on both sides, transposed on one.
+  const bool symmetric = A == B && lda == ldb && ta != tb && M == N && beta == 0.f;
+  sgemm_from(ta, tb, M, N, K, alpha, A, lda, FloatB{B, ldb}, beta, C, ldc, p, symmetric);
+}
+
+void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const uint16_t* B, HalfFormat b_format, int64_t ldb, float beta, float* C, int64_t ldc,
+           Precision p) {
+  sgemm_from(ta, tb, M, N, K, alpha, A, lda, HalfB{B, ldb, b_format}, beta, C, ldc, p, false);
 }
 
 void PackedB::Free::operator()(float* p) const { std::free(p); }

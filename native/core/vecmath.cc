@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "cpu_features.h"
+#include "dtype.h"
 
 namespace awq {
 namespace {
@@ -45,16 +47,35 @@ double sum_sq_diff_portable(const float* a, const float* b, int64_t n) {
   return total;
 }
 
-// 16 independent lanes, which the compiler vectorizes for the baseline ISA.
-float dot_portable(const float* a, const float* b, int64_t n) {
+// 16 independent lanes, which the compiler vectorizes for the baseline ISA. elem(i) is b[i] as
+// fp32; one summation order for every storage of b.
+template <class Elem>
+float dot_portable_of(const float* a, const Elem& elem, int64_t n) {
   float acc[16] = {};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += a[i + l] * b[i + l];
+    for (int l = 0; l < 16; ++l) acc[l] += a[i + l] * elem(i + l);
   float s = 0.f;
   for (float v : acc) s += v;
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += a[i] * elem(i);
   return s;
+}
+
+float bf16_bits_to_f32(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float dot_portable(const float* a, const float* b, int64_t n) {
+  return dot_portable_of(a, [b](int64_t i) { return b[i]; }, n);
+}
+float dot_fp16_portable(const float* a, const uint16_t* b, int64_t n) {
+  return dot_portable_of(a, [b](int64_t i) { return fp16_to_f32_scalar(b[i]); }, n);
+}
+float dot_bf16_portable(const float* a, const uint16_t* b, int64_t n) {
+  return dot_portable_of(a, [b](int64_t i) { return bf16_bits_to_f32(b[i]); }, n);
 }
 
 const detail::VecKernels& kernels() {
@@ -73,8 +94,8 @@ const detail::VecKernels& kernels() {
 }  // namespace
 
 namespace detail {
-const VecKernels kVecPortable = {softmax_portable, silu_mul_portable, log_sum_exp_portable,
-                                 sum_sq_diff_portable, dot_portable};
+const VecKernels kVecPortable = {softmax_portable, silu_mul_portable, log_sum_exp_portable, sum_sq_diff_portable,
+                                 dot_portable,     dot_fp16_portable, dot_bf16_portable};
 }
 
 void softmax_inplace(float* x, int64_t n) { kernels().softmax(x, n); }
@@ -82,5 +103,25 @@ void silu_mul(const float* g, const float* u, float* h, int64_t n) { kernels().s
 double log_sum_exp(const float* x, int64_t n) { return kernels().log_sum_exp(x, n); }
 double sum_sq_diff(const float* a, const float* b, int64_t n) { return kernels().sum_sq_diff(a, b, n); }
 float dot(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
+float dot_fp16(const float* a, const uint16_t* b, int64_t n) { return kernels().dot_fp16(a, b, n); }
+float dot_bf16(const float* a, const uint16_t* b, int64_t n) { return kernels().dot_bf16(a, b, n); }
+
+void widen_fp16(const uint16_t* src, float* dst, int64_t n) {
+  switch (active_isa()) {
+#if AWQ_X86
+    case Isa::Avx512:
+    case Isa::Avx2: return detail::widen_fp16_f16c(src, dst, n);
+#endif
+#if AWQ_ARM64
+    case Isa::Neon: return detail::widen_fp16_neon(src, dst, n);
+#endif
+    default:
+      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_f32_scalar(src[i]);
+  }
+}
+
+void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_f32(src[i]);  // vectorizes for the baseline ISA
+}
 
 }  // namespace awq

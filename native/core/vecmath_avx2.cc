@@ -142,26 +142,62 @@ double sum_sq_diff_avx2(const float* a, const float* b, int64_t n) {
 }
 
 // 4 accumulators of 8 lanes (FMA latency x 2 ports in flight), 32 products per step.
-float dot_avx2(const float* a, const float* b, int64_t n) {
+// b's elements as fp32: as stored (F32), or widened exactly from fp16 (F16C) or bf16 (a shift).
+struct F32Elems {
+  static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+  static float one(const float* p) { return *p; }
+};
+struct Fp16Elems {
+  static __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static float one(const uint16_t* p) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(*p))); }
+};
+struct Bf16Elems {
+  static __m256 load8(const uint16_t* p) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  }
+  static float one(const uint16_t* p) { return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(static_cast<int>(*p) << 16))); }
+};
+
+// One summation order for every storage of b, so a dot on 16-bit b is bitwise the dot on its widening.
+template <class Elems, class T>
+float dot_avx2_of(const float* a, const T* b, int64_t n) {
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   int64_t i = 0;
   for (; i + 32 <= n; i += 32)
     for (int j = 0; j < 4; ++j)
-      acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * j), _mm256_loadu_ps(b + i + 8 * j), acc[j]);
-  for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc[0]);
+      acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * j), Elems::load8(b + i + 8 * j), acc[j]);
+  for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), Elems::load8(b + i), acc[0]);
   const __m256 v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   float total = _mm_cvtss_f32(s);
-  for (; i < n; ++i) total += a[i] * b[i];
+  // an explicit fma: whether the compiler contracts a * b + total may differ between instantiations
+  for (; i < n; ++i) total = std::fma(a[i], Elems::one(b + i), total);
   return total;
 }
+
+float dot_avx2(const float* a, const float* b, int64_t n) { return dot_avx2_of<F32Elems>(a, b, n); }
+float dot_fp16_avx2(const float* a, const uint16_t* b, int64_t n) { return dot_avx2_of<Fp16Elems>(a, b, n); }
+float dot_bf16_avx2(const float* a, const uint16_t* b, int64_t n) { return dot_avx2_of<Bf16Elems>(a, b, n); }
 
 }  // namespace
 
 namespace detail {
-const VecKernels kVecAvx2 = {softmax_avx2, silu_mul_avx2, log_sum_exp_avx2, sum_sq_diff_avx2, dot_avx2};
+void widen_fp16_f16c(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
+    _mm256_storeu_ps(dst + i + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
+  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < n; ++i) dst[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(src[i])));
+}
+
+const VecKernels kVecAvx2 = {softmax_avx2,     silu_mul_avx2, log_sum_exp_avx2, sum_sq_diff_avx2,
+                             dot_avx2,         dot_fp16_avx2, dot_bf16_avx2};
 }
 
 }  // namespace awq

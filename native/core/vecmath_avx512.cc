@@ -148,26 +148,58 @@ double sum_sq_diff_avx512(const float* a, const float* b, int64_t n) {
   return total;
 }
 
-// 4 accumulators of 16 lanes, 64 products per step; the tail through a masked load.
-float dot_avx512(const float* a, const float* b, int64_t n) {
+// b's elements as fp32: as stored (F32), or widened exactly from fp16 / bf16 (with 256-bit
+// conversions, which the emulated test build also has). tail16: the first `count` elements, the
+// other lanes zero (what a masked load gives).
+struct F32Elems {
+  static __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+  static __m512 tail16(const float* p, int64_t /*count*/, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+};
+inline __m512 join8(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
+inline __m256i load8_u16(const uint16_t* p) { return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+template <class Widen8>
+__m512 half_tail16(const uint16_t* p, int64_t count) {
+  uint16_t buf[16] = {};  // zero bits widen to +0 in both formats
+  for (int64_t i = 0; i < count; ++i) buf[i] = p[i];
+  return join8(Widen8::widen8(buf), Widen8::widen8(buf + 8));
+}
+struct Fp16Elems {
+  static __m256 widen8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static __m512 load16(const uint16_t* p) { return join8(widen8(p), widen8(p + 8)); }
+  static __m512 tail16(const uint16_t* p, int64_t count, __mmask16) { return half_tail16<Fp16Elems>(p, count); }
+};
+struct Bf16Elems {
+  static __m256 widen8(const uint16_t* p) { return _mm256_castsi256_ps(_mm256_slli_epi32(load8_u16(p), 16)); }
+  static __m512 load16(const uint16_t* p) { return join8(widen8(p), widen8(p + 8)); }
+  static __m512 tail16(const uint16_t* p, int64_t count, __mmask16) { return half_tail16<Bf16Elems>(p, count); }
+};
+
+// 4 accumulators of 16 lanes, 64 products per step; the tail through a masked load. One summation
+// order for every storage of b, so a dot on 16-bit b is bitwise the dot on its widening.
+template <class Elems, class T>
+float dot_avx512_of(const float* a, const T* b, int64_t n) {
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   int64_t i = 0;
   for (; i + 64 <= n; i += 64)
     for (int j = 0; j < 4; ++j)
-      acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16 * j), _mm512_loadu_ps(b + i + 16 * j), acc[j]);
-  for (; i + 16 <= n; i += 16) acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc[0]);
+      acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16 * j), Elems::load16(b + i + 16 * j), acc[j]);
+  for (; i + 16 <= n; i += 16) acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), Elems::load16(b + i), acc[0]);
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    acc[1] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc[1]);
+    acc[1] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), Elems::tail16(b + i, n - i, m), acc[1]);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
 }
+
+float dot_avx512(const float* a, const float* b, int64_t n) { return dot_avx512_of<F32Elems>(a, b, n); }
+float dot_fp16_avx512(const float* a, const uint16_t* b, int64_t n) { return dot_avx512_of<Fp16Elems>(a, b, n); }
+float dot_bf16_avx512(const float* a, const uint16_t* b, int64_t n) { return dot_avx512_of<Bf16Elems>(a, b, n); }
 
 }  // namespace
 
 namespace detail {
 const VecKernels kVecAvx512 = {softmax_avx512, silu_mul_avx512, log_sum_exp_avx512, sum_sq_diff_avx512,
-                               dot_avx512};
+                               dot_avx512,     dot_fp16_avx512, dot_bf16_avx512};
 }
 
 }  // namespace awq

@@ -124,24 +124,57 @@ double sum_sq_diff_neon(const float* a, const float* b, int64_t n) {
 }
 
 // 8 accumulators of 4 lanes (FMA latency x pipes in flight), 32 products per step.
-float dot_neon(const float* a, const float* b, int64_t n) {
+// b's elements as fp32: as stored (F32), or widened exactly from fp16 / bf16.
+struct F32Elems {
+  static float32x4_t load4(const float* p) { return vld1q_f32(p); }
+  static float one(const float* p) { return *p; }
+};
+struct Fp16Elems {
+  static float32x4_t load4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+  static float one(const uint16_t* p) { return vgetq_lane_f32(load4_one(*p), 0); }
+  static float32x4_t load4_one(uint16_t h) { return vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))); }
+};
+struct Bf16Elems {
+  static float32x4_t load4(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+  static float one(const uint16_t* p) { return vgetq_lane_f32(vreinterpretq_f32_u32(vshll_n_u16(vdup_n_u16(*p), 16)), 0); }
+};
+
+// One summation order for every storage of b, so a dot on 16-bit b is bitwise the dot on its widening.
+template <class Elems, class T>
+float dot_neon_of(const float* a, const T* b, int64_t n) {
   float32x4_t acc[8];
   for (auto& v : acc) v = vdupq_n_f32(0.f);
   int64_t i = 0;
   for (; i + 32 <= n; i += 32)
-    for (int j = 0; j < 8; ++j) acc[j] = vfmaq_f32(acc[j], vld1q_f32(a + i + 4 * j), vld1q_f32(b + i + 4 * j));
-  for (; i + 4 <= n; i += 4) acc[0] = vfmaq_f32(acc[0], vld1q_f32(a + i), vld1q_f32(b + i));
+    for (int j = 0; j < 8; ++j) acc[j] = vfmaq_f32(acc[j], vld1q_f32(a + i + 4 * j), Elems::load4(b + i + 4 * j));
+  for (; i + 4 <= n; i += 4) acc[0] = vfmaq_f32(acc[0], vld1q_f32(a + i), Elems::load4(b + i));
   float32x4_t s = vaddq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])),
                             vaddq_f32(vaddq_f32(acc[4], acc[5]), vaddq_f32(acc[6], acc[7])));
   float total = vaddvq_f32(s);
-  for (; i < n; ++i) total += a[i] * b[i];
+  // an explicit fma: whether the compiler contracts a * b + total may differ between instantiations
+  for (; i < n; ++i) total = std::fma(a[i], Elems::one(b + i), total);
   return total;
 }
+
+float dot_neon(const float* a, const float* b, int64_t n) { return dot_neon_of<F32Elems>(a, b, n); }
+float dot_fp16_neon(const float* a, const uint16_t* b, int64_t n) { return dot_neon_of<Fp16Elems>(a, b, n); }
+float dot_bf16_neon(const float* a, const uint16_t* b, int64_t n) { return dot_neon_of<Bf16Elems>(a, b, n); }
 
 }  // namespace
 
 namespace detail {
-const VecKernels kVecNeon = {softmax_neon, silu_mul_neon, log_sum_exp_neon, sum_sq_diff_neon, dot_neon};
+void widen_fp16_neon(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(src + i));
+    vst1q_f32(dst + i, vcvt_f32_f16(vget_low_f16(h)));
+    vst1q_f32(dst + i + 4, vcvt_high_f32_f16(h));
+  }
+  for (; i < n; ++i) dst[i] = vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(src[i]))), 0);
+}
+
+const VecKernels kVecNeon = {softmax_neon, silu_mul_neon, log_sum_exp_neon, sum_sq_diff_neon,
+                             dot_neon,     dot_fp16_neon, dot_bf16_neon};
 }
 
 }  // namespace awq

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -10,6 +11,7 @@
 #include "../core/gemm.h"
 #include "../core/gemm_kernels.h"
 #include "../core/threadpool.h"
+#include "../core/vecmath.h"
 #include "test.h"
 #include "util.h"
 
@@ -351,6 +353,117 @@ TEST(gemm_bf16_kernels_and_special_values) {
       refused = e.code() == ErrorCode::InvalidArgument;
     }
     CHECK(refused);
+  });
+}
+
+// Every fp16 and bf16 value widens to the scalar conversion's fp32 bits on each ISA's vector path
+// (F16C, NEON), at every length around the vector steps (NaN: a NaN).
+TEST(gemm_widen_half_all_values_each_isa) {
+  std::vector<uint16_t> all(65536 + 13);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i * 40503u);  // a permutation, then 13 more
+  for_each_isa([&](Isa) {
+    for (HalfFormat f : {HalfFormat::F16, HalfFormat::BF16}) {
+      for (int64_t n : {int64_t(1), int64_t(7), int64_t(8), int64_t(15), int64_t(17), static_cast<int64_t>(all.size())}) {
+        std::vector<float> got(static_cast<size_t>(n), -7.f);
+        if (f == HalfFormat::F16) widen_fp16(all.data(), got.data(), n);
+        else widen_bf16(all.data(), got.data(), n);
+        int bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          float ref;
+          if (f == HalfFormat::F16) {
+            ref = fp16_to_f32_scalar(all[i]);
+          } else {
+            const uint32_t bits = static_cast<uint32_t>(all[i]) << 16;
+            std::memcpy(&ref, &bits, 4);
+          }
+          if (std::isnan(ref) ? !std::isnan(got[i]) : std::memcmp(&got[i], &ref, 4) != 0) ++bad;
+        }
+        CHECK(bad == 0);
+      }
+    }
+  });
+}
+
+// dot_fp16 / dot_bf16 are bitwise dot() on the widened b at every length through two 64-element
+// steps (the vector steps, the AVX-512 masked tail, the scalar tails).
+TEST(gemm_half_dots_are_bitwise_the_widened_dot) {
+  const std::vector<float> a = random_floats(150, 61);
+  const std::vector<float> src = random_floats(150, 62, -3.f, 3.f);
+  std::vector<uint16_t> h16(150), hb16(150);
+  std::vector<float> w16(150), wb16(150);
+  for (size_t i = 0; i < 150; ++i) {
+    h16[i] = f32_to_fp16_scalar(src[i]);
+    hb16[i] = f32_to_bf16_scalar(src[i]);
+    w16[i] = fp16_to_f32_scalar(h16[i]);
+    const uint32_t bits = static_cast<uint32_t>(hb16[i]) << 16;
+    std::memcpy(&wb16[i], &bits, 4);
+  }
+  for_each_isa([&](Isa) {
+    int bad = 0;
+    for (int64_t n = 0; n <= 150; ++n) {
+      const float f16 = dot_fp16(a.data(), h16.data(), n), r16 = dot(a.data(), w16.data(), n);
+      const float fb = dot_bf16(a.data(), hb16.data(), n), rb = dot(a.data(), wb16.data(), n);
+      bad += std::memcmp(&f16, &r16, 4) != 0;
+      bad += std::memcmp(&fb, &rb, 4) != 0;
+    }
+    CHECK(bad == 0);
+  });
+}
+
+// sgemm with B stored as fp16 / bf16 is bitwise sgemm on the widened B: every transpose, the
+// matrix-vector path (M = 1, B^T), K past a kc block, N past an nc block, ragged panels, both
+// precisions, 1 thread and all; B holds subnormals, zeros of both signs and infinities too.
+TEST(gemm_half_b_is_bitwise_sgemm_on_the_widened_b) {
+  for_each_isa([](Isa) {
+    const GemmCase cases[] = {
+        {Trans::N, Trans::T, 1, 300, 129, 1.f, 0.f},   {Trans::N, Trans::T, 1, 37, 1031, 0.5f, 1.f},
+        {Trans::T, Trans::T, 1, 70, 16, 1.f, 0.f},     {Trans::N, Trans::T, 37, 45, 1031, 1.f, 0.f},
+        {Trans::T, Trans::N, 41, 19, 777, -0.5f, 1.f}, {Trans::N, Trans::N, 30, 53, 65, 2.f, -2.f},
+        {Trans::T, Trans::T, 23, 161, 99, 0.75f, 0.25f}, {Trans::N, Trans::T, 3, 3100, 9, 1.f, 1.f, 0, 0, 5},
+        {Trans::N, Trans::T, 7, 5, 3, 1.f, 0.f},
+    };
+    uint32_t seed = 500;
+    for (HalfFormat f : {HalfFormat::F16, HalfFormat::BF16})
+      for (Precision p : kPrecisions)
+        for (const GemmCase& c : cases) {
+          Operands o = make_operands(c, seed += 3);
+          std::vector<uint16_t> half(o.B.size());
+          for (size_t i = 0; i < o.B.size(); ++i) {
+            float v = o.B[i] * 4.f;
+            if (i % 97 == 5) v = 3e-6f * o.B[i];  // fp16 subnormal
+            if (i % 211 == 7) v = -0.f;
+            if (i % 1009 == 11) v = i % 2 ? INFINITY : -INFINITY;
+            half[i] = f == HalfFormat::F16 ? f32_to_fp16_scalar(v) : f32_to_bf16_scalar(v);
+          }
+          std::vector<float> widened(half.size());
+          for (size_t i = 0; i < half.size(); ++i) {
+            if (f == HalfFormat::F16) {
+              widened[i] = fp16_to_f32_scalar(half[i]);
+            } else {
+              const uint32_t bits = static_cast<uint32_t>(half[i]) << 16;
+              std::memcpy(&widened[i], &bits, 4);
+            }
+          }
+          std::vector<float> want = o.C, got = o.C, one = o.C;
+          sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, widened.data(), o.ldb, c.beta, want.data(),
+                o.ldc, p);
+          sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, half.data(), f, o.ldb, c.beta, got.data(),
+                o.ldc, p);
+          set_threads(1);
+          sgemm(c.ta, c.tb, c.M, c.N, c.K, c.alpha, o.A.data(), o.lda, half.data(), f, o.ldb, c.beta, one.data(),
+                o.ldc, p);
+          set_threads(0);
+          CHECK(std::memcmp(got.data(), want.data(), want.size() * 4) == 0);
+          CHECK(std::memcmp(one.data(), want.data(), want.size() * 4) == 0);
+        }
+    // A NaN in B reaches exactly the outputs that read it.
+    const int64_t K = 40, N = 6;
+    std::vector<float> a(K, 1.f);
+    std::vector<uint16_t> b(static_cast<size_t>(N * K), 0x3c00);  // fp16 1
+    b[3 * K + 17] = 0x7e01;
+    std::vector<float> c(N);
+    sgemm(Trans::N, Trans::T, 1, N, K, 1.f, a.data(), K, b.data(), HalfFormat::F16, K, 0.f, c.data(), N);
+    for (int64_t j = 0; j < N; ++j) CHECK(j == 3 ? std::isnan(c[j]) : c[j] == 40.f);
   });
 }
 

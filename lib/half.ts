@@ -1,0 +1,41 @@
+/**
+ * 16-bit floats held as their bits (a Uint16Array and its format), as checkpoints store embeddings
+ * and lm_heads and serving code keeps activations: the input of `Int4Linear`, the `b` operand of
+ * `denseGemm`, the plain tensors of `loadAwq({ widen: false })`; and their exact widening to fp32.
+ */
+import { InvalidArgumentError } from './errors.js';
+import { native } from './native.js';
+import { describeArgument, describeValue } from './validate.js';
+
+/** fp16 values ('fp16' as `precision` spells it, or 'f16') or bf16 values, as their bits. */
+export interface HalfArray {
+  data: Uint16Array;
+  dtype: 'f16' | 'fp16' | 'bf16';
+}
+
+/** Whether x has a HalfArray's shape (halfFormat checks its dtype). */
+export function isHalfArray(x: unknown): x is HalfArray {
+  return x !== null && typeof x === 'object' && !ArrayBuffer.isView(x) && (x as { data?: unknown }).data instanceof Uint16Array;
+}
+
+/** x's format; any dtype but 'fp16', 'f16' and 'bf16' is an InvalidArgumentError naming `what`. */
+export function halfFormat(x: HalfArray, what: string): 'fp16' | 'bf16' {
+  if (x.dtype === 'bf16') return 'bf16';
+  if (x.dtype === 'fp16' || x.dtype === 'f16') return 'fp16';
+  throw new InvalidArgumentError(`${what}.dtype: expected 'fp16' (or 'f16') or 'bf16', got ${describeArgument(x.dtype)}`);
+}
+
+/**
+ * The values widened to fp32 (exactly), synchronously on the calling thread: meant for a few rows,
+ * e.g. the embeddings of a batch's tokens, `toFloat32({ data: emb.data.subarray(t * h, (t + 1) * h),
+ * dtype: emb.dtype })` (about a microsecond for 4096 values; a whole vocabulary blocks for a while).
+ */
+export function toFloat32(x: HalfArray): Float32Array {
+  if (!isHalfArray(x)) {
+    throw new InvalidArgumentError(`x: expected { data: Uint16Array, dtype: 'fp16' | 'bf16' }, got ${describeValue(x)}`);
+  }
+  const format = halfFormat(x, 'x');
+  const out = new Float32Array(x.data.length);
+  native().widenSync(x.data, format === 'bf16' ? 'BF16' : 'F16', out);
+  return out;
+}
