@@ -12,9 +12,10 @@
 // first kc block applies the caller's beta, later ones accumulate (beta = 1), so beta == 0
 // never reads C. A product that is symmetric by construction (X^T X, X X^T with beta == 0: the
 // Gram matrices of the scale search) computes only the upper triangle's tiles and mirrors them.
-// Elsewhere the portable reference below runs (also the benchmarks' baseline). One row of A against
-// B's rows (M = 1, B transposed: a linear layer on one token) is a matrix-vector product of dot
-// products instead (gemv_rows), on every ISA.
+// Elsewhere the portable reference below runs (also the benchmarks' baseline). A few rows of A
+// against B's rows (M <= 8, or 16 on a large B; B transposed: a linear layer on a few tokens) are
+// dot products instead (row_dots), on every ISA: B streams once, and each row's result is the
+// same at any such M.
 // BF16 products use the same driver with a kernel whose packers round to bf16 (gemm_kernels.h).
 #include "gemm.h"
 
@@ -249,23 +250,41 @@ struct RoundedOperands {
   }
 };
 
-// M = 1 with B's rows as the outputs (x W^T: a linear layer on one token): one dot product per
-// output over B's contiguous rows, which streams B once at memory speed. The blocked path packs
-// all of B into panels first and runs a 14- or 6-row micro-tile for one row of A: 30-33 ms on
-// 4096 x 4096 (2 GB/s of fp32 weights; Zen 4, 2 threads) against 4.4 ms (15 GB/s) here.
+// A few rows of A with B's rows as the outputs (x W^T: a linear layer on a few tokens): each
+// output is one dot product of an A row and a B row. B streams once, each of its rows dotted
+// against every A row while it sits in L1, where the blocked path packs all of B into panels first
+// and runs 14- or 6-row micro-tiles on a few rows: at M = 1, 30-33 ms on 4096 x 4096 (2 GB/s of
+// fp32 weights; Zen 4, 2 threads) against 4.4 ms (15 GB/s) here. Each row's outputs are bitwise
+// those of a one-row call (dot()'s order does not depend on M): a batch of requests gets what each
+// would get alone. A 16-bit B row is dotted as it is read at M = 1 (half the bytes), widened once
+// into L1 for several rows.
+// The most rows of A for which row_dots beats the blocked path, whose packing of B pays off over
+// more rows, sooner where B is small. Measured (AVX2 EPYC, 2 threads, same-process A/B, fp32 B;
+// row_dots over blocked): 4096 x 4096 2.6x at M = 2, 2.1x at 8, 1.3x at 16, 0.95x at 32; 4096 x
+// 11008 5.3x / 2.5x / 1.6x / 0.98x; 32000 x 4096 (an lm_head) 2.8x / 1.5x / 1.04x / 0.78x; but
+// 1536 x 512 (3 MB of fp32 weights) only 2.2x / 1.06x / 0.73x at M = 2 / 8 / 16.
+int64_t row_dots_max_m(int64_t N, int64_t K) { return N * K >= (int64_t{1} << 22) ? 16 : 8; }
+
 template <class BSrc>
-void gemv_rows(Trans ta, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const BSrc& B, float beta,
-               float* C) {
+void row_dots(Trans ta, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const BSrc& B,
+              float beta, float* C, int64_t ldc) {
   std::vector<float> a_copy;
-  if (ta == Trans::T && lda != 1) {  // A is a column: gather it
-    a_copy.resize(static_cast<size_t>(K));
-    for (int64_t k = 0; k < K; ++k) a_copy[k] = A[k * lda];
+  if (ta == Trans::T) {  // op(A)'s rows are A's columns: gather them
+    a_copy.resize(static_cast<size_t>(M * K));
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t k = 0; k < K; ++k) a_copy[i * K + k] = A[k * lda + i];
     A = a_copy.data();
+    lda = K;
   }
-  parallel_for(N, std::max<int64_t>(1, 16384 / K), [&](int64_t j0, int64_t j1, int) {
+  parallel_for(N, std::max<int64_t>(1, 16384 / (K * M)), [&](int64_t j0, int64_t j1, int) {
     for (int64_t j = j0; j < j1; ++j) {
-      const float d = alpha * B.dot_row(A, j, K);
-      C[j] = beta == 0.f ? d : d + beta * C[j];
+      int64_t ld;
+      const float* brow = M == 1 ? nullptr : B.block(j, 0, 1, K, ld);
+      for (int64_t i = 0; i < M; ++i) {
+        const float d = alpha * (M == 1 ? B.dot_row(A, j, K) : dot(A + i * lda, brow, K));
+        float& c = C[i * ldc + j];
+        c = beta == 0.f ? d : d + beta * c;
+      }
     }
   });
 }
@@ -341,7 +360,9 @@ void sgemm_from(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  if (M == 1 && tb == Trans::T && p == Precision::F32) return gemv_rows(ta, N, K, alpha, A, lda, B, beta, C);
+  if (M <= row_dots_max_m(N, K) && tb == Trans::T && p == Precision::F32) {
+    return row_dots(ta, M, N, K, alpha, A, lda, B, beta, C, ldc);
+  }
   if (kern) {
     sgemm_blocked(*kern, ta, tb, M, N, K, alpha, A, lda, B, beta, C, ldc, symmetric);
   } else {

@@ -4,6 +4,8 @@
 // [N,K], ldb: the layout of a linear layer's weight W[out,in], so X * W^T is sgemm(N, T, ...)).
 // beta == 0 overwrites C without reading it (NaN in stale C does not leak in).
 // Runs on the shared thread pool; called from inside a parallel region it runs single-threaded.
+// fp32 products of a few rows against a transposed B (M <= 8, or 16 where N * K >= 2^22: a linear
+// layer on a few tokens) are dot products, each row's result bitwise that of a one-row call.
 //
 // Precision::BF16 rounds both operands to bf16 (nearest even, as torch's .bfloat16()) and sums the
 // exact products in fp32: the arithmetic of a bf16 matrix unit. With AVX512-BF16 it runs on
@@ -66,7 +68,8 @@ class PackedB {
 };
 
 // C[M, n] = alpha * op(A)[M, k] * op(B)[:k, :n] + beta * C for a packed op(B) (k <= B.k(),
-// n <= B.n()): the blocking of sgemm over those operands, so bitwise its results. Runs on the
+// n <= B.n()): the blocking of sgemm over those operands, so bitwise its results wherever sgemm
+// blocks (not its dot products of a few rows against a transposed B). Runs on the
 // calling thread (it is meant for callers inside a parallel region).
 void sgemm_packed(Trans ta, int64_t M, int64_t n, int64_t k, float alpha, const float* A, int64_t lda,
                   const PackedB& B, float beta, float* C, int64_t ldc);

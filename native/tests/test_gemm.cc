@@ -3,6 +3,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../core/cpu_features.h"
@@ -464,6 +465,42 @@ TEST(gemm_half_b_is_bitwise_sgemm_on_the_widened_b) {
     std::vector<float> c(N);
     sgemm(Trans::N, Trans::T, 1, N, K, 1.f, a.data(), K, b.data(), HalfFormat::F16, K, 0.f, c.data(), N);
     for (int64_t j = 0; j < N; ++j) CHECK(j == 3 ? std::isnan(c[j]) : c[j] == 40.f);
+  });
+}
+
+// A few rows against a transposed B (M <= 8, or 16 on a B of 2^22 elements or more) are dot
+// products: right against fp64, and each row bitwise what a one-row call gives it (fp32 and 16-bit
+// B, A transposed or not, alpha and beta), on either side of both thresholds.
+TEST(gemm_few_rows_are_batch_invariant) {
+  for_each_isa([](Isa) {
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{37, 129}, {1025, 4100}}) {
+      for (int64_t M : {2, 8, 9, 16, 17}) {
+        for (Trans ta : {Trans::N, Trans::T}) {
+          const GemmCase c{ta, Trans::T, M, N, K, 0.75f, 0.5f};
+          const Operands o = make_operands(c, static_cast<uint32_t>(M * 7 + N));
+          const std::vector<float> all = check_case(c, o);
+          std::vector<uint16_t> half(o.B.size());
+          for (size_t i = 0; i < half.size(); ++i) half[i] = f32_to_fp16_scalar(o.B[i]);
+          std::vector<float> all_half = o.C;
+          sgemm(c.ta, c.tb, M, N, K, c.alpha, o.A.data(), o.lda, half.data(), HalfFormat::F16, o.ldb, c.beta,
+                all_half.data(), o.ldc);
+          const bool dots = M <= (N * K >= (int64_t{1} << 22) ? 16 : 8);
+          int differ = 0, differ_half = 0;
+          for (int64_t i = 0; i < M; ++i) {
+            // row i alone: A's row i (a column of the stored A when transposed), C's row i
+            const float* a = ta == Trans::N ? o.A.data() + i * o.lda : o.A.data() + i;
+            std::vector<float> row(o.C.begin() + i * o.ldc, o.C.begin() + (i + 1) * o.ldc), row_half = row;
+            sgemm(ta, Trans::T, 1, N, K, c.alpha, a, o.lda, o.B.data(), o.ldb, c.beta, row.data(), o.ldc);
+            sgemm(ta, Trans::T, 1, N, K, c.alpha, a, o.lda, half.data(), HalfFormat::F16, o.ldb, c.beta, row_half.data(),
+                  o.ldc);
+            differ += std::memcmp(row.data(), all.data() + i * o.ldc, N * 4) != 0;
+            differ_half += std::memcmp(row_half.data(), all_half.data() + i * o.ldc, N * 4) != 0;
+          }
+          CHECK(dots ? differ == 0 : differ > 0);  // past the threshold the blocked sums differ
+          CHECK(dots ? differ_half == 0 : differ_half > 0);
+        }
+      }
+    }
   });
 }
 
