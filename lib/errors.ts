@@ -113,11 +113,15 @@ const byCode: Record<string, new (message: string, options?: { cause?: unknown }
   ERR_AWQ_INTERNAL: InternalError,
 };
 
+/** The AwqError class of a code (`ERR_AWQ_...`), or undefined for any other value. */
+export function awqErrorClass(code: unknown): (new (message: string, options?: { cause?: unknown }) => AwqError) | undefined {
+  return typeof code === 'string' && Object.hasOwn(byCode, code) ? byCode[code] : undefined;
+}
+
 /** Turns an error thrown by the native addon (a plain Error with `code`) into its typed class. */
 export function fromNativeError(err: unknown): unknown {
   if (err instanceof AwqError || !(err instanceof Error)) return err;
-  const code = (err as Error & { code?: unknown }).code;
-  const Ctor = typeof code === 'string' ? byCode[code] : undefined;
+  const Ctor = awqErrorClass((err as Error & { code?: unknown }).code);
   if (!Ctor) return err;
   const typed = new Ctor(err.message);
   if (err.stack) typed.stack = err.stack.replace(/^Error:/, `${typed.name}:`);

@@ -3,12 +3,13 @@
  * be scored as replacement characters), and more windows asked for than the text holds evaluates
  * those it holds, says so, and reports both counts.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { AbortedError, backends, BadCheckpointError, evaluate, setThreads, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
+import { AbortedError, AwqError, backends, BadCheckpointError, evaluate, setThreads, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
+import { tokenizeInWorker } from '../dist/calib/tokenize-in-worker.js';
 import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { scratchDir } from './helpers/scratch.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
@@ -32,7 +33,14 @@ describe.skipIf(!hasShared)(`evaluation text and windows${hasShared ? '' : ` (sk
     expect((err as Error).message).toMatch(/tokenizer\.json: cannot read the tokenizer .*needs tokenizer\.json for calibration and evaluation text/);
     const broken = await writeTinyModel({ layers: 1 });
     writeFileSync(join(broken, 'tokenizer.json'), '{"model": ');
-    await expect(evaluate({ model: broken, text, seqlen: 64 })).rejects.toThrow(BadCheckpointError);
+    const parse = await evaluate({ model: broken, text, seqlen: 64 }).catch((e: unknown) => e);
+    expect(parse).toBeInstanceOf(BadCheckpointError);
+    expect((parse as Error).message).toMatch(/tokenizer\.json: not valid JSON \(.+\)$/);
+    // The cause is the worker's error as it reported it, with the SyntaxError beneath it.
+    const cause = (parse as Error).cause as Error & { code?: unknown };
+    expect(cause).toMatchObject({ name: 'BadCheckpointError', code: 'ERR_AWQ_BAD_CHECKPOINT', message: (parse as Error).message });
+    expect(cause.stack).toMatch(/^BadCheckpointError: .*\n\s+at .*tokenizer\.js/);
+    expect((cause.cause as Error).name).toBe('SyntaxError');
     const aborted = await evaluate({ model: broken, text, seqlen: 64, signal: AbortSignal.abort() }).catch((e: unknown) => e);
     expect(aborted).toBeInstanceOf(AbortedError);
   });
@@ -85,5 +93,27 @@ describe.skipIf(!hasShared)(`evaluation text and windows${hasShared ? '' : ` (sk
     const over = await evaluate({ model: huge, text, seqlen: 64, windows: 1 }).catch((e: unknown) => e);
     expect(over).toBeInstanceOf(NonFiniteError);
     expect((over as Error).message).toMatch(/the mean negative log-likelihood over 1 windows is .* nats per token, so the perplexity is not a finite number/);
+  });
+});
+
+describe('tokenizer worker errors', () => {
+  it('an error the tokenizer library throws on the text is a BadCheckpointError keeping its name and message, the worker\'s error as cause', async () => {
+    const dir = join(scratchDir('awq-tokw-'), 'model');
+    mkdirSync(dir);
+    // Loads, but encoding fails inside @huggingface/tokenizers (a post-processor of null).
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
+      model: { type: 'WordLevel', vocab: { '[UNK]': 0, hello: 1, world: 2 }, unk_token: '[UNK]' },
+      added_tokens: [], normalizer: null, pre_tokenizer: { type: 'Whitespace' }, decoder: null,
+      post_processor: { type: 'Sequence', processors: [null] },
+    }));
+    const err = await tokenizeInWorker(dir, 'hello world', { addSpecialTokens: false }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BadCheckpointError);
+    expect(err).toBeInstanceOf(AwqError);
+    expect((err as Error).message).toMatch(/tokenizer\.json: the tokenizer failed \(TypeError: Cannot read properties of null \(reading 'post_process'\)\)$/);
+    const cause = (err as Error).cause as Error;
+    expect(cause).toBeInstanceOf(Error);
+    expect(cause.name).toBe('TypeError');
+    expect(cause.message).toBe("Cannot read properties of null (reading 'post_process')");
+    expect(cause.stack).toMatch(/^TypeError: Cannot read properties of null[^\n]*\n\s+at /);
   });
 });
