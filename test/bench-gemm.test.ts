@@ -28,12 +28,15 @@ describe('awq bench gemm', () => {
       expect(r.n).toBe(64);
       expect(Number.isFinite(r.medianMs) && r.medianMs > 0).toBe(true);
       expect(r.gbPerS).toBeCloseTo((256 * 64 / 2 + 2 * 64 / 2 + 2 * 64 * 2) / (r.medianMs / 1e3) / 1e9, 6);
+      // The floor computes nothing: no GFLOP/s figure, where every other impl has 2 m k n / time.
+      if (r.impl === 'floor') expect(r.gflopPerS).toBeNull();
+      else expect(r.gflopPerS).toBeCloseTo((2 * r.m * 256 * 64) / (r.medianMs / 1e3) / 1e9, 6);
     }
   });
 
   it('prints each measurement of a shape given twice against its own floor and peer', () => {
     const rec = (impl: GemmImpl, medianMs: number): GemmBenchRecord =>
-      ({ m: 1, k: 256, n: 64, threads: 2, impl, mode: 'stream', medianMs, minMs: medianMs, p25Ms: medianMs, p75Ms: medianMs, calls: 3, gbPerS: 1, gflopPerS: 1 });
+      ({ m: 1, k: 256, n: 64, threads: 2, impl, mode: 'stream', medianMs, minMs: medianMs, p25Ms: medianMs, p75Ms: medianMs, calls: 3, gbPerS: 1, gflopPerS: impl === 'floor' ? null : 1 });
     // --shapes 256x64,256x64: two blocks of the same key, each with its own baselines
     const records = [rec('awq', 2), rec('ort-acc0', 4), rec('floor', 1), rec('awq', 5), rec('ort-acc0', 20), rec('floor', 4)];
     const table = formatTable(records, { machine: 'test', threads: 2, bandwidthGBs: 1, fmaPeakGflops: 1, ort: { version: 'test' }, notes: [] });
@@ -41,6 +44,8 @@ describe('awq bench gemm', () => {
     // | m | k x n | mode | impl | median ms | GB/s | % of bandwidth | GFLOP/s | vs ort-acc0 | vs floor |
     const awqRows = table.split('\n').filter((l) => l.includes('| awq |')).map((l) => l.split('|').map((c) => c.trim()));
     expect(awqRows.map((c) => [c[9], c[10]])).toEqual([['2.00x', '50%'], ['4.00x', '80%']]);
+    const floorRows = table.split('\n').filter((l) => l.includes('| floor |')).map((l) => l.split('|').map((c) => c.trim()));
+    expect(floorRows.map((c) => c[8])).toEqual(['-', '-']); // GFLOP/s: the floor computes nothing
   });
 
   it('checks its options before measuring anything', async () => {

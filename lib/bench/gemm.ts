@@ -39,7 +39,8 @@ export interface GemmBenchRecord {
   p75Ms: number;
   calls: number;
   gbPerS: number;
-  gflopPerS: number;
+  /** 2 m k n per second, GFLOP/s; null for the floor, which reads the weights' bytes and computes nothing. */
+  gflopPerS: number | null;
 }
 
 export interface GemmBenchOptions {
@@ -419,10 +420,11 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
           const rec: GemmBenchRecord = {
             m, k, n, threads, impl: r.impl, mode, ...stats[j],
             gbPerS: awqBytes / (medianMs / 1e3) / 1e9,
-            gflopPerS: (2 * m * k * n) / (medianMs / 1e3) / 1e9,
+            gflopPerS: r.impl === 'floor' ? null : (2 * m * k * n) / (medianMs / 1e3) / 1e9,
           };
           records.push(rec);
-          log(`  m=${m} ${mode} ${r.impl}: ${medianMs.toFixed(3)} ms, ${rec.gbPerS.toFixed(1)} GB/s, ${rec.gflopPerS.toFixed(1)} GFLOP/s`);
+          const gflop = rec.gflopPerS === null ? '' : `, ${rec.gflopPerS.toFixed(1)} GFLOP/s`;
+          log(`  m=${m} ${mode} ${r.impl}: ${medianMs.toFixed(3)} ms, ${rec.gbPerS.toFixed(1)} GB/s${gflop}`);
         });
       }
     }

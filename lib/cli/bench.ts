@@ -155,7 +155,7 @@ export function formatTable(
     const floor = same(i, 'floor');
     lines.push(
       `| ${x.m} | ${x.k} x ${x.n} | ${x.mode} | ${x.impl} | ${x.medianMs.toFixed(3)} | ${x.gbPerS.toFixed(1)} | ` +
-        `${((100 * x.gbPerS) / r.bandwidthGBs).toFixed(0)}% | ${x.gflopPerS.toFixed(1)} | ${peer ? `${(peer.medianMs / x.medianMs).toFixed(2)}x` : ''} | ` +
+        `${((100 * x.gbPerS) / r.bandwidthGBs).toFixed(0)}% | ${x.gflopPerS === null ? '-' : x.gflopPerS.toFixed(1)} | ${peer ? `${(peer.medianMs / x.medianMs).toFixed(2)}x` : ''} | ` +
         `${floor && x.impl !== 'floor' ? `${((100 * floor.medianMs) / x.medianMs).toFixed(0)}%` : ''} |`,
     );
   }
