@@ -4,7 +4,8 @@
  * calibration file, an --out inside the input with --resume (whose folder sits beside --out), and a
  * model missing a tensor that only the end of the run reads.
  */
-import { mkdirSync, readdirSync, renameSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, renameSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -121,6 +122,32 @@ describe('quantize: where it writes, checked before any work', () => {
       `${out}.resume holds the layers of an earlier --resume run, which this checkpoint replaces: remove it`,
     ]);
     expect(readdirSync(parent).sort()).toEqual(['q', 'q.resume', `q.tmp-${2 ** 22 + 1}-0badc0de`, `q.tmp-${process.ppid}-00c0ffee`].sort());
+  });
+
+  it('the same run again over its complete output is refused saying the folder holds a complete AWQ checkpoint', async () => {
+    const model = await writeTinyModel({ vocab: 256, layers: 1 });
+    const out = join(scratchDir('awq-again-'), 'q');
+    await quantize({ model, out, method: 'rtn', backend: 'cpu' });
+    const before = snapshot(out);
+    const complete = `output folder ${out} already exists and holds a complete AWQ checkpoint (awq-report.json); ` +
+      'pass --overwrite (overwrite: true) to redo it, or choose another folder';
+    const err = await quantize({ model, out, method: 'rtn', backend: 'cpu' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as Error).message).toBe(complete);
+    // the command line: the same message, code and exit status as any other existing folder
+    const cli = spawnSync(process.execPath, ['dist/cli/main.js', 'quantize', model, '--out', out, '--method', 'rtn'], { encoding: 'utf8' });
+    expect(cli.status, cli.stderr).toBe(1);
+    expect(cli.stderr).toContain(`${complete} (ERR_AWQ_INVALID_ARGUMENT)`);
+    expect(snapshot(out)).toEqual(before);
+    // not a complete output of ours: another quant_method, or no awq-report.json
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    writeFileSync(join(out, 'config.json'), JSON.stringify({ ...config, quantization_config: { quant_method: 'gptq' } }));
+    const other = await quantize({ model, out, method: 'rtn', backend: 'cpu' }).catch((e: unknown) => e);
+    expect(other).toBeInstanceOf(InvalidArgumentError);
+    expect((other as Error).message).toBe(`output folder ${out} already exists; pass --overwrite (overwrite: true) to replace it`);
+    writeFileSync(join(out, 'config.json'), JSON.stringify(config));
+    rmSync(join(out, 'awq-report.json'));
+    await expect(quantize({ model, out, method: 'rtn', backend: 'cpu' })).rejects.toThrow(/^output folder \S+ already exists; pass --overwrite/);
   });
 
   it('a non-finite lm_head fails the run before the first layer', async () => {

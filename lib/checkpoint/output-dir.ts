@@ -85,6 +85,14 @@ async function refuseExisting(out: string, overwrite: boolean): Promise<void> {
     throw new InvalidArgumentError(`output ${out} exists and is not a folder; refusing to replace it`);
   }
   if (kind === 'dir' && !overwrite) {
+    // The same command again after a run that committed its output (and was killed before it
+    // exited, or simply finished): say the folder is done, not only that it is there.
+    if (await isCompleteAwqOutput(out)) {
+      throw new InvalidArgumentError(
+        `output folder ${out} already exists and holds a complete AWQ checkpoint (awq-report.json); ` +
+          'pass --overwrite (overwrite: true) to redo it, or choose another folder',
+      );
+    }
     throw new InvalidArgumentError(`output folder ${out} already exists; pass --overwrite (overwrite: true) to replace it`);
   }
   if (kind === 'dir') {
@@ -123,6 +131,22 @@ async function whyNotReplaceable(out: string): Promise<string | null> {
   if (qc === undefined || qc === null) return marked ? null : 'its config.json has no quantization_config';
   const method = (qc as { quant_method?: unknown }).quant_method;
   return method === 'awq' ? null : `its config.json's quantization_config says quant_method ${JSON.stringify(method) ?? 'nothing'}`;
+}
+
+/**
+ * A committed output of this package: our awq-report.json beside a config.json whose
+ * quantization_config says quant_method awq (the writer renames the folder into place only when
+ * both are written). Anything unreadable is not one.
+ */
+async function isCompleteAwqOutput(out: string): Promise<boolean> {
+  try {
+    const entries = await readdir(out);
+    if (!entries.includes('awq-report.json') || !entries.includes('config.json')) return false;
+    const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as { quantization_config?: { quant_method?: unknown } } | null;
+    return config?.quantization_config?.quant_method === 'awq';
+  } catch {
+    return false;
+  }
 }
 
 /**
