@@ -64,7 +64,7 @@ export interface NativeBinding {
   /** REFERENCE.md section 1, dequantized (round-to-nearest, no scaling or clipping). */
   pseudoQuantize(w: Float32Array, out: number, inF: number, wBit: number, groupSize: number, zeroPoint: boolean): Promise<Float32Array>;
   /** Next-token NLL summed over positions 1..seqlen-1 of every window (REFERENCE.md section 7). */
-  lmHeadNll(hidden: Float32Array, hiddenSize: number, seqlen: number, finalNorm: Float32Array, eps: number, lmHead: Float32Array, vocab: number, tokens: Int32Array, abortFlag?: Int32Array): Promise<{ nllSum: number; count: number }>;
+  lmHeadNll(hidden: Float32Array, hiddenSize: number, seqlen: number, finalNorm: Float32Array, eps: number, lmHead: Float32Array | Uint16Array, vocab: number, tokens: Int32Array, abortFlag?: Int32Array, lmHeadFormat?: 'fp16' | 'bf16'): Promise<{ nllSum: number; count: number }>;
   /** Sections 3-5 for one decoder layer: forward, scale search + fold, clip search, integer quantization. */
   quantizeDecoderLayer(arch: LayerArch, weights: LayerWeights, hidden: Float32Array | CudaHiddenHandle | null, seqlen: number, options: RawQuantOptions, onPhase: ((phase: string) => void) | undefined, abortFlag?: Int32Array): Promise<RawQuantizedLayer>;
   // Device-resident hidden states for the CUDA layer driver (native/addon/cuda_hidden.cc).

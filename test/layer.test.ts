@@ -13,6 +13,7 @@ import {
   NonFiniteError,
   pseudoQuantize,
   quantizeDecoderLayer,
+  toFloat32,
   type LayerArch,
   type LayerWeights,
   type QuantOptions,
@@ -115,6 +116,33 @@ describe('decoderLayerForward / lmHeadNll', () => {
     expect(r.count).toBe(14);
     expect(r.nllSum / r.count).toBeCloseTo(Math.log(10), 4); // constant logits: uniform
     await expect(lmHeadNll(h, 8, weights.inputNorm, 1e-5, new Float32Array(10 * 64), 10, ids.map(() => 12))).rejects.toThrow(/outside the vocabulary/);
+  });
+
+  it('lmHeadNll on an fp16 / bf16 lm_head as stored gives bitwise the result on its widening; NaN / Inf in it are named', async () => {
+    const { arch, weights } = randomLayer(3);
+    const h = await decoderLayerForward(arch, weights, new Float32Array(2 * 8 * 64).map((_, i) => Math.sin(i)), 8);
+    const vocab = 37;
+    const ids = Int32Array.from({ length: 16 }, (_, i) => (i * 7) % vocab);
+    const rand = mulberry32(4);
+    for (const dtype of ['fp16', 'bf16'] as const) {
+      // finite values of about +-0.03..0.5 in the format: a sign, a small exponent range, any mantissa
+      const data = Uint16Array.from({ length: vocab * 64 }, () => {
+        const bits = Math.floor(rand() * 0x10000);
+        return dtype === 'fp16' ? (bits & 0x87ff) | 0x2800 : (bits & 0x80ff) | 0x3d00;
+      });
+      const half = { data, dtype };
+      const got = await lmHeadNll(h, 8, weights.inputNorm, 1e-5, half, vocab, ids);
+      const want = await lmHeadNll(h, 8, weights.inputNorm, 1e-5, toFloat32(half), vocab, ids);
+      expect(got).toEqual(want);
+      expect(Number.isFinite(got.nllSum) && got.count === 14).toBe(true);
+      const bad = data.slice();
+      bad[64 * 5 + 3] = dtype === 'fp16' ? 0x7e00 : 0xff80; // NaN (fp16), -Inf (bf16)
+      await expect(lmHeadNll(h, 8, weights.inputNorm, 1e-5, { data: bad, dtype }, vocab, ids)).rejects.toThrow(
+        new RegExp(`lm_head\\.weight: value at row 5, column 3 is ${dtype === 'fp16' ? 'NaN' : 'Inf'}`),
+      );
+    }
+    await expect(lmHeadNll(h, 8, weights.inputNorm, 1e-5, { data: new Uint16Array(vocab * 64 - 1), dtype: 'fp16' }, vocab, ids)).rejects.toThrow(/lmHead: expected 2368 elements, got 2367/);
+    await expect(lmHeadNll(h, 8, weights.inputNorm, 1e-5, { data: new Uint16Array(vocab * 64), dtype: 'e5m2' as 'fp16' }, vocab, ids)).rejects.toThrow(/lmHead\.dtype: expected 'fp16'/);
   });
 
   it('honours an AbortSignal', async () => {

@@ -103,15 +103,12 @@ export async function loadAwq(dir: string, loadOptions?: LoadAwqOptions): Promis
       for (const name of plain) {
         throwIfAborted(options.signal);
         const info = ckpt.folder.info(name);
-        const file = ckpt.folder.weights.fileOf(name);
         if (!widen && (info.dtype === 'F16' || info.dtype === 'BF16')) {
-          const data = new Uint16Array(info.byteLength / 2);
-          await file.readInto(name, new Uint8Array(data.buffer));
-          tensors.set(name, { data, dtype: info.dtype === 'F16' ? 'fp16' : 'bf16' });
+          tensors.set(name, await ckpt.folder.readStored(name));
         } else {
           // What the architecture reads is floating point (checked above, and by ckpt.readF32); a
           // tensor it does not read is handed over widened to fp32 whatever its dtype.
-          tensors.set(name, await (unused.has(name) ? file.readF32(name) : ckpt.readF32(name)));
+          tensors.set(name, await (unused.has(name) ? ckpt.folder.weights.fileOf(name).readF32(name) : ckpt.readF32(name)));
         }
         tensorInfo.set(name, { shape: info.shape, dtype: info.dtype });
         loaded(name);

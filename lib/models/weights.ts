@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { dequantizeAwq, LEGACY_QUANT_CONFIG, openAwqCheckpoint, type AwqQuantization } from '../checkpoint/awq-format.js';
 import { ModelFolder } from '../checkpoint/model-folder.js';
 import { BadCheckpointError, NonFiniteError } from '../errors.js';
+import { toFloat32, type HalfArray } from '../half.js';
 import { native } from '../native.js';
 import type { LayerWeights, LinearName } from '../quantize/layer.js';
 import { adapterFor, LINEAR_NAMES, type ArchitectureAdapter } from './adapters.js';
@@ -22,6 +23,8 @@ export interface ModelWeights extends TensorHeaders {
   /** AWQ quantization settings when the folder is an AWQ checkpoint. */
   readonly quantization: AwqQuantization | null;
   readTensor(name: string): Promise<Float32Array>;
+  /** An fp16 / bf16 tensor as stored (half the memory of readTensor's fp32), others as readTensor. */
+  readStored(name: string): Promise<Float32Array | HalfArray>;
   /** A linear's `[out, in]` weight and its bias where the architecture builds one (adapter.biasOf). */
   readLinear(prefix: string): Promise<{ weight: Float32Array; bias?: Float32Array }>;
   /** config.json as read. */
@@ -64,6 +67,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
       adapter,
       quantization: ckpt.quantization,
       readTensor: (name) => ckpt.readF32(name),
+      readStored: (name) => folder.readStored(name),
       hasTensor: (name) => folder.has(name),
       tensorNames: () => folder.tensorNames(),
       storedShape: (name) => (folder.has(name) ? folder.info(name).shape : undefined),
@@ -90,6 +94,7 @@ export async function openModelWeights(dir: string): Promise<ModelWeights> {
     adapter,
     quantization: null,
     readTensor: (name) => folder.readF32(name),
+    readStored: (name) => folder.readStored(name),
     hasTensor: (name) => folder.has(name),
     tensorNames: () => folder.tensorNames(),
     storedShape: (name) => folder.info(name).shape,
@@ -157,16 +162,17 @@ export async function loadLayerWeights(model: ModelWeights, i: number): Promise<
   };
 }
 
-/** Embedding rows of `tokens`: the hidden states entering layer 0. */
-export function embed(table: Float32Array, hidden: number, tokens: Int32Array): Float32Array {
-  const vocab = table.length / hidden;
-  const out = new Float32Array(tokens.length * hidden);
+/** Embedding rows of `tokens`: the hidden states entering layer 0 (a 16-bit table's rows widened). */
+export function embed(table: Float32Array | HalfArray, hidden: number, tokens: Int32Array): Float32Array {
+  const data = table instanceof Float32Array ? table : table.data;
+  const vocab = data.length / hidden;
+  const rows = table instanceof Float32Array ? new Float32Array(tokens.length * hidden) : new Uint16Array(tokens.length * hidden);
   for (let t = 0; t < tokens.length; t++) {
     const id = tokens[t];
     if (id < 0 || id >= vocab) throw new BadCheckpointError(`token id ${id} is outside the embedding table (${vocab} rows)`);
-    out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
+    rows.set(data.subarray(id * hidden, (id + 1) * hidden), t * hidden);
   }
-  return out;
+  return rows instanceof Float32Array ? rows : toFloat32({ data: rows, dtype: (table as HalfArray).dtype });
 }
 
 /**

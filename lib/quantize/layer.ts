@@ -7,6 +7,7 @@
  * validated here, before native code runs, with messages that name the argument.
  */
 import { AbortedError, InvalidArgumentError } from '../errors.js';
+import { halfFormat, isHalfArray, type HalfArray } from '../half.js';
 import { checkControl } from '../progress.js';
 import { describeValue, requiredObject } from '../validate.js';
 import { native, type RawQuantizedLayer } from '../native.js';
@@ -299,7 +300,7 @@ export async function lmHeadNll(
   seqlen: number,
   finalNorm: Float32Array,
   eps: number,
-  lmHead: Float32Array,
+  lmHead: Float32Array | HalfArray,
   vocab: number,
   tokens: Int32Array,
   control: { signal?: AbortSignal } = {},
@@ -311,12 +312,16 @@ export async function lmHeadNll(
   positiveInt('vocab', vocab);
   if (!Number.isInteger(seqlen) || seqlen < 2) throw new InvalidArgumentError(`seqlen: expected an integer >= 2, got ${seqlen}`);
   validateHidden(hidden, H, seqlen);
-  checkFloat32('lmHead', lmHead, vocab * H);
+  // A 16-bit lm_head (fp16 / bf16 as stored) is widened as it is multiplied: bitwise the widened one's result.
+  const headFormat = isHalfArray(lmHead) ? halfFormat(lmHead, 'lmHead') : undefined;
+  const headData = isHalfArray(lmHead) ? lmHead.data : lmHead;
+  if (headFormat === undefined) checkFloat32('lmHead', lmHead, vocab * H);
+  else if (headData.length !== vocab * H) throw new InvalidArgumentError(`lmHead: expected ${vocab * H} elements, got ${headData.length}`);
   if (!(tokens instanceof Int32Array) || tokens.length !== hidden.length / H) {
     throw new InvalidArgumentError(`tokens: expected an Int32Array of ${hidden.length / H} ids, got ${describeValue(tokens)} of length ${(tokens as { length?: number })?.length}`);
   }
   if (!(eps > 0)) throw new InvalidArgumentError(`eps: expected a positive number, got ${eps}`);
-  return withAbort(control.signal, (flag) => native().lmHeadNll(hidden, H, seqlen, finalNorm, eps, lmHead, vocab, tokens, flag));
+  return withAbort(control.signal, (flag) => native().lmHeadNll(hidden, H, seqlen, finalNorm, eps, headData, vocab, tokens, flag, headFormat));
 }
 
 // --- validation --------------------------------------------------------------------------------

@@ -216,19 +216,13 @@ void decoder_layer_forward(const LayerArch& a, const LayerWeights& w, const floa
   if (flops) *flops += f;
 }
 
-NllResult lm_head_nll(const float* hidden, int64_t tokens, int64_t H, int64_t seqlen,
-                      const float* final_norm, float eps, const float* lm_head, int64_t vocab,
-                      const int32_t* ids, const CancelFlag& cancel) {
-  AWQ_CHECK_ARG(seqlen > 1 && tokens > 0 && tokens % seqlen == 0,
-                "lmHeadNll: tokens must be a positive multiple of seqlen (> 1)");
-  for (int64_t t = 0; t < tokens; ++t) {
-    AWQ_CHECK_ARG(ids[t] >= 0 && ids[t] < vocab, "lmHeadNll: token id " + std::to_string(ids[t]) +
-                                                     " at position " + std::to_string(t) +
-                                                     " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
-  }
-  check_finite(hidden, tokens * H, "hidden states", H);
-  check_finite(final_norm, H, "norm.weight");
-  check_finite(lm_head, vocab * H, "lm_head.weight", H);
+namespace {
+
+// lm_head_nll around `logits_of(xn, T, logits)`, the product with lm_head in its stored form.
+template <class LogitsOf>
+NllResult lm_head_nll_with(const float* hidden, int64_t tokens, int64_t H, int64_t seqlen, const float* final_norm,
+                           float eps, int64_t vocab, const int32_t* ids, const CancelFlag& cancel,
+                           const LogitsOf& logits_of) {
   const int64_t C = 256;
   std::vector<float> xn(C * H), logits(C * vocab);
   NllResult res;
@@ -236,7 +230,7 @@ NllResult lm_head_nll(const float* hidden, int64_t tokens, int64_t H, int64_t se
     cancel.check();
     const int64_t T = std::min(C, tokens - t0);
     rms_norm(hidden + t0 * H, T, H, final_norm, eps, xn.data());
-    linear(xn.data(), T, H, lm_head, vocab, nullptr, logits.data());
+    logits_of(xn.data(), T, logits.data());
     std::vector<double> nll(T, 0.0);
     parallel_for(T, 4, [&](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -254,6 +248,55 @@ NllResult lm_head_nll(const float* hidden, int64_t tokens, int64_t H, int64_t se
   }
   if (!std::isfinite(res.nll_sum)) throw Error(ErrorCode::NonFinite, "lmHeadNll: the loss is not finite");
   return res;
+}
+
+void check_nll_inputs(const float* hidden, int64_t tokens, int64_t H, int64_t seqlen, const float* final_norm,
+                      int64_t vocab, const int32_t* ids) {
+  AWQ_CHECK_ARG(seqlen > 1 && tokens > 0 && tokens % seqlen == 0,
+                "lmHeadNll: tokens must be a positive multiple of seqlen (> 1)");
+  for (int64_t t = 0; t < tokens; ++t) {
+    AWQ_CHECK_ARG(ids[t] >= 0 && ids[t] < vocab, "lmHeadNll: token id " + std::to_string(ids[t]) +
+                                                     " at position " + std::to_string(t) +
+                                                     " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  }
+  check_finite(hidden, tokens * H, "hidden states", H);
+  check_finite(final_norm, H, "norm.weight");
+}
+
+// check_finite for 16-bit floats: an all-ones exponent field is Inf or NaN.
+void check_finite_half(const uint16_t* x, int64_t n, HalfFormat format, const char* name, int64_t cols) {
+  const uint16_t exp = format == HalfFormat::F16 ? 0x7c00 : 0x7f80;
+  for (int64_t i = 0; i < n; ++i) {
+    if ((x[i] & exp) != exp) continue;
+    const bool nan = (x[i] & static_cast<uint16_t>(~exp & 0x7fff)) != 0;
+    throw Error(ErrorCode::NonFinite, std::string(name) + ": value at row " + std::to_string(i / cols) + ", column " +
+                                          std::to_string(i % cols) + " is " + (nan ? "NaN" : "Inf"));
+  }
+}
+
+}  // namespace
+
+NllResult lm_head_nll(const float* hidden, int64_t tokens, int64_t H, int64_t seqlen,
+                      const float* final_norm, float eps, const float* lm_head, int64_t vocab,
+                      const int32_t* ids, const CancelFlag& cancel) {
+  check_nll_inputs(hidden, tokens, H, seqlen, final_norm, vocab, ids);
+  check_finite(lm_head, vocab * H, "lm_head.weight", H);
+  return lm_head_nll_with(hidden, tokens, H, seqlen, final_norm, eps, vocab, ids, cancel,
+                          [&](const float* xn, int64_t T, float* logits) {
+                            linear(xn, T, H, lm_head, vocab, nullptr, logits);
+                          });
+}
+
+NllResult lm_head_nll(const float* hidden, int64_t tokens, int64_t H, int64_t seqlen,
+                      const float* final_norm, float eps, const uint16_t* lm_head, HalfFormat format,
+                      int64_t vocab, const int32_t* ids, const CancelFlag& cancel) {
+  check_nll_inputs(hidden, tokens, H, seqlen, final_norm, vocab, ids);
+  check_finite_half(lm_head, vocab * H, format, "lm_head.weight", H);
+  return lm_head_nll_with(hidden, tokens, H, seqlen, final_norm, eps, vocab, ids, cancel,
+                          [&](const float* xn, int64_t T, float* logits) {
+                            // linear() on the widened lm_head: x W^T, no bias
+                            sgemm(Trans::N, Trans::T, T, vocab, H, 1.f, xn, H, lm_head, format, H, 0.f, logits, vocab);
+                          });
 }
 
 }  // namespace awq

@@ -95,5 +95,10 @@ struct NllResult {
 NllResult lm_head_nll(const float* hidden, int64_t tokens, int64_t hidden_size, int64_t seqlen,
                       const float* final_norm, float eps, const float* lm_head, int64_t vocab,
                       const int32_t* ids, const CancelFlag& cancel);
+// The same with lm_head stored as fp16 / bf16 (a checkpoint's, without an fp32 copy): bitwise the
+// result on its widening.
+NllResult lm_head_nll(const float* hidden, int64_t tokens, int64_t hidden_size, int64_t seqlen,
+                      const float* final_norm, float eps, const uint16_t* lm_head, HalfFormat format,
+                      int64_t vocab, const int32_t* ids, const CancelFlag& cancel);
 
 }  // namespace awq
