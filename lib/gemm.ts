@@ -15,7 +15,7 @@ export interface DenseGemmOptions {
    * op(B) is [k, n]: B stored [k, n] (transB false) or [n, k] (transB true: a weight W[out, in]).
    * Stored as fp16 / bf16 (`{ data: Uint16Array, dtype }`, e.g. an lm_head from `loadAwq({ widen:
    * false })`), it is widened exactly as it is packed: bitwise the result on its fp32 widening,
-   * without that copy, and at m = 1 (memory-bound) about twice as fast.
+   * without that copy, and at m = 1 (memory-bound) 1.3-1.7x as fast (benchmarks/half-weights.mjs).
    */
   b: Float32Array | HalfArray;
   m: number;

@@ -97,6 +97,23 @@ describe('denseGemm', () => {
     await expect(denseGemm({ a, b: new Uint16Array(6) as never, m: 2, n: 2, k: 3 })).rejects.toThrow(/b: expected a Float32Array or \{ data: Uint16Array, dtype: 'fp16' \| 'bf16' \}, got Uint16Array/);
   });
 
+  it('a few rows against a transposed b (m <= 8) are bitwise what each row alone gets, fp32 and fp16 b', async () => {
+    const rand = mulberry32(21);
+    const [n, k] = [67, 300];
+    const b32 = new Float32Array(n * k).map(() => rand() - 0.5);
+    const b16 = { data: Uint16Array.from({ length: n * k }, () => (Math.floor(rand() * 0x10000) & 0x83ff) | 0x3000), dtype: 'fp16' as const };
+    for (const b of [b32, b16]) {
+      for (const m of [2, 5, 8]) {
+        const a = new Float32Array(m * k).map(() => rand() - 0.5);
+        const all = await denseGemm({ a, b, m, n, k, transB: true });
+        for (let i = 0; i < m; i++) {
+          const row = await denseGemm({ a: a.subarray(i * k, (i + 1) * k), b, m: 1, n, k, transB: true });
+          expect(new Uint32Array(row.buffer), `m ${m} row ${i}`).toEqual(new Uint32Array(all.buffer, i * n * 4, n));
+        }
+      }
+    }
+  });
+
   it('toFloat32 widens every fp16 and bf16 value exactly', () => {
     const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
     const fp16 = toFloat32({ data: all, dtype: 'fp16' });

@@ -140,7 +140,8 @@ double attention_core(const LayerArch& a, float* qkv, int64_t T, int64_t seqlen,
       const float* V = qkv + b * seqlen * ld + v_off + kvh * hd;
       float* O = attn + b * seqlen * a.q_out() + h * hd;
       // The keys and values are packed once for all query tiles (sgemm would repack them per
-      // tile); the products are bitwise sgemm's.
+      // tile); the products are bitwise sgemm's blocked ones (sgemm itself takes dot products for
+      // a tile of up to 8 rows against the transposed keys).
       const bool packed = kp.pack(Trans::T, hd, seqlen, K, ld) && vp.pack(Trans::N, seqlen, hd, V, ld);
       for (int64_t i0 = 0; i0 < seqlen; i0 += kTile) {
         cancel.check();

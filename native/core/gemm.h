@@ -37,10 +37,10 @@ enum class HalfFormat { F16, BF16 };
 void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
            Precision p = Precision::F32);
-// The same product with B stored as 16-bit floats: widened exactly a micro-panel (or, at M = 1, a
-// row) at a time as it is packed, so the result is bitwise sgemm's on the widened B, without an
-// fp32 copy of it in memory (a vocabulary-sized lm_head in fp16 stays 2 bytes a weight) and with
-// half the bytes streamed where the product is memory-bound (M = 1).
+// The same product with B stored as 16-bit floats: widened exactly a micro-panel (or, for the dot
+// products of a few rows, a row) at a time as it is read, so the result is bitwise sgemm's on the
+// widened B, without an fp32 copy of it in memory (a vocabulary-sized lm_head in fp16 stays 2
+// bytes a weight) and with half the bytes streamed where the product is memory-bound (M = 1).
 void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const uint16_t* B, HalfFormat b_format, int64_t ldb, float beta, float* C, int64_t ldc,
            Precision p = Precision::F32);

@@ -15,8 +15,8 @@ void silu_mul(const float* g, const float* u, float* h, int64_t n);
 double log_sum_exp(const float* x, int64_t n);
 // sum over i of (a[i] - b[i])^2 in fp64 (fp32 within short runs).
 double sum_sq_diff(const float* a, const float* b, int64_t n);
-// sum over i of a[i] * b[i] in fp32 (independent vector lanes, summed at the end): the rows of a
-// matrix-vector product (sgemm at M = 1).
+// sum over i of a[i] * b[i] in fp32 (independent vector lanes, summed at the end): the outputs of
+// sgemm on a few rows against a transposed B (row_dots).
 float dot(const float* a, const float* b, int64_t n);
 // The same with b stored as fp16 / bf16, widened as it is read: bitwise dot() on the widened b (the
 // same summation order), reading half the bytes (the rows of an fp16 lm_head at M = 1).
