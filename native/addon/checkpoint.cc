@@ -128,23 +128,27 @@ bool is_bf16(const Napi::Value& v, const char* name) {
   bad_arg(std::string(name) + ": expected 'F16' or 'BF16'");
 }
 
+// The arguments of the widenings below: src, its format, and dst of the same length.
+struct WidenArgs {
+  Borrowed<uint16_t> src;
+  bool bf16;
+  Borrowed<float> dst;
+};
+
+WidenArgs widen_args(const Napi::CallbackInfo& info) {
+  WidenArgs a{typed_array<uint16_t>(info[0], "src"), is_bf16(info[1], "dtype"), typed_array<float>(info[2], "dst")};
+  if (a.src.length != a.dst.length) bad_arg("dst: expected as many elements as src");
+  return a;
+}
+
 // convertToF32(src: Uint16Array, dtype: 'F16'|'BF16', dst: Float32Array) -> Promise<void>
 Napi::Value ConvertToF32(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    auto src = typed_array<uint16_t>(info[0], "src");
-    const bool bf16 = is_bf16(info[1], "dtype");
-    auto dst = typed_array<float>(info[2], "dst");
-    if (src.length != dst.length) bad_arg("dst: expected as many elements as src");
+    const WidenArgs a = widen_args(info);
     return AsyncJob::start(
         env, "awq.convertToF32", {info[0], info[2]},
-        [=] {
-          if (bf16) {
-            bf16_to_f32(src.data, dst.data, static_cast<int64_t>(src.length));
-          } else {
-            fp16_to_f32(src.data, dst.data, static_cast<int64_t>(src.length));
-          }
-        },
+        [=] { (a.bf16 ? bf16_to_f32 : fp16_to_f32)(a.src.data, a.dst.data, static_cast<int64_t>(a.src.length)); },
         resolve_undefined);
   });
 }
@@ -155,16 +159,8 @@ Napi::Value ConvertToF32(const Napi::CallbackInfo& info) {
 Napi::Value WidenSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    auto src = typed_array<uint16_t>(info[0], "src");
-    const bool bf16 = is_bf16(info[1], "dtype");
-    auto dst = typed_array<float>(info[2], "dst");
-    if (src.length != dst.length) bad_arg("dst: expected as many elements as src");
-    const int64_t n = static_cast<int64_t>(src.length);
-    if (bf16) {
-      widen_bf16(src.data, dst.data, n);
-    } else {
-      widen_fp16(src.data, dst.data, n);
-    }
+    const WidenArgs a = widen_args(info);
+    (a.bf16 ? widen_bf16 : widen_fp16)(a.src.data, a.dst.data, static_cast<int64_t>(a.src.length));
     return env.Undefined();
   });
 }

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "threadpool.h"
+#include "vecmath.h"
 
 namespace awq {
 
@@ -54,16 +55,13 @@ uint16_t f32_to_fp16_scalar(float f) {
   return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
 }
 
+// The bulk widenings run vecmath's serial ones (F16C / NEON for fp16) on chunks in parallel.
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) dst[i] = bits_to_float(static_cast<uint32_t>(src[i]) << 16);
-  });
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e, int) { widen_bf16(src + b, dst + b, e - b); });
 }
 
 void fp16_to_f32(const uint16_t* src, float* dst, int64_t n) {
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) dst[i] = fp16_to_f32_scalar(src[i]);
-  });
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e, int) { widen_fp16(src + b, dst + b, e - b); });
 }
 
 void f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {

@@ -1,9 +1,11 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "../core/dtype.h"
 #include "test.h"
+#include "util.h"
 
 using namespace awq;
 
@@ -24,6 +26,23 @@ TEST(dtype_fp16_widening_is_exact_for_all_values) {
     if (std::isnan(ref) ? !std::isnan(got) : std::memcmp(&got, &ref, 4) != 0) ++bad;
   }
   CHECK(bad == 0);
+}
+
+// The bulk widening (the checkpoint reader's, chunks of F16C / NEON conversions in parallel) agrees
+// with the scalar one on every value and every instruction set.
+TEST(dtype_bulk_fp16_widening_matches_the_scalar_one) {
+  std::vector<uint16_t> all(65536 * 3 + 5);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i * 40503u);
+  awq::test::for_each_isa([&](Isa) {
+    std::vector<float> got(all.size());
+    fp16_to_f32(all.data(), got.data(), static_cast<int64_t>(all.size()));
+    int bad = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      const float ref = fp16_to_f32_scalar(all[i]);
+      if (std::isnan(ref) ? !std::isnan(got[i]) : std::memcmp(&got[i], &ref, 4) != 0) ++bad;
+    }
+    CHECK(bad == 0);
+  });
 }
 
 TEST(dtype_fp16_narrowing_round_trips_and_rounds_to_nearest_even) {
