@@ -1,8 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 import { backends, CudaError, Int4Linear, InvalidArgumentError, NonFiniteError, type AwqLinearTensors } from '../dist/index.js';
+import { native } from '../dist/native.js';
 import { mulberry32 } from './helpers/random.js';
 
 // ---- fp16 / bf16 helpers (independent of the native conversions) ----
@@ -370,6 +371,26 @@ describe('Int4Linear.dispose', () => {
     await expect(lin.forward(x, 1)).rejects.toThrow(/forward: model.layers.0.mlp.up_proj was disposed/);
     expect(() => lin.forwardSync(x, 1)).toThrow(InvalidArgumentError);
     expect(() => lin.dequantize()).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('Int4Linear building', () => {
+  it('a native failure while repacking (out of memory) names the layer, from fromAwq and fromQuantized', async () => {
+    const L = randomLayer(256, 16, 128, 7);
+    const oom = () => Promise.reject(Object.assign(new Error('out of memory repacking 4096 bytes'), { code: 'ERR_AWQ_OUT_OF_MEMORY' }));
+    const addon = native();
+    for (const method of ['int4PackAwq', 'int4PackQuantized'] as const) {
+      const spy = vi.spyOn(addon, method).mockImplementation(oom);
+      try {
+        const build = method === 'int4PackAwq'
+          ? Int4Linear.fromAwq(toAwq(L, 'model.layers.2.mlp.gate_proj'))
+          : Int4Linear.fromQuantized({ q: L.q, zeros: L.zeros, scales: L.scales, outFeatures: 16, inFeatures: 256, groupSize: 128, name: 'model.layers.2.mlp.gate_proj' });
+        await expect(build).rejects.toThrow(/^model\.layers\.2\.mlp\.gate_proj: out of memory repacking 4096 bytes$/);
+        expect(spy).toHaveBeenCalledTimes(1);
+      } finally {
+        spy.mockRestore();
+      }
+    }
   });
 });
 

@@ -121,17 +121,15 @@ export class Int4Linear {
       }
       // Also when a CUDA build exists but no device answered: the CPU binary was loaded then.
       if (!backends().cuda) throw noCudaError(`${what}device 'cuda'`);
-      let cudaHandle: CudaInt4Handle;
-      try {
-        cudaHandle = await native().int4CudaUpload(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
-      } catch (err) {
-        // Name the layer: out of device memory while loading a model should say where it stopped.
-        throw withLayerName(t.name, err);
-      }
+      const cudaHandle = await namedBuild(t.name, () =>
+        native().int4CudaUpload(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group),
+      );
       return new Int4Linear(cudaHandle, 'cuda', t.name, keepAwq ? t : null);
     }
     // Native threads read the tensors while JS runs on: private copies (see `forward`).
-    const handle = await native().int4PackAwq(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
+    const handle = await namedBuild(t.name, () =>
+      native().int4PackAwq(t.qweight.slice(), t.qzeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group),
+    );
     return new Int4Linear(handle, 'cpu', t.name, keepAwq ? t : null);
   }
 
@@ -154,7 +152,9 @@ export class Int4Linear {
       checkArray(what, 'bias', t.bias, Float32Array, outF, `[${outF}]`);
       checkF32Finite(what, 'bias', t.bias, outF);
     }
-    const handle = await native().int4PackQuantized(t.q.slice(), t.zeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group);
+    const handle = await namedBuild(t.name, () =>
+      native().int4PackQuantized(t.q.slice(), t.zeros.slice(), t.scales.slice(), t.bias?.slice() ?? null, inF, outF, group),
+    );
     return new Int4Linear(handle, 'cpu', t.name, null);
   }
 
@@ -295,6 +295,15 @@ function copyInto(out: Float32Array, y: Float32Array): Float32Array {
  * A native error (a value of x the kernels refuse, out of device memory) with the layer's name in
  * front, as the argument checks name it: a serving loop or a model load calls hundreds of layers.
  */
+/** A native build of a layer (repacking, or the CUDA upload): out of (device) memory while loading a model names where it stopped. */
+async function namedBuild<H>(name: string | undefined, build: () => Promise<H>): Promise<H> {
+  try {
+    return await build();
+  } catch (err) {
+    throw withLayerName(name, err);
+  }
+}
+
 function withLayerName(name: string | undefined, err: unknown): unknown {
   if (name && err instanceof Error && !err.message.startsWith(`${name}: `)) err.message = `${name}: ${err.message}`;
   return err;
