@@ -291,7 +291,7 @@ function installedAsDependency(): boolean {
 
 /** A message of the addon, which names `npm run build:cuda`, with the command that works here. */
 export function withCudaBuildCommand(message: string): string {
-  return message.replaceAll('`npm run build:cuda`', cudaBuildCommand()).replaceAll('(npm run build:cuda builds one)', `(${cudaBuildCommand()} builds one)`);
+  return message.replaceAll('`npm run build:cuda`', cudaBuildCommand());
 }
 
 /** What builds a binary: in this checkout, or in a project that installed awq from npm. */

@@ -35,7 +35,7 @@ Napi::Value cuda_info(Napi::Env env) {
 #else
   cuda.Set("compiled", false);
   cuda.Set("devices", Napi::Array::New(env, 0));
-  cuda.Set("reason", "this binary was built without CUDA (npm run build:cuda builds one)");
+  cuda.Set("reason", "this binary was built without CUDA (`npm run build:cuda` builds one)");
 #endif
   return cuda;
 }
