@@ -32,17 +32,25 @@ export interface TensorHeaders {
  * other than F32 / F16 / BF16 or a shape other than the config implies. `packed` holds the module
  * prefixes stored as AWQ linears (their qweight / qzeros / scales dtypes and shapes are the AWQ
  * reader's to check); every other decoder linear needs a dense `.weight`. Returns the tensors
- * no part of the architecture reads (biases it builds no module for among them).
+ * no part of the architecture reads (biases it builds no module for among them), and the biases it
+ * builds that the folder lacks (Transformers starts them at zero).
  */
-export function checkModelTensors(model: TensorHeaders, packed: ReadonlySet<string> = new Set()): { unused: string[] } {
+export function checkModelTensors(
+  model: TensorHeaders,
+  packed: ReadonlySet<string> = new Set(),
+): { unused: string[]; missingBiases: string[] } {
   const a = model.adapter;
   const c = model.config;
   const used = new Set<string>();
+  const missingBiases: string[] = [];
   const expect = (name: string | undefined, shape: number[], optional = false) => {
     if (name === undefined) return;
     used.add(name);
     if (!model.hasTensor(name)) {
-      if (optional) return;
+      if (optional) {
+        missingBiases.push(name);
+        return;
+      }
       throw new BadCheckpointError(`${model.dir}: no tensor named '${name}'${model.absentNote?.(name) ?? ''}`);
     }
     // Every tensor checked here is read as floating point (dense weights, biases, norms, embeddings).
@@ -75,5 +83,5 @@ export function checkModelTensors(model: TensorHeaders, packed: ReadonlySet<stri
     expect(a.kNorm(i), [c.headDim]);
   }
   // RoPE's inv_freq buffers, which some older checkpoints saved, are recomputed by every loader.
-  return { unused: model.tensorNames().filter((n) => !used.has(n) && !/\.rotary_emb\.inv_freq$/.test(n)) };
+  return { unused: model.tensorNames().filter((n) => !used.has(n) && !/\.rotary_emb\.inv_freq$/.test(n)), missingBiases };
 }

@@ -118,8 +118,7 @@ async function checkBeforeWork(options: QuantizeOptions, model: ModelWeights, in
   await checkOutputTarget(options.out, { overwrite: options.overwrite, inputDir: options.model, inputs });
   for (const dir of await staleTempDirs(options.out)) note(`${dir} was left by a run that was killed (its process is gone): remove it`);
   await checkAuxiliaryFilesReadable(options.model);
-  const { unused } = checkModelTensors(model);
-  const missingBiases = missingBiasesOf(model);
+  const { unused, missingBiases } = checkModelTensors(model);
   if (missingBiases.length > 0) {
     note(
       `${missingBiases.length} ${missingBiases.length === 1 ? 'bias' : 'biases'} that ${model.config.modelType} builds ` +
@@ -132,18 +131,6 @@ async function checkBeforeWork(options: QuantizeOptions, model: ModelWeights, in
     const what = unused.length === 1 ? `1 tensor of ${options.model} is` : `${unused.length} tensors of ${options.model} are`;
     note(`${what} not part of a ${model.config.modelType} model and will not be written: ${shown}`);
   }
-}
-
-/** Biases the architecture builds (Qwen2's q/k/v, attention_bias) that the folder does not hold. */
-function missingBiasesOf(model: ModelWeights): string[] {
-  const missing: string[] = [];
-  for (let i = 0; i < model.config.numLayers; i++) {
-    for (const name of model.adapter.biased) {
-      const bias = `${model.adapter.linear(i, name)}.bias`;
-      if (!model.hasTensor(bias)) missing.push(bias);
-    }
-  }
-  return missing;
 }
 
 /** Options that are true or false; absent means the default. Any other value is refused, not coerced. */
