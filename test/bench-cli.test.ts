@@ -9,6 +9,7 @@ import { totalmem } from 'node:os';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { MAX_STREAM_COPIES } from '../dist/bench/gemm.js';
+import { collectOutput } from './helpers/collect-output.js';
 
 // A usage error comes back at once; a value the old parser let through would start a benchmark,
 // which the timeout stops (status null).
@@ -113,15 +114,10 @@ describe('awq bench gemm on the command line', () => {
     const child = spawn(process.execPath, ['dist/cli/main.js', 'bench', 'gemm', '--shapes', '1024x1024', '--m', '1', '--impl', 'awq', '--stream-mb', '8', '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => {
-      stderr += d;
+    const { status, stdout, stderr } = await collectOutput(child, (err) => {
       // measuring has begun (the FMA peak is the last probe before the timed rounds)
-      if (/FMA peak/.test(stderr) && child.exitCode === null && !child.killed) child.kill('SIGTERM');
+      if (/FMA peak/.test(err) && child.exitCode === null && !child.killed) child.kill('SIGTERM');
     });
-    const status = await new Promise<number | null>((res) => child.on('close', (code) => res(code)));
     expect(status, stderr).toBe(143);
     expect(stdout).toBe('');
     const lines = stderr.split('\n').filter((l) => l).map((l) => JSON.parse(l) as { event: string; code?: string });

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import { collectOutput, type Outcome } from './helpers/collect-output.js';
 import { scratchDir } from './helpers/scratch.js';
 import { writeTinyModel } from './helpers/tiny-model.js';
 
@@ -29,16 +30,8 @@ function quote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-function run(cmd: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((res, rej) => {
-    child.on('error', rej);
-    child.on('close', (status) => res({ status, stdout, stderr }));
-  });
+function run(cmd: string, args: string[]): Promise<Outcome> {
+  return collectOutput(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 /** A tiny model with a tensor no architecture reads, and a temporary folder a killed run left beside `out`. */
@@ -109,16 +102,13 @@ describe('awq quantize notices', () => {
     const child = spawn(process.execPath, [cli, ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
-    let stderr = '';
     let sent = false;
-    child.stderr.on('data', (d) => {
-      stderr += d;
-      if (!sent && /"stage":"layer"/.test(stderr)) {
+    const { status, stderr } = await collectOutput(child, (err) => {
+      if (!sent && /"stage":"layer"/.test(err)) {
         sent = true;
         child.kill('SIGHUP');
       }
     });
-    const status = await new Promise<number | null>((res) => child.on('close', (code) => res(code)));
     expect(sent, stderr).toBe(true);
     expect(status, stderr).toBe(129);
     expect(stderr).toMatch(/"event":"signal","signal":"SIGHUP"/);

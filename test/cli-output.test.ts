@@ -10,33 +10,21 @@ import { join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import { collectOutput, type Outcome } from './helpers/collect-output.js';
 import { scratchDir } from './helpers/scratch.js';
 import { evalPath, hasShared, modelDir, sharedSkipReason } from './helpers/shared.js';
 
 const cli = resolve('dist/cli/main.js');
 
-interface Run {
-  status: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
 /**
  * Runs the CLI. `close` names the pipes destroyed right after the spawn, before the CLI can write
  * (their reader is gone: writes fail with EPIPE); `stdout` may be a file descriptor.
  */
-function run(args: string[], opts: { close?: Array<'stdout' | 'stderr'>; stdout?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+function run(args: string[], opts: { close?: Array<'stdout' | 'stderr'>; stdout?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Outcome> {
   const stdio: StdioOptions = ['ignore', opts.stdout ?? 'pipe', 'pipe'];
   const child = spawn(process.execPath, [cli, ...args], { stdio, env: { ...process.env, ...opts.env } });
-  const r: Run = { status: null, signal: null, stdout: '', stderr: '' };
   for (const name of opts.close ?? []) child[name]!.destroy();
-  if (!opts.close?.includes('stdout')) child.stdout?.on('data', (d) => (r.stdout += d));
-  if (!opts.close?.includes('stderr')) child.stderr?.on('data', (d) => (r.stderr += d));
-  return new Promise((res, rej) => {
-    child.on('error', rej);
-    child.on('close', (status, signal) => res({ ...r, status, signal }));
-  });
+  return collectOutput(child);
 }
 
 /** The stderr lines, each parsed as JSON (fails on a line that is not). */
@@ -152,14 +140,9 @@ describe('awq errors and exit statuses', () => {
     const child = spawn(process.execPath, [cli, 'eval', modelDir, '--text', evalPath, '--seqlen', '64', '--threads', '1', '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let stderr = '';
-    let stdout = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => {
-      stderr += d;
-      if (stderr.includes('"stage":"eval"') && !child.killed) child.kill('SIGTERM');
+    const { status, stdout, stderr } = await collectOutput(child, (err) => {
+      if (err.includes('"stage":"eval"') && !child.killed) child.kill('SIGTERM');
     });
-    const status = await new Promise<number | null>((res) => child.on('close', (code) => res(code)));
     expect(status, stderr).toBe(143);
     expect(stdout).toBe('');
     const lines = jsonLines(stderr);
