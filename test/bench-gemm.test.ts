@@ -34,6 +34,16 @@ describe('awq bench gemm', () => {
     }
   });
 
+  it('times the dense baselines on the dequantized weights: fp32, and fp16 as stored (widened as denseGemm reads it)', async () => {
+    const res = await benchGemm({ ms: [1, 4], shapes: [[256, 64]], impls: ['dense-fp32', 'dense-fp16'], streamMB: 1, minCalls: 2, minSeconds: 0 });
+    const key = (r: { m: number; impl: string; mode: string }) => `${r.m} ${r.impl} ${r.mode}`;
+    expect(res.records.map(key).sort()).toEqual(
+      ['1 dense-fp16 stream', '1 dense-fp16 warm', '1 dense-fp32 stream', '1 dense-fp32 warm',
+       '4 dense-fp16 stream', '4 dense-fp16 warm', '4 dense-fp32 stream', '4 dense-fp32 warm'].sort(),
+    );
+    for (const r of res.records) expect(Number.isFinite(r.medianMs) && r.medianMs > 0 && r.gflopPerS! > 0).toBe(true);
+  });
+
   it('prints each measurement of a shape given twice against its own floor and peer', () => {
     const rec = (impl: GemmImpl, medianMs: number): GemmBenchRecord =>
       ({ m: 1, k: 256, n: 64, threads: 2, impl, mode: 'stream', medianMs, minMs: medianMs, p25Ms: medianMs, p75Ms: medianMs, calls: 3, gbPerS: 1, gflopPerS: impl === 'floor' ? null : 1 });

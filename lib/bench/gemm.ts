@@ -16,14 +16,15 @@ import { cpus, totalmem } from 'node:os';
 import { backends, setThreads } from '../backends.js';
 import { InvalidArgumentError } from '../errors.js';
 import { denseGemm, fmaPeakGflops } from '../gemm.js';
+import type { HalfArray } from '../half.js';
 import { Int4Linear, type Int4Mode } from '../gemm/int4-linear.js';
 import { native, type StreamPool } from '../native.js';
 import { loadOrt, matMulNBitsModel, ortMatMulNBits, toMatMulNBits, type Ort } from './onnx-matmulnbits.js';
 import { throwIfAborted } from '../progress.js';
 import { version } from '../version.js';
 
-export type GemmImpl = 'awq' | 'awq-int8' | 'dense-fp32' | 'ort-acc0' | 'ort-acc4' | 'floor';
-export const GEMM_IMPLS: GemmImpl[] = ['awq', 'awq-int8', 'dense-fp32', 'ort-acc0', 'ort-acc4', 'floor'];
+export type GemmImpl = 'awq' | 'awq-int8' | 'dense-fp32' | 'dense-fp16' | 'ort-acc0' | 'ort-acc4' | 'floor';
+export const GEMM_IMPLS: GemmImpl[] = ['awq', 'awq-int8', 'dense-fp32', 'dense-fp16', 'ort-acc0', 'ort-acc4', 'floor'];
 
 export interface GemmBenchRecord {
   m: number;
@@ -276,11 +277,13 @@ function checkGemmBench(o: {
     const weightBytes = awqWeightBytes(k, n, group);
     const copies = modes.includes('stream') ? copiesFor(streamBytes, weightBytes).copies : 1;
     const denseCopies = modes.includes('stream') ? copiesFor(streamBytes, 4 * k * n).copies : 1;
+    const halfCopies = modes.includes('stream') ? copiesFor(streamBytes, 2 * k * n).copies : 1;
     const weights =
       k * n + // the int4 values
       copies * weightBytes + // the packed layers
       (impls.includes('floor') ? copies * weightBytes : 0) +
       (impls.includes('dense-fp32') ? (denseCopies + 1) * 4 * k * n : 0) +
+      (impls.includes('dense-fp16') ? halfCopies * 2 * k * n + 4 * k * n : 0) +
       ortLevels * copies * 2 * weightBytes; // each session's initializer and its packed weights
     // x in fp32, packed for the exact path and in int8; y, and ORT's own y
     const rows = maxM * (9 * k + 4 * n) + (ortLevels ? 8 * maxM * n : 0);
@@ -371,6 +374,17 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
       dense.push(w);
       for (let c = 1; c < denseCopies; c++) dense.push(w.slice());
     }
+    // dense-fp16: the same product on dequantize(W) stored as fp16 (4x the int4 bytes), which
+    // denseGemm widens as it reads: what serving the unquantized fp16 model would stream.
+    const half: HalfArray[] = [];
+    if (impls.includes('dense-fp16')) {
+      const w = layers[0].dequantize();
+      const bits = new Uint16Array(w.length);
+      await native().convertFromF32(w, 'F16', bits);
+      const halfCopies = stream ? copiesFor(streamBytes, bits.length * 2).copies : 1;
+      half.push({ data: bits, dtype: 'fp16' });
+      for (let c = 1; c < halfCopies; c++) half.push({ data: bits.slice(), dtype: 'fp16' });
+    }
     const ortSessions = new Map<number, Array<Awaited<ReturnType<typeof ortMatMulNBits>>>>();
     if (ort) {
       const w = toMatMulNBits(q, zeros, scales, n, k, group);
@@ -405,6 +419,9 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
           } else if (impl === 'dense-fp32' && dense.length) {
             const copiesHere = mode === 'stream' ? dense.length : 1;
             runners.push({ impl, copies: copiesHere, run: (c) => denseGemm({ a: x, b: dense[c], m, n, k, transB: true, c: out }) });
+          } else if (impl === 'dense-fp16' && half.length) {
+            const copiesHere = mode === 'stream' ? half.length : 1;
+            runners.push({ impl, copies: copiesHere, run: (c) => denseGemm({ a: x, b: half[c], m, n, k, transB: true, c: out }) });
           } else if (impl === 'ort-acc0' || impl === 'ort-acc4') {
             const list = ortSessions.get(impl === 'ort-acc0' ? 0 : 4);
             if (list) runners.push({ impl, copies: calls, run: (c) => list[c].run(x, m, k) });
