@@ -313,6 +313,21 @@ describe('calibration blocks (REFERENCE.md section 2)', () => {
     expect((await buildCalibrationBlocks({ kind: 'texts', texts: ['abcd'] }, charTokenizer, { seqlen: 4, vocabSize: 101 })).blocks).toBe(1);
   });
 
+  it('a token with no id (not in the vocabulary, no unk_token there) is an error naming it, not id 0', async () => {
+    const dir = scratchDir('awq-tok-unk-');
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
+      version: '1.0', truncation: null, padding: null, normalizer: null, decoder: null, added_tokens: [], post_processor: null,
+      pre_tokenizer: { type: 'Whitespace' },
+      model: { type: 'WordLevel', vocab: { hello: 0, world: 1 }, unk_token: '[UNK]' }, // [UNK] is no token of it
+    }));
+    const tok = await loadTokenizer(dir);
+    expect(tok.encode('hello world', { addSpecialTokens: false })).toEqual([0, 1]);
+    expect(() => tok.encode('hello there world', { addSpecialTokens: false })).toThrow(BadCheckpointError);
+    expect(() => tok.encode('hello there world')).toThrow(
+      /tokenizer\.json: token 1 of the text, "there", has no id: it is not in the vocabulary, and the model names no unk_token that is$/,
+    );
+  });
+
   it('a missing tokenizer is a typed error', async () => {
     const dir = scratchDir('awq-notok-');
     await expect(loadTokenizer(dir)).rejects.toBeInstanceOf(BadCheckpointError);

@@ -52,11 +52,25 @@ export async function loadTokenizer(modelDir: string): Promise<TextTokenizer> {
   // Legacy configs (no added_tokens_decoder) take their special tokens from special_tokens_map.json.
   const specialMap = 'added_tokens_decoder' in config ? {} : await optional('special_tokens_map.json');
   const llama = llamaSpecialTokens(config, modelConfig, specialMap, (t) => tok.token_to_id(t), join(modelDir, 'tokenizer_config.json'));
+  // A token the vocabulary lacks, where the model has no unk_token it holds, comes back as no id
+  // (undefined): an Int32Array would take it as id 0 and calibrate or evaluate on the wrong text.
+  const idsOf = (text: string, addSpecialTokens: boolean): number[] => {
+    const { ids, tokens } = tok.encode(text, { add_special_tokens: addSpecialTokens });
+    for (let i = 0; i < ids.length; i++) {
+      if (!Number.isInteger(ids[i]) || ids[i] < 0) {
+        throw new BadCheckpointError(
+          `${join(modelDir, 'tokenizer.json')}: token ${i} of the text, ${JSON.stringify(tokens[i])}, has no id: ` +
+            'it is not in the vocabulary, and the model names no unk_token that is',
+        );
+      }
+    }
+    return ids;
+  };
   return {
     encode: (text, options = {}) => {
       const special = options.addSpecialTokens ?? true;
-      if (!special || !llama) return tok.encode(text, { add_special_tokens: special }).ids;
-      const ids = tok.encode(text, { add_special_tokens: false }).ids;
+      if (!special || !llama) return idsOf(text, special);
+      const ids = idsOf(text, false);
       return [...llama.prefix(), ...ids, ...llama.suffix()];
     },
     vocabSize: vocab ? Object.keys(vocab).length : undefined,
