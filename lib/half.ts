@@ -26,16 +26,22 @@ export function halfFormat(x: HalfArray, what: string): 'fp16' | 'bf16' {
 }
 
 /**
- * The values widened to fp32 (exactly), synchronously on the calling thread: meant for a few rows,
- * e.g. the embeddings of a batch's tokens, `toFloat32({ data: emb.data.subarray(t * h, (t + 1) * h),
- * dtype: emb.dtype })` (about a microsecond for 4096 values; a whole vocabulary blocks for a while).
+ * The values widened to fp32 (exactly), synchronously on the calling thread, into `out` when given
+ * (as many elements; e.g. a batch's rows of hidden states) or a new array: meant for a few rows,
+ * e.g. the embeddings of a batch's tokens, `toFloat32({ data: emb.data.subarray(t * h, (t + 1) *
+ * h), dtype: emb.dtype }, hidden.subarray(i * h, (i + 1) * h))` (about a microsecond for 4096
+ * values; a whole vocabulary blocks for a while).
  */
-export function toFloat32(x: HalfArray): Float32Array {
+export function toFloat32(x: HalfArray, out?: Float32Array): Float32Array {
   if (!isHalfArray(x)) {
     throw new InvalidArgumentError(`x: expected { data: Uint16Array, dtype: 'fp16' | 'bf16' }, got ${describeValue(x)}`);
   }
   const format = halfFormat(x, 'x');
-  const out = new Float32Array(x.data.length);
-  native().widenSync(x.data, format === 'bf16' ? 'BF16' : 'F16', out);
-  return out;
+  if (out !== undefined && (!(out instanceof Float32Array) || out.length !== x.data.length)) {
+    const got = out instanceof Float32Array ? `${out.length} elements` : describeValue(out);
+    throw new InvalidArgumentError(`out: expected a Float32Array of ${x.data.length} elements (as many as x), got ${got}`);
+  }
+  const dst = out ?? new Float32Array(x.data.length);
+  native().widenSync(x.data, format === 'bf16' ? 'BF16' : 'F16', dst);
+  return dst;
 }

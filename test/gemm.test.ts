@@ -128,6 +128,13 @@ describe('denseGemm', () => {
       if (!Object.is(bf16[h], f[0])) expect(bf16[h], `bf16 0x${h.toString(16)}`).toBe(f[0]);
     }
     expect(toFloat32({ data: new Uint16Array(0), dtype: 'f16' })).toEqual(new Float32Array(0));
+    // into a caller's array: a row of a larger one
+    const hidden = new Float32Array(12).fill(-1);
+    const into = toFloat32({ data: Uint16Array.from([0x3c00, 0xc000, 0x3800, 0]), dtype: 'fp16' }, hidden.subarray(4, 8));
+    expect(into.buffer).toBe(hidden.buffer);
+    expect(Array.from(hidden)).toEqual([-1, -1, -1, -1, 1, -2, 0.5, 0, -1, -1, -1, -1]);
+    expect(() => toFloat32({ data: new Uint16Array(4), dtype: 'bf16' }, new Float32Array(3))).toThrow(/out: expected a Float32Array of 4 elements \(as many as x\), got 3 elements/);
+    expect(() => toFloat32({ data: new Uint16Array(4), dtype: 'bf16' }, [0, 0, 0, 0] as never)).toThrow(/out: expected a Float32Array of 4 elements \(as many as x\), got Array/);
     expect(() => toFloat32(new Uint16Array(2) as never)).toThrow(InvalidArgumentError);
     expect(() => toFloat32({ data: new Uint16Array(2), dtype: 'F16' as 'fp16' })).toThrow(/x\.dtype: expected 'fp16' \(or 'f16'\) or 'bf16', got "F16"/);
   });
