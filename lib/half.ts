@@ -5,7 +5,7 @@
  */
 import { InvalidArgumentError } from './errors.js';
 import { native } from './native.js';
-import { describeArgument, describeValue } from './validate.js';
+import { describeArgument, describeValue, overlaps } from './validate.js';
 
 /** fp16 values ('fp16' as `precision` spells it, or 'f16') or bf16 values, as their bits. */
 export interface HalfArray {
@@ -41,7 +41,9 @@ export function toFloat32(x: HalfArray, out?: Float32Array): Float32Array {
     const got = out instanceof Float32Array ? `${out.length} elements` : describeValue(out);
     throw new InvalidArgumentError(`out: expected a Float32Array of ${x.data.length} elements (as many as x), got ${got}`);
   }
+  // widening in place would overwrite source values before they are read
+  const src = out !== undefined && overlaps(x.data, out) ? x.data.slice() : x.data;
   const dst = out ?? new Float32Array(x.data.length);
-  native().widenSync(x.data, format === 'bf16' ? 'BF16' : 'F16', dst);
+  native().widenSync(src, format === 'bf16' ? 'BF16' : 'F16', dst);
   return dst;
 }

@@ -31,6 +31,8 @@ export interface RawBackends {
 /** The raw surface of native/addon. Shapes are validated in TypeScript before these calls. */
 export interface NativeBinding {
   readonly cudaBuild: boolean;
+  /** The bindings' contract version (native/addon/system.cc); absent in builds before it: 1. */
+  readonly interfaceVersion?: number;
   backends(): RawBackends;
   setThreads(threads: number): number;
   setIsaCap(isa: Isa): Isa;
@@ -233,6 +235,26 @@ function wrapErrors<T extends object>(raw: T): T {
   return out as T;
 }
 
+/**
+ * The contract version this TypeScript expects of the addon (kInterfaceVersion in
+ * native/addon/system.cc: bumped together).
+ */
+export const INTERFACE_VERSION = 2;
+
+/**
+ * Why a CUDA build that loaded is not used, or null to use it: no device answered, or it was built
+ * before the bindings changed (a `git pull` does not rebuild it; its bindings would misread new
+ * arguments).
+ */
+export function cudaBuildUnusable(b: Pick<NativeBinding, 'interfaceVersion' | 'backends'>): string | null {
+  const version = b.interfaceVersion ?? 1;
+  if (version !== INTERFACE_VERSION) {
+    return `it was built for native interface ${version}, this awq needs ${INTERFACE_VERSION}: rebuild it with ${cudaBuildCommand()}`;
+  }
+  if (b.backends().cuda.devices.length === 0) return `no device answered: ${b.backends().cuda.reason ?? 'no device'}`;
+  return null;
+}
+
 function load(): Loaded {
   const require = createRequire(import.meta.url);
   const tried: string[] = [];
@@ -256,10 +278,10 @@ function load(): Loaded {
   if (process.env.AWQ_NO_CUDA !== '1' && existsSync(cudaPath)) {
     const b = attempt(cudaPath);
     if (b) {
-      if (b.backends().cuda.devices.length > 0) return { binding: b, path: cudaPath };
-      const why = b.backends().cuda.reason ?? 'no device';
-      tried.push(`${cudaPath}: loaded, but no CUDA device answered (${why}); using the CPU build`);
-      loadNotes.push(`the CUDA build loads, but no device answered: ${why}`);
+      const why = cudaBuildUnusable(b);
+      if (why === null) return { binding: b, path: cudaPath };
+      tried.push(`${cudaPath}: loaded, but ${why}; using the CPU build`);
+      loadNotes.push(`the CUDA build loads, but ${why}`);
     }
   }
 

@@ -46,3 +46,13 @@ export function optionalBoolean(value: unknown, name: string): boolean | undefin
   if (value !== undefined && typeof value !== 'boolean') throw new InvalidArgumentError(`${name}: expected true or false, got ${describeArgument(value)}`);
   return value;
 }
+
+/**
+ * Whether two arrays may share bytes: views of one buffer whose ranges intersect, or of two
+ * SharedArrayBuffers, which can be two objects over the same memory (one posted to this thread
+ * twice, a shared WebAssembly.Memory's buffer before and after grow) with offsets that say nothing.
+ */
+export function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  if (a.buffer !== b.buffer) return a.buffer instanceof SharedArrayBuffer && b.buffer instanceof SharedArrayBuffer;
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}

@@ -4,8 +4,25 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { activationStats, backends, CudaError, CudaHiddenStates, Int4Linear, InvalidArgumentError, resolveBackend, setThreads, version } from '../dist/index.js';
+import { cudaBuildUnusable, INTERFACE_VERSION, native } from '../dist/native.js';
 
 const cli = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+
+describe('the CUDA build chosen at load', () => {
+  it('is set aside when no device answers or when it predates the bindings this TypeScript calls, saying how to rebuild it', () => {
+    const fake = (interfaceVersion: number | undefined, devices: number) => ({
+      interfaceVersion,
+      backends: () => ({ cpu: {} as never, cuda: { compiled: true, devices: Array.from({ length: devices }, () => ({}) as never), reason: devices ? null : 'no CUDA-capable device is detected' } }),
+    });
+    expect(cudaBuildUnusable(fake(INTERFACE_VERSION, 1))).toBeNull();
+    expect(cudaBuildUnusable(fake(INTERFACE_VERSION, 0))).toBe('no device answered: no CUDA-capable device is detected');
+    // a build from before interfaceVersion existed is version 1
+    expect(cudaBuildUnusable(fake(undefined, 1))).toBe(`it was built for native interface 1, this awq needs ${INTERFACE_VERSION}: rebuild it with \`npm run build:cuda\``);
+    expect(cudaBuildUnusable(fake(INTERFACE_VERSION + 1, 1))).toMatch(/built for native interface \d+, this awq needs/);
+    // the CPU build this run loaded is of this version
+    expect(native().interfaceVersion).toBe(INTERFACE_VERSION);
+  });
+});
 
 describe('backends and the CLI skeleton', () => {
   it('reports the CPU ISA and threads, and CUDA devices or why none', () => {

@@ -3,12 +3,12 @@
  * be scored as replacement characters), and more windows asked for than the text holds evaluates
  * those it holds, says so, and reports both counts.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { AbortedError, AwqError, backends, BadCheckpointError, evaluate, setThreads, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
+import { AbortedError, AwqError, backends, BadCheckpointError, evaluate, ModelFolder, SafetensorsWriter, setThreads, InvalidArgumentError, NonFiniteError, type ProgressEvent } from '../dist/index.js';
 import { tokenizeInWorker } from '../dist/calib/tokenize-in-worker.js';
 import { hasShared, sharedSkipReason } from './helpers/shared.js';
 import { scratchDir } from './helpers/scratch.js';
@@ -70,6 +70,37 @@ describe.skipIf(!hasShared)(`evaluation text and windows${hasShared ? '' : ` (sk
     expect(events.some((e) => e.stage === 'notice' && e.message === `1000 windows asked for, the text holds ${r.availableWindows}: evaluating ${r.availableWindows}`)).toBe(true);
     const one = await evaluate({ model, text, seqlen: 64, windows: 1 });
     expect([one.windows, one.availableWindows]).toEqual([1, r.availableWindows]);
+  });
+
+  it('an fp16 / bf16 embedding and lm_head, held as stored, give bitwise the result of their fp32 widening, tied or not, down to a last chunk of one token', async () => {
+    const text = 'The quick brown fox jumps over the lazy dog. '.repeat(40);
+    /** The same model with every tensor stored as its F32 widening. */
+    const widened = async (src: string) => {
+      const dir = scratchDir('awq-eval-wide-');
+      const folder = await ModelFolder.open(src);
+      const w = await SafetensorsWriter.create(dir, {});
+      for (const name of folder.tensorNames()) await w.add(name, 'F32', folder.info(name).shape, await folder.readF32(name));
+      await w.finish();
+      await folder.close();
+      for (const f of readdirSync(src)) if (f === 'config.json' || f.startsWith('tokenizer')) copyFileSync(join(src, f), join(dir, f));
+      return dir;
+    };
+    for (const dtype of ['F16', 'BF16'] as const) {
+      for (const tie of [true, false]) {
+        const model = await writeTinyModel({ layers: 1, tie, dtypes: { 'model.embed_tokens.weight': dtype, 'lm_head.weight': dtype } });
+        const wide = await widened(model);
+        // 257 tokens a window, one window: the last lm_head chunk is one token (the matrix-vector path)
+        for (const [seqlen, windows] of [[64, undefined], [257, 1], [129, 3]] as const) {
+          const [half, full] = [await evaluate({ model, text, seqlen, windows }), await evaluate({ model: wide, text, seqlen, windows })];
+          expect(half.meanNll, `${dtype} tie ${tie} seqlen ${seqlen}`).toBe(full.meanNll);
+        }
+      }
+    }
+    // a NaN in a bf16 lm_head: named as an fp32 one is
+    const nan = await writeTinyModel({ layers: 1, tie: false, nanTensor: 'lm_head.weight', dtypes: { 'lm_head.weight': 'BF16' } });
+    const err = await evaluate({ model: nan, text, seqlen: 64, windows: 1 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NonFiniteError);
+    expect((err as Error).message).toMatch(/: tensor 'lm_head\.weight': element \d+ is NaN$/);
   });
 
   it('checks the model before any work: a config that disagrees with the embedding, NaN in the embedding, an overflowing forward', async () => {

@@ -133,6 +133,11 @@ describe('denseGemm', () => {
     const into = toFloat32({ data: Uint16Array.from([0x3c00, 0xc000, 0x3800, 0]), dtype: 'fp16' }, hidden.subarray(4, 8));
     expect(into.buffer).toBe(hidden.buffer);
     expect(Array.from(hidden)).toEqual([-1, -1, -1, -1, 1, -2, 0.5, 0, -1, -1, -1, -1]);
+    // out over x's own bytes (widening in place): the values as from a copy
+    const shared = new ArrayBuffer(16);
+    const inPlace = new Uint16Array(shared, 0, 4);
+    inPlace.set([0x3c00, 0x3c40, 0x3c80, 0x3cc0]); // 1, 1.0625, 1.125, 1.1875
+    expect(Array.from(toFloat32({ data: inPlace, dtype: 'fp16' }, new Float32Array(shared)))).toEqual([1, 1.0625, 1.125, 1.1875]);
     expect(() => toFloat32({ data: new Uint16Array(4), dtype: 'bf16' }, new Float32Array(3))).toThrow(/out: expected a Float32Array of 4 elements \(as many as x\), got 3 elements/);
     expect(() => toFloat32({ data: new Uint16Array(4), dtype: 'bf16' }, [0, 0, 0, 0] as never)).toThrow(/out: expected a Float32Array of 4 elements \(as many as x\), got Array/);
     expect(() => toFloat32(new Uint16Array(2) as never)).toThrow(InvalidArgumentError);

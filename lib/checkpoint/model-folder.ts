@@ -246,7 +246,8 @@ export class ModelFolder {
   /** An F16 / BF16 tensor as stored (a `HalfArray`, half the memory of its widening); others as readF32. */
   async readStored(name: string): Promise<Float32Array | HalfArray> {
     const t = this.info(name);
-    if (t.dtype !== 'F16' && t.dtype !== 'BF16') return this.readF32(name);
+    // Past 4 GiB one byte view of it is more than a typed array holds here: widened then.
+    if ((t.dtype !== 'F16' && t.dtype !== 'BF16') || t.byteLength > 2 ** 32) return this.readF32(name);
     const data = new Uint16Array(t.byteLength / 2);
     await this.weights.fileOf(name).readInto(name, new Uint8Array(data.buffer));
     return { data, dtype: t.dtype === 'F16' ? 'fp16' : 'bf16' };

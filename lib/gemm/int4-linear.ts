@@ -2,7 +2,7 @@
 import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { backends, noCudaError } from '../backends.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
-import { checkDevice, describeValue, optionalBoolean, optionsObject, requiredObject } from '../validate.js';
+import { checkDevice, describeValue, optionalBoolean, optionsObject, overlaps, requiredObject } from '../validate.js';
 import { halfFormat, isHalfArray, type HalfArray } from '../half.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
@@ -272,16 +272,6 @@ export class Int4Linear {
   }
 }
 
-/**
- * Whether two arrays may share bytes: views of one buffer whose ranges intersect, or of two
- * SharedArrayBuffers, which can be two objects over the same memory (one posted to this thread
- * twice, a shared WebAssembly.Memory's buffer before and after grow) with offsets that say nothing.
- */
-function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
-  if (a.buffer !== b.buffer) return a.buffer instanceof SharedArrayBuffer && b.buffer instanceof SharedArrayBuffer;
-  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
-}
-
 /** Copies a finished result into the caller's `out`, unless its buffer was detached meanwhile. */
 function copyInto(out: Float32Array, y: Float32Array): Float32Array {
   if (out.length !== y.length) {
@@ -295,6 +285,11 @@ function copyInto(out: Float32Array, y: Float32Array): Float32Array {
  * A native error (a value of x the kernels refuse, out of device memory) with the layer's name in
  * front, as the argument checks name it: a serving loop or a model load calls hundreds of layers.
  */
+function withLayerName(name: string | undefined, err: unknown): unknown {
+  if (name && err instanceof Error && !err.message.startsWith(`${name}: `)) err.message = `${name}: ${err.message}`;
+  return err;
+}
+
 /** A native build of a layer (repacking, or the CUDA upload): out of (device) memory while loading a model names where it stopped. */
 async function namedBuild<H>(name: string | undefined, build: () => Promise<H>): Promise<H> {
   try {
@@ -302,11 +297,6 @@ async function namedBuild<H>(name: string | undefined, build: () => Promise<H>):
   } catch (err) {
     throw withLayerName(name, err);
   }
-}
-
-function withLayerName(name: string | undefined, err: unknown): unknown {
-  if (name && err instanceof Error && !err.message.startsWith(`${name}: `)) err.message = `${name}: ${err.message}`;
-  return err;
 }
 
 function checkShape(what: string, inF: number, outF: number, groupSize: number): number {

@@ -315,8 +315,10 @@ export async function lmHeadNll(
   // A 16-bit lm_head (fp16 / bf16 as stored) is widened as it is multiplied: bitwise the widened one's result.
   const headFormat = isHalfArray(lmHead) ? halfFormat(lmHead, 'lmHead') : undefined;
   const headData = isHalfArray(lmHead) ? lmHead.data : lmHead;
-  if (headFormat === undefined) checkFloat32('lmHead', lmHead, vocab * H);
-  else if (headData.length !== vocab * H) throw new InvalidArgumentError(`lmHead: expected ${vocab * H} elements, got ${headData.length}`);
+  if (!(headData instanceof Float32Array) && headFormat === undefined) {
+    throw new InvalidArgumentError(`lmHead: expected a Float32Array or { data: Uint16Array, dtype: 'fp16' | 'bf16' }, got ${describeValue(lmHead)}`);
+  }
+  if (headData.length !== vocab * H) throw new InvalidArgumentError(`lmHead: expected ${vocab * H} elements, got ${headData.length}`);
   if (!(tokens instanceof Int32Array) || tokens.length !== hidden.length / H) {
     throw new InvalidArgumentError(`tokens: expected an Int32Array of ${hidden.length / H} ids, got ${describeValue(tokens)} of length ${(tokens as { length?: number })?.length}`);
   }

@@ -81,7 +81,14 @@ Napi::Value SetIsaCap(const Napi::CallbackInfo& info) {
   });
 }
 
+// The version of the bindings' arguments and results, which lib/native.ts's INTERFACE_VERSION must
+// equal: bumped whenever a binding changes its contract, so that a CUDA build made before (it is
+// built by hand and outlives `git pull` in a checkout) is set aside instead of misreading new
+// arguments. Builds without it are version 1. 2: 16-bit B for sgemm, lm_head for lmHeadNll, widenSync.
+constexpr int kInterfaceVersion = 2;
+
 void Export(Napi::Env env, Napi::Object exports) {
+  exports.Set("interfaceVersion", Napi::Number::New(env, kInterfaceVersion));
   exports.Set("backends", Napi::Function::New(env, Backends, "backends"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("setIsaCap", Napi::Function::New(env, SetIsaCap, "setIsaCap"));

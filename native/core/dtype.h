@@ -1,6 +1,7 @@
 // Conversions between fp32 and the 16-bit float formats of checkpoints.
-// fp16 <-> fp32 and bf16 <-> fp32 are exact widenings; narrowing rounds to nearest even,
-// keeps NaN a NaN, and overflows to Inf like torch's .half() / .bfloat16().
+// fp16 <-> fp32 and bf16 <-> fp32 are exact widenings (a NaN stays a NaN; the vector widenings of
+// fp16 set a signalling NaN's quiet bit, the scalar one keeps its bits); narrowing rounds to
+// nearest even, keeps NaN a NaN, and overflows to Inf like torch's .half() / .bfloat16().
 #pragma once
 #include <cstdint>
 #include <cstring>

@@ -267,6 +267,15 @@ void check_nll_inputs(const float* hidden, int64_t tokens, int64_t H, int64_t se
 // check_finite for 16-bit floats: an all-ones exponent field is Inf or NaN.
 void check_finite_half(const uint16_t* x, int64_t n, HalfFormat format, const char* name, int64_t cols) {
   const uint16_t exp = format == HalfFormat::F16 ? 0x7c00 : 0x7f80;
+  // A vectorizable scan first (no early exit); the position is only searched for on failure.
+  bool bad = false;
+  for (int64_t i0 = 0; i0 < n && !bad; i0 += 4096) {
+    uint32_t hits = 0;
+    const int64_t i1 = std::min(n, i0 + 4096);
+    for (int64_t i = i0; i < i1; ++i) hits |= static_cast<uint32_t>((x[i] & exp) == exp);
+    bad = hits != 0;
+  }
+  if (!bad) return;
   for (int64_t i = 0; i < n; ++i) {
     if ((x[i] & exp) != exp) continue;
     const bool nan = (x[i] & static_cast<uint16_t>(~exp & 0x7fff)) != 0;

@@ -14,9 +14,10 @@ export interface Outcome {
  */
 export function collectOutput(child: ChildProcess, onStderr?: (stderr: string) => void): Promise<Outcome> {
   const r: Outcome = { status: null, signal: null, stdout: '', stderr: '' };
-  if (child.stdout && !child.stdout.destroyed) child.stdout.on('data', (d) => (r.stdout += d));
+  // as text: a multi-byte character split between two chunks stays whole
+  if (child.stdout && !child.stdout.destroyed) child.stdout.setEncoding('utf8').on('data', (d: string) => (r.stdout += d));
   if (child.stderr && !child.stderr.destroyed) {
-    child.stderr.on('data', (d) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
       r.stderr += d;
       onStderr?.(r.stderr);
     });
