@@ -250,6 +250,13 @@ struct RoundedOperands {
   }
 };
 
+// The most rows of A for which row_dots beats the blocked path, whose packing of B pays off over
+// more rows, sooner where B is small. Measured (AVX2 EPYC, 2 threads, same-process A/B, fp32 B;
+// row_dots over blocked): 4096 x 4096 2.6x at M = 2, 2.1x at 8, 1.3x at 16, 0.95x at 32; 4096 x
+// 11008 5.3x / 2.5x / 1.6x / 0.98x; 32000 x 4096 (an lm_head) 2.8x / 1.5x / 1.04x / 0.78x; but
+// 1536 x 512 (3 MB of fp32 weights) only 2.2x / 1.06x / 0.73x at M = 2 / 8 / 16.
+int64_t row_dots_max_m(int64_t N, int64_t K) { return N * K >= (int64_t{1} << 22) ? 16 : 8; }
+
 // A few rows of A with B's rows as the outputs (x W^T: a linear layer on a few tokens): each
 // output is one dot product of an A row and a B row. B streams once, each of its rows dotted
 // against every A row while it sits in L1, where the blocked path packs all of B into panels first
@@ -259,13 +266,6 @@ struct RoundedOperands {
 // would get alone. A 16-bit B row is dotted as it is read at M = 1 (half the bytes), widened once
 // into scratch for several rows of A. (Dotting blocks of 4 B rows against each A row, so that A is
 // read once per block, measured 0.8-1.05x: left out.)
-// The most rows of A for which row_dots beats the blocked path, whose packing of B pays off over
-// more rows, sooner where B is small. Measured (AVX2 EPYC, 2 threads, same-process A/B, fp32 B;
-// row_dots over blocked): 4096 x 4096 2.6x at M = 2, 2.1x at 8, 1.3x at 16, 0.95x at 32; 4096 x
-// 11008 5.3x / 2.5x / 1.6x / 0.98x; 32000 x 4096 (an lm_head) 2.8x / 1.5x / 1.04x / 0.78x; but
-// 1536 x 512 (3 MB of fp32 weights) only 2.2x / 1.06x / 0.73x at M = 2 / 8 / 16.
-int64_t row_dots_max_m(int64_t N, int64_t K) { return N * K >= (int64_t{1} << 22) ? 16 : 8; }
-
 template <class BSrc>
 void row_dots(Trans ta, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const BSrc& B,
               float beta, float* C, int64_t ldc) {
