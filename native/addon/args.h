@@ -56,6 +56,32 @@ Borrowed<T> typed_array(const Napi::Value& v, const char* name) {
   return {arr.Data(), arr.ElementLength()};
 }
 
+// A weight argument that is a Float32Array, or, when the format argument ('fp16' / 'bf16', as
+// lib/half.ts spells a HalfArray's) is given, a Uint16Array of those bits: `f32` or `f16` is set.
+struct FloatOrHalf {
+  Borrowed<float> f32;
+  Borrowed<uint16_t> f16;
+  bool half = false;
+  HalfFormat format = HalfFormat::F16;
+  size_t length() const { return half ? f16.length : f32.length; }
+};
+
+inline FloatOrHalf float_or_half(const Napi::CallbackInfo& info, size_t data_arg, size_t format_arg, const char* name,
+                                 const char* format_name) {
+  FloatOrHalf w;
+  w.half = info.Length() > format_arg && !info[format_arg].IsUndefined();
+  if (!w.half) {
+    w.f32 = typed_array<float>(info[data_arg], name);
+    return w;
+  }
+  const Napi::Value f = info[format_arg];
+  const std::string s = f.IsString() ? f.As<Napi::String>().Utf8Value() : "";
+  if (s != "fp16" && s != "bf16") bad_arg(std::string(format_name) + ": expected 'fp16' or 'bf16'");
+  w.format = s == "bf16" ? HalfFormat::BF16 : HalfFormat::F16;
+  w.f16 = typed_array<uint16_t>(info[data_arg], name);
+  return w;
+}
+
 inline int64_t integer(const Napi::Value& v, const char* name, int64_t min_value = 0) {
   if (!v.IsNumber()) bad_arg(std::string(name) + ": expected an integer");
   const double d = v.As<Napi::Number>().DoubleValue();

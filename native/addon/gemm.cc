@@ -53,18 +53,7 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
     const float alpha = number(info[5], "alpha");
     auto a = typed_array<float>(info[6], "a");
     const int64_t lda = integer(info[7], "lda", 1);
-    const bool half_b = info.Length() > 14 && !info[14].IsUndefined();
-    HalfFormat b_format = HalfFormat::F16;
-    if (half_b) {
-      const std::string f = info[14].IsString() ? info[14].As<Napi::String>().Utf8Value() : "";
-      if (f != "fp16" && f != "bf16") bad_arg("bFormat: expected 'fp16' or 'bf16'");
-      b_format = f == "bf16" ? HalfFormat::BF16 : HalfFormat::F16;
-    }
-    // One of the two is set: b's elements as fp32, or as 16-bit floats.
-    Borrowed<float> b{};
-    Borrowed<uint16_t> b16{};
-    if (half_b) b16 = typed_array<uint16_t>(info[8], "b");
-    else b = typed_array<float>(info[8], "b");
+    const FloatOrHalf b = float_or_half(info, 8, 14, "b", "bFormat");
     const int64_t ldb = integer(info[9], "ldb", 1);
     const float beta = number(info[10], "beta");
     auto c = typed_array<float>(info[11], "c");
@@ -75,20 +64,18 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
       if (prec == Precision::F16) bad_arg("precision: 'fp16' products are not available on the CPU (fp32, bf16)");
     }
     check_matrix("a", a.length, ta ? k : m, ta ? m : k, lda);
-    check_matrix("b", half_b ? b16.length : b.length, tb ? n : k, tb ? k : n, ldb);
+    check_matrix("b", b.length(), tb ? n : k, tb ? k : n, ldb);
     check_matrix("c", c.length, m, n, ldc);
     const float* a_data = a.data;
-    const float* b_data = b.data;
-    const uint16_t* b16_data = b16.data;
     float* c_data = c.data;
     return AsyncJob::start(
         env, "awq.sgemm", {info[6], info[8], info[11]},
         [=] {
           const Trans t_a = ta ? Trans::T : Trans::N, t_b = tb ? Trans::T : Trans::N;
-          if (half_b) {
-            sgemm(t_a, t_b, m, n, k, alpha, a_data, lda, b16_data, b_format, ldb, beta, c_data, ldc, prec);
+          if (b.half) {
+            sgemm(t_a, t_b, m, n, k, alpha, a_data, lda, b.f16.data, b.format, ldb, beta, c_data, ldc, prec);
           } else {
-            sgemm(t_a, t_b, m, n, k, alpha, a_data, lda, b_data, ldb, beta, c_data, ldc, prec);
+            sgemm(t_a, t_b, m, n, k, alpha, a_data, lda, b.f32.data, ldb, beta, c_data, ldc, prec);
           }
         },
         [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[2]; });

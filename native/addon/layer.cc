@@ -82,18 +82,7 @@ Napi::Value LmHeadNll(const Napi::CallbackInfo& info) {
     auto norm = typed_array<float>(info[3], "finalNorm");
     if (!info[4].IsNumber()) bad_arg("eps: expected a number");
     const float eps = static_cast<float>(info[4].As<Napi::Number>().DoubleValue());
-    const bool half_head = info.Length() > 9 && !info[9].IsUndefined();
-    HalfFormat head_format = HalfFormat::F16;
-    Borrowed<float> head{};
-    Borrowed<uint16_t> head16{};
-    if (half_head) {
-      const std::string f = info[9].IsString() ? info[9].As<Napi::String>().Utf8Value() : "";
-      if (f != "fp16" && f != "bf16") bad_arg("lmHeadFormat: expected 'fp16' or 'bf16'");
-      head_format = f == "bf16" ? HalfFormat::BF16 : HalfFormat::F16;
-      head16 = typed_array<uint16_t>(info[5], "lmHead");
-    } else {
-      head = typed_array<float>(info[5], "lmHead");
-    }
+    const FloatOrHalf head = float_or_half(info, 5, 9, "lmHead", "lmHeadFormat");
     const int64_t vocab = integer(info[6], "vocab", 1);
     auto ids = typed_array<int32_t>(info[7], "tokens");
     const int32_t* flag = cancel_flag(info[8]);
@@ -104,20 +93,17 @@ Napi::Value LmHeadNll(const Napi::CallbackInfo& info) {
     }
     if (tokens == 0 || tokens % seqlen != 0) bad_arg("hidden: token count must be a positive multiple of seqlen");
     if (norm.length != static_cast<size_t>(H)) bad_arg("finalNorm: expected hiddenSize elements");
-    if ((half_head ? head16.length : head.length) != static_cast<size_t>(vocab * H)) {
-      bad_arg("lmHead: expected vocab*hiddenSize elements");
-    }
+    if (head.length() != static_cast<size_t>(vocab * H)) bad_arg("lmHead: expected vocab*hiddenSize elements");
     auto result = std::make_shared<NllResult>();
     std::vector<Napi::Value> keep = {info[0], info[3], info[5], info[7]};
     if (flag) keep.push_back(info[8]);
-    const float *x = hidden.data, *nw = norm.data, *E = head.data;
-    const uint16_t* E16 = head16.data;
+    const float *x = hidden.data, *nw = norm.data;
     const int32_t* t = ids.data;
     return AsyncJob::start(
         env, "awq.lmHeadNll", keep,
         [=] {
-          *result = half_head ? lm_head_nll(x, tokens, H, seqlen, nw, eps, E16, head_format, vocab, t, job_cancel_flag(flag))
-                              : lm_head_nll(x, tokens, H, seqlen, nw, eps, E, vocab, t, job_cancel_flag(flag));
+          *result = head.half ? lm_head_nll(x, tokens, H, seqlen, nw, eps, head.f16.data, head.format, vocab, t, job_cancel_flag(flag))
+                              : lm_head_nll(x, tokens, H, seqlen, nw, eps, head.f32.data, vocab, t, job_cancel_flag(flag));
         },
         [result](Napi::Env env, const std::vector<Napi::Value>&) {
           Napi::Object o = Napi::Object::New(env);

@@ -27,12 +27,14 @@ inline uint16_t f32_to_bf16_scalar(float x) {
   const uint32_t nan = (u >> 16) | 0x40u;
   return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
-// x rounded to the nearest bf16 value, as an fp32 (what a bf16 product's operand holds).
-inline float round_to_bf16(float x) {
-  const uint32_t r = static_cast<uint32_t>(f32_to_bf16_scalar(x)) << 16;
+// One value of bf16_to_f32: the bits shifted into the high half (exact). Loops over it vectorize.
+inline float bf16_to_f32_scalar(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
-  std::memcpy(&f, &r, 4);
+  std::memcpy(&f, &bits, 4);
   return f;
 }
+// x rounded to the nearest bf16 value, as an fp32 (what a bf16 product's operand holds).
+inline float round_to_bf16(float x) { return bf16_to_f32_scalar(f32_to_bf16_scalar(x)); }
 
 }  // namespace awq

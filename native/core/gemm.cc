@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <new>
 #include <vector>
@@ -112,7 +111,7 @@ struct HalfB {
   }
   float at(int64_t r, int64_t c) const {
     const uint16_t h = B[r * ldb + c];
-    return format == HalfFormat::F16 ? fp16_to_f32_scalar(h) : bf16_scalar(h);
+    return format == HalfFormat::F16 ? fp16_to_f32_scalar(h) : bf16_to_f32_scalar(h);
   }
   // Widened as it is read (no scratch), in dot()'s summation order.
   float dot_row(const float* a, int64_t r, int64_t n) const {
@@ -120,12 +119,6 @@ struct HalfB {
   }
   void widen(const uint16_t* src, float* dst, int64_t n) const {
     format == HalfFormat::F16 ? widen_fp16(src, dst, n) : widen_bf16(src, dst, n);
-  }
-  static float bf16_scalar(uint16_t h) {
-    const uint32_t bits = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
   }
 };
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "cpu_features.h"
 #include "dtype.h"
@@ -61,13 +60,6 @@ float dot_portable_of(const float* a, const Elem& elem, int64_t n) {
   return s;
 }
 
-float bf16_bits_to_f32(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 float dot_portable(const float* a, const float* b, int64_t n) {
   return dot_portable_of(a, [b](int64_t i) { return b[i]; }, n);
 }
@@ -75,7 +67,7 @@ float dot_fp16_portable(const float* a, const uint16_t* b, int64_t n) {
   return dot_portable_of(a, [b](int64_t i) { return fp16_to_f32_scalar(b[i]); }, n);
 }
 float dot_bf16_portable(const float* a, const uint16_t* b, int64_t n) {
-  return dot_portable_of(a, [b](int64_t i) { return bf16_bits_to_f32(b[i]); }, n);
+  return dot_portable_of(a, [b](int64_t i) { return bf16_to_f32_scalar(b[i]); }, n);
 }
 
 const detail::VecKernels& kernels() {
@@ -121,7 +113,7 @@ void widen_fp16(const uint16_t* src, float* dst, int64_t n) {
 }
 
 void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_f32(src[i]);  // vectorizes for the baseline ISA
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32_scalar(src[i]);  // vectorizes for the baseline ISA
 }
 
 }  // namespace awq
