@@ -25,6 +25,18 @@ export function halfFormat(x: HalfArray, what: string): 'fp16' | 'bf16' {
   throw new InvalidArgumentError(`${what}.dtype: expected 'fp16' (or 'f16') or 'bf16', got ${describeArgument(x.dtype)}`);
 }
 
+/** The exponent field of a 16-bit format: all ones is Inf (mantissa 0) or NaN. */
+export function halfExponentMask(format: 'fp16' | 'bf16'): number {
+  return format === 'fp16' ? 0x7c00 : 0x7f80;
+}
+
+/** Index of the first Inf or NaN among 16-bit values of `format`, or -1. */
+export function firstNonFiniteHalf(data: Uint16Array, format: 'fp16' | 'bf16'): number {
+  const exp = halfExponentMask(format);
+  for (let i = 0; i < data.length; i++) if ((data[i] & exp) === exp) return i;
+  return -1;
+}
+
 /**
  * The values widened to fp32 (exactly), synchronously on the calling thread, into `out` when given
  * (as many elements; e.g. a batch's rows of hidden states) or a new array: meant for a few rows,

@@ -367,9 +367,9 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     let floorPool: StreamPool | null = null;
     if (impls.includes('floor') && modes.includes('stream') && ms.includes(1)) floorPool = native().benchStreamPool(copies * awqBytes);
     // dense-fp32: the project's sgemm on dequantize(W), fp32 copies (8x the bytes) for stream mode.
+    const w = impls.includes('dense-fp32') || impls.includes('dense-fp16') ? layers[0].dequantize() : null;
     const dense: Float32Array[] = [];
-    if (impls.includes('dense-fp32')) {
-      const w = layers[0].dequantize();
+    if (impls.includes('dense-fp32') && w) {
       const denseCopies = stream ? copiesFor(streamBytes, w.length * 4).copies : 1;
       dense.push(w);
       for (let c = 1; c < denseCopies; c++) dense.push(w.slice());
@@ -377,8 +377,7 @@ export async function benchGemm(options: GemmBenchOptions = {}): Promise<GemmBen
     // dense-fp16: the same product on dequantize(W) stored as fp16 (4x the int4 bytes), which
     // denseGemm widens as it reads: what serving the unquantized fp16 model would stream.
     const half: HalfArray[] = [];
-    if (impls.includes('dense-fp16')) {
-      const w = layers[0].dequantize();
+    if (impls.includes('dense-fp16') && w) {
       const bits = new Uint16Array(w.length);
       await native().convertFromF32(w, 'F16', bits);
       const halfCopies = stream ? copiesFor(streamBytes, bits.length * 2).copies : 1;

@@ -18,7 +18,7 @@ import { checkControl, ProgressTracker, throwIfAborted, type ProgressListener } 
 import { decoderLayerForward, decoderLayerForwardOnDevice, lmHeadNll, type LayerWeights } from '../quantize/layer.js';
 import { tokenizeInWorker } from '../calib/tokenize-in-worker.js';
 import { decodeUtf8 } from '../utf8.js';
-import { halfFormat, type HalfArray } from '../half.js';
+import { firstNonFiniteHalf, halfExponentMask, halfFormat, type HalfArray } from '../half.js';
 import { requiredObject } from '../validate.js';
 
 export interface EvaluateOptions {
@@ -260,13 +260,12 @@ async function readFinite(model: ModelWeights, name: string): Promise<Float32Arr
 async function readFiniteStored(model: ModelWeights, name: string): Promise<Float32Array | HalfArray> {
   const t = await model.readStored(name);
   if (t instanceof Float32Array) return checkFinite(model, name, t);
-  // an all-ones exponent field is Inf or NaN
-  const exp = halfFormat(t, name) === 'fp16' ? 0x7c00 : 0x7f80;
-  const { data } = t;
-  for (let i = 0; i < data.length; i++) {
-    if ((data[i] & exp) === exp) {
-      throw new NonFiniteError(`${model.dir}: tensor '${name}': element ${i} is ${data[i] & (0x7fff & ~exp) ? 'NaN' : (data[i] & 0x8000 ? '-Infinity' : 'Infinity')}`);
-    }
+  const format = halfFormat(t, name);
+  const i = firstNonFiniteHalf(t.data, format);
+  if (i >= 0) {
+    const h = t.data[i];
+    const value = h & (0x7fff & ~halfExponentMask(format)) ? 'NaN' : h & 0x8000 ? '-Infinity' : 'Infinity';
+    throw new NonFiniteError(`${model.dir}: tensor '${name}': element ${i} is ${value}`);
   }
   return t;
 }

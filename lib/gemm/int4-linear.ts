@@ -3,7 +3,7 @@ import type { AwqLinearTensors } from '../checkpoint/awq-format.js';
 import { backends, noCudaError } from '../backends.js';
 import { InvalidArgumentError, NonFiniteError } from '../errors.js';
 import { checkDevice, describeValue, optionalBoolean, optionsObject, overlaps, requiredObject } from '../validate.js';
-import { halfFormat, isHalfArray, type HalfArray } from '../half.js';
+import { firstNonFiniteHalf, halfFormat, isHalfArray, type HalfArray } from '../half.js';
 import { native, type CudaInt4Handle, type Int4Handle } from '../native.js';
 
 /** This project's quantizer output for one linear: `w ≈ (q - zeros) * scales` per group. */
@@ -325,14 +325,9 @@ function checkArray(what: string, name: string, v: unknown, ctor: TypedCtor, len
   }
 }
 
-/** fp16 NaN/Inf have all exponent bits set. */
 function checkFp16Finite(what: string, name: string, a: Uint16Array, cols: number): void {
-  for (let i = 0; i < a.length; i++) {
-    if ((a[i] & 0x7c00) === 0x7c00) {
-      const kind = a[i] & 0x03ff ? 'NaN' : 'Inf';
-      throw new NonFiniteError(`${what}${name}[${Math.floor(i / cols)}, ${i % cols}] is ${kind}`);
-    }
-  }
+  const i = firstNonFiniteHalf(a, 'fp16');
+  if (i >= 0) throw new NonFiniteError(`${what}${name}[${Math.floor(i / cols)}, ${i % cols}] is ${a[i] & 0x03ff ? 'NaN' : 'Inf'}`);
 }
 
 function checkF32Finite(what: string, name: string, a: Float32Array, cols: number): void {
