@@ -4,7 +4,7 @@
  * FMA ceiling it is judged against.
  */
 import { InvalidArgumentError } from './errors.js';
-import { halfFormat, isHalfArray, type HalfArray } from './half.js';
+import { floatOrHalf, type HalfArray } from './half.js';
 import { native } from './native.js';
 import { describeValue, optionsObject, requiredObject } from './validate.js';
 
@@ -55,8 +55,7 @@ export async function denseGemm(options: DenseGemmOptions): Promise<Float32Array
   const ldb = options.ldb ?? Math.max(transB ? k : n, 1);
   const ldc = options.ldc ?? Math.max(n, 1);
   checkMatrix('a', a, transA ? k : m, transA ? m : k, lda);
-  const bFormat = isHalfArray(b) ? halfFormat(b, 'b') : undefined;
-  const bData = isHalfArray(b) ? b.data : b;
+  const { data: bData, format: bFormat } = floatOrHalf(b, 'b');
   checkMatrix('b', bData, transB ? n : k, transB ? k : n, ldb, bFormat !== undefined);
   const c = options.c ?? allocateOutput(m === 0 || n === 0 ? 0 : (m - 1) * ldc + n);
   checkMatrix('c', c, m, n, ldc);

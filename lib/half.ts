@@ -25,6 +25,14 @@ export function halfFormat(x: HalfArray, what: string): 'fp16' | 'bf16' {
   throw new InvalidArgumentError(`${what}.dtype: expected 'fp16' (or 'f16') or 'bf16', got ${describeArgument(x.dtype)}`);
 }
 
+/**
+ * A weight argument as the native calls take it: a Float32Array as it is, or a HalfArray's bits
+ * with its checked format (an InvalidArgumentError naming `what` for another dtype).
+ */
+export function floatOrHalf(x: Float32Array | HalfArray, what: string): { data: Float32Array | Uint16Array; format?: 'fp16' | 'bf16' } {
+  return isHalfArray(x) ? { data: x.data, format: halfFormat(x, what) } : { data: x };
+}
+
 /** The exponent field of a 16-bit format: all ones is Inf (mantissa 0) or NaN. */
 export function halfExponentMask(format: 'fp16' | 'bf16'): number {
   return format === 'fp16' ? 0x7c00 : 0x7f80;

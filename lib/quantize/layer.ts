@@ -7,7 +7,7 @@
  * validated here, before native code runs, with messages that name the argument.
  */
 import { AbortedError, InvalidArgumentError } from '../errors.js';
-import { halfFormat, isHalfArray, type HalfArray } from '../half.js';
+import { floatOrHalf, type HalfArray } from '../half.js';
 import { checkControl } from '../progress.js';
 import { describeValue, requiredObject } from '../validate.js';
 import { native, type RawQuantizedLayer } from '../native.js';
@@ -313,8 +313,7 @@ export async function lmHeadNll(
   if (!Number.isInteger(seqlen) || seqlen < 2) throw new InvalidArgumentError(`seqlen: expected an integer >= 2, got ${seqlen}`);
   validateHidden(hidden, H, seqlen);
   // A 16-bit lm_head (fp16 / bf16 as stored) is widened as it is multiplied: bitwise the widened one's result.
-  const headFormat = isHalfArray(lmHead) ? halfFormat(lmHead, 'lmHead') : undefined;
-  const headData = isHalfArray(lmHead) ? lmHead.data : lmHead;
+  const { data: headData, format: headFormat } = floatOrHalf(lmHead, 'lmHead');
   if (!(headData instanceof Float32Array) && headFormat === undefined) {
     throw new InvalidArgumentError(`lmHead: expected a Float32Array or { data: Uint16Array, dtype: 'fp16' | 'bf16' }, got ${describeValue(lmHead)}`);
   }
