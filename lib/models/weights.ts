@@ -164,15 +164,19 @@ export async function loadLayerWeights(model: ModelWeights, i: number): Promise<
 
 /** Embedding rows of `tokens`: the hidden states entering layer 0 (a 16-bit table's rows widened). */
 export function embed(table: Float32Array | HalfArray, hidden: number, tokens: Int32Array): Float32Array {
-  const data = table instanceof Float32Array ? table : table.data;
-  const vocab = data.length / hidden;
-  const rows = table instanceof Float32Array ? new Float32Array(tokens.length * hidden) : new Uint16Array(tokens.length * hidden);
+  if (table instanceof Float32Array) return gatherRows(table, new Float32Array(tokens.length * hidden), hidden, tokens);
+  return toFloat32({ data: gatherRows(table.data, new Uint16Array(tokens.length * hidden), hidden, tokens), dtype: table.dtype });
+}
+
+/** `out` holds the rows of `table` that `tokens` name, in order. */
+function gatherRows<T extends Float32Array | Uint16Array>(table: T, out: T, hidden: number, tokens: Int32Array): T {
+  const vocab = table.length / hidden;
   for (let t = 0; t < tokens.length; t++) {
     const id = tokens[t];
     if (id < 0 || id >= vocab) throw new BadCheckpointError(`token id ${id} is outside the embedding table (${vocab} rows)`);
-    rows.set(data.subarray(id * hidden, (id + 1) * hidden), t * hidden);
+    out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
   }
-  return rows instanceof Float32Array ? rows : toFloat32({ data: rows, dtype: (table as HalfArray).dtype });
+  return out;
 }
 
 /**
